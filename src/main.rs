@@ -1,1 +1,110 @@
-fn main() {}
+//! `flowtwin`: the command-line front end (run, bench, ctl, check).
+#![forbid(unsafe_code)]
+
+mod bench;
+
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// flowtwin — a kernel-bypass DPDK TCP engine whose connections survive the death of the
+/// machine serving them.
+#[derive(Parser)]
+#[command(name = "flowtwin", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Forwarding benchmark in the style of dpdk-testpmd, to compare the two on the same ports.
+    ///
+    /// Everything after `--` goes to DPDK's EAL unchanged, exactly as testpmd's EAL args, e.g.
+    /// `flowtwin bench --mode io -- -l 0-1 --no-huge --no-shconf -m 512 --vdev net_null0 --vdev net_null1`.
+    /// Ports pair up 0<->1, 2<->3 (a lone port forwards to itself). Every worker lcore
+    /// (all lcores but the main one) forwards; the main lcore prints Mpps every second.
+    Bench {
+        /// Forwarding mode: io | macswap | rxonly | txonly.
+        #[arg(long, default_value = "io", value_parser = parse_mode)]
+        mode: &'static bench::FwdMode,
+        /// How long to run, in seconds (SIGINT stops earlier).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// RX and TX queues per port (streams are spread over worker lcores round-robin).
+        #[arg(long, default_value_t = 1)]
+        queues: u16,
+        /// Mbufs in the packet pool (under --no-huge, -m must cover them: ~2.2 KiB each).
+        #[arg(long, default_value_t = 16384)]
+        mbufs: u32,
+        /// RX/TX descriptors per queue.
+        #[arg(long, default_value_t = 1024)]
+        desc: u16,
+        /// Print one machine-readable JSON summary line on stdout at the end.
+        #[arg(long)]
+        json: bool,
+        /// Only the JSON line (no per-second report).
+        #[arg(long)]
+        quiet: bool,
+        /// EAL arguments (after `--`).
+        #[arg(last = true, required = true)]
+        eal: Vec<String>,
+    },
+}
+
+fn parse_mode(s: &str) -> Result<&'static bench::FwdMode, String> {
+    bench::mode_by_name(s).ok_or_else(|| {
+        let names: Vec<_> = bench::MODES.iter().map(|m| format!("{} ({})", m.name, m.help)).collect();
+        format!("unknown mode {s:?}; modes: {}", names.join(", "))
+    })
+}
+
+/// SIGINT/SIGTERM set this; loops poll it.
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("flowtwin: warning: cannot install handler for signal {sig}: {e}");
+        }
+    }
+    stop
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Bench { mode, duration, queues, mbufs, desc, json, quiet, eal } => {
+            if !(duration.is_finite() && duration > 0.0) {
+                Err(format!("--duration must be a positive number of seconds, got {duration}"))
+            } else {
+                let stop = stop_flag();
+                match flowtwin_ffi::Eal::init(&eal) {
+                    Err(e) => Err(format!("EAL init: {e}")),
+                    Ok(e) => bench::run(
+                        e,
+                        bench::BenchOpts {
+                            mode,
+                            duration: Duration::from_secs_f64(duration),
+                            queues,
+                            mbufs,
+                            desc,
+                            json,
+                            quiet,
+                        },
+                        stop,
+                    ),
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flowtwin: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

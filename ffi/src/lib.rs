@@ -1,1 +1,86 @@
-//! placeholder
+//! flowtwin-ffi: bindings to the system DPDK (generated at build time by bindgen from the
+//! headers pkg-config `libdpdk` points at) and thin safe wrappers. This is the only crate of
+//! flowtwin with `unsafe`; every `unsafe` block says why it is sound.
+//!
+//! Wrappers: [`eal`] (init once per process, lcore launch), typed ids ([`PortId`], [`QueueId`],
+//! [`LcoreId`]), [`mempool`], owned [`mbuf`]s and bursts, [`port`] setup/stats, [`ring`].
+//! Errors carry DPDK's own message ([`Error`]).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod sys {
+    //! Raw bindgen output. Use the safe wrappers instead.
+    #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
+    #![allow(clippy::all, rustdoc::all, missing_docs, improper_ctypes, unsafe_op_in_unsafe_fn)]
+    include!(concat!(env!("OUT_DIR"), "/dpdk_bindings.rs"));
+}
+
+pub mod eal;
+pub mod error;
+pub mod mbuf;
+pub mod mempool;
+pub mod port;
+pub mod ring;
+
+pub use eal::{Eal, LaunchHandle};
+pub use error::{Error, Result};
+pub use mbuf::{Mbuf, MbufBurst, BURST_MAX};
+pub use mempool::Mempool;
+pub use port::{LinkStatus, Port, PortConfig, PortInfo, PortStats, RssMode, RxQueue, StatsReader, TxQueue};
+pub use ring::Ring;
+
+/// A DPDK ethdev port number.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct PortId(pub u16);
+
+/// An RX or TX queue index of a port.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct QueueId(pub u16);
+
+/// An EAL logical core id.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct LcoreId(pub u32);
+
+impl std::fmt::Display for PortId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "port {}", self.0)
+    }
+}
+
+impl std::fmt::Display for LcoreId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "lcore {}", self.0)
+    }
+}
+
+/// The TSC: DPDK's cycle counter (`rte_rdtsc`).
+#[inline]
+pub fn rdtsc() -> u64 {
+    // SAFETY: reads the CPU's time-stamp counter; no memory is touched.
+    unsafe { sys::ft_rdtsc() }
+}
+
+/// TSC ticks per second as measured by EAL (valid after EAL init).
+pub fn tsc_hz() -> u64 {
+    // SAFETY: reads a value EAL computed at init; returns 0-ish garbage before init but is
+    // memory-safe either way.
+    unsafe { sys::ft_tsc_hz() }
+}
+
+/// A spin-loop hint (`rte_pause`), for idle backoff.
+#[inline]
+pub fn pause() {
+    // SAFETY: a CPU pause instruction.
+    unsafe { sys::ft_pause() }
+}
+
+/// The calling thread's lcore id, or `None` for a non-EAL thread.
+pub fn current_lcore() -> Option<LcoreId> {
+    // SAFETY: reads a thread-local per-lcore variable; valid on any thread.
+    let id = unsafe { sys::ft_lcore_id() };
+    if id == u32::MAX {
+        None
+    } else {
+        Some(LcoreId(id))
+    }
+}

@@ -1,0 +1,202 @@
+//! EAL: initialisation (once per process), lcore enumeration and launching work on lcores.
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{Error, Result};
+use crate::{sys, LcoreId};
+
+/// Set by the first `Eal::init`; never cleared. `rte_eal_init` may run once per process
+/// (a second call returns EALREADY, and `rte_eal_cleanup` does not allow re-init).
+static EAL_STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Proof that EAL is initialised. Creating ports, mempools and rings requires one.
+/// Dropping it calls `rte_eal_cleanup`.
+pub struct Eal {
+    _private: (),
+}
+
+impl Eal {
+    /// Initialise EAL with `args` as on a DPDK command line (the program name is prepended).
+    /// A second call in the same process is an error, not undefined behaviour.
+    pub fn init<S: AsRef<str>>(args: &[S]) -> Result<Eal> {
+        if EAL_STARTED.swap(true, Ordering::SeqCst) {
+            return Err(Error::invalid(
+                "rte_eal_init",
+                "EAL is already initialised in this process (DPDK allows one init per process)",
+            ));
+        }
+        let mut owned: Vec<CString> = Vec::with_capacity(args.len() + 1);
+        owned.push(CString::new("flowtwin").expect("static string has no NUL"));
+        for a in args {
+            let a = a.as_ref();
+            match CString::new(a) {
+                Ok(c) => owned.push(c),
+                Err(_) => {
+                    return Err(Error::invalid(
+                        "rte_eal_init",
+                        format!("EAL argument {a:?} contains a NUL byte"),
+                    ))
+                }
+            }
+        }
+        // EAL may keep pointers into argv (it permutes argv and some options keep the string),
+        // so the strings live for the rest of the process: leak them once.
+        let owned: &'static [CString] = Box::leak(owned.into_boxed_slice());
+        let mut argv: Vec<*mut c_char> = owned.iter().map(|c| c.as_ptr() as *mut c_char).collect();
+        argv.push(std::ptr::null_mut());
+        let argv: &'static mut [*mut c_char] = Box::leak(argv.into_boxed_slice());
+        let argc = (argv.len() - 1) as c_int;
+        // SAFETY: argv is a NULL-terminated array of argc valid, 'static NUL-terminated strings;
+        // EAL_STARTED guarantees this is the only call in the process.
+        let ret = unsafe { sys::rte_eal_init(argc, argv.as_mut_ptr()) };
+        if ret < 0 {
+            let mut err = Error::last("rte_eal_init");
+            let argline = args.iter().map(|a| a.as_ref()).collect::<Vec<_>>().join(" ");
+            if let Some(h) = eal_hint(&argline, err.errno) {
+                err = err.with_hint(h);
+            }
+            return Err(err);
+        }
+        Ok(Eal { _private: () })
+    }
+
+    /// True once any `Eal::init` was attempted in this process.
+    pub fn attempted() -> bool {
+        EAL_STARTED.load(Ordering::SeqCst)
+    }
+
+    /// The main lcore (the thread that called `init`).
+    pub fn main_lcore(&self) -> LcoreId {
+        // SAFETY: plain query of EAL configuration after a successful init.
+        LcoreId(unsafe { sys::rte_get_main_lcore() })
+    }
+
+    /// Worker lcores (every enabled lcore except the main one), in id order.
+    pub fn worker_lcores(&self) -> Vec<LcoreId> {
+        let mut v = Vec::new();
+        // SAFETY: rte_get_next_lcore only reads EAL's lcore configuration. `u32::MAX` is the
+        // documented "start" value (-1 as unsigned).
+        let mut i = unsafe { sys::rte_get_next_lcore(u32::MAX, 1, 0) };
+        while i < sys::RTE_MAX_LCORE {
+            v.push(LcoreId(i));
+            // SAFETY: as above.
+            i = unsafe { sys::rte_get_next_lcore(i, 1, 0) };
+        }
+        v
+    }
+
+    /// Number of enabled lcores, main included.
+    pub fn lcore_count(&self) -> u32 {
+        // SAFETY: plain query of EAL configuration.
+        unsafe { sys::rte_lcore_count() }
+    }
+
+    /// NUMA socket of an lcore (for mempool placement).
+    pub fn lcore_socket(&self, lcore: LcoreId) -> i32 {
+        // SAFETY: plain query; out-of-range ids return SOCKET_ID_ANY-like values, not UB.
+        unsafe { sys::rte_lcore_to_socket_id(lcore.0) as i32 }
+    }
+
+    /// Run `f` on worker `lcore`. The closure's return value is the lcore's exit code.
+    /// A panic inside `f` is caught, printed and reported as -1 (it must not unwind into C).
+    pub fn launch<F>(&self, lcore: LcoreId, f: F) -> Result<LaunchHandle>
+    where
+        F: FnOnce() -> i32 + Send + 'static,
+    {
+        let boxed: Box<Box<dyn FnOnce() -> i32 + Send>> = Box::new(Box::new(f));
+        let arg = Box::into_raw(boxed) as *mut c_void;
+        // SAFETY: `trampoline` takes ownership of `arg` exactly once (Box::from_raw). If the
+        // launch fails, EAL did not run it and we reclaim the box below.
+        let ret = unsafe { sys::rte_eal_remote_launch(Some(trampoline), arg, lcore.0) };
+        if ret != 0 {
+            // SAFETY: the launch failed, so the trampoline never saw `arg`; reclaim it once.
+            drop(unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() -> i32 + Send>) });
+            return Err(Error::from_ret(format!("rte_eal_remote_launch({lcore})"), ret));
+        }
+        Ok(LaunchHandle { lcore, joined: false })
+    }
+}
+
+impl Drop for Eal {
+    fn drop(&mut self) {
+        // SAFETY: called once, after every LaunchHandle borrowed nothing from us; releases
+        // hugepage mappings and device resources.
+        unsafe {
+            sys::rte_eal_mp_wait_lcore();
+            sys::rte_eal_cleanup();
+        }
+    }
+}
+
+unsafe extern "C" fn trampoline(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` came from Box::into_raw in `launch` and is consumed exactly once here.
+    let f = unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() -> i32 + Send>) };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f())) {
+        Ok(code) => code,
+        Err(_) => {
+            eprintln!("flowtwin: a worker lcore panicked; its exit code is -1");
+            -1
+        }
+    }
+}
+
+/// A running lcore job; `join` waits for its exit code.
+pub struct LaunchHandle {
+    lcore: LcoreId,
+    joined: bool,
+}
+
+impl LaunchHandle {
+    pub fn lcore(&self) -> LcoreId {
+        self.lcore
+    }
+
+    /// Wait for the job to finish and return its exit code.
+    pub fn join(mut self) -> i32 {
+        self.joined = true;
+        // SAFETY: waits on a lcore we launched; EAL tracks its state.
+        unsafe { sys::rte_eal_wait_lcore(self.lcore.0) }
+    }
+}
+
+impl Drop for LaunchHandle {
+    fn drop(&mut self) {
+        if !self.joined {
+            // SAFETY: as in join; never leave a running lcore behind silently.
+            unsafe { sys::rte_eal_wait_lcore(self.lcore.0) };
+        }
+    }
+}
+
+/// What an operator should try after an EAL init failure, from the args and errno.
+fn eal_hint(args: &str, errno: i32) -> Option<String> {
+    let no_huge = args.contains("--no-huge");
+    if !no_huge && hugepages_free() == Some(0) {
+        return Some(
+            "no hugepages: run scripts/setup, or add --no-huge --no-shconf -m 512 to the EAL args".into(),
+        );
+    }
+    if args.contains("--no-huge") && args.contains("--in-memory") {
+        return Some("--no-huge and --in-memory cannot be combined: use --no-huge --no-shconf".into());
+    }
+    if errno == 0 || errno == 11 || errno == 114 {
+        return Some(
+            "if another DPDK process is running, give each a distinct --file-prefix (or --in-memory / --no-shconf)".into(),
+        );
+    }
+    if errno == 22 {
+        return Some("check the EAL arguments (lcore list -l / --lcores must name existing CPUs; see the EAL log above)".into());
+    }
+    None
+}
+
+fn hugepages_free() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("HugePages_Free:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
