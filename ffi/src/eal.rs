@@ -132,7 +132,7 @@ impl Drop for Eal {
 unsafe extern "C" fn trampoline(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` came from Box::into_raw in `launch` and is consumed exactly once here.
     let f = unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() -> i32 + Send>) };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f())) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(code) => code,
         Err(_) => {
             eprintln!("flowtwin: a worker lcore panicked; its exit code is -1");
