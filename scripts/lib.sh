@@ -1,0 +1,104 @@
+# shellcheck shell=bash
+# scripts/lib.sh — shared helpers for flowtwin rig scripts (source it, do not execute it).
+#
+#   . "$(dirname "$0")/lib.sh"
+#
+# Single source of truth for the test topology's names and addresses. Every value
+# can be overridden from the environment before sourcing (e.g. FT_VIP=198.18.0.50).
+# Only the benchmark range 198.18.0.0/15 is used, and only inside namespaces.
+
+# ---------------------------------------------------------------- topology defaults
+: "${FT_CLIENT_NS:=ftc}"          # Linux kernel TCP clients (curl, python)
+: "${FT_SW_NS:=ftsw}"             # the "switch": a Linux bridge
+: "${FT_A_NS:=fta}"               # engine A (DPDK af_packet on FT_A_IF)
+: "${FT_B_NS:=ftb}"               # engine B
+: "${FT_BRIDGE:=ftbr0}"           # bridge inside FT_SW_NS
+
+: "${FT_CLIENT_IF:=c0}"           # in FT_CLIENT_NS, peer FT_SW_CLIENT_IF
+: "${FT_SW_CLIENT_IF:=swc}"       # in FT_SW_NS, bridge port
+: "${FT_A_IF:=a0}"                # in FT_A_NS, no IP: DPDK attaches here
+: "${FT_SW_A_IF:=swa}"
+: "${FT_B_IF:=b0}"                # in FT_B_NS, no IP: DPDK attaches here
+: "${FT_SW_B_IF:=swb}"
+: "${FT_A_SYNC_IF:=async0}"       # in FT_A_NS, kernel sockets, peer FT_B_SYNC_IF
+: "${FT_B_SYNC_IF:=bsync0}"       # in FT_B_NS
+
+: "${FT_CLIENT_IP:=198.18.0.2}"
+: "${FT_PREFIX:=24}"
+: "${FT_VIP:=198.18.0.100}"       # owned by the engines; configured on no interface
+: "${FT_A_SYNC_IP:=198.19.0.1}"
+: "${FT_B_SYNC_IP:=198.19.0.2}"
+: "${FT_SYNC_PREFIX:=30}"
+
+# Deterministic, locally administered MACs (02:66:74 = 02:'f':'t').
+: "${FT_CLIENT_MAC:=02:66:74:00:00:02}"
+: "${FT_A_MAC:=02:66:74:00:00:0a}"
+: "${FT_B_MAC:=02:66:74:00:00:0b}"
+: "${FT_A_SYNC_MAC:=02:66:74:00:01:0a}"
+: "${FT_B_SYNC_MAC:=02:66:74:00:01:0b}"
+: "${FT_VIP_MAC:=02:66:74:00:00:64}"  # suggested shared virtual MAC for the VIP (engine config)
+
+: "${FT_MTU:=1500}"
+: "${FT_BRIDGE_AGEING_CS:=30000}" # bridge fdb ageing, centiseconds (300 s, the kernel default)
+
+: "${FT_RUN_DIR:=/run/flowtwin}"
+: "${FT_HUGEPAGES_FILE:=$FT_RUN_DIR/hugepages}"
+: "${FT_NOHUGE_MEM_MB:=512}"
+
+# Variables printed by `scripts/topology env` / `status`, in order.
+FT_ENV_VARS=(
+  FT_CLIENT_NS FT_SW_NS FT_A_NS FT_B_NS FT_BRIDGE
+  FT_CLIENT_IF FT_SW_CLIENT_IF FT_A_IF FT_SW_A_IF FT_B_IF FT_SW_B_IF
+  FT_A_SYNC_IF FT_B_SYNC_IF
+  FT_CLIENT_IP FT_PREFIX FT_VIP FT_A_SYNC_IP FT_B_SYNC_IP FT_SYNC_PREFIX
+  FT_CLIENT_MAC FT_A_MAC FT_B_MAC FT_A_SYNC_MAC FT_B_SYNC_MAC FT_VIP_MAC
+  FT_MTU FT_BRIDGE_AGEING_CS FT_RUN_DIR
+)
+
+# ---------------------------------------------------------------- messages
+ft_info() { printf '%s: %s\n' "${FT_PROG:-flowtwin}" "$*"; }
+ft_warn() { printf '%s: warning: %s\n' "${FT_PROG:-flowtwin}" "$*" >&2; }
+ft_die()  { printf '%s: error: %s\n' "${FT_PROG:-flowtwin}" "$*" >&2; exit 1; }
+
+ft_require_root() {
+  [[ ${EUID:-$(id -u)} -eq 0 ]] || ft_die "must run as root (try: sudo $0 $*)"
+}
+
+# ---------------------------------------------------------------- namespaces
+ft_ns_exists() { [[ -e "/run/netns/$1" ]]; }
+# ft_nsx NS CMD... : run CMD inside namespace NS
+ft_nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+ft_link_exists() { ft_ns_exists "$1" && ip -n "$1" link show dev "$2" >/dev/null 2>&1; }
+
+# ---------------------------------------------------------------- hugepages / EAL
+# ft_hugepages_mode: prints "huge" or "no-huge".
+# Uses the decision written by scripts/setup; if absent, decides from the live system.
+ft_hugepages_mode() {
+  local m=""
+  if [[ -r $FT_HUGEPAGES_FILE ]]; then
+    m=$(tr -d ' \n' <"$FT_HUGEPAGES_FILE")
+  fi
+  case $m in
+    huge|no-huge) ;;
+    *)
+      local n
+      n=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null || echo 0)
+      if [[ ${n:-0} -gt 0 ]] && grep -qs ' /dev/hugepages hugetlbfs ' /proc/mounts; then
+        m=huge
+      else
+        m=no-huge
+      fi ;;
+  esac
+  printf '%s\n' "$m"
+}
+
+# ft_eal_mem_args: EAL memory arguments matching the hugepage decision.
+#   huge    -> --in-memory            (no shared config, no files left in /dev/hugepages)
+#   no-huge -> --no-huge --no-shconf -m 512   (--in-memory is incompatible with --no-huge)
+ft_eal_mem_args() {
+  if [[ $(ft_hugepages_mode) == huge ]]; then
+    printf '%s\n' "--in-memory"
+  else
+    printf '%s\n' "--no-huge --no-shconf -m ${FT_NOHUGE_MEM_MB}"
+  fi
+}
