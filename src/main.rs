@@ -2,6 +2,9 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod config;
+mod metrics;
+mod run;
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -21,6 +24,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run an engine from a TOML config file (see README "Configuration reference").
+    ///
+    /// Starts the metrics server, initialises EAL with `eal.args`, starts the port and one
+    /// worker per queue, and serves until SIGINT/SIGTERM, then prints port and drop statistics.
+    Run {
+        /// The config file.
+        #[arg(long, short)]
+        config: std::path::PathBuf,
+    },
+    /// Validate a config file without starting anything; errors name the offending key.
+    CheckConfig {
+        /// The config file.
+        #[arg(long, short)]
+        config: std::path::PathBuf,
+    },
     /// Forwarding benchmark in the style of dpdk-testpmd, to compare the two on the same ports.
     ///
     /// Everything after `--` goes to DPDK's EAL unchanged, exactly as testpmd's EAL args, e.g.
@@ -76,6 +94,12 @@ fn stop_flag() -> Arc<AtomicBool> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
+        Cmd::Run { config } => config::Config::load(&config).and_then(|c| run::run(c, stop_flag())),
+        Cmd::CheckConfig { config } => config::Config::load(&config).and_then(|c| {
+            run::stack_config(&c)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }),
         Cmd::Bench { mode, duration, queues, mbufs, desc, json, quiet, eal } => {
             if !(duration.is_finite() && duration > 0.0) {
                 Err(format!("--duration must be a positive number of seconds, got {duration}"))

@@ -4,9 +4,13 @@
 //! replayed on a standby.
 #![forbid(unsafe_code)]
 
+pub mod counters;
+pub mod dataplane;
+pub mod flow;
 pub mod seq;
 pub mod service;
-pub mod time;
-pub mod wire;
+pub mod stack;
 pub mod tcp;
-pub mod flow;
+pub mod time;
+pub mod timer;
+pub mod wire;

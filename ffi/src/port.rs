@@ -88,6 +88,11 @@ struct PortInner {
 
 impl Drop for PortInner {
     fn drop(&mut self) {
+        // After rte_eal_cleanup (Eal dropped first) the port no longer exists.
+        // SAFETY: a plain validity query on the port id.
+        if unsafe { sys::rte_eth_dev_is_valid_port(self.id.0) } == 0 {
+            return;
+        }
         let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
         if *started {
             // SAFETY: no queue handle is alive (they hold Arc<PortInner>), so no lcore polls

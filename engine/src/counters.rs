@@ -1,0 +1,185 @@
+//! Worker counters: every drop has a reason, every reason a counter.
+//!
+//! A worker increments plain `u64`s in its own [`Counters`] (no atomics on the packet path)
+//! and publishes a copy into its [`SharedCounters`] slot every few milliseconds with Relaxed
+//! stores (single writer); the metrics thread sums the slots. Staleness of a few ms is fine.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! reasons {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+        #[repr(usize)]
+        pub enum $name { $($(#[$vm])* $v,)* }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v,)*];
+            pub const COUNT: usize = [$($name::$v,)*].len();
+            /// The label value used in metrics.
+            pub fn as_str(self) -> &'static str { match self { $($name::$v => $s,)* } }
+        }
+    };
+}
+
+reasons! {
+    /// Why a received frame was dropped.
+    Drop {
+        /// Not even an Ethernet header.
+        RuntFrame => "runt_frame",
+        /// Multi-segment mbuf (jumbo/scattered RX): not parsed.
+        MultiSegment => "multi_segment",
+        /// Ethertype we do not handle (IPv6, VLAN-tagged, LLDP, ...).
+        OtherEthertype => "other_ethertype",
+        /// Unicast to a MAC that is not one of our VIP MACs or the port MAC.
+        NotOurMac => "not_our_mac",
+        /// ARP that is malformed or not Ethernet/IPv4.
+        BadArp => "bad_arp",
+        /// ARP for an address we do not own (normal on a shared segment).
+        ArpNotForUs => "arp_not_for_us",
+        /// IPv4 header invalid (version, IHL, lengths).
+        BadIpv4Header => "bad_ipv4_header",
+        /// IPv4 header checksum wrong.
+        BadIpv4Checksum => "bad_ipv4_checksum",
+        /// IPv4 fragment (we never reassemble).
+        Ipv4Fragment => "ipv4_fragment",
+        /// IPv4 options present.
+        Ipv4Options => "ipv4_options",
+        /// TTL 0 (a router should not have forwarded it).
+        BadTtl => "bad_ttl",
+        /// IPv4 destination is not a VIP.
+        NotOurIp => "not_our_ip",
+        /// Source address is not a unicast host (broadcast, multicast, 0.0.0.0, loopback).
+        BadSourceAddress => "bad_source_address",
+        /// IP protocol we do not serve (UDP, ...).
+        OtherProtocol => "other_protocol",
+        /// ICMP other than a valid echo request.
+        IcmpIgnored => "icmp_ignored",
+        /// TCP header invalid (data offset) or options malformed.
+        BadTcpHeader => "bad_tcp_header",
+        /// TCP checksum wrong.
+        BadTcpChecksum => "bad_tcp_checksum",
+        /// TCP checksum holds only the pseudo-header sum: the sender had TX checksum offload on
+        /// (e.g. a Linux veth peer) and nothing filled it in.
+        PartialTcpChecksum => "partial_tcp_checksum",
+        /// TCP to a VIP port with no service.
+        NoService => "no_service",
+        /// Segment for no flow that is not a SYN (answered with RST unless in takeover grace).
+        NoFlow => "no_flow",
+        /// SYN refused: flow table full.
+        FlowTableFull => "flow_table_full",
+        /// SYN that is malformed (SYN+FIN, RST/ACK to a listener without a flow...).
+        BadSyn => "bad_syn",
+        /// Segment refused by the TCP state machine (out of window, PAWS, bad ACK, ...).
+        TcpRejected => "tcp_rejected",
+        /// No mbuf for an output frame.
+        TxNoMbuf => "tx_no_mbuf",
+        /// The driver did not take a frame (TX ring full): freed.
+        TxFull => "tx_full",
+    }
+}
+
+reasons! {
+    /// Events worth counting that are not drops.
+    Event {
+        RxFrames => "rx_frames",
+        TxFrames => "tx_frames",
+        ArpRequestsAnswered => "arp_requests_answered",
+        ArpLearned => "arp_learned",
+        IcmpEchoAnswered => "icmp_echo_answered",
+        FlowsOpened => "flows_opened",
+        FlowsClosed => "flows_closed",
+        RstSent => "rst_sent",
+        ChallengeAcks => "challenge_acks",
+        OutOfWindow => "out_of_window",
+        PawsRejected => "paws_rejected",
+        RstAccepted => "rst_accepted",
+        Retransmits => "retransmits",
+        FastRetransmits => "fast_retransmits",
+        OutOfOrderSegments => "out_of_order_segments",
+        ServiceBytesIn => "service_bytes_in",
+        ServiceBytesOut => "service_bytes_out",
+        HttpRequests => "http_requests",
+        IdleSleeps => "idle_sleeps",
+    }
+}
+
+/// A worker's private counters.
+#[derive(Clone, Debug)]
+pub struct Counters {
+    pub drops: [u64; Drop::COUNT],
+    pub events: [u64; Event::COUNT],
+    /// Live flows by TCP state index (see `tcp::State as usize`).
+    pub flows_by_state: [u64; 16],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters { drops: [0; Drop::COUNT], events: [0; Event::COUNT], flows_by_state: [0; 16] }
+    }
+}
+
+impl Counters {
+    #[inline]
+    pub fn drop(&mut self, r: Drop) {
+        self.drops[r as usize] += 1;
+    }
+    #[inline]
+    pub fn event(&mut self, e: Event) {
+        self.events[e as usize] += 1;
+    }
+    #[inline]
+    pub fn add(&mut self, e: Event, n: u64) {
+        self.events[e as usize] += n;
+    }
+    pub fn dropped(&self, r: Drop) -> u64 {
+        self.drops[r as usize]
+    }
+    pub fn get(&self, e: Event) -> u64 {
+        self.events[e as usize]
+    }
+}
+
+/// One worker's published counters (single writer: the worker; readers: control threads).
+pub struct SharedCounters {
+    drops: Vec<AtomicU64>,
+    events: Vec<AtomicU64>,
+    flows_by_state: Vec<AtomicU64>,
+}
+
+impl Default for SharedCounters {
+    fn default() -> Self {
+        let v = |n| (0..n).map(|_| AtomicU64::new(0)).collect();
+        SharedCounters { drops: v(Drop::COUNT), events: v(Event::COUNT), flows_by_state: v(16) }
+    }
+}
+
+impl SharedCounters {
+    /// Publish a worker's counters. Relaxed: each value is independent and monotonic (or a
+    /// gauge); readers need no ordering between them.
+    pub fn publish(&self, c: &Counters) {
+        for (a, v) in self.drops.iter().zip(c.drops.iter()) {
+            a.store(*v, Ordering::Relaxed);
+        }
+        for (a, v) in self.events.iter().zip(c.events.iter()) {
+            a.store(*v, Ordering::Relaxed);
+        }
+        for (a, v) in self.flows_by_state.iter().zip(c.flows_by_state.iter()) {
+            a.store(*v, Ordering::Relaxed);
+        }
+    }
+
+    /// A snapshot (pairs with `publish`'s Relaxed stores; values may be a few ms old).
+    pub fn snapshot(&self) -> Counters {
+        let mut c = Counters::default();
+        for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {
+            *v = a.load(Ordering::Relaxed);
+        }
+        for (v, a) in c.events.iter_mut().zip(self.events.iter()) {
+            *v = a.load(Ordering::Relaxed);
+        }
+        for (v, a) in c.flows_by_state.iter_mut().zip(self.flows_by_state.iter()) {
+            *v = a.load(Ordering::Relaxed);
+        }
+        c
+    }
+}

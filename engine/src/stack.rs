@@ -1,0 +1,612 @@
+//! One worker's network stack: the real per-packet function.
+//!
+//! [`Stack::process`] takes one received Ethernet frame and the current time, and writes any
+//! answer frames into a [`FrameSink`]; [`Stack::poll`] runs expired timers. Nothing here
+//! touches DPDK, a clock or a socket, so the golden-packet tests run this exact code without a
+//! NIC, and a standby can replay it. The DPDK loop (`dataplane`) wraps it with mbufs.
+//!
+//! Classification (DESIGN §2): Ethernet → ARP (answer for our VIPs, learn peers) | IPv4 →
+//! validate → ICMP echo (answer) | TCP to a VIP (flow lookup → TCP → service) | anything else
+//! (counted drop). Every drop has a reason in [`Drop`].
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use crate::counters::{Counters, Drop, Event};
+use crate::flow::{FlowId, FlowKey, FlowTable};
+use crate::service::echo::{EchoConfig, EchoState};
+use crate::service::http::{HttpCounters, HttpState, ObjectConn};
+use crate::service::object::ObjectStore;
+use crate::service::ByteStream;
+use crate::tcp::isn::IsnGenerator;
+use crate::tcp::{reset_for, SegmentSink, SegmentVerdict, State, Tcb, TcbStats, TcpConfig, TcpError};
+use crate::time::{Duration, Instant};
+use crate::timer::TimerWheel;
+use crate::wire::arp::{ArpOp, ArpRepr};
+use crate::wire::checksum::ChecksumStatus;
+use crate::wire::ethernet::{self, ethertype, EthernetFrame, MacAddr};
+use crate::wire::icmp::echo_reply_in_place;
+use crate::wire::ipv4::{self, protocol, Ipv4Packet};
+use crate::wire::tcp::{build_tcp_frame, tcp_payload_offset, FrameAddrs, TcpPacket};
+use crate::wire::{TcpHeader, WireError};
+
+/// Largest frame the stack writes (Ethernet header + 1500-byte IP MTU).
+pub const MAX_FRAME: usize = ethernet::HEADER_LEN + 1500;
+
+/// Where answer frames go. The DPDK loop allocates an mbuf per frame; tests collect `Vec`s.
+pub trait FrameSink {
+    /// Build one frame: `build` gets a zeroed-or-stale buffer of at least [`MAX_FRAME`] bytes
+    /// and returns the frame length (0 = nothing to send). Returns false if no buffer was
+    /// available (the caller counts it; TCP's timers recover).
+    fn emit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool;
+}
+
+/// The VRRP-style virtual MAC of virtual router `vrid` (RFC 5798 §7.3): 00:00:5e:00:01:{vrid}.
+pub fn vrrp_mac(vrid: u8) -> MacAddr {
+    MacAddr([0x00, 0x00, 0x5e, 0x00, 0x01, vrid])
+}
+
+/// A service address this engine owns.
+#[derive(Clone, Debug)]
+pub struct Vip {
+    pub addr: Ipv4Addr,
+    /// The MAC that answers ARP for `addr` and sources its frames.
+    pub mac: MacAddr,
+}
+
+/// What listens on a VIP:port.
+#[derive(Clone, Debug)]
+pub enum ServiceSpec {
+    /// HTTP/1.1 objects from a store shared read-only by all workers.
+    Object(Arc<ObjectStore>),
+    /// Bytes back.
+    Echo(EchoConfig),
+}
+
+/// A bound service.
+#[derive(Clone, Debug)]
+pub struct Listener {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub spec: ServiceSpec,
+}
+
+/// Everything a stack needs; shared by all workers of an engine.
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    pub vips: Vec<Vip>,
+    pub listeners: Vec<Listener>,
+    pub tcp: TcpConfig,
+    /// Flows this worker can hold (preallocated).
+    pub flow_capacity: usize,
+    /// Secret for RFC 6528 ISNs.
+    pub isn_key: [u8; 16],
+    /// Timer wheel resolution.
+    pub timer_tick: Duration,
+}
+
+/// A service instance bound to one flow.
+#[derive(Debug)]
+pub enum ServiceState {
+    Object(HttpState),
+    Echo(EchoState),
+}
+
+/// One TCP flow: the TCP control block, its service, and the L2 facts to answer it.
+pub struct Flow {
+    pub tcb: Tcb,
+    pub svc: ServiceState,
+    /// Index into `StackConfig::listeners`.
+    pub listener: u16,
+    /// The client's (or next hop's) MAC, learned from its frames: replicated flow state.
+    pub peer_mac: MacAddr,
+    /// Our VIP's MAC.
+    pub vip_mac: MacAddr,
+}
+
+/// A small direct-mapped IPv4 → MAC cache of peers heard from (ARP requests/replies). Fixed
+/// memory; a collision simply replaces the older entry.
+struct ArpCache {
+    slots: Box<[(Ipv4Addr, MacAddr)]>,
+}
+
+impl ArpCache {
+    const SLOTS: usize = 1024;
+    fn new() -> ArpCache {
+        ArpCache { slots: vec![(Ipv4Addr::UNSPECIFIED, MacAddr::ZERO); Self::SLOTS].into_boxed_slice() }
+    }
+    fn slot(ip: Ipv4Addr) -> usize {
+        (u32::from(ip).wrapping_mul(0x9e37_79b1) >> 22) as usize % Self::SLOTS
+    }
+    /// Returns true if this was new information.
+    fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr) -> bool {
+        let s = &mut self.slots[Self::slot(ip)];
+        let new = *s != (ip, mac);
+        *s = (ip, mac);
+        new
+    }
+    fn get(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        let (i, m) = self.slots[Self::slot(ip)];
+        (i == ip && !ip.is_unspecified()).then_some(m)
+    }
+}
+
+/// One worker's stack.
+pub struct Stack {
+    cfg: Arc<StackConfig>,
+    flows: FlowTable<Flow>,
+    timers: TimerWheel,
+    isn: IsnGenerator,
+    arp: ArpCache,
+    counters: Counters,
+    http: HttpCounters,
+    ip_id: u16,
+}
+
+/// The service of one flow seen as a byte stream (enum dispatch: no allocation, no vtable).
+enum Bound<'a> {
+    Object(ObjectConn<'a>),
+    Echo(&'a mut EchoState),
+}
+
+impl ByteStream for Bound<'_> {
+    fn on_recv(&mut self, data: &[u8]) -> usize {
+        match self {
+            Bound::Object(s) => s.on_recv(data),
+            Bound::Echo(s) => s.on_recv(data),
+        }
+    }
+    fn on_peer_fin(&mut self) {
+        match self {
+            Bound::Object(s) => s.on_peer_fin(),
+            Bound::Echo(s) => s.on_peer_fin(),
+        }
+    }
+    fn tx_end(&self) -> u64 {
+        match self {
+            Bound::Object(s) => s.tx_end(),
+            Bound::Echo(s) => s.tx_end(),
+        }
+    }
+    fn tx_closed(&self) -> bool {
+        match self {
+            Bound::Object(s) => s.tx_closed(),
+            Bound::Echo(s) => s.tx_closed(),
+        }
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
+        match self {
+            Bound::Object(s) => s.read_at(off, buf),
+            Bound::Echo(s) => s.read_at(off, buf),
+        }
+    }
+    fn on_acked(&mut self, off: u64) {
+        match self {
+            Bound::Object(s) => s.on_acked(off),
+            Bound::Echo(s) => s.on_acked(off),
+        }
+    }
+    fn rx_space(&self) -> usize {
+        match self {
+            Bound::Object(s) => s.rx_space(),
+            Bound::Echo(s) => s.rx_space(),
+        }
+    }
+}
+
+fn bind<'a>(svc: &'a mut ServiceState, spec: &'a ServiceSpec, http: &'a mut HttpCounters) -> Bound<'a> {
+    match (svc, spec) {
+        (ServiceState::Object(st), ServiceSpec::Object(store)) => Bound::Object(ObjectConn::new(st, store, http)),
+        (ServiceState::Echo(st), _) => Bound::Echo(st),
+        // A flow's service state is created from its listener's spec, so this pairing cannot
+        // occur; an object state without a store serves from an empty one.
+        (ServiceState::Object(st), ServiceSpec::Echo(_)) => Bound::Object(ObjectConn::new(st, empty_store(), http)),
+    }
+}
+
+fn empty_store() -> &'static ObjectStore {
+    static EMPTY: std::sync::OnceLock<ObjectStore> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| ObjectStore::empty(Default::default()))
+}
+
+/// Turns TCP's segments into Ethernet frames in the sink.
+struct TcpTx<'a, F: FrameSink + ?Sized> {
+    sink: &'a mut F,
+    addrs: FrameAddrs,
+    ip_id: &'a mut u16,
+    frames: u64,
+    failed: u64,
+}
+
+impl<F: FrameSink + ?Sized> SegmentSink for TcpTx<'_, F> {
+    fn emit(&mut self, hdr: &TcpHeader, payload_len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+        let off = tcp_payload_offset(&hdr.options);
+        *self.ip_id = self.ip_id.wrapping_add(1);
+        let mut addrs = self.addrs;
+        addrs.ip_id = *self.ip_id;
+        let ok = self.sink.emit(&mut |buf: &mut [u8]| {
+            let Some(p) = buf.get_mut(off..off + payload_len) else { return 0 };
+            fill(p);
+            build_tcp_frame(buf, &addrs, hdr, payload_len).unwrap_or(0)
+        });
+        if ok {
+            self.frames += 1;
+        } else {
+            self.failed += 1;
+        }
+        ok
+    }
+}
+
+impl Stack {
+    pub fn new(cfg: Arc<StackConfig>, now: Instant) -> Stack {
+        let cap = cfg.flow_capacity.max(1);
+        Stack {
+            flows: FlowTable::new(cap),
+            timers: TimerWheel::new(cap, cfg.timer_tick, now),
+            isn: IsnGenerator::new(cfg.isn_key),
+            arp: ArpCache::new(),
+            counters: Counters::default(),
+            http: HttpCounters::default(),
+            ip_id: 0,
+            cfg,
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Counters with the HTTP service's request count folded in (for publishing).
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        self.counters.events[Event::HttpRequests as usize] = self.http.requests;
+        &mut self.counters
+    }
+
+    pub fn flows(&self) -> &FlowTable<Flow> {
+        &self.flows
+    }
+
+    /// The MAC we learned for `ip`, if any.
+    pub fn arp_lookup(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.arp.get(ip)
+    }
+
+    /// The earliest pending timer, for the caller's idle sleep bound.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.timers.next_deadline_hint()
+    }
+
+    fn vip_mac(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.cfg.vips.iter().find(|v| v.addr == ip).map(|v| v.mac)
+    }
+
+    fn is_our_mac(&self, mac: MacAddr) -> bool {
+        self.cfg.vips.iter().any(|v| v.mac == mac)
+    }
+
+    /// Process one received frame.
+    pub fn process<F: FrameSink + ?Sized>(&mut self, now: Instant, frame: &[u8], tx: &mut F) {
+        self.counters.event(Event::RxFrames);
+        let eth = match EthernetFrame::new_checked(frame) {
+            Ok(e) => e,
+            Err(_) => return self.counters.drop(Drop::RuntFrame),
+        };
+        let dst = eth.dst();
+        if !dst.is_broadcast() && !self.is_our_mac(dst) {
+            // Multicast we do not join, or unicast for another host (promiscuous ports on a
+            // shared segment see those).
+            return self.counters.drop(Drop::NotOurMac);
+        }
+        match eth.ethertype() {
+            ethertype::ARP => self.on_arp(eth.src(), eth.payload(), tx),
+            ethertype::IPV4 => self.on_ipv4(now, frame, eth.src(), tx),
+            _ => self.counters.drop(Drop::OtherEthertype),
+        }
+    }
+
+    fn on_arp<F: FrameSink + ?Sized>(&mut self, src: MacAddr, payload: &[u8], tx: &mut F) {
+        let arp = match ArpRepr::parse(payload) {
+            Ok(a) => a,
+            Err(_) => return self.counters.drop(Drop::BadArp),
+        };
+        if arp.sender_mac != src || arp.sender_mac.is_multicast() {
+            // RFC 826 leaves this open; a mismatch is spoofing or a proxy. Do not learn it.
+            return self.counters.drop(Drop::BadArp);
+        }
+        if !arp.sender_ip.is_unspecified() && self.arp.learn(arp.sender_ip, arp.sender_mac) {
+            self.counters.event(Event::ArpLearned);
+        }
+        match (arp.op, self.vip_mac(arp.target_ip)) {
+            (ArpOp::Request, Some(mac)) => {
+                let reply = arp.reply(mac);
+                let sent = tx.emit(&mut |buf: &mut [u8]| reply.emit_frame(buf).unwrap_or(0));
+                self.count_tx(sent, Event::ArpRequestsAnswered);
+            }
+            (ArpOp::Reply, _) => {}
+            _ => self.counters.drop(Drop::ArpNotForUs),
+        }
+    }
+
+    fn count_tx(&mut self, sent: bool, what: Event) {
+        if sent {
+            self.counters.event(what);
+            self.counters.event(Event::TxFrames);
+        } else {
+            self.counters.drop(Drop::TxNoMbuf);
+        }
+    }
+
+    fn on_ipv4<F: FrameSink + ?Sized>(&mut self, now: Instant, frame: &[u8], src_mac: MacAddr, tx: &mut F) {
+        let l3 = &frame[ethernet::HEADER_LEN..];
+        let ip = match Ipv4Packet::new_checked(l3) {
+            Ok(p) => p,
+            Err(WireError::BadChecksum) => return self.counters.drop(Drop::BadIpv4Checksum),
+            Err(_) => return self.counters.drop(Drop::BadIpv4Header),
+        };
+        let (src, dst) = (ip.src(), ip.dst());
+        let Some(vip_mac) = self.vip_mac(dst) else {
+            return self.counters.drop(Drop::NotOurIp);
+        };
+        if ip.is_fragment() {
+            return self.counters.drop(Drop::Ipv4Fragment);
+        }
+        if ip.has_options() {
+            return self.counters.drop(Drop::Ipv4Options);
+        }
+        if ip.ttl() == 0 {
+            return self.counters.drop(Drop::BadTtl);
+        }
+        if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || src.is_loopback() {
+            return self.counters.drop(Drop::BadSourceAddress);
+        }
+        match ip.protocol() {
+            protocol::ICMP => {
+                let len = ethernet::HEADER_LEN + ip.total_len();
+                let sent = tx.emit(&mut |buf: &mut [u8]| {
+                    let Some(out) = buf.get_mut(..len) else { return 0 };
+                    out.copy_from_slice(&frame[..len]);
+                    echo_reply_in_place(out).unwrap_or(0)
+                });
+                // echo_reply_in_place refuses non-echo ICMP; the sink then sent nothing.
+                if sent && is_echo_request(ip.payload()) {
+                    self.count_tx(true, Event::IcmpEchoAnswered);
+                } else {
+                    self.counters.drop(Drop::IcmpIgnored);
+                }
+            }
+            protocol::TCP => self.on_tcp(now, src, dst, src_mac, vip_mac, ip.payload(), tx),
+            _ => self.counters.drop(Drop::OtherProtocol),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_tcp<F: FrameSink + ?Sized>(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        src_mac: MacAddr,
+        vip_mac: MacAddr,
+        segment: &[u8],
+        tx: &mut F,
+    ) {
+        let pkt = match TcpPacket::new_checked(segment) {
+            Ok(p) => p,
+            Err(_) => return self.counters.drop(Drop::BadTcpHeader),
+        };
+        // Policy (DPDK-NOTES, veth offloads): verify every checksum; a partial one is its own
+        // drop reason so an operator can spot a peer with TX offload on.
+        match pkt.checksum_status(IpAddr::V4(src), IpAddr::V4(dst)) {
+            ChecksumStatus::Valid => {}
+            ChecksumStatus::Partial => return self.counters.drop(Drop::PartialTcpChecksum),
+            ChecksumStatus::Invalid => return self.counters.drop(Drop::BadTcpChecksum),
+        }
+        let hdr = pkt.header();
+        let payload = pkt.payload();
+        let key = FlowKey::v4(src, hdr.src_port, dst, hdr.dst_port);
+        let addrs = FrameAddrs { src_mac: vip_mac, dst_mac: src_mac, src_ip: dst, dst_ip: src, ttl: ipv4::DEFAULT_TTL, ip_id: 0 };
+
+        if let Some(id) = self.flows.lookup(&key) {
+            let verdict = self.flow_input(now, id, src_mac, &addrs, &hdr, payload, tx);
+            if verdict != SegmentVerdict::SynInTimeWait {
+                return;
+            }
+            // RFC 9293 §3.10.7.4 / RFC 6191: a new SYN may reopen a TIME-WAIT connection.
+            self.close_flow(id);
+        }
+        self.on_unknown_flow(now, key, src_mac, vip_mac, &addrs, &hdr, payload.len(), tx);
+    }
+
+    /// A segment for an existing flow.
+    #[allow(clippy::too_many_arguments)]
+    fn flow_input<F: FrameSink + ?Sized>(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        src_mac: MacAddr,
+        addrs: &FrameAddrs,
+        hdr: &TcpHeader,
+        payload: &[u8],
+        tx: &mut F,
+    ) -> SegmentVerdict {
+        let cfg = self.cfg.clone();
+        let Some(flow) = self.flows.get_mut(id) else { return SegmentVerdict::Closed };
+        // Learn the peer's MAC from its frames (it may have moved behind another port).
+        flow.peer_mac = src_mac;
+        let before_state = flow.tcb.state();
+        let before = *flow.tcb.stats();
+        let spec = &cfg.listeners[flow.listener as usize].spec;
+        let mut out = TcpTx { sink: tx, addrs: *addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
+        let verdict = {
+            let mut svc = bind(&mut flow.svc, spec, &mut self.http);
+            let v = flow.tcb.on_segment(now, &cfg.tcp, hdr, payload, &mut svc, &mut out);
+            flow.tcb.poll_send(now, &cfg.tcp, &mut svc, &mut out);
+            v
+        };
+        let (frames, failed) = (out.frames, out.failed);
+        let after = *flow.tcb.stats();
+        let after_state = flow.tcb.state();
+        let deadline = flow.tcb.next_deadline();
+        let closed = flow.tcb.is_closed();
+        self.account(before_state, after_state, &before, &after, frames, failed);
+        match verdict {
+            SegmentVerdict::Accepted | SegmentVerdict::SynInTimeWait | SegmentVerdict::SynAckRetransmitted => {}
+            SegmentVerdict::ChallengeAck | SegmentVerdict::RstAccepted | SegmentVerdict::RstIgnored => {}
+            SegmentVerdict::Closed => {}
+            _ => self.counters.drop(Drop::TcpRejected),
+        }
+        if closed {
+            self.close_flow(id);
+        } else {
+            self.schedule(id, deadline);
+        }
+        verdict
+    }
+
+    /// A segment that matched no flow: a SYN to a listener opens one; anything else gets the
+    /// RFC 9293 §3.10.7.1 reset (never for a RST).
+    #[allow(clippy::too_many_arguments)]
+    fn on_unknown_flow<F: FrameSink + ?Sized>(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        src_mac: MacAddr,
+        vip_mac: MacAddr,
+        addrs: &FrameAddrs,
+        hdr: &TcpHeader,
+        payload_len: usize,
+        tx: &mut F,
+    ) {
+        let listener = self.cfg.listeners.iter().position(|l| l.vip == addrs.src_ip && l.port == hdr.dst_port);
+        let Some(li) = listener else {
+            self.counters.drop(Drop::NoService);
+            return self.send_reset(addrs, hdr, payload_len, tx);
+        };
+        if !hdr.flags.syn() || hdr.flags.ack() || hdr.flags.rst() {
+            if hdr.flags.ack() && !hdr.flags.syn() && !hdr.flags.rst() {
+                self.counters.drop(Drop::NoFlow);
+            } else {
+                self.counters.drop(Drop::BadSyn);
+            }
+            return self.send_reset(addrs, hdr, payload_len, tx);
+        }
+        if self.flows.len() >= self.flows.capacity() {
+            // Table full: refuse new work, keep serving established flows (DESIGN §2).
+            return self.counters.drop(Drop::FlowTableFull);
+        }
+        let cfg = self.cfg.clone();
+        let isn = self.isn.isn(now, &addrs.src_ip.octets(), hdr.dst_port, &addrs.dst_ip.octets(), hdr.src_port);
+        let mut out = TcpTx { sink: tx, addrs: *addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
+        let tcb = match Tcb::accept(now, &cfg.tcp, hdr, isn, &mut out) {
+            Ok(t) => t,
+            Err(TcpError::AckInListen) => {
+                self.counters.drop(Drop::BadSyn);
+                return self.send_reset(addrs, hdr, payload_len, tx);
+            }
+            Err(_) => return self.counters.drop(Drop::BadSyn),
+        };
+        let (frames, failed) = (out.frames, out.failed);
+        let svc = match &cfg.listeners[li].spec {
+            ServiceSpec::Object(_) => ServiceState::Object(HttpState::default()),
+            ServiceSpec::Echo(c) => ServiceState::Echo(EchoState::new(*c)),
+        };
+        let state = tcb.state();
+        let deadline = tcb.next_deadline();
+        let flow = Flow { tcb, svc, listener: li as u16, peer_mac: src_mac, vip_mac };
+        match self.flows.insert(key, flow) {
+            Ok(id) => {
+                self.counters.event(Event::FlowsOpened);
+                self.counters.flows_by_state[state as usize] += 1;
+                self.counters.add(Event::TxFrames, frames);
+                self.counters.drops[Drop::TxNoMbuf as usize] += failed;
+                self.schedule(id, deadline);
+            }
+            Err(_) => self.counters.drop(Drop::FlowTableFull),
+        }
+    }
+
+    fn send_reset<F: FrameSink + ?Sized>(&mut self, addrs: &FrameAddrs, hdr: &TcpHeader, payload_len: usize, tx: &mut F) {
+        let Some(rst) = reset_for(hdr, payload_len) else { return };
+        let mut out = TcpTx { sink: tx, addrs: *addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
+        let sent = out.emit(&rst, 0, &mut |_| {});
+        self.count_tx(sent, Event::RstSent);
+    }
+
+    /// Fold one TCP call's effects into the worker counters.
+    fn account(&mut self, s0: State, s1: State, a: &TcbStats, b: &TcbStats, frames: u64, failed: u64) {
+        let c = &mut self.counters;
+        if s0 != s1 {
+            c.flows_by_state[s0 as usize] = c.flows_by_state[s0 as usize].saturating_sub(1);
+            c.flows_by_state[s1 as usize] += 1;
+        }
+        c.add(Event::TxFrames, frames);
+        c.drops[Drop::TxNoMbuf as usize] += failed;
+        c.add(Event::Retransmits, b.retransmits - a.retransmits);
+        c.add(Event::FastRetransmits, b.fast_retransmits - a.fast_retransmits);
+        c.add(Event::OutOfOrderSegments, b.ooo_segments - a.ooo_segments);
+        c.add(Event::ChallengeAcks, b.challenge_acks - a.challenge_acks);
+        c.add(Event::PawsRejected, b.paws_rejects - a.paws_rejects);
+        c.add(Event::OutOfWindow, b.out_of_window - a.out_of_window);
+        c.add(Event::RstAccepted, b.rst_received - a.rst_received);
+        c.add(Event::RstSent, b.rst_sent - a.rst_sent);
+        c.add(Event::ServiceBytesIn, b.bytes_in - a.bytes_in);
+        c.add(Event::ServiceBytesOut, b.bytes_out - a.bytes_out);
+    }
+
+    fn schedule(&mut self, id: FlowId, deadline: Option<Instant>) {
+        match deadline {
+            Some(d) => {
+                self.timers.schedule(id, d);
+            }
+            None => {
+                self.timers.cancel(id);
+            }
+        }
+    }
+
+    fn close_flow(&mut self, id: FlowId) {
+        self.timers.cancel(id);
+        if let Some(f) = self.flows.remove(id) {
+            let s = f.tcb.state() as usize;
+            self.counters.flows_by_state[s] = self.counters.flows_by_state[s].saturating_sub(1);
+            self.counters.event(Event::FlowsClosed);
+        }
+    }
+
+    /// Run expired timers (RTO, delayed ACK, persist, TIME-WAIT, idle).
+    pub fn poll<F: FrameSink + ?Sized>(&mut self, now: Instant, tx: &mut F) {
+        let cfg = self.cfg.clone();
+        while let Some(id) = self.timers.pop_expired(now) {
+            let Some((key, flow)) = self.flows.get_key_value_mut(id) else { continue };
+            let (remote, local) = match (key.remote_ip.to_ipv4_mapped(), key.local_ip.to_ipv4_mapped()) {
+                (Some(r), Some(l)) => (r, l),
+                _ => continue,
+            };
+            let addrs = FrameAddrs { src_mac: flow.vip_mac, dst_mac: flow.peer_mac, src_ip: local, dst_ip: remote, ttl: ipv4::DEFAULT_TTL, ip_id: 0 };
+            let before_state = flow.tcb.state();
+            let before = *flow.tcb.stats();
+            let spec = &cfg.listeners[flow.listener as usize].spec;
+            let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
+            {
+                let mut svc = bind(&mut flow.svc, spec, &mut self.http);
+                flow.tcb.on_timer(now, &cfg.tcp, &mut svc, &mut out);
+            }
+            let (frames, failed) = (out.frames, out.failed);
+            let after = *flow.tcb.stats();
+            let after_state = flow.tcb.state();
+            let deadline = flow.tcb.next_deadline();
+            let closed = flow.tcb.is_closed();
+            self.account(before_state, after_state, &before, &after, frames, failed);
+            if closed {
+                self.close_flow(id);
+            } else {
+                self.schedule(id, deadline);
+            }
+        }
+    }
+}
+
+fn is_echo_request(icmp: &[u8]) -> bool {
+    icmp.first() == Some(&crate::wire::icmp::TYPE_ECHO_REQUEST)
+}

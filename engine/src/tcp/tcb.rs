@@ -1,0 +1,520 @@
+//! The connection record. Replicated fields (DESIGN §4: the TCP_REPAIR superset) live in
+//! [`Repl`], whose fields are private to this file: every change goes through one of the
+//! small setters below, which also marks [`DirtyFlags`]. `set_state` is the only way to change
+//! the state. Open (passive/active) and snapshot/restore are here too.
+
+use super::congestion::{NewReno, Scoreboard};
+use super::reassembly::Reassembly;
+use super::rto::RttEstimator;
+use super::{DirtyFlags, SegmentSink, State, TcbStats, TcpConfig, TcpError};
+use crate::seq::SeqNum;
+use crate::time::{Duration, Instant};
+use crate::wire::TcpHeader;
+
+/// RFC 9293 §3.7.1: default send MSS when the peer sent no MSS option.
+pub(super) const DEFAULT_MSS: u16 = 536;
+/// Smallest send MSS we accept from a peer (Linux TCP_MIN_SND_MSS is 48).
+const MIN_MSS: u16 = 64;
+/// TSval margin added on restore so the standby's TSvals stay ahead of anything the active
+/// engine sent after the last delta (RFC 7323 §5.4 only needs monotonic TSvals).
+const RESTORE_TS_MARGIN_MS: u32 = 600_000;
+
+/// Replicated fields. Private: only `Tcb`'s setters in this file write them.
+#[derive(Copy, Clone, Debug, Default)]
+pub(super) struct Repl {
+    state: State,
+    local_port: u16,
+    remote_port: u16,
+    iss: SeqNum,
+    irs: SeqNum,
+    /// Oldest unacknowledged, as abs offset from ISS (0 = the SYN).
+    snd_una: u64,
+    /// Highest sequence sent + 1 (abs); what a standby calls SND.NXT.
+    snd_max: u64,
+    rcv_nxt: SeqNum,
+    /// Payload bytes delivered to the service (its receive cursor).
+    rcv_delivered: u64,
+    /// Send window in bytes (already scaled).
+    snd_wnd: u32,
+    /// Right edge of the receive window we advertised.
+    rcv_adv: SeqNum,
+    snd_wscale: u8,
+    rcv_wscale: u8,
+    /// Effective send MSS (min of ours and the peer's).
+    mss: u16,
+    sack_ok: bool,
+    ts_ok: bool,
+    ts_offset: u32,
+    ts_recent: u32,
+}
+
+/// Plain-data image of the replicated state (DESIGN §4): what the standby needs to continue
+/// the connection. RTT estimate, cwnd and the SACK scoreboard are deliberately absent.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct TcbSnapshot {
+    pub state: State,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub iss: SeqNum,
+    pub irs: SeqNum,
+    pub snd_una: SeqNum,
+    /// Highest sequence sent + 1.
+    pub snd_nxt: SeqNum,
+    pub rcv_nxt: SeqNum,
+    /// Send window in bytes (scaled).
+    pub snd_wnd: u32,
+    /// Receive window last advertised, in bytes (right edge = rcv_nxt + rcv_wnd).
+    pub rcv_wnd: u32,
+    pub snd_wscale: u8,
+    pub rcv_wscale: u8,
+    pub mss: u16,
+    pub sack_ok: bool,
+    pub ts_ok: bool,
+    pub ts_offset: u32,
+    pub ts_recent: u32,
+    /// Last TSval sent (not delta-tracked; restore adds a margin).
+    pub ts_last_sent: u32,
+    /// Service stream offset of snd_una: output bytes acknowledged (64-bit, no wrap).
+    pub tx_acked: u64,
+    /// Service stream offset of snd_nxt: output bytes sent at least once.
+    pub tx_sent: u64,
+    /// Bytes delivered to the service (`on_recv` consumed).
+    pub rx_delivered: u64,
+}
+
+/// Timer deadlines (RFC 9293 §3.8: retransmission, TIME-WAIT, user/idle; RFC 5681 delayed
+/// ACK; §3.8.6.1 persist).
+#[derive(Copy, Clone, Debug, Default)]
+pub(super) struct Timers {
+    pub(super) rto: Option<Instant>,
+    pub(super) delack: Option<Instant>,
+    pub(super) persist: Option<Instant>,
+    pub(super) time_wait: Option<Instant>,
+}
+
+/// One TCP connection.
+pub struct Tcb {
+    /// Replicated fields changed since the worker last took this (it emits deltas).
+    pub dirty: DirtyFlags,
+    r: Repl,
+    // ---- not replicated: transient sender state ----
+    /// Next sequence to send (abs); below `snd_max` while retransmitting after an RTO.
+    pub(super) snd_nxt: u64,
+    /// abs sequence of our FIN once the service closed and all its bytes are queued.
+    pub(super) fin_abs: Option<u64>,
+    pub(super) snd_wl1: SeqNum,
+    pub(super) snd_wl2: SeqNum,
+    /// Largest window the peer offered (RFC 5961 §5.2 MAX.SND.WND; SWS Max(SND.WND)).
+    pub(super) max_snd_wnd: u32,
+    pub(super) rtt: RttEstimator,
+    pub(super) cc: NewReno,
+    pub(super) sacked: Scoreboard,
+    /// RFC 6675-ish: holes below this abs sequence were already retransmitted in this recovery.
+    pub(super) rexmit_hi: u64,
+    /// Consecutive RTO expiries without progress.
+    pub(super) retries: u8,
+    pub(super) persist_backoff: u8,
+    /// The peer's SYN carried a window-scale option (we echo one in our SYN-ACK).
+    pub(super) peer_wscale: bool,
+    // ---- not replicated: transient receiver state ----
+    pub(super) ooo: Option<Box<Reassembly>>,
+    /// Sequence of the peer's FIN once seen (possibly ahead of rcv_nxt).
+    pub(super) peer_fin: Option<SeqNum>,
+    /// An ACK is owed; sent at `timers.delack` (== now for "immediately").
+    pub(super) ack_pending: bool,
+    /// Full-sized segments received since our last ACK (RFC 5681 §4.2 "every second").
+    pub(super) unacked_segs: u8,
+    /// RCV.NXT in the last ACK we sent (RFC 7323 §4.3 Last.ACK.sent).
+    pub(super) last_ack_sent: SeqNum,
+    pub(super) ts_recent_age: Instant,
+    pub(super) ts_last_sent: u32,
+    /// Largest `rx_space` the service ever reported (receiver SWS threshold).
+    pub(super) rcv_space_max: u32,
+    pub(super) last_rx: Instant,
+    /// Copied from the config so `next_deadline` needs none.
+    pub(super) idle_timeout: Duration,
+    pub(super) timers: Timers,
+    pub(super) stats: TcbStats,
+}
+
+impl Tcb {
+    fn blank(cfg: &TcpConfig, now: Instant, local_port: u16, remote_port: u16, iss: SeqNum) -> Tcb {
+        let mss = cfg.mss.max(MIN_MSS);
+        Tcb {
+            dirty: DirtyFlags::ALL,
+            r: Repl {
+                state: State::Closed,
+                local_port,
+                remote_port,
+                iss,
+                mss,
+                // RFC 7323 §5.4: a per-connection TSval offset; derived from the (keyed) ISN.
+                ts_offset: iss.0.rotate_left(16) ^ 0x9e37_79b9,
+                ..Repl::default()
+            },
+            snd_nxt: 0,
+            fin_abs: None,
+            snd_wl1: SeqNum(0),
+            snd_wl2: SeqNum(0),
+            max_snd_wnd: 0,
+            rtt: RttEstimator::new(cfg),
+            cc: NewReno::new(mss as u32, cfg.initial_cwnd_segments),
+            sacked: Scoreboard::default(),
+            rexmit_hi: 0,
+            retries: 0,
+            persist_backoff: 0,
+            peer_wscale: false,
+            ooo: None,
+            peer_fin: None,
+            ack_pending: false,
+            unacked_segs: 0,
+            last_ack_sent: SeqNum(0),
+            ts_recent_age: now,
+            ts_last_sent: 0,
+            rcv_space_max: 0,
+            last_rx: now,
+            idle_timeout: cfg.idle_timeout,
+            timers: Timers::default(),
+            stats: TcbStats::default(),
+        }
+    }
+
+    /// Passive open: a SYN arrived for a listening VIP:port (flow lookup missed). Validates it,
+    /// records options, sends SYN-ACK (RFC 9293 §3.10.7.2, LISTEN state).
+    pub fn accept(
+        now: Instant,
+        cfg: &TcpConfig,
+        syn: &TcpHeader,
+        isn: SeqNum,
+        out: &mut impl SegmentSink,
+    ) -> Result<Tcb, TcpError> {
+        let f = syn.flags;
+        // §3.10.7.2 first: "An incoming RST segment could not be valid ... ignored."
+        if f.rst() {
+            return Err(TcpError::RstInListen);
+        }
+        // §3.10.7.2 second: "Any acknowledgment is bad if it arrives on a connection still in
+        // the LISTEN state" -> caller sends <SEQ=SEG.ACK><CTL=RST>.
+        if f.ack() {
+            return Err(TcpError::AckInListen);
+        }
+        // §3.10.7.2 fourth: "any other control or text-bearing segment (not containing SYN)
+        // must have an ACK and thus would be discarded".
+        if !f.syn() {
+            return Err(TcpError::NotSyn);
+        }
+        if f.fin() || syn.src_port == 0 || syn.dst_port == 0 {
+            return Err(TcpError::Malformed);
+        }
+        let mut t = Tcb::blank(cfg, now, syn.dst_port, syn.src_port, isn);
+        // §3.10.7.2 third: RCV.NXT = SEG.SEQ+1, IRS = SEG.SEQ, ISS selected, SND.NXT = ISS+1,
+        // SND.UNA = ISS. (Data in the SYN is not accepted: no TFO; the peer retransmits it.)
+        t.set_irs(syn.seq);
+        t.set_rcv_nxt(syn.seq + 1, 0);
+        t.negotiate(cfg, syn, now);
+        // RFC 7323 §2.2: the window field of a SYN is never scaled.
+        t.set_snd_wnd(syn.window as u32);
+        t.snd_wl1 = syn.seq;
+        t.snd_wl2 = isn;
+        t.max_snd_wnd = syn.window as u32;
+        t.set_state(State::SynReceived);
+        t.send_syn(now, cfg, out);
+        t.snd_nxt = 1;
+        t.set_snd_max(1);
+        t.timers.rto = Some(now + t.rtt.rto(cfg));
+        Ok(t)
+    }
+
+    /// Active open (RFC 9293 §3.10.1 OPEN call, active): sends SYN, enters SYN-SENT.
+    pub fn connect(
+        now: Instant,
+        cfg: &TcpConfig,
+        local_port: u16,
+        remote_port: u16,
+        isn: SeqNum,
+        out: &mut impl SegmentSink,
+    ) -> Tcb {
+        let mut t = Tcb::blank(cfg, now, local_port, remote_port, isn);
+        t.set_state(State::SynSent);
+        t.send_syn(now, cfg, out);
+        t.snd_nxt = 1;
+        t.set_snd_max(1);
+        t.timers.rto = Some(now + t.rtt.rto(cfg));
+        t
+    }
+
+    /// Record the peer's SYN options and derive the negotiated ones (RFC 9293 §3.7.1 MSS,
+    /// RFC 7323 §2.2 window scale / §3.2 timestamps only if both sent them, RFC 2018 §2 SACK).
+    pub(super) fn negotiate(&mut self, cfg: &TcpConfig, syn: &TcpHeader, now: Instant) {
+        let o = &syn.options;
+        let peer_mss = o.mss.unwrap_or(DEFAULT_MSS);
+        self.r.mss = peer_mss.min(cfg.mss).max(MIN_MSS);
+        self.peer_wscale = o.wscale.is_some();
+        match o.wscale {
+            // RFC 7323 §2.3: shift counts above 14 are treated as 14.
+            Some(ws) => {
+                self.r.snd_wscale = ws.min(14);
+                self.r.rcv_wscale = cfg.wscale.min(14);
+            }
+            None => {
+                self.r.snd_wscale = 0;
+                self.r.rcv_wscale = 0;
+            }
+        }
+        self.r.sack_ok = cfg.sack && o.sack_permitted;
+        match (cfg.timestamps, o.timestamps) {
+            (true, Some((tsval, _))) => {
+                self.r.ts_ok = true;
+                self.r.ts_recent = tsval;
+                self.ts_recent_age = now;
+            }
+            _ => self.r.ts_ok = false,
+        }
+        self.cc = NewReno::new(self.r.mss as u32, cfg.initial_cwnd_segments);
+        self.dirty.insert(DirtyFlags::OPTIONS);
+        self.dirty.insert(DirtyFlags::TS_RECENT);
+    }
+
+    // ------------------------------------------------------------------ choke point
+    /// The only way to change the state.
+    pub(super) fn set_state(&mut self, s: State) {
+        if self.r.state != s {
+            self.r.state = s;
+            self.dirty.insert(DirtyFlags::STATE);
+        }
+    }
+    pub(super) fn set_irs(&mut self, irs: SeqNum) {
+        self.r.irs = irs;
+        self.dirty.insert(DirtyFlags::ISS_IRS);
+    }
+    pub(super) fn set_snd_una(&mut self, abs: u64) {
+        if self.r.snd_una != abs {
+            self.r.snd_una = abs;
+            self.dirty.insert(DirtyFlags::SND_UNA);
+        }
+    }
+    pub(super) fn set_snd_max(&mut self, abs: u64) {
+        if self.r.snd_max != abs {
+            self.r.snd_max = abs;
+            self.dirty.insert(DirtyFlags::SND_NXT);
+        }
+    }
+    /// Advance RCV.NXT; `delivered` payload bytes were consumed by the service.
+    pub(super) fn set_rcv_nxt(&mut self, rcv_nxt: SeqNum, delivered: u64) {
+        if self.r.rcv_nxt != rcv_nxt || delivered != 0 {
+            self.r.rcv_nxt = rcv_nxt;
+            self.r.rcv_delivered = self.r.rcv_delivered.wrapping_add(delivered);
+            self.dirty.insert(DirtyFlags::RCV_NXT);
+        }
+    }
+    pub(super) fn set_snd_wnd(&mut self, wnd: u32) {
+        if self.r.snd_wnd != wnd {
+            self.r.snd_wnd = wnd;
+            self.dirty.insert(DirtyFlags::SND_WND);
+        }
+    }
+    pub(super) fn set_rcv_adv(&mut self, edge: SeqNum) {
+        if self.r.rcv_adv != edge {
+            self.r.rcv_adv = edge;
+            self.dirty.insert(DirtyFlags::RCV_WND);
+        }
+    }
+    pub(super) fn set_ts_recent(&mut self, ts: u32, now: Instant) {
+        self.ts_recent_age = now;
+        if self.r.ts_recent != ts {
+            self.r.ts_recent = ts;
+            self.dirty.insert(DirtyFlags::TS_RECENT);
+        }
+    }
+
+    // ------------------------------------------------------------------ read access
+    pub fn state(&self) -> State {
+        self.r.state
+    }
+    /// The caller may free the flow.
+    pub fn is_closed(&self) -> bool {
+        self.r.state == State::Closed
+    }
+    pub fn stats(&self) -> &TcbStats {
+        &self.stats
+    }
+    pub fn local_port(&self) -> u16 {
+        self.r.local_port
+    }
+    pub fn remote_port(&self) -> u16 {
+        self.r.remote_port
+    }
+    pub fn iss(&self) -> SeqNum {
+        self.r.iss
+    }
+    pub fn irs(&self) -> SeqNum {
+        self.r.irs
+    }
+    pub fn rcv_nxt(&self) -> SeqNum {
+        self.r.rcv_nxt
+    }
+    /// SND.UNA as a sequence number.
+    pub fn snd_una(&self) -> SeqNum {
+        self.seq_of(self.r.snd_una)
+    }
+    /// Highest sequence sent + 1.
+    pub fn snd_max(&self) -> SeqNum {
+        self.seq_of(self.r.snd_max)
+    }
+    pub fn snd_wnd(&self) -> u32 {
+        self.r.snd_wnd
+    }
+    /// Effective send MSS.
+    pub fn mss(&self) -> u16 {
+        self.r.mss
+    }
+    pub fn cwnd(&self) -> u32 {
+        self.cc.cwnd
+    }
+    pub fn srtt(&self) -> Option<Duration> {
+        self.rtt.srtt()
+    }
+    pub fn rto(&self, cfg: &TcpConfig) -> Duration {
+        self.rtt.rto(cfg)
+    }
+    pub fn sack_enabled(&self) -> bool {
+        self.r.sack_ok
+    }
+    pub fn timestamps_enabled(&self) -> bool {
+        self.r.ts_ok
+    }
+    /// (send shift, receive shift); both 0 unless negotiated.
+    pub fn window_scales(&self) -> (u8, u8) {
+        (self.r.snd_wscale, self.r.rcv_wscale)
+    }
+    pub(super) fn una_abs(&self) -> u64 {
+        self.r.snd_una
+    }
+    pub(super) fn max_abs(&self) -> u64 {
+        self.r.snd_max
+    }
+    pub(super) fn rcv_adv(&self) -> SeqNum {
+        self.r.rcv_adv
+    }
+    pub(super) fn snd_wscale(&self) -> u8 {
+        self.r.snd_wscale
+    }
+    pub(super) fn rcv_wscale(&self) -> u8 {
+        self.r.rcv_wscale
+    }
+    pub(super) fn ts_ok(&self) -> bool {
+        self.r.ts_ok
+    }
+    pub(super) fn sack_ok(&self) -> bool {
+        self.r.sack_ok
+    }
+    pub(super) fn ts_recent(&self) -> u32 {
+        self.r.ts_recent
+    }
+    /// Our TSval clock: ms from `now` plus the per-connection offset (RFC 7323 §5.4).
+    pub(super) fn ts_now(&self, now: Instant) -> u32 {
+        (now.millis() as u32).wrapping_add(self.r.ts_offset)
+    }
+    /// Sequence number of an abs position.
+    #[inline]
+    pub(super) fn seq_of(&self, abs: u64) -> SeqNum {
+        self.r.iss + abs as u32
+    }
+    /// RCV.WND as currently advertised (never negative).
+    pub(super) fn rcv_wnd(&self) -> u32 {
+        self.r.rcv_adv.diff(self.r.rcv_nxt).max(0) as u32
+    }
+
+    // ------------------------------------------------------------------ replication
+    /// Image of the replicated state.
+    pub fn snapshot(&self) -> TcbSnapshot {
+        let r = &self.r;
+        // Stream offset = abs - 1 (the SYN occupies abs 0); saturating for SYN states.
+        let off = |abs: u64| abs.saturating_sub(1);
+        TcbSnapshot {
+            state: r.state,
+            local_port: r.local_port,
+            remote_port: r.remote_port,
+            iss: r.iss,
+            irs: r.irs,
+            snd_una: self.seq_of(r.snd_una),
+            snd_nxt: self.seq_of(r.snd_max),
+            rcv_nxt: r.rcv_nxt,
+            snd_wnd: r.snd_wnd,
+            rcv_wnd: self.rcv_wnd(),
+            snd_wscale: r.snd_wscale,
+            rcv_wscale: r.rcv_wscale,
+            mss: r.mss,
+            sack_ok: r.sack_ok,
+            ts_ok: r.ts_ok,
+            ts_offset: r.ts_offset,
+            ts_recent: r.ts_recent,
+            ts_last_sent: self.ts_last_sent,
+            tx_acked: off(r.snd_una),
+            tx_sent: off(r.snd_max),
+            rx_delivered: r.rcv_delivered,
+        }
+    }
+
+    /// Rebuild a connection on the standby from a snapshot (DESIGN §4 takeover). Sending
+    /// resumes from SND.UNA (go-back-N; the peer's next ACK tells us where it really is);
+    /// RTT, cwnd and SACK state start fresh. The caller probes with [`Tcb::send_ack`].
+    pub fn restore(cfg: &TcpConfig, s: &TcbSnapshot, now: Instant) -> Tcb {
+        let mut t = Tcb::blank(cfg, now, s.local_port, s.remote_port, s.iss);
+        // abs = stream offset + 1, plus a FIN bit when the sequence says one is covered.
+        let unwrap = |off: u64, seq: SeqNum| -> u64 {
+            let low = seq.0.wrapping_sub(s.iss.0);
+            let extra = low.wrapping_sub(off.wrapping_add(1) as u32) as u64;
+            off + 1 + if extra <= 1 { extra } else { 0 }
+        };
+        let (una, max) = match s.state {
+            State::SynSent | State::SynReceived => (0, 1),
+            _ => (unwrap(s.tx_acked, s.snd_una), unwrap(s.tx_sent, s.snd_nxt)),
+        };
+        let max = max.max(una);
+        t.r = Repl {
+            state: s.state,
+            local_port: s.local_port,
+            remote_port: s.remote_port,
+            iss: s.iss,
+            irs: s.irs,
+            snd_una: una,
+            snd_max: max,
+            rcv_nxt: s.rcv_nxt,
+            rcv_delivered: s.rx_delivered,
+            snd_wnd: s.snd_wnd,
+            rcv_adv: s.rcv_nxt + s.rcv_wnd,
+            snd_wscale: s.snd_wscale.min(14),
+            rcv_wscale: s.rcv_wscale.min(14),
+            mss: s.mss.max(MIN_MSS),
+            sack_ok: s.sack_ok,
+            ts_ok: s.ts_ok,
+            ts_offset: s
+                .ts_last_sent
+                .wrapping_add(RESTORE_TS_MARGIN_MS)
+                .wrapping_sub(now.millis() as u32),
+            ts_recent: s.ts_recent,
+        };
+        t.dirty = DirtyFlags::ALL;
+        t.peer_wscale = s.snd_wscale != 0 || s.rcv_wscale != 0;
+        t.snd_nxt = una;
+        t.snd_wl1 = s.rcv_nxt;
+        t.snd_wl2 = s.snd_una;
+        t.max_snd_wnd = s.snd_wnd;
+        t.last_ack_sent = s.rcv_nxt;
+        t.cc = NewReno::new(t.r.mss as u32, cfg.initial_cwnd_segments);
+        // Our FIN was sent iff the state says so; it is the last sequence sent.
+        if matches!(
+            s.state,
+            State::FinWait1 | State::FinWait2 | State::Closing | State::TimeWait | State::LastAck
+        ) {
+            t.fin_abs = Some(max.saturating_sub(1));
+        }
+        if s.state == State::TimeWait {
+            t.timers.time_wait = Some(now + cfg.time_wait);
+        } else if una < max || matches!(s.state, State::SynSent | State::SynReceived) {
+            t.timers.rto = Some(now + t.rtt.rto(cfg));
+        }
+        t
+    }
+}

@@ -1,0 +1,1178 @@
+//! Golden-packet tests of `Stack::process`/`Stack::poll` (Katran `lib/testing/` style): each
+//! case is a description, input frame(s), the time, the expected verdict (exactly one drop or
+//! event counter moved by one) and the expected output frames, parsed back and checked field
+//! by field. Single-frame cases against a fresh stack live in [`CASES`]; multi-step TCP
+//! conversations (packetdrill style) are the `conv_*` tests, where every step is checked the
+//! same way through `Harness::step`.
+
+mod common;
+
+use common::*;
+use std::net::Ipv4Addr;
+
+use flowtwin_engine::counters::{Drop, Event};
+use flowtwin_engine::seq::SeqNum;
+use flowtwin_engine::stack::{vrrp_mac, MAX_FRAME};
+use flowtwin_engine::tcp::{State, TcpConfig};
+use flowtwin_engine::time::Duration;
+use flowtwin_engine::wire::arp::{ArpOp, ArpRepr};
+use flowtwin_engine::wire::checksum;
+use flowtwin_engine::wire::ethernet::{ethertype, EthernetFrame, MacAddr};
+use flowtwin_engine::wire::icmp::{Icmpv4Packet, TYPE_ECHO_REPLY, TYPE_ECHO_REQUEST};
+use flowtwin_engine::wire::ipv4::{self, Ipv4Packet};
+use flowtwin_engine::wire::{TcpFlags, TcpHeader, TcpOptions};
+
+// ------------------------------------------------------------------ input builders
+
+const OTHER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 200);
+
+fn arp_request_for(target: Ipv4Addr) -> Vec<u8> {
+    let mut b = vec![0u8; 60]; // padded to the Ethernet minimum, as on the wire
+    ArpRepr::request(CLIENT_MAC, CLIENT_IP, target).emit_frame(&mut b).unwrap();
+    b
+}
+
+fn arp_request_vip() -> Vec<u8> {
+    arp_request_for(VIP)
+}
+
+fn arp_request_other() -> Vec<u8> {
+    arp_request_for(OTHER_IP)
+}
+
+fn arp_spoofed() -> Vec<u8> {
+    let mut f = arp_request_vip();
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]); // Ethernet src ≠ ARP sender MAC
+    f
+}
+
+fn arp_reply_to_us() -> Vec<u8> {
+    let req = ArpRepr::request(vip_mac(), VIP, CLIENT_IP);
+    let rep = req.reply(CLIENT_MAC);
+    let mut b = vec![0u8; 60];
+    rep.emit_frame(&mut b).unwrap();
+    b
+}
+
+/// IPv4 + ICMP echo request with `data`; ICMP checksum correct.
+fn icmp_echo(icmp_type: u8, data: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![icmp_type, 0, 0, 0, 0x12, 0x34, 0x00, 0x07];
+    icmp.extend_from_slice(data);
+    let c = checksum::checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ip_frame(ipv4::protocol::ICMP, &icmp, 57)
+}
+
+fn ip_frame(proto: u8, payload: &[u8], ttl: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 34 + payload.len()];
+    f[0..6].copy_from_slice(&vip_mac().0);
+    f[6..12].copy_from_slice(&CLIENT_MAC.0);
+    f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+    ipv4::Ipv4Repr { src: CLIENT_IP, dst: VIP, protocol: proto, ttl, ident: 0x4242, payload_len: payload.len() }
+        .emit(&mut f[14..])
+        .unwrap();
+    f[34..].copy_from_slice(payload);
+    f
+}
+
+fn icmp_echo_request() -> Vec<u8> {
+    icmp_echo(TYPE_ECHO_REQUEST, b"flowtwin ping payload 0123456789")
+}
+
+fn icmp_echo_reply_in() -> Vec<u8> {
+    icmp_echo(TYPE_ECHO_REPLY, b"not a request")
+}
+
+fn icmp_echo_bad_icmp_checksum() -> Vec<u8> {
+    let mut f = icmp_echo_request();
+    f[36] ^= 0x01;
+    f
+}
+
+fn udp_to_vip() -> Vec<u8> {
+    ip_frame(ipv4::protocol::UDP, &[0x30, 0x39, 0x00, 0x35, 0x00, 0x08, 0x00, 0x00], 64)
+}
+
+fn syn_with(port: u16, dport: u16, opts: TcpOptions) -> Vec<u8> {
+    let h = TcpHeader {
+        src_port: port,
+        dst_port: dport,
+        seq: SeqNum(0x1000_0000),
+        ack: SeqNum(0),
+        flags: TcpFlags::SYN,
+        window: 29200,
+        options: opts,
+    };
+    tcp_frame(&client_addrs(), &h, &[])
+}
+
+/// The Linux-like SYN to the HTTP port the malformed-frame cases start from.
+fn linux_syn() -> Vec<u8> {
+    syn_with(40000, HTTP_PORT, linux_syn_options(0x592b_2997))
+}
+
+fn syn_no_options() -> Vec<u8> {
+    syn_with(40001, HTTP_PORT, TcpOptions::default())
+}
+
+fn syn_mss_only() -> Vec<u8> {
+    syn_with(40002, HTTP_PORT, TcpOptions { mss: Some(536), ..Default::default() })
+}
+
+fn syn_mss_ws() -> Vec<u8> {
+    syn_with(40003, HTTP_PORT, TcpOptions { mss: Some(1400), wscale: Some(9), ..Default::default() })
+}
+
+fn syn_ts_no_ws() -> Vec<u8> {
+    syn_with(40004, HTTP_PORT, TcpOptions { mss: Some(1460), timestamps: Some((777, 0)), ..Default::default() })
+}
+
+fn syn_sack_only() -> Vec<u8> {
+    syn_with(40005, HTTP_PORT, TcpOptions { sack_permitted: true, ..Default::default() })
+}
+
+fn syn_ws_15() -> Vec<u8> {
+    // Shift 15 on the wire (the emitter clamps, so patch the byte): treated as 14.
+    let mut f = syn_with(40006, HTTP_PORT, TcpOptions { mss: Some(1460), wscale: Some(14), ..Default::default() });
+    let at = f.len() - 1;
+    assert_eq!(f[at - 2..], [3, 3, 14]);
+    f[at] = 15;
+    fix_tcp_checksum(&mut f);
+    f
+}
+
+fn syn_closed_port() -> Vec<u8> {
+    syn_with(40010, CLOSED_PORT, TcpOptions::default())
+}
+
+fn syn_fin() -> Vec<u8> {
+    let mut f = syn_with(40011, HTTP_PORT, TcpOptions::default());
+    f[47] |= TcpFlags::FIN.0;
+    fix_tcp_checksum(&mut f);
+    f
+}
+
+fn syn_ack_no_flow() -> Vec<u8> {
+    let h = TcpHeader {
+        src_port: 40012,
+        dst_port: HTTP_PORT,
+        seq: SeqNum(0x2000_0000),
+        ack: SeqNum(0x0bad_cafe),
+        flags: TcpFlags::SYN | TcpFlags::ACK,
+        window: 1000,
+        options: TcpOptions::default(),
+    };
+    tcp_frame(&client_addrs(), &h, &[])
+}
+
+fn ack_no_flow() -> Vec<u8> {
+    let h = TcpHeader {
+        src_port: 40013,
+        dst_port: HTTP_PORT,
+        seq: SeqNum(0x3000_0000),
+        ack: SeqNum(0x1234_5678),
+        flags: TcpFlags::ACK | TcpFlags::PSH,
+        window: 1000,
+        options: TcpOptions::default(),
+    };
+    tcp_frame(&client_addrs(), &h, b"GET / HTTP/1.1\r\n\r\n")
+}
+
+fn fin_no_ack_no_flow() -> Vec<u8> {
+    let h = TcpHeader {
+        src_port: 40014,
+        dst_port: HTTP_PORT,
+        seq: SeqNum(0x4000_0000),
+        flags: TcpFlags::FIN,
+        window: 1000,
+        ..Default::default()
+    };
+    tcp_frame(&client_addrs(), &h, b"xyz")
+}
+
+fn rst_no_flow() -> Vec<u8> {
+    let h = TcpHeader {
+        src_port: 40015,
+        dst_port: HTTP_PORT,
+        seq: SeqNum(0x5000_0000),
+        ack: SeqNum(1),
+        flags: TcpFlags::RST | TcpFlags::ACK,
+        ..Default::default()
+    };
+    tcp_frame(&client_addrs(), &h, &[])
+}
+
+fn edit_ip(mut f: Vec<u8>, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    edit(&mut f[14..34]);
+    fix_ip_checksum(&mut f);
+    f
+}
+
+fn bad_ip_checksum() -> Vec<u8> {
+    let mut f = linux_syn();
+    f[25] ^= 0x40;
+    f
+}
+
+fn bad_ip_version() -> Vec<u8> {
+    edit_ip(linux_syn(), |ip| ip[0] = 0x65)
+}
+
+fn bad_ip_total_len() -> Vec<u8> {
+    edit_ip(linux_syn(), |ip| ip[2..4].copy_from_slice(&19u16.to_be_bytes()))
+}
+
+fn bad_tcp_checksum() -> Vec<u8> {
+    let mut f = linux_syn();
+    f[14 + 20 + 16] ^= 0x01;
+    f
+}
+
+/// What a Linux veth peer with TX checksum offload puts on the wire: the (non-inverted)
+/// pseudo-header sum in the checksum field, the rest never filled in.
+fn partial_tcp_checksum() -> Vec<u8> {
+    let mut f = linux_syn();
+    let seg_len = (f.len() - 34) as u32;
+    let ps = checksum::pseudo_header_sum(CLIENT_IP.into(), VIP.into(), ipv4::protocol::TCP, seg_len);
+    f[50..52].copy_from_slice(&checksum::fold(ps).to_be_bytes());
+    f
+}
+
+fn ip_fragment_mf() -> Vec<u8> {
+    edit_ip(linux_syn(), |ip| ip[6..8].copy_from_slice(&0x2000u16.to_be_bytes()))
+}
+
+fn ip_fragment_offset() -> Vec<u8> {
+    edit_ip(linux_syn(), |ip| ip[6..8].copy_from_slice(&0x0005u16.to_be_bytes()))
+}
+
+/// IHL 6 with one 4-byte option (NOP NOP NOP EOL); the TCP segment is unchanged.
+fn ip_options() -> Vec<u8> {
+    let f = linux_syn();
+    let mut g = f[..34].to_vec();
+    g.extend_from_slice(&[1, 1, 1, 0]);
+    g.extend_from_slice(&f[34..]);
+    g[14] = 0x46;
+    let total = (g.len() - 14) as u16;
+    g[16..18].copy_from_slice(&total.to_be_bytes());
+    fix_ip_checksum(&mut g);
+    g
+}
+
+fn ttl_zero() -> Vec<u8> {
+    edit_ip(linux_syn(), |ip| ip[8] = 0)
+}
+
+fn ttl_one() -> Vec<u8> {
+    edit_ip(linux_syn(), |ip| ip[8] = 1)
+}
+
+fn src_ip(a: Ipv4Addr) -> Vec<u8> {
+    let mut f = edit_ip(linux_syn(), |ip| ip[12..16].copy_from_slice(&a.octets()));
+    fix_tcp_checksum(&mut f);
+    f
+}
+
+fn src_zero() -> Vec<u8> {
+    src_ip(Ipv4Addr::UNSPECIFIED)
+}
+
+fn src_loopback() -> Vec<u8> {
+    src_ip(Ipv4Addr::new(127, 0, 0, 1))
+}
+
+fn src_multicast() -> Vec<u8> {
+    src_ip(Ipv4Addr::new(224, 0, 0, 5))
+}
+
+fn dst_not_vip() -> Vec<u8> {
+    let mut f = edit_ip(linux_syn(), |ip| ip[16..20].copy_from_slice(&OTHER_IP.octets()));
+    fix_tcp_checksum(&mut f);
+    f
+}
+
+fn not_our_mac() -> Vec<u8> {
+    let mut f = linux_syn();
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x55]);
+    f
+}
+
+fn other_vrid_mac() -> Vec<u8> {
+    let mut f = linux_syn();
+    f[0..6].copy_from_slice(&vrrp_mac(2).0);
+    f
+}
+
+fn ipv6_ethertype() -> Vec<u8> {
+    let mut f = linux_syn();
+    f[12..14].copy_from_slice(&ethertype::IPV6.to_be_bytes());
+    f
+}
+
+fn vlan_tagged() -> Vec<u8> {
+    let f = linux_syn();
+    let mut g = f[..12].to_vec();
+    g.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+    g.extend_from_slice(&f[12..]);
+    g
+}
+
+fn tcp_data_offset_4() -> Vec<u8> {
+    let mut f = linux_syn();
+    f[46] = 0x40 | (f[46] & 0x0f);
+    fix_tcp_checksum(&mut f);
+    f
+}
+
+fn tcp_bad_option_len() -> Vec<u8> {
+    let mut f = linux_syn();
+    f[55] = 5; // MSS option with length 5
+    fix_tcp_checksum(&mut f);
+    f
+}
+
+fn runt_13() -> Vec<u8> {
+    linux_syn()[..13].to_vec()
+}
+
+fn broadcast_ipv4_syn() -> Vec<u8> {
+    let mut f = linux_syn();
+    f[0..6].copy_from_slice(&MacAddr::BROADCAST.0);
+    f
+}
+
+// ------------------------------------------------------------------ output expectations
+
+fn nothing(_input: &[u8], out: &[Vec<u8>]) {
+    assert!(out.is_empty(), "expected no output, got {} frame(s)", out.len());
+}
+
+fn one(out: &[Vec<u8>]) -> &[u8] {
+    assert_eq!(out.len(), 1, "expected exactly one output frame");
+    &out[0]
+}
+
+fn expect_arp_reply(input: &[u8], out: &[Vec<u8>]) {
+    let f = one(out);
+    assert_eq!(f.len(), 42, "ARP reply is 14 + 28 bytes");
+    let e = EthernetFrame::new_checked(f).unwrap();
+    assert_eq!(e.dst(), CLIENT_MAC, "unicast back to the requester");
+    assert_eq!(e.src(), MacAddr([0x00, 0x00, 0x5e, 0x00, 0x01, VRID]), "from the VRRP MAC");
+    assert_eq!(e.ethertype(), ethertype::ARP);
+    let req = ArpRepr::parse(&input[14..]).unwrap();
+    let a = ArpRepr::parse(e.payload()).unwrap();
+    assert_eq!(
+        a,
+        ArpRepr { op: ArpOp::Reply, sender_mac: vip_mac(), sender_ip: VIP, target_mac: req.sender_mac, target_ip: req.sender_ip }
+    );
+    assert_eq!(&f[14..22], &[0, 1, 8, 0, 6, 4, 0, 2], "htype ptype hlen plen op=2");
+}
+
+fn expect_icmp_reply(input: &[u8], out: &[Vec<u8>]) {
+    let f = one(out);
+    let e = EthernetFrame::new_checked(f).unwrap();
+    assert_eq!((e.dst(), e.src(), e.ethertype()), (CLIENT_MAC, vip_mac(), ethertype::IPV4));
+    let ip = Ipv4Packet::new_checked(e.payload()).expect("IP checksum verifies");
+    let ip_in = Ipv4Packet::new_checked(&input[14..]).unwrap();
+    assert_eq!((ip.src(), ip.dst()), (VIP, CLIENT_IP));
+    assert_eq!(ip.ttl(), ipv4::DEFAULT_TTL, "fresh TTL, not the request's");
+    assert_eq!(ip.protocol(), ipv4::protocol::ICMP);
+    assert_eq!(ip.total_len(), ip_in.total_len());
+    assert_eq!(f.len(), 14 + ip.total_len());
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).expect("ICMP checksum verifies");
+    let icmp_in = Icmpv4Packet::new_checked(ip_in.payload()).unwrap();
+    assert_eq!((icmp.msg_type(), icmp.code()), (TYPE_ECHO_REPLY, 0));
+    assert_eq!((icmp.echo_ident(), icmp.echo_seq_no()), (icmp_in.echo_ident(), icmp_in.echo_seq_no()));
+    assert_eq!(icmp.data(), icmp_in.data());
+}
+
+/// Parse the input as the client's TCP segment.
+fn input_hdr(input: &[u8]) -> (TcpHeader, usize) {
+    let ip = Ipv4Packet::new_checked(&input[14..]).unwrap();
+    let t = flowtwin_engine::wire::tcp::TcpPacket::new_checked(ip.payload()).unwrap();
+    (t.header(), t.payload().len())
+}
+
+fn check_reply_addressing(s: &Seg, h: &TcpHeader) {
+    assert_eq!((s.eth_src, s.eth_dst), (vip_mac(), CLIENT_MAC), "MACs");
+    assert_eq!((s.ip_src, s.ip_dst), (VIP, CLIENT_IP), "IPs");
+    assert_eq!((s.hdr.src_port, s.hdr.dst_port), (h.dst_port, h.src_port), "ports swapped");
+}
+
+/// RFC 9293 §3.10.7.1, segment with ACK: `<SEQ=SEG.ACK><CTL=RST>`.
+fn expect_rst_seq_is_ack(input: &[u8], out: &[Vec<u8>]) {
+    let (h, _) = input_hdr(input);
+    let s = parse_seg(one(out));
+    check_reply_addressing(&s, &h);
+    assert_eq!(s.flags(), TcpFlags::RST, "bare RST");
+    assert_eq!(s.hdr.seq, h.ack, "SEQ = SEG.ACK");
+    assert_eq!(s.hdr.ack, SeqNum(0));
+    assert_eq!((s.header_len, s.payload.len(), s.hdr.window), (20, 0, 0), "no options, no data, window 0");
+}
+
+/// RFC 9293 §3.10.7.1, segment without ACK: `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`.
+fn expect_rst_ack(input: &[u8], out: &[Vec<u8>]) {
+    let (h, plen) = input_hdr(input);
+    let s = parse_seg(one(out));
+    check_reply_addressing(&s, &h);
+    assert_eq!(s.flags(), TcpFlags::RST | TcpFlags::ACK);
+    assert_eq!(s.hdr.seq, SeqNum(0));
+    let seg_len = plen as u32 + h.flags.syn() as u32 + h.flags.fin() as u32;
+    assert_eq!(s.hdr.ack, h.seq + seg_len, "ACK = SEG.SEQ + SEG.LEN");
+    assert_eq!((s.header_len, s.payload.len()), (20, 0));
+}
+
+/// The SYN-ACK every handshake case shares: ack = ISS+1, SYN|ACK only, unscaled window
+/// 65535, MSS 1460 always; other options per `want`.
+fn check_syn_ack(input: &[u8], out: &[Vec<u8>], want: TcpOptions) -> Seg {
+    let (h, _) = input_hdr(input);
+    let s = parse_seg(one(out));
+    check_reply_addressing(&s, &h);
+    assert_eq!(s.flags(), TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(s.hdr.ack, h.seq + 1, "ACK = client ISS + 1");
+    assert_eq!(s.hdr.window, 65535, "SYN-ACK window is never scaled");
+    assert!(s.payload.is_empty());
+    let o = s.hdr.options;
+    assert_eq!(o.mss, Some(1460), "our MSS");
+    assert_eq!(o.wscale, want.wscale, "window scale echoed only if offered");
+    assert_eq!(o.sack_permitted, want.sack_permitted, "SACK-permitted only if offered");
+    match (o.timestamps, h.options.timestamps) {
+        (Some((_, ecr)), Some((tsval, _))) => {
+            assert!(want.timestamps.is_some(), "unexpected TS");
+            assert_eq!(ecr, tsval, "TSecr echoes the SYN's TSval");
+        }
+        (None, _) => assert!(want.timestamps.is_none(), "TS missing"),
+        (Some(_), None) => panic!("TS in SYN-ACK although the SYN had none"),
+    }
+    assert_eq!(o.sack_count, 0);
+    s
+}
+
+fn expect_synack_mss_only(input: &[u8], out: &[Vec<u8>]) {
+    let s = check_syn_ack(input, out, TcpOptions::default());
+    assert_eq!(s.raw_options, [2, 4, 0x05, 0xb4], "MSS only, no padding");
+}
+
+fn expect_synack_mss_ws(input: &[u8], out: &[Vec<u8>]) {
+    let s = check_syn_ack(input, out, TcpOptions { wscale: Some(7), ..Default::default() });
+    assert_eq!(s.raw_options, [2, 4, 0x05, 0xb4, 1, 3, 3, 7]);
+}
+
+fn expect_synack_linux(input: &[u8], out: &[Vec<u8>]) {
+    let want = TcpOptions { wscale: Some(7), sack_permitted: true, timestamps: Some((0, 0)), ..Default::default() };
+    let s = check_syn_ack(input, out, want);
+    // Linux tcp_options_write layout: MSS | SACK_PERM TS | NOP WS.
+    let o = &s.raw_options;
+    assert_eq!(o.len(), 20);
+    assert_eq!(o[..8], [2, 4, 0x05, 0xb4, 4, 2, 8, 10]);
+    assert_eq!(o[12..16], 0x592b_2997u32.to_be_bytes(), "TSecr");
+    assert_eq!(o[16..], [1, 3, 3, 7]);
+}
+
+fn expect_synack_ts_no_ws(input: &[u8], out: &[Vec<u8>]) {
+    let s = check_syn_ack(input, out, TcpOptions { timestamps: Some((0, 0)), ..Default::default() });
+    assert_eq!(s.raw_options[..8], [2, 4, 0x05, 0xb4, 1, 1, 8, 10]);
+    assert_eq!(s.raw_options.len(), 16);
+}
+
+fn expect_synack_sack_only(input: &[u8], out: &[Vec<u8>]) {
+    let s = check_syn_ack(input, out, TcpOptions { sack_permitted: true, ..Default::default() });
+    assert_eq!(s.raw_options, [2, 4, 0x05, 0xb4, 1, 1, 4, 2]);
+}
+
+fn expect_synack_ws_clamped(input: &[u8], out: &[Vec<u8>]) {
+    check_syn_ack(input, out, TcpOptions { wscale: Some(7), ..Default::default() });
+}
+
+// ------------------------------------------------------------------ the table
+
+struct Case {
+    desc: &'static str,
+    input: fn() -> Vec<u8>,
+    /// Offset from the harness epoch `T0` at which the frame arrives.
+    at: Duration,
+    verdict: Verdict,
+    expect: fn(&[u8], &[Vec<u8>]),
+}
+
+const fn case(desc: &'static str, input: fn() -> Vec<u8>, verdict: Verdict, expect: fn(&[u8], &[Vec<u8>])) -> Case {
+    Case { desc, input, at: Duration::ZERO, verdict, expect }
+}
+
+use Verdict::{Drop as D, Event as E};
+
+static CASES: &[Case] = &[
+    // ARP
+    case("ARP request for the VIP -> reply from 00:00:5e:00:01:<vrid>", arp_request_vip, E(Event::ArpRequestsAnswered), expect_arp_reply),
+    case("ARP request for another IP -> ArpNotForUs, silent", arp_request_other, D(Drop::ArpNotForUs), nothing),
+    case("ARP whose sender MAC differs from the Ethernet source -> BadArp", arp_spoofed, D(Drop::BadArp), nothing),
+    case("ARP reply to us -> learned, no answer", arp_reply_to_us, E(Event::ArpLearned), nothing),
+    // ICMP
+    case("ICMP echo request to the VIP -> echo reply", icmp_echo_request, E(Event::IcmpEchoAnswered), expect_icmp_reply),
+    case("ICMP echo reply to the VIP -> IcmpIgnored", icmp_echo_reply_in, D(Drop::IcmpIgnored), nothing),
+    // L2 / L3 classification
+    case("unicast to a foreign MAC -> NotOurMac", not_our_mac, D(Drop::NotOurMac), nothing),
+    case("unicast to another VRID's MAC -> NotOurMac", other_vrid_mac, D(Drop::NotOurMac), nothing),
+    case("IPv6 ethertype -> OtherEthertype", ipv6_ethertype, D(Drop::OtherEthertype), nothing),
+    case("VLAN-tagged frame -> OtherEthertype", vlan_tagged, D(Drop::OtherEthertype), nothing),
+    case("13-byte frame -> RuntFrame", runt_13, D(Drop::RuntFrame), nothing),
+    case("bad IPv4 header checksum -> BadIpv4Checksum", bad_ip_checksum, D(Drop::BadIpv4Checksum), nothing),
+    case("IP version 6 in an IPv4 ethertype -> BadIpv4Header", bad_ip_version, D(Drop::BadIpv4Header), nothing),
+    case("IP total length < header -> BadIpv4Header", bad_ip_total_len, D(Drop::BadIpv4Header), nothing),
+    case("IP fragment (MF) -> Ipv4Fragment", ip_fragment_mf, D(Drop::Ipv4Fragment), nothing),
+    case("IP fragment (offset 40) -> Ipv4Fragment", ip_fragment_offset, D(Drop::Ipv4Fragment), nothing),
+    case("IP options (IHL 6) -> Ipv4Options", ip_options, D(Drop::Ipv4Options), nothing),
+    case("TTL 0 -> BadTtl", ttl_zero, D(Drop::BadTtl), nothing),
+    case("destination not a VIP -> NotOurIp", dst_not_vip, D(Drop::NotOurIp), nothing),
+    case("source 0.0.0.0 -> BadSourceAddress", src_zero, D(Drop::BadSourceAddress), nothing),
+    case("source 127.0.0.1 -> BadSourceAddress", src_loopback, D(Drop::BadSourceAddress), nothing),
+    case("source multicast -> BadSourceAddress", src_multicast, D(Drop::BadSourceAddress), nothing),
+    case("UDP to the VIP -> OtherProtocol", udp_to_vip, D(Drop::OtherProtocol), nothing),
+    // TCP header / checksum
+    case("bad TCP checksum -> BadTcpChecksum", bad_tcp_checksum, D(Drop::BadTcpChecksum), nothing),
+    case("partial TCP checksum (veth TX offload) -> PartialTcpChecksum", partial_tcp_checksum, D(Drop::PartialTcpChecksum), nothing),
+    case("TCP data offset 4 -> BadTcpHeader", tcp_data_offset_4, D(Drop::BadTcpHeader), nothing),
+    case("TCP MSS option of length 5 -> BadTcpHeader", tcp_bad_option_len, D(Drop::BadTcpHeader), nothing),
+    // Passive open: option negotiation (SYN-ACK echoes what was negotiated)
+    case("SYN without options -> SYN-ACK with MSS only", syn_no_options, E(Event::FlowsOpened), expect_synack_mss_only),
+    case("SYN with MSS 536 only -> SYN-ACK with MSS only", syn_mss_only, E(Event::FlowsOpened), expect_synack_mss_only),
+    case("SYN with MSS+WS -> SYN-ACK MSS+WS", syn_mss_ws, E(Event::FlowsOpened), expect_synack_mss_ws),
+    case("Linux SYN (MSS, SACK-perm, TS, WS) -> Linux-layout SYN-ACK", linux_syn, E(Event::FlowsOpened), expect_synack_linux),
+    case("SYN with TS but no WS -> SYN-ACK TS, no WS", syn_ts_no_ws, E(Event::FlowsOpened), expect_synack_ts_no_ws),
+    case("SYN with SACK-perm only -> SYN-ACK MSS + SACK-perm", syn_sack_only, E(Event::FlowsOpened), expect_synack_sack_only),
+    case("SYN with WS shift 15 -> accepted (treated as 14)", syn_ws_15, E(Event::FlowsOpened), expect_synack_ws_clamped),
+    case("SYN with TTL 1 -> accepted", ttl_one, E(Event::FlowsOpened), expect_synack_linux),
+    case("SYN to a broadcast MAC -> accepted (the IP is ours)", broadcast_ipv4_syn, E(Event::FlowsOpened), expect_synack_linux),
+    // No flow
+    case("SYN to a port with no service -> NoService, RST+ACK", syn_closed_port, D(Drop::NoService), expect_rst_ack),
+    case("ACK+data for no flow -> NoFlow, RST with SEQ = its ACK", ack_no_flow, D(Drop::NoFlow), expect_rst_seq_is_ack),
+    case("SYN+ACK for no flow -> BadSyn, RST with SEQ = its ACK", syn_ack_no_flow, D(Drop::BadSyn), expect_rst_seq_is_ack),
+    case("FIN (no ACK) + data for no flow -> BadSyn, RST+ACK covering data+FIN", fin_no_ack_no_flow, D(Drop::BadSyn), expect_rst_ack),
+    case("RST for no flow -> BadSyn, never answered", rst_no_flow, D(Drop::BadSyn), nothing),
+    case("SYN+FIN -> BadSyn, no answer", syn_fin, D(Drop::BadSyn), nothing),
+];
+
+/// Runs one table case against a fresh stack; `Err` describes what differed.
+fn run_case(c: &Case) -> Result<(), String> {
+    let mut h = Harness::standard();
+    h.advance(c.at);
+    let input = (c.input)();
+    let (out, d) = h.feed(&input);
+    check_verdict(c.desc, &d, c.verdict, 1, out.len())?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (c.expect)(&input, &out))).map_err(|e| {
+        let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+        format!("{}: {}", c.desc, msg.unwrap_or_default())
+    })?;
+    // A flow exists iff the case opened one.
+    let opened = d.event(Event::FlowsOpened) as usize;
+    if h.stack.flows().len() != opened || h.flows_by_state_total() != opened as u64 {
+        return Err(format!("{}: {} flows, gauges {}, want {opened}", c.desc, h.stack.flows().len(), h.flows_by_state_total()));
+    }
+    Ok(())
+}
+
+#[test]
+fn golden_table() {
+    let failures: Vec<String> = CASES.iter().filter_map(|c| run_case(c).err()).collect();
+    assert!(failures.is_empty(), "{} of {} golden cases failed:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+}
+
+/// Bug (engine/src/stack.rs `on_ipv4`, ICMP arm): the echo request is counted as answered
+/// whenever the sink had a buffer and the first ICMP byte is 8, even when
+/// `echo_reply_in_place` refused it (bad ICMP checksum, code ≠ 0) and the builder returned 0,
+/// so `IcmpEchoAnswered` and `TxFrames` move for a frame that was never sent.
+#[test]
+#[ignore = "bug: stack.rs on_ipv4 counts IcmpEchoAnswered+TxFrames for an echo request with a bad ICMP checksum that produced no frame (should be IcmpIgnored)"]
+fn golden_icmp_bad_checksum_not_answered() {
+    let c = case("ICMP echo request with bad ICMP checksum -> IcmpIgnored, silent", icmp_echo_bad_icmp_checksum, D(Drop::IcmpIgnored), nothing);
+    run_case(&c).unwrap();
+}
+
+// ------------------------------------------------------------------ truncation sweeps
+
+/// Every truncation of a valid SYN frame (the IP total length then overruns the frame) is a
+/// counted drop with no output and no flow.
+#[test]
+fn golden_every_truncation_of_a_syn() {
+    let full = linux_syn();
+    let mut failures = Vec::new();
+    for n in 0..full.len() {
+        let want = if n < 14 { Drop::RuntFrame } else { Drop::BadIpv4Header };
+        let mut h = Harness::standard();
+        let (out, d) = h.feed(&full[..n]);
+        let ctx = format!("SYN truncated to {n} bytes");
+        if let Err(e) = check_verdict(&ctx, &d, Verdict::Drop(want), 1, out.len()) {
+            failures.push(e);
+        }
+        if !out.is_empty() || !h.stack.flows().is_empty() {
+            failures.push(format!("{ctx}: output or flow"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Every truncation of the TCP segment with a consistent IP header (total length and checksum
+/// fixed up, frame padded to the Ethernet minimum like a real NIC delivers it) is BadTcpHeader.
+#[test]
+fn golden_every_tcp_truncation_with_consistent_ip() {
+    let full = linux_syn();
+    let mut failures = Vec::new();
+    for seg_len in 0..full.len() - 34 {
+        let mut f = full[..34 + seg_len].to_vec();
+        f[16..18].copy_from_slice(&((20 + seg_len) as u16).to_be_bytes());
+        fix_ip_checksum(&mut f);
+        if f.len() < 60 {
+            f.resize(60, 0);
+        }
+        let mut h = Harness::standard();
+        let (out, d) = h.feed(&f);
+        let ctx = format!("TCP segment truncated to {seg_len} bytes");
+        if let Err(e) = check_verdict(&ctx, &d, Verdict::Drop(Drop::BadTcpHeader), 1, out.len()) {
+            failures.push(e);
+        }
+        if !out.is_empty() || !h.stack.flows().is_empty() {
+            failures.push(format!("{ctx}: output or flow"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn golden_every_truncation_of_arp_and_icmp() {
+    let arp = arp_request_vip();
+    for n in 0..42 {
+        let want = if n < 14 { Drop::RuntFrame } else { Drop::BadArp };
+        let mut h = Harness::standard();
+        let out = h.step(&format!("ARP truncated to {n}"), &arp[..n], Verdict::Drop(want));
+        assert!(out.is_empty());
+    }
+    let icmp = icmp_echo_request();
+    for n in 0..icmp.len() {
+        let want = if n < 14 { Drop::RuntFrame } else { Drop::BadIpv4Header };
+        let mut h = Harness::standard();
+        let out = h.step(&format!("ICMP truncated to {n}"), &icmp[..n], Verdict::Drop(want));
+        assert!(out.is_empty());
+    }
+}
+
+/// Every single-bit flip of a valid SYN: never a panic, always exactly one verdict, and any
+/// output is a well-formed frame from the VIP.
+#[test]
+fn golden_every_bit_flip_of_a_syn() {
+    let full = linux_syn();
+    for bit in 0..full.len() * 8 {
+        let mut f = full.clone();
+        f[bit / 8] ^= 1 << (bit % 8);
+        let mut h = Harness::standard();
+        let (out, d) = h.feed(&f);
+        assert_eq!(d.event(Event::RxFrames), 1);
+        let verdicts = d.drops.iter().sum::<u64>() + d.event(Event::FlowsOpened);
+        assert_eq!(verdicts, 1, "bit {bit}: exactly one of {{a drop, a new flow}}: {:?} {:?}", d.moved_drops(), d.moved_events());
+        for o in &out {
+            let s = parse_seg(o);
+            assert_eq!((s.eth_src, s.ip_src), (vip_mac(), VIP), "bit {bit}");
+        }
+    }
+}
+
+// ------------------------------------------------------------------ conversations
+
+fn state(h: &Harness, p: &Peer) -> Option<State> {
+    h.state_of(p)
+}
+
+/// One segment from the stack, absorbed by the peer.
+fn one_seg(p: &mut Peer, out: &[Vec<u8>]) -> Seg {
+    assert_eq!(out.len(), 1, "expected one segment, got {:?}", out.iter().map(|f| parse_seg(f)).collect::<Vec<_>>());
+    let s = parse_seg(&out[0]);
+    p.absorb(&s);
+    s
+}
+
+/// A pure ACK: ACK flag only, SEQ/ACK as given, no payload.
+fn assert_pure_ack(s: &Seg, seq: SeqNum, ack: SeqNum) {
+    assert_eq!(s.flags(), TcpFlags::ACK, "pure ACK");
+    assert_eq!((s.hdr.seq, s.hdr.ack), (seq, ack), "SEQ/ACK");
+    assert!(s.payload.is_empty());
+}
+
+#[test]
+fn conv_http_get_gen_1000() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41000, HTTP_PORT);
+    let sa = h.connect(&mut p);
+    let req = p.data(b"GET /gen/1000 HTTP/1.1\r\nHost: vip\r\n\r\n");
+    let out = h.step("GET /gen/1000", &req, Verdict::Accepted);
+    let s = one_seg(&mut p, &out);
+    let want = gen_response(1000);
+    assert_eq!(s.payload, want, "header + gen_byte_range body");
+    assert_eq!(s.flags(), TcpFlags::ACK | TcpFlags::PSH);
+    assert_eq!(s.hdr.seq, sa.hdr.seq + 1, "first byte after our SYN");
+    assert_eq!(s.hdr.ack, p.snd_nxt, "request acknowledged");
+    let (tsval, tsecr) = s.hdr.options.timestamps.expect("TS on every segment");
+    assert_eq!(tsecr, p.tsval, "TSecr = the request's TSval");
+    assert!(tsval.wrapping_sub(sa.hdr.options.timestamps.unwrap().0) as i32 >= 0, "TSval monotonic");
+    assert_eq!(s.hdr.options.sack_count, 0);
+    assert_eq!(s.header_len, 32, "TS only on data segments");
+    // Window: our request buffer (2048 bytes) scaled by 2^7, rounded up.
+    assert_eq!(s.hdr.window, 2048u32.div_ceil(128) as u16);
+    // ACK it: nothing more to send, connection stays open (keep-alive).
+    let ack = p.ack();
+    let out = h.step("ACK the response", &ack, Verdict::Accepted);
+    assert!(out.is_empty());
+    assert_eq!(state(&h, &p), Some(State::Established));
+    assert_eq!(h.stack.counters().get(Event::ServiceBytesOut), want.len() as u64);
+}
+
+#[test]
+fn conv_http_large_object_across_segments() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41001, HTTP_PORT);
+    h.connect(&mut p);
+    let req = p.data(b"GET /gen/100000 HTTP/1.1\r\n\r\n");
+    let mut out = h.step("GET /gen/100000", &req, Verdict::Accepted);
+    let want = gen_response(100_000);
+    let mut rounds = 0;
+    while p.received.len() < want.len() {
+        rounds += 1;
+        assert!(rounds < 50, "stalled at {} bytes", p.received.len());
+        assert!(!out.is_empty(), "stalled at {} bytes", p.received.len());
+        for s in p.absorb_all(&out) {
+            assert!(s.payload.len() <= 1448, "MSS 1460 - 12 bytes of TS");
+        }
+        let ack = p.ack();
+        out = h.step("ACK", &ack, Verdict::Accepted);
+    }
+    assert_eq!(p.received, want);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn conv_http_404_and_keep_alive() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41002, HTTP_PORT);
+    h.connect(&mut p);
+    let out = h.step("GET /nope", &p.data(b"GET /nope HTTP/1.1\r\n\r\n"), Verdict::Accepted);
+    let s = one_seg(&mut p, &out);
+    assert_eq!(
+        s.payload,
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 14\r\nConnection: keep-alive\r\n\r\n404 Not Found\n"
+    );
+    assert!(!s.flags().fin(), "404 keeps the connection");
+    // A file object on the same connection.
+    let out = h.step("GET /hello.txt", &p.data(b"GET /hello.txt HTTP/1.1\r\n\r\n"), Verdict::Accepted);
+    let s = one_seg(&mut p, &out);
+    assert!(s.payload.ends_with(b"Content-Length: 12\r\nConnection: keep-alive\r\n\r\nhello world\n"));
+    assert_eq!(state(&h, &p), Some(State::Established));
+}
+
+/// 400 closes: response and FIN in one segment (FIN-WAIT-1), then the client's ACK
+/// (FIN-WAIT-2), its FIN (TIME-WAIT, ACKed), and the TIME-WAIT timer removes the flow.
+#[test]
+fn conv_http_400_close_and_time_wait_expiry() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41003, HTTP_PORT);
+    h.connect(&mut p);
+    let out = h.step("garbage", &p.data(b"garbage\r\n\r\n"), Verdict::Accepted);
+    let s = one_seg(&mut p, &out);
+    assert_eq!(
+        s.payload,
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n400 Bad Request\n"
+    );
+    assert_eq!(s.flags(), TcpFlags::ACK | TcpFlags::PSH | TcpFlags::FIN, "FIN piggybacked on the response");
+    assert!(p.got_fin);
+    assert_eq!(state(&h, &p), Some(State::FinWait1));
+    let out = h.step("ACK response+FIN", &p.ack(), Verdict::Accepted);
+    assert!(out.is_empty());
+    assert_eq!(state(&h, &p), Some(State::FinWait2));
+    let fin = p.fin();
+    let out = h.step("client FIN", &fin, Verdict::Accepted);
+    let s = one_seg(&mut p, &out);
+    assert_pure_ack(&s, p.rcv_nxt, p.snd_nxt);
+    assert_eq!(state(&h, &p), Some(State::TimeWait));
+    // TIME-WAIT (2 s): a retransmitted FIN is ACKed again.
+    h.advance(Duration::from_millis(500));
+    let mut p2 = p.clone();
+    let refin = p2.raw(TcpFlags::FIN | TcpFlags::ACK, p.snd_nxt - 1, p.rcv_nxt, &[]);
+    p.tsval = p2.tsval;
+    let out = h.step("retransmitted FIN in TIME-WAIT", &refin, Verdict::Drop(Drop::TcpRejected));
+    let s = one_seg(&mut p, &out);
+    assert_pure_ack(&s, p.rcv_nxt, p.snd_nxt);
+    // The FIN restarted the 2 s timer at +0.5 s: still there at +2.4 s, gone at +2.5 s.
+    let (out, d) = h.poll_at(T0 + Duration::from_millis(2_400));
+    assert!(out.is_empty() && d.event(Event::FlowsClosed) == 0);
+    assert_eq!(state(&h, &p), Some(State::TimeWait));
+    let (out, d) = h.poll_at(T0 + Duration::from_millis(2_501));
+    assert!(out.is_empty());
+    assert_eq!(d.event(Event::FlowsClosed), 1, "TIME-WAIT expiry closes the flow");
+    assert_eq!(state(&h, &p), None);
+    assert_eq!(h.flows_by_state_total(), 0);
+}
+
+#[test]
+fn conv_http_binary_garbage_400() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41004, HTTP_PORT);
+    h.connect(&mut p);
+    let out = h.step("binary junk", &p.data(&[0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00]), Verdict::Accepted);
+    let s = one_seg(&mut p, &out);
+    assert!(s.payload.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+    assert!(s.flags().fin());
+}
+
+/// Client closes first: its FIN is ACKed together with our FIN (CLOSE-WAIT -> LAST-ACK), the
+/// final ACK removes the flow.
+#[test]
+fn conv_echo_and_client_close() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41010, ECHO_PORT);
+    h.connect(&mut p);
+    let out = h.step("echo data", &p.data(b"hello, echo"), Verdict::Accepted);
+    let s = one_seg(&mut p, &out);
+    assert_eq!(s.payload, b"hello, echo");
+    assert_eq!(s.hdr.ack, p.snd_nxt);
+    assert_eq!(h.step("ACK echo", &p.ack(), Verdict::Accepted).len(), 0);
+    let fin = p.fin();
+    let out = h.step("client FIN", &fin, Verdict::Accepted);
+    let s = one_seg(&mut p, &out);
+    assert_eq!(s.flags(), TcpFlags::ACK | TcpFlags::FIN, "ACK of their FIN + our FIN");
+    assert_eq!(s.hdr.ack, p.snd_nxt, "FIN acknowledged");
+    assert_eq!(state(&h, &p), Some(State::LastAck));
+    let out = h.step("last ACK", &p.ack(), Verdict::Event(Event::FlowsClosed));
+    assert!(out.is_empty());
+    assert_eq!(state(&h, &p), None);
+    assert_eq!(h.flows_by_state_total(), 0);
+    // The 4-tuple is free again: an ACK now draws a RST (no flow).
+    let stray = p.ack();
+    let out = h.step("ACK after close", &stray, Verdict::Drop(Drop::NoFlow));
+    assert_eq!(parse_seg(one(&out)).hdr.seq, p.rcv_nxt);
+}
+
+/// Simultaneous close: our FIN is out, the client's FIN arrives without acknowledging it
+/// (CLOSING), then its ACK of our FIN moves us to TIME-WAIT.
+#[test]
+fn conv_simultaneous_close_closing() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41011, HTTP_PORT);
+    h.connect(&mut p);
+    let out = h.step("Connection: close", &p.data(b"GET /gen/10 HTTP/1.1\r\nConnection: close\r\n\r\n"), Verdict::Accepted);
+    let s = one_seg(&mut p, &out);
+    assert!(s.flags().fin() && s.payload.ends_with(&gen_response(10)[gen_response(10).len() - 10..]));
+    // FIN that acknowledges the data but not our FIN.
+    let ack_data_only = p.rcv_nxt - 1;
+    let fin = p.raw(TcpFlags::FIN | TcpFlags::ACK, p.snd_nxt, ack_data_only, &[]);
+    p.snd_nxt = p.snd_nxt + 1;
+    let out = h.step("FIN crossing ours", &fin, Verdict::Accepted);
+    let s = one_seg(&mut p, &out);
+    assert_eq!(s.hdr.ack, p.snd_nxt, "their FIN ACKed");
+    assert!(s.hdr.flags.ack());
+    assert_eq!(state(&h, &p), Some(State::Closing));
+    let out = h.step("ACK of our FIN", &p.ack(), Verdict::Accepted);
+    assert!(out.is_empty());
+    assert_eq!(state(&h, &p), Some(State::TimeWait));
+    let (_, d) = h.poll_at(h.now + Duration::from_secs(2) + Duration::from_millis(1));
+    assert_eq!(d.event(Event::FlowsClosed), 1);
+}
+
+#[test]
+fn conv_out_of_order_gets_dup_ack_with_sack() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41012, ECHO_PORT);
+    h.connect(&mut p);
+    let base = p.snd_nxt;
+    let second = p.raw(TcpFlags::ACK | TcpFlags::PSH, base + 5, p.rcv_nxt, b"world");
+    let out = h.step("segment 2 first", &second, Verdict::Event(Event::OutOfOrderSegments));
+    let s = one_seg(&mut p, &out);
+    assert_pure_ack(&s, p.rcv_nxt, base);
+    assert_eq!(s.hdr.options.sack_count, 1, "one SACK block");
+    assert_eq!((s.hdr.options.sack_blocks[0].left, s.hdr.options.sack_blocks[0].right), (base + 5, base + 10));
+    assert!(s.hdr.options.timestamps.is_some(), "TS beside SACK");
+    assert_eq!(s.raw_options[12..16], [1, 1, 5, 10], "NOP NOP SACK(1)");
+    // Filling the hole delivers both, in order, ACKs everything.
+    let first = p.raw(TcpFlags::ACK | TcpFlags::PSH, base, p.rcv_nxt, b"hello");
+    p.snd_nxt = base + 10;
+    let out = h.step("segment 1", &first, Verdict::Accepted);
+    let s = one_seg(&mut p, &out);
+    assert_eq!(s.payload, b"helloworld");
+    assert_eq!(s.hdr.ack, base + 10);
+    assert_eq!(s.hdr.options.sack_count, 0, "no SACK once the hole is filled");
+}
+
+#[test]
+fn conv_duplicate_segment_acked_not_redelivered() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41013, ECHO_PORT);
+    h.connect(&mut p);
+    let seq = p.snd_nxt;
+    let out = h.step("abc", &p.data(b"abc"), Verdict::Accepted);
+    let s = one_seg(&mut p, &out);
+    assert_eq!(s.payload, b"abc");
+    let bytes_in = h.stack.counters().get(Event::ServiceBytesIn);
+    let dup = p.raw(TcpFlags::ACK | TcpFlags::PSH, seq, p.rcv_nxt, b"abc");
+    let out = h.step("retransmitted abc", &dup, Verdict::Accepted);
+    let s = one_seg(&mut p, &out);
+    assert_pure_ack(&s, p.rcv_nxt, p.snd_nxt);
+    assert_eq!(h.stack.counters().get(Event::ServiceBytesIn), bytes_in, "no double delivery");
+    // Partly old, partly new: only the new part is echoed.
+    let overlap = p.raw(TcpFlags::ACK | TcpFlags::PSH, seq + 1, p.rcv_nxt, b"bcdef");
+    p.snd_nxt = seq + 6;
+    let out = h.step("overlapping retransmission", &overlap, Verdict::Accepted);
+    let segs = p.absorb_all(&out);
+    let echoed: Vec<u8> = segs.iter().flat_map(|s| s.payload.clone()).collect();
+    assert_eq!(echoed, b"def");
+    assert_eq!(p.received, b"abcdef");
+    assert_eq!(segs.last().unwrap().hdr.ack, seq + 6);
+}
+
+#[test]
+fn conv_rst_exact_removes_flow() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41020, HTTP_PORT);
+    h.connect(&mut p);
+    let rst = p.raw(TcpFlags::RST, p.snd_nxt, SeqNum(0), &[]);
+    let out = h.step("RST at RCV.NXT", &rst, Verdict::Event(Event::RstAccepted));
+    assert!(out.is_empty());
+    assert_eq!(state(&h, &p), None);
+    assert_eq!(h.stack.counters().get(Event::FlowsClosed), 1);
+    assert_eq!(h.flows_by_state_total(), 0);
+}
+
+#[test]
+fn conv_rst_inexact_in_window_challenge_ack() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41021, HTTP_PORT);
+    h.connect(&mut p);
+    let rst = p.raw(TcpFlags::RST, p.snd_nxt + 100, SeqNum(0), &[]);
+    let out = h.step("RST in window, not exact", &rst, Verdict::Event(Event::ChallengeAcks));
+    let s = one_seg(&mut p, &out);
+    assert_pure_ack(&s, p.rcv_nxt, p.snd_nxt);
+    assert_eq!(state(&h, &p), Some(State::Established));
+    // Out of window: silently ignored.
+    let rst = p.raw(TcpFlags::RST, p.snd_nxt + 10_000_000, SeqNum(0), &[]);
+    let out = h.step("RST out of window", &rst, Verdict::Accepted);
+    assert!(out.is_empty());
+    assert_eq!(state(&h, &p), Some(State::Established));
+}
+
+#[test]
+fn conv_syn_on_established_challenge_ack() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41022, HTTP_PORT);
+    h.connect(&mut p);
+    let syn = {
+        let mut q = p.clone();
+        q.iss = p.snd_nxt + 12345;
+        q.syn()
+    };
+    let out = h.step("new SYN on ESTABLISHED", &syn, Verdict::Event(Event::ChallengeAcks));
+    let s = one_seg(&mut p, &out);
+    assert_pure_ack(&s, p.rcv_nxt, p.snd_nxt);
+    assert_eq!(state(&h, &p), Some(State::Established));
+    // The original SYN retransmitted (old sequence): also a challenge ACK.
+    let mut q = p.clone();
+    let old_syn = q.syn();
+    let out = h.step("old SYN on ESTABLISHED", &old_syn, Verdict::Event(Event::ChallengeAcks));
+    assert_pure_ack(&one_seg(&mut p, &out), p.rcv_nxt, p.snd_nxt);
+    assert_eq!(h.stack.flows().len(), 1);
+}
+
+#[test]
+fn conv_syn_retransmit_in_syn_received() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41023, HTTP_PORT);
+    let syn = p.syn();
+    let out = h.step("SYN", &syn, Verdict::Event(Event::FlowsOpened));
+    let sa = one_seg(&mut p, &out);
+    let out = h.step("SYN again", &syn, Verdict::Accepted);
+    let sa2 = parse_seg(one(&out));
+    assert_eq!((sa2.flags(), sa2.hdr.seq, sa2.hdr.ack), (sa.flags(), sa.hdr.seq, sa.hdr.ack), "same SYN-ACK");
+    assert_eq!(h.stack.flows().len(), 1);
+    assert_eq!(state(&h, &p), Some(State::SynReceived));
+}
+
+/// An ACK in SYN-RECEIVED that does not acknowledge our SYN: `<SEQ=SEG.ACK><CTL=RST>`.
+#[test]
+fn conv_bad_ack_in_syn_received() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(41024, HTTP_PORT);
+    let out = h.step("SYN", &p.syn(), Verdict::Event(Event::FlowsOpened));
+    one_seg(&mut p, &out);
+    let bogus = p.raw(TcpFlags::ACK, p.snd_nxt, p.rcv_nxt + 1000, &[]);
+    let out = h.step("ACK beyond SND.NXT", &bogus, Verdict::Drop(Drop::TcpRejected));
+    let s = parse_seg(one(&out));
+    assert_eq!((s.flags(), s.hdr.seq), (TcpFlags::RST, p.rcv_nxt + 1000));
+    assert_eq!(state(&h, &p), Some(State::SynReceived));
+}
+
+#[test]
+fn conv_flow_table_full() {
+    let mut h = Harness::new(config(2, tcp_cfg()));
+    let mut a = Peer::linux(42000, ECHO_PORT);
+    let mut b = Peer::linux(42001, HTTP_PORT);
+    h.connect(&mut a);
+    let out = h.step("second SYN", &b.syn(), Verdict::Event(Event::FlowsOpened));
+    one_seg(&mut b, &out);
+    let mut c = Peer::linux(42002, HTTP_PORT);
+    let out = h.step("third SYN", &c.syn(), Verdict::Drop(Drop::FlowTableFull));
+    assert!(out.is_empty(), "refused silently: the client retries");
+    assert_eq!(h.stack.flows().len(), 2);
+    // Existing flows are still served.
+    let out = h.step("echo on a full table", &a.data(b"still here"), Verdict::Accepted);
+    assert_eq!(one_seg(&mut a, &out).payload, b"still here");
+    let out = h.step("complete the second handshake", &b.ack(), Verdict::Accepted);
+    assert!(out.is_empty());
+    assert_eq!(state(&h, &b), Some(State::Established));
+    // Freeing one makes room.
+    let rst = a.raw(TcpFlags::RST, a.snd_nxt, SeqNum(0), &[]);
+    h.step("free a slot", &rst, Verdict::Event(Event::RstAccepted));
+    let out = h.step("third SYN again", &c.syn(), Verdict::Event(Event::FlowsOpened));
+    assert_eq!(one_seg(&mut c, &out).flags(), TcpFlags::SYN | TcpFlags::ACK);
+}
+
+#[test]
+fn conv_syn_ack_rto_retransmit() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(42010, HTTP_PORT);
+    let out = h.step("SYN", &p.syn(), Verdict::Event(Event::FlowsOpened));
+    let sa = parse_seg(one(&out));
+    let (out, d) = h.poll_at(T0 + Duration::from_millis(999));
+    assert!(out.is_empty() && d.event(Event::Retransmits) == 0, "not before the 1 s initial RTO");
+    let (out, d) = h.poll_at(T0 + Duration::from_secs(1));
+    assert_eq!(d.event(Event::Retransmits), 1);
+    let re = parse_seg(one(&out));
+    assert_eq!((re.flags(), re.hdr.seq, re.hdr.ack, re.hdr.window), (sa.flags(), sa.hdr.seq, sa.hdr.ack, sa.hdr.window));
+    let (o1, o2) = (re.hdr.options, sa.hdr.options);
+    assert_eq!((o1.mss, o1.wscale, o1.sack_permitted), (o2.mss, o2.wscale, o2.sack_permitted));
+    let (ts1, ts2) = (o1.timestamps.unwrap(), o2.timestamps.unwrap());
+    assert_eq!(ts1.1, ts2.1, "same TSecr");
+    assert_eq!(ts1.0.wrapping_sub(ts2.0), 1000, "TSval advanced by 1000 ms");
+    assert_ne!(re.ip_id, sa.ip_id, "fresh IP id");
+    // Backed off: the next retransmission is 2 s later.
+    let (out, _) = h.poll_at(T0 + Duration::from_millis(2_999));
+    assert!(out.is_empty());
+    let (out, _) = h.poll_at(T0 + Duration::from_secs(3));
+    assert_eq!(parse_seg(one(&out)).hdr.seq, sa.hdr.seq);
+}
+
+/// After `syn_ack_retries` the half-open flow is given up with a RST and removed.
+#[test]
+fn conv_syn_ack_retries_exhausted() {
+    let tcp = TcpConfig { syn_ack_retries: 2, ..tcp_cfg() };
+    let mut h = Harness::new(config(4, tcp));
+    let mut p = Peer::linux(42011, HTTP_PORT);
+    let out = h.step("SYN", &p.syn(), Verdict::Event(Event::FlowsOpened));
+    let sa = one_seg(&mut p, &out);
+    let mut t = T0;
+    let mut sent = 0;
+    for _ in 0..10 {
+        t = t + Duration::from_secs(64);
+        let (out, _) = h.poll_at(t);
+        sent += out.len();
+        if h.stack.flows().is_empty() {
+            let last = parse_seg(out.last().expect("RST on give-up"));
+            assert!(last.flags().rst());
+            assert_eq!(last.hdr.seq, sa.hdr.seq + 1);
+            break;
+        }
+    }
+    assert!(h.stack.flows().is_empty(), "flow given up");
+    assert_eq!(sent, 3, "two SYN-ACK retransmissions, then the RST");
+    assert_eq!(h.flows_by_state_total(), 0);
+}
+
+#[test]
+fn conv_data_rto_retransmit() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(42012, ECHO_PORT);
+    h.connect(&mut p);
+    h.advance(Duration::from_millis(10));
+    let out = h.step("data", &p.data(b"retransmit me"), Verdict::Accepted);
+    let s = parse_seg(one(&out)); // "lost": not absorbed
+    let (out, d) = h.poll_at(h.now + Duration::from_secs(1));
+    assert_eq!(d.event(Event::Retransmits), 1);
+    let r = one_seg(&mut p, &out);
+    assert_eq!((r.hdr.seq, r.payload.clone()), (s.hdr.seq, s.payload.clone()));
+    assert_eq!(p.received, b"retransmit me");
+}
+
+/// Delayed ACK (default 40 ms): a lone data segment on the echo port is answered at once
+/// with the echoed data; with nothing to send back (HTTP partial request) the ACK waits for
+/// the timer.
+#[test]
+fn conv_delayed_ack_timer() {
+    let mut h = Harness::new(config(4, TcpConfig::default()));
+    let mut p = Peer::linux(42013, HTTP_PORT);
+    h.connect(&mut p);
+    let out = h.step("partial request", &p.data(b"GET /gen/1 HT"), Verdict::Accepted);
+    assert!(out.is_empty(), "ACK delayed");
+    let (out, _) = h.poll_at(h.now + Duration::from_millis(39));
+    assert!(out.is_empty());
+    let (out, _) = h.poll_at(h.now + Duration::from_millis(1));
+    let s = one_seg(&mut p, &out);
+    assert_pure_ack(&s, p.rcv_nxt, p.snd_nxt);
+}
+
+/// A new SYN with a higher sequence on a TIME-WAIT 4-tuple reopens it (RFC 9293 / RFC 6191).
+#[test]
+fn conv_syn_reopens_time_wait() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(42014, HTTP_PORT);
+    h.connect(&mut p);
+    let out = h.step("close", &p.data(b"GET /gen/1 HTTP/1.1\r\nConnection: close\r\n\r\n"), Verdict::Accepted);
+    one_seg(&mut p, &out);
+    h.step("ACK", &p.ack(), Verdict::Accepted);
+    let out = h.step("FIN", &p.fin(), Verdict::Accepted);
+    one_seg(&mut p, &out);
+    assert_eq!(state(&h, &p), Some(State::TimeWait));
+    let mut q = Peer::linux(42014, HTTP_PORT);
+    q.iss = p.snd_nxt + 100_000;
+    q.syn_opts.timestamps = Some((p.tsval + 10, 0));
+    q.tsval = p.tsval + 10;
+    let out = h.step("SYN reusing the TIME-WAIT tuple", &q.syn(), Verdict::Event(Event::FlowsOpened));
+    let sa = one_seg(&mut q, &out);
+    assert_eq!(sa.hdr.ack, q.iss + 1);
+    assert_eq!(state(&h, &q), Some(State::SynReceived));
+    assert_eq!(h.stack.flows().len(), 1);
+    assert_eq!(h.flows_by_state_total(), 1);
+}
+
+#[test]
+fn conv_ack_of_unsent_data_is_rejected() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(42015, HTTP_PORT);
+    h.connect(&mut p);
+    let bad = p.raw(TcpFlags::ACK, p.snd_nxt, p.rcv_nxt + 5000, &[]);
+    let out = h.step("ACK of unsent data", &bad, Verdict::Drop(Drop::TcpRejected));
+    assert_pure_ack(&one_seg(&mut p, &out), p.rcv_nxt, p.snd_nxt);
+    assert_eq!(state(&h, &p), Some(State::Established));
+}
+
+#[test]
+fn conv_paws_rejects_old_timestamp() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(42016, ECHO_PORT);
+    h.connect(&mut p);
+    let mut old = p.clone();
+    old.tsval = p.tsval.wrapping_sub(1000);
+    let f = old.raw(TcpFlags::ACK | TcpFlags::PSH, p.snd_nxt, p.rcv_nxt, b"stale");
+    let (out, d) = h.feed(&f);
+    check_verdict("PAWS", &d, Verdict::Drop(Drop::TcpRejected), 1, out.len()).unwrap();
+    assert_eq!(d.event(Event::PawsRejected), 1);
+    assert_pure_ack(&one_seg(&mut p, &out), p.rcv_nxt, p.snd_nxt);
+    assert_eq!(h.stack.counters().get(Event::ServiceBytesIn), 0, "nothing delivered");
+}
+
+#[test]
+fn conv_peer_mac_learned_from_frames() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(42017, ECHO_PORT);
+    h.connect(&mut p);
+    p.mac = MacAddr([0x02, 0, 0, 0, 0, 0x42]); // the client moved behind another router port
+    let out = h.step("data from the new MAC", &p.data(b"x"), Verdict::Accepted);
+    assert_eq!(one_seg(&mut p, &out).eth_dst, MacAddr([0x02, 0, 0, 0, 0, 0x42]));
+}
+
+#[test]
+fn output_frames_fit_max_frame() {
+    assert_eq!(MAX_FRAME, 1514);
+}

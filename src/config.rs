@@ -1,0 +1,352 @@
+//! `flowtwin run` configuration: a TOML file. Unknown keys are errors (a typo must not be
+//! silently ignored on an appliance), and every validation error names the key.
+//!
+//! See README.md "Configuration reference" for the documented schema; `flowtwin check-config`
+//! validates a file without starting anything.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// DPDK EAL arguments, exactly as on a DPDK command line.
+    pub eal: EalSection,
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// The ports (DPDK device names) the workers poll.
+    #[serde(rename = "port", default)]
+    pub ports: Vec<PortSection>,
+    /// Service addresses owned by this engine.
+    #[serde(rename = "vip", default)]
+    pub vips: Vec<VipSection>,
+    /// Services bound to VIP:port.
+    #[serde(rename = "service", default)]
+    pub services: Vec<ServiceSection>,
+    #[serde(default)]
+    pub tcp: TcpSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EalSection {
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// Worker lcores to use (default: every worker lcore EAL was given).
+    pub workers: Option<u16>,
+    /// Mbufs in the packet pool.
+    pub mbufs: u32,
+    /// Flow-table capacity per worker (preallocated).
+    pub flow_capacity: u32,
+    /// RX burst size (1..=32).
+    pub burst: u16,
+    /// Back off (pause, then short sleeps) when RX is idle, so an idle engine does not burn a core.
+    pub idle_backoff: bool,
+    /// Longest idle sleep in microseconds (bounds first-packet latency after idle).
+    pub idle_sleep_max_us: u32,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            workers: None,
+            mbufs: 8191,
+            flow_capacity: 65536,
+            burst: 32,
+            idle_backoff: true,
+            idle_sleep_max_us: 100,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSection {
+    /// DPDK device name as EAL knows it, e.g. `net_af_packet0` or `0000:01:00.0`.
+    pub name: String,
+    #[serde(default = "default_desc")]
+    pub rx_desc: u16,
+    #[serde(default = "default_desc")]
+    pub tx_desc: u16,
+}
+
+fn default_desc() -> u16 {
+    1024
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipSection {
+    /// The service IPv4 address.
+    pub addr: Ipv4Addr,
+    /// Virtual router id: the VIP answers ARP from 00:00:5e:00:01:<vrid> unless `mac` is set.
+    #[serde(default = "default_vrid")]
+    pub vrid: u8,
+    /// Explicit MAC for this VIP (aa:bb:cc:dd:ee:ff).
+    pub mac: Option<String>,
+}
+
+fn default_vrid() -> u8 {
+    1
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    Object,
+    Echo,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub kind: ServiceKind,
+    /// `object`: directory whose files are served as /<file name> (loaded at start).
+    pub objects_dir: Option<PathBuf>,
+    /// `object`: largest /gen/<bytes> object served.
+    #[serde(default = "default_gen_max")]
+    pub gen_max_bytes: u64,
+    /// `echo`: per-connection echo buffer.
+    #[serde(default = "default_echo_buf")]
+    pub echo_buffer: u32,
+}
+
+fn default_gen_max() -> u64 {
+    1 << 30
+}
+
+fn default_echo_buf() -> u32 {
+    64 * 1024
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpSection {
+    pub mss: u16,
+    pub wscale: u8,
+    pub timestamps: bool,
+    pub sack: bool,
+    pub rto_initial_ms: u64,
+    pub rto_min_ms: u64,
+    pub rto_max_ms: u64,
+    pub delayed_ack_ms: u64,
+    pub time_wait_ms: u64,
+    pub idle_timeout_s: u64,
+    pub max_retransmits: u8,
+    pub syn_ack_retries: u8,
+    pub max_ooo_bytes: u32,
+    pub initial_cwnd_segments: u32,
+}
+
+impl Default for TcpSection {
+    fn default() -> Self {
+        TcpSection {
+            mss: 1460,
+            wscale: 7,
+            timestamps: true,
+            sack: true,
+            rto_initial_ms: 1000,
+            rto_min_ms: 200,
+            rto_max_ms: 60_000,
+            delayed_ack_ms: 40,
+            time_wait_ms: 2000,
+            idle_timeout_s: 300,
+            max_retransmits: 15,
+            syn_ack_retries: 5,
+            max_ooo_bytes: 256 * 1024,
+            initial_cwnd_segments: 10,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Where Prometheus text metrics are served (HTTP GET /metrics). Empty string: off.
+    pub listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection { listen: "127.0.0.1:9470".into() }
+    }
+}
+
+impl MetricsSection {
+    pub fn addr(&self) -> Result<Option<SocketAddr>, String> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("metrics.listen = {:?}: not an address:port ({e})", self.listen))
+    }
+}
+
+/// Parse a MAC written as aa:bb:cc:dd:ee:ff.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut n = 0;
+    for part in s.split(':') {
+        if n == 6 || part.len() != 2 {
+            return None;
+        }
+        out[n] = u8::from_str_radix(part, 16).ok()?;
+        n += 1;
+    }
+    (n == 6).then_some(out)
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.eal.args.is_empty() {
+            return Err("eal.args is empty: give at least the lcores, e.g. [\"-l\", \"0-1\", \"--no-pci\", ...]".into());
+        }
+        if self.ports.is_empty() {
+            return Err("no [[port]]: name at least one DPDK device, e.g. [[port]] name = \"net_af_packet0\"".into());
+        }
+        if self.ports.len() > 1 {
+            return Err(format!(
+                "{} [[port]] sections: one port per engine is supported in this version (put the VIPs behind one port)",
+                self.ports.len()
+            ));
+        }
+        let e = &self.engine;
+        if !(1..=32).contains(&e.burst) {
+            return Err(format!("engine.burst = {}: must be 1..=32", e.burst));
+        }
+        if e.flow_capacity == 0 || e.flow_capacity > (1 << 26) {
+            return Err(format!("engine.flow_capacity = {}: must be 1..=67108864", e.flow_capacity));
+        }
+        if e.mbufs < 1024 {
+            return Err(format!("engine.mbufs = {}: at least 1024 are needed for RX rings and TX", e.mbufs));
+        }
+        if e.idle_sleep_max_us > 10_000 {
+            return Err(format!("engine.idle_sleep_max_us = {}: at most 10000 (it bounds first-packet latency after idle)", e.idle_sleep_max_us));
+        }
+        if e.workers == Some(0) {
+            return Err("engine.workers = 0: need at least one worker lcore".into());
+        }
+        for (i, v) in self.vips.iter().enumerate() {
+            if let Some(m) = &v.mac {
+                if parse_mac(m).is_none() {
+                    return Err(format!("vip[{i}].mac = {m:?}: expected six hex bytes like 00:00:5e:00:01:01"));
+                }
+            }
+            if self.vips[..i].iter().any(|o| o.addr == v.addr) {
+                return Err(format!("vip[{i}].addr = {}: listed twice", v.addr));
+            }
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            if !self.vips.iter().any(|v| v.addr == s.vip) {
+                return Err(format!("service[{i}].vip = {}: no [[vip]] with that addr", s.vip));
+            }
+            if s.port == 0 {
+                return Err(format!("service[{i}].port = 0: must be 1..=65535"));
+            }
+            if self.services[..i].iter().any(|o| o.vip == s.vip && o.port == s.port) {
+                return Err(format!("service[{i}]: {}:{} is bound twice", s.vip, s.port));
+            }
+            if let Some(d) = &s.objects_dir {
+                if s.kind != ServiceKind::Object {
+                    return Err(format!("service[{i}].objects_dir: only valid for kind = \"object\""));
+                }
+                if !d.is_dir() {
+                    return Err(format!("service[{i}].objects_dir = {}: not a directory", d.display()));
+                }
+            }
+            if s.kind == ServiceKind::Echo && (s.echo_buffer < 1024 || s.echo_buffer > (64 << 20)) {
+                return Err(format!("service[{i}].echo_buffer = {}: must be 1024..=67108864", s.echo_buffer));
+            }
+        }
+        let t = &self.tcp;
+        if !(536..=9000).contains(&t.mss) {
+            return Err(format!("tcp.mss = {}: must be 536..=9000", t.mss));
+        }
+        if t.wscale > 14 {
+            return Err(format!("tcp.wscale = {}: RFC 7323 allows at most 14", t.wscale));
+        }
+        if t.rto_min_ms == 0 || t.rto_min_ms > t.rto_max_ms || t.rto_initial_ms < t.rto_min_ms {
+            return Err(format!(
+                "tcp.rto_*: need 0 < rto_min_ms ({}) <= rto_initial_ms ({}) and rto_min_ms <= rto_max_ms ({})",
+                t.rto_min_ms, t.rto_initial_ms, t.rto_max_ms
+            ));
+        }
+        if t.delayed_ack_ms > 500 {
+            return Err(format!("tcp.delayed_ack_ms = {}: RFC 5681 allows at most 500", t.delayed_ack_ms));
+        }
+        self.metrics.addr()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+        [eal]
+        args = ["-l", "0-1", "--no-pci"]
+        [[port]]
+        name = "net_null0"
+        [[vip]]
+        addr = "198.18.0.100"
+        [[service]]
+        vip = "198.18.0.100"
+        port = 80
+        kind = "object"
+    "#;
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let c = Config::parse(MIN).unwrap();
+        assert_eq!(c.engine.flow_capacity, 65536);
+        assert_eq!(c.tcp.mss, 1460);
+        assert_eq!(c.vips[0].vrid, 1);
+        assert_eq!(c.metrics.addr().unwrap().unwrap().port(), 9470);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let typo = MIN.replace("[[port]]", "[[port]]\nrx_dsc = 5");
+        assert!(Config::parse(&typo).unwrap_err().contains("rx_dsc"));
+        let bad_vip = MIN.replace("vip = \"198.18.0.100\"", "vip = \"198.18.0.7\"");
+        assert!(Config::parse(&bad_vip).unwrap_err().contains("service[0].vip"));
+        let bad_mss = format!("{MIN}\n[tcp]\nmss = 10\n");
+        assert!(Config::parse(&bad_mss).unwrap_err().contains("tcp.mss"));
+        let bad_kind = MIN.replace("\"object\"", "\"ftp\"");
+        assert!(Config::parse(&bad_kind).unwrap_err().contains("ftp"));
+        let bad_mac = MIN.replace("addr = \"198.18.0.100\"", "addr = \"198.18.0.100\"\nmac = \"zz\"");
+        assert!(Config::parse(&bad_mac).unwrap_err().contains("vip[0].mac"));
+    }
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(parse_mac("00:00:5e:00:01:0a"), Some([0, 0, 0x5e, 0, 1, 10]));
+        assert_eq!(parse_mac("00:00:5e:00:01"), None);
+        assert_eq!(parse_mac("00:00:5e:00:01:0a:0b"), None);
+        assert_eq!(parse_mac("0:00:5e:00:01:0a"), None);
+    }
+}

@@ -1,0 +1,312 @@
+//! `flowtwin run`: start an engine from a config file.
+//!
+//! Order matters: control-plane threads (metrics) start before EAL init, because EAL pins the
+//! calling thread and threads spawned later inherit that pinning (DPDK-NOTES).
+
+use std::io::Read;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use flowtwin_engine::counters::{Counters, Drop, Event, SharedCounters};
+use flowtwin_engine::dataplane::{run_worker, IdleConfig, Worker};
+use flowtwin_engine::service::echo::EchoConfig;
+use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
+use flowtwin_engine::stack::{vrrp_mac, Listener, ServiceSpec, StackConfig, Vip};
+use flowtwin_engine::tcp::{State, TcpConfig};
+use flowtwin_engine::time::Duration as FtDuration;
+use flowtwin_engine::wire::MacAddr;
+use flowtwin_ffi::port::{port_by_name, PortConfig, RssMode, StatsReader};
+use flowtwin_ffi::{Eal, Mempool, Port};
+
+use crate::config::{parse_mac, Config, ServiceKind};
+use crate::metrics::{self, family, sample};
+
+/// Build the engine's stack configuration (loads object directories).
+pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
+    let vips = cfg
+        .vips
+        .iter()
+        .map(|v| Vip { addr: v.addr, mac: MacAddr(v.mac.as_deref().and_then(parse_mac).unwrap_or(vrrp_mac(v.vrid).0)) })
+        .collect();
+    let mut listeners = Vec::new();
+    for (i, s) in cfg.services.iter().enumerate() {
+        let spec = match s.kind {
+            ServiceKind::Object => {
+                let sc = StoreConfig { max_gen_bytes: s.gen_max_bytes, ..StoreConfig::default() };
+                let store = match &s.objects_dir {
+                    Some(d) => ObjectStore::load_dir_with(d, sc).map_err(|e| format!("service[{i}].objects_dir: {e}"))?,
+                    None => ObjectStore::empty(sc),
+                };
+                ServiceSpec::Object(Arc::new(store))
+            }
+            ServiceKind::Echo => ServiceSpec::Echo(EchoConfig { buf_size: s.echo_buffer as usize }),
+        };
+        listeners.push(Listener { vip: s.vip, port: s.port, spec });
+    }
+    let t = &cfg.tcp;
+    let tcp = TcpConfig {
+        mss: t.mss,
+        wscale: t.wscale,
+        timestamps: t.timestamps,
+        sack: t.sack,
+        rto_initial: FtDuration::from_millis(t.rto_initial_ms),
+        rto_min: FtDuration::from_millis(t.rto_min_ms),
+        rto_max: FtDuration::from_millis(t.rto_max_ms),
+        delayed_ack: FtDuration::from_millis(t.delayed_ack_ms),
+        time_wait: FtDuration::from_millis(t.time_wait_ms),
+        idle_timeout: FtDuration::from_secs(t.idle_timeout_s),
+        syn_ack_retries: t.syn_ack_retries,
+        max_retransmits: t.max_retransmits,
+        max_ooo_bytes: t.max_ooo_bytes,
+        initial_cwnd_segments: t.initial_cwnd_segments,
+    };
+    Ok(StackConfig {
+        vips,
+        listeners,
+        tcp,
+        flow_capacity: cfg.engine.flow_capacity as usize,
+        isn_key: random_key(),
+        timer_tick: FtDuration::from_micros(100),
+    })
+}
+
+/// A secret for RFC 6528 ISNs, from the kernel's CSPRNG.
+fn random_key() -> [u8; 16] {
+    let mut k = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut k);
+    }
+    if k == [0; 16] {
+        // No urandom (a very odd system): fall back to time and pid, still unpredictable enough
+        // to avoid ISN collisions between restarts.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        k[..8].copy_from_slice(&(t as u64).to_le_bytes());
+        k[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    k
+}
+
+/// What the metrics thread reads.
+struct Observed {
+    ports: OnceLock<Vec<StatsReader>>,
+    workers: OnceLock<Vec<Arc<SharedCounters>>>,
+    vips: Vec<Ipv4Addr>,
+}
+
+fn render(o: &Observed, out: &mut String) {
+    family(out, "flowtwin_up", "gauge", "1 while the engine runs");
+    sample(out, "flowtwin_up", &[], 1);
+    for v in &o.vips {
+        sample(out, "flowtwin_vip_info", &[("vip", &v.to_string())], 1);
+    }
+    if let Some(ports) = o.ports.get() {
+        let fams: [(&str, &str, fn(&flowtwin_ffi::PortStats) -> u64); 8] = [
+            ("flowtwin_port_rx_packets_total", "packets received by the port", |s| s.ipackets),
+            ("flowtwin_port_tx_packets_total", "packets sent by the port", |s| s.opackets),
+            ("flowtwin_port_rx_bytes_total", "bytes received", |s| s.ibytes),
+            ("flowtwin_port_tx_bytes_total", "bytes sent", |s| s.obytes),
+            ("flowtwin_port_rx_missed_total", "packets the device dropped for lack of RX descriptors (imissed)", |s| s.imissed),
+            ("flowtwin_port_rx_nombuf_total", "RX mbuf allocation failures", |s| s.rx_nombuf),
+            ("flowtwin_port_rx_errors_total", "erroneous received packets", |s| s.ierrors),
+            ("flowtwin_port_tx_errors_total", "failed transmissions", |s| s.oerrors),
+        ];
+        let stats: Vec<_> = ports.iter().map(|p| (p, p.stats().ok())).collect();
+        for (name, help, f) in fams {
+            family(out, name, "counter", help);
+            for (p, s) in &stats {
+                if let Some(s) = s {
+                    sample(out, name, &[("port", &p.id().0.to_string()), ("name", &p.info().name)], f(s));
+                }
+            }
+        }
+        family(out, "flowtwin_queue_rx_packets_total", "counter", "packets received per RX queue");
+        for (p, s) in &stats {
+            if let Some(s) = s {
+                for (q, v) in s.q_ipackets.iter().enumerate() {
+                    sample(out, "flowtwin_queue_rx_packets_total", &[("port", &p.id().0.to_string()), ("queue", &q.to_string())], v);
+                }
+            }
+        }
+        family(out, "flowtwin_queue_tx_packets_total", "counter", "packets sent per TX queue");
+        for (p, s) in &stats {
+            if let Some(s) = s {
+                for (q, v) in s.q_opackets.iter().enumerate() {
+                    sample(out, "flowtwin_queue_tx_packets_total", &[("port", &p.id().0.to_string()), ("queue", &q.to_string())], v);
+                }
+            }
+        }
+        family(out, "flowtwin_port_link_up", "gauge", "1 if the link is up");
+        for (p, _) in &stats {
+            sample(out, "flowtwin_port_link_up", &[("port", &p.id().0.to_string())], p.link().up as u8);
+        }
+    }
+    if let Some(ws) = o.workers.get() {
+        let snaps: Vec<Counters> = ws.iter().map(|w| w.snapshot()).collect();
+        family(out, "flowtwin_drops_total", "counter", "frames dropped, by reason and worker");
+        for (i, c) in snaps.iter().enumerate() {
+            for r in Drop::ALL {
+                sample(out, "flowtwin_drops_total", &[("worker", &i.to_string()), ("reason", r.as_str())], c.dropped(*r));
+            }
+        }
+        for e in Event::ALL {
+            let name = format!("flowtwin_{}_total", e.as_str());
+            family(out, &name, "counter", "per worker");
+            for (i, c) in snaps.iter().enumerate() {
+                sample(out, &name, &[("worker", &i.to_string())], c.get(*e));
+            }
+        }
+        family(out, "flowtwin_flows", "gauge", "live flows by TCP state and worker");
+        let states = [
+            State::SynSent,
+            State::SynReceived,
+            State::Established,
+            State::FinWait1,
+            State::FinWait2,
+            State::Closing,
+            State::TimeWait,
+            State::CloseWait,
+            State::LastAck,
+        ];
+        for (i, c) in snaps.iter().enumerate() {
+            for s in states {
+                sample(out, "flowtwin_flows", &[("worker", &i.to_string()), ("state", state_name(s))], c.flows_by_state[s as usize]);
+            }
+        }
+    }
+}
+
+fn state_name(s: State) -> &'static str {
+    match s {
+        State::SynSent => "syn_sent",
+        State::SynReceived => "syn_received",
+        State::Established => "established",
+        State::FinWait1 => "fin_wait_1",
+        State::FinWait2 => "fin_wait_2",
+        State::Closing => "closing",
+        State::TimeWait => "time_wait",
+        State::CloseWait => "close_wait",
+        State::LastAck => "last_ack",
+        State::Closed => "closed",
+    }
+}
+
+pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let stack_cfg = Arc::new(stack_config(&cfg)?);
+    let observed = Arc::new(Observed { ports: OnceLock::new(), workers: OnceLock::new(), vips: cfg.vips.iter().map(|v| v.addr).collect() });
+    if let Some(addr) = cfg.metrics.addr()? {
+        let o = observed.clone();
+        let bound = metrics::serve(addr, Arc::new(move |out: &mut String| render(&o, out)), stop.clone())
+            .map_err(|e| format!("metrics.listen = {addr}: cannot listen: {e}"))?;
+        eprintln!("flowtwin: metrics on http://{bound}/metrics");
+    }
+
+    let eal = Eal::init(&cfg.eal.args).map_err(|e| format!("EAL init: {e}"))?;
+    let lcores = eal.worker_lcores();
+    let nworkers = cfg.engine.workers.map(usize::from).unwrap_or(lcores.len());
+    if nworkers == 0 || nworkers > lcores.len() {
+        return Err(format!(
+            "engine.workers = {nworkers} but EAL has {} worker lcore(s): give EAL more lcores (-l / --lcores) or lower engine.workers",
+            lcores.len()
+        ));
+    }
+    let pool = Arc::new(
+        Mempool::new(&eal, "ft_pool", cfg.engine.mbufs, 256.min(cfg.engine.mbufs / 4), 2048 + 128, -1).map_err(|e| e.to_string())?,
+    );
+    let pc = &cfg.ports[0];
+    let id = port_by_name(&eal, &pc.name).map_err(|e| format!("port[0].name = {:?}: {e}", pc.name))?;
+    let conf = PortConfig {
+        rx_queues: nworkers as u16,
+        tx_queues: nworkers as u16,
+        rx_desc: pc.rx_desc,
+        tx_desc: pc.tx_desc,
+        rss: RssMode::Symmetric,
+        promiscuous: true,
+    };
+    let mut port = Port::start(&eal, id, &conf, &pool).map_err(|e| format!("port[0] {:?}: {e}", pc.name))?;
+    let info = port.info().clone();
+    eprintln!(
+        "flowtwin: port {} ({}, driver {}) started with {} queue(s){}, MAC {}",
+        info.id.0,
+        info.name,
+        info.driver,
+        nworkers,
+        if info.rss_active { ", symmetric RSS" } else { "" },
+        MacAddr(info.mac)
+    );
+    if nworkers > 1 && !info.rss_active && info.driver != "net_af_packet" {
+        eprintln!("flowtwin: warning: {} queues without RSS: the device must spread flows symmetrically itself", nworkers);
+    }
+    let _ = observed.ports.set(vec![port.stats_reader()]);
+    let shared: Vec<Arc<SharedCounters>> = (0..nworkers).map(|_| Arc::new(SharedCounters::default())).collect();
+    let _ = observed.workers.set(shared.clone());
+
+    let idle = IdleConfig {
+        enabled: cfg.engine.idle_backoff,
+        sleep_max_us: cfg.engine.idle_sleep_max_us,
+        ..IdleConfig::default()
+    };
+    let mut handles = Vec::new();
+    for (i, lcore) in lcores.iter().take(nworkers).enumerate() {
+        let w = Worker {
+            index: i,
+            rx: port.take_rx(i as u16).ok_or("RX queue missing")?,
+            tx: port.take_tx(i as u16).ok_or("TX queue missing")?,
+            pool: pool.clone(),
+            stack_cfg: stack_cfg.clone(),
+            counters: shared[i].clone(),
+            stop: stop.clone(),
+            idle,
+            burst: cfg.engine.burst as usize,
+        };
+        handles.push(eal.launch(*lcore, move || run_worker(w)).map_err(|e| e.to_string())?);
+    }
+    for v in &stack_cfg.vips {
+        eprintln!("flowtwin: serving VIP {} (MAC {})", v.addr, v.mac);
+    }
+    for l in &stack_cfg.listeners {
+        let kind = match l.spec {
+            ServiceSpec::Object(_) => "object",
+            ServiceSpec::Echo(_) => "echo",
+        };
+        eprintln!("flowtwin:   {}:{} -> {kind}", l.vip, l.port);
+    }
+    eprintln!("flowtwin: running with {nworkers} worker(s); SIGINT/SIGTERM stops");
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("flowtwin: stopping");
+    let mut rc = 0;
+    for h in handles {
+        rc |= h.join();
+    }
+    // Final statistics, as an operator reads them after a stop.
+    if let Ok(s) = port.stats() {
+        eprintln!(
+            "flowtwin: port {}: rx {} tx {} imissed {} rx_nombuf {} ierrors {} oerrors {}",
+            info.name, s.ipackets, s.opackets, s.imissed, s.rx_nombuf, s.ierrors, s.oerrors
+        );
+    }
+    let mut total = Counters::default();
+    for w in &shared {
+        let c = w.snapshot();
+        for (a, b) in total.drops.iter_mut().zip(c.drops.iter()) {
+            *a += b;
+        }
+        for (a, b) in total.events.iter_mut().zip(c.events.iter()) {
+            *a += b;
+        }
+    }
+    let ev: Vec<String> = Event::ALL.iter().filter(|e| total.get(**e) > 0).map(|e| format!("{} {}", e.as_str(), total.get(*e))).collect();
+    eprintln!("flowtwin: events: {}", ev.join(", "));
+    let dr: Vec<String> = Drop::ALL.iter().filter(|r| total.dropped(**r) > 0).map(|r| format!("{} {}", r.as_str(), total.dropped(*r))).collect();
+    eprintln!("flowtwin: drops: {}", if dr.is_empty() { "none".to_string() } else { dr.join(", ") });
+    drop(port);
+    drop(pool);
+    drop(eal);
+    if rc != 0 {
+        return Err(format!("a worker exited with code {rc}"));
+    }
+    Ok(())
+}
