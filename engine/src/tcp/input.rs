@@ -538,6 +538,15 @@ impl Tcb {
             let n = svc.on_recv(data).min(data.len());
             self.set_rcv_nxt(rcv_nxt + n as u32, n as u64);
             self.stats.bytes_in += n as u64;
+            if n < data.len() && cfg.max_ooo_bytes > 0 {
+                // The service is full but the bytes are inside the window we advertised (its
+                // right edge never shrinks): hold them, unacknowledged, and hand them over
+                // when the service has room (`deliver_ooo` from `poll_send`) rather than make
+                // the peer retransmit everything behind them.
+                let at = rcv_nxt + n as u32;
+                let r = self.ooo.get_or_insert_with(|| Box::new(Reassembly::new(cfg.max_ooo_bytes)));
+                let _ = r.insert(at, at, &data[n..]);
+            }
             let mut filled = false;
             if n == data.len() {
                 filled = self.deliver_ooo(svc);

@@ -238,7 +238,7 @@ impl Tcb {
         let mut b = [SackBlock::default(); MAX_SACK_BLOCKS];
         // RFC 2018 §3: 4 blocks fit alone, 3 beside timestamps.
         let max = if self.ts_ok() { 3 } else { 4 };
-        let n = r.sack_blocks(&mut b[..max]);
+        let n = r.sack_blocks(self.rcv_nxt(), &mut b[..max]);
         (n, if n > 0 { 4 + 8 * n } else { 0 })
     }
 
@@ -255,7 +255,7 @@ impl Tcb {
         if self.sack_ok() {
             if let Some(r) = self.ooo.as_ref() {
                 let max = if self.ts_ok() { 3 } else { 4 };
-                let n = r.sack_blocks(&mut options.sack_blocks[..max]);
+                let n = r.sack_blocks(self.rcv_nxt(), &mut options.sack_blocks[..max]);
                 options.sack_count = n as u8;
             }
         }
@@ -363,10 +363,11 @@ impl Tcb {
         };
         if passive {
             self.last_ack_sent = self.rcv_nxt();
-            let edge = self.rcv_nxt() + 65535;
-            if edge.gt(self.rcv_adv()) {
-                self.set_rcv_adv(edge);
-            }
+            // The SYN-ACK's (unscaled) window fixes the first right edge. Set, not max():
+            // RCV.ADV starts at 0, and comparing against it is meaningless for half of the
+            // sequence space (RFC 1982 order), which once left the edge unset for every peer
+            // ISN >= 2^31 and advertised 8 MB windows.
+            self.set_rcv_adv(self.rcv_nxt() + 65535);
         }
         let hdr = TcpHeader {
             src_port: self.local_port(),

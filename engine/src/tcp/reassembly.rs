@@ -70,12 +70,13 @@ impl Reassembly {
         self.n = m;
     }
 
-    /// Store `data` at `seq` (> rcv_nxt). Trims to the byte bound; refuses a new range when
-    /// all range slots are used.
+    /// Store `data` at `seq` (>= rcv_nxt: in-order bytes the service could not take yet are
+    /// held here too). Trims to the byte bound; refuses a new range when all range slots are
+    /// used.
     pub(super) fn insert(&mut self, rcv_nxt: SeqNum, seq: SeqNum, data: &[u8]) -> Insert {
         self.prune(rcv_nxt);
         let off = seq.diff(rcv_nxt);
-        if off <= 0 || off as u32 >= self.limit || data.is_empty() {
+        if off < 0 || off as u32 >= self.limit || data.is_empty() {
             return Insert::Dropped;
         }
         let room = (self.limit - off as u32) as usize;
@@ -149,9 +150,14 @@ impl Reassembly {
         Some(&self.buf[pos..pos + k])
     }
 
-    /// SACK blocks, most recently updated first (RFC 2018 §4), at most `out.len()`.
-    pub(super) fn sack_blocks(&self, out: &mut [SackBlock]) -> usize {
+    /// SACK blocks, most recently updated first (RFC 2018 §4), at most `out.len()`. A range
+    /// starting at `rcv_nxt` (in-order bytes held for a full service) is not a SACK block: it
+    /// is not above the cumulative ACK.
+    pub(super) fn sack_blocks(&self, rcv_nxt: SeqNum, out: &mut [SackBlock]) -> usize {
         let mut used = [false; MAX_RANGES];
+        for (u, r) in used.iter_mut().zip(self.ranges[..self.n].iter()) {
+            *u = r.start.le(rcv_nxt);
+        }
         let mut k = 0;
         while k < out.len() {
             let mut best: Option<usize> = None;
@@ -184,12 +190,12 @@ mod tests {
         assert_eq!(r.insert(base, base + 20, &[2; 10]), Insert::Stored);
         assert_eq!(r.insert(base, base + 5, &[1; 10]), Insert::Stored);
         let mut b = [SackBlock::default(); 4];
-        assert_eq!(r.sack_blocks(&mut b), 2);
+        assert_eq!(r.sack_blocks(base, &mut b), 2);
         assert_eq!(b[0].left, base + 5); // most recent first
         assert!(r.front(base).is_none());
         // Fill the gap 15..20: merges everything into 5..30.
         assert_eq!(r.insert(base, base + 15, &[3; 5]), Insert::Stored);
-        assert_eq!(r.sack_blocks(&mut b), 1);
+        assert_eq!(r.sack_blocks(base, &mut b), 1);
         let nxt = base + 5;
         let mut got = Vec::new();
         let mut at = nxt;

@@ -353,6 +353,13 @@ fn service_full_data_not_acked_and_window_no_shrink() {
     assert_eq!(a.window as u32, 65535 - 1000);
     svc.drain_app();
     tcb.poll_send(t(11), &cfg, &mut svc, &mut out);
+    // The 500 in-window bytes the full service could not take were held, not dropped: once
+    // the application read, they are delivered and acknowledged without a retransmission.
+    assert_eq!(svc.rx.len(), 1500, "held in-window bytes delivered after the service drained");
+    assert_eq!(&svc.rx[..], &p[..]);
+    let a = out.take().pop().expect("ACK after delivery").0;
+    assert_eq!(a.ack, seq + 1500);
+    assert_eq!(a.options.sack_count, 0, "held in-order bytes are not SACK blocks");
 }
 
 #[test]
@@ -918,5 +925,37 @@ mod fuzz {
                 out.segs.clear();
             }
         }
+    }
+}
+
+#[test]
+fn scaled_window_reflects_service_space() {
+    scaled_window_case(SeqNum(100));
+    // A peer ISN in the upper half of sequence space: RCV.ADV must still be initialised.
+    scaled_window_case(SeqNum(0x9000_0000));
+}
+
+fn scaled_window_case(client_isn: SeqNum) {
+    // Linux-like options: the peer scales by 10, we by 7 (cfg default). With a 64 KiB echo
+    // service the advertised window must be about 64 KiB, i.e. a field near 512, not 65535.
+    let cfg = TcpConfig::default();
+    let mut svc = TestSvc::echo(65536);
+    let opts = TcpOptions { mss: Some(1460), wscale: Some(10), sack_permitted: true, timestamps: Some((1, 0)), ..Default::default() };
+    let mut out = RecSink::default();
+    let mut s = syn(opts);
+    s.seq = client_isn;
+    let mut tcb = Tcb::accept(t(0), &cfg, &s, SISN, &mut out).expect("accept");
+    let mut ack = hdr(F::ACK, client_isn + 1, SISN + 1, W);
+    ack.options.timestamps = Some((2, out.last().options.timestamps.map_or(0, |x| x.0)));
+    assert_eq!(tcb.on_segment(t(1), &cfg, &ack, &[], &mut svc, &mut out), SegmentVerdict::Accepted);
+    out.take();
+    let seq = client_isn + 1;
+    let (mut h, p) = data_seg(seq, SISN + 1, 1448);
+    h.options.timestamps = Some((2, 0));
+    tcb.on_segment(t(10), &cfg, &h, &p, &mut svc, &mut out);
+    tcb.poll_send(t(10), &cfg, &mut svc, &mut out);
+    for (hdr, _) in out.take() {
+        let bytes = (hdr.window as u64) << 7;
+        assert!(bytes <= 65536 + 128, "window field {} advertises {} bytes for a 64 KiB service", hdr.window, bytes);
     }
 }
