@@ -88,6 +88,9 @@ fn random_key() -> [u8; 16] {
     k
 }
 
+/// A port counter family: metric name, help text, and how to read it.
+type PortFamily = (&'static str, &'static str, fn(&flowtwin_ffi::PortStats) -> u64);
+
 /// What the metrics thread reads.
 struct Observed {
     ports: OnceLock<Vec<StatsReader>>,
@@ -102,7 +105,7 @@ fn render(o: &Observed, out: &mut String) {
         sample(out, "flowtwin_vip_info", &[("vip", &v.to_string())], 1);
     }
     if let Some(ports) = o.ports.get() {
-        let fams: [(&str, &str, fn(&flowtwin_ffi::PortStats) -> u64); 8] = [
+        let fams: [PortFamily; 8] = [
             ("flowtwin_port_rx_packets_total", "packets received by the port", |s| s.ipackets),
             ("flowtwin_port_tx_packets_total", "packets sent by the port", |s| s.opackets),
             ("flowtwin_port_rx_bytes_total", "bytes received", |s| s.ibytes),

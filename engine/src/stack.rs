@@ -86,7 +86,11 @@ pub struct StackConfig {
 }
 
 /// A service instance bound to one flow.
+///
+/// Inline on purpose: the flow table preallocates every slot, so no allocation happens per
+/// connection (the HTTP request buffer dominates the size; see BENCHMARKS "memory per flow").
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum ServiceState {
     Object(HttpState),
     Echo(EchoState),
