@@ -7,6 +7,7 @@
 pub mod counters;
 pub mod dataplane;
 pub mod flow;
+pub mod replica;
 pub mod seq;
 pub mod service;
 pub mod stack;

@@ -148,7 +148,7 @@ pub struct Stack {
 }
 
 /// The service of one flow seen as a byte stream (enum dispatch: no allocation, no vtable).
-enum Bound<'a> {
+pub(crate) enum Bound<'a> {
     Object(ObjectConn<'a>),
     Echo(&'a mut EchoState),
 }
@@ -198,7 +198,7 @@ impl ByteStream for Bound<'_> {
     }
 }
 
-fn bind<'a>(svc: &'a mut ServiceState, spec: &'a ServiceSpec, http: &'a mut HttpCounters) -> Bound<'a> {
+pub(crate) fn bind<'a>(svc: &'a mut ServiceState, spec: &'a ServiceSpec, http: &'a mut HttpCounters) -> Bound<'a> {
     match (svc, spec) {
         (ServiceState::Object(st), ServiceSpec::Object(store)) => Bound::Object(ObjectConn::new(st, store, http)),
         (ServiceState::Echo(st), _) => Bound::Echo(st),

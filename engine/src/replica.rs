@@ -1,0 +1,282 @@
+//! Replication as the engine sees it (DESIGN §4): what a worker emits about its flows, and how
+//! a standby rebuilds a flow from it.
+//!
+//! **Replay, not state shipping.** Services are deterministic functions of their inputs, so a
+//! standby does not need the service's internal state: it replays the same inputs in the same
+//! order. Per TCP call the worker emits one [`FlowImage`] (the TCP_REPAIR-like snapshot; its
+//! `tx_acked` is the only `on_acked` input) followed by [`ReplEvent::Data`] for the bytes the
+//! service consumed in that call, in order. Within one call every `on_acked` precedes every
+//! `on_recv` (RFC 9293: the ACK field is processed before the segment text), and a peer FIN is
+//! delivered after the text, so a standby that applies *image → data → (FIN at the next image
+//! or at takeover)* performs exactly the active's sequence of service calls. A full service
+//! image ([`ServiceState::image`]) is only needed to bring a late-joining standby in sync.
+//!
+//! **Output commit.** Every replicated change gets a per-worker sequence number from the
+//! [`Replicator`]; the DPDK loop holds each output frame until the standby acknowledged the
+//! sequence number current when the frame was built (see `dataplane`).
+
+use crate::flow::FlowKey;
+use crate::service::echo::{EchoCursor, EchoState};
+use crate::service::http::{HttpCounters, HttpCursor, HttpState, ResponseRecord, MAX_PIPELINE};
+use crate::service::ByteStream;
+use crate::stack::{bind, ServiceSpec, ServiceState, StackConfig};
+use crate::tcp::{State, TcbSnapshot};
+use crate::wire::MacAddr;
+
+/// Everything the standby needs about one flow besides its service inputs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct FlowImage {
+    pub key: FlowKey,
+    pub tcb: TcbSnapshot,
+    /// The client's (or next hop's) MAC.
+    pub peer_mac: MacAddr,
+    /// The VIP MAC frames are sourced from.
+    pub vip_mac: MacAddr,
+    /// Index into `StackConfig::listeners` (same config on both engines).
+    pub listener: u16,
+}
+
+/// A replicated change of one flow. `slot` identifies the flow within its worker (flow-table
+/// index and generation), stable for the flow's life.
+#[derive(Debug)]
+pub enum ReplEvent<'a> {
+    /// A flow was created (SYN accepted): its first image.
+    New(&'a FlowImage),
+    /// Replicated TCP fields changed.
+    Update(&'a FlowImage),
+    /// Bytes the service consumed, starting at service stream offset `offset`.
+    Data { offset: u64, bytes: &'a [u8] },
+    /// A complete service image (join snapshot): replaces the standby's service state.
+    SvcImage(&'a [u8]),
+    /// The flow is gone (closed, reset, timed out).
+    Close,
+    /// End of a join snapshot requested with `token` (slot is ignored): every flow this worker
+    /// had when the request was seen has been imaged before this event.
+    Barrier(u64),
+}
+
+/// Why a delta could not be queued: the ring toward the sync core is full. The caller keeps
+/// the flow's output held and retries (never drops the delta silently).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ReplFull;
+
+/// The worker's side of replication: turns events into delta records on its SPSC ring.
+pub trait Replicator: Send {
+    /// Queue one event for flow `slot` (`(index, generation)` of its flow-table entry).
+    /// Returns the event's sequence number.
+    fn emit(&mut self, slot: (u32, u32), ev: ReplEvent<'_>) -> Result<u64, ReplFull>;
+    /// The sequence number of the last event queued (0 before the first). Output built now
+    /// may leave once the standby has acknowledged this number.
+    fn last_seq(&self) -> u64;
+    /// Records waiting because the ring was full (0 when caught up).
+    fn backlog(&self) -> usize {
+        0
+    }
+    /// Retry queued records (called every loop iteration).
+    fn flush(&mut self) {}
+}
+
+/// Service image encoding: kind byte, then fixed little-endian fields.
+const IMG_ECHO: u8 = 1;
+const IMG_HTTP: u8 = 2;
+
+impl ServiceState {
+    /// Serialize the complete service state (join snapshot). Echo: cursor + unacked bytes;
+    /// HTTP: response queue + partial request.
+    pub fn image(&self, out: &mut Vec<u8>) {
+        match self {
+            ServiceState::Echo(e) => {
+                let c = e.cursor();
+                out.push(IMG_ECHO);
+                out.extend_from_slice(&c.received.to_le_bytes());
+                out.extend_from_slice(&c.acked.to_le_bytes());
+                out.push(c.peer_fin as u8);
+                let (a, b) = e.unacked();
+                out.extend_from_slice(a);
+                out.extend_from_slice(b);
+            }
+            ServiceState::Object(h) => {
+                let c = h.cursor();
+                out.push(IMG_HTTP);
+                out.push(c.count);
+                out.extend_from_slice(&c.acked.to_le_bytes());
+                out.extend_from_slice(&c.tx_end.to_le_bytes());
+                out.push(c.closing as u8 | (c.peer_fin as u8) << 1);
+                for r in &c.responses[..(c.count as usize).min(MAX_PIPELINE)] {
+                    out.extend_from_slice(&r.start.to_le_bytes());
+                    out.extend_from_slice(&r.content_len.to_le_bytes());
+                    out.extend_from_slice(&r.obj.0.to_le_bytes());
+                    out.extend_from_slice(&r.status.to_le_bytes());
+                    out.push(r.flags);
+                }
+                out.extend_from_slice(h.partial_request());
+            }
+        }
+    }
+
+    /// Rebuild from [`ServiceState::image`] bytes for a flow of listener `spec`. `None` if the
+    /// bytes are inconsistent (never trust the wire).
+    pub fn from_image(spec: &ServiceSpec, b: &[u8]) -> Option<ServiceState> {
+        let u64_at = |o: usize| b.get(o..o + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])));
+        match (b.first()?, spec) {
+            (&IMG_ECHO, ServiceSpec::Echo(cfg)) => {
+                let c = EchoCursor { received: u64_at(1)?, acked: u64_at(9)?, peer_fin: *b.get(17)? != 0 };
+                EchoState::from_cursor(*cfg, &c, b.get(18..)?).map(ServiceState::Echo)
+            }
+            (&IMG_HTTP, ServiceSpec::Object(_)) => {
+                let count = *b.get(1)? as usize;
+                if count > MAX_PIPELINE {
+                    return None;
+                }
+                let flags = *b.get(18)?;
+                let mut c = HttpCursor {
+                    count: count as u8,
+                    acked: u64_at(2)?,
+                    tx_end: u64_at(10)?,
+                    closing: flags & 1 != 0,
+                    peer_fin: flags & 2 != 0,
+                    ..HttpCursor::default()
+                };
+                let mut o = 19;
+                for r in c.responses[..count].iter_mut() {
+                    let rec = b.get(o..o + 23)?;
+                    *r = ResponseRecord {
+                        start: u64::from_le_bytes(rec[0..8].try_into().ok()?),
+                        content_len: u64::from_le_bytes(rec[8..16].try_into().ok()?),
+                        obj: crate::service::object::ObjectId(u32::from_le_bytes(rec[16..20].try_into().ok()?)),
+                        status: u16::from_le_bytes(rec[20..22].try_into().ok()?),
+                        flags: rec[22],
+                    };
+                    o += 23;
+                }
+                HttpState::from_cursor(&c, b.get(o..)?).map(ServiceState::Object)
+            }
+            _ => None,
+        }
+    }
+
+    /// A fresh service instance for a flow of listener `spec`.
+    pub fn for_spec(spec: &ServiceSpec) -> ServiceState {
+        match spec {
+            ServiceSpec::Object(_) => ServiceState::Object(HttpState::default()),
+            ServiceSpec::Echo(c) => ServiceState::Echo(EchoState::new(*c)),
+        }
+    }
+}
+
+/// Why a standby could not apply a delta: the replica is inconsistent with the active (a
+/// protocol or determinism bug). Counted; the flow is then resynchronised from an image.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ReplayError {
+    /// Data at an offset other than the next expected one.
+    DataGap { expected: u64, got: u64 },
+    /// The replayed service refused bytes the active's service consumed.
+    ServiceRefused { offered: usize, consumed: usize },
+    /// A service image that does not decode for this listener.
+    BadImage,
+    /// The image names a listener the standby's config does not have.
+    UnknownListener(u16),
+}
+
+impl std::fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplayError::DataGap { expected, got } => write!(f, "data at offset {got}, expected {expected}"),
+            ReplayError::ServiceRefused { offered, consumed } => {
+                write!(f, "replayed service consumed {consumed} of {offered} bytes the active consumed")
+            }
+            ReplayError::BadImage => f.write_str("service image does not decode"),
+            ReplayError::UnknownListener(l) => write!(f, "listener {l} not in this engine's config"),
+        }
+    }
+}
+
+/// A flow as the standby holds it: the last image plus a service rebuilt by replay.
+pub struct ShadowFlow {
+    pub image: FlowImage,
+    pub svc: ServiceState,
+    /// Bytes replayed into the service (next expected Data offset).
+    pub rx_replayed: u64,
+    /// The peer's FIN was seen in an image and must reach the service after this call's data.
+    fin_pending: bool,
+    fin_delivered: bool,
+    /// Per-standby scratch counters the replayed HTTP service updates (not reported).
+    http: HttpCounters,
+}
+
+/// States in which the peer's FIN has been received (RFC 9293 §3.3.2).
+fn fin_received(s: State) -> bool {
+    matches!(s, State::CloseWait | State::LastAck | State::Closing | State::TimeWait)
+}
+
+impl ShadowFlow {
+    /// A flow created on the active (its `New` image).
+    pub fn new(cfg: &StackConfig, image: FlowImage) -> Result<ShadowFlow, ReplayError> {
+        let spec = &cfg.listeners.get(image.listener as usize).ok_or(ReplayError::UnknownListener(image.listener))?.spec;
+        let mut f = ShadowFlow {
+            svc: ServiceState::for_spec(spec),
+            rx_replayed: image.tcb.rx_delivered,
+            fin_pending: false,
+            fin_delivered: false,
+            http: HttpCounters::default(),
+            image,
+        };
+        f.update(cfg, image);
+        Ok(f)
+    }
+
+    /// A newer image: deliver a FIN owed from the previous call, then `on_acked`.
+    pub fn update(&mut self, cfg: &StackConfig, image: FlowImage) {
+        self.deliver_fin(cfg);
+        self.image = image;
+        if let Some(l) = cfg.listeners.get(image.listener as usize) {
+            let mut svc = bind(&mut self.svc, &l.spec, &mut self.http);
+            if image.tcb.tx_acked > 0 {
+                svc.on_acked(image.tcb.tx_acked);
+            }
+        }
+        if fin_received(image.tcb.state) && !self.fin_delivered {
+            self.fin_pending = true;
+        }
+    }
+
+    /// Bytes the active's service consumed at stream offset `offset`.
+    pub fn data(&mut self, cfg: &StackConfig, offset: u64, bytes: &[u8]) -> Result<(), ReplayError> {
+        if offset != self.rx_replayed {
+            return Err(ReplayError::DataGap { expected: self.rx_replayed, got: offset });
+        }
+        let l = cfg.listeners.get(self.image.listener as usize).ok_or(ReplayError::UnknownListener(self.image.listener))?;
+        let mut svc = bind(&mut self.svc, &l.spec, &mut self.http);
+        let n = svc.on_recv(bytes);
+        self.rx_replayed += n as u64;
+        if n != bytes.len() {
+            return Err(ReplayError::ServiceRefused { offered: bytes.len(), consumed: n });
+        }
+        Ok(())
+    }
+
+    /// Replace the service state with a full image (join snapshot).
+    pub fn set_image(&mut self, cfg: &StackConfig, bytes: &[u8]) -> Result<(), ReplayError> {
+        let l = cfg.listeners.get(self.image.listener as usize).ok_or(ReplayError::UnknownListener(self.image.listener))?;
+        self.svc = ServiceState::from_image(&l.spec, bytes).ok_or(ReplayError::BadImage)?;
+        self.rx_replayed = self.image.tcb.rx_delivered;
+        let peer_fin = match &self.svc {
+            ServiceState::Echo(e) => e.cursor().peer_fin,
+            ServiceState::Object(h) => h.cursor().peer_fin,
+        };
+        self.fin_delivered = peer_fin;
+        self.fin_pending = fin_received(self.image.tcb.state) && !peer_fin;
+        Ok(())
+    }
+
+    /// Deliver an owed FIN to the service (also done at takeover).
+    pub fn deliver_fin(&mut self, cfg: &StackConfig) {
+        if self.fin_pending && !self.fin_delivered {
+            if let Some(l) = cfg.listeners.get(self.image.listener as usize) {
+                bind(&mut self.svc, &l.spec, &mut self.http).on_peer_fin();
+            }
+            self.fin_pending = false;
+            self.fin_delivered = true;
+        }
+    }
+}
