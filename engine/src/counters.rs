@@ -28,6 +28,8 @@ reasons! {
         RuntFrame => "runt_frame",
         /// Multi-segment mbuf (jumbo/scattered RX): not parsed.
         MultiSegment => "multi_segment",
+        /// Source MAC is a group (multicast/broadcast) address: never learned as a peer.
+        BadSourceMac => "bad_source_mac",
         /// Ethertype we do not handle (IPv6, VLAN-tagged, LLDP, ...).
         OtherEthertype => "other_ethertype",
         /// Unicast to a MAC that is not one of our VIP MACs or the port MAC.
@@ -75,6 +77,11 @@ reasons! {
         TxNoMbuf => "tx_no_mbuf",
         /// The driver did not take a frame (TX ring full): freed.
         TxFull => "tx_full",
+        /// Received while this engine is the standby: the active answers, not us.
+        Standby => "standby",
+        /// Segment of an unknown flow during the takeover grace period: dropped, never reset
+        /// (it may belong to a flow whose replica is still being installed).
+        TakeoverGrace => "takeover_grace",
     }
 }
 
@@ -100,6 +107,17 @@ reasons! {
         ServiceBytesOut => "service_bytes_out",
         HttpRequests => "http_requests",
         IdleSleeps => "idle_sleeps",
+        /// Deltas queued toward the standby.
+        DeltasEmitted => "deltas_emitted",
+        /// A delta could not be queued (ring and backlog full): the flow's output is held
+        /// until a full image of it is re-emitted.
+        ReplicationFull => "replication_full",
+        /// Flows installed from the replica at takeover.
+        FlowsResumed => "flows_resumed",
+        /// Gratuitous ARPs sent (takeover announcements).
+        GratuitousArps => "gratuitous_arps",
+        /// Join snapshots emitted for a standby.
+        SnapshotsEmitted => "snapshots_emitted",
     }
 }
 

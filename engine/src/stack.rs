@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::counters::{Counters, Drop, Event};
 use crate::flow::{FlowId, FlowKey, FlowTable};
+use crate::replica::{FlowImage, ReplEvent, Replicator, ShadowFlow};
 use crate::service::echo::{EchoConfig, EchoState};
 use crate::service::http::{HttpCounters, HttpState, ObjectConn};
 use crate::service::object::ObjectStore;
@@ -145,6 +146,50 @@ pub struct Stack {
     counters: Counters,
     http: HttpCounters,
     ip_id: u16,
+    /// Where replicated changes go (None: no standby configured).
+    repl: Option<Box<dyn Replicator>>,
+    /// Bytes the services consumed during the current TCP call (replicated as Data).
+    rx_log: Vec<u8>,
+    /// Flows whose delta could not be queued: re-imaged before their output may leave.
+    resync: Vec<FlowId>,
+    /// A join snapshot in progress: (token, flows still to image).
+    snapshot: Option<(u64, Vec<FlowId>)>,
+    /// Standby engines answer nothing.
+    active: bool,
+    /// Until then, segments of unknown flows are dropped instead of reset (takeover).
+    grace_until: Instant,
+}
+
+/// Records the bytes a service consumes so they can be replicated (the standby replays them).
+struct Recorder<'a, 'b> {
+    inner: Bound<'a>,
+    log: &'b mut Vec<u8>,
+}
+
+impl ByteStream for Recorder<'_, '_> {
+    fn on_recv(&mut self, data: &[u8]) -> usize {
+        let n = self.inner.on_recv(data);
+        self.log.extend_from_slice(&data[..n.min(data.len())]);
+        n
+    }
+    fn on_peer_fin(&mut self) {
+        self.inner.on_peer_fin()
+    }
+    fn tx_end(&self) -> u64 {
+        self.inner.tx_end()
+    }
+    fn tx_closed(&self) -> bool {
+        self.inner.tx_closed()
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
+        self.inner.read_at(off, buf)
+    }
+    fn on_acked(&mut self, off: u64) {
+        self.inner.on_acked(off)
+    }
+    fn rx_space(&self) -> usize {
+        self.inner.rx_space()
+    }
 }
 
 /// The service of one flow seen as a byte stream (enum dispatch: no allocation, no vtable).
@@ -253,7 +298,192 @@ impl Stack {
             counters: Counters::default(),
             http: HttpCounters::default(),
             ip_id: 0,
+            repl: None,
+            rx_log: Vec::with_capacity(64 * 1024),
+            resync: Vec::new(),
+            snapshot: None,
+            active: true,
+            grace_until: Instant::ZERO,
             cfg,
+        }
+    }
+
+    /// Replicate every flow change through `r` (an engine with a standby).
+    pub fn set_replicator(&mut self, r: Box<dyn Replicator>) {
+        self.repl = Some(r);
+    }
+
+    /// Active engines answer traffic; a standby drops everything it receives.
+    pub fn set_active(&mut self, active: bool) {
+        self.active = active;
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Drop (not reset) segments of unknown flows until `t` (takeover grace, DESIGN §4).
+    pub fn set_grace_until(&mut self, t: Instant) {
+        self.grace_until = t;
+    }
+
+    /// The sequence number output built so far depends on: it may leave once the standby
+    /// acknowledged it. `None` while some flow's replica is incomplete (hold everything).
+    pub fn commit_tag(&self) -> Option<u64> {
+        match &self.repl {
+            None => Some(0),
+            Some(_) if !self.resync.is_empty() => None,
+            Some(r) => Some(r.last_seq()),
+        }
+    }
+
+    /// Give the replicator a chance to drain its backlog and re-image flows whose delta was
+    /// lost to a full ring; continue a join snapshot.
+    pub fn replication_tick(&mut self) {
+        let Some(r) = self.repl.as_mut() else { return };
+        r.flush();
+        while let Some(&id) = self.resync.last() {
+            if !self.emit_full_image(id) {
+                return;
+            }
+            self.resync.pop();
+        }
+        if let Some((token, mut todo)) = self.snapshot.take() {
+            while let Some(&id) = todo.last() {
+                if !self.emit_full_image(id) {
+                    self.snapshot = Some((token, todo));
+                    return;
+                }
+                todo.pop();
+            }
+            let done = self.repl.as_mut().map(|r| r.emit((0, 0), ReplEvent::Barrier(token)).is_ok()).unwrap_or(true);
+            if done {
+                self.counters.event(Event::SnapshotsEmitted);
+            } else {
+                self.snapshot = Some((token, todo));
+            }
+        }
+    }
+
+    /// A standby joined: image every flow (New + SvcImage), then `Barrier(token)`.
+    pub fn request_snapshot(&mut self, token: u64) {
+        let ids: Vec<FlowId> = self.flows.iter().map(|(id, _, _)| id).collect();
+        self.snapshot = Some((token, ids));
+        self.replication_tick();
+    }
+
+    fn image_of(&self, id: FlowId) -> Option<FlowImage> {
+        let (key, f) = (self.flows.key(id)?, self.flows.get(id)?);
+        Some(FlowImage { key: *key, tcb: f.tcb.snapshot(), peer_mac: f.peer_mac, vip_mac: f.vip_mac, listener: f.listener })
+    }
+
+    /// New + SvcImage for one flow; false if the ring is full (retry later).
+    fn emit_full_image(&mut self, id: FlowId) -> bool {
+        let Some(img) = self.image_of(id) else { return true };
+        let mut bytes = Vec::new();
+        if let Some(f) = self.flows.get(id) {
+            f.svc.image(&mut bytes);
+        }
+        let slot = (id.index(), id.generation());
+        let Some(r) = self.repl.as_mut() else { return true };
+        if r.emit(slot, ReplEvent::New(&img)).is_err() || r.emit(slot, ReplEvent::SvcImage(&bytes)).is_err() {
+            return false;
+        }
+        self.counters.add(Event::DeltasEmitted, 2);
+        true
+    }
+
+    /// After a TCP call on flow `id`: replicate what changed (image first, then the bytes
+    /// the service consumed, in that order; see `replica`).
+    fn replicate(&mut self, id: FlowId, new: bool) {
+        if self.repl.is_none() {
+            self.rx_log.clear();
+            if let Some(f) = self.flows.get_mut(id) {
+                f.tcb.dirty.take();
+            }
+            return;
+        }
+        let dirty = match self.flows.get_mut(id) {
+            Some(f) => !f.tcb.dirty.take().is_empty(),
+            None => false,
+        };
+        if !(new || dirty || !self.rx_log.is_empty()) {
+            return;
+        }
+        let Some(img) = self.image_of(id) else {
+            self.rx_log.clear();
+            return;
+        };
+        let slot = (id.index(), id.generation());
+        let log = std::mem::take(&mut self.rx_log);
+        let mut ok = true;
+        if let Some(r) = self.repl.as_mut() {
+            let ev = if new { ReplEvent::New(&img) } else { ReplEvent::Update(&img) };
+            ok &= r.emit(slot, ev).is_ok();
+            if ok && !log.is_empty() {
+                let offset = img.tcb.rx_delivered - log.len() as u64;
+                ok &= r.emit(slot, ReplEvent::Data { offset, bytes: &log }).is_ok();
+            }
+        }
+        self.rx_log = log;
+        self.rx_log.clear();
+        if ok {
+            self.counters.event(Event::DeltasEmitted);
+        } else {
+            self.counters.event(Event::ReplicationFull);
+            if !self.resync.contains(&id) {
+                self.resync.push(id);
+            }
+        }
+    }
+
+    /// Takeover: install a replicated flow, probe the client with a pure ACK (its answer
+    /// re-validates our sequence state through the normal RFC 5961 ACK checks) and resume
+    /// sending from SND.UNA. Returns false if the table is full (the flow is abandoned).
+    pub fn install<F: FrameSink + ?Sized>(&mut self, now: Instant, mut sh: ShadowFlow, tx: &mut F) -> bool {
+        let cfg = self.cfg.clone();
+        sh.deliver_fin(&cfg);
+        let img = sh.image;
+        let Some(l) = cfg.listeners.get(img.listener as usize) else { return false };
+        let (Some(remote), Some(local)) = (img.key.remote_ip.to_ipv4_mapped(), img.key.local_ip.to_ipv4_mapped()) else {
+            return false;
+        };
+        let tcb = Tcb::restore(&cfg.tcp, &img.tcb, now);
+        let state = tcb.state();
+        let flow = Flow { tcb, svc: sh.svc, listener: img.listener, peer_mac: img.peer_mac, vip_mac: img.vip_mac };
+        let Ok(id) = self.flows.insert(img.key, flow) else { return false };
+        self.counters.flows_by_state[state as usize] += 1;
+        self.counters.event(Event::FlowsResumed);
+        let addrs = FrameAddrs { src_mac: img.vip_mac, dst_mac: img.peer_mac, src_ip: local, dst_ip: remote, ttl: ipv4::DEFAULT_TTL, ip_id: 0 };
+        let Some(flow) = self.flows.get_mut(id) else { return false };
+        let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
+        {
+            let mut svc = bind(&mut flow.svc, &l.spec, &mut self.http);
+            if state.is_synchronized() {
+                flow.tcb.send_ack(now, &svc, &mut out);
+            }
+            flow.tcb.poll_send(now, &cfg.tcp, &mut svc, &mut out);
+        }
+        let (frames, failed) = (out.frames, out.failed);
+        let deadline = flow.tcb.next_deadline();
+        self.counters.add(Event::TxFrames, frames);
+        self.counters.drops[Drop::TxNoMbuf as usize] += failed;
+        self.schedule(id, deadline);
+        // A later standby learns this flow through a join snapshot.
+        if let Some(f) = self.flows.get_mut(id) {
+            f.tcb.dirty.take();
+        }
+        true
+    }
+
+    /// Gratuitous ARP for every VIP from its MAC, so the switch relearns where the VIP lives
+    /// (VRRP does the same, RFC 5798 §6.4.1).
+    pub fn announce<F: FrameSink + ?Sized>(&mut self, tx: &mut F) {
+        let vips = self.cfg.vips.clone();
+        for v in &vips {
+            let garp = ArpRepr::gratuitous(v.mac, v.addr);
+            let sent = tx.emit(&mut |buf: &mut [u8]| garp.emit_frame(buf).unwrap_or(0));
+            self.count_tx(sent, Event::GratuitousArps);
         }
     }
 
@@ -292,11 +522,19 @@ impl Stack {
     /// Process one received frame.
     pub fn process<F: FrameSink + ?Sized>(&mut self, now: Instant, frame: &[u8], tx: &mut F) {
         self.counters.event(Event::RxFrames);
+        if !self.active {
+            return self.counters.drop(Drop::Standby);
+        }
         let eth = match EthernetFrame::new_checked(frame) {
             Ok(e) => e,
             Err(_) => return self.counters.drop(Drop::RuntFrame),
         };
         let dst = eth.dst();
+        if eth.src().is_multicast() {
+            // IEEE 802: a group address is never a source; learning it as a flow's peer MAC
+            // would flood every later reply.
+            return self.counters.drop(Drop::BadSourceMac);
+        }
         if !dst.is_broadcast() && !self.is_our_mac(dst) {
             // Multicast we do not join, or unicast for another host (promiscuous ports on a
             // shared segment see those).
@@ -367,14 +605,17 @@ impl Stack {
         match ip.protocol() {
             protocol::ICMP => {
                 let len = ethernet::HEADER_LEN + ip.total_len();
+                let mut built = 0;
                 let sent = tx.emit(&mut |buf: &mut [u8]| {
                     let Some(out) = buf.get_mut(..len) else { return 0 };
                     out.copy_from_slice(&frame[..len]);
-                    echo_reply_in_place(out).unwrap_or(0)
+                    built = echo_reply_in_place(out).unwrap_or(0);
+                    built
                 });
-                // echo_reply_in_place refuses non-echo ICMP; the sink then sent nothing.
-                if sent && is_echo_request(ip.payload()) {
-                    self.count_tx(true, Event::IcmpEchoAnswered);
+                // echo_reply_in_place refuses anything but a valid echo request (checksum,
+                // code 0); then the builder returned 0 and nothing left.
+                if built > 0 {
+                    self.count_tx(sent, Event::IcmpEchoAnswered);
                 } else {
                     self.counters.drop(Drop::IcmpIgnored);
                 }
@@ -436,19 +677,23 @@ impl Stack {
     ) -> SegmentVerdict {
         let cfg = self.cfg.clone();
         let Some(flow) = self.flows.get_mut(id) else { return SegmentVerdict::Closed };
-        // Learn the peer's MAC from its frames (it may have moved behind another port).
-        flow.peer_mac = src_mac;
         let before_state = flow.tcb.state();
         let before = *flow.tcb.stats();
         let spec = &cfg.listeners[flow.listener as usize].spec;
         let mut out = TcpTx { sink: tx, addrs: *addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
         let verdict = {
-            let mut svc = bind(&mut flow.svc, spec, &mut self.http);
+            let mut svc = Recorder { inner: bind(&mut flow.svc, spec, &mut self.http), log: &mut self.rx_log };
             let v = flow.tcb.on_segment(now, &cfg.tcp, hdr, payload, &mut svc, &mut out);
             flow.tcb.poll_send(now, &cfg.tcp, &mut svc, &mut out);
             v
         };
         let (frames, failed) = (out.frames, out.failed);
+        if verdict == SegmentVerdict::Accepted && flow.peer_mac != src_mac {
+            // Re-learn the peer's MAC (it moved behind another switch port), but only from a
+            // segment TCP accepted: a blind out-of-window segment must not redirect the flow.
+            flow.peer_mac = src_mac;
+            flow.tcb.dirty.insert(crate::tcp::DirtyFlags::STATE);
+        }
         let after = *flow.tcb.stats();
         let after_state = flow.tcb.state();
         let deadline = flow.tcb.next_deadline();
@@ -463,6 +708,7 @@ impl Stack {
         if closed {
             self.close_flow(id);
         } else {
+            self.replicate(id, false);
             self.schedule(id, deadline);
         }
         verdict
@@ -488,6 +734,10 @@ impl Stack {
             return self.send_reset(addrs, hdr, payload_len, tx);
         };
         if !hdr.flags.syn() || hdr.flags.ack() || hdr.flags.rst() {
+            if now < self.grace_until {
+                // After a takeover: maybe a flow whose replica is still arriving. Never RST.
+                return self.counters.drop(Drop::TakeoverGrace);
+            }
             if hdr.flags.ack() && !hdr.flags.syn() && !hdr.flags.rst() {
                 self.counters.drop(Drop::NoFlow);
             } else {
@@ -524,6 +774,7 @@ impl Stack {
                 self.counters.flows_by_state[state as usize] += 1;
                 self.counters.add(Event::TxFrames, frames);
                 self.counters.drops[Drop::TxNoMbuf as usize] += failed;
+                self.replicate(id, true);
                 self.schedule(id, deadline);
             }
             Err(_) => self.counters.drop(Drop::FlowTableFull),
@@ -571,6 +822,14 @@ impl Stack {
 
     fn close_flow(&mut self, id: FlowId) {
         self.timers.cancel(id);
+        self.rx_log.clear();
+        if let Some(r) = self.repl.as_mut() {
+            if r.emit((id.index(), id.generation()), ReplEvent::Close).is_err() {
+                // The standby keeps a dead flow until its idle timeout; harmless, counted.
+                self.counters.event(Event::ReplicationFull);
+            }
+        }
+        self.resync.retain(|&r| r != id);
         if let Some(f) = self.flows.remove(id) {
             let s = f.tcb.state() as usize;
             self.counters.flows_by_state[s] = self.counters.flows_by_state[s].saturating_sub(1);
@@ -593,7 +852,7 @@ impl Stack {
             let spec = &cfg.listeners[flow.listener as usize].spec;
             let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
             {
-                let mut svc = bind(&mut flow.svc, spec, &mut self.http);
+                let mut svc = Recorder { inner: bind(&mut flow.svc, spec, &mut self.http), log: &mut self.rx_log };
                 flow.tcb.on_timer(now, &cfg.tcp, &mut svc, &mut out);
             }
             let (frames, failed) = (out.frames, out.failed);
@@ -605,12 +864,9 @@ impl Stack {
             if closed {
                 self.close_flow(id);
             } else {
+                self.replicate(id, false);
                 self.schedule(id, deadline);
             }
         }
     }
-}
-
-fn is_echo_request(icmp: &[u8]) -> bool {
-    icmp.first() == Some(&crate::wire::icmp::TYPE_ECHO_REQUEST)
 }

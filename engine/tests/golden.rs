@@ -582,7 +582,6 @@ fn golden_table() {
 /// `echo_reply_in_place` refused it (bad ICMP checksum, code ≠ 0) and the builder returned 0,
 /// so `IcmpEchoAnswered` and `TxFrames` move for a frame that was never sent.
 #[test]
-#[ignore = "bug: stack.rs on_ipv4 counts IcmpEchoAnswered+TxFrames for an echo request with a bad ICMP checksum that produced no frame (should be IcmpIgnored)"]
 fn golden_icmp_bad_checksum_not_answered() {
     let c = case("ICMP echo request with bad ICMP checksum -> IcmpIgnored, silent", icmp_echo_bad_icmp_checksum, D(Drop::IcmpIgnored), nothing);
     run_case(&c).unwrap();
@@ -714,8 +713,10 @@ fn conv_http_get_gen_1000() {
     assert!(tsval.wrapping_sub(sa.hdr.options.timestamps.unwrap().0) as i32 >= 0, "TSval monotonic");
     assert_eq!(s.hdr.options.sack_count, 0);
     assert_eq!(s.header_len, 32, "TS only on data segments");
-    // Window: our request buffer (2048 bytes) scaled by 2^7, rounded up.
-    assert_eq!(s.hdr.window, 2048u32.div_ceil(128) as u16);
+    // Window: the SYN-ACK offered 65535 bytes and a window never shrinks (RFC 9293
+    // §3.8.6.2.2), so what is left of it, in units of 2^7, rounded up.
+    let req_len = b"GET /gen/1000 HTTP/1.1\r\nHost: vip\r\n\r\n".len() as u32;
+    assert_eq!(u32::from(s.hdr.window), (65535 - req_len).div_ceil(128), "window field");
     // ACK it: nothing more to send, connection stays open (keep-alive).
     let ack = p.ack();
     let out = h.step("ACK the response", &ack, Verdict::Accepted);
@@ -861,7 +862,7 @@ fn conv_simultaneous_close_closing() {
     // FIN that acknowledges the data but not our FIN.
     let ack_data_only = p.rcv_nxt - 1;
     let fin = p.raw(TcpFlags::FIN | TcpFlags::ACK, p.snd_nxt, ack_data_only, &[]);
-    p.snd_nxt = p.snd_nxt + 1;
+    p.snd_nxt += 1;
     let out = h.step("FIN crossing ours", &fin, Verdict::Accepted);
     let s = one_seg(&mut p, &out);
     assert_eq!(s.hdr.ack, p.snd_nxt, "their FIN ACKed");
@@ -909,7 +910,10 @@ fn conv_duplicate_segment_acked_not_redelivered() {
     assert_eq!(s.payload, b"abc");
     let bytes_in = h.stack.counters().get(Event::ServiceBytesIn);
     let dup = p.raw(TcpFlags::ACK | TcpFlags::PSH, seq, p.rcv_nxt, b"abc");
-    let out = h.step("retransmitted abc", &dup, Verdict::Accepted);
+    // RFC 9293 §3.10.7.4: entirely below RCV.NXT is "not acceptable": ACK, drop.
+    let (out, d) = h.feed(&dup);
+    check_verdict("retransmitted abc", &d, Verdict::Drop(Drop::TcpRejected), 1, out.len()).unwrap();
+    assert_eq!(d.event(Event::OutOfWindow), 1);
     let s = one_seg(&mut p, &out);
     assert_pure_ack(&s, p.rcv_nxt, p.snd_nxt);
     assert_eq!(h.stack.counters().get(Event::ServiceBytesIn), bytes_in, "no double delivery");
@@ -959,19 +963,29 @@ fn conv_syn_on_established_challenge_ack() {
     let mut h = Harness::standard();
     let mut p = Peer::linux(41022, HTTP_PORT);
     h.connect(&mut p);
+    // A restarted client: new ISS, and (Linux) a TSval clock that kept running.
     let syn = {
         let mut q = p.clone();
         q.iss = p.snd_nxt + 12345;
+        q.syn_opts.timestamps = Some((p.tsval + 50, 0));
         q.syn()
     };
     let out = h.step("new SYN on ESTABLISHED", &syn, Verdict::Event(Event::ChallengeAcks));
     let s = one_seg(&mut p, &out);
     assert_pure_ack(&s, p.rcv_nxt, p.snd_nxt);
     assert_eq!(state(&h, &p), Some(State::Established));
-    // The original SYN retransmitted (old sequence): also a challenge ACK.
+    // The original SYN, late (old sequence and old TSval): PAWS answers it first with a
+    // duplicate ACK (Linux sends a challenge ACK here; the frame on the wire is the same).
     let mut q = p.clone();
     let old_syn = q.syn();
-    let out = h.step("old SYN on ESTABLISHED", &old_syn, Verdict::Event(Event::ChallengeAcks));
+    let (out, d) = h.feed(&old_syn);
+    check_verdict("old SYN on ESTABLISHED", &d, Verdict::Drop(Drop::TcpRejected), 1, out.len()).unwrap();
+    assert_eq!(d.event(Event::PawsRejected), 1);
+    assert_pure_ack(&one_seg(&mut p, &out), p.rcv_nxt, p.snd_nxt);
+    // Same SYN without timestamps: challenge ACK (RFC 5961 §4.2).
+    let mut q = p.clone();
+    q.syn_opts.timestamps = None;
+    let out = h.step("old SYN without TS", &q.syn(), Verdict::Event(Event::ChallengeAcks));
     assert_pure_ack(&one_seg(&mut p, &out), p.rcv_nxt, p.snd_nxt);
     assert_eq!(h.stack.flows().len(), 1);
 }
@@ -1175,4 +1189,90 @@ fn conv_peer_mac_learned_from_frames() {
 #[test]
 fn output_frames_fit_max_frame() {
     assert_eq!(MAX_FRAME, 1514);
+}
+
+// ------------------------------------------------------------------ engine bugs
+
+/// Passive open with a client ISS of `iss`: returns the harness, the peer and the window
+/// field of the server's first data segment after a 38-byte request.
+fn first_data_window(iss: u32) -> (Harness, Peer, u16) {
+    let mut h = Harness::standard();
+    let mut p = Peer::new(43000, HTTP_PORT, iss, linux_syn_options(1000));
+    h.connect(&mut p);
+    let out = h.step("GET", &p.data(b"GET /gen/1000 HTTP/1.1\r\nHost: vip\r\n\r\n"), Verdict::Accepted);
+    let w = one_seg(&mut p, &out).hdr.window;
+    (h, p, w)
+}
+
+#[test]
+fn window_after_handshake_low_iss() {
+    let (mut h, mut p, w) = first_data_window(LOW_ISS);
+    assert_eq!(u32::from(w), (65535u32 - 38).div_ceil(128));
+    // A RST 10 MB ahead is outside the window: silently ignored (RFC 5961 §3.2).
+    let rst = p.raw(TcpFlags::RST, p.snd_nxt + 10_000_000, SeqNum(0), &[]);
+    let out = h.step("far RST", &rst, Verdict::Accepted);
+    assert!(out.is_empty());
+    assert_eq!(h.stack.counters().get(Event::ChallengeAcks), 0);
+}
+
+/// Regression: RCV.ADV starts as `SeqNum(0)` and `send_syn` used to move it only
+/// `if edge.gt(rcv_adv)`, false in serial arithmetic for every client ISS >= 2^31: RCV.ADV
+/// stayed 0, `rcv_wnd()` became up to 2 GiB, the first data segment advertised 65535 << 7
+/// and RSTs hundreds of MB ahead were challenged instead of ignored (found by this file;
+/// fixed in tcp/output.rs `send_syn`, which now sets the edge).
+#[test]
+fn window_after_handshake_high_iss() {
+    let (mut h, mut p, w) = first_data_window(HIGH_ISS);
+    assert_eq!(u32::from(w), (65535u32 - 38).div_ceil(128), "same window as for a low ISS");
+    let rst = p.raw(TcpFlags::RST, p.snd_nxt + 10_000_000, SeqNum(0), &[]);
+    let out = h.step("far RST", &rst, Verdict::Accepted);
+    assert!(out.is_empty(), "a RST 10 MB outside the window must be ignored, not challenged");
+}
+
+fn peer_mac_of(h: &Harness, p: &Peer) -> MacAddr {
+    let key = flowtwin_engine::flow::FlowKey::v4(p.ip, p.port, VIP, p.dport);
+    let id = h.stack.flows().lookup(&key).expect("flow");
+    h.stack.flows().get(id).unwrap().peer_mac
+}
+
+/// Bug (engine/src/stack.rs `process`/`flow_input`): nothing checks the Ethernet *source*
+/// MAC on the IPv4 path. A segment from a multicast/broadcast source (I/G bit set; invalid as
+/// a source per IEEE 802.3, and what a one-bit corruption of a real MAC looks like) is
+/// accepted, `flow.peer_mac = src_mac` learns the group address, and every later segment of
+/// the flow (including timer retransmissions) is sent to it, i.e. flooded. The ARP path
+/// (`sender_mac.is_multicast()` → BadArp) and `echo_reply_in_place` already refuse this.
+/// Found by `stack_fuzz`. Fix: in `Stack::process`, drop frames whose `eth.src()` is
+/// multicast with a counted reason (e.g. a new `Drop::BadSourceMac`, or `BadSourceAddress`).
+#[test]
+fn bug_multicast_source_mac_is_learned() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(43100, ECHO_PORT);
+    h.connect(&mut p);
+    let mut bad = p.clone();
+    bad.mac = MacAddr([0x03, 0, 0, 0, 0, 0x07]); // CLIENT_MAC with the I/G bit flipped
+    let f = bad.data(b"x");
+    let (out, d) = h.feed(&f);
+    assert!(out.is_empty(), "answered to a multicast MAC: {:?}", out.iter().map(|f| parse_seg(f).eth_dst).collect::<Vec<_>>());
+    assert_eq!(d.drops.iter().sum::<u64>(), 1, "a counted drop");
+    assert_eq!(peer_mac_of(&h, &p), CLIENT_MAC, "peer MAC not replaced by a group address");
+}
+
+/// Hardening (engine/src/stack.rs `flow_input`, `flow.peer_mac = src_mac;` before
+/// `on_segment`): the peer MAC is learned from every frame that matches the 4-tuple, even one
+/// TCP then rejects (out of window, bad ACK, PAWS). Any L2-adjacent host that knows the
+/// 4-tuple but not the sequence numbers can move the flow's traffic to its own MAC with one
+/// blind segment (RFC 5961's threat model). Fix: remember `src_mac` and assign it only when
+/// the verdict is `SegmentVerdict::Accepted`.
+#[test]
+fn bug_peer_mac_learned_from_rejected_segment() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(43101, ECHO_PORT);
+    h.connect(&mut p);
+    let mut attacker = p.clone();
+    attacker.mac = MacAddr([0x02, 0xba, 0xd0, 0, 0, 1]);
+    attacker.ts_ok = false;
+    let blind = attacker.raw(TcpFlags::ACK, p.snd_nxt + 3_000_000_000, p.rcv_nxt, b"guess");
+    let (_, d) = h.feed(&blind);
+    assert_eq!(d.drop(Drop::TcpRejected), 1, "out of window");
+    assert_eq!(peer_mac_of(&h, &p), CLIENT_MAC, "a rejected segment must not move the flow");
 }

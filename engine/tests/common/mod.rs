@@ -29,6 +29,10 @@ pub const HTTP_PORT: u16 = 80;
 pub const ECHO_PORT: u16 = 7;
 /// A VIP port with no listener.
 pub const CLOSED_PORT: u16 = 81;
+/// Client ISS in the lower half of sequence space.
+pub const LOW_ISS: u32 = 0x1e67_c74a;
+/// Client ISS in the upper half (the real Linux capture's value).
+pub const HIGH_ISS: u32 = 0xde67_c74a;
 /// Arbitrary, non-zero epoch so nothing depends on time starting at 0.
 pub const T0: Instant = Instant(5_000_000_000);
 
@@ -386,9 +390,9 @@ impl Peer {
         }
     }
 
-    /// A Linux-like client (all options).
+    /// A Linux-like client (all options). Its ISS is below 2^31: see `HIGH_ISS`.
     pub fn linux(port: u16, dport: u16) -> Peer {
-        Peer::new(port, dport, 0xde67_c74a, linux_syn_options(0x592b_2997))
+        Peer::new(port, dport, LOW_ISS, linux_syn_options(0x592b_2997))
     }
 
     pub fn addrs(&mut self) -> FrameAddrs {
@@ -463,9 +467,9 @@ impl Peer {
         }
         if s.hdr.seq == self.rcv_nxt && !s.hdr.flags.rst() {
             self.received.extend_from_slice(&s.payload);
-            self.rcv_nxt = self.rcv_nxt + s.payload.len() as u32;
+            self.rcv_nxt += s.payload.len() as u32;
             if s.hdr.flags.fin() {
-                self.rcv_nxt = self.rcv_nxt + 1;
+                self.rcv_nxt += 1;
                 self.got_fin = true;
             }
         }
