@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use flowtwin_engine::counters::{Counters, Drop, Event, SharedCounters};
-use flowtwin_engine::dataplane::{run_worker, IdleConfig, Worker};
+use flowtwin_engine::dataplane::{run_worker, IdleConfig, RoleShared, Worker};
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
 use flowtwin_engine::stack::{vrrp_mac, Listener, ServiceSpec, StackConfig, Vip};
@@ -250,6 +250,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         sleep_max_us: cfg.engine.idle_sleep_max_us,
         ..IdleConfig::default()
     };
+    let role = Arc::new(RoleShared::new(nworkers, true));
     let mut handles = Vec::new();
     for (i, lcore) in lcores.iter().take(nworkers).enumerate() {
         let w = Worker {
@@ -262,6 +263,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             stop: stop.clone(),
             idle,
             burst: cfg.engine.burst as usize,
+            repl: None,
+            role: role.clone(),
         };
         handles.push(eal.launch(*lcore, move || run_worker(w)).map_err(|e| e.to_string())?);
     }

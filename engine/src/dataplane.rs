@@ -7,15 +7,80 @@
 //!
 //! TX partial-send policy: the burst is retried once immediately; whatever the driver still
 //! refuses is freed and counted as `tx_full` (TCP's retransmission recovers lost segments).
+//!
+//! Output commit (DESIGN §4, strict mode): with replication on, every frame built while
+//! processing a packet or a timer is tagged with the stack's commit tag (the sequence number
+//! of the last delta that packet produced) and held in a FIFO until the sync core's
+//! per-worker watermark (what the standby acknowledged) reaches the tag. So a SYN-ACK waits
+//! for the flow's creation, an ACK of client bytes for those bytes, and data for the state it
+//! came from. Tags only grow, so the FIFO releases in order.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use flowtwin_ffi::{pause, rdtsc, tsc_hz, MbufBurst, Mempool, RxQueue, TxQueue};
+use flowtwin_ffi::{pause, rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue};
 
 use crate::counters::{Drop, Event, SharedCounters};
+use crate::replica::{Replicator, ShadowFlow};
 use crate::stack::{FrameSink, Stack, StackConfig, MAX_FRAME};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
+
+/// How long after a takeover segments of unknown flows are dropped instead of reset.
+pub const TAKEOVER_GRACE: Duration = Duration::from_secs(3);
+
+/// The worker's end of replication (the sync core holds the other end of each atomic).
+pub struct ReplHandles {
+    pub replicator: Box<dyn Replicator>,
+    /// Highest delta sequence the standby acknowledged (u64::MAX: nothing to wait for).
+    pub watermark: Arc<AtomicU64>,
+    /// Bumped by the sync core when a standby joins: emit a snapshot with this token.
+    pub snapshot_req: Arc<AtomicU64>,
+    /// Frames this worker holds for output commit (published for metrics).
+    pub held: Arc<AtomicU64>,
+}
+
+/// Engine-wide role, shared by the workers and the control plane.
+#[derive(Default)]
+pub struct RoleShared {
+    /// False on a standby: workers drop everything they receive.
+    pub active: AtomicBool,
+    /// Set by the takeover: per-worker replicas to install, then become active.
+    pub takeover: Vec<Mutex<Option<Vec<ShadowFlow>>>>,
+    pub takeover_pending: Vec<AtomicBool>,
+    /// Flows installed at the last takeover (all workers).
+    pub flows_resumed: AtomicU64,
+    pub flows_abandoned: AtomicU64,
+    /// TSC-independent µs timestamp (worker clock) when the last takeover finished installing.
+    pub takeover_done_us: AtomicU64,
+}
+
+impl RoleShared {
+    pub fn new(workers: usize, active: bool) -> RoleShared {
+        RoleShared {
+            active: AtomicBool::new(active),
+            takeover: (0..workers).map(|_| Mutex::new(None)).collect(),
+            takeover_pending: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            ..RoleShared::default()
+        }
+    }
+
+    /// Hand replicas to the workers and make the engine active (called by the sync thread).
+    pub fn take_over(&self, flows: Vec<Vec<ShadowFlow>>) {
+        for (i, f) in flows.into_iter().enumerate() {
+            if let Some(slot) = self.takeover.get(i) {
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+            } else {
+                self.flows_abandoned.fetch_add(f.len() as u64, Ordering::Relaxed);
+            }
+        }
+        for p in &self.takeover_pending {
+            // Release: pairs with the worker's Acquire swap, so it sees the flows stored above.
+            p.store(true, Ordering::Release);
+        }
+        self.active.store(true, Ordering::Release);
+    }
+}
 
 /// Idle backoff (DPDK l3fwd-power style): after `spin_iters` empty polls, pause; after
 /// `pause_iters` more, sleep up to `sleep_max_us` (bounded by the next timer), so a quiet
@@ -45,6 +110,8 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     pub idle: IdleConfig,
     pub burst: usize,
+    pub repl: Option<ReplHandles>,
+    pub role: Arc<RoleShared>,
 }
 
 /// Monotonic µs from the TSC (EAL calibrated its rate).
@@ -71,9 +138,38 @@ struct MbufSink<'a> {
     no_mbuf: u64,
     tx_full: u64,
     sent: u64,
+    /// Output commit on: frames wait in `pending` until tagged, then in `held`.
+    hold: bool,
+    pending: Vec<Mbuf>,
+    held: VecDeque<(u64, Mbuf)>,
 }
 
 impl MbufSink<'_> {
+    fn send_now(&mut self, m: Mbuf) {
+        if let Err(m) = self.out.push(m) {
+            self.flush();
+            let _ = self.out.push(m);
+        }
+    }
+
+    /// Tag the frames built since the last call (`None`: not yet committable).
+    fn commit(&mut self, tag: Option<u64>) {
+        if let Some(t) = tag {
+            for m in self.pending.drain(..) {
+                self.held.push_back((t, m));
+            }
+        }
+    }
+
+    /// Send every held frame whose tag the standby has acknowledged.
+    fn release(&mut self, watermark: u64) {
+        while self.held.front().is_some_and(|(t, _)| *t <= watermark) {
+            if let Some((_, m)) = self.held.pop_front() {
+                self.send_now(m);
+            }
+        }
+    }
+
     fn flush(&mut self) {
         if self.out.is_empty() {
             return;
@@ -103,9 +199,10 @@ impl FrameSink for MbufSink<'_> {
             // Nothing to send (the builder declined); the mbuf goes back to the pool.
             return true;
         }
-        if let Err(m) = self.out.push(m) {
-            self.flush();
-            let _ = self.out.push(m);
+        if self.hold {
+            self.pending.push(m);
+        } else {
+            self.send_now(m);
         }
         true
     }
@@ -115,15 +212,74 @@ impl FrameSink for MbufSink<'_> {
 pub fn run_worker(mut w: Worker) -> i32 {
     let clock = Clock::new();
     let mut stack = Stack::new(w.stack_cfg.clone(), clock.now());
+    let mut repl = w.repl.take();
+    let (watermark, snapshot_req, held_gauge) = match &repl {
+        Some(r) => (Some(r.watermark.clone()), Some(r.snapshot_req.clone()), Some(r.held.clone())),
+        None => (None, None, None),
+    };
+    if let Some(r) = repl.take() {
+        stack.set_replicator(r.replicator);
+    }
+    let hold = watermark.is_some();
+    let mut snapshot_token = snapshot_req.as_ref().map(|s| s.load(Ordering::Acquire)).unwrap_or(0);
+    stack.set_active(w.role.active.load(Ordering::Acquire));
     let mut rx = MbufBurst::new();
     let mut empty_polls: u32 = 0;
     let mut last_publish = clock.now();
     let burst = w.burst.clamp(1, flowtwin_ffi::BURST_MAX);
-    let mut sink = MbufSink { pool: &w.pool, tx: &mut w.tx, out: MbufBurst::new(), no_mbuf: 0, tx_full: 0, sent: 0 };
+    let mut sink = MbufSink {
+        pool: &w.pool,
+        tx: &mut w.tx,
+        out: MbufBurst::new(),
+        no_mbuf: 0,
+        tx_full: 0,
+        sent: 0,
+        hold,
+        pending: Vec::with_capacity(if hold { 1024 } else { 0 }),
+        held: VecDeque::with_capacity(if hold { 4096 } else { 0 }),
+    };
+    let me = w.index;
     while !w.stop.load(Ordering::Relaxed) {
+        let now = clock.now();
+        // Role changes: a takeover hands us replicas; install them, announce the VIPs, and
+        // answer traffic from now on. (Acquire pairs with RoleShared::take_over's Release.)
+        if w.role.takeover_pending.get(me).is_some_and(|p| p.swap(false, Ordering::Acquire)) {
+            let flows = w.role.takeover.get(me).and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).take()).unwrap_or_default();
+            let (mut ok, mut lost) = (0u64, 0u64);
+            stack.set_active(true);
+            stack.set_grace_until(now + TAKEOVER_GRACE);
+            // The announcement goes first and is not held: it carries no flow state.
+            let was = std::mem::replace(&mut sink.hold, false);
+            stack.announce(&mut sink);
+            sink.flush();
+            sink.hold = was;
+            for f in flows {
+                if stack.install(now, f, &mut sink) {
+                    ok += 1;
+                } else {
+                    lost += 1;
+                }
+            }
+            sink.commit(stack.commit_tag());
+            w.role.flows_resumed.fetch_add(ok, Ordering::Relaxed);
+            w.role.flows_abandoned.fetch_add(lost, Ordering::Relaxed);
+            w.role.takeover_done_us.store(now.0, Ordering::Relaxed);
+        } else if !stack.is_active() && w.role.active.load(Ordering::Relaxed) {
+            stack.set_active(true);
+        } else if stack.is_active() && !w.role.active.load(Ordering::Relaxed) {
+            // Fenced or demoted: stop answering (failback hands the flows to the peer).
+            stack.set_active(false);
+        }
+        if let Some(req) = &snapshot_req {
+            let t = req.load(Ordering::Acquire);
+            if t != snapshot_token {
+                snapshot_token = t;
+                stack.request_snapshot(t);
+            }
+        }
+
         let n = w.rx.rx_burst(&mut rx);
         let _ = burst;
-        let now = clock.now();
         for i in 0..n {
             rx.prefetch(i + 1);
             if !rx.is_contiguous(i) {
@@ -131,20 +287,33 @@ pub fn run_worker(mut w: Worker) -> i32 {
                 continue;
             }
             stack.process(now, rx.data(i), &mut sink);
+            if hold {
+                sink.commit(stack.commit_tag());
+            }
         }
         rx.clear();
         stack.poll(now, &mut sink);
+        if let Some(wm) = &watermark {
+            stack.replication_tick();
+            sink.commit(stack.commit_tag());
+            // Acquire: pairs with the sync core's Release store after the standby's ack.
+            sink.release(wm.load(Ordering::Acquire));
+        }
         sink.flush();
 
         if now.0.saturating_sub(last_publish.0) >= 1000 {
             last_publish = now;
+            if let Some(h) = &held_gauge {
+                h.store((sink.held.len() + sink.pending.len()) as u64, Ordering::Relaxed);
+            }
             let c = stack.counters_mut();
             c.drops[Drop::TxNoMbuf as usize] += std::mem::take(&mut sink.no_mbuf);
             c.drops[Drop::TxFull as usize] += std::mem::take(&mut sink.tx_full);
             w.counters.publish(c);
         }
 
-        if n > 0 || !w.idle.enabled {
+        let waiting = !sink.held.is_empty() || !sink.pending.is_empty();
+        if n > 0 || !w.idle.enabled || waiting {
             empty_polls = 0;
             continue;
         }
@@ -163,10 +332,13 @@ pub fn run_worker(mut w: Worker) -> i32 {
         }
     }
     sink.flush();
+    // Held frames are dropped at shutdown (their mbufs return to the pool): the standby, if
+    // any, will send them after its takeover.
+    sink.held.clear();
+    sink.pending.clear();
     let c = stack.counters_mut();
     c.drops[Drop::TxNoMbuf as usize] += sink.no_mbuf;
     c.drops[Drop::TxFull as usize] += sink.tx_full;
     w.counters.publish(c);
-    let _ = w.index;
     0
 }
