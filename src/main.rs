@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod ctl;
 mod metrics;
 mod run;
 
@@ -32,6 +33,18 @@ enum Cmd {
         /// The config file.
         #[arg(long, short)]
         config: std::path::PathBuf,
+    },
+    /// Talk to a running engine through its control socket.
+    ///
+    /// Commands: status (role, epoch, peer, in_sync, lag, held outputs, takeovers), takeover
+    /// (standby: take the VIPs now), failback (active: hand back once the peer is in sync),
+    /// flows (per worker and state). Prints the engine's JSON reply.
+    Ctl {
+        /// The engine's control socket (`[sync] control` in its config).
+        #[arg(long, short, default_value = "/run/flowtwin/flowtwin.sock")]
+        socket: std::path::PathBuf,
+        /// status | takeover | failback | flows
+        command: String,
     },
     /// Validate a config file without starting anything; errors name the offending key.
     CheckConfig {
@@ -95,6 +108,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Run { config } => config::Config::load(&config).and_then(|c| run::run(c, stop_flag())),
+        Cmd::Ctl { socket, command } => ctl::request(&socket, &command).and_then(|r| {
+            println!("{r}");
+            if r.starts_with("{\"error\"") {
+                Err("the engine refused the command (see the reply above)".into())
+            } else {
+                Ok(())
+            }
+        }),
         Cmd::CheckConfig { config } => config::Config::load(&config).and_then(|c| {
             run::stack_config(&c)?;
             println!("{}: ok", config.display());

@@ -599,7 +599,9 @@ impl Stack {
         if ip.ttl() == 0 {
             return self.counters.drop(Drop::BadTtl);
         }
-        if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || src.is_loopback() {
+        // A source that is one of our own addresses is a LAND attack or a loop: answering it
+        // would send frames to ourselves through the client's MAC.
+        if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || src.is_loopback() || self.vip_mac(src).is_some() {
             return self.counters.drop(Drop::BadSourceAddress);
         }
         match ip.protocol() {

@@ -281,6 +281,11 @@ fn src_loopback() -> Vec<u8> {
     src_ip(Ipv4Addr::new(127, 0, 0, 1))
 }
 
+/// LAND: a SYN from the VIP to the VIP (source = destination).
+fn src_is_vip() -> Vec<u8> {
+    src_ip(VIP)
+}
+
 fn src_multicast() -> Vec<u8> {
     src_ip(Ipv4Addr::new(224, 0, 0, 5))
 }
@@ -527,6 +532,7 @@ static CASES: &[Case] = &[
     case("source 0.0.0.0 -> BadSourceAddress", src_zero, D(Drop::BadSourceAddress), nothing),
     case("source 127.0.0.1 -> BadSourceAddress", src_loopback, D(Drop::BadSourceAddress), nothing),
     case("source multicast -> BadSourceAddress", src_multicast, D(Drop::BadSourceAddress), nothing),
+    case("source is our VIP (LAND) -> BadSourceAddress", src_is_vip, D(Drop::BadSourceAddress), nothing),
     case("UDP to the VIP -> OtherProtocol", udp_to_vip, D(Drop::OtherProtocol), nothing),
     // TCP header / checksum
     case("bad TCP checksum -> BadTcpChecksum", bad_tcp_checksum, D(Drop::BadTcpChecksum), nothing),

@@ -1,0 +1,575 @@
+#!/usr/bin/env bash
+# tests/e2e/interop.sh — issue-3 interop suite: the real engine against the Linux client stack.
+#
+#   tests/e2e/interop.sh [--only NAME[,NAME...]] [--keep-logs] [--list]
+#
+# Brings the rig up (scripts/topology up), builds nothing (expects target/release/flowtwin;
+# FLOWTWIN=path overrides), starts the engine in the engine namespace, waits until the VIP
+# answers ping, then runs named checks, each printing `PASS name (details)` or
+# `FAIL name (reason)`, and at the end exactly one line `N passed, M failed` (exit 1 if any
+# failed). A trap always stops the engine and runs `scripts/topology down`.
+#
+# Checks (in order; --only takes names or shell globs, e.g. --only 'netem_*'):
+#   ping             ping -c 3 from the client namespace
+#   curl             curl /gen/1024, /gen/1048576, /gen/104857600, sha256 vs tests/e2e/gen.py
+#   keepalive        64 concurrent keep-alive clients, several GETs each, byte-exact
+#   echo             50 MB echo, byte-exact
+#   netem_loss       downloads (1 MB, 20 MB), keep-alive, echo 20 MB under client-side loss 1%
+#   netem_reorder    ... under delay 5ms reorder 25% 50%
+#   netem_duplicate  ... under duplicate 2%
+#   barrage          all barrage.py categories while a rate-limited 100 MB download and
+#                    keep-alive clients run; engine survives; drop counters moved
+#   synflood         3000 SYNs from random source ports during a download; engine counts them
+#   partial_csum     TX checksum offload on (c0 and switch port swa) -> connection fails,
+#                    partial_tcp_checksum moves; offload off again -> download works
+#   sigterm          SIGTERM -> exit 0 within 2 s with the final statistics line
+#   no_rst_<phase>   (check 6) rstcount.py in the client namespace during curl, keepalive, echo,
+#                    netem_*, barrage, synflood: no RST from the VIP to a client-kernel port
+#
+# FT_AF_PACKET_ARGS (default qpairs=1,framecnt=4096: the 512-frame default ring drops
+# silently under load, and DPDK 22.11 af_packet does not count those drops) sets af_packet vdev devargs, e.g. qpairs=1,framecnt=4096.
+# Netem: the client side gets `tc qdisc add dev c0 root netem ...`; on a kernel without
+# sch_netem the same spec is applied by tests/e2e/uem.py (userspace netem on c0's egress).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+E2E=$ROOT/tests/e2e
+TOPO=$ROOT/scripts/topology
+FT_PROG=interop
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+
+ALL_CHECKS=(ping curl keepalive echo netem_loss netem_reorder netem_duplicate barrage synflood partial_csum sigterm)
+ONLY=""
+KEEP_LOGS=0
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --only) ONLY=${2:?--only needs a name}; shift 2 ;;
+    --only=*) ONLY=${1#--only=}; shift ;;
+    --keep-logs) KEEP_LOGS=1; shift ;;
+    --list) printf '%s\n' "${ALL_CHECKS[@]}"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "interop.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+ft_require_root
+
+PY=${PYTHON:-python3}
+export PYTHONDONTWRITEBYTECODE=1
+BIN=${FLOWTWIN:-$ROOT/target/release/flowtwin}
+[[ -x $BIN ]] || { echo "interop.sh: $BIN not found: run cargo build --release" >&2; exit 2; }
+TMP=$(mktemp -d /tmp/ft-interop.XXXXXX)
+ENGINE_PID=""
+BG_PIDS=()
+UEM_PID=""
+PASSED=0
+FAILED=0
+T_START=$(date +%s.%N)
+
+# ------------------------------------------------------------------ plumbing
+cleanup() {
+  local rc=$?
+  set +e
+  local p
+  for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  [[ -n $UEM_PID ]] && kill -TERM "$UEM_PID" 2>/dev/null
+  if [[ -n $ENGINE_PID ]] && kill -0 "$ENGINE_PID" 2>/dev/null; then
+    kill -TERM "$ENGINE_PID" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$ENGINE_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$ENGINE_PID" 2>/dev/null
+  fi
+  wait 2>/dev/null
+  ip netns exec "$FT_CLIENT_NS" ethtool -K "$FT_CLIENT_IF" tx off >/dev/null 2>&1
+  ip netns exec "$FT_SW_NS" ethtool -K "$FT_SW_A_IF" tx off >/dev/null 2>&1
+  "$TOPO" down >/dev/null 2>&1
+  if [[ $KEEP_LOGS -eq 1 || $rc -ne 0 ]]; then
+    echo "interop: logs kept in $TMP" >&2
+  else
+    rm -rf "$TMP"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+pass() { PASSED=$((PASSED + 1)); echo "PASS $1 ($2)"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL $1 ($2)"; }
+info() { echo "     $*"; }
+
+selected() { # name — is this check selected by --only?
+  [[ -z $ONLY ]] && return 0
+  local pat
+  IFS=',' read -r -a _pats <<<"$ONLY"
+  for pat in "${_pats[@]}"; do
+    # shellcheck disable=SC2053
+    [[ $1 == $pat ]] && return 0
+  done
+  return 1
+}
+
+# inc/ina are functions: never background them ('inc cmd &' gives the pid of a subshell, and a
+# TERM to it does not reach cmd); background jobs use 'ip netns exec NS cmd &' directly.
+inc() { ip netns exec "$FT_CLIENT_NS" "$@"; }
+ina() { ip netns exec "$FT_A_NS" "$@"; }
+
+snap() { # file — save the engine's metrics
+  ina curl -s --max-time 3 "http://127.0.0.1:9470/metrics" >"$1" 2>/dev/null || : >"$1"
+}
+
+mval() { # file name [label=value] — sum of samples of one metric family (optionally one label)
+  awk -v name="$1" -v lab="${3:-}" '
+    BEGIN { n = 0 }
+    /^#/ { next }
+    {
+      split($1, a, "{"); if (a[1] != name) next
+      if (lab != "") { split(lab, kv, "="); if (index($1, kv[1] "=\"" kv[2] "\"") == 0) next }
+      n += $2
+    }
+    END { printf "%.0f\n", n }' "$2" | sed -n 1p
+}
+# mval is called as: mval NAME FILE [label] — keep the argument order in one place:
+mv() { mval "$2" "$1" "${3:-}"; }   # mv FILE NAME [label=value]
+mdelta() { echo $(( $(mv "$2" "$3" "${4:-}") - $(mv "$1" "$3" "${4:-}") )); }  # mdelta A B NAME [label]
+
+jget() { # file python-expression-on-s — print a value from a one-line JSON file
+  $PY -c 'import json,sys; s=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(eval(sys.argv[2]))' "$1" "$2" 2>/dev/null || echo "?"
+}
+
+client_ok() { # summary.json — all flows completed byte-exact?
+  $PY - "$1" <<'EOF' 2>/dev/null
+import json, sys
+try:
+    s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+except Exception:
+    sys.exit(1)
+sys.exit(0 if s["flows"] > 0 and s["completed_byte_exact"] == s["flows"] and not s["failed"] else 1)
+EOF
+}
+
+client_desc() { # summary.json — short text
+  $PY - "$1" <<'EOF' 2>/dev/null || echo "no summary"
+import json, sys
+s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+mb = s["bytes_total"] / 1e6
+txt = (f"{s['completed_byte_exact']}/{s['flows']} byte-exact, {mb:.1f} MB in {s['duration_s']:.2f}s "
+       f"= {mb / max(s['duration_s'], 1e-9):.1f} MB/s, max_stall {s['max_stall_ms']:.0f}ms "
+       f"(midflow {s['max_midflow_stall_ms']:.0f}ms)")
+if s["failed"]:
+    f = s["failed"][0]
+    txt += f"; first failure: flow {f['flow']}: {f['error']}"
+print(txt)
+EOF
+}
+
+wait_file() { # file timeout_s
+  local i n=$(( ${2%.*} * 20 ))
+  for ((i = 0; i < n; i++)); do [[ -s $1 ]] && return 0; sleep 0.05; done
+  return 1
+}
+
+# ------------------------------------------------------------------ RST watching (check 6)
+RST_PID=""
+RST_OUT=""
+EPH_LO=32768
+EPH_HI=60999
+rst_start() { # phase
+  RST_OUT=$TMP/rst_$1.json
+  rm -f "$TMP/rst_$1.ready"
+  ip netns exec "$FT_CLIENT_NS" timeout 600 $PY "$E2E/rstcount.py" --keep 100000 --duration 590 --ready-file "$TMP/rst_$1.ready" \
+    >"$RST_OUT" 2>"$TMP/rst_$1.err" &
+  RST_PID=$!
+  BG_PIDS+=("$RST_PID")
+  wait_file "$TMP/rst_$1.ready" 5 || info "rstcount did not start for $1"
+}
+rst_stop() { # phase [tolerated] — PASS/FAIL no_rst_<phase>: RSTs from the VIP to client-kernel ports
+  local phase=$1 tol=${2:-0}
+  [[ -n $RST_PID ]] || return 0
+  sleep 0.3   # RSTs provoked by the last segments of the phase
+  kill -TERM "$RST_PID" 2>/dev/null || true
+  wait "$RST_PID" 2>/dev/null || true
+  RST_PID=""
+  local res
+  res=$($PY - "$RST_OUT" "$FT_VIP" "$EPH_LO" "$EPH_HI" <<'EOF' 2>&1
+import json, sys
+try:
+    s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+except Exception as e:
+    print(f"ERR no rstcount output ({e})"); sys.exit(0)
+vip, lo, hi = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ins = [r for r in s["first"] if r["dir"] == "in" and r["src"].split(":")[0] == vip]
+live = [r for r in ins if lo <= int(r["dst"].split(":")[1]) <= hi]
+other = len(ins) - len(live)
+print(f"{len(live)} {other} {s['rst_out']} {s['kernel_drops']} " + json.dumps(live[:3]))
+EOF
+)
+  if [[ $res == ERR* ]]; then fail "no_rst_$phase" "${res#ERR }"; return; fi
+  local live other out drops sample
+  read -r live other out drops sample <<<"$res"
+  local det="rst from VIP to client ports: $live; to crafted ports(>=61000): $other; client kernel sent $out; capture drops $drops"
+  if [[ $live -eq 0 && $drops == 0 ]]; then
+    pass "no_rst_$phase" "$det"
+  elif [[ $live -le $tol && $drops == 0 ]]; then
+    pass "no_rst_$phase" "$det; tolerated <= $tol: a duplicated final ACK reaching a closed flow is answered with RST, as Linux does"
+  elif [[ $live -le $tol ]]; then
+    fail "no_rst_$phase" "capture dropped frames: $det"
+  else
+    fail "no_rst_$phase" "$det; e.g. $sample"
+  fi
+}
+
+# ------------------------------------------------------------------ netem (client side)
+NETEM_KIND=""
+netem_on() { # spec...
+  if inc tc qdisc add dev "$FT_CLIENT_IF" root netem "$@" 2>"$TMP/netem.err"; then
+    NETEM_KIND=tc
+    return 0
+  fi
+  if grep -q "qdisc kind is unknown" "$TMP/netem.err"; then
+    NETEM_KIND=uem
+    rm -f "$TMP/uem.ready"
+    ip netns exec "$FT_CLIENT_NS" timeout 300 $PY "$E2E/uem.py" --duration 280 --ready-file "$TMP/uem.ready" "$@" \
+      >"$TMP/uem.out" 2>"$TMP/uem.err" &
+    UEM_PID=$!
+    wait_file "$TMP/uem.ready" 10 && return 0
+    info "uem.py did not start: $(tail -3 "$TMP/uem.err")"
+    return 1
+  fi
+  info "tc netem failed: $(cat "$TMP/netem.err")"
+  return 1
+}
+netem_off() {
+  if [[ $NETEM_KIND == tc ]]; then
+    inc tc qdisc del dev "$FT_CLIENT_IF" root 2>/dev/null || true
+  elif [[ $NETEM_KIND == uem && -n $UEM_PID ]]; then
+    kill -TERM "$UEM_PID" 2>/dev/null || true
+    wait "$UEM_PID" 2>/dev/null || true
+    UEM_PID=""
+    info "userspace netem (no sch_netem in this kernel): $(tail -1 "$TMP/uem.out" 2>/dev/null)"
+  fi
+  NETEM_KIND=""
+}
+
+# ------------------------------------------------------------------ engine
+write_config() {
+  local eal_mem=()
+  read -r -a eal_mem <<<"$FT_EAL_MEM_ARGS"
+  local args='"-l", "0-1"'
+  local a
+  for a in "${eal_mem[@]}"; do args+=", \"$a\""; done
+  args+=", \"--no-pci\", \"--file-prefix\", \"ftinterop\", \"--vdev\", \"net_af_packet0,iface=$FT_A_IF,${FT_AF_PACKET_ARGS:-qpairs=1,framecnt=4096}\", \"--log-level\", \"warning\""
+  cat >"$TMP/engine.toml" <<EOF
+[eal]
+args = [$args]
+[[port]]
+name = "net_af_packet0"
+[[vip]]
+addr = "$FT_VIP"
+vrid = 1
+[[service]]
+vip = "$FT_VIP"
+port = 80
+kind = "object"
+[[service]]
+vip = "$FT_VIP"
+port = 7
+kind = "echo"
+EOF
+}
+
+start_engine() {
+  write_config
+  "$BIN" check-config -c "$TMP/engine.toml" >/dev/null
+  ip netns exec "$FT_A_NS" "$BIN" run -c "$TMP/engine.toml" >"$TMP/engine.log" 2>&1 &
+  ENGINE_PID=$!
+  local i
+  for i in $(seq 1 60); do
+    kill -0 "$ENGINE_PID" 2>/dev/null || { echo "interop: engine exited:"; tail -20 "$TMP/engine.log"; return 1; }
+    if inc ping -c 1 -W 0.5 "$FT_VIP" >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.25
+  done
+  echo "interop: engine does not answer ping after 15 s"; tail -20 "$TMP/engine.log"
+  return 1
+}
+
+engine_alive() { [[ -n $ENGINE_PID ]] && kill -0 "$ENGINE_PID" 2>/dev/null; }
+
+# ------------------------------------------------------------------ checks
+check_ping() {
+  local out
+  if out=$(inc ping -c 3 -i 0.2 -W 1 "$FT_VIP" 2>&1) && grep -q " 3 received" <<<"$out"; then
+    pass ping "$(grep -o 'rtt.*' <<<"$out")"
+  else
+    fail ping "$(grep -E 'transmitted|rtt' <<<"$out" | tr '\n' ' ')"
+  fi
+}
+
+curl_one() { # size -> prints "ok <MB/s>" or "bad <reason>"
+  local n=$1 want got w
+  want=$($PY "$E2E/gen.py" "$n")
+  w=$({ inc curl -s -S --noproxy '*' --http1.1 --max-time 60 -o - -w '%{stderr}%{http_code} %{size_download} %{speed_download}' \
+        "http://$FT_VIP/gen/$n" | sha256sum >"$TMP/curl_$n.sha"; } 2>&1) || true
+  got=$(awk '{print $1}' "$TMP/curl_$n.sha")
+  local code size speed
+  read -r code size speed <<<"$w"
+  if [[ $code == 200 && $size == "$n" && $got == "$want" ]]; then
+    echo "ok $(awk -v s="$speed" 'BEGIN{printf "%.1f", s/1e6}')"
+  else
+    echo "bad code=$code size=$size sha=${got:0:12} want=${want:0:12} ${w:0:120}"
+  fi
+}
+
+check_curl() {
+  rst_start curl
+  local n r ok=1 det=""
+  for n in 1024 1048576 104857600; do
+    r=$(curl_one "$n")
+    if [[ $r == ok* ]]; then det+="$n: ${r#ok } MB/s; "; else ok=0; det+="$n: ${r#bad }; "; fi
+  done
+  if [[ $ok -eq 1 ]]; then pass curl "sha256 ok; ${det%; }"; else fail curl "${det%; }"; fi
+  rst_stop curl
+}
+
+run_clients() { # out timeout args... — clients.py in the client namespace
+  local out=$1 to=$2; shift 2
+  inc timeout "$to" $PY "$E2E/clients.py" "$@" --no-events >"$out" 2>"$out.err" || true
+}
+
+check_keepalive() {
+  rst_start keepalive
+  snap "$TMP/m_ka_a"
+  run_clients "$TMP/ka.json" 90 keepalive -k 64 -m 6 --gen 1024 --gen 65536 --gen 1048576 --timeout 60
+  snap "$TMP/m_ka_b"
+  local c="engine retransmits +$(mdelta "$TMP/m_ka_a" "$TMP/m_ka_b" flowtwin_retransmits_total), out_of_window +$(mdelta "$TMP/m_ka_a" "$TMP/m_ka_b" flowtwin_out_of_window_total), client SYN retransmits +$(inc nstat -az TcpExtTCPSynRetrans 2>/dev/null | awk '/TcpExtTCPSynRetrans/{print $2}')"
+  if client_ok "$TMP/ka.json"; then pass keepalive "64 clients x 6 GETs: $(client_desc "$TMP/ka.json"); $c"
+  else fail keepalive "$(client_desc "$TMP/ka.json") $(tail -c 200 "$TMP/ka.json.err")"; fi
+  rst_stop keepalive
+}
+
+check_echo() {
+  rst_start echo
+  run_clients "$TMP/echo.json" 90 echo -n 1 --mbytes 50 --chunk 65536 --timeout 60
+  if client_ok "$TMP/echo.json"; then pass echo "50 MB: $(client_desc "$TMP/echo.json")"
+  else fail echo "$(client_desc "$TMP/echo.json") $(tail -c 200 "$TMP/echo.json.err")"; fi
+  rst_stop echo
+}
+
+check_netem() { # name spec...
+  local name=$1; shift
+  rst_start "$name"
+  snap "$TMP/m_${name}_a"
+  if ! netem_on "$@"; then
+    fail "$name" "could not apply netem $*"
+    rst_stop "$name"
+    return
+  fi
+  local ok=1 det="" f
+  run_clients "$TMP/${name}_dl1.json" 60 download -n 1 --mode curl --gen 1048576 --timeout 45
+  run_clients "$TMP/${name}_dl20.json" 120 download -n 1 --mode curl --gen 20000000 --timeout 90
+  run_clients "$TMP/${name}_ka.json" 120 keepalive -k 16 -m 4 --gen 1024 --gen 262144 --timeout 90
+  run_clients "$TMP/${name}_echo.json" 120 echo -n 1 --mbytes 20 --chunk 65536 --timeout 90
+  netem_off
+  snap "$TMP/m_${name}_b"
+  for f in dl1 dl20 ka echo; do
+    if client_ok "$TMP/${name}_$f.json"; then det+="$f ok ($(client_desc "$TMP/${name}_$f.json" | sed 's/ byte-exact//')); "
+    else ok=0; det+="$f FAILED ($(client_desc "$TMP/${name}_$f.json")); "; fi
+  done
+  local A=$TMP/m_${name}_a B=$TMP/m_${name}_b
+  local ctr="engine: retransmits +$(mdelta "$A" "$B" flowtwin_retransmits_total), fast_retransmits +$(mdelta "$A" "$B" flowtwin_fast_retransmits_total), out_of_order_segments +$(mdelta "$A" "$B" flowtwin_out_of_order_segments_total), out_of_window +$(mdelta "$A" "$B" flowtwin_out_of_window_total), tcp_rejected +$(mdelta "$A" "$B" flowtwin_drops_total reason=tcp_rejected), rst_sent +$(mdelta "$A" "$B" flowtwin_rst_sent_total)"
+  if [[ $ok -eq 1 ]]; then pass "$name" "netem '$*': ${det}${ctr}"; else fail "$name" "netem '$*': ${det}${ctr}"; fi
+  # Under 'duplicate', a copy of a connection's last ACK can arrive after the engine closed the
+  # flow: the RST it gets is correct. Tolerate at most one per connection of the phase (19).
+  if [[ $name == netem_duplicate ]]; then rst_stop "$name" 19; else rst_stop "$name"; fi
+}
+
+vip_mac() { # the VIP's MAC as the client learned it
+  inc ip neigh show "$FT_VIP" dev "$FT_CLIENT_IF" | awk '{for(i=1;i<=NF;i++) if($i=="lladdr") print $(i+1)}' | head -1
+}
+
+check_barrage() {
+  rst_start barrage
+  snap "$TMP/m_bar_a"
+  # a ~10 s download and keep-alive clients that run through the barrage
+  ip netns exec "$FT_CLIENT_NS" timeout 60 $PY "$E2E/clients.py" download -n 1 --gen 104857600 --rate 10000000 --timeout 45 \
+    --no-events --ready-file "$TMP/bar_dl.ready" >"$TMP/bar_dl.json" 2>"$TMP/bar_dl.err" &
+  local dl=$!
+  ip netns exec "$FT_CLIENT_NS" timeout 60 $PY "$E2E/clients.py" keepalive -k 8 -m 20 --gen 262144 --rate 500000 --timeout 45 \
+    --no-events --ready-file "$TMP/bar_ka.ready" >"$TMP/bar_ka.json" 2>"$TMP/bar_ka.err" &
+  local ka=$!
+  BG_PIDS+=("$dl" "$ka")
+  wait_file "$TMP/bar_dl.ready" 10 || true
+  wait_file "$TMP/bar_ka.ready" 10 || true
+  local mac
+  mac=$(vip_mac)
+  inc timeout 60 $PY "$E2E/barrage.py" --categories all --count 100 --rate 2000 ${mac:+--dst-mac "$mac"} \
+    >"$TMP/barrage.json" 2>"$TMP/barrage.err" || true
+  wait "$dl" 2>/dev/null || true
+  wait "$ka" 2>/dev/null || true
+  sleep 0.2
+  snap "$TMP/m_bar_b"
+  local ok=1 det=""
+  local sent
+  sent=$(jget "$TMP/barrage.json" 's["total_sent"]')
+  [[ $sent =~ ^[0-9]+$ && $sent -gt 0 ]] || { ok=0; det+="barrage sent nothing ($(tail -c 200 "$TMP/barrage.err")); "; }
+  det+="barrage frames $sent; "
+  if engine_alive; then det+="engine up; "; else ok=0; det+="ENGINE DIED; "; fi
+  if inc ping -c 2 -i 0.2 -W 1 "$FT_VIP" >/dev/null 2>&1; then det+="ping ok; "; else ok=0; det+="ping FAILED; "; fi
+  local r
+  r=$(curl_one 1048576)
+  if [[ $r == ok* ]]; then det+="fresh 1 MB download ok; "; else ok=0; det+="fresh download FAILED (${r#bad }); "; fi
+  if client_ok "$TMP/bar_dl.json"; then det+="running 100 MB download byte-exact ($(jget "$TMP/bar_dl.json" 's["duration_s"]')s, max_stall $(jget "$TMP/bar_dl.json" 's["max_stall_ms"]')ms); "
+  else ok=0; det+="running download FAILED ($(client_desc "$TMP/bar_dl.json")); "; fi
+  if client_ok "$TMP/bar_ka.json"; then det+="keep-alive 8x20 byte-exact; "
+  else ok=0; det+="keep-alive FAILED ($(client_desc "$TMP/bar_ka.json")); "; fi
+  local A=$TMP/m_bar_a B=$TMP/m_bar_b reason d moved="" still=""
+  for reason in bad_ipv4_checksum bad_tcp_checksum bad_ipv4_header bad_tcp_header ipv4_options \
+                bad_ttl not_our_ip other_ethertype other_protocol bad_arp bad_syn no_service; do
+    d=$(mdelta "$A" "$B" flowtwin_drops_total "reason=$reason")
+    if [[ $d -gt 0 ]]; then moved+="$reason+$d "; else still+="$reason "; fi
+  done
+  det+="drops moved: ${moved% }"
+  # Not required: ipv4_fragment cannot move on this rig (DPDK's af_packet PMD joins a PACKET_FANOUT
+  # group with FLAG_DEFRAG, so the kernel reassembles or holds fragments before the engine sees
+  # them); bad_source_address (barrage 'addr' uses the /24 broadcast and the VIP itself, which
+  # the engine does not treat as bad sources). Reported for information.
+  det+="; (info: ipv4_fragment +$(mdelta "$A" "$B" flowtwin_drops_total reason=ipv4_fragment), bad_source_address +$(mdelta "$A" "$B" flowtwin_drops_total reason=bad_source_address))"
+  [[ -z $still ]] || { ok=0; det+="; drop counters that did NOT move: ${still% }"; }
+  if [[ $ok -eq 1 ]]; then pass barrage "$det"; else fail barrage "$det"; fi
+  rst_stop barrage
+}
+
+check_synflood() {
+  rst_start synflood
+  snap "$TMP/m_syn_a"
+  ip netns exec "$FT_CLIENT_NS" timeout 60 $PY "$E2E/clients.py" download -n 1 --gen 104857600 --rate 25000000 --timeout 40 \
+    --no-events --ready-file "$TMP/syn_dl.ready" >"$TMP/syn_dl.json" 2>"$TMP/syn_dl.err" &
+  local dl=$!
+  BG_PIDS+=("$dl")
+  wait_file "$TMP/syn_dl.ready" 10 || true
+  inc timeout 30 $PY "$E2E/synflood.py" --count 3000 --rate 20000 >"$TMP/syn.json" 2>"$TMP/syn.err" || true
+  wait "$dl" 2>/dev/null || true
+  sleep 0.3
+  snap "$TMP/m_syn_b"
+  local ok=1 det="" sent uniq A=$TMP/m_syn_a B=$TMP/m_syn_b
+  sent=$(jget "$TMP/syn.json" 's["sent"]')
+  uniq=$(jget "$TMP/syn.json" 's["unique_sports"]')
+  local opened full bad rsta
+  opened=$(mdelta "$A" "$B" flowtwin_flows_opened_total)
+  full=$(mdelta "$A" "$B" flowtwin_drops_total reason=flow_table_full)
+  bad=$(mdelta "$A" "$B" flowtwin_drops_total reason=bad_syn)
+  rsta=$(mdelta "$A" "$B" flowtwin_rst_accepted_total)
+  det+="sent $sent SYNs ($uniq distinct ports); engine flows_opened +$opened, flow_table_full +$full, bad_syn +$bad, rst_accepted +$rsta; "
+  if [[ ! $sent =~ ^[0-9]+$ || $sent -lt 1000 ]]; then ok=0; det+="synflood did not send ($(tail -c 200 "$TMP/syn.err")); "
+  elif [[ $((opened + full)) -lt $((uniq * 9 / 10)) ]]; then ok=0; det+="engine counted fewer SYNs than 90% of distinct ports; "; fi
+  if client_ok "$TMP/syn_dl.json"; then det+="download during flood byte-exact ($(client_desc "$TMP/syn_dl.json" | sed 's/.*max_stall/max_stall/'))"
+  else ok=0; det+="download FAILED ($(client_desc "$TMP/syn_dl.json"))"; fi
+  engine_alive || { ok=0; det+="; ENGINE DIED"; }
+  if [[ $ok -eq 1 ]]; then pass synflood "$det"; else fail synflood "$det"; fi
+  rst_stop synflood
+}
+
+check_partial_csum() {
+  snap "$TMP/m_pc_a"
+  # c0 with TX checksum offload emits CHECKSUM_PARTIAL skbs; the bridge would complete the sum when
+  # forwarding out of swa (offload off there), so swa (switch port toward the engine) gets it too.
+  if ! inc ethtool -K "$FT_CLIENT_IF" tx on >/dev/null 2>&1 || \
+     ! inc ethtool -k "$FT_CLIENT_IF" | grep -q '^tx-checksumming: on' || \
+     ! ip netns exec "$FT_SW_NS" ethtool -K "$FT_SW_A_IF" tx on >/dev/null 2>&1; then
+    fail partial_csum "cannot turn TX checksum offload on for $FT_CLIENT_IF/$FT_SW_A_IF"
+    inc ethtool -K "$FT_CLIENT_IF" tx off >/dev/null 2>&1 || true
+    ip netns exec "$FT_SW_NS" ethtool -K "$FT_SW_A_IF" tx off >/dev/null 2>&1 || true
+    return
+  fi
+  local rc=0 out
+  out=$(inc curl -s -S --noproxy '*' --http1.1 --connect-timeout 2 --max-time 3 -o /dev/null \
+        -w '%{http_code}' "http://$FT_VIP/gen/1024" 2>&1) || rc=$?
+  inc ethtool -K "$FT_CLIENT_IF" tx off >/dev/null 2>&1 || true
+  ip netns exec "$FT_SW_NS" ethtool -K "$FT_SW_A_IF" tx off >/dev/null 2>&1 || true
+  local off_ok=1
+  inc ethtool -k "$FT_CLIENT_IF" | grep -q '^tx-checksumming: off' || off_ok=0
+  ip netns exec "$FT_SW_NS" ethtool -k "$FT_SW_A_IF" | grep -q '^tx-checksumming: off' || off_ok=0
+  sleep 0.1
+  snap "$TMP/m_pc_b"
+  local d
+  d=$(mdelta "$TMP/m_pc_a" "$TMP/m_pc_b" flowtwin_drops_total reason=partial_tcp_checksum)
+  local det="curl with offload on: rc=$rc out='${out:0:60}'; partial_tcp_checksum +$d"
+  if [[ $rc -ne 0 && $d -gt 0 && $off_ok -eq 1 ]]; then
+    # and the client works again with offload off
+    local r
+    r=$(curl_one 1024)
+    if [[ $r == ok* ]]; then pass partial_csum "$det; offload off again, download ok"
+    else fail partial_csum "$det; after offload off download failed: ${r#bad }"; fi
+  else
+    fail partial_csum "$det (want: connection fails, counter moves, offload back off: $off_ok)"
+  fi
+}
+
+check_sigterm() {
+  if ! engine_alive; then fail sigterm "engine not running"; return; fi
+  local t0 t1 rc=0 ms
+  t0=$(date +%s%N)
+  kill -TERM "$ENGINE_PID"
+  local i
+  for i in $(seq 1 100); do kill -0 "$ENGINE_PID" 2>/dev/null || break; sleep 0.02; done
+  t1=$(date +%s%N)
+  ms=$(( (t1 - t0) / 1000000 ))
+  if kill -0 "$ENGINE_PID" 2>/dev/null; then
+    fail sigterm "still running ${ms} ms after SIGTERM"
+    return
+  fi
+  wait "$ENGINE_PID" || rc=$?
+  ENGINE_PID=""
+  local line
+  line=$(grep -m1 '^flowtwin: drops:' "$TMP/engine.log" || true)
+  if [[ $rc -eq 0 && $ms -le 2000 && -n $line ]]; then
+    pass sigterm "exit 0 after ${ms} ms; ${line:0:160}"
+  else
+    fail sigterm "rc=$rc after ${ms} ms; stats line: '${line:0:80}'; log tail: $(tail -3 "$TMP/engine.log" | tr '\n' ' ')"
+  fi
+}
+
+# ------------------------------------------------------------------ main
+"$TOPO" down >/dev/null 2>&1 || true
+"$TOPO" up >"$TMP/topology.log" 2>&1 || { cat "$TMP/topology.log"; echo "0 passed, 1 failed"; exit 1; }
+eval "$("$TOPO" env)"
+if inc test -r /proc/sys/net/ipv4/ip_local_port_range; then
+  read -r EPH_LO EPH_HI < <(inc cat /proc/sys/net/ipv4/ip_local_port_range)
+fi
+if ! start_engine; then
+  fail engine_start "engine did not come up (log: $TMP/engine.log)"
+  echo "$PASSED passed, $FAILED failed"
+  exit 1
+fi
+info "engine up (pid $ENGINE_PID, EAL memory: $FT_EAL_MEM_ARGS); $(grep -m1 'serving VIP' "$TMP/engine.log")"
+
+run() { # name function args...
+  local name=$1; shift
+  selected "$name" || return 0
+  local t0=$SECONDS
+  if ! engine_alive && [[ $name != sigterm ]]; then
+    fail "$name" "engine not running"; return 0
+  fi
+  "$@"
+  info "($name took $((SECONDS - t0)) s)"
+}
+
+run ping            check_ping
+run curl            check_curl
+run keepalive       check_keepalive
+run echo            check_echo
+run netem_loss      check_netem netem_loss loss 1%
+run netem_reorder   check_netem netem_reorder delay 5ms reorder 25% 50%
+run netem_duplicate check_netem netem_duplicate duplicate 2%
+run barrage         check_barrage
+run synflood        check_synflood
+run partial_csum    check_partial_csum
+run sigterm         check_sigterm
+
+if [[ $PASSED -eq 0 && $FAILED -eq 0 ]]; then
+  echo "interop: --only '$ONLY' matched no check (see --list)" >&2
+  FAILED=1
+fi
+info "total $(awk -v a="$T_START" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", b-a}') s"
+echo "$PASSED passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]
