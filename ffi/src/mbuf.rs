@@ -171,13 +171,23 @@ impl MbufBurst {
     #[inline]
     pub fn prefetch(&self, i: usize) {
         if i < self.len {
-            // SAFETY: computing and prefetching an address inside an owned mbuf; prefetch
-            // never faults.
-            unsafe {
-                let m = self.pkts[i];
-                let p = ((*m).buf_addr as *const u8).add((*m).data_off as usize);
-                sys::ft_prefetch0(p as *const std::ffi::c_void);
+            // SAFETY: slots below len hold owned mbufs.
+            unsafe { prefetch_data(self.pkts[i]) }
+        }
+    }
+
+    /// Run `f` on the writable first-segment bytes of every packet in order, prefetching the
+    /// next packet's data first (testpmd's loop shape: no per-packet index checks).
+    #[inline]
+    pub fn for_each_data_mut(&mut self, mut f: impl FnMut(&mut [u8])) {
+        let pkts = &self.pkts[..self.len];
+        for (i, &m) in pkts.iter().enumerate() {
+            if let Some(&next) = pkts.get(i + 1) {
+                // SAFETY: slots below len hold owned mbufs.
+                unsafe { prefetch_data(next) }
             }
+            // SAFETY: owned mbuf; &mut self gives exclusivity; one slice alive at a time.
+            f(unsafe { seg_data_mut(m) })
         }
     }
 
@@ -236,7 +246,9 @@ impl MbufBurst {
     pub(crate) fn consume_front(&mut self, n: usize) {
         debug_assert!(n <= self.len);
         let n = n.min(self.len);
-        self.pkts.copy_within(n..self.len, 0);
+        if n < self.len {
+            self.pkts.copy_within(n..self.len, 0);
+        }
         self.len -= n;
     }
 
@@ -280,6 +292,19 @@ impl Drop for MbufBurst {
 
 // --- single-segment accessors over a raw mbuf pointer -------------------------------------
 // Callers guarantee `m` points to a live mbuf they own (exclusively, for the _mut ones).
+
+/// Prefetch an mbuf's packet data into L1 (inline: no call into the C shim).
+#[inline(always)]
+unsafe fn prefetch_data(m: *const sys::rte_mbuf) {
+    // SAFETY: computing an address inside a live mbuf; prefetch never faults.
+    unsafe {
+        let p = ((*m).buf_addr as *const u8).add((*m).data_off as usize);
+        #[cfg(target_arch = "x86_64")]
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
+        #[cfg(not(target_arch = "x86_64"))]
+        sys::ft_prefetch0(p as *const std::ffi::c_void);
+    }
+}
 
 #[inline]
 unsafe fn seg_data<'a>(m: *const sys::rte_mbuf) -> &'a [u8] {
