@@ -29,6 +29,63 @@ pub struct Config {
     pub tcp: TcpSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// Replication to a hot standby (omit for a stand-alone engine).
+    pub sync: Option<SyncSection>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncRole {
+    Active,
+    Standby,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    Strict,
+    Async,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    /// This engine's id (distinct from the peer's).
+    pub node_id: u32,
+    /// Initial preference; an engine that finds an active peer joins as standby.
+    pub role: SyncRole,
+    /// Where this engine listens for its peer (the dedicated sync link).
+    pub listen: SocketAddr,
+    /// The peer's `listen` address.
+    pub peer: SocketAddr,
+    #[serde(default = "default_sync_mode")]
+    pub mode: SyncMode,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_dead_after")]
+    pub dead_after: u32,
+    /// Delta-ring records per worker (64 bytes each).
+    #[serde(default = "default_ring_records")]
+    pub ring_records: usize,
+    /// Control socket for `flowtwin ctl`.
+    #[serde(default = "default_control")]
+    pub control: PathBuf,
+}
+
+fn default_sync_mode() -> SyncMode {
+    SyncMode::Strict
+}
+fn default_heartbeat_ms() -> u64 {
+    5
+}
+fn default_dead_after() -> u32 {
+    3
+}
+fn default_ring_records() -> usize {
+    64 * 1024
+}
+fn default_control() -> PathBuf {
+    PathBuf::from("/run/flowtwin/flowtwin.sock")
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +355,20 @@ impl Config {
             return Err(format!("tcp.delayed_ack_ms = {}: RFC 5681 allows at most 500", t.delayed_ack_ms));
         }
         self.metrics.addr()?;
+        if let Some(y) = &self.sync {
+            if y.heartbeat_ms == 0 || y.heartbeat_ms > 10_000 {
+                return Err(format!("sync.heartbeat_ms = {}: must be 1..=10000", y.heartbeat_ms));
+            }
+            if y.dead_after == 0 || y.dead_after > 1000 {
+                return Err(format!("sync.dead_after = {}: must be 1..=1000 missed heartbeats", y.dead_after));
+            }
+            if y.listen == y.peer {
+                return Err(format!("sync.peer = {}: the same address as sync.listen", y.peer));
+            }
+            if !y.ring_records.is_power_of_two() || y.ring_records < 1024 || y.ring_records > (1 << 24) {
+                return Err(format!("sync.ring_records = {}: a power of two in 1024..=16777216", y.ring_records));
+            }
+        }
         Ok(())
     }
 }
@@ -340,6 +411,20 @@ mod tests {
         assert!(Config::parse(&bad_kind).unwrap_err().contains("ftp"));
         let bad_mac = MIN.replace("addr = \"198.18.0.100\"", "addr = \"198.18.0.100\"\nmac = \"zz\"");
         assert!(Config::parse(&bad_mac).unwrap_err().contains("vip[0].mac"));
+    }
+
+    #[test]
+    fn sync_section() {
+        let ok = format!("{MIN}\n[sync]\nnode_id = 1\nrole = \"active\"\nlisten = \"198.19.0.1:7400\"\npeer = \"198.19.0.2:7400\"\n");
+        let c = Config::parse(&ok).unwrap();
+        let y = c.sync.unwrap();
+        assert_eq!((y.heartbeat_ms, y.dead_after, y.mode), (5, 3, SyncMode::Strict));
+        let same = ok.replace("198.19.0.2:7400", "198.19.0.1:7400");
+        assert!(Config::parse(&same).unwrap_err().contains("sync.peer"));
+        let role = ok.replace("\"active\"", "\"primary\"");
+        assert!(Config::parse(&role).unwrap_err().contains("primary"));
+        let hb = format!("{ok}heartbeat_ms = 0\n");
+        assert!(Config::parse(&hb).unwrap_err().contains("sync.heartbeat_ms"));
     }
 
     #[test]

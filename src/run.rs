@@ -10,7 +10,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use flowtwin_engine::counters::{Counters, Drop, Event, SharedCounters};
-use flowtwin_engine::dataplane::{run_worker, IdleConfig, RoleShared, Worker};
+use flowtwin_engine::dataplane::{run_worker, IdleConfig, ReplControl, ReplHandles, RoleShared, Worker};
+use flowtwin_sync::{Mode, Role, SyncConfig, SyncStatus, WorkerShared};
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
 use flowtwin_engine::stack::{vrrp_mac, Listener, ServiceSpec, StackConfig, Vip};
@@ -20,7 +21,8 @@ use flowtwin_engine::wire::MacAddr;
 use flowtwin_ffi::port::{port_by_name, PortConfig, RssMode, StatsReader};
 use flowtwin_ffi::{Eal, Mempool, Port};
 
-use crate::config::{parse_mac, Config, ServiceKind};
+use crate::config::{parse_mac, Config, ServiceKind, SyncMode, SyncRole};
+use crate::ctl;
 use crate::metrics::{self, family, sample};
 
 /// Build the engine's stack configuration (loads object directories).
@@ -72,6 +74,21 @@ pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
     })
 }
 
+/// The sync crate's per-worker handle seen through the engine's `ReplControl` trait.
+struct SyncCtl(WorkerShared);
+
+impl ReplControl for SyncCtl {
+    fn watermark(&self) -> u64 {
+        self.0.watermark()
+    }
+    fn snapshot_request(&self) -> u64 {
+        self.0.snapshot_request()
+    }
+    fn set_held(&self, frames: u64) {
+        self.0.set_held(frames)
+    }
+}
+
 /// A secret for RFC 6528 ISNs, from the kernel's CSPRNG.
 fn random_key() -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -96,11 +113,29 @@ struct Observed {
     ports: OnceLock<Vec<StatsReader>>,
     workers: OnceLock<Vec<Arc<SharedCounters>>>,
     vips: Vec<Ipv4Addr>,
+    sync: Option<Arc<SyncStatus>>,
+    held: OnceLock<Vec<WorkerShared>>,
+    role: OnceLock<Arc<RoleShared>>,
 }
 
 fn render(o: &Observed, out: &mut String) {
     family(out, "flowtwin_up", "gauge", "1 while the engine runs");
     sample(out, "flowtwin_up", &[], 1);
+    if let Some(st) = &o.sync {
+        st.render_prometheus(out);
+    }
+    if let Some(h) = o.held.get() {
+        family(out, "flowtwin_held_outputs", "gauge", "frames held until the standby acknowledges their state (output commit)");
+        sample(out, "flowtwin_held_outputs", &[], h.iter().map(|w| w.held()).sum::<u64>());
+    }
+    if let Some(r) = o.role.get() {
+        family(out, "flowtwin_flows_resumed_total", "counter", "flows installed from the replica at takeovers");
+        sample(out, "flowtwin_flows_resumed_total", &[], r.flows_resumed.load(Ordering::Relaxed));
+        family(out, "flowtwin_flows_abandoned_total", "counter", "replicated flows that could not be installed at takeovers");
+        sample(out, "flowtwin_flows_abandoned_total", &[], r.flows_abandoned.load(Ordering::Relaxed));
+        family(out, "flowtwin_active", "gauge", "1 if this engine answers for its VIPs");
+        sample(out, "flowtwin_active", &[], r.active.load(Ordering::Relaxed) as u8);
+    }
     for v in &o.vips {
         sample(out, "flowtwin_vip_info", &[("vip", &v.to_string())], 1);
     }
@@ -195,14 +230,111 @@ fn state_name(s: State) -> &'static str {
     }
 }
 
+/// Answer one control-socket command.
+fn control(o: &Observed, st: &SyncStatus, cmd: &str) -> String {
+    let flows = |o: &Observed| -> serde_json::Value {
+        let Some(ws) = o.workers.get() else { return serde_json::json!([]) };
+        ws.iter()
+            .map(|w| {
+                let c = w.snapshot();
+                let by: serde_json::Map<String, serde_json::Value> = [
+                    State::SynReceived,
+                    State::Established,
+                    State::FinWait1,
+                    State::FinWait2,
+                    State::Closing,
+                    State::TimeWait,
+                    State::CloseWait,
+                    State::LastAck,
+                ]
+                .iter()
+                .map(|s| (state_name(*s).to_string(), serde_json::json!(c.flows_by_state[*s as usize])))
+                .collect();
+                serde_json::Value::Object(by)
+            })
+            .collect()
+    };
+    match cmd {
+        "status" => {
+            let held: u64 = o.held.get().map(|h| h.iter().map(|w| w.held()).sum()).unwrap_or(0);
+            let (resumed, abandoned, active) = o
+                .role
+                .get()
+                .map(|r| (r.flows_resumed.load(Ordering::Relaxed), r.flows_abandoned.load(Ordering::Relaxed), r.active.load(Ordering::Relaxed)))
+                .unwrap_or((0, 0, false));
+            let mut prom = String::new();
+            st.render_prometheus(&mut prom);
+            let metric = |name: &str| -> f64 {
+                prom.lines()
+                    .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0)
+            };
+            serde_json::json!({
+                "role": st.role().name(),
+                "active": active,
+                "epoch": st.epoch(),
+                "peer": st.peer_state().name(),
+                "in_sync": st.in_sync(),
+                "sync_lag_records": metric("flowtwin_sync_lag_records"),
+                "sync_lag_us": metric("flowtwin_sync_lag_us"),
+                "held_outputs": held,
+                "heartbeats_missed": metric("flowtwin_sync_heartbeats_missed_total"),
+                "takeovers": metric("flowtwin_sync_takeovers_total"),
+                "flows_resumed": resumed,
+                "flows_abandoned": abandoned,
+                "last_error": st.last_error(),
+                "flows": flows(o),
+            })
+            .to_string()
+        }
+        "flows" => serde_json::json!({ "workers": flows(o) }).to_string(),
+        "takeover" => {
+            if st.role() == Role::Active {
+                return r#"{"error":"this engine is already active"}"#.into();
+            }
+            st.request_takeover();
+            r#"{"ok":"takeover requested"}"#.into()
+        }
+        "failback" => {
+            if st.role() != Role::Active {
+                return r#"{"error":"failback is run on the active engine"}"#.into();
+            }
+            if !st.in_sync() {
+                return format!(r#"{{"error":"the peer is not in sync (peer state {}): failback would lose flows"}}"#, st.peer_state().name());
+            }
+            st.request_handover();
+            r#"{"ok":"handover requested: the peer takes the VIPs, this engine becomes its standby"}"#.into()
+        }
+        _ => r#"{"error":"unknown command"}"#.into(),
+    }
+}
+
 pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     let stack_cfg = Arc::new(stack_config(&cfg)?);
-    let observed = Arc::new(Observed { ports: OnceLock::new(), workers: OnceLock::new(), vips: cfg.vips.iter().map(|v| v.addr).collect() });
+    let sync_status = cfg.sync.as_ref().map(|_| Arc::new(SyncStatus::new()));
+    let observed = Arc::new(Observed {
+        ports: OnceLock::new(),
+        workers: OnceLock::new(),
+        vips: cfg.vips.iter().map(|v| v.addr).collect(),
+        sync: sync_status.clone(),
+        held: OnceLock::new(),
+        role: OnceLock::new(),
+    });
     if let Some(addr) = cfg.metrics.addr()? {
         let o = observed.clone();
         let bound = metrics::serve(addr, Arc::new(move |out: &mut String| render(&o, out)), stop.clone())
             .map_err(|e| format!("metrics.listen = {addr}: cannot listen: {e}"))?;
         eprintln!("flowtwin: metrics on http://{bound}/metrics");
+    }
+
+    if let (Some(y), Some(st)) = (&cfg.sync, &sync_status) {
+        let o = observed.clone();
+        let st = st.clone();
+        let handler: ctl::Handler = Arc::new(move |cmd: &str| control(&o, &st, cmd));
+        let p = ctl::serve(&y.control, handler, stop.clone())?;
+        eprintln!("flowtwin: control socket {}", p.display());
     }
 
     let eal = Eal::init(&cfg.eal.args).map_err(|e| format!("EAL init: {e}"))?;
@@ -250,7 +382,58 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         sleep_max_us: cfg.engine.idle_sleep_max_us,
         ..IdleConfig::default()
     };
-    let role = Arc::new(RoleShared::new(nworkers, true));
+    // Without replication the engine is active from the start; with it, the sync thread
+    // decides (an engine that finds an active peer joins as its standby).
+    let role = Arc::new(RoleShared::new(nworkers, cfg.sync.is_none()));
+    let _ = observed.role.set(role.clone());
+    let mut links = Vec::new();
+    let mut repls: Vec<Option<ReplHandles>> = Vec::new();
+    for i in 0..nworkers {
+        match &cfg.sync {
+            Some(y) => {
+                let (r, link) = flowtwin_sync::worker_channel(i as u16, y.ring_records);
+                repls.push(Some(ReplHandles { replicator: Box::new(r), control: Arc::new(SyncCtl(link.shared.clone())) }));
+                links.push(link);
+            }
+            None => repls.push(None),
+        }
+    }
+    let _ = observed.held.set(links.iter().map(|l| l.shared.clone()).collect());
+    let mut sync_handle = None;
+    if let (Some(y), Some(st)) = (&cfg.sync, &sync_status) {
+        let sc = SyncConfig {
+            node_id: y.node_id,
+            listen: y.listen,
+            peer: y.peer,
+            role: match y.role {
+                SyncRole::Active => Role::Active,
+                SyncRole::Standby => Role::Standby,
+            },
+            mode: match y.mode {
+                SyncMode::Strict => Mode::Strict,
+                SyncMode::Async => Mode::Async,
+            },
+            heartbeat: Duration::from_millis(y.heartbeat_ms),
+            dead_after: y.dead_after,
+            ring_records: y.ring_records,
+        };
+        let r = role.clone();
+        let on_takeover: flowtwin_sync::TakeoverFn = Box::new(move |t: flowtwin_sync::Takeover| {
+            let n: usize = t.flows.iter().map(Vec::len).sum();
+            eprintln!(
+                "flowtwin: TAKEOVER (epoch {}, {:?}, {} flow(s), standby was {}in sync): announcing the VIPs and resuming",
+                t.epoch,
+                t.reason,
+                n,
+                if t.in_sync { "" } else { "NOT " }
+            );
+            r.take_over(t.flows);
+        });
+        sync_handle = Some(
+            flowtwin_sync::start(sc, stack_cfg.clone(), links, st.clone(), on_takeover)
+                .map_err(|e| format!("sync: cannot start: {e}"))?,
+        );
+    }
     let mut handles = Vec::new();
     for (i, lcore) in lcores.iter().take(nworkers).enumerate() {
         let w = Worker {
@@ -263,7 +446,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             stop: stop.clone(),
             idle,
             burst: cfg.engine.burst as usize,
-            repl: None,
+            repl: repls[i].take(),
             role: role.clone(),
         };
         handles.push(eal.launch(*lcore, move || run_worker(w)).map_err(|e| e.to_string())?);
@@ -279,8 +462,25 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         eprintln!("flowtwin:   {}:{} -> {kind}", l.vip, l.port);
     }
     eprintln!("flowtwin: running with {nworkers} worker(s); SIGINT/SIGTERM stops");
+    let mut last_role = None;
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(if sync_status.is_some() { 1 } else { 50 }));
+        if let Some(st) = &sync_status {
+            // Follow the sync thread's role: active answers, standby and fenced stay silent.
+            let r = st.role();
+            if last_role != Some(r) {
+                eprintln!("flowtwin: role {} (epoch {})", r.name(), st.epoch());
+                last_role = Some(r);
+            }
+            match r {
+                Role::Active => role.active.store(true, Ordering::Release),
+                Role::Standby | Role::Fenced => role.active.store(false, Ordering::Release),
+            }
+            st.set_flows_resumed(role.flows_resumed.load(Ordering::Relaxed));
+        }
+    }
+    if let Some(h) = sync_handle.take() {
+        h.stop();
     }
     eprintln!("flowtwin: stopping");
     let mut rc = 0;

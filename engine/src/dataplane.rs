@@ -29,15 +29,21 @@ use crate::time::{Duration, Instant};
 /// How long after a takeover segments of unknown flows are dropped instead of reset.
 pub const TAKEOVER_GRACE: Duration = Duration::from_secs(3);
 
-/// The worker's end of replication (the sync core holds the other end of each atomic).
+/// What the worker reads from (and publishes to) the sync core, besides its delta ring.
+pub trait ReplControl: Send + Sync {
+    /// Highest delta sequence the standby acknowledged (u64::MAX: nothing to wait for).
+    /// Implementations load with Acquire, pairing with the sync core's Release store.
+    fn watermark(&self) -> u64;
+    /// A token the sync core bumps when a standby joins: emit a snapshot for it.
+    fn snapshot_request(&self) -> u64;
+    /// Frames this worker holds for output commit (for metrics).
+    fn set_held(&self, frames: u64);
+}
+
+/// The worker's end of replication.
 pub struct ReplHandles {
     pub replicator: Box<dyn Replicator>,
-    /// Highest delta sequence the standby acknowledged (u64::MAX: nothing to wait for).
-    pub watermark: Arc<AtomicU64>,
-    /// Bumped by the sync core when a standby joins: emit a snapshot with this token.
-    pub snapshot_req: Arc<AtomicU64>,
-    /// Frames this worker holds for output commit (published for metrics).
-    pub held: Arc<AtomicU64>,
+    pub control: Arc<dyn ReplControl>,
 }
 
 /// Engine-wide role, shared by the workers and the control plane.
@@ -213,15 +219,12 @@ pub fn run_worker(mut w: Worker) -> i32 {
     let clock = Clock::new();
     let mut stack = Stack::new(w.stack_cfg.clone(), clock.now());
     let mut repl = w.repl.take();
-    let (watermark, snapshot_req, held_gauge) = match &repl {
-        Some(r) => (Some(r.watermark.clone()), Some(r.snapshot_req.clone()), Some(r.held.clone())),
-        None => (None, None, None),
-    };
+    let control = repl.as_ref().map(|r| r.control.clone());
     if let Some(r) = repl.take() {
         stack.set_replicator(r.replicator);
     }
-    let hold = watermark.is_some();
-    let mut snapshot_token = snapshot_req.as_ref().map(|s| s.load(Ordering::Acquire)).unwrap_or(0);
+    let hold = control.is_some();
+    let mut snapshot_token = control.as_ref().map(|c| c.snapshot_request()).unwrap_or(0);
     stack.set_active(w.role.active.load(Ordering::Acquire));
     let mut rx = MbufBurst::new();
     let mut empty_polls: u32 = 0;
@@ -267,11 +270,15 @@ pub fn run_worker(mut w: Worker) -> i32 {
         } else if !stack.is_active() && w.role.active.load(Ordering::Relaxed) {
             stack.set_active(true);
         } else if stack.is_active() && !w.role.active.load(Ordering::Relaxed) {
-            // Fenced or demoted: stop answering (failback hands the flows to the peer).
+            // Fenced or demoted: stop answering and forget the flows (the peer owns them now;
+            // this engine rejoins as its standby). Held output must never leave.
             stack.set_active(false);
+            stack.clear_flows();
+            sink.held.clear();
+            sink.pending.clear();
         }
-        if let Some(req) = &snapshot_req {
-            let t = req.load(Ordering::Acquire);
+        if let Some(c) = &control {
+            let t = c.snapshot_request();
             if t != snapshot_token {
                 snapshot_token = t;
                 stack.request_snapshot(t);
@@ -293,18 +300,17 @@ pub fn run_worker(mut w: Worker) -> i32 {
         }
         rx.clear();
         stack.poll(now, &mut sink);
-        if let Some(wm) = &watermark {
+        if let Some(c) = &control {
             stack.replication_tick();
             sink.commit(stack.commit_tag());
-            // Acquire: pairs with the sync core's Release store after the standby's ack.
-            sink.release(wm.load(Ordering::Acquire));
+            sink.release(c.watermark());
         }
         sink.flush();
 
         if now.0.saturating_sub(last_publish.0) >= 1000 {
             last_publish = now;
-            if let Some(h) = &held_gauge {
-                h.store((sink.held.len() + sink.pending.len()) as u64, Ordering::Relaxed);
+            if let Some(c) = &control {
+                c.set_held((sink.held.len() + sink.pending.len()) as u64);
             }
             let c = stack.counters_mut();
             c.drops[Drop::TxNoMbuf as usize] += std::mem::take(&mut sink.no_mbuf);

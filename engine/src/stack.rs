@@ -322,6 +322,22 @@ impl Stack {
         self.active
     }
 
+    /// Forget every flow (fenced or demoted: the peer now owns them). Not replicated: the new
+    /// active's standby learns its flows through a join snapshot.
+    pub fn clear_flows(&mut self) {
+        let ids: Vec<FlowId> = self.flows.iter().map(|(id, _, _)| id).collect();
+        for id in ids {
+            self.timers.cancel(id);
+            if let Some(f) = self.flows.remove(id) {
+                let s = f.tcb.state() as usize;
+                self.counters.flows_by_state[s] = self.counters.flows_by_state[s].saturating_sub(1);
+            }
+        }
+        self.resync.clear();
+        self.snapshot = None;
+        self.rx_log.clear();
+    }
+
     /// Drop (not reset) segments of unknown flows until `t` (takeover grace, DESIGN §4).
     pub fn set_grace_until(&mut self, t: Instant) {
         self.grace_until = t;

@@ -3,4 +3,16 @@
 #![forbid(unsafe_code)]
 
 pub mod delta;
+pub mod node;
+pub mod proto;
+pub mod replicator;
 pub mod ring;
+pub mod status;
+
+pub use crate::node::{start, Mode, SyncConfig, SyncHandle, Takeover, TakeoverFn, TakeoverReason};
+pub use proto::Role;
+pub use replicator::{
+    worker_channel, worker_channel_with_backlog, RingReplicator, WorkerLink, WorkerShared,
+    RELEASE_ALL,
+};
+pub use status::{PeerState, SyncStatus};

@@ -1,0 +1,1305 @@
+//! The sync thread: the active side (drain worker rings → batches → standby; acks →
+//! release watermarks), the standby side (batches → shadow flow tables → acks), heartbeats,
+//! death detection and takeover. One plain std thread per engine (not an lcore); it
+//! switches role in place (standby → active after a takeover, active → standby after a
+//! handover).
+//!
+//! Sockets are non-blocking and the loop sleeps ~50 µs when a pass did nothing, so an idle
+//! engine costs a few percent of one CPU, and a write blocked by a slow peer keeps reading
+//! (acks and heartbeats cannot deadlock against our own batches).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use flowtwin_engine::replica::ShadowFlow;
+use flowtwin_engine::stack::StackConfig;
+
+use crate::delta::{self, DeltaBody, MAX_DELTA_RECORDS};
+use crate::proto::{self, Heartbeat, Hello, Msg, Role, MAGIC, MAX_BATCH_RECORDS, PROTO_VERSION};
+use crate::replicator::{WorkerLink, RELEASE_ALL};
+use crate::ring::{Record, RECORD_BYTES, RECORD_WORDS};
+use crate::status::{PeerState, SyncStatus};
+
+/// Output commit mode (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Output waits for the standby's acknowledgement (default).
+    Strict,
+    /// Output never waits; replication lag is bounded and reported.
+    Async,
+}
+
+/// Replication configuration of one engine.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub node_id: u32,
+    /// Where an active engine listens for its standby.
+    pub listen: SocketAddr,
+    /// The other engine's `listen` address.
+    pub peer: SocketAddr,
+    /// Initial preference: `Active` or `Standby` (`Fenced` is refused).
+    pub role: Role,
+    pub mode: Mode,
+    /// Heartbeat interval (default 5 ms).
+    pub heartbeat: Duration,
+    /// Heartbeat intervals without anything from the peer before it is declared dead (3).
+    pub dead_after: u32,
+    /// Records per worker ring (used by the caller's `worker_channel`).
+    pub ring_records: usize,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            node_id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7701)),
+            peer: SocketAddr::from(([127, 0, 0, 1], 7702)),
+            role: Role::Active,
+            mode: Mode::Strict,
+            heartbeat: Duration::from_millis(5),
+            dead_after: 3,
+            ring_records: 64 * 1024,
+        }
+    }
+}
+
+/// Why a standby took over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeoverReason {
+    /// `dead_after` heartbeat intervals without a frame from the active.
+    HeartbeatTimeout,
+    /// The sync stream ended (EOF or reset): the active's process is gone.
+    PeerClosed,
+    /// `SyncStatus::request_takeover` (ctl).
+    Requested,
+    /// The active asked for it (`Handover`, ctl failback).
+    Handover,
+}
+
+/// What the engine receives at takeover.
+pub struct Takeover {
+    /// The new epoch (already fenced: the old active's epoch + 1).
+    pub epoch: u64,
+    /// Shadow flows per worker index (the active's worker that owned them).
+    pub flows: Vec<Vec<ShadowFlow>>,
+    pub reason: TakeoverReason,
+    /// Whether the standby was in sync (complete snapshot applied) when it took over.
+    pub in_sync: bool,
+}
+
+impl std::fmt::Debug for Takeover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Takeover")
+            .field("epoch", &self.epoch)
+            .field(
+                "flows",
+                &self.flows.iter().map(Vec::len).collect::<Vec<_>>(),
+            )
+            .field("reason", &self.reason)
+            .field("in_sync", &self.in_sync)
+            .finish()
+    }
+}
+
+/// The engine's takeover callback (installs the flows into its workers).
+pub type TakeoverFn = Box<dyn FnMut(Takeover) + Send>;
+
+/// The running sync thread.
+#[derive(Debug)]
+pub struct SyncHandle {
+    thread: Option<JoinHandle<()>>,
+    status: Arc<SyncStatus>,
+}
+
+impl SyncHandle {
+    /// Stop the thread and wait for it (closes the sync stream: a standby takes over).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+    fn shutdown(&mut self) {
+        self.status.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+    pub fn status(&self) -> &Arc<SyncStatus> {
+        &self.status
+    }
+    pub fn is_finished(&self) -> bool {
+        !matches!(&self.thread, Some(t) if !t.is_finished())
+    }
+}
+
+impl Drop for SyncHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts the sync thread. `links` are the workers' [`WorkerLink`]s, index = worker.
+pub fn start(
+    cfg: SyncConfig,
+    stack_cfg: Arc<StackConfig>,
+    links: Vec<WorkerLink>,
+    status: Arc<SyncStatus>,
+    on_takeover: TakeoverFn,
+) -> io::Result<SyncHandle> {
+    if cfg.role == Role::Fenced {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "initial role must be active or standby",
+        ));
+    }
+    if cfg.heartbeat.is_zero() || cfg.dead_after == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "heartbeat and dead_after must be non-zero",
+        ));
+    }
+    if links
+        .iter()
+        .enumerate()
+        .any(|(i, l)| usize::from(l.worker) != i)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "links must be ordered by worker index",
+        ));
+    }
+    status.set_role(Role::Standby);
+    status.set_peer_state(PeerState::None);
+    for l in &links {
+        l.shared.set_watermark(RELEASE_ALL);
+    }
+    let st = status.clone();
+    let thread = thread::Builder::new()
+        .name("flowtwin-sync".into())
+        .spawn(move || {
+            let mut ctx = Ctx {
+                cfg,
+                stack_cfg,
+                links,
+                status: st,
+                on_takeover,
+                epoch: 0,
+                token: 0,
+                peek: vec![[0; RECORD_WORDS]; MAX_BATCH_RECORDS],
+            };
+            ctx.run();
+        })?;
+    Ok(SyncHandle {
+        thread: Some(thread),
+        status,
+    })
+}
+
+// ---- connection ---------------------------------------------------------------------
+
+/// Idle pause of the loop (DESIGN §2: a quiet engine must not burn a core).
+const IDLE_SLEEP: Duration = Duration::from_micros(50);
+/// Idle pause once the loop has been idle for [`IDLE_STREAK`] passes (~1–2 ms): bounds the
+/// extra latency of the first delta after a quiet period to ~100 µs.
+const IDLE_SLEEP_LONG: Duration = Duration::from_micros(100);
+const IDLE_STREAK: u32 = 20;
+
+/// Sleeps after a pass that did nothing; `streak` counts consecutive idle passes.
+fn idle(busy: bool, streak: &mut u32) {
+    if busy {
+        *streak = 0;
+        return;
+    }
+    *streak = streak.saturating_add(1);
+    thread::sleep(if *streak > IDLE_STREAK {
+        IDLE_SLEEP_LONG
+    } else {
+        IDLE_SLEEP
+    });
+}
+/// Time allowed for the Hello exchange.
+const HELLO_TIMEOUT: Duration = Duration::from_millis(500);
+/// Startup probe of the peer before becoming active (plus a node-id tie-break).
+const PROBE_WINDOW: Duration = Duration::from_millis(300);
+
+/// A message with its batch records moved out of the receive buffer.
+enum In {
+    Hello(Hello),
+    Batch { worker: u16 },
+    Ack { worker: u16, seq: u64 },
+    Heartbeat(Heartbeat),
+    Snapshot { token: u64 },
+    Handover { epoch: u64 },
+    Takeover { epoch: u64 },
+    Refused(String),
+}
+
+/// A non-blocking framed stream.
+struct Conn {
+    s: TcpStream,
+    rbuf: Vec<u8>,
+    start: usize,
+    chunk: Box<[u8]>,
+    wbuf: Vec<u8>,
+    /// Last time anything was received.
+    last_rx: Instant,
+    eof: bool,
+}
+
+fn is_would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+impl Conn {
+    fn new(s: TcpStream) -> io::Result<Conn> {
+        s.set_nodelay(true)?;
+        s.set_nonblocking(true)?;
+        Ok(Conn {
+            s,
+            rbuf: Vec::with_capacity(256 * 1024),
+            start: 0,
+            chunk: vec![0; 64 * 1024].into_boxed_slice(),
+            wbuf: Vec::with_capacity(256 * 1024),
+            last_rx: Instant::now(),
+            eof: false,
+        })
+    }
+
+    /// Reads what the socket has. Ok(bytes read); Err on reset; EOF sets `eof`.
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut total = 0;
+        loop {
+            match self.s.read(&mut self.chunk) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(total);
+                }
+                Ok(n) => {
+                    if self.start > 0 && self.start >= self.rbuf.len() / 2 {
+                        self.rbuf.drain(..self.start);
+                        self.start = 0;
+                    }
+                    self.rbuf.extend_from_slice(&self.chunk[..n]);
+                    total += n;
+                    self.last_rx = Instant::now();
+                    if total >= 1 << 20 {
+                        return Ok(total);
+                    }
+                }
+                Err(e) if is_would_block(&e) => return Ok(total),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next complete message; batch records go to `recs`.
+    fn next(&mut self, recs: &mut Vec<Record>) -> Result<Option<In>, proto::ProtoError> {
+        let Some((m, used)) = proto::decode(&self.rbuf[self.start..])? else {
+            return Ok(None);
+        };
+        let msg = match m {
+            Msg::Hello(h) => In::Hello(h),
+            Msg::Batch {
+                worker, records, ..
+            } => {
+                proto::batch_records(records, recs);
+                In::Batch { worker }
+            }
+            Msg::Ack { worker, seq } => In::Ack { worker, seq },
+            Msg::Heartbeat(h) => In::Heartbeat(h),
+            Msg::Snapshot { token } => In::Snapshot { token },
+            Msg::Handover { epoch } => In::Handover { epoch },
+            Msg::Takeover { epoch } => In::Takeover { epoch },
+            Msg::Refused { reason } => In::Refused(reason),
+        };
+        self.start += used;
+        if self.start == self.rbuf.len() {
+            self.rbuf.clear();
+            self.start = 0;
+        }
+        Ok(Some(msg))
+    }
+
+    fn queue(&mut self, m: &Msg<'_>) {
+        proto::encode(m, &mut self.wbuf);
+    }
+
+    /// Writes all of `wbuf` (one `write` for a whole batch in the common case). While the
+    /// socket is full it keeps reading so the peer's acks never deadlock against us; gives
+    /// up after `limit` (the peer is not reading: treat as dead).
+    fn flush(&mut self, limit: Duration) -> io::Result<()> {
+        let mut off = 0;
+        let mut since: Option<Instant> = None;
+        while off < self.wbuf.len() {
+            match self.s.write(&self.wbuf[off..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    off += n;
+                    since = None;
+                }
+                Err(e) if is_would_block(&e) => {
+                    let t0 = *since.get_or_insert_with(Instant::now);
+                    if t0.elapsed() > limit {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "peer stopped reading",
+                        ));
+                    }
+                    self.fill()?;
+                    thread::sleep(Duration::from_micros(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    fn send_now(&mut self, m: &Msg<'_>, limit: Duration) -> io::Result<()> {
+        self.queue(m);
+        self.flush(limit)
+    }
+
+    /// Waits for the peer's Hello (the first frame).
+    fn recv_hello(&mut self, recs: &mut Vec<Record>, stop: &dyn Fn() -> bool) -> io::Result<Hello> {
+        let deadline = Instant::now() + HELLO_TIMEOUT;
+        loop {
+            match self.next(recs) {
+                Ok(Some(In::Hello(h))) => return Ok(h),
+                Ok(Some(In::Refused(r))) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        format!("peer refused: {r}"),
+                    ))
+                }
+                Ok(Some(_)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "first frame is not Hello",
+                    ))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            }
+            if self.eof {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            if Instant::now() > deadline || stop() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no Hello from peer",
+                ));
+            }
+            if self.fill()? == 0 {
+                thread::sleep(IDLE_SLEEP);
+            }
+        }
+    }
+}
+
+// ---- the thread ---------------------------------------------------------------------
+
+struct Ctx {
+    cfg: SyncConfig,
+    stack_cfg: Arc<StackConfig>,
+    links: Vec<WorkerLink>,
+    status: Arc<SyncStatus>,
+    on_takeover: TakeoverFn,
+    epoch: u64,
+    /// Last join-snapshot token issued (tokens only grow, across sessions and roles).
+    token: u64,
+    peek: Vec<Record>,
+}
+
+/// What to do after leaving a role's loop.
+enum Next {
+    Active,
+    /// Standby, possibly on an already-handshaken connection to the active.
+    Standby(Option<(Conn, Hello)>),
+    Exit,
+}
+
+impl Ctx {
+    fn stopping(&self) -> bool {
+        self.status.stop.load(Relaxed)
+    }
+
+    fn hello(&self, role: Role) -> Hello {
+        Hello {
+            magic: MAGIC,
+            version: PROTO_VERSION,
+            node_id: self.cfg.node_id,
+            epoch: self.epoch,
+            role,
+            mode: (self.cfg.mode == Mode::Async) as u8,
+            workers: self.links.len() as u16,
+            heartbeat_us: self.cfg.heartbeat.as_micros().min(u32::MAX as u128) as u32,
+        }
+    }
+
+    fn dead_limit(&self) -> Duration {
+        self.cfg.heartbeat * self.cfg.dead_after
+    }
+
+    fn log(&self, msg: &str) {
+        eprintln!("flowtwin-sync[node {}]: {msg}", self.cfg.node_id);
+    }
+
+    fn refuse(&self, conn: &mut Conn, reason: &str) {
+        self.log(reason);
+        self.status.set_error(reason);
+        self.status.refused.fetch_add(1, Relaxed);
+        let _ = conn.send_now(
+            &Msg::Refused {
+                reason: reason.to_owned(),
+            },
+            HELLO_TIMEOUT,
+        );
+        let _ = conn.s.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn run(&mut self) {
+        let mut next = match self.cfg.role {
+            Role::Active => self.probe(),
+            _ => Next::Standby(None),
+        };
+        loop {
+            next = match next {
+                Next::Active => self.active(),
+                Next::Standby(c) => self.standby(c),
+                Next::Exit => break,
+            };
+        }
+        for l in &self.links {
+            l.shared.set_watermark(RELEASE_ALL);
+        }
+    }
+
+    /// Connects to the peer and exchanges Hello as a would-be standby.
+    fn connect(&mut self, recs: &mut Vec<Record>) -> io::Result<(Conn, Hello)> {
+        let s = TcpStream::connect_timeout(&self.cfg.peer, Duration::from_millis(100))?;
+        let mut c = Conn::new(s)?;
+        c.send_now(&Msg::Hello(self.hello(Role::Standby)), HELLO_TIMEOUT)?;
+        let status = self.status.clone();
+        let h = c.recv_hello(recs, &|| status.stop.load(Relaxed))?;
+        if let Err(e) = h.check() {
+            self.refuse(&mut c, &e);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        Ok((c, h))
+    }
+
+    /// Startup rule for an Active preference: reach the peer for ~300 ms; an active peer
+    /// (e.g. one that took over while we were down) makes us its standby (no pre-emption).
+    /// The window grows with `node_id % 8` so two engines starting together do not both
+    /// become active.
+    fn probe(&mut self) -> Next {
+        let window = PROBE_WINDOW + Duration::from_millis(50 * u64::from(self.cfg.node_id % 8));
+        let deadline = Instant::now() + window;
+        let mut recs = Vec::new();
+        while Instant::now() < deadline && !self.stopping() {
+            match self.connect(&mut recs) {
+                Ok((c, h)) if h.role == Role::Active => return Next::Standby(Some((c, h))),
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => break,
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        if self.stopping() {
+            Next::Exit
+        } else {
+            Next::Active
+        }
+    }
+
+    // ---- active -------------------------------------------------------------------------
+
+    fn active(&mut self) -> Next {
+        self.epoch = self.epoch.max(1);
+        self.status.epoch.store(self.epoch, Relaxed);
+        self.status.set_role(Role::Active);
+        self.status.set_peer_state(PeerState::None);
+        let listener = loop {
+            match TcpListener::bind(self.cfg.listen)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            {
+                Ok(l) => break l,
+                Err(e) => {
+                    self.status
+                        .set_error(format!("bind {}: {e}", self.cfg.listen));
+                    if self.stopping() {
+                        return Next::Exit;
+                    }
+                    // Serve unprotected meanwhile: output must not stop without a standby.
+                    self.drain_rings(None);
+                    self.publish_watermarks(None, &mut Instant::now());
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        self.log(&format!(
+            "active (epoch {}), listening on {}",
+            self.epoch, self.cfg.listen
+        ));
+        let mut peer: Option<Standby> = None;
+        let mut acct = Instant::now();
+        let mut recs = Vec::new();
+        let mut streak = 0u32;
+        loop {
+            if self.stopping() {
+                return Next::Exit;
+            }
+            let mut busy = false;
+            if peer.is_none() {
+                if let Ok((s, addr)) = listener.accept() {
+                    busy = true;
+                    peer = self.admit(s, addr, &mut recs);
+                }
+            }
+            if self.status.handover_requested.swap(false, Relaxed) {
+                if let Some(p) = peer.as_mut().filter(|p| p.in_sync) {
+                    return self.hand_over(p);
+                }
+                self.log("handover refused: no in-sync standby");
+            }
+            busy |= self.drain_rings(peer.as_mut());
+            if let Some(p) = peer.as_mut() {
+                match self.serve_peer(p, &mut recs) {
+                    Ok(b) => busy |= b,
+                    Err(PeerEnd::Fenced(e)) => {
+                        self.log(&format!("peer took over with epoch {e}: fenced"));
+                        return self.fenced();
+                    }
+                    Err(PeerEnd::Lost(why)) => {
+                        self.log(&format!("standby lost: {why}"));
+                        self.status.set_error(format!("standby lost: {why}"));
+                        self.status.set_peer_state(PeerState::Dead);
+                        peer = None;
+                    }
+                }
+            } else if self.status.peer_state() == PeerState::Dead {
+                self.status.set_peer_state(PeerState::None);
+            }
+            self.publish_watermarks(peer.as_ref(), &mut acct);
+            idle(busy, &mut streak);
+        }
+    }
+
+    /// Handshake with a connecting standby; on success asks every worker for a join
+    /// snapshot.
+    fn admit(&mut self, s: TcpStream, addr: SocketAddr, recs: &mut Vec<Record>) -> Option<Standby> {
+        let mut conn = Conn::new(s).ok()?;
+        let _ = conn.send_now(&Msg::Hello(self.hello(Role::Active)), HELLO_TIMEOUT);
+        let status = self.status.clone();
+        let h = match conn.recv_hello(recs, &|| status.stop.load(Relaxed)) {
+            Ok(h) => h,
+            Err(e) => {
+                self.log(&format!("standby {addr}: handshake failed: {e}"));
+                return None;
+            }
+        };
+        if let Err(e) = h.check() {
+            self.refuse(&mut conn, &format!("refusing {addr}: {e}"));
+            return None;
+        }
+        if h.role != Role::Standby {
+            self.refuse(
+                &mut conn,
+                &format!(
+                    "refusing {addr}: peer role {} (expected standby)",
+                    h.role.name()
+                ),
+            );
+            return None;
+        }
+        if h.epoch > self.epoch {
+            // The peer has seen a newer epoch than ours: someone took over from us.
+            self.refuse(
+                &mut conn,
+                &format!(
+                    "refusing {addr}: peer epoch {} > ours {}",
+                    h.epoch, self.epoch
+                ),
+            );
+            return None;
+        }
+        self.token += 1;
+        let token = self.token;
+        if conn
+            .send_now(&Msg::Snapshot { token }, self.dead_limit())
+            .is_err()
+        {
+            return None;
+        }
+        // Everything drained from now on goes to this standby, so the snapshot (which the
+        // workers emit after seeing the token) and every later delta reach it.
+        for l in &self.links {
+            l.shared.request_snapshot(token);
+        }
+        self.status.sessions.fetch_add(1, Relaxed);
+        self.status.set_peer_state(PeerState::Joining);
+        self.log(&format!(
+            "standby node {} at {addr} joining (snapshot token {token})",
+            h.node_id
+        ));
+        let n = self.links.len();
+        Some(Standby {
+            conn,
+            token,
+            in_sync: false,
+            acked: vec![0; n],
+            unacked: vec![VecDeque::new(); n],
+            last_hb_tx: Instant::now(),
+            missed: 0,
+        })
+    }
+
+    /// Moves whole deltas from every ring into batches for `peer` (or drops them when there
+    /// is no standby). Returns whether anything was drained.
+    fn drain_rings(&mut self, mut peer: Option<&mut Standby>) -> bool {
+        let mut any = false;
+        let now = Instant::now();
+        for w in 0..self.links.len() {
+            // Bounded passes per call so heartbeats and acks keep flowing under load.
+            for _ in 0..16 {
+                let got = self.links[w].consumer.peek_burst(&mut self.peek);
+                if got == 0 {
+                    break;
+                }
+                // Walk whole deltas: a delta is never split across batches.
+                let (mut used, mut first, mut last, mut deltas) = (0usize, 0u64, 0u64, 0u64);
+                while used < got {
+                    match delta::peek_header(&self.peek[used..got]) {
+                        Ok(p) => {
+                            if first == 0 {
+                                first = p.header.seq;
+                            }
+                            last = p.header.seq;
+                            used += p.records;
+                            deltas += 1;
+                        }
+                        Err(delta::DeltaError::Truncated { .. }) => break,
+                        Err(e) => {
+                            // Cannot happen with our producer; skip one record, count it.
+                            self.status.decode_errors.fetch_add(1, Relaxed);
+                            self.log(&format!("worker {w}: bad delta on ring: {e}"));
+                            if used == 0 {
+                                used = 1;
+                            }
+                            break;
+                        }
+                    }
+                }
+                if used == 0 {
+                    break;
+                }
+                if let Some(p) = peer.as_deref_mut() {
+                    if last != 0 {
+                        proto::encode_batch(
+                            &mut p.conn.wbuf,
+                            w as u16,
+                            first,
+                            last,
+                            &self.peek[..used],
+                        );
+                        p.unacked[w].push_back((last, used as u32, now));
+                        self.status.batches_sent.fetch_add(1, Relaxed);
+                        self.status.deltas_sent.fetch_add(deltas, Relaxed);
+                        self.status
+                            .bytes_replicated
+                            .fetch_add((used * RECORD_BYTES) as u64, Relaxed);
+                    }
+                }
+                self.links[w].consumer.advance(used);
+                any = true;
+                if let Some(p) = peer.as_deref_mut() {
+                    if p.conn.wbuf.len() >= 512 * 1024 {
+                        break;
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    /// Sends queued batches and heartbeats, reads acks. `Ok(busy)`.
+    fn serve_peer(&mut self, p: &mut Standby, recs: &mut Vec<Record>) -> Result<bool, PeerEnd> {
+        let lost = |e: io::Error| PeerEnd::Lost(e.to_string());
+        let mut busy = !p.conn.wbuf.is_empty();
+        let now = Instant::now();
+        if now.duration_since(p.last_hb_tx) >= self.cfg.heartbeat {
+            let (lag_records, lag_us) = p.lag(now);
+            p.conn.queue(&Msg::Heartbeat(Heartbeat {
+                epoch: self.epoch,
+                role: Role::Active as u8,
+                in_sync: p.in_sync,
+                token: p.token,
+                lag_records,
+                lag_us,
+                flows: 0,
+            }));
+            p.last_hb_tx = now;
+        }
+        if !p.conn.wbuf.is_empty() {
+            p.conn
+                .flush(self.dead_limit().max(Duration::from_millis(50)))
+                .map_err(lost)?;
+        }
+        busy |= p.conn.fill().map_err(lost)? > 0;
+        while let Some(m) = p
+            .conn
+            .next(recs)
+            .map_err(|e| PeerEnd::Lost(e.to_string()))?
+        {
+            busy = true;
+            match m {
+                In::Ack { worker, seq } => {
+                    let w = usize::from(worker);
+                    if w < p.acked.len() && seq > p.acked[w] {
+                        p.acked[w] = seq;
+                        while p.unacked[w].front().is_some_and(|b| b.0 <= seq) {
+                            p.unacked[w].pop_front();
+                        }
+                    }
+                }
+                In::Heartbeat(h) => {
+                    if !p.in_sync && h.in_sync && h.token == p.token {
+                        p.in_sync = true;
+                        self.status.set_peer_state(PeerState::InSync);
+                        self.log(&format!("standby in sync (token {})", p.token));
+                    }
+                    self.status.shadow_flows.store(h.flows, Relaxed);
+                }
+                In::Takeover { epoch } if epoch > self.epoch => return Err(PeerEnd::Fenced(epoch)),
+                In::Refused(r) => return Err(PeerEnd::Lost(format!("refused: {r}"))),
+                _ => {}
+            }
+        }
+        if p.conn.eof {
+            return Err(PeerEnd::Lost("connection closed".into()));
+        }
+        let silent = p.conn.last_rx.elapsed();
+        let missed = (silent.as_nanos() / self.cfg.heartbeat.as_nanos().max(1)) as u64;
+        if missed > p.missed {
+            self.status
+                .heartbeats_missed_total
+                .fetch_add(missed - p.missed, Relaxed);
+        }
+        p.missed = missed;
+        self.status.heartbeats_missed.store(missed, Relaxed);
+        if silent > self.dead_limit() {
+            return Err(PeerEnd::Lost(format!("no heartbeat for {silent:?}")));
+        }
+        let (lag_records, lag_us) = p.lag(Instant::now());
+        self.status.lag_records.store(lag_records, Relaxed);
+        self.status.lag_us.store(lag_us, Relaxed);
+        Ok(busy)
+    }
+
+    /// Release watermarks: the standby's acked sequence once it is in sync (strict mode);
+    /// otherwise everything (and the time is counted as unprotected).
+    fn publish_watermarks(&self, peer: Option<&Standby>, acct: &mut Instant) {
+        let protected = peer.is_some_and(|p| p.in_sync);
+        for (w, l) in self.links.iter().enumerate() {
+            let wm = match peer {
+                Some(p) if p.in_sync && self.cfg.mode == Mode::Strict => p.acked[w],
+                _ => RELEASE_ALL,
+            };
+            l.shared.set_watermark(wm);
+        }
+        let now = Instant::now();
+        if !protected {
+            self.status
+                .unprotected_us
+                .fetch_add(now.duration_since(*acct).as_micros() as u64, Relaxed);
+        }
+        self.status.unprotected.store(!protected, Relaxed);
+        if peer.is_none() {
+            self.status.lag_records.store(0, Relaxed);
+            self.status.lag_us.store(0, Relaxed);
+            self.status.heartbeats_missed.store(0, Relaxed);
+        }
+        *acct = now;
+    }
+
+    /// ctl failback: final drain, `Handover` to the in-sync standby, then fenced.
+    fn hand_over(&mut self, p: &mut Standby) -> Next {
+        // Hold all output from now on: the standby speaks for the VIPs after this.
+        for l in &self.links {
+            l.shared.set_watermark(0);
+        }
+        self.drain_rings(Some(p));
+        self.epoch += 1;
+        let _ = p
+            .conn
+            .send_now(&Msg::Handover { epoch: self.epoch }, self.dead_limit());
+        self.log(&format!(
+            "handed over to the standby (epoch {})",
+            self.epoch
+        ));
+        self.fenced()
+    }
+
+    /// A newer epoch exists: never release output again; rejoin as a standby.
+    fn fenced(&mut self) -> Next {
+        self.status.set_role(Role::Fenced);
+        self.status.set_peer_state(PeerState::None);
+        for l in &self.links {
+            l.shared.set_watermark(0);
+        }
+        // Give the new active time to start listening, then follow it.
+        let until = Instant::now() + Duration::from_millis(50);
+        while Instant::now() < until && !self.stopping() {
+            self.drain_rings(None);
+            thread::sleep(Duration::from_millis(1));
+        }
+        if self.stopping() {
+            return Next::Exit;
+        }
+        Next::Standby(None)
+    }
+
+    // ---- standby ------------------------------------------------------------------------
+
+    fn standby(&mut self, mut first: Option<(Conn, Hello)>) -> Next {
+        self.status.set_role(if self.status.role() == Role::Fenced {
+            Role::Fenced
+        } else {
+            Role::Standby
+        });
+        let mut shadow = Shadow::new(self.links.len());
+        let mut recs = Vec::new();
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            if self.stopping() {
+                return Next::Exit;
+            }
+            if self.status.takeover_requested.swap(false, Relaxed) {
+                return self.take_over(
+                    &mut shadow,
+                    None,
+                    TakeoverReason::Requested,
+                    Duration::ZERO,
+                );
+            }
+            self.status.set_peer_state(PeerState::Connecting);
+            let session = match first.take() {
+                Some(s) => Ok(s),
+                None => self.connect(&mut recs),
+            };
+            let (mut conn, h) = match session {
+                Ok(s) => s,
+                Err(_) => {
+                    self.drain_rings(None);
+                    thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(10);
+            if h.role != Role::Active {
+                let _ = conn.s.shutdown(std::net::Shutdown::Both);
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            self.epoch = self.epoch.max(h.epoch);
+            self.status.epoch.store(self.epoch, Relaxed);
+            self.status.set_role(Role::Standby);
+            self.status.sessions.fetch_add(1, Relaxed);
+            self.log(&format!(
+                "standby of node {} (epoch {})",
+                h.node_id, h.epoch
+            ));
+            shadow.reset(usize::from(h.workers).max(self.links.len()));
+            self.status.set_peer_state(PeerState::Joining);
+            let (reason, detect) = self.follow(&mut conn, &mut shadow, &mut recs);
+            match reason {
+                Some(r) => return self.take_over(&mut shadow, Some(&mut conn), r, detect),
+                None => return Next::Exit,
+            }
+        }
+    }
+
+    /// Applies the active's stream until it dies (returns why) or we stop (None).
+    fn follow(
+        &mut self,
+        conn: &mut Conn,
+        shadow: &mut Shadow,
+        recs: &mut Vec<Record>,
+    ) -> (Option<TakeoverReason>, Duration) {
+        let mut last_hb_tx = Instant::now();
+        let mut missed = 0u64;
+        let mut streak = 0u32;
+        loop {
+            if self.stopping() {
+                return (None, Duration::ZERO);
+            }
+            if self.status.takeover_requested.swap(false, Relaxed) {
+                return (Some(TakeoverReason::Requested), Duration::ZERO);
+            }
+            let got = match conn.fill() {
+                Ok(n) => n,
+                Err(_) => return (Some(TakeoverReason::PeerClosed), conn.last_rx.elapsed()),
+            };
+            let mut progressed = false;
+            let mut frames = 0;
+            loop {
+                match conn.next(recs) {
+                    Ok(Some(m)) => {
+                        frames += 1;
+                        match m {
+                            In::Batch { worker } => self.apply_batch(shadow, worker, recs),
+                            In::Snapshot { token } => shadow.begin_join(token),
+                            In::Handover { epoch } => {
+                                self.epoch = self.epoch.max(epoch.saturating_sub(1));
+                                return (Some(TakeoverReason::Handover), Duration::ZERO);
+                            }
+                            In::Heartbeat(h) => {
+                                self.epoch = self.epoch.max(h.epoch);
+                                self.status.lag_records.store(h.lag_records, Relaxed);
+                                self.status.lag_us.store(h.lag_us, Relaxed);
+                            }
+                            In::Refused(r) => {
+                                self.log(&format!("active refused us: {r}"));
+                                return (Some(TakeoverReason::PeerClosed), conn.last_rx.elapsed());
+                            }
+                            _ => {}
+                        }
+                        // Bounded work between heartbeats and acks.
+                        if frames >= 256 {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.log(&format!("bad frame from active: {e}"));
+                        self.status.decode_errors.fetch_add(1, Relaxed);
+                        return (Some(TakeoverReason::PeerClosed), conn.last_rx.elapsed());
+                    }
+                }
+            }
+            // Ack after apply: the highest sequence applied per worker.
+            for (w, ws) in shadow.workers.iter_mut().enumerate() {
+                if ws.applied > ws.acked {
+                    ws.acked = ws.applied;
+                    conn.queue(&Msg::Ack {
+                        worker: w as u16,
+                        seq: ws.applied,
+                    });
+                    progressed = true;
+                }
+            }
+            let became_in_sync = shadow.check_in_sync();
+            if became_in_sync {
+                self.status.set_peer_state(PeerState::InSync);
+                self.log(&format!("in sync (token {})", shadow.join_token));
+            }
+            let now = Instant::now();
+            if became_in_sync || now.duration_since(last_hb_tx) >= self.cfg.heartbeat {
+                conn.queue(&Msg::Heartbeat(Heartbeat {
+                    epoch: self.epoch,
+                    role: Role::Standby as u8,
+                    in_sync: shadow.in_sync,
+                    token: shadow.join_token,
+                    lag_records: 0,
+                    lag_us: 0,
+                    flows: shadow.flows() as u64,
+                }));
+                last_hb_tx = now;
+            }
+            if !conn.wbuf.is_empty()
+                && conn
+                    .flush(self.dead_limit().max(Duration::from_millis(50)))
+                    .is_err()
+            {
+                return (Some(TakeoverReason::PeerClosed), conn.last_rx.elapsed());
+            }
+            self.status
+                .shadow_flows
+                .store(shadow.flows() as u64, Relaxed);
+            if conn.eof && conn.start >= conn.rbuf.len() {
+                return (Some(TakeoverReason::PeerClosed), conn.last_rx.elapsed());
+            }
+            let silent = conn.last_rx.elapsed();
+            let m = (silent.as_nanos() / self.cfg.heartbeat.as_nanos().max(1)) as u64;
+            if m > missed {
+                self.status
+                    .heartbeats_missed_total
+                    .fetch_add(m - missed, Relaxed);
+            }
+            missed = m;
+            self.status.heartbeats_missed.store(m, Relaxed);
+            if silent > self.dead_limit() {
+                return (Some(TakeoverReason::HeartbeatTimeout), silent);
+            }
+            // The standby's own workers are idle; keep their rings empty anyway.
+            let drained = self.drain_rings(None);
+            idle(got > 0 || frames > 0 || progressed || drained, &mut streak);
+        }
+    }
+
+    fn apply_batch(&mut self, shadow: &mut Shadow, worker: u16, recs: &[Record]) {
+        let w = usize::from(worker);
+        if w >= shadow.workers.len() {
+            shadow.workers.resize_with(w + 1, WorkerShadow::default);
+        }
+        self.status
+            .bytes_replicated
+            .fetch_add((recs.len() * RECORD_BYTES) as u64, Relaxed);
+        let mut at = 0;
+        while at < recs.len() {
+            let (d, used) = match delta::decode(&recs[at..]) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.status.decode_errors.fetch_add(1, Relaxed);
+                    self.log(&format!("worker {w}: undecodable delta: {e}"));
+                    return;
+                }
+            };
+            at += used;
+            let ws = &mut shadow.workers[w];
+            let seq = d.header.seq;
+            if ws.applied != 0 && seq != ws.applied + 1 {
+                self.status.seq_gaps.fetch_add(1, Relaxed);
+            }
+            ws.applied = seq;
+            self.status.deltas_applied.fetch_add(1, Relaxed);
+            let key = (d.header.slot, d.header.generation);
+            let cfg = &*self.stack_cfg;
+            let st = &*self.status;
+            let fail = |ws: &mut WorkerShadow, e: &dyn std::fmt::Display| {
+                st.replay_errors.fetch_add(1, Relaxed);
+                if ws.flows.remove(&key).is_some() {
+                    st.flows_abandoned.fetch_add(1, Relaxed);
+                }
+                ws.images.remove(&key);
+                eprintln!("flowtwin-sync: worker {w} flow {key:?}: replay error: {e}");
+            };
+            match &d.body {
+                DeltaBody::FlowNew(rec) => match rec.to_image() {
+                    Ok(img) => match ShadowFlow::new(cfg, img) {
+                        Ok(f) => {
+                            ws.images.remove(&key);
+                            ws.flows.insert(key, f);
+                        }
+                        Err(e) => fail(ws, &e),
+                    },
+                    Err(e) => fail(ws, &e),
+                },
+                DeltaBody::FlowUpdate(rec) => match (ws.flows.get_mut(&key), rec.to_image()) {
+                    (Some(f), Ok(img)) => f.update(cfg, img),
+                    (None, _) => {
+                        st.unknown_flow_deltas.fetch_add(1, Relaxed);
+                    }
+                    (Some(_), Err(e)) => fail(ws, &e),
+                },
+                DeltaBody::Data(dr) => match ws.flows.get_mut(&key) {
+                    Some(f) => {
+                        if let Err(e) = f.data(cfg, dr.offset, dr.payload()) {
+                            fail(ws, &e);
+                        }
+                    }
+                    None => {
+                        st.unknown_flow_deltas.fetch_add(1, Relaxed);
+                    }
+                },
+                DeltaBody::SvcImage(dr) => {
+                    if !ws.flows.contains_key(&key) {
+                        st.unknown_flow_deltas.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    let (total, off) = delta::svc_image_split(dr.offset);
+                    let buf = ws.images.entry(key).or_default();
+                    if off == 0 {
+                        buf.clear();
+                    }
+                    if off as usize != buf.len() {
+                        let e = format!("image chunk at {off}, expected {}", buf.len());
+                        fail(ws, &e);
+                        continue;
+                    }
+                    buf.extend_from_slice(dr.payload());
+                    if buf.len() >= total as usize {
+                        let img = ws.images.remove(&key).unwrap_or_default();
+                        let r = ws.flows.get_mut(&key).map(|f| f.set_image(cfg, &img));
+                        if let Some(Err(e)) = r {
+                            fail(ws, &e);
+                        }
+                    }
+                }
+                DeltaBody::FlowClose(_) => {
+                    ws.flows.remove(&key);
+                    ws.images.remove(&key);
+                }
+                DeltaBody::Barrier { token } => {
+                    if *token == shadow.join_token && *token != 0 {
+                        ws.barrier = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takeover, in DESIGN §4 order: fence (epoch + 1), apply everything received, deliver
+    /// owed FINs, hand the flows to the engine; then serve as the active.
+    fn take_over(
+        &mut self,
+        shadow: &mut Shadow,
+        conn: Option<&mut Conn>,
+        reason: TakeoverReason,
+        detect: Duration,
+    ) -> Next {
+        let t0 = Instant::now();
+        self.epoch += 1;
+        self.status.epoch.store(self.epoch, Relaxed);
+        self.status.set_peer_state(PeerState::Dead);
+        let mut recs = Vec::new();
+        if let Some(c) = conn {
+            // Apply everything already received (the socket may hold the last frames).
+            let _ = c.fill();
+            while let Ok(Some(m)) = c.next(&mut recs) {
+                match m {
+                    In::Batch { worker } => self.apply_batch(shadow, worker, &recs),
+                    In::Snapshot { token } => shadow.begin_join(token),
+                    _ => {}
+                }
+            }
+            // Tell a still-listening old active that it is fenced.
+            let _ = c.send_now(
+                &Msg::Takeover { epoch: self.epoch },
+                Duration::from_millis(5),
+            );
+            let _ = c.s.shutdown(std::net::Shutdown::Both);
+        }
+        let in_sync = shadow.check_in_sync() || shadow.in_sync;
+        let cfg = self.stack_cfg.clone();
+        let mut flows: Vec<Vec<ShadowFlow>> =
+            Vec::with_capacity(shadow.workers.len().max(self.links.len()));
+        for ws in shadow.workers.iter_mut() {
+            // A flow whose join image is still incomplete cannot be resumed.
+            for key in ws.images.drain().map(|(k, _)| k) {
+                if ws.flows.remove(&key).is_some() {
+                    self.status.flows_abandoned.fetch_add(1, Relaxed);
+                }
+            }
+            let mut v: Vec<ShadowFlow> = ws.flows.drain().map(|(_, f)| f).collect();
+            for f in v.iter_mut() {
+                f.deliver_fin(&cfg);
+            }
+            flows.push(v);
+        }
+        flows.resize_with(flows.len().max(self.links.len()), Vec::new);
+        let n: usize = flows.iter().map(Vec::len).sum();
+        self.status.shadow_flows.store(0, Relaxed);
+        self.log(&format!(
+            "takeover ({reason:?}, epoch {}, {n} flows, in_sync {in_sync})",
+            self.epoch
+        ));
+        (self.on_takeover)(Takeover {
+            epoch: self.epoch,
+            flows,
+            reason,
+            in_sync,
+        });
+        self.status.mark_takeover(detect, t0.elapsed());
+        Next::Active
+    }
+}
+
+enum PeerEnd {
+    Lost(String),
+    Fenced(u64),
+}
+
+/// The active's view of its standby.
+struct Standby {
+    conn: Conn,
+    token: u64,
+    in_sync: bool,
+    acked: Vec<u64>,
+    /// Per worker: (last seq, records, sent at) of batches not yet acknowledged.
+    unacked: Vec<VecDeque<(u64, u32, Instant)>>,
+    last_hb_tx: Instant,
+    missed: u64,
+}
+
+impl Standby {
+    fn lag(&self, now: Instant) -> (u64, u64) {
+        let mut recs = 0u64;
+        let mut oldest: Option<Instant> = None;
+        for q in &self.unacked {
+            recs += q.iter().map(|b| u64::from(b.1)).sum::<u64>();
+            if let Some(b) = q.front() {
+                oldest = Some(oldest.map_or(b.2, |o| o.min(b.2)));
+            }
+        }
+        (
+            recs,
+            oldest.map_or(0, |o| now.duration_since(o).as_micros() as u64),
+        )
+    }
+}
+
+/// One worker's shadow table on the standby.
+#[derive(Default)]
+struct WorkerShadow {
+    flows: HashMap<(u32, u32), ShadowFlow>,
+    /// Service images being assembled from `SvcImage` chunks.
+    images: HashMap<(u32, u32), Vec<u8>>,
+    /// Highest sequence applied / acknowledged.
+    applied: u64,
+    acked: u64,
+    /// `Barrier(join_token)` applied.
+    barrier: bool,
+}
+
+struct Shadow {
+    workers: Vec<WorkerShadow>,
+    join_token: u64,
+    in_sync: bool,
+}
+
+impl Shadow {
+    fn new(n: usize) -> Shadow {
+        let mut s = Shadow {
+            workers: Vec::new(),
+            join_token: 0,
+            in_sync: false,
+        };
+        s.reset(n);
+        s
+    }
+    fn reset(&mut self, n: usize) {
+        self.workers.clear();
+        self.workers.resize_with(n, WorkerShadow::default);
+        self.join_token = 0;
+        self.in_sync = false;
+    }
+    fn begin_join(&mut self, token: u64) {
+        self.join_token = token;
+        self.in_sync = false;
+        for w in &mut self.workers {
+            w.barrier = false;
+        }
+    }
+    /// True when this call made the shadow in sync.
+    fn check_in_sync(&mut self) -> bool {
+        if self.in_sync || self.join_token == 0 || !self.workers.iter().all(|w| w.barrier) {
+            return false;
+        }
+        self.in_sync = true;
+        true
+    }
+    fn flows(&self) -> usize {
+        self.workers.iter().map(|w| w.flows.len()).sum()
+    }
+}
+
+// Keep the biggest delta within one peek buffer.
+const _: () = assert!(MAX_BATCH_RECORDS >= MAX_DELTA_RECORDS);

@@ -1,0 +1,571 @@
+//! The replication protocol between an active engine and its standby, over a kernel TCP
+//! stream on the dedicated sync link (conntrackd FT-FW / pfsync shape: sequence-numbered
+//! batches, cumulative acks, heartbeats, a bulk resync on join).
+//!
+//! # Framing
+//! Every message is one frame, all integers little-endian:
+//! ```text
+//! len u32 (bytes after this field, 1..=MAX_FRAME) | type u8 | body
+//! ```
+//! # Messages
+//! ```text
+//! 1 Hello      magic u32 "FTWN" | version u16 | node_id u32 | epoch u64 | role u8 | mode u8
+//!              | workers u16 | heartbeat_us u32                        both ways, first frame
+//! 2 Batch      worker u16 | first_seq u64 | last_seq u64 | records u32 | records × 64 B
+//!              (whole deltas in ring byte order, see `delta`)          active → standby
+//! 3 Ack        worker u16 | seq u64  (highest seq applied)             standby → active
+//! 4 Heartbeat  epoch u64 | role u8 | in_sync u8 | token u64 | lag_records u64 | lag_us u64
+//!              | flows u64                                             both ways
+//! 5 Snapshot   token u64  (join snapshot in progress; in_sync after Barrier(token) from
+//!              every worker)                                           active → standby
+//! 6 Handover   epoch u64  (take over now; ctl failback)                active → standby
+//! 7 Takeover   epoch u64  (I took over: you are fenced)                standby → active
+//! 8 Refused    reason utf-8 (then close)                               both ways
+//! ```
+//! `Hello` keeps `magic` and `version` first in every version so that a peer speaking
+//! another version is recognised and refused with both version numbers named.
+
+use crate::ring::{Record, RECORD_BYTES, RECORD_WORDS};
+use std::fmt;
+
+/// Protocol magic, "FTWN" read as little-endian bytes.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"FTWN");
+/// Protocol version this build speaks.
+pub const PROTO_VERSION: u16 = 1;
+/// Largest frame body accepted (bytes after the length field).
+pub const MAX_FRAME: usize = 4 << 20;
+/// Most records one `Batch` carries (64 KiB of records).
+pub const MAX_BATCH_RECORDS: usize = 1024;
+
+const T_HELLO: u8 = 1;
+const T_BATCH: u8 = 2;
+const T_ACK: u8 = 3;
+const T_HEARTBEAT: u8 = 4;
+const T_SNAPSHOT: u8 = 5;
+const T_HANDOVER: u8 = 6;
+const T_TAKEOVER: u8 = 7;
+const T_REFUSED: u8 = 8;
+
+/// An engine's replication role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Role {
+    /// Serves the VIPs and replicates to a standby.
+    Active = 1,
+    /// Mirrors the active's flows.
+    Standby = 2,
+    /// Must never speak for the VIPs again (a newer epoch exists).
+    Fenced = 3,
+}
+
+impl Role {
+    /// The role for a wire byte.
+    pub fn from_u8(b: u8) -> Option<Role> {
+        Some(match b {
+            1 => Role::Active,
+            2 => Role::Standby,
+            3 => Role::Fenced,
+            _ => return None,
+        })
+    }
+    /// Lower-case name (metrics, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Active => "active",
+            Role::Standby => "standby",
+            Role::Fenced => "fenced",
+        }
+    }
+}
+
+/// The first frame both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    pub magic: u32,
+    pub version: u16,
+    pub node_id: u32,
+    pub epoch: u64,
+    pub role: Role,
+    /// 0 strict, 1 async.
+    pub mode: u8,
+    pub workers: u16,
+    pub heartbeat_us: u32,
+}
+
+impl Hello {
+    /// Whether a peer's hello can be accepted by this build; the error names both versions.
+    pub fn check(&self) -> Result<(), String> {
+        if self.magic != MAGIC {
+            return Err(format!(
+                "peer is not a flowtwin sync endpoint (magic {:#010x})",
+                self.magic
+            ));
+        }
+        if self.version != PROTO_VERSION {
+            return Err(format!(
+                "sync protocol version mismatch: peer speaks version {}, this engine speaks version {}",
+                self.version, PROTO_VERSION
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Periodic liveness and progress report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Heartbeat {
+    pub epoch: u64,
+    pub role: u8,
+    pub in_sync: bool,
+    /// Active: the join token in progress; standby: the token it is in sync for.
+    pub token: u64,
+    pub lag_records: u64,
+    pub lag_us: u64,
+    pub flows: u64,
+}
+
+/// A decoded message. `Batch` borrows its records' bytes from the receive buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg<'a> {
+    Hello(Hello),
+    Batch {
+        worker: u16,
+        first_seq: u64,
+        last_seq: u64,
+        records: &'a [u8],
+    },
+    Ack {
+        worker: u16,
+        seq: u64,
+    },
+    Heartbeat(Heartbeat),
+    Snapshot {
+        token: u64,
+    },
+    Handover {
+        epoch: u64,
+    },
+    Takeover {
+        epoch: u64,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+/// A frame that does not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtoError {
+    /// Length field 0 or above [`MAX_FRAME`].
+    FrameLength(usize),
+    /// Unknown message type.
+    Type(u8),
+    /// Body shorter than its type needs, or inconsistent.
+    Body(&'static str),
+}
+
+impl fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtoError::FrameLength(n) => {
+                write!(f, "frame length {n} out of range 1..={MAX_FRAME}")
+            }
+            ProtoError::Type(t) => write!(f, "unknown message type {t}"),
+            ProtoError::Body(what) => write!(f, "malformed {what} message"),
+        }
+    }
+}
+
+impl std::error::Error for ProtoError {}
+
+// ---- encode -------------------------------------------------------------------------
+
+/// Starts a frame of type `t` in `out`; returns the offset of its length field.
+fn begin(out: &mut Vec<u8>, t: u8) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, t]);
+    at
+}
+
+fn finish(out: &mut [u8], at: usize) {
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Appends the frame of `m` to `out`.
+pub fn encode(m: &Msg<'_>, out: &mut Vec<u8>) {
+    match m {
+        Msg::Hello(h) => {
+            let at = begin(out, T_HELLO);
+            out.extend_from_slice(&h.magic.to_le_bytes());
+            out.extend_from_slice(&h.version.to_le_bytes());
+            out.extend_from_slice(&h.node_id.to_le_bytes());
+            out.extend_from_slice(&h.epoch.to_le_bytes());
+            out.push(h.role as u8);
+            out.push(h.mode);
+            out.extend_from_slice(&h.workers.to_le_bytes());
+            out.extend_from_slice(&h.heartbeat_us.to_le_bytes());
+            finish(out, at);
+        }
+        Msg::Batch {
+            worker,
+            first_seq,
+            last_seq,
+            records,
+        } => {
+            let at = begin_batch(
+                out,
+                *worker,
+                *first_seq,
+                *last_seq,
+                records.len() / RECORD_BYTES,
+            );
+            out.extend_from_slice(records);
+            finish(out, at);
+        }
+        Msg::Ack { worker, seq } => {
+            let at = begin(out, T_ACK);
+            out.extend_from_slice(&worker.to_le_bytes());
+            out.extend_from_slice(&seq.to_le_bytes());
+            finish(out, at);
+        }
+        Msg::Heartbeat(h) => {
+            let at = begin(out, T_HEARTBEAT);
+            out.extend_from_slice(&h.epoch.to_le_bytes());
+            out.push(h.role);
+            out.push(h.in_sync as u8);
+            for v in [h.token, h.lag_records, h.lag_us, h.flows] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            finish(out, at);
+        }
+        Msg::Snapshot { token } => u64_msg(out, T_SNAPSHOT, *token),
+        Msg::Handover { epoch } => u64_msg(out, T_HANDOVER, *epoch),
+        Msg::Takeover { epoch } => u64_msg(out, T_TAKEOVER, *epoch),
+        Msg::Refused { reason } => {
+            let at = begin(out, T_REFUSED);
+            out.extend_from_slice(reason.as_bytes());
+            finish(out, at);
+        }
+    }
+}
+
+fn u64_msg(out: &mut Vec<u8>, t: u8, v: u64) {
+    let at = begin(out, t);
+    out.extend_from_slice(&v.to_le_bytes());
+    finish(out, at);
+}
+
+fn begin_batch(
+    out: &mut Vec<u8>,
+    worker: u16,
+    first_seq: u64,
+    last_seq: u64,
+    nrec: usize,
+) -> usize {
+    let at = begin(out, T_BATCH);
+    out.extend_from_slice(&worker.to_le_bytes());
+    out.extend_from_slice(&first_seq.to_le_bytes());
+    out.extend_from_slice(&last_seq.to_le_bytes());
+    out.extend_from_slice(&(nrec as u32).to_le_bytes());
+    at
+}
+
+/// Appends a `Batch` frame straight from ring records (no intermediate byte buffer).
+pub fn encode_batch(
+    out: &mut Vec<u8>,
+    worker: u16,
+    first_seq: u64,
+    last_seq: u64,
+    recs: &[Record],
+) {
+    let at = begin_batch(out, worker, first_seq, last_seq, recs.len());
+    out.reserve(recs.len() * RECORD_BYTES);
+    for r in recs {
+        for w in r {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    finish(out, at);
+}
+
+/// Converts a `Batch`'s record bytes back into ring records.
+pub fn batch_records(bytes: &[u8], out: &mut Vec<Record>) {
+    out.clear();
+    for rb in bytes.chunks_exact(RECORD_BYTES) {
+        let mut r: Record = [0; RECORD_WORDS];
+        for (w, b) in r.iter_mut().zip(rb.chunks_exact(8)) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            *w = u64::from_le_bytes(a);
+        }
+        out.push(r);
+    }
+}
+
+// ---- decode -------------------------------------------------------------------------
+
+struct Rd<'a> {
+    b: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Rd<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtoError> {
+        if self.b.len() < n {
+            return Err(ProtoError::Body(self.what));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8, ProtoError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, ProtoError> {
+        Ok(u16::from_le_bytes(self.arr()?))
+    }
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N], ProtoError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u32(&mut self) -> Result<u32, ProtoError> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> Result<u64, ProtoError> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+}
+
+/// Decodes the frame at the front of `buf`: `Ok(None)` if it is not complete yet, else the
+/// message and the bytes it used.
+pub fn decode(buf: &[u8]) -> Result<Option<(Msg<'_>, usize)>, ProtoError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len == 0 || len > MAX_FRAME {
+        return Err(ProtoError::FrameLength(len));
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    let t = buf[4];
+    let body = &buf[5..4 + len];
+    let msg = decode_body(t, body)?;
+    Ok(Some((msg, 4 + len)))
+}
+
+fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
+    Ok(match t {
+        T_HELLO => {
+            let mut r = Rd {
+                b: body,
+                what: "Hello",
+            };
+            let magic = r.u32()?;
+            let version = r.u16()?;
+            // Another version may lay out the rest differently: stop here and let
+            // `Hello::check` refuse it by name.
+            if magic != MAGIC || version != PROTO_VERSION {
+                return Ok(Msg::Hello(Hello {
+                    magic,
+                    version,
+                    node_id: 0,
+                    epoch: 0,
+                    role: Role::Fenced,
+                    mode: 0,
+                    workers: 0,
+                    heartbeat_us: 0,
+                }));
+            }
+            let node_id = r.u32()?;
+            let epoch = r.u64()?;
+            let role = Role::from_u8(r.u8()?).ok_or(ProtoError::Body("Hello role"))?;
+            let mode = r.u8()?;
+            let workers = r.u16()?;
+            let heartbeat_us = r.u32()?;
+            Msg::Hello(Hello {
+                magic,
+                version,
+                node_id,
+                epoch,
+                role,
+                mode,
+                workers,
+                heartbeat_us,
+            })
+        }
+        T_BATCH => {
+            let mut r = Rd {
+                b: body,
+                what: "Batch",
+            };
+            let worker = r.u16()?;
+            let first_seq = r.u64()?;
+            let last_seq = r.u64()?;
+            let n = r.u32()? as usize;
+            let records = r.take(
+                n.checked_mul(RECORD_BYTES)
+                    .ok_or(ProtoError::Body("Batch"))?,
+            )?;
+            if !r.b.is_empty() {
+                return Err(ProtoError::Body("Batch (trailing bytes)"));
+            }
+            Msg::Batch {
+                worker,
+                first_seq,
+                last_seq,
+                records,
+            }
+        }
+        T_ACK => {
+            let mut r = Rd {
+                b: body,
+                what: "Ack",
+            };
+            Msg::Ack {
+                worker: r.u16()?,
+                seq: r.u64()?,
+            }
+        }
+        T_HEARTBEAT => {
+            let mut r = Rd {
+                b: body,
+                what: "Heartbeat",
+            };
+            Msg::Heartbeat(Heartbeat {
+                epoch: r.u64()?,
+                role: r.u8()?,
+                in_sync: r.u8()? != 0,
+                token: r.u64()?,
+                lag_records: r.u64()?,
+                lag_us: r.u64()?,
+                flows: r.u64()?,
+            })
+        }
+        T_SNAPSHOT => Msg::Snapshot {
+            token: Rd {
+                b: body,
+                what: "Snapshot",
+            }
+            .u64()?,
+        },
+        T_HANDOVER => Msg::Handover {
+            epoch: Rd {
+                b: body,
+                what: "Handover",
+            }
+            .u64()?,
+        },
+        T_TAKEOVER => Msg::Takeover {
+            epoch: Rd {
+                b: body,
+                what: "Takeover",
+            }
+            .u64()?,
+        },
+        T_REFUSED => Msg::Refused {
+            reason: String::from_utf8_lossy(body).into_owned(),
+        },
+        t => return Err(ProtoError::Type(t)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(m: Msg<'_>) {
+        let mut b = Vec::new();
+        encode(&m, &mut b);
+        let (d, used) = decode(&b).unwrap().unwrap();
+        assert_eq!(used, b.len());
+        assert_eq!(d, m);
+        // Every strict prefix is "incomplete", never an error.
+        for k in 0..b.len() {
+            assert_eq!(decode(&b[..k]).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn messages_roundtrip() {
+        roundtrip(Msg::Hello(Hello {
+            magic: MAGIC,
+            version: PROTO_VERSION,
+            node_id: 7,
+            epoch: 3,
+            role: Role::Standby,
+            mode: 1,
+            workers: 2,
+            heartbeat_us: 5000,
+        }));
+        let recs = [7u8; 128];
+        roundtrip(Msg::Batch {
+            worker: 1,
+            first_seq: 10,
+            last_seq: 12,
+            records: &recs,
+        });
+        roundtrip(Msg::Ack {
+            worker: 3,
+            seq: u64::MAX - 1,
+        });
+        roundtrip(Msg::Heartbeat(Heartbeat {
+            epoch: 1,
+            role: 2,
+            in_sync: true,
+            token: 9,
+            lag_records: 4,
+            lag_us: 5,
+            flows: 6,
+        }));
+        roundtrip(Msg::Snapshot { token: 5 });
+        roundtrip(Msg::Handover { epoch: 5 });
+        roundtrip(Msg::Takeover { epoch: 6 });
+        roundtrip(Msg::Refused {
+            reason: "no".into(),
+        });
+    }
+
+    #[test]
+    fn other_version_is_named() {
+        let mut b = Vec::new();
+        let mut h = Hello {
+            magic: MAGIC,
+            version: PROTO_VERSION + 1,
+            node_id: 1,
+            epoch: 1,
+            role: Role::Active,
+            mode: 0,
+            workers: 1,
+            heartbeat_us: 1,
+        };
+        encode(&Msg::Hello(h), &mut b);
+        let Msg::Hello(got) = decode(&b).unwrap().unwrap().0 else {
+            panic!()
+        };
+        let e = got.check().unwrap_err();
+        assert!(
+            e.contains(&format!("version {}", PROTO_VERSION + 1))
+                && e.contains(&format!("version {PROTO_VERSION}")),
+            "{e}"
+        );
+        h.version = PROTO_VERSION;
+        assert!(h.check().is_ok());
+    }
+
+    #[test]
+    fn bad_frames_error() {
+        assert_eq!(decode(&[0, 0, 0, 0, 1]), Err(ProtoError::FrameLength(0)));
+        assert!(matches!(
+            decode(&[1, 0, 0, 0, 99]),
+            Err(ProtoError::Type(99))
+        ));
+        assert!(matches!(
+            decode(&[2, 0, 0, 0, T_ACK, 1]),
+            Err(ProtoError::Body(_))
+        ));
+    }
+}

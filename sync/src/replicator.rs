@@ -1,0 +1,382 @@
+//! The worker's end of replication: [`RingReplicator`] turns [`ReplEvent`]s into delta
+//! records on the worker's SPSC ring, and [`WorkerLink`] is the sync core's end (the ring's
+//! consumer plus the atomics both sides share).
+//!
+//! Sequence numbers are per worker and per *delta*, starting at 1; an event that needs
+//! several deltas (a `Data` run longer than [`MAX_DATA_PAYLOAD`], a service image) takes one
+//! number per delta and [`Replicator::emit`] returns the last. The standby acknowledges delta
+//! sequence numbers, and the sync core publishes the acknowledged number as the worker's
+//! release watermark: output built when `last_seq()` was `s` may leave once
+//! `watermark() >= s`.
+//!
+//! Ring full never drops a delta: records go to a bounded local backlog (kept in order;
+//! everything emitted later queues behind it) which [`Replicator::flush`] pushes first.
+//! Only when the backlog is full too does `emit` return [`ReplFull`], before taking a
+//! sequence number, so the worker can retry the same event later.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use flowtwin_engine::replica::{ReplEvent, ReplFull, Replicator};
+
+use crate::delta::{
+    self, data_records, CloseRec, Delta, DeltaBody, DeltaHeader, FlowStateRec, MAX_DATA_PAYLOAD,
+    MAX_DELTA_RECORDS,
+};
+use crate::ring::{self, Consumer, Producer, Record, RECORD_WORDS};
+
+/// Default bound of a worker's local backlog, in records (64 Ki records = 4 MiB).
+pub const DEFAULT_BACKLOG_RECORDS: usize = 64 * 1024;
+
+/// Watermark value meaning "output need not wait for the standby".
+pub const RELEASE_ALL: u64 = u64::MAX;
+
+/// Atomics shared by one worker and the sync core. Every field has exactly one writer.
+#[derive(Debug)]
+struct Shared {
+    /// Highest sequence number the standby acknowledged, or [`RELEASE_ALL`].
+    /// Writer: sync core (`Release`); reader: worker (`Acquire`), so a worker that sees a
+    /// watermark also sees everything the sync core did before publishing it.
+    watermark: AtomicU64,
+    /// Join-snapshot token requested by the sync core (0 = never). Writer: sync core.
+    snapshot_req: AtomicU64,
+    /// Frames the worker currently holds for the watermark. Writer: worker (`Relaxed`:
+    /// a metric, orders nothing).
+    held: AtomicU64,
+    /// Records in the worker's local backlog. Writer: worker (`Relaxed`, metric).
+    backlog: AtomicU64,
+    /// Events refused with `ReplFull`. Writer: worker (`Relaxed`, metric).
+    repl_full: AtomicU64,
+    /// Last sequence number the worker assigned. Writer: worker (`Relaxed`, metric: lag).
+    last_seq: AtomicU64,
+}
+
+/// A handle on one worker's shared atomics; cheap to clone into the worker and the
+/// metrics code.
+#[derive(Clone, Debug)]
+pub struct WorkerShared(Arc<Shared>);
+
+impl WorkerShared {
+    fn new() -> WorkerShared {
+        WorkerShared(Arc::new(Shared {
+            watermark: AtomicU64::new(RELEASE_ALL),
+            snapshot_req: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
+            repl_full: AtomicU64::new(0),
+            last_seq: AtomicU64::new(0),
+        }))
+    }
+
+    /// The release watermark: output built at sequence `s` may leave once `s <= watermark()`.
+    #[inline]
+    pub fn watermark(&self) -> u64 {
+        // Acquire pairs with the Release store in `set_watermark`.
+        self.0.watermark.load(Ordering::Acquire)
+    }
+
+    /// True if output built when the worker's `last_seq()` was `seq` may leave now.
+    #[inline]
+    pub fn released(&self, seq: u64) -> bool {
+        seq <= self.watermark()
+    }
+
+    /// Sync core: publish a new watermark.
+    #[inline]
+    pub fn set_watermark(&self, w: u64) {
+        // Release pairs with the Acquire load in `watermark`.
+        self.0.watermark.store(w, Ordering::Release);
+    }
+
+    /// The join-snapshot token last requested (0 = none ever).
+    #[inline]
+    pub fn snapshot_request(&self) -> u64 {
+        // Acquire pairs with the Release in `request_snapshot`.
+        self.0.snapshot_req.load(Ordering::Acquire)
+    }
+
+    /// Sync core: ask the worker for a join snapshot answered with `Barrier(token)`.
+    pub fn request_snapshot(&self, token: u64) {
+        // Release pairs with the Acquire in `snapshot_request`.
+        self.0.snapshot_req.store(token, Ordering::Release);
+    }
+
+    /// Worker: publish how many frames it holds for the watermark.
+    #[inline]
+    pub fn set_held(&self, frames: u64) {
+        self.0.held.store(frames, Ordering::Relaxed);
+    }
+
+    /// Frames the worker holds for the watermark (metric).
+    pub fn held(&self) -> u64 {
+        self.0.held.load(Ordering::Relaxed)
+    }
+
+    /// Records in the worker's local backlog (metric).
+    pub fn backlog(&self) -> u64 {
+        self.0.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Events the worker could not queue (`ReplFull`) so far.
+    pub fn repl_full(&self) -> u64 {
+        self.0.repl_full.load(Ordering::Relaxed)
+    }
+
+    /// Last sequence number the worker assigned (metric; the ring is the source of truth).
+    pub fn last_seq(&self) -> u64 {
+        self.0.last_seq.load(Ordering::Relaxed)
+    }
+}
+
+/// The sync core's end of one worker: the ring consumer and the shared atomics.
+#[derive(Debug)]
+pub struct WorkerLink {
+    /// Worker index (also the `worker` field of its deltas).
+    pub worker: u16,
+    /// The ring's consumer.
+    pub consumer: Consumer,
+    /// Atomics shared with the worker.
+    pub shared: WorkerShared,
+}
+
+/// Creates worker `worker`'s replicator and the link the sync core drains, with a ring of
+/// `ring_records` records (rounded up to a power of two) and a backlog of
+/// [`DEFAULT_BACKLOG_RECORDS`].
+pub fn worker_channel(worker: u16, ring_records: usize) -> (RingReplicator, WorkerLink) {
+    worker_channel_with_backlog(worker, ring_records, DEFAULT_BACKLOG_RECORDS)
+}
+
+/// [`worker_channel`] with an explicit backlog bound (records).
+pub fn worker_channel_with_backlog(
+    worker: u16,
+    ring_records: usize,
+    backlog_records: usize,
+) -> (RingReplicator, WorkerLink) {
+    let (producer, consumer) = ring::channel(ring_records);
+    let shared = WorkerShared::new();
+    let r = RingReplicator {
+        worker,
+        producer,
+        backlog: VecDeque::new(),
+        backlog_cap: backlog_records.max(MAX_DELTA_RECORDS),
+        seq: 0,
+        answered_token: 0,
+        scratch: [[0; RECORD_WORDS]; MAX_DELTA_RECORDS],
+        shared: shared.clone(),
+    };
+    (
+        r,
+        WorkerLink {
+            worker,
+            consumer,
+            shared,
+        },
+    )
+}
+
+/// Records an event needs (all-or-nothing check before any sequence number is taken).
+fn event_records(ev: &ReplEvent<'_>) -> usize {
+    let payload = |len: usize| {
+        let full = len / MAX_DATA_PAYLOAD;
+        let rest = len % MAX_DATA_PAYLOAD;
+        full * data_records(MAX_DATA_PAYLOAD) + if rest > 0 { data_records(rest) } else { 0 }
+    };
+    match ev {
+        ReplEvent::New(_) | ReplEvent::Update(_) => delta::FLOW_STATE_RECORDS,
+        ReplEvent::Data { bytes, .. } => payload(bytes.len()),
+        // An empty image still travels as one empty chunk (it tells the standby "image done").
+        ReplEvent::SvcImage(b) => payload(b.len()).max(1),
+        ReplEvent::Close | ReplEvent::Barrier(_) => 1,
+    }
+}
+
+/// A worker's [`Replicator`] over its SPSC ring.
+pub struct RingReplicator {
+    worker: u16,
+    producer: Producer,
+    /// Whole deltas the ring had no room for, oldest first.
+    backlog: VecDeque<Record>,
+    backlog_cap: usize,
+    seq: u64,
+    /// Last snapshot token answered with `Barrier(token)`.
+    answered_token: u64,
+    scratch: [Record; MAX_DELTA_RECORDS],
+    shared: WorkerShared,
+}
+
+impl std::fmt::Debug for RingReplicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingReplicator")
+            .field("worker", &self.worker)
+            .field("seq", &self.seq)
+            .field("backlog", &self.backlog.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RingReplicator {
+    /// The handle on this worker's shared atomics (clone it into the worker loop).
+    pub fn shared(&self) -> &WorkerShared {
+        &self.shared
+    }
+
+    /// Worker index.
+    pub fn worker(&self) -> u16 {
+        self.worker
+    }
+
+    /// A join snapshot the sync core asked for and this worker has not answered yet. The
+    /// worker answers with `New` + `SvcImage` for every flow it holds, then
+    /// `Barrier(token)` (emitting the barrier marks the request answered).
+    pub fn pending_snapshot(&self) -> Option<u64> {
+        let req = self.shared.snapshot_request();
+        (req != 0 && req != self.answered_token).then_some(req)
+    }
+
+    /// True if output built at `seq` may leave now (shortcut for the worker loop).
+    #[inline]
+    pub fn released(&self, seq: u64) -> bool {
+        self.shared.released(seq)
+    }
+
+    fn header(&mut self, slot: (u32, u32)) -> DeltaHeader {
+        self.seq += 1;
+        DeltaHeader {
+            worker: self.worker,
+            slot: slot.0,
+            generation: slot.1,
+            seq: self.seq,
+        }
+    }
+
+    /// Queue the first `n` scratch records (one whole delta): straight onto the ring if
+    /// nothing is waiting ahead of it, else behind the backlog.
+    fn push_scratch(&mut self, n: usize) {
+        if self.backlog.is_empty() && self.producer.try_push_many(&self.scratch[..n]).is_ok() {
+            return;
+        }
+        self.backlog.extend(self.scratch[..n].iter().copied());
+    }
+
+    fn payload_deltas(&mut self, slot: (u32, u32), bytes: &[u8], image: Option<u32>, offset: u64) {
+        let mut off = 0usize;
+        loop {
+            let end = (off + MAX_DATA_PAYLOAD).min(bytes.len());
+            let chunk = &bytes[off..end];
+            let h = self.header(slot);
+            let n = match image {
+                Some(total) => {
+                    delta::encode_svc_image_into(&h, total, off as u32, chunk, &mut self.scratch)
+                }
+                None => delta::encode_data_into(&h, offset + off as u64, chunk, &mut self.scratch),
+            }
+            .expect("chunk <= MAX_DATA_PAYLOAD and scratch holds MAX_DELTA_RECORDS");
+            self.push_scratch(n);
+            off = end;
+            if off >= bytes.len() {
+                break;
+            }
+        }
+    }
+
+    fn publish_metrics(&self) {
+        self.shared
+            .0
+            .backlog
+            .store(self.backlog.len() as u64, Ordering::Relaxed);
+        self.shared.0.last_seq.store(self.seq, Ordering::Relaxed);
+    }
+}
+
+impl Replicator for RingReplicator {
+    fn emit(&mut self, slot: (u32, u32), ev: ReplEvent<'_>) -> Result<u64, ReplFull> {
+        if !self.backlog.is_empty() {
+            self.flush();
+        }
+        let need = event_records(&ev);
+        if !self.backlog.is_empty() && self.backlog.len() + need > self.backlog_cap {
+            self.shared.0.repl_full.fetch_add(1, Ordering::Relaxed);
+            return Err(ReplFull);
+        }
+        match ev {
+            ReplEvent::New(img) | ReplEvent::Update(img) => {
+                let rec = FlowStateRec::from_image(img);
+                let body = if matches!(ev, ReplEvent::New(_)) {
+                    DeltaBody::FlowNew(rec)
+                } else {
+                    DeltaBody::FlowUpdate(rec)
+                };
+                let d = Delta {
+                    header: self.header(slot),
+                    body,
+                };
+                let n = delta::encode_into(&d, &mut self.scratch).expect("scratch holds any delta");
+                self.push_scratch(n);
+            }
+            ReplEvent::Data { offset, bytes } => {
+                if bytes.is_empty() {
+                    return Ok(self.seq);
+                }
+                self.payload_deltas(slot, bytes, None, offset);
+            }
+            ReplEvent::SvcImage(bytes) => {
+                // Service images are bounded by the service's buffers (KiBs); u32 is ample.
+                let total = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                self.payload_deltas(slot, &bytes[..total as usize], Some(total), 0);
+            }
+            ReplEvent::Close => {
+                let d = Delta {
+                    header: self.header(slot),
+                    body: DeltaBody::FlowClose(CloseRec { reason: 0 }),
+                };
+                let n = delta::encode_into(&d, &mut self.scratch).expect("scratch holds any delta");
+                self.push_scratch(n);
+            }
+            ReplEvent::Barrier(token) => {
+                let d = Delta {
+                    header: self.header((0, 0)),
+                    body: DeltaBody::Barrier { token },
+                };
+                let n = delta::encode_into(&d, &mut self.scratch).expect("scratch holds any delta");
+                self.push_scratch(n);
+                if token == self.shared.snapshot_request() {
+                    self.answered_token = token;
+                }
+            }
+        }
+        self.publish_metrics();
+        Ok(self.seq)
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn backlog(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Push backlogged deltas, oldest first, as many whole deltas as the ring has room for,
+    /// in one publish.
+    fn flush(&mut self) {
+        if self.backlog.is_empty() {
+            return;
+        }
+        let free = self.producer.free();
+        let recs = self.backlog.make_contiguous();
+        let mut take = 0;
+        while take < recs.len() {
+            // Byte 2 of a delta's first record is its record count (delta header).
+            let n = ((recs[take][0] >> 16) & 0xff) as usize;
+            if n == 0 || take + n > free {
+                break;
+            }
+            take += n;
+        }
+        if take > 0 && self.producer.try_push_many(&recs[..take]).is_ok() {
+            self.backlog.drain(..take);
+        }
+        self.publish_metrics();
+    }
+}

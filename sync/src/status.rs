@@ -1,0 +1,368 @@
+//! Replication status shared with metrics and the control socket: plain atomics written by
+//! the sync thread (and a few by the engine), read by anyone. All `Relaxed`: these are
+//! reports, they order nothing.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::proto::Role;
+
+/// What this node knows about its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PeerState {
+    /// No peer (active without a standby).
+    None = 0,
+    /// Standby: trying to reach the active.
+    Connecting = 1,
+    /// A standby is receiving the join snapshot.
+    Joining = 2,
+    /// The standby has applied a complete snapshot and follows the deltas.
+    InSync = 3,
+    /// The peer was declared dead.
+    Dead = 4,
+}
+
+impl PeerState {
+    fn from_u8(v: u8) -> PeerState {
+        match v {
+            1 => PeerState::Connecting,
+            2 => PeerState::Joining,
+            3 => PeerState::InSync,
+            4 => PeerState::Dead,
+            _ => PeerState::None,
+        }
+    }
+    /// Lower-case name (metrics, ctl).
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerState::None => "none",
+            PeerState::Connecting => "connecting",
+            PeerState::Joining => "joining",
+            PeerState::InSync => "in_sync",
+            PeerState::Dead => "dead",
+        }
+    }
+}
+
+/// Replication status of one engine.
+#[derive(Debug)]
+pub struct SyncStatus {
+    role: AtomicU8,
+    peer_state: AtomicU8,
+    pub epoch: AtomicU64,
+    pub in_sync: AtomicBool,
+    /// Records sent to the standby and not yet acknowledged.
+    pub lag_records: AtomicU64,
+    /// Age of the oldest unacknowledged batch, µs.
+    pub lag_us: AtomicU64,
+    /// Heartbeat intervals without anything from the peer, current streak.
+    pub heartbeats_missed: AtomicU64,
+    /// Heartbeat intervals missed, all time.
+    pub heartbeats_missed_total: AtomicU64,
+    pub takeovers: AtomicU64,
+    /// Set by the engine after installing taken-over flows.
+    pub flows_resumed: AtomicU64,
+    /// Flows lost: dropped after a replay error, or incomplete at takeover.
+    pub flows_abandoned: AtomicU64,
+    pub replay_errors: AtomicU64,
+    /// Standby: updates/data for flows it does not hold (the join snapshot brings them).
+    pub unknown_flow_deltas: AtomicU64,
+    /// Standby: deltas whose sequence number did not follow the previous one.
+    pub seq_gaps: AtomicU64,
+    /// Deltas that did not decode.
+    pub decode_errors: AtomicU64,
+    /// Active: 1 while output is released without an in-sync standby.
+    pub unprotected: AtomicBool,
+    /// Active: total µs spent unprotected.
+    pub unprotected_us: AtomicU64,
+    /// Record bytes sent (active) or received (standby).
+    pub bytes_replicated: AtomicU64,
+    pub deltas_sent: AtomicU64,
+    pub deltas_applied: AtomicU64,
+    pub batches_sent: AtomicU64,
+    /// Shadow flows held (standby).
+    pub shadow_flows: AtomicU64,
+    /// Standby connections accepted (active) / sessions established (standby).
+    pub sessions: AtomicU64,
+    /// Peers refused (version mismatch, bad hello).
+    pub refused: AtomicU64,
+    /// Last takeover: unix time (ns), detection latency (µs: last frame from the dead
+    /// active → declared dead) and takeover duration (µs: declared dead → callback done).
+    pub takeover_at_unix_ns: AtomicU64,
+    pub last_detect_us: AtomicU64,
+    pub last_takeover_us: AtomicU64,
+    pub(crate) takeover_requested: AtomicBool,
+    pub(crate) handover_requested: AtomicBool,
+    pub(crate) stop: AtomicBool,
+    last_error: Mutex<String>,
+}
+
+impl Default for SyncStatus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SyncStatus {
+    pub fn new() -> SyncStatus {
+        SyncStatus {
+            role: AtomicU8::new(Role::Standby as u8),
+            peer_state: AtomicU8::new(PeerState::None as u8),
+            epoch: AtomicU64::new(0),
+            in_sync: AtomicBool::new(false),
+            lag_records: AtomicU64::new(0),
+            lag_us: AtomicU64::new(0),
+            heartbeats_missed: AtomicU64::new(0),
+            heartbeats_missed_total: AtomicU64::new(0),
+            takeovers: AtomicU64::new(0),
+            flows_resumed: AtomicU64::new(0),
+            flows_abandoned: AtomicU64::new(0),
+            replay_errors: AtomicU64::new(0),
+            unknown_flow_deltas: AtomicU64::new(0),
+            seq_gaps: AtomicU64::new(0),
+            decode_errors: AtomicU64::new(0),
+            unprotected: AtomicBool::new(false),
+            unprotected_us: AtomicU64::new(0),
+            bytes_replicated: AtomicU64::new(0),
+            deltas_sent: AtomicU64::new(0),
+            deltas_applied: AtomicU64::new(0),
+            batches_sent: AtomicU64::new(0),
+            shadow_flows: AtomicU64::new(0),
+            sessions: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            takeover_at_unix_ns: AtomicU64::new(0),
+            last_detect_us: AtomicU64::new(0),
+            last_takeover_us: AtomicU64::new(0),
+            takeover_requested: AtomicBool::new(false),
+            handover_requested: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            last_error: Mutex::new(String::new()),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        Role::from_u8(self.role.load(Relaxed)).unwrap_or(Role::Fenced)
+    }
+    pub(crate) fn set_role(&self, r: Role) {
+        self.role.store(r as u8, Relaxed);
+    }
+    pub fn peer_state(&self) -> PeerState {
+        PeerState::from_u8(self.peer_state.load(Relaxed))
+    }
+    pub(crate) fn set_peer_state(&self, p: PeerState) {
+        self.peer_state.store(p as u8, Relaxed);
+        self.in_sync.store(p == PeerState::InSync, Relaxed);
+    }
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Relaxed)
+    }
+    pub fn in_sync(&self) -> bool {
+        self.in_sync.load(Relaxed)
+    }
+
+    /// ctl `takeover`: a standby takes over now (as if the active had died). Ignored by an
+    /// active engine.
+    pub fn request_takeover(&self) {
+        self.takeover_requested.store(true, Relaxed);
+    }
+
+    /// ctl `failback`: an active engine with an in-sync standby hands the VIPs over
+    /// (`Handover`) and fences itself. Ignored otherwise.
+    pub fn request_handover(&self) {
+        self.handover_requested.store(true, Relaxed);
+    }
+
+    /// The engine reports how many taken-over flows it installed.
+    pub fn set_flows_resumed(&self, n: u64) {
+        self.flows_resumed.store(n, Relaxed);
+    }
+
+    /// The last error or refusal (empty if none).
+    pub fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+    pub(crate) fn set_error(&self, e: impl Into<String>) {
+        if let Ok(mut s) = self.last_error.lock() {
+            *s = e.into();
+        }
+    }
+
+    pub(crate) fn mark_takeover(&self, detect: Duration, took: Duration) {
+        let ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        self.takeover_at_unix_ns.store(ns, Relaxed);
+        self.last_detect_us
+            .store(detect.as_micros() as u64, Relaxed);
+        self.last_takeover_us
+            .store(took.as_micros() as u64, Relaxed);
+        self.takeovers.fetch_add(1, Relaxed);
+    }
+
+    /// Appends the status as Prometheus text exposition (`flowtwin_sync_*`).
+    pub fn render_prometheus(&self, out: &mut String) {
+        let role = self.role();
+        let _ = writeln!(out, "# TYPE flowtwin_sync_role gauge");
+        for r in [Role::Active, Role::Standby, Role::Fenced] {
+            let _ = writeln!(
+                out,
+                "flowtwin_sync_role{{role=\"{}\"}} {}",
+                r.name(),
+                (r == role) as u8
+            );
+        }
+        let peer = self.peer_state();
+        let _ = writeln!(out, "# TYPE flowtwin_sync_peer_state gauge");
+        for p in [
+            PeerState::None,
+            PeerState::Connecting,
+            PeerState::Joining,
+            PeerState::InSync,
+            PeerState::Dead,
+        ] {
+            let _ = writeln!(
+                out,
+                "flowtwin_sync_peer_state{{state=\"{}\"}} {}",
+                p.name(),
+                (p == peer) as u8
+            );
+        }
+        let g = |out: &mut String, name: &str, kind: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# TYPE flowtwin_sync_{name} {kind}\nflowtwin_sync_{name} {v}"
+            );
+        };
+        g(out, "epoch", "gauge", self.epoch());
+        g(out, "in_sync", "gauge", self.in_sync() as u64);
+        g(out, "lag_records", "gauge", self.lag_records.load(Relaxed));
+        g(out, "lag_us", "gauge", self.lag_us.load(Relaxed));
+        g(
+            out,
+            "heartbeats_missed",
+            "gauge",
+            self.heartbeats_missed.load(Relaxed),
+        );
+        g(
+            out,
+            "heartbeats_missed_total",
+            "counter",
+            self.heartbeats_missed_total.load(Relaxed),
+        );
+        g(
+            out,
+            "takeovers_total",
+            "counter",
+            self.takeovers.load(Relaxed),
+        );
+        g(
+            out,
+            "flows_resumed",
+            "gauge",
+            self.flows_resumed.load(Relaxed),
+        );
+        g(
+            out,
+            "flows_abandoned_total",
+            "counter",
+            self.flows_abandoned.load(Relaxed),
+        );
+        g(
+            out,
+            "replay_errors_total",
+            "counter",
+            self.replay_errors.load(Relaxed),
+        );
+        g(
+            out,
+            "unknown_flow_deltas_total",
+            "counter",
+            self.unknown_flow_deltas.load(Relaxed),
+        );
+        g(
+            out,
+            "seq_gaps_total",
+            "counter",
+            self.seq_gaps.load(Relaxed),
+        );
+        g(
+            out,
+            "decode_errors_total",
+            "counter",
+            self.decode_errors.load(Relaxed),
+        );
+        g(
+            out,
+            "unprotected",
+            "gauge",
+            self.unprotected.load(Relaxed) as u64,
+        );
+        g(
+            out,
+            "unprotected_seconds_total",
+            "counter",
+            self.unprotected_us.load(Relaxed) / 1_000_000,
+        );
+        g(
+            out,
+            "bytes_replicated_total",
+            "counter",
+            self.bytes_replicated.load(Relaxed),
+        );
+        g(
+            out,
+            "deltas_sent_total",
+            "counter",
+            self.deltas_sent.load(Relaxed),
+        );
+        g(
+            out,
+            "deltas_applied_total",
+            "counter",
+            self.deltas_applied.load(Relaxed),
+        );
+        g(
+            out,
+            "batches_sent_total",
+            "counter",
+            self.batches_sent.load(Relaxed),
+        );
+        g(
+            out,
+            "shadow_flows",
+            "gauge",
+            self.shadow_flows.load(Relaxed),
+        );
+        g(
+            out,
+            "sessions_total",
+            "counter",
+            self.sessions.load(Relaxed),
+        );
+        g(
+            out,
+            "peers_refused_total",
+            "counter",
+            self.refused.load(Relaxed),
+        );
+        g(
+            out,
+            "last_detect_us",
+            "gauge",
+            self.last_detect_us.load(Relaxed),
+        );
+        g(
+            out,
+            "last_takeover_us",
+            "gauge",
+            self.last_takeover_us.load(Relaxed),
+        );
+    }
+}
