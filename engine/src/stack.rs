@@ -888,3 +888,22 @@ impl Stack {
         }
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// Memory per flow is a figure operators judge us by (BENCHMARKS "memory per flow"). The
+    /// flow table preallocates one `Flow` per slot plus its index; this pins the size so a
+    /// change that bloats every flow is noticed.
+    #[test]
+    fn memory_per_flow_is_bounded() {
+        let flow = std::mem::size_of::<Flow>();
+        let tcb = std::mem::size_of::<Tcb>();
+        let http = std::mem::size_of::<HttpState>();
+        let echo = std::mem::size_of::<EchoState>();
+        println!("size_of: Flow {flow} B (Tcb {tcb} B, HttpState {http} B, EchoState {echo} B)");
+        assert!(flow <= 3 * 1024, "Flow grew to {flow} bytes");
+        assert!(tcb <= 768, "Tcb grew to {tcb} bytes");
+    }
+}
