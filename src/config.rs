@@ -67,6 +67,10 @@ pub struct SyncSection {
     /// Delta-ring records per worker (64 bytes each).
     #[serde(default = "default_ring_records")]
     pub ring_records: usize,
+    /// `mode = "async"`: output may run at most this far ahead of the standby before it is
+    /// held (bounds what a failover can lose).
+    #[serde(default = "default_async_max_lag_ms")]
+    pub async_max_lag_ms: u64,
     /// Control socket for `flowtwin ctl`.
     #[serde(default = "default_control")]
     pub control: PathBuf,
@@ -83,6 +87,9 @@ fn default_dead_after() -> u32 {
 }
 fn default_ring_records() -> usize {
     64 * 1024
+}
+fn default_async_max_lag_ms() -> u64 {
+    20
 }
 fn default_control() -> PathBuf {
     PathBuf::from("/run/flowtwin/flowtwin.sock")
@@ -361,6 +368,9 @@ impl Config {
             }
             if y.dead_after == 0 || y.dead_after > 1000 {
                 return Err(format!("sync.dead_after = {}: must be 1..=1000 missed heartbeats", y.dead_after));
+            }
+            if y.async_max_lag_ms == 0 || y.async_max_lag_ms > 60_000 {
+                return Err(format!("sync.async_max_lag_ms = {}: must be 1..=60000", y.async_max_lag_ms));
             }
             if y.listen == y.peer {
                 return Err(format!("sync.peer = {}: the same address as sync.listen", y.peer));

@@ -10,7 +10,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use flowtwin_engine::counters::{Counters, Drop, Event, SharedCounters};
-use flowtwin_engine::dataplane::{run_worker, IdleConfig, ReplControl, ReplHandles, RoleShared, Worker};
+use flowtwin_engine::dataplane::{run_worker, Fanout, IdleConfig, ReplControl, ReplHandles, RoleShared, RxSource, TxPath, Worker};
+use flowtwin_engine::distribute::worker_for_key;
 use flowtwin_sync::{Mode, Role, SyncConfig, SyncStatus, WorkerShared};
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
@@ -18,8 +19,9 @@ use flowtwin_engine::stack::{vrrp_mac, Listener, ServiceSpec, StackConfig, Vip};
 use flowtwin_engine::tcp::{State, TcpConfig};
 use flowtwin_engine::time::Duration as FtDuration;
 use flowtwin_engine::wire::MacAddr;
-use flowtwin_ffi::port::{port_by_name, PortConfig, RssMode, StatsReader};
-use flowtwin_ffi::{Eal, Mempool, Port};
+use flowtwin_ffi::port::{port_by_name, queue_limits, PortConfig, RssMode, StatsReader};
+use flowtwin_ffi::ring::{RingConsumer, RingProducer};
+use flowtwin_ffi::{Eal, Mempool, Port, Ring};
 
 use crate::config::{parse_mac, Config, ServiceKind, SyncMode, SyncRole};
 use crate::ctl;
@@ -116,6 +118,45 @@ struct Observed {
     sync: Option<Arc<SyncStatus>>,
     held: OnceLock<Vec<WorkerShared>>,
     role: OnceLock<Arc<RoleShared>>,
+    /// Software distribution mode: (RX fan-out by worker 0, TX fan-in through worker 0).
+    software: OnceLock<(bool, bool)>,
+}
+
+/// Slots of each handoff ring (power of two; one burst is 32).
+const HANDOFF_RING_SLOTS: u32 = 4096;
+
+/// How packets reach the workers and leave them, decided from the device's queue limits.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Layout {
+    rx_queues: u16,
+    tx_queues: u16,
+    /// Worker 0 polls the only RX queue and hands other workers their flows (software RSS).
+    rx_fanout: bool,
+    /// Workers k>0 have no TX queue: they send through worker 0's (egress rings).
+    tx_fanin: bool,
+}
+
+fn layout(workers: usize, max_rx: u16, max_tx: u16) -> Layout {
+    let n = workers.max(1);
+    let rx_fanout = n > 1 && usize::from(max_rx) < n;
+    let tx_fanin = n > 1 && usize::from(max_tx) < n;
+    Layout {
+        rx_queues: if rx_fanout { 1 } else { n as u16 },
+        tx_queues: if tx_fanin { 1 } else { n as u16 },
+        rx_fanout,
+        tx_fanin,
+    }
+}
+
+/// Place replicas on the worker their packets reach in software distribution mode (the active
+/// may have spread flows differently, e.g. by hardware RSS, or with another worker count).
+fn reshard(flows: Vec<Vec<flowtwin_engine::replica::ShadowFlow>>, workers: usize) -> Vec<Vec<flowtwin_engine::replica::ShadowFlow>> {
+    let mut out: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+    for f in flows.into_iter().flatten() {
+        let w = worker_for_key(&f.image.key, workers);
+        out[w].push(f);
+    }
+    out
 }
 
 fn render(o: &Observed, out: &mut String) {
@@ -127,6 +168,12 @@ fn render(o: &Observed, out: &mut String) {
     if let Some(h) = o.held.get() {
         family(out, "flowtwin_held_outputs", "gauge", "frames held until the standby acknowledges their state (output commit)");
         sample(out, "flowtwin_held_outputs", &[], h.iter().map(|w| w.held()).sum::<u64>());
+    }
+    if let Some((rx_fanout, tx_fanin)) = o.software.get() {
+        family(out, "flowtwin_software_rss", "gauge", "1 if worker 0 distributes flows to the other workers in software (the device has fewer RX queues than workers)");
+        sample(out, "flowtwin_software_rss", &[], *rx_fanout as u8);
+        family(out, "flowtwin_software_tx_fanin", "gauge", "1 if workers other than 0 transmit through worker 0's TX queue (the device has fewer TX queues than workers)");
+        sample(out, "flowtwin_software_tx_fanin", &[], *tx_fanin as u8);
     }
     if let Some(r) = o.role.get() {
         family(out, "flowtwin_flows_resumed_total", "counter", "flows installed from the replica at takeovers");
@@ -321,6 +368,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         sync: sync_status.clone(),
         held: OnceLock::new(),
         role: OnceLock::new(),
+        software: OnceLock::new(),
     });
     if let Some(addr) = cfg.metrics.addr()? {
         let o = observed.clone();
@@ -351,9 +399,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     );
     let pc = &cfg.ports[0];
     let id = port_by_name(&eal, &pc.name).map_err(|e| format!("port[0].name = {:?}: {e}", pc.name))?;
+    let (max_rx, max_tx) = queue_limits(&eal, id).map_err(|e| format!("port[0] {:?}: {e}", pc.name))?;
+    let lay = layout(nworkers, max_rx, max_tx);
     let conf = PortConfig {
-        rx_queues: nworkers as u16,
-        tx_queues: nworkers as u16,
+        rx_queues: lay.rx_queues,
+        tx_queues: lay.tx_queues,
         rx_desc: pc.rx_desc,
         tx_desc: pc.tx_desc,
         rss: RssMode::Symmetric,
@@ -362,16 +412,47 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     let mut port = Port::start(&eal, id, &conf, &pool).map_err(|e| format!("port[0] {:?}: {e}", pc.name))?;
     let info = port.info().clone();
     eprintln!(
-        "flowtwin: port {} ({}, driver {}) started with {} queue(s){}, MAC {}",
+        "flowtwin: port {} ({}, driver {}) started with {} RX / {} TX queue(s){}, MAC {}",
         info.id.0,
         info.name,
         info.driver,
-        nworkers,
+        lay.rx_queues,
+        lay.tx_queues,
         if info.rss_active { ", symmetric RSS" } else { "" },
         MacAddr(info.mac)
     );
-    if nworkers > 1 && !info.rss_active && info.driver != "net_af_packet" {
+    if lay.rx_fanout {
+        eprintln!(
+            "flowtwin: device {} has {} RX queue(s): worker 0 distributes flows to {nworkers} workers in software (symmetric flow hash)",
+            info.name, max_rx
+        );
+    }
+    if lay.tx_fanin {
+        eprintln!(
+            "flowtwin: device {} has {} TX queue(s): the {} worker(s) other than worker 0 transmit through its TX queue (egress rings)",
+            info.name,
+            max_tx,
+            nworkers - 1
+        );
+    } else if lay.rx_fanout {
+        eprintln!("flowtwin: each worker transmits on its own TX queue");
+    }
+    if nworkers > 1 && !lay.rx_fanout && !info.rss_active && info.driver != "net_af_packet" {
         eprintln!("flowtwin: warning: {} queues without RSS: the device must spread flows symmetrically itself", nworkers);
+    }
+    let _ = observed.software.set((lay.rx_fanout, lay.tx_fanin));
+    // Handoff rings (SPSC: one producer lcore, one consumer lcore each).
+    let mut ingress: Vec<(Option<RingProducer>, Option<RingConsumer>)> = (0..nworkers).map(|_| (None, None)).collect();
+    let mut egress: Vec<(Option<RingProducer>, Option<RingConsumer>)> = (0..nworkers).map(|_| (None, None)).collect();
+    for k in 1..nworkers {
+        if lay.rx_fanout {
+            let (p, c) = Ring::new(&eal, &format!("ft_rx_w{k}"), HANDOFF_RING_SLOTS, true).map_err(|e| e.to_string())?.split();
+            ingress[k] = (Some(p), Some(c));
+        }
+        if lay.tx_fanin {
+            let (p, c) = Ring::new(&eal, &format!("ft_tx_w{k}"), HANDOFF_RING_SLOTS, true).map_err(|e| e.to_string())?.split();
+            egress[k] = (Some(p), Some(c));
+        }
     }
     let _ = observed.ports.set(vec![port.stats_reader()]);
     let shared: Vec<Arc<SharedCounters>> = (0..nworkers).map(|_| Arc::new(SharedCounters::default())).collect();
@@ -416,8 +497,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             heartbeat: Duration::from_millis(y.heartbeat_ms),
             dead_after: y.dead_after,
             ring_records: y.ring_records,
+            async_max_lag: Duration::from_millis(y.async_max_lag_ms),
         };
         let r = role.clone();
+        let software_rx = lay.rx_fanout;
         let on_takeover: flowtwin_sync::TakeoverFn = Box::new(move |t: flowtwin_sync::Takeover| {
             let n: usize = t.flows.iter().map(Vec::len).sum();
             eprintln!(
@@ -427,7 +510,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
                 n,
                 if t.in_sync { "" } else { "NOT " }
             );
-            r.take_over(t.flows);
+            let flows = if software_rx { reshard(t.flows, nworkers) } else { t.flows };
+            r.take_over(flows);
         });
         sync_handle = Some(
             flowtwin_sync::start(sc, stack_cfg.clone(), links, st.clone(), on_takeover)
@@ -436,10 +520,24 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     }
     let mut handles = Vec::new();
     for (i, lcore) in lcores.iter().take(nworkers).enumerate() {
+        let rx = match ingress[i].1.take() {
+            Some(c) => RxSource::Ring(c),
+            None => RxSource::Queue(port.take_rx(i as u16).ok_or("RX queue missing")?),
+        };
+        let tx = match egress[i].0.take() {
+            Some(p) => TxPath::Ring(p),
+            None => TxPath::Queue(port.take_tx(i as u16).ok_or("TX queue missing")?),
+        };
+        let fanout = (i == 0 && (lay.rx_fanout || lay.tx_fanin)).then(|| Fanout {
+            workers: nworkers,
+            to: if lay.rx_fanout { ingress.iter_mut().map(|(p, _)| p.take()).collect() } else { Vec::new() },
+            from: egress.iter_mut().filter_map(|(_, c)| c.take()).collect(),
+        });
         let w = Worker {
             index: i,
-            rx: port.take_rx(i as u16).ok_or("RX queue missing")?,
-            tx: port.take_tx(i as u16).ok_or("TX queue missing")?,
+            rx,
+            tx,
+            fanout,
             pool: pool.clone(),
             stack_cfg: stack_cfg.clone(),
             counters: shared[i].clone(),

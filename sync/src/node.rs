@@ -51,6 +51,10 @@ pub struct SyncConfig {
     pub dead_after: u32,
     /// Records per worker ring (used by the caller's `worker_channel`).
     pub ring_records: usize,
+    /// Async mode: how far output may run ahead of the standby. Once the oldest
+    /// unacknowledged batch is older than this, output is held until the standby catches up,
+    /// which bounds the replication lag (and so what a failover can lose).
+    pub async_max_lag: Duration,
 }
 
 impl Default for SyncConfig {
@@ -64,6 +68,7 @@ impl Default for SyncConfig {
             heartbeat: Duration::from_millis(5),
             dead_after: 3,
             ring_records: 64 * 1024,
+            async_max_lag: Duration::from_millis(20),
         }
     }
 }
@@ -655,6 +660,7 @@ impl Ctx {
             in_sync: false,
             acked: vec![0; n],
             unacked: vec![VecDeque::new(); n],
+            young: vec![VecDeque::new(); n],
             last_hb_tx: Instant::now(),
             missed: 0,
         })
@@ -679,6 +685,11 @@ impl Ctx {
                         Ok(p) => {
                             if first == 0 {
                                 first = p.header.seq;
+                            }
+                            if p.kind == delta::DeltaKind::FlowNew {
+                                if let Some(sb) = peer.as_deref_mut() {
+                                    sb.young[w].push_back(p.header.seq);
+                                }
                             }
                             last = p.header.seq;
                             used += p.records;
@@ -763,6 +774,9 @@ impl Ctx {
                     let w = usize::from(worker);
                     if w < p.acked.len() && seq > p.acked[w] {
                         p.acked[w] = seq;
+                        while p.young[w].front().is_some_and(|&s| s <= seq) {
+                            p.young[w].pop_front();
+                        }
                         while p.unacked[w].front().is_some_and(|b| b.0 <= seq) {
                             p.unacked[w].pop_front();
                         }
@@ -799,21 +813,30 @@ impl Ctx {
         let (lag_records, lag_us) = p.lag(Instant::now());
         self.status.lag_records.store(lag_records, Relaxed);
         self.status.lag_us.store(lag_us, Relaxed);
+        let young: usize = p.young.iter().map(VecDeque::len).sum();
+        self.status.flows_at_risk.store(young as u64, Relaxed);
         Ok(busy)
     }
 
     /// Release watermarks: the standby's acked sequence once it is in sync (strict mode);
-    /// otherwise everything (and the time is counted as unprotected).
+    /// in async mode everything, unless the lag passed `async_max_lag` (then hold until it
+    /// catches up); without an in-sync standby everything (counted as unprotected).
     fn publish_watermarks(&self, peer: Option<&Standby>, acct: &mut Instant) {
         let protected = peer.is_some_and(|p| p.in_sync);
+        let now = Instant::now();
+        let over_lag = peer.is_some_and(|p| {
+            self.cfg.mode == Mode::Async && p.lag(now).1 > self.cfg.async_max_lag.as_micros() as u64
+        });
+        if over_lag {
+            self.status.async_lag_holds.fetch_add(1, Relaxed);
+        }
         for (w, l) in self.links.iter().enumerate() {
             let wm = match peer {
-                Some(p) if p.in_sync && self.cfg.mode == Mode::Strict => p.acked[w],
+                Some(p) if p.in_sync && (self.cfg.mode == Mode::Strict || over_lag) => p.acked[w],
                 _ => RELEASE_ALL,
             };
             l.shared.set_watermark(wm);
         }
-        let now = Instant::now();
         if !protected {
             self.status
                 .unprotected_us
@@ -821,6 +844,7 @@ impl Ctx {
         }
         self.status.unprotected.store(!protected, Relaxed);
         if peer.is_none() {
+            self.status.flows_at_risk.store(0, Relaxed);
             self.status.lag_records.store(0, Relaxed);
             self.status.lag_us.store(0, Relaxed);
             self.status.heartbeats_missed.store(0, Relaxed);
@@ -1225,6 +1249,9 @@ struct Standby {
     acked: Vec<u64>,
     /// Per worker: (last seq, records, sent at) of batches not yet acknowledged.
     unacked: Vec<VecDeque<(u64, u32, Instant)>>,
+    /// Per worker: sequence numbers of flow creations sent but not yet acknowledged. In async
+    /// mode these flows may already have been answered, so a failover now would lose them.
+    young: Vec<VecDeque<u64>>,
     last_hb_tx: Instant,
     missed: u64,
 }

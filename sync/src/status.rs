@@ -58,6 +58,11 @@ pub struct SyncStatus {
     pub lag_records: AtomicU64,
     /// Age of the oldest unacknowledged batch, µs.
     pub lag_us: AtomicU64,
+    /// Flows whose creation the standby has not acknowledged yet (async mode: lost if the
+    /// active died now; strict mode: their SYN-ACK is still held, so nothing is lost).
+    pub flows_at_risk: AtomicU64,
+    /// Async mode: times output was held because the lag passed `async_max_lag`.
+    pub async_lag_holds: AtomicU64,
     /// Heartbeat intervals without anything from the peer, current streak.
     pub heartbeats_missed: AtomicU64,
     /// Heartbeat intervals missed, all time.
@@ -115,6 +120,8 @@ impl SyncStatus {
             in_sync: AtomicBool::new(false),
             lag_records: AtomicU64::new(0),
             lag_us: AtomicU64::new(0),
+            flows_at_risk: AtomicU64::new(0),
+            async_lag_holds: AtomicU64::new(0),
             heartbeats_missed: AtomicU64::new(0),
             heartbeats_missed_total: AtomicU64::new(0),
             takeovers: AtomicU64::new(0),
@@ -244,6 +251,8 @@ impl SyncStatus {
         g(out, "in_sync", "gauge", self.in_sync() as u64);
         g(out, "lag_records", "gauge", self.lag_records.load(Relaxed));
         g(out, "lag_us", "gauge", self.lag_us.load(Relaxed));
+        g(out, "flows_at_risk", "gauge", self.flows_at_risk.load(Relaxed));
+        g(out, "async_lag_holds_total", "counter", self.async_lag_holds.load(Relaxed));
         g(
             out,
             "heartbeats_missed",
