@@ -614,3 +614,31 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod layout_tests {
+    use super::layout;
+
+    #[test]
+    fn queue_per_worker_when_the_device_has_them() {
+        let l = layout(2, 2, 2);
+        assert_eq!((l.rx_queues, l.tx_queues, l.rx_fanout, l.tx_fanin), (2, 2, false, false));
+        let l = layout(4, 64, 64);
+        assert_eq!((l.rx_queues, l.tx_queues, l.rx_fanout, l.tx_fanin), (4, 4, false, false));
+        let l = layout(1, 1, 1);
+        assert_eq!((l.rx_queues, l.tx_queues, l.rx_fanout, l.tx_fanin), (1, 1, false, false));
+    }
+
+    #[test]
+    fn software_distribution_when_queues_are_missing() {
+        // af_packet qpairs=1 with two workers: one queue pair, worker 0 fans out and in.
+        let l = layout(2, 1, 1);
+        assert_eq!((l.rx_queues, l.tx_queues, l.rx_fanout, l.tx_fanin), (1, 1, true, true));
+        // One RX queue but a TX queue per worker: every worker transmits on its own.
+        let l = layout(2, 1, 2);
+        assert_eq!((l.rx_queues, l.tx_queues, l.rx_fanout, l.tx_fanin), (1, 2, true, false));
+        // Enough RX queues, too few TX queues: hardware RX, TX through worker 0.
+        let l = layout(4, 4, 2);
+        assert_eq!((l.rx_queues, l.tx_queues, l.rx_fanout, l.tx_fanin), (4, 1, false, true));
+    }
+}

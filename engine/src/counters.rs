@@ -82,6 +82,9 @@ reasons! {
         /// Segment of an unknown flow during the takeover grace period: dropped, never reset
         /// (it may belong to a flow whose replica is still being installed).
         TakeoverGrace => "takeover_grace",
+        /// Software distribution: a packet (or frame) for another worker did not fit in the
+        /// handoff ring between the two workers: freed, never blocked on.
+        HandoffRingFull => "handoff_ring_full",
     }
 }
 
@@ -118,6 +121,12 @@ reasons! {
         GratuitousArps => "gratuitous_arps",
         /// Join snapshots emitted for a standby.
         SnapshotsEmitted => "snapshots_emitted",
+        /// Software distribution: packets this worker handed to another one (worker 0: received
+        /// frames of other workers' flows; worker k: frames queued for worker 0's TX queue).
+        HandoffOut => "handoff_out",
+        /// Software distribution: packets this worker took over from another one (worker k:
+        /// received frames from worker 0; worker 0: other workers' frames it transmitted).
+        HandoffIn => "handoff_in",
     }
 }
 

@@ -14,14 +14,26 @@
 //! per-worker watermark (what the standby acknowledged) reaches the tag. So a SYN-ACK waits
 //! for the flow's creation, an ACK of client bytes for those bytes, and data for the state it
 //! came from. Tags only grow, so the FIFO releases in order.
+//!
+//! Software distribution (a device with fewer queues than workers): packets come from an
+//! [`RxSource`] and go to a [`TxPath`]; everything between is identical for every worker.
+//! Worker 0 polls the only RX queue and, per packet, computes the symmetric flow hash
+//! ([`crate::distribute`]): frames of other workers' flows move to their SPSC ingress rings
+//! ([`Fanout::to`]), whose consumer end is that worker's `RxSource::Ring`. Without a TX queue
+//! per worker, workers k>0 transmit into an SPSC egress ring (`TxPath::Ring`) that worker 0
+//! drains into its TX queue every iteration ([`Fanout::from`]). A full ring never blocks: the
+//! packet is freed and counted (`handoff_ring_full`); TCP retransmission recovers it. Output
+//! commit is unaffected: a worker puts a frame into its egress ring only once it is released.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use flowtwin_ffi::{pause, rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue};
+use flowtwin_ffi::ring::{RingConsumer, RingProducer};
+use flowtwin_ffi::{pause, rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue, BURST_MAX};
 
 use crate::counters::{Drop, Event, SharedCounters};
+use crate::distribute::worker_for_frame;
 use crate::replica::{Replicator, ShadowFlow};
 use crate::stack::{FrameSink, Stack, StackConfig, MAX_FRAME};
 use crate::time::{Duration, Instant};
@@ -105,11 +117,112 @@ impl Default for IdleConfig {
     }
 }
 
+/// Where a worker's received packets come from.
+pub enum RxSource {
+    /// Its own RX queue (hardware RSS / af_packet fanout), or worker 0's only queue.
+    Queue(RxQueue),
+    /// Software distribution: the consumer end of its ingress ring, fed by worker 0.
+    Ring(RingConsumer),
+}
+
+impl RxSource {
+    #[inline]
+    fn rx_burst(&mut self, burst: &mut MbufBurst) -> usize {
+        match self {
+            RxSource::Queue(q) => q.rx_burst(burst),
+            RxSource::Ring(r) => r.dequeue_burst(burst),
+        }
+    }
+}
+
+/// Where a worker's frames go.
+pub enum TxPath {
+    /// Its own TX queue.
+    Queue(TxQueue),
+    /// Software distribution without a TX queue per worker: the producer end of its egress
+    /// ring, which worker 0 drains into its TX queue.
+    Ring(RingProducer),
+}
+
+impl TxPath {
+    #[inline]
+    fn tx_burst(&mut self, burst: &mut MbufBurst) -> usize {
+        match self {
+            TxPath::Queue(q) => q.tx_burst(burst),
+            TxPath::Ring(r) => r.enqueue_burst(burst),
+        }
+    }
+}
+
+/// Worker 0's extra ends in software distribution mode.
+pub struct Fanout {
+    /// Total workers (the flow hash maps onto `0..workers`).
+    pub workers: usize,
+    /// `to[k]`: producer end of worker k's ingress ring (`None` for worker 0 itself). Empty
+    /// when every worker has its own RX queue.
+    pub to: Vec<Option<RingProducer>>,
+    /// Consumer ends of the egress rings of workers without their own TX queue.
+    pub from: Vec<RingConsumer>,
+}
+
+impl Fanout {
+    /// Move the frames of other workers' flows out of `rx` into their ingress rings, keeping
+    /// the order of each flow; worker 0's own frames stay in `rx`, in order.
+    fn distribute(&mut self, rx: &mut MbufBurst, stage: &mut [MbufBurst], counters: &mut crate::counters::Counters) {
+        if self.to.is_empty() || rx.is_empty() {
+            return;
+        }
+        // Take the burst apart (back to front), then route front to back.
+        let mut all: [Option<Mbuf>; BURST_MAX] = [const { None }; BURST_MAX];
+        let n = rx.len();
+        for slot in all[..n].iter_mut().rev() {
+            *slot = rx.pop();
+        }
+        for m in all[..n].iter_mut().filter_map(Option::take) {
+            let k = worker_for_frame(m.data(), self.workers);
+            let dst = if k == 0 { &mut *rx } else { &mut stage[k] };
+            // Cannot overflow: every burst was empty and at most BURST_MAX frames are routed.
+            let _ = dst.push(m);
+        }
+        for (k, out) in stage.iter_mut().enumerate() {
+            if out.is_empty() {
+                continue;
+            }
+            let moved = match self.to.get_mut(k) {
+                Some(Some(p)) => p.enqueue_burst(out),
+                _ => 0,
+            };
+            counters.add(Event::HandoffOut, moved as u64);
+            counters.drops[Drop::HandoffRingFull as usize] += out.len() as u64;
+            out.clear();
+        }
+    }
+
+    /// Transmit what the other workers queued in their egress rings (bounded per call).
+    /// Returns how many frames were taken.
+    fn drain_egress(&mut self, sink: &mut MbufSink<'_>) -> usize {
+        let mut total = 0;
+        for c in &mut self.from {
+            for _ in 0..16 {
+                let k = c.dequeue_burst(&mut sink.out);
+                total += k;
+                sink.flush();
+                if k < BURST_MAX {
+                    break;
+                }
+            }
+        }
+        total
+    }
+}
+
 /// Everything one worker lcore owns.
 pub struct Worker {
     pub index: usize,
-    pub rx: RxQueue,
-    pub tx: TxQueue,
+    pub rx: RxSource,
+    pub tx: TxPath,
+    /// Worker 0 in software distribution mode: its fan-out producers / fan-in consumers.
+    pub fanout: Option<Fanout>,
     pub pool: Arc<Mempool>,
     pub stack_cfg: Arc<StackConfig>,
     pub counters: Arc<SharedCounters>,
@@ -139,11 +252,15 @@ impl Clock {
 /// Builds reply frames in mbufs and sends them in bursts.
 struct MbufSink<'a> {
     pool: &'a Mempool,
-    tx: &'a mut TxQueue,
+    tx: &'a mut TxPath,
     out: MbufBurst,
     no_mbuf: u64,
     tx_full: u64,
     sent: u64,
+    /// TX goes through an egress ring (software distribution): what does not fit is counted
+    /// as `handoff_ring_full`, what does as `handoff_out`.
+    to_ring: bool,
+    ring_full: u64,
     /// Output commit on: frames wait in `pending` until tagged, then in `held`.
     hold: bool,
     pending: Vec<Mbuf>,
@@ -185,7 +302,11 @@ impl MbufSink<'_> {
             sent += self.tx.tx_burst(&mut self.out);
         }
         self.sent += sent as u64;
-        self.tx_full += self.out.len() as u64;
+        if self.to_ring {
+            self.ring_full += self.out.len() as u64;
+        } else {
+            self.tx_full += self.out.len() as u64;
+        }
         self.out.clear();
     }
 }
@@ -230,6 +351,10 @@ pub fn run_worker(mut w: Worker) -> i32 {
     let mut empty_polls: u32 = 0;
     let mut last_publish = clock.now();
     let burst = w.burst.clamp(1, flowtwin_ffi::BURST_MAX);
+    let to_ring = matches!(w.tx, TxPath::Ring(_));
+    let from_ring = matches!(w.rx, RxSource::Ring(_));
+    let mut fanout = w.fanout.take();
+    let mut stage: Vec<MbufBurst> = (0..fanout.as_ref().map_or(0, |f| f.workers)).map(|_| MbufBurst::new()).collect();
     let mut sink = MbufSink {
         pool: &w.pool,
         tx: &mut w.tx,
@@ -237,6 +362,8 @@ pub fn run_worker(mut w: Worker) -> i32 {
         no_mbuf: 0,
         tx_full: 0,
         sent: 0,
+        to_ring,
+        ring_full: 0,
         hold,
         pending: Vec::with_capacity(if hold { 1024 } else { 0 }),
         held: VecDeque::with_capacity(if hold { 4096 } else { 0 }),
@@ -285,8 +412,14 @@ pub fn run_worker(mut w: Worker) -> i32 {
             }
         }
 
-        let n = w.rx.rx_burst(&mut rx);
+        let got = w.rx.rx_burst(&mut rx);
         let _ = burst;
+        if let Some(f) = fanout.as_mut() {
+            f.distribute(&mut rx, &mut stage, stack.counters_mut());
+        } else if from_ring {
+            stack.counters_mut().add(Event::HandoffIn, got as u64);
+        }
+        let n = rx.len();
         for i in 0..n {
             rx.prefetch(i + 1);
             if !rx.is_contiguous(i) {
@@ -306,6 +439,14 @@ pub fn run_worker(mut w: Worker) -> i32 {
             sink.release(c.watermark());
         }
         sink.flush();
+        let drained = match fanout.as_mut() {
+            Some(f) if !f.from.is_empty() => {
+                let d = f.drain_egress(&mut sink);
+                stack.counters_mut().add(Event::HandoffIn, d as u64);
+                d
+            }
+            _ => 0,
+        };
 
         if now.0.saturating_sub(last_publish.0) >= 1000 {
             last_publish = now;
@@ -315,11 +456,15 @@ pub fn run_worker(mut w: Worker) -> i32 {
             let c = stack.counters_mut();
             c.drops[Drop::TxNoMbuf as usize] += std::mem::take(&mut sink.no_mbuf);
             c.drops[Drop::TxFull as usize] += std::mem::take(&mut sink.tx_full);
+            if to_ring {
+                c.drops[Drop::HandoffRingFull as usize] += std::mem::take(&mut sink.ring_full);
+                c.add(Event::HandoffOut, std::mem::take(&mut sink.sent));
+            }
             w.counters.publish(c);
         }
 
         let waiting = !sink.held.is_empty() || !sink.pending.is_empty();
-        if n > 0 || !w.idle.enabled || waiting {
+        if got > 0 || drained > 0 || !w.idle.enabled || waiting {
             empty_polls = 0;
             continue;
         }
@@ -345,6 +490,10 @@ pub fn run_worker(mut w: Worker) -> i32 {
     let c = stack.counters_mut();
     c.drops[Drop::TxNoMbuf as usize] += sink.no_mbuf;
     c.drops[Drop::TxFull as usize] += sink.tx_full;
+    if to_ring {
+        c.drops[Drop::HandoffRingFull as usize] += sink.ring_full;
+        c.add(Event::HandoffOut, sink.sent);
+    }
     w.counters.publish(c);
     0
 }

@@ -6,6 +6,7 @@
 
 pub mod counters;
 pub mod dataplane;
+pub mod distribute;
 pub mod flow;
 pub mod replica;
 pub mod seq;

@@ -427,3 +427,15 @@ impl TxQueue {
         n
     }
 }
+
+/// The most RX and TX queues port `id` supports (`rte_eth_dev_info_get`), asked before
+/// [`Port::start`] so a caller can pick a queue layout the device can give.
+pub fn queue_limits(_eal: &Eal, id: PortId) -> Result<(u16, u16)> {
+    let mut dev_info: sys::rte_eth_dev_info = Default::default();
+    // SAFETY: out-pointer to a properly sized struct.
+    let r = unsafe { sys::rte_eth_dev_info_get(id.0, &mut dev_info) };
+    if r != 0 {
+        return Err(Error::from_ret(format!("rte_eth_dev_info_get({id})"), r));
+    }
+    Ok((dev_info.max_rx_queues, dev_info.max_tx_queues))
+}

@@ -270,7 +270,7 @@ fn failover_case(port: u16, upload: Vec<u8>, expect: Vec<u8>, kill_after: usize)
         // Kill A mid-transfer: its held output dies with it.
         if !killed && c.app.received.len() >= kill_after {
             killed = true;
-            drop(std::mem::replace(&mut a_out, Held::default()));
+            drop(std::mem::take(&mut a_out));
             if let Some(h) = a_node.take() {
                 h.stop();
             }

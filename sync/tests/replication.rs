@@ -862,7 +862,9 @@ fn active_death_by_close_takes_over_immediately() {
 fn silent_active_detected_after_three_heartbeats() {
     let _g = serial();
     let stack = stack_cfg();
-    let hb = Duration::from_millis(5);
+    // 20 ms rather than the 5 ms default: the assertion is "after three missed heartbeats,
+    // not before", and a loaded 2-CPU CI runner can deschedule this thread for >15 ms.
+    let hb = Duration::from_millis(20);
     let (acfg, mut scfg) = pair_cfgs(hb);
     scfg.dead_after = 3;
     let lst = TcpListener::bind(acfg.listen).unwrap();
@@ -880,7 +882,7 @@ fn silent_active_detected_after_three_heartbeats() {
         role: Role::Active,
         mode: 0,
         workers: 1,
-        heartbeat_us: 5000,
+        heartbeat_us: 20_000,
     };
     proto::encode(&Msg::Hello(hello), &mut out);
     proto::encode(&Msg::Snapshot { token: 1 }, &mut out);
@@ -922,7 +924,7 @@ fn silent_active_detected_after_three_heartbeats() {
     assert_eq!(t.epoch, 5, "fenced: active epoch + 1");
     assert!(t.in_sync);
     assert!(detect >= hb * 3 - Duration::from_millis(1), "{detect:?}");
-    assert!(detect < Duration::from_millis(60), "{detect:?}");
+    assert!(detect < hb * 3 + Duration::from_millis(250), "{detect:?}");
     assert_same(&stack, std::slice::from_ref(&fw), &t);
     drop(s);
     standby.handle.stop();
