@@ -386,6 +386,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     }
 
     let eal = Eal::init(&cfg.eal.args).map_err(|e| format!("EAL init: {e}"))?;
+    // The main lcore only supervises; unpin it so the threads it spawns next (the sync
+    // thread) are not stuck on one CPU with a busy worker (starvation looks like death).
+    if let Err(e) = flowtwin_ffi::float_current_thread() {
+        eprintln!("flowtwin: warning: cannot unpin the control threads: {e}");
+    }
     let lcores = eal.worker_lcores();
     let nworkers = cfg.engine.workers.map(usize::from).unwrap_or(lcores.len());
     if nworkers == 0 || nworkers > lcores.len() {
@@ -565,14 +570,16 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(if sync_status.is_some() { 1 } else { 50 }));
         if let Some(st) = &sync_status {
             // Follow the sync thread's role: active answers, standby and fenced stay silent.
+            // Act on transitions only: the takeover callback activates the workers itself,
+            // and a stale read of the role must never switch them back.
             let r = st.role();
             if last_role != Some(r) {
                 eprintln!("flowtwin: role {} (epoch {})", r.name(), st.epoch());
                 last_role = Some(r);
-            }
-            match r {
-                Role::Active => role.active.store(true, Ordering::Release),
-                Role::Standby | Role::Fenced => role.active.store(false, Ordering::Release),
+                match r {
+                    Role::Active => role.active.store(true, Ordering::Release),
+                    Role::Standby | Role::Fenced => role.active.store(false, Ordering::Release),
+                }
             }
             st.set_flows_resumed(role.flows_resumed.load(Ordering::Relaxed));
         }

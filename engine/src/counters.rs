@@ -117,6 +117,9 @@ reasons! {
         ReplicationFull => "replication_full",
         /// Flows installed from the replica at takeover.
         FlowsResumed => "flows_resumed",
+        /// Installed flows whose client acknowledged data the replica never sent (async mode:
+        /// the replica was stale): reset so the client fails fast instead of hanging.
+        FlowsAbandoned => "flows_abandoned",
         /// Gratuitous ARPs sent (takeover announcements).
         GratuitousArps => "gratuitous_arps",
         /// Join snapshots emitted for a standby.

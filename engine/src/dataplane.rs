@@ -396,6 +396,14 @@ pub fn run_worker(mut w: Worker) -> i32 {
             w.role.takeover_done_us.store(now.0, Ordering::Relaxed);
         } else if !stack.is_active() && w.role.active.load(Ordering::Relaxed) {
             stack.set_active(true);
+            // Becoming active without a takeover (start-up, or after a rejoin): the switch may
+            // still send the VIP to the peer's port, so announce it (worker 0 speaks for all).
+            if me == 0 {
+                let was = std::mem::replace(&mut sink.hold, false);
+                stack.announce(&mut sink);
+                sink.flush();
+                sink.hold = was;
+            }
         } else if stack.is_active() && !w.role.active.load(Ordering::Relaxed) {
             // Fenced or demoted: stop answering and forget the flows (the peer owns them now;
             // this engine rejoins as its standby). Held output must never leave.

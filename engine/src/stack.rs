@@ -107,6 +107,9 @@ pub struct Flow {
     pub peer_mac: MacAddr,
     /// Our VIP's MAC.
     pub vip_mac: MacAddr,
+    /// Installed at takeover and not yet validated by the client's first ACK (DESIGN §4:
+    /// ready once the client's ACK falls within what the replica sent).
+    pub unready: bool,
 }
 
 /// A small direct-mapped IPv4 → MAC cache of peers heard from (ARP requests/replies). Fixed
@@ -466,7 +469,7 @@ impl Stack {
         };
         let tcb = Tcb::restore(&cfg.tcp, &img.tcb, now);
         let state = tcb.state();
-        let flow = Flow { tcb, svc: sh.svc, listener: img.listener, peer_mac: img.peer_mac, vip_mac: img.vip_mac };
+        let flow = Flow { tcb, svc: sh.svc, listener: img.listener, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true };
         let Ok(id) = self.flows.insert(img.key, flow) else { return false };
         self.counters.flows_by_state[state as usize] += 1;
         self.counters.event(Event::FlowsResumed);
@@ -695,6 +698,17 @@ impl Stack {
     ) -> SegmentVerdict {
         let cfg = self.cfg.clone();
         let Some(flow) = self.flows.get_mut(id) else { return SegmentVerdict::Closed };
+        if flow.unready && hdr.flags.ack() && !hdr.flags.rst() {
+            if hdr.ack.gt(flow.tcb.snd_max()) {
+                // The client has seen bytes this replica never produced (async replication
+                // lagged): the flow cannot resume. Say so now rather than let it hang.
+                self.counters.event(Event::FlowsAbandoned);
+                self.send_reset(addrs, hdr, payload.len(), tx);
+                self.close_flow(id);
+                return SegmentVerdict::Closed;
+            }
+            flow.unready = false;
+        }
         let before_state = flow.tcb.state();
         let before = *flow.tcb.stats();
         let spec = &cfg.listeners[flow.listener as usize].spec;
@@ -785,7 +799,7 @@ impl Stack {
         };
         let state = tcb.state();
         let deadline = tcb.next_deadline();
-        let flow = Flow { tcb, svc, listener: li as u16, peer_mac: src_mac, vip_mac };
+        let flow = Flow { tcb, svc, listener: li as u16, peer_mac: src_mac, vip_mac, unready: false };
         match self.flows.insert(key, flow) {
             Ok(id) => {
                 self.counters.event(Event::FlowsOpened);

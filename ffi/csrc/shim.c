@@ -1,4 +1,7 @@
 /* See shim.h: real symbols for DPDK's static-inline fast-path calls. */
+#define _GNU_SOURCE
+#include <sched.h>
+#include <errno.h>
 #include <rte_config.h>
 #include <rte_errno.h>
 #include <rte_lcore.h>
@@ -106,3 +109,17 @@ const uint64_t FT_ETH_TX_OFFLOAD_MBUF_FAST_FREE = RTE_ETH_TX_OFFLOAD_MBUF_FAST_F
 const unsigned FT_RING_F_SP_ENQ = RING_F_SP_ENQ;
 const unsigned FT_RING_F_SC_DEQ = RING_F_SC_DEQ;
 const int FT_SOCKET_ID_ANY = SOCKET_ID_ANY;
+
+int ft_float_current_thread(void)
+{
+	cpu_set_t all;
+	int i;
+
+	CPU_ZERO(&all);
+	for (i = 0; i < CPU_SETSIZE; i++)
+		CPU_SET(i, &all);
+	/* Bits of CPUs that do not exist are ignored by the kernel. */
+	if (sched_setaffinity(0, sizeof(all), &all) != 0)
+		return -errno;
+	return 0;
+}

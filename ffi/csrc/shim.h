@@ -29,6 +29,8 @@ unsigned ft_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n
 unsigned ft_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n, unsigned *available);
 unsigned ft_ring_count(const struct rte_ring *r);
 void ft_pause(void);
+/* Let the calling thread run on every CPU (EAL pinned it); 0 or -errno. */
+int ft_float_current_thread(void);
 
 /* RTE_BIT64() macros bindgen cannot evaluate: exported as constants. */
 extern const uint64_t FT_ETH_RSS_IP;

@@ -83,6 +83,19 @@ pub fn pause() {
     unsafe { sys::ft_pause() }
 }
 
+/// Let the calling thread run on every CPU. EAL pins the thread that called `rte_eal_init`
+/// (the main lcore), and threads spawned from it inherit that pinning; a control thread
+/// started later (the sync thread) must not share one CPU with a busy worker, or a few ms of
+/// starvation look like a dead peer.
+pub fn float_current_thread() -> Result<()> {
+    // SAFETY: changes only the calling thread's CPU affinity.
+    let r = unsafe { sys::ft_float_current_thread() };
+    if r != 0 {
+        return Err(Error::from_ret("sched_setaffinity(all CPUs)", r));
+    }
+    Ok(())
+}
+
 /// The calling thread's lcore id, or `None` for a non-EAL thread.
 pub fn current_lcore() -> Option<LcoreId> {
     // SAFETY: reads a thread-local per-lcore variable; valid on any thread.

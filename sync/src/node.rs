@@ -373,7 +373,16 @@ impl Conn {
 
     /// Waits for the peer's Hello (the first frame).
     fn recv_hello(&mut self, recs: &mut Vec<Record>, stop: &dyn Fn() -> bool) -> io::Result<Hello> {
-        let deadline = Instant::now() + HELLO_TIMEOUT;
+        self.recv_hello_within(recs, stop, HELLO_TIMEOUT)
+    }
+
+    fn recv_hello_within(
+        &mut self,
+        recs: &mut Vec<Record>,
+        stop: &dyn Fn() -> bool,
+        limit: Duration,
+    ) -> io::Result<Hello> {
+        let deadline = Instant::now() + limit;
         loop {
             match self.next(recs) {
                 Ok(Some(In::Hello(h))) => return Ok(h),
@@ -556,6 +565,7 @@ impl Ctx {
         let mut acct = Instant::now();
         let mut recs = Vec::new();
         let mut streak = 0u32;
+        let mut last_probe = Instant::now();
         loop {
             if self.stopping() {
                 return Next::Exit;
@@ -564,7 +574,23 @@ impl Ctx {
             if peer.is_none() {
                 if let Ok((s, addr)) = listener.accept() {
                     busy = true;
-                    peer = self.admit(s, addr, &mut recs);
+                    match self.admit(s, addr, &mut recs) {
+                        Admit::Standby(p) => peer = Some(p),
+                        Admit::Refused => {}
+                        Admit::Fenced(e) => {
+                            self.log(&format!("an active peer with epoch {e} exists: fenced"));
+                            return self.fenced();
+                        }
+                    }
+                }
+            }
+            // Alone, look for another active (a standby that took over while this engine was
+            // starved or partitioned): the older one fences itself, so a split brain heals.
+            if peer.is_none() && last_probe.elapsed() >= SPLIT_BRAIN_PROBE {
+                last_probe = Instant::now();
+                if let Some(e) = self.probe_for_newer_active(&mut recs) {
+                    self.log(&format!("peer is active with epoch {e}: fenced"));
+                    return self.fenced();
                 }
             }
             if self.status.handover_requested.swap(false, Relaxed) {
@@ -585,7 +611,16 @@ impl Ctx {
                         self.log(&format!("standby lost: {why}"));
                         self.status.set_error(format!("standby lost: {why}"));
                         self.status.set_peer_state(PeerState::Dead);
-                        peer = None;
+                        // Say so before closing: a standby that merely stalled must read
+                        // "dropped by a live active" (and rejoin), not "the active died"
+                        // (and take over while this engine still serves: split brain).
+                        if let Some(mut p) = peer.take() {
+                            let _ = p.conn.send_now(
+                                &Msg::Refused { reason: format!("dropped by the active: {why}") },
+                                Duration::from_millis(5),
+                            );
+                            let _ = p.conn.s.shutdown(std::net::Shutdown::Both);
+                        }
                     }
                 }
             } else if self.status.peer_state() == PeerState::Dead {
@@ -598,20 +633,29 @@ impl Ctx {
 
     /// Handshake with a connecting standby; on success asks every worker for a join
     /// snapshot.
-    fn admit(&mut self, s: TcpStream, addr: SocketAddr, recs: &mut Vec<Record>) -> Option<Standby> {
-        let mut conn = Conn::new(s).ok()?;
+    fn admit(&mut self, s: TcpStream, addr: SocketAddr, recs: &mut Vec<Record>) -> Admit {
+        let Ok(mut conn) = Conn::new(s) else { return Admit::Refused };
         let _ = conn.send_now(&Msg::Hello(self.hello(Role::Active)), HELLO_TIMEOUT);
         let status = self.status.clone();
         let h = match conn.recv_hello(recs, &|| status.stop.load(Relaxed)) {
             Ok(h) => h,
             Err(e) => {
                 self.log(&format!("standby {addr}: handshake failed: {e}"));
-                return None;
+                return Admit::Refused;
             }
         };
         if let Err(e) = h.check() {
             self.refuse(&mut conn, &format!("refusing {addr}: {e}"));
-            return None;
+            return Admit::Refused;
+        }
+        if h.role == Role::Active {
+            // Another active probing for a split brain: the older epoch (then the higher
+            // node id) steps down. Our Hello, already sent, tells the prober the same rule.
+            let _ = conn.s.shutdown(std::net::Shutdown::Both);
+            if newer(h.epoch, h.node_id, self.epoch, self.cfg.node_id) {
+                return Admit::Fenced(h.epoch);
+            }
+            return Admit::Refused;
         }
         if h.role != Role::Standby {
             self.refuse(
@@ -621,7 +665,7 @@ impl Ctx {
                     h.role.name()
                 ),
             );
-            return None;
+            return Admit::Refused;
         }
         if h.epoch > self.epoch {
             // The peer has seen a newer epoch than ours: someone took over from us.
@@ -632,7 +676,7 @@ impl Ctx {
                     h.epoch, self.epoch
                 ),
             );
-            return None;
+            return Admit::Refused;
         }
         self.token += 1;
         let token = self.token;
@@ -640,7 +684,7 @@ impl Ctx {
             .send_now(&Msg::Snapshot { token }, self.dead_limit())
             .is_err()
         {
-            return None;
+            return Admit::Refused;
         }
         // Everything drained from now on goes to this standby, so the snapshot (which the
         // workers emit after seeing the token) and every later delta reach it.
@@ -654,7 +698,7 @@ impl Ctx {
             h.node_id
         ));
         let n = self.links.len();
-        Some(Standby {
+        Admit::Standby(Standby {
             conn,
             token,
             in_sync: false,
@@ -664,6 +708,22 @@ impl Ctx {
             last_hb_tx: Instant::now(),
             missed: 0,
         })
+    }
+
+    /// Connect to the peer as an active and compare epochs. `Some(epoch)` if the peer is an
+    /// active engine newer than us (we must fence ourselves). Short timeouts: this runs on
+    /// the sync thread, which must keep draining the rings.
+    fn probe_for_newer_active(&mut self, recs: &mut Vec<Record>) -> Option<u64> {
+        let s = TcpStream::connect_timeout(&self.cfg.peer, Duration::from_millis(20)).ok()?;
+        let mut c = Conn::new(s).ok()?;
+        c.send_now(&Msg::Hello(self.hello(Role::Active)), Duration::from_millis(20)).ok()?;
+        let status = self.status.clone();
+        let h = c
+            .recv_hello_within(recs, &|| status.stop.load(Relaxed), Duration::from_millis(50))
+            .ok()?;
+        let _ = c.s.shutdown(std::net::Shutdown::Both);
+        (h.check().is_ok() && h.role == Role::Active && newer(h.epoch, h.node_id, self.epoch, self.cfg.node_id))
+            .then_some(h.epoch)
     }
 
     /// Moves whole deltas from every ring into batches for `peer` (or drops them when there
@@ -942,10 +1002,17 @@ impl Ctx {
             ));
             shadow.reset(usize::from(h.workers).max(self.links.len()));
             self.status.set_peer_state(PeerState::Joining);
-            let (reason, detect) = self.follow(&mut conn, &mut shadow, &mut recs);
-            match reason {
-                Some(r) => return self.take_over(&mut shadow, Some(&mut conn), r, detect),
-                None => return Next::Exit,
+            match self.follow(&mut conn, &mut shadow, &mut recs) {
+                FollowEnd::Takeover(r, detect) => {
+                    return self.take_over(&mut shadow, Some(&mut conn), r, detect)
+                }
+                FollowEnd::Rejoin => {
+                    let _ = conn.s.shutdown(std::net::Shutdown::Both);
+                    self.status.set_peer_state(PeerState::Connecting);
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                FollowEnd::Exit => return Next::Exit,
             }
         }
     }
@@ -956,20 +1023,20 @@ impl Ctx {
         conn: &mut Conn,
         shadow: &mut Shadow,
         recs: &mut Vec<Record>,
-    ) -> (Option<TakeoverReason>, Duration) {
+    ) -> FollowEnd {
         let mut last_hb_tx = Instant::now();
         let mut missed = 0u64;
         let mut streak = 0u32;
         loop {
             if self.stopping() {
-                return (None, Duration::ZERO);
+                return FollowEnd::Exit;
             }
             if self.status.takeover_requested.swap(false, Relaxed) {
-                return (Some(TakeoverReason::Requested), Duration::ZERO);
+                return FollowEnd::Takeover(TakeoverReason::Requested, Duration::ZERO);
             }
             let got = match conn.fill() {
                 Ok(n) => n,
-                Err(_) => return (Some(TakeoverReason::PeerClosed), conn.last_rx.elapsed()),
+                Err(_) => return FollowEnd::Takeover(TakeoverReason::PeerClosed, conn.last_rx.elapsed()),
             };
             let mut progressed = false;
             let mut frames = 0;
@@ -982,7 +1049,7 @@ impl Ctx {
                             In::Snapshot { token } => shadow.begin_join(token),
                             In::Handover { epoch } => {
                                 self.epoch = self.epoch.max(epoch.saturating_sub(1));
-                                return (Some(TakeoverReason::Handover), Duration::ZERO);
+                                return FollowEnd::Takeover(TakeoverReason::Handover, Duration::ZERO);
                             }
                             In::Heartbeat(h) => {
                                 self.epoch = self.epoch.max(h.epoch);
@@ -990,8 +1057,11 @@ impl Ctx {
                                 self.status.lag_us.store(h.lag_us, Relaxed);
                             }
                             In::Refused(r) => {
-                                self.log(&format!("active refused us: {r}"));
-                                return (Some(TakeoverReason::PeerClosed), conn.last_rx.elapsed());
+                                // A live active dropped us (e.g. we stalled): its state has
+                                // moved on without us, so rejoin with a fresh snapshot.
+                                self.log(&format!("active dropped us: {r}; rejoining"));
+                                self.status.set_error(format!("dropped by the active: {r}"));
+                                return FollowEnd::Rejoin;
                             }
                             _ => {}
                         }
@@ -1004,7 +1074,7 @@ impl Ctx {
                     Err(e) => {
                         self.log(&format!("bad frame from active: {e}"));
                         self.status.decode_errors.fetch_add(1, Relaxed);
-                        return (Some(TakeoverReason::PeerClosed), conn.last_rx.elapsed());
+                        return FollowEnd::Takeover(TakeoverReason::PeerClosed, conn.last_rx.elapsed());
                     }
                 }
             }
@@ -1042,13 +1112,13 @@ impl Ctx {
                     .flush(self.dead_limit().max(Duration::from_millis(50)))
                     .is_err()
             {
-                return (Some(TakeoverReason::PeerClosed), conn.last_rx.elapsed());
+                return FollowEnd::Takeover(TakeoverReason::PeerClosed, conn.last_rx.elapsed());
             }
             self.status
                 .shadow_flows
                 .store(shadow.flows() as u64, Relaxed);
             if conn.eof && conn.start >= conn.rbuf.len() {
-                return (Some(TakeoverReason::PeerClosed), conn.last_rx.elapsed());
+                return FollowEnd::Takeover(TakeoverReason::PeerClosed, conn.last_rx.elapsed());
             }
             let silent = conn.last_rx.elapsed();
             let m = (silent.as_nanos() / self.cfg.heartbeat.as_nanos().max(1)) as u64;
@@ -1060,7 +1130,7 @@ impl Ctx {
             missed = m;
             self.status.heartbeats_missed.store(m, Relaxed);
             if silent > self.dead_limit() {
-                return (Some(TakeoverReason::HeartbeatTimeout), silent);
+                return FollowEnd::Takeover(TakeoverReason::HeartbeatTimeout, silent);
             }
             // The standby's own workers are idle; keep their rings empty anyway.
             let drained = self.drain_rings(None);
@@ -1225,6 +1295,9 @@ impl Ctx {
             "takeover ({reason:?}, epoch {}, {n} flows, in_sync {in_sync})",
             self.epoch
         ));
+        // Active before the callback: the engine follows this role, and must never see
+        // Standby after its workers started installing the flows.
+        self.status.set_role(Role::Active);
         (self.on_takeover)(Takeover {
             epoch: self.epoch,
             flows,
@@ -1239,6 +1312,32 @@ impl Ctx {
 enum PeerEnd {
     Lost(String),
     Fenced(u64),
+}
+
+/// Outcome of a connection to the active's listener.
+enum Admit {
+    Standby(Standby),
+    Refused,
+    /// The connector is an active with a newer epoch: we step down.
+    Fenced(u64),
+}
+
+/// How often an active without a standby looks for another active on its peer address.
+const SPLIT_BRAIN_PROBE: Duration = Duration::from_millis(200);
+
+/// Is (epoch a, node a) newer than (epoch b, node b)? Epochs decide; on a tie (two engines
+/// that both started as active) the lower node id wins.
+fn newer(epoch_a: u64, node_a: u32, epoch_b: u64, node_b: u32) -> bool {
+    epoch_a > epoch_b || (epoch_a == epoch_b && node_a < node_b)
+}
+
+/// How following the active ended.
+enum FollowEnd {
+    /// The active is gone (or a takeover was requested / handed over).
+    Takeover(TakeoverReason, Duration),
+    /// The active is alive and dropped us: reconnect and rejoin (never take over).
+    Rejoin,
+    Exit,
 }
 
 /// The active's view of its standby.

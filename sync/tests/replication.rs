@@ -839,11 +839,15 @@ fn active_death_by_close_takes_over_immediately() {
     assert_eq!(t.reason, TakeoverReason::PeerClosed);
     assert!(took < Duration::from_millis(100), "{took:?}");
     assert_same(&stack, &ws, &t);
+    // The role turns Active before the engine callback runs; the takeover counter after it.
     wait_until(
         "new active",
         Duration::from_secs(2),
         || {},
-        || standby.status.role() == Role::Active,
+        || {
+            standby.status.role() == Role::Active
+                && standby.status.takeovers.load(std::sync::atomic::Ordering::Relaxed) >= 1
+        },
     );
     assert_eq!(
         standby
