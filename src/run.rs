@@ -178,8 +178,13 @@ fn render(o: &Observed, out: &mut String) {
     if let Some(r) = o.role.get() {
         family(out, "flowtwin_flows_resumed_total", "counter", "flows installed from the replica at takeovers");
         sample(out, "flowtwin_flows_resumed_total", &[], r.flows_resumed.load(Ordering::Relaxed));
-        family(out, "flowtwin_flows_abandoned_total", "counter", "replicated flows that could not be installed at takeovers");
-        sample(out, "flowtwin_flows_abandoned_total", &[], r.flows_abandoned.load(Ordering::Relaxed));
+        family(
+            out,
+            "flowtwin_flows_abandoned_total",
+            "counter",
+            "replicated flows lost at takeovers: not installable, or found stale by the client's first ACK",
+        );
+        sample(out, "flowtwin_flows_abandoned_total", &[], abandoned(o, r));
         family(out, "flowtwin_active", "gauge", "1 if this engine answers for its VIPs");
         sample(out, "flowtwin_active", &[], r.active.load(Ordering::Relaxed) as u8);
     }
@@ -277,6 +282,13 @@ fn state_name(s: State) -> &'static str {
     }
 }
 
+/// Flows lost at takeovers: those the workers could not install, plus those a worker reset
+/// because the client proved the replica stale (async mode).
+fn abandoned(o: &Observed, r: &RoleShared) -> u64 {
+    let stale: u64 = o.workers.get().map(|ws| ws.iter().map(|w| w.snapshot().get(Event::FlowsAbandoned)).sum()).unwrap_or(0);
+    r.flows_abandoned.load(Ordering::Relaxed) + stale
+}
+
 /// Answer one control-socket command.
 fn control(o: &Observed, st: &SyncStatus, cmd: &str) -> String {
     let flows = |o: &Observed| -> serde_json::Value {
@@ -307,7 +319,7 @@ fn control(o: &Observed, st: &SyncStatus, cmd: &str) -> String {
             let (resumed, abandoned, active) = o
                 .role
                 .get()
-                .map(|r| (r.flows_resumed.load(Ordering::Relaxed), r.flows_abandoned.load(Ordering::Relaxed), r.active.load(Ordering::Relaxed)))
+                .map(|r| (r.flows_resumed.load(Ordering::Relaxed), abandoned(o, r), r.active.load(Ordering::Relaxed)))
                 .unwrap_or((0, 0, false));
             let mut prom = String::new();
             st.render_prometheus(&mut prom);
