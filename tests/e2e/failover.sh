@@ -1,0 +1,430 @@
+#!/usr/bin/env bash
+# tests/e2e/failover.sh — the engine pair: connections survive the death of the active engine.
+#
+#   tests/e2e/failover.sh [--only NAME[,NAME...]] [--runs N] [--keep-logs] [--results FILE] [--list]
+#
+# Brings the rig up (scripts/topology up), expects target/release/flowtwin (FLOWTWIN=path
+# overrides), runs engine A (fta, preference active) and engine B (ftb, preference standby)
+# with a [sync] section (see tests/e2e/failover_lib.sh for their configs), and prints
+# `PASS name (details)` / `FAIL name (details)` per run and exactly one closing line
+# `N passed, M failed` (exit 1 if any failed). A trap always kills both engines and the
+# clients and runs `scripts/topology down`.
+#
+# Tests (--only takes names or shell globs):
+#   kill_active      x --runs (default 5): A, then B; B in_sync; 16 rate-limited downloads of
+#                    /gen/20971520 (~5 s each) + 4 echo streams of 10 MB (~5 s); once every flow
+#                    has bytes, a random 0.5-2 s, then kill -9 A. PASS iff every transfer is
+#                    byte-exact, the client saw 0 RSTs (rstcount.py rst_in) and B took over.
+#   kill_young       (strict) like one kill_active run, plus 8 echo connections opened just before
+#                    the kill (killed as soon as each has its first echoed bytes): they too survive.
+#   late_join        A alone; transfers start; B starts mid-transfer, reaches in_sync (snapshot);
+#                    kill -9 A; every transfer byte-exact, 0 RSTs, B took over.
+#   rejoin_failback  kill_active-style takeover by B; A restarts (same config, preference active)
+#                    and must join as standby and reach in_sync; with transfers still running,
+#                    `ctl failback` on B: A active again; byte-exact, 0 RSTs.
+#   async_mode       kill_active (+ the 8 young flows) with mode = "async" on both. Losses are allowed; PASS iff the
+#                    engine's account is consistent with what the clients saw
+#                    (failed flows == flows the standby did not resume; flows_abandoned reported).
+#
+# Per run: flows, completed, resets, max stall (client, midflow = after the first byte),
+# takeover time = kill -> B's `flowtwin: TAKEOVER` stderr line (stamped on arrival by
+# stamp.py), client resume = kill -> every flow still running made progress again after its
+# longest gap, flows_resumed (B's ctl status).
+# --results FILE appends one JSON object per run (failover_eval.py output + name, pass) to FILE
+# (scripts/soak uses it). Environment: see tests/e2e/failover_lib.sh (FT_FAILOVER_CLIENT_RMEM, ...).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+FT_PROG=failover
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+
+ALL_TESTS=(kill_active kill_young late_join rejoin_failback async_mode)
+ONLY=""
+RUNS=5
+KEEP_LOGS=0
+RESULTS=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --only) ONLY=${2:?--only needs a name}; shift 2 ;;
+    --only=*) ONLY=${1#--only=}; shift ;;
+    --runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
+    --runs=*) RUNS=${1#--runs=}; shift ;;
+    --keep-logs) KEEP_LOGS=1; shift ;;
+    --results) RESULTS=${2:?--results needs a file}; shift 2 ;;
+    --list) printf '%s\n' "${ALL_TESTS[@]}"; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "failover.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[[ $RUNS =~ ^[0-9]+$ && $RUNS -ge 1 ]] || { echo "failover.sh: --runs must be >= 1" >&2; exit 2; }
+ft_require_root
+
+BIN=${FLOWTWIN:-$ROOT/target/release/flowtwin}
+PY=${PYTHON:-python3}
+[[ -x $BIN ]] || { echo "failover.sh: $BIN not found: run cargo build --release" >&2; exit 2; }
+TMP=$(mktemp -d /tmp/ft-failover.XXXXXX)
+# shellcheck source=tests/e2e/failover_lib.sh
+. "$ROOT/tests/e2e/failover_lib.sh"
+PASSED=0
+FAILED=0
+T_START=$(fl_now)
+
+cleanup() {
+  local rc=$?
+  set +e
+  fl_cleanup
+  "$TOPO" down >/dev/null 2>&1
+  if [[ $KEEP_LOGS -eq 1 || $rc -ne 0 || $FAILED -gt 0 ]]; then
+    echo "failover: logs kept in $TMP" >&2
+  else
+    rm -rf "$TMP"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+pass() { PASSED=$((PASSED + 1)); echo "PASS $1 ($2)"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL $1 ($2)"; }
+info() { echo "     $*"; }
+ms_between() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "") print "?"; else printf "%.0f", (b-a)*1000 }'; }
+
+selected() {
+  [[ -z $ONLY ]] && return 0
+  local pat
+  IFS=',' read -r -a _pats <<<"$ONLY"
+  for pat in "${_pats[@]}"; do
+    # shellcheck disable=SC2053
+    [[ $1 == $pat ]] && return 0
+  done
+  return 1
+}
+
+# ------------------------------------------------------------------ evaluation
+# evaluate DIR NAME [extra failover_eval args...] -> DIR/eval.json
+evaluate() {
+  local dir=$1 name=$2; shift 2
+  local cargs=()
+  mapfile -t cargs < <(fl_clients_args)
+  $PY "$E2E/failover_eval.py" "${cargs[@]}" --rst "$dir/rst.json" "$@" >"$dir/eval.json" 2>"$dir/eval.err" \
+    || echo '{}' >"$dir/eval.json"
+}
+
+record() { # DIR NAME PASS(0/1) — append to --results
+  [[ -n $RESULTS ]] || return 0
+  $PY - "$1/eval.json" "$2" "$3" >>"$RESULTS" <<'EOF'
+import json, sys
+try:
+    s = json.loads(open(sys.argv[1]).read())
+except Exception:
+    s = {}
+s["name"], s["pass"] = sys.argv[2], sys.argv[3] == "1"
+print(json.dumps(s))
+EOF
+}
+
+# describe DIR [event] — the per-run numbers as one text
+describe() {
+  $PY - "$1/eval.json" "${2:-kill}" <<'EOF'
+import json, sys
+s = json.loads(open(sys.argv[1]).read() or "{}")
+ev = sys.argv[2]
+def g(k, d="?"):
+    v = s.get(k)
+    return d if v is None else v
+tk = s.get(f"{ev}_takeover") or {}
+b = s.get("status_b") or {}
+parts = [f"flows {g('flows')}", f"completed {g('completed')}", f"resets {g('resets')}",
+         f"max stall {g('max_midflow_stall_ms')} ms midflow ({g('max_stall_ms')} ms incl. connect)"]
+if s.get(f"{ev}_takeover_ms") is not None:
+    parts.append(f"takeover {s[f'{ev}_takeover_ms']} ms (kill -> {tk.get('engine','?').upper()}'s TAKEOVER line: "
+                 f"{tk.get('reason')}, epoch {tk.get('epoch')}, {tk.get('flows')} flows, "
+                 f"{'in sync' if tk.get('in_sync') else 'NOT in sync'})")
+else:
+    parts.append("takeover: no TAKEOVER line after the kill")
+if s.get(f"{ev}_resume_ms") is not None:
+    parts.append(f"client resume {s[f'{ev}_resume_ms']} ms (kill -> the worst-hit flow progressed again; "
+                 f"{s.get(f'{ev}_flows_running')} running at the kill)")
+parts.append(f"flows_resumed {b.get('flows_resumed', '?')}, flows_abandoned {b.get('flows_abandoned', '?')}")
+if s.get("failed"):
+    f = s["failed"][0]
+    parts.append(f"first failure: {f.get('kind')} flow {f.get('flow')}: {f.get('error')} at byte {f.get('bytes')}")
+if s.get("resets"):
+    parts.append(f"first RSTs: {json.dumps(s.get('rst_sample'))}")
+print("; ".join(parts))
+EOF
+}
+
+# verdict DIR — strict verdict: byte-exact, 0 RSTs, capture sane, B took over -> "ok" or reasons
+verdict() {
+  $PY - "$1/eval.json" "${2:-kill}" "${3:-b}" <<'EOF'
+import json, sys
+s = json.loads(open(sys.argv[1]).read() or "{}")
+ev, who = sys.argv[2], sys.argv[3]
+bad = []
+if not s.get("flows") or s.get("client_summaries", 0) < 2:
+    bad.append("client summaries missing")
+if s.get("completed") != s.get("flows"):
+    bad.append(f"{s.get('flows', 0) - s.get('completed', 0)} transfer(s) not byte-exact")
+if s.get("resets") is None:
+    bad.append("no rstcount output")
+elif s["resets"] > 0:
+    bad.append(f"{s['resets']} RST(s) seen by the client")
+if s.get("rst_capture_drops"):
+    bad.append(f"rstcount capture dropped {s['rst_capture_drops']} frames")
+st = s.get(f"status_{who}") or {}
+ab, bb = s.get("status_a_before") or {}, s.get("status_b_before") or {}
+for x in s.get("takeovers_before_event") or []:
+    if ab.get("active") and bb.get("active"):
+        bad.append(f"SPLIT BRAIN: B took over {x['s_before_event']} s BEFORE the kill ({x['reason']}, epoch {x['epoch']}, "
+                   f"{x['flows']} flows) and A stayed active (A: role {ab.get('role')} epoch {ab.get('epoch')}, "
+                   f"last_error {ab.get('last_error')!r}; B: role {bb.get('role')} epoch {bb.get('epoch')})")
+    else:
+        bad.append(f"SPURIOUS takeover by {x['engine'].upper()} {x['s_before_event']} s BEFORE the kill "
+                   f"({x['reason']}, epoch {x['epoch']}, {x['flows']} flows; A then: role {ab.get('role')}, "
+                   f"last_error {ab.get('last_error')!r}): the kill hit an engine that was no longer the active")
+if s.get(f"{ev}_flows_running") is not None and s.get(f"{ev}_flows_running") < s.get("flows", 0):
+    bad.append(f"only {s.get(f'{ev}_flows_running')} of {s.get('flows')} flows were running at the {ev} (run not valid)")
+if s.get(f"{ev}_takeover_ms") is None:
+    bad.append(f"no TAKEOVER line after the {ev}")
+if not st or st.get("takeovers", 0) < 1 or st.get("role") != "active":
+    bad.append(f"engine {who.upper()} status does not show a takeover (role {st.get('role')}, takeovers {st.get('takeovers')})")
+print("ok" if not bad else "; ".join(bad))
+EOF
+}
+
+# ------------------------------------------------------------------ one kill-the-active run
+# kill_run NAME DIR MODE [YOUNG] — start A, B, wait in_sync, transfers, kill A, evaluate
+kill_run() {
+  local name=$1 dir=$2 mode=$3 young=${4:-0}
+  mkdir -p "$dir"
+  fl_rig_reset
+  fl_start_engine a "$dir/a.log" "$mode" || { fail "$name" "engine A did not start: $(tail -3 "$dir/a.log" | tr '\n' ' ')"; return 1; }
+  fl_wait_status a 's["role"] == "active"' 10 || { fail "$name" "engine A not active after 10 s: $(fl_status a)"; return 1; }
+  fl_start_engine b "$dir/b.log" "$mode" || { fail "$name" "engine B did not start: $(tail -3 "$dir/b.log" | tr '\n' ' ')"; return 1; }
+  if ! fl_wait_status b 's["role"] == "standby" and s["in_sync"]' 15; then
+    fail "$name" "engine B not in_sync after 15 s: B $(fl_status b); A $(fl_status a)"
+    return 1
+  fi
+  fl_wait_vip 10 || { fail "$name" "VIP does not answer ping (A active): $(fl_vip_diag)"; return 1; }
+  fl_rst_start "$dir" || info "rstcount did not report ready"
+  fl_clients_start "$dir" 16 20971520 4194304 4 10 2000000 socket 40
+  if ! fl_clients_wait_ready 15; then
+    info "not every flow had bytes after 15 s"
+  fi
+  local d
+  d=$(fl_random_delay)
+  sleep "$d"
+  if [[ $young -gt 0 ]]; then
+    fl_young_start "$dir" "$young" 1 500000
+    local i
+    for ((i = 0; i < 100; i++)); do [[ -s $dir/young.ready ]] && break; sleep 0.01; done
+  fi
+  fl_status a >"$dir/a_status_before.json"
+  fl_status b >"$dir/b_status_before.json"
+  fl_kill9 a
+  [[ $young -gt 0 ]] && info "$name: $young young echo flows: every one had echoed bytes $(ms_between "$(cat "$dir/young.ready" 2>/dev/null)" "$KILL_T") ms before the kill"
+  info "$name: killed A $d s after every flow had bytes (at $(date -d "@$KILL_T" +%T.%3N)); waiting for the clients"
+  fl_clients_wait
+  fl_rst_stop
+  fl_status b >"$dir/b_status.json"
+  fl_metrics b "$dir/b.metrics"
+  evaluate "$dir" "$name" --event "kill=$KILL_T" --log "b=$dir/b.log" --status "b=$dir/b_status.json" \
+    --status "a_before=$dir/a_status_before.json" --status "b_before=$dir/b_status_before.json"
+  fl_cleanup
+}
+
+# ------------------------------------------------------------------ tests
+test_kill_active() {
+  local r
+  for ((r = 1; r <= RUNS; r++)); do
+    local name="kill_active.$r" dir=$TMP/kill_active.$r v
+    if ! kill_run "$name" "$dir" strict; then fl_cleanup; record "$dir" "$name" 0; continue; fi
+    v=$(verdict "$dir")
+    if [[ $v == ok ]]; then pass "$name" "$(describe "$dir")"; record "$dir" "$name" 1
+    else fail "$name" "$v; $(describe "$dir")"; record "$dir" "$name" 0; fi
+  done
+}
+
+test_kill_young() {
+  local name=kill_young dir=$TMP/kill_young v
+  if ! kill_run "$name" "$dir" strict 8; then fl_cleanup; record "$dir" "$name" 0; return; fi
+  v=$(verdict "$dir")
+  if [[ $v == ok ]]; then pass "$name" "$(describe "$dir")"; record "$dir" "$name" 1
+  else fail "$name" "$v; $(describe "$dir")"; record "$dir" "$name" 0; fi
+}
+
+test_async_mode() {
+  local name=async_mode dir=$TMP/async_mode
+  if ! kill_run "$name" "$dir" async 8; then fl_cleanup; return; fi
+  local v
+  v=$($PY - "$dir/eval.json" <<'EOF'
+import json, sys
+s = json.loads(open(sys.argv[1]).read() or "{}")
+st = s.get("status_b") or {}
+flows, done = s.get("flows", 0), s.get("completed", 0)
+lost_client = flows - done
+resumed, abandoned = st.get("flows_resumed"), st.get("flows_abandoned")
+tk = s.get("kill_takeover") or {}
+bad = []
+ab, bb = s.get("status_a_before") or {}, s.get("status_b_before") or {}
+for x in s.get("takeovers_before_event") or []:
+    kind = "SPLIT BRAIN (A stayed active)" if ab.get("active") and bb.get("active") else "SPURIOUS takeover"
+    bad.append(f"{kind}: B took over {x['s_before_event']} s BEFORE the kill ({x['reason']}, epoch {x['epoch']}, "
+               f"{x['flows']} flows; A then: role {ab.get('role')}, last_error {ab.get('last_error')!r})")
+if not flows or s.get("client_summaries", 0) < 3:
+    bad.append("client summaries missing")
+if s.get("kill_takeover_ms") is None or st.get("role") != "active":
+    bad.append("B did not take over")
+if resumed is None:
+    bad.append("no flows_resumed in B's status")
+else:
+    # every flow the standby did not resume is lost for the client, and no resumed flow may fail
+    not_resumed = max(0, flows - resumed)
+    if lost_client != not_resumed:
+        bad.append(f"inconsistent: clients lost {lost_client} flow(s), engine resumed {resumed} of {flows} "
+                   f"(expected {not_resumed} lost), flows_abandoned {abandoned}")
+if s.get("resets") and lost_client == 0:
+    bad.append(f"{s['resets']} RST(s) although no flow was lost")
+print(("ok" if not bad else "; ".join(bad)) +
+      f"|async: clients lost {lost_client} of {flows}; engine: TAKEOVER line {tk.get('flows')} flows, "
+      f"flows_resumed {resumed}, flows_abandoned {abandoned}; client RSTs {s.get('resets')}")
+EOF
+)
+  if [[ ${v%%|*} == ok ]]; then pass "$name" "${v#*|}; $(describe "$dir")"; record "$dir" "$name" 1
+  else fail "$name" "${v%%|*}; ${v#*|}; $(describe "$dir")"; record "$dir" "$name" 0; fi
+}
+
+test_late_join() {
+  local name=late_join dir=$TMP/late_join
+  mkdir -p "$dir"
+  fl_rig_reset
+  fl_start_engine a "$dir/a.log" || { fail "$name" "engine A did not start"; fl_cleanup; return; }
+  fl_wait_status a 's["role"] == "active"' 10 || { fail "$name" "engine A alone is not active after 10 s: $(fl_status a)"; fl_cleanup; return; }
+  fl_wait_vip 10 || { fail "$name" "VIP does not answer ping (A alone): $(fl_vip_diag)"; fl_cleanup; return; }
+  fl_rst_start "$dir" || info "rstcount did not report ready"
+  # ~8 s transfers: B starts and syncs while they run
+  fl_clients_start "$dir" 16 20971520 2621440 4 16 2000000 socket 40
+  fl_clients_wait_ready 15 || info "not every flow had bytes after 15 s"
+  sleep 0.5
+  local t0 ms
+  t0=$(fl_now)
+  if ! fl_start_engine b "$dir/b.log"; then fail "$name" "engine B did not start"; fl_cleanup; return; fi
+  if ! fl_wait_status b 's["role"] == "standby" and s["in_sync"]' 15; then
+    fail "$name" "B not in_sync 15 s after a mid-transfer start: B $(fl_status b); A $(fl_status a)"
+    fl_cleanup; return
+  fi
+  ms=$(fl_ms_since "$t0")
+  fl_status b >"$dir/b_status_join.json"
+  info "$name: B started mid-transfer and was in_sync after $ms ms: $(fl_jq "$(cat "$dir/b_status_join.json")" '"role %s, peer %s, lag %s records" % (s["role"], s["peer"], s["sync_lag_records"])')"
+  fl_clients_running || info "$name: the transfers ended before B was in sync (the snapshot did not carry live flows)"
+  sleep 0.5
+  fl_status a >"$dir/a_status_before.json"
+  fl_status b >"$dir/b_status_before.json"
+  fl_kill9 a
+  fl_clients_wait
+  fl_rst_stop
+  fl_status b >"$dir/b_status.json"
+  fl_metrics b "$dir/b.metrics"
+  evaluate "$dir" "$name" --event "kill=$KILL_T" --log "b=$dir/b.log" --status "b=$dir/b_status.json" \
+    --status "a_before=$dir/a_status_before.json" --status "b_before=$dir/b_status_before.json"
+  fl_cleanup
+  local v
+  v=$(verdict "$dir")
+  if [[ $v == ok ]]; then pass "$name" "B in_sync $ms ms after its start; $(describe "$dir")"; record "$dir" "$name" 1
+  else fail "$name" "$v; B in_sync $ms ms after its start; $(describe "$dir")"; record "$dir" "$name" 0; fi
+}
+
+test_rejoin_failback() {
+  local name=rejoin_failback dir=$TMP/rejoin_failback
+  mkdir -p "$dir"
+  fl_rig_reset
+  fl_start_engine a "$dir/a.log" || { fail "$name" "engine A did not start"; fl_cleanup; return; }
+  fl_wait_status a 's["role"] == "active"' 10 || { fail "$name" "A not active: $(fl_status a)"; fl_cleanup; return; }
+  fl_start_engine b "$dir/b.log" || { fail "$name" "engine B did not start"; fl_cleanup; return; }
+  fl_wait_status b 's["role"] == "standby" and s["in_sync"]' 15 || { fail "$name" "B not in_sync: $(fl_status b)"; fl_cleanup; return; }
+  fl_wait_vip 10 || { fail "$name" "VIP does not answer ping: $(fl_vip_diag)"; fl_cleanup; return; }
+  fl_rst_start "$dir" || info "rstcount did not report ready"
+  # ~14 s transfers: they span the kill, A's rejoin and the failback
+  fl_clients_start "$dir" 16 20971520 1500000 4 10 750000 socket 50
+  fl_clients_wait_ready 15 || info "not every flow had bytes after 15 s"
+  sleep "$(fl_random_delay)"
+  fl_status a >"$dir/a_status_before.json"
+  fl_status b >"$dir/b_status_before.json"
+  fl_kill9 a
+  local kill_t=$KILL_T problems=() t0 ms_join="?" ms_fb="?"
+  if ! fl_wait_status b 's["role"] == "active" and s["takeovers"] >= 1' 5; then
+    problems+=("B did not take over within 5 s: $(fl_status b)")
+  fi
+  t0=$(fl_now)
+  if ! fl_start_engine a "$dir/a2.log"; then
+    problems+=("A did not restart: $(tail -3 "$dir/a2.log" | tr '\n' ' ')")
+  elif ! fl_wait_status a 's["role"] == "standby" and s["in_sync"]' 15; then
+    problems+=("restarted A (preference active) did not join as an in_sync standby within 15 s: A $(fl_status a); B $(fl_status b)")
+  else
+    ms_join=$(fl_ms_since "$t0")
+    fl_status a >"$dir/a2_status_join.json"
+  fi
+  local fb_t="" running_at_fb=no fbreply=""
+  if [[ ${#problems[@]} -eq 0 ]]; then
+    fl_clients_running && running_at_fb=yes
+    sleep 0.5
+    fb_t=$(fl_now)
+    fbreply=$("$BIN" ctl -s "$(fl_sock b)" failback 2>&1 || true)
+    if ! fl_wait_status a 's["role"] == "active"' 5; then
+      problems+=("A not active 5 s after failback (reply: $fbreply): A $(fl_status a); B $(fl_status b)")
+    else
+      ms_fb=$(fl_ms_since "$fb_t")
+      fl_wait_status b 's["role"] == "standby"' 3 || problems+=("B not standby after the failback: $(fl_status b)")
+    fi
+  fi
+  fl_clients_wait
+  fl_rst_stop
+  fl_status a >"$dir/a2_status.json"
+  fl_status b >"$dir/b_status.json"
+  fl_metrics a "$dir/a2.metrics"
+  fl_metrics b "$dir/b.metrics"
+  local evs=(--event "kill=$kill_t")
+  [[ -n $fb_t ]] && evs+=(--event "failback=$fb_t")
+  evaluate "$dir" "$name" "${evs[@]}" --log "b=$dir/b.log" --log "a=$dir/a2.log" \
+    --status "a=$dir/a2_status.json" --status "b=$dir/b_status.json" \
+    --status "a_before=$dir/a_status_before.json" --status "b_before=$dir/b_status_before.json"
+  fl_cleanup
+  local v extra
+  v=$(verdict "$dir" kill a)   # at the end A is active again; B's takeover is in the kill_* keys
+  extra=$($PY - "$dir/eval.json" <<'EOF'
+import json, sys
+s = json.loads(open(sys.argv[1]).read() or "{}")
+k, f = s.get("kill_takeover") or {}, s.get("failback_takeover") or {}
+out = [f"kill -> B TAKEOVER {s.get('kill_takeover_ms')} ms ({k.get('reason')}, epoch {k.get('epoch')}, {k.get('flows')} flows)"]
+if "failback_takeover_ms" in s:
+    out.append(f"failback -> A TAKEOVER {s.get('failback_takeover_ms')} ms ({f.get('reason')}, epoch {f.get('epoch')}, "
+               f"{f.get('flows')} flows), client resume {s.get('failback_resume_ms')} ms, "
+               f"{s.get('failback_flows_running')} flows running at the failback")
+print("; ".join(out))
+EOF
+)
+  # B's role check in verdict is for the final active engine (A); the TAKEOVER line check
+  # (kill_takeover_ms) covers B's takeover.
+  local summary="A rejoined as in_sync standby after ${ms_join} ms; failback -> A active after ${ms_fb} ms; transfers running at the failback: $running_at_fb; $extra; $(describe "$dir")"
+  if [[ ${#problems[@]} -eq 0 && $v == ok && $running_at_fb == yes ]]; then
+    pass "$name" "$summary"; record "$dir" "$name" 1
+  else
+    [[ $running_at_fb == yes || ${#problems[@]} -gt 0 ]] || problems+=("the transfers had ended before the failback")
+    [[ $v == ok ]] || problems+=("$v")
+    local IFS=';'
+    fail "$name" "${problems[*]}; $summary"; record "$dir" "$name" 0
+  fi
+}
+
+# ------------------------------------------------------------------ main
+fl_init
+info "rig up; engines: $BIN; hugepages: $FT_HUGEPAGES_MODE; logs: $TMP"
+for t in "${ALL_TESTS[@]}"; do
+  selected "$t" || continue
+  "test_$t"
+done
+info "total $(fl_ms_since "$T_START") ms"
+echo "$PASSED passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]

@@ -1,0 +1,295 @@
+# shellcheck shell=bash
+# tests/e2e/failover_lib.sh — engine-pair plumbing shared by tests/e2e/failover.sh, scripts/soak
+# and scripts/demo (source it; do not execute it).
+#
+# The caller sets ROOT (repository root), TMP (a scratch directory) and may set BIN, PY,
+# FL_QUIET=1. Then: fl_init (rig up, FT_* env), fl_start_engine a|b LOG [MODE], fl_kill9 a|b,
+# fl_status a|b, fl_wait_status a|b 'PYEXPR on s' TIMEOUT, fl_clients_* and fl_rst_*, and
+# fl_cleanup (both engines, clients, rstcount; the caller runs scripts/topology down).
+#
+# Engines: both serve the same VIP (vrid 1 -> MAC 00:00:5e:00:01:01), object on :80, echo on :7.
+#   A: fta, --file-prefix fta, -l 0-1,            node 1, role active,  /run/flowtwin/a.sock
+#   B: ftb, --file-prefix ftb, --lcores=0@0,1@0,  node 2, role standby, /run/flowtwin/b.sock
+# stdout+stderr of each engine go through tests/e2e/stamp.py (every line prefixed by the
+# wall-clock time it was printed), so a TAKEOVER line can be timed against a kill.
+#
+# Environment:
+#   FT_FAILOVER_CLIENT_RMEM  tcp_rmem set in the client namespace (default "4096 131072 262144";
+#                            "" leaves it). Rate-limited readers with multi-MB receive buffers
+#                            keep reading buffered bytes through an outage and hide the stall.
+#   FT_HEARTBEAT_MS / FT_DEAD_AFTER   [sync] timers (default 5 / 3)
+
+: "${BIN:=$ROOT/target/release/flowtwin}"
+: "${PY:=python3}"
+E2E=$ROOT/tests/e2e
+TOPO=$ROOT/scripts/topology
+export PYTHONDONTWRITEBYTECODE=1
+: "${FT_FAILOVER_CLIENT_RMEM=4096 131072 262144}"
+: "${FT_HEARTBEAT_MS:=5}"
+: "${FT_DEAD_AFTER:=3}"
+
+A_PID=""
+B_PID=""
+RST_PID=""
+CL_PIDS=()
+CL_GROUPS=()
+CL_DIR=""
+
+fl_log() { [[ ${FL_QUIET:-0} == 1 ]] || echo "     $*"; }
+fl_now() { echo "${EPOCHREALTIME/,/.}"; }
+fl_ms_since() { awk -v a="$1" -v b="$(fl_now)" 'BEGIN{printf "%.0f", (b-a)*1000}'; }
+
+fl_init() {
+  "$TOPO" up >"$TMP/topology.log" 2>&1 || { cat "$TMP/topology.log" >&2; return 1; }
+  eval "$("$TOPO" env)"
+  if [[ -n $FT_FAILOVER_CLIENT_RMEM ]]; then
+    ip netns exec "$FT_CLIENT_NS" sysctl -q -w "net.ipv4.tcp_rmem=$FT_FAILOVER_CLIENT_RMEM" >/dev/null 2>&1 \
+      || fl_log "could not set tcp_rmem in $FT_CLIENT_NS"
+  fi
+  mkdir -p "$FT_RUN_DIR"
+}
+
+fl_sock() { echo "$FT_RUN_DIR/$1.sock"; }
+
+# fl_write_config a|b MODE -> path of the TOML
+fl_write_config() {
+  local who=$1 mode=${2:-strict} ns ifv lc node role listen peer eal_mem=() a args
+  read -r -a eal_mem <<<"$FT_EAL_MEM_ARGS"
+  if [[ $who == a ]]; then
+    lc='"-l", "0-1"'; ifv=$FT_A_EAL_VDEV; node=1; role=active; listen=$FT_A_SYNC_IP; peer=$FT_B_SYNC_IP
+  else
+    lc='"--lcores=0@0,1@0"'; ifv=$FT_B_EAL_VDEV; node=2; role=standby; listen=$FT_B_SYNC_IP; peer=$FT_A_SYNC_IP
+  fi
+  args=$lc
+  for a in "${eal_mem[@]}"; do args+=", \"$a\""; done
+  args+=", \"--no-pci\", \"--file-prefix\", \"ft$who\", \"--vdev\", \"$ifv\", \"--log-level\", \"warning\""
+  cat >"$TMP/$who.toml" <<EOF
+[eal]
+args = [$args]
+[[port]]
+name = "net_af_packet0"
+[[vip]]
+addr = "$FT_VIP"
+vrid = 1
+[[service]]
+vip = "$FT_VIP"
+port = 80
+kind = "object"
+[[service]]
+vip = "$FT_VIP"
+port = 7
+kind = "echo"
+[sync]
+node_id = $node
+role = "$role"
+listen = "$listen:7400"
+peer = "$peer:7400"
+mode = "$mode"
+heartbeat_ms = $FT_HEARTBEAT_MS
+dead_after = $FT_DEAD_AFTER
+control = "$(fl_sock "$who")"
+EOF
+  echo "$TMP/$who.toml"
+}
+
+# fl_start_engine a|b LOG [MODE] — start in its namespace; returns once its control socket answers.
+fl_start_engine() {
+  local who=$1 log=$2 mode=${3:-strict} cfg ns pid i
+  cfg=$(fl_write_config "$who" "$mode")
+  "$BIN" check-config -c "$cfg" >"$log.check" 2>&1 || { cat "$log.check" >&2; return 1; }
+  if [[ $who == a ]]; then ns=$FT_A_NS; else ns=$FT_B_NS; fi
+  # ip netns exec execs the engine: $! is the engine's pid (kill -9 reaches it directly).
+  ip netns exec "$ns" "$BIN" run -c "$cfg" > >(exec $PY "$E2E/stamp.py" >"$log") 2>&1 &
+  pid=$!
+  if [[ $who == a ]]; then A_PID=$pid; else B_PID=$pid; fi
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$pid" 2>/dev/null || { echo "engine $who exited during start-up:" >&2; tail -20 "$log" >&2; return 1; }
+    "$BIN" ctl -s "$(fl_sock "$who")" status >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "engine $who: control socket does not answer after 15 s" >&2
+  return 1
+}
+
+fl_pid() { if [[ $1 == a ]]; then echo "$A_PID"; else echo "$B_PID"; fi; }
+
+# fl_kill9 a|b — SIGKILL; sets KILL_T to the wall-clock time of the kill (do not call in $(...))
+KILL_T=""
+fl_kill9() {
+  local pid
+  pid=$(fl_pid "$1")
+  KILL_T=$(fl_now)
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  if [[ $1 == a ]]; then A_PID=""; else B_PID=""; fi
+}
+
+fl_stop_engine() { # a|b — SIGTERM, bounded wait, SIGKILL
+  local pid i
+  pid=$(fl_pid "$1")
+  [[ -n $pid ]] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  if [[ $1 == a ]]; then A_PID=""; else B_PID=""; fi
+}
+
+fl_status() { "$BIN" ctl -s "$(fl_sock "$1")" status 2>/dev/null || true; }
+fl_metrics() { # a|b FILE
+  local ns=$FT_A_NS
+  [[ $1 == b ]] && ns=$FT_B_NS
+  ip netns exec "$ns" curl -s --max-time 2 "http://127.0.0.1:9470/metrics" >"$2" 2>/dev/null || : >"$2"
+}
+
+# fl_jq JSON 'expr on s' — evaluate a Python expression on a JSON object (prints "?" on error)
+fl_jq() {
+  $PY -c 'import json,sys
+try:
+    s = json.loads(sys.argv[1]); print(eval(sys.argv[2]))
+except Exception:
+    print("?")' "$1" "$2"
+}
+
+# fl_wait_status a|b 'python bool expr on s' TIMEOUT_S — poll ctl status
+fl_wait_status() {
+  local who=$1 expr=$2 to=$3 t0 st
+  t0=$(fl_now)
+  while :; do
+    st=$(fl_status "$who")
+    if [[ -n $st && $(fl_jq "$st" "bool($expr)") == True ]]; then return 0; fi
+    [[ $(fl_ms_since "$t0") -ge $((to * 1000)) ]] && return 1
+    sleep 0.05
+  done
+}
+
+fl_wait_vip() { # TIMEOUT_S — the VIP answers ping from the client namespace
+  local i n=$(( $1 * 5 ))
+  for ((i = 0; i < n; i++)); do
+    ip netns exec "$FT_CLIENT_NS" ping -c 1 -W 0.2 "$FT_VIP" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# fl_rig_reset — before a run: forget where the VIP lived in the previous run (client neighbour
+# entry, switch fdb entry of the VIP MAC). An engine that becomes active at start-up (not through
+# a takeover) sends no gratuitous ARP, so after a previous run's takeover by B the switch and the
+# client keep sending to B's port. FT_FAILOVER_NO_RIG_RESET=1 skips this (reproduces that gap).
+FT_VIP_VRRP_MAC=00:00:5e:00:01:01
+fl_rig_reset() {
+  [[ ${FT_FAILOVER_NO_RIG_RESET:-0} == 1 ]] && return 0
+  ip -n "$FT_CLIENT_NS" neigh flush dev "$FT_CLIENT_IF" >/dev/null 2>&1 || true
+  local port
+  for port in "$FT_SW_A_IF" "$FT_SW_B_IF"; do
+    bridge -n "$FT_SW_NS" fdb del "$FT_VIP_VRRP_MAC" dev "$port" master >/dev/null 2>&1 || true
+  done
+  return 0
+}
+
+fl_vip_diag() { # where the client and the switch think the VIP is
+  echo "client neigh: $(ip -n "$FT_CLIENT_NS" neigh show "$FT_VIP" 2>/dev/null | tr '\n' ' ');" \
+    "switch fdb for $FT_VIP_VRRP_MAC: $(bridge -n "$FT_SW_NS" fdb show 2>/dev/null | grep -i "$FT_VIP_VRRP_MAC" | grep -v permanent | tr '\n' ' ')"
+}
+
+# ------------------------------------------------------------------ clients
+# fl_clients_start DIR DL_N DL_BYTES DL_RATE ECHO_N ECHO_MBYTES ECHO_RATE [socket|curl] [TIMEOUT]
+fl_clients_start() {
+  local dir=$1 dn=$2 dbytes=$3 drate=$4 en=$5 emb=$6 erate=$7 mode=${8:-socket} to=${9:-40}
+  CL_DIR=$dir
+  mkdir -p "$dir"
+  rm -f "$dir"/dl.* "$dir"/echo.* "$dir"/young.*
+  CL_PIDS=()
+  CL_GROUPS=()   # (the redirect files appear asynchronously: never infer the groups from them)
+  [[ $dn -gt 0 ]] && CL_GROUPS+=(dl)
+  [[ $en -gt 0 ]] && CL_GROUPS+=(echo)
+  if [[ $dn -gt 0 ]]; then
+    ip netns exec "$FT_CLIENT_NS" timeout $((to + 20)) $PY "$E2E/ftclients.py" download -n "$dn" --mode "$mode" \
+      --gen "$dbytes" --rate "$drate" --timeout "$to" --connect-timeout 3 --ready-file "$dir/dl.ready" \
+      --trace "$dir/dl.trace" >"$dir/dl.json" 2>"$dir/dl.err" &
+    CL_PIDS+=($!)
+  fi
+  if [[ $en -gt 0 ]]; then
+    ip netns exec "$FT_CLIENT_NS" timeout $((to + 20)) $PY "$E2E/ftclients.py" echo -n "$en" --mbytes "$emb" \
+      --chunk 16384 --rate "$erate" --timeout "$to" --connect-timeout 3 --ready-file "$dir/echo.ready" \
+      --trace "$dir/echo.trace" >"$dir/echo.json" 2>"$dir/echo.err" &
+    CL_PIDS+=($!)
+  fi
+}
+
+# fl_young_start DIR N MBYTES RATE — N more echo flows, started just before a kill ("young" flows)
+fl_young_start() {
+  local dir=$1 n=$2 mb=$3 rate=$4
+  rm -f "$dir"/young.*
+  ip netns exec "$FT_CLIENT_NS" timeout 60 $PY "$E2E/ftclients.py" echo -n "$n" --mbytes "$mb" --seed 2 \
+    --chunk 16384 --rate "$rate" --timeout 40 --connect-timeout 3 --ready-file "$dir/young.ready" \
+    --trace "$dir/young.trace" >"$dir/young.json" 2>"$dir/young.err" &
+  CL_PIDS+=($!)
+}
+
+fl_clients_wait_ready() { # TIMEOUT_S — every flow has bytes
+  local i n=$(( $1 * 20 )) f ok
+  for ((i = 0; i < n; i++)); do
+    ok=1
+    for f in "${CL_GROUPS[@]}"; do
+      [[ -s $CL_DIR/$f.ready ]] || ok=0
+    done
+    [[ $ok -eq 1 ]] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+fl_clients_running() { local p; for p in "${CL_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+
+fl_clients_wait() { # wait for the client processes (each bounded by its own timeout)
+  local p
+  for p in "${CL_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  CL_PIDS=()
+}
+
+fl_clients_args() { # -> --clients arguments for failover_eval.py
+  local f
+  for f in dl echo young; do
+    [[ -e $CL_DIR/$f.json ]] && printf -- '--clients\n%s\n' "$CL_DIR/$f.json:$CL_DIR/$f.trace"
+  done
+  return 0
+}
+
+# ------------------------------------------------------------------ RST counting
+fl_rst_start() { # DIR
+  rm -f "$1/rst.ready"
+  ip netns exec "$FT_CLIENT_NS" timeout 300 $PY "$E2E/rstcount.py" --keep 20 --duration 290 --ready-file "$1/rst.ready" \
+    >"$1/rst.json" 2>"$1/rst.err" &
+  RST_PID=$!
+  local i
+  for ((i = 0; i < 100; i++)); do [[ -s $1/rst.ready ]] && return 0; sleep 0.05; done
+  return 1
+}
+fl_rst_stop() {
+  [[ -n $RST_PID ]] || return 0
+  sleep 0.3
+  kill -TERM "$RST_PID" 2>/dev/null || true
+  wait "$RST_PID" 2>/dev/null || true
+  RST_PID=""
+}
+
+# ------------------------------------------------------------------ cleanup
+fl_cleanup() {
+  local p
+  for p in "${CL_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  [[ -n $RST_PID ]] && kill -TERM "$RST_PID" 2>/dev/null
+  fl_stop_engine b
+  fl_stop_engine a
+  for p in "${CL_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  [[ -n $RST_PID ]] && wait "$RST_PID" 2>/dev/null
+  RST_PID=""
+  CL_PIDS=()
+  return 0
+}
+
+fl_random_delay() { # -> seconds in [0.5, 2.0]
+  awk -v r="$RANDOM" 'BEGIN{printf "%.3f", 0.5 + 1.5 * r / 32767}'
+}
