@@ -323,6 +323,13 @@ impl Config {
                 return Err(format!("vip[{i}].addr = {}: listed twice", v.addr));
             }
         }
+        if self.services.len() > flowtwin_engine::counters::MAX_SERVICES {
+            return Err(format!(
+                "{} [[service]] sections: at most {} per engine",
+                self.services.len(),
+                flowtwin_engine::counters::MAX_SERVICES
+            ));
+        }
         for (i, s) in self.services.iter().enumerate() {
             if !self.vips.iter().any(|v| v.addr == s.vip) {
                 return Err(format!("service[{i}].vip = {}: no [[vip]] with that addr", s.vip));

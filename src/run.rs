@@ -116,6 +116,8 @@ struct Observed {
     workers: OnceLock<Vec<Arc<SharedCounters>>>,
     vips: Vec<Ipv4Addr>,
     sync: Option<Arc<SyncStatus>>,
+    /// Per listener: ("vip:port", kind), for per-service metrics.
+    services: Vec<(String, &'static str)>,
     held: OnceLock<Vec<WorkerShared>>,
     role: OnceLock<Arc<RoleShared>>,
     /// Software distribution mode: (RX fan-out by worker 0, TX fan-in through worker 0).
@@ -241,10 +243,25 @@ fn render(o: &Observed, out: &mut String) {
             }
         }
         for e in Event::ALL {
+            if matches!(e, Event::FlowsResumed | Event::FlowsAbandoned) {
+                // Reported once per engine (flowtwin_flows_{resumed,abandoned}_total), with the
+                // flows no worker could take included.
+                continue;
+            }
             let name = format!("flowtwin_{}_total", e.as_str());
             family(out, &name, "counter", "per worker");
             for (i, c) in snaps.iter().enumerate() {
                 sample(out, &name, &[("worker", &i.to_string())], c.get(*e));
+            }
+        }
+        for (name, help, pick) in [
+            ("flowtwin_service_bytes_in_total", "payload bytes delivered to each service", true),
+            ("flowtwin_service_bytes_out_total", "new payload bytes each service sent (retransmissions excluded)", false),
+        ] {
+            family(out, name, "counter", help);
+            for (li, (svc, kind)) in o.services.iter().enumerate() {
+                let v: u64 = snaps.iter().map(|c| if pick { c.svc_bytes_in[li] } else { c.svc_bytes_out[li] }).sum();
+                sample(out, name, &[("service", svc), ("kind", kind)], v);
             }
         }
         family(out, "flowtwin_flows", "gauge", "live flows by TCP state and worker");
@@ -378,6 +395,17 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         workers: OnceLock::new(),
         vips: cfg.vips.iter().map(|v| v.addr).collect(),
         sync: sync_status.clone(),
+        services: cfg
+            .services
+            .iter()
+            .map(|s| {
+                let kind = match s.kind {
+                    ServiceKind::Object => "object",
+                    ServiceKind::Echo => "echo",
+                };
+                (format!("{}:{}", s.vip, s.port), kind)
+            })
+            .collect(),
         held: OnceLock::new(),
         role: OnceLock::new(),
         software: OnceLock::new(),

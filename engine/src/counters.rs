@@ -106,8 +106,6 @@ reasons! {
         Retransmits => "retransmits",
         FastRetransmits => "fast_retransmits",
         OutOfOrderSegments => "out_of_order_segments",
-        ServiceBytesIn => "service_bytes_in",
-        ServiceBytesOut => "service_bytes_out",
         HttpRequests => "http_requests",
         IdleSleeps => "idle_sleeps",
         /// Deltas queued toward the standby.
@@ -133,6 +131,9 @@ reasons! {
     }
 }
 
+/// Services (listeners) an engine can have; config validation enforces it.
+pub const MAX_SERVICES: usize = 16;
+
 /// A worker's private counters.
 #[derive(Clone, Debug)]
 pub struct Counters {
@@ -140,11 +141,20 @@ pub struct Counters {
     pub events: [u64; Event::COUNT],
     /// Live flows by TCP state index (see `tcp::State as usize`).
     pub flows_by_state: [u64; 16],
+    /// Payload bytes delivered to / sent by each service (index = listener).
+    pub svc_bytes_in: [u64; MAX_SERVICES],
+    pub svc_bytes_out: [u64; MAX_SERVICES],
 }
 
 impl Default for Counters {
     fn default() -> Self {
-        Counters { drops: [0; Drop::COUNT], events: [0; Event::COUNT], flows_by_state: [0; 16] }
+        Counters {
+            drops: [0; Drop::COUNT],
+            events: [0; Event::COUNT],
+            flows_by_state: [0; 16],
+            svc_bytes_in: [0; MAX_SERVICES],
+            svc_bytes_out: [0; MAX_SERVICES],
+        }
     }
 }
 
@@ -174,12 +184,34 @@ pub struct SharedCounters {
     drops: Vec<AtomicU64>,
     events: Vec<AtomicU64>,
     flows_by_state: Vec<AtomicU64>,
+    svc_bytes_in: Vec<AtomicU64>,
+    svc_bytes_out: Vec<AtomicU64>,
 }
 
 impl Default for SharedCounters {
     fn default() -> Self {
         let v = |n| (0..n).map(|_| AtomicU64::new(0)).collect();
-        SharedCounters { drops: v(Drop::COUNT), events: v(Event::COUNT), flows_by_state: v(16) }
+        SharedCounters {
+            drops: v(Drop::COUNT),
+            events: v(Event::COUNT),
+            flows_by_state: v(16),
+            svc_bytes_in: v(MAX_SERVICES),
+            svc_bytes_out: v(MAX_SERVICES),
+        }
+    }
+}
+
+/// Relaxed stores of `src` into `dst` (single writer; see `SharedCounters::publish`).
+fn store_all(dst: &[AtomicU64], src: &[u64]) {
+    for (a, v) in dst.iter().zip(src.iter()) {
+        a.store(*v, Ordering::Relaxed);
+    }
+}
+
+/// Relaxed loads of `src` into `dst` (pairs with `store_all`).
+fn load_all(dst: &mut [u64], src: &[AtomicU64]) {
+    for (v, a) in dst.iter_mut().zip(src.iter()) {
+        *v = a.load(Ordering::Relaxed);
     }
 }
 
@@ -187,29 +219,21 @@ impl SharedCounters {
     /// Publish a worker's counters. Relaxed: each value is independent and monotonic (or a
     /// gauge); readers need no ordering between them.
     pub fn publish(&self, c: &Counters) {
-        for (a, v) in self.drops.iter().zip(c.drops.iter()) {
-            a.store(*v, Ordering::Relaxed);
-        }
-        for (a, v) in self.events.iter().zip(c.events.iter()) {
-            a.store(*v, Ordering::Relaxed);
-        }
-        for (a, v) in self.flows_by_state.iter().zip(c.flows_by_state.iter()) {
-            a.store(*v, Ordering::Relaxed);
-        }
+        store_all(&self.drops, &c.drops);
+        store_all(&self.events, &c.events);
+        store_all(&self.flows_by_state, &c.flows_by_state);
+        store_all(&self.svc_bytes_in, &c.svc_bytes_in);
+        store_all(&self.svc_bytes_out, &c.svc_bytes_out);
     }
 
     /// A snapshot (pairs with `publish`'s Relaxed stores; values may be a few ms old).
     pub fn snapshot(&self) -> Counters {
         let mut c = Counters::default();
-        for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {
-            *v = a.load(Ordering::Relaxed);
-        }
-        for (v, a) in c.events.iter_mut().zip(self.events.iter()) {
-            *v = a.load(Ordering::Relaxed);
-        }
-        for (v, a) in c.flows_by_state.iter_mut().zip(self.flows_by_state.iter()) {
-            *v = a.load(Ordering::Relaxed);
-        }
+        load_all(&mut c.drops, &self.drops);
+        load_all(&mut c.events, &self.events);
+        load_all(&mut c.flows_by_state, &self.flows_by_state);
+        load_all(&mut c.svc_bytes_in, &self.svc_bytes_in);
+        load_all(&mut c.svc_bytes_out, &self.svc_bytes_out);
         c
     }
 }

@@ -711,6 +711,7 @@ impl Stack {
         }
         let before_state = flow.tcb.state();
         let before = *flow.tcb.stats();
+        let listener = flow.listener;
         let spec = &cfg.listeners[flow.listener as usize].spec;
         let mut out = TcpTx { sink: tx, addrs: *addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
         let verdict = {
@@ -730,7 +731,7 @@ impl Stack {
         let after_state = flow.tcb.state();
         let deadline = flow.tcb.next_deadline();
         let closed = flow.tcb.is_closed();
-        self.account(before_state, after_state, &before, &after, frames, failed);
+        self.account(listener, before_state, after_state, &before, &after, frames, failed);
         match verdict {
             SegmentVerdict::Accepted | SegmentVerdict::SynInTimeWait | SegmentVerdict::SynAckRetransmitted => {}
             SegmentVerdict::ChallengeAck | SegmentVerdict::RstAccepted | SegmentVerdict::RstIgnored => {}
@@ -821,8 +822,12 @@ impl Stack {
     }
 
     /// Fold one TCP call's effects into the worker counters.
-    fn account(&mut self, s0: State, s1: State, a: &TcbStats, b: &TcbStats, frames: u64, failed: u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn account(&mut self, li: u16, s0: State, s1: State, a: &TcbStats, b: &TcbStats, frames: u64, failed: u64) {
         let c = &mut self.counters;
+        let li = (li as usize).min(crate::counters::MAX_SERVICES - 1);
+        c.svc_bytes_in[li] += b.bytes_in - a.bytes_in;
+        c.svc_bytes_out[li] += b.bytes_out - a.bytes_out;
         if s0 != s1 {
             c.flows_by_state[s0 as usize] = c.flows_by_state[s0 as usize].saturating_sub(1);
             c.flows_by_state[s1 as usize] += 1;
@@ -837,8 +842,6 @@ impl Stack {
         c.add(Event::OutOfWindow, b.out_of_window - a.out_of_window);
         c.add(Event::RstAccepted, b.rst_received - a.rst_received);
         c.add(Event::RstSent, b.rst_sent - a.rst_sent);
-        c.add(Event::ServiceBytesIn, b.bytes_in - a.bytes_in);
-        c.add(Event::ServiceBytesOut, b.bytes_out - a.bytes_out);
     }
 
     fn schedule(&mut self, id: FlowId, deadline: Option<Instant>) {
@@ -881,6 +884,7 @@ impl Stack {
             let addrs = FrameAddrs { src_mac: flow.vip_mac, dst_mac: flow.peer_mac, src_ip: local, dst_ip: remote, ttl: ipv4::DEFAULT_TTL, ip_id: 0 };
             let before_state = flow.tcb.state();
             let before = *flow.tcb.stats();
+            let listener = flow.listener;
             let spec = &cfg.listeners[flow.listener as usize].spec;
             let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
             {
@@ -892,7 +896,7 @@ impl Stack {
             let after_state = flow.tcb.state();
             let deadline = flow.tcb.next_deadline();
             let closed = flow.tcb.is_closed();
-            self.account(before_state, after_state, &before, &after, frames, failed);
+            self.account(listener, before_state, after_state, &before, &after, frames, failed);
             if closed {
                 self.close_flow(id);
             } else {

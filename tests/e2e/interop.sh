@@ -22,6 +22,7 @@
 #   synflood         3000 SYNs from random source ports during a download; engine counts them
 #   partial_csum     TX checksum offload on (c0 and switch port swa) -> connection fails,
 #                    partial_tcp_checksum moves; offload off again -> download works
+#   metrics          one TYPE line per family; per-service bytes and drop reasons present
 #   sigterm          SIGTERM -> exit 0 within 2 s with the final statistics line
 #   no_rst_<phase>   (check 6) rstcount.py in the client namespace during curl, keepalive, echo,
 #                    netem_*, barrage, synflood: no RST from the VIP to a client-kernel port
@@ -39,7 +40,7 @@ FT_PROG=interop
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-ALL_CHECKS=(ping curl keepalive echo netem_loss netem_reorder netem_duplicate barrage synflood partial_csum sigterm)
+ALL_CHECKS=(ping curl keepalive echo netem_loss netem_reorder netem_duplicate barrage synflood partial_csum metrics sigterm)
 ONLY=""
 KEEP_LOGS=0
 while [[ $# -gt 0 ]]; do
@@ -505,6 +506,29 @@ check_partial_csum() {
   fi
 }
 
+# Prometheus exposition after all the traffic above: one TYPE line per family (duplicates make
+# scrapers reject the page), the per-service byte counters carry what the clients moved, and
+# the drop reasons the barrage caused are there.
+check_metrics() {
+  local m="$TMP/metrics.final"
+  snap "$m"
+  local dups in80 out80 out7 bad
+  dups=$(grep '^# TYPE' "$m" | sort | uniq -d | tr '\n' ' ')
+  in80=$(awk '/^flowtwin_service_bytes_in_total\{service="198.18.0.100:80"/ {print $2}' "$m")
+  out80=$(awk '/^flowtwin_service_bytes_out_total\{service="198.18.0.100:80"/ {print $2}' "$m")
+  out7=$(awk '/^flowtwin_service_bytes_out_total\{service="198.18.0.100:7"/ {print $2}' "$m")
+  bad=$(awk '/^flowtwin_drops_total\{.*reason="bad_tcp_checksum"/ {s+=$2} END {print s+0}' "$m")
+  if [[ -n $dups ]]; then
+    fail metrics "duplicate metric families: $dups"
+  elif [[ -z $out80 || ${out80%.*} -lt 100000000 || -z $out7 || ${out7%.*} -lt 50000000 || -z $in80 || ${in80%.*} -le 0 ]]; then
+    fail metrics "per-service bytes missing or too small: object in=$in80 out=$out80, echo out=$out7"
+  elif [[ $bad -le 0 ]]; then
+    fail metrics "bad_tcp_checksum drops not counted"
+  else
+    pass metrics "$(grep -c '^# TYPE' "$m") families, no duplicates; object out $out80 B, echo out $out7 B; bad_tcp_checksum $bad"
+  fi
+}
+
 check_sigterm() {
   if ! engine_alive; then fail sigterm "engine not running"; return; fi
   local t0 t1 rc=0 ms
@@ -564,6 +588,7 @@ run netem_duplicate check_netem netem_duplicate duplicate 2%
 run barrage         check_barrage
 run synflood        check_synflood
 run partial_csum    check_partial_csum
+run metrics         check_metrics
 run sigterm         check_sigterm
 
 if [[ $PASSED -eq 0 && $FAILED -eq 0 ]]; then
