@@ -265,24 +265,26 @@ fn render(o: &Observed, out: &mut String) {
             }
         }
         family(out, "flowtwin_flows", "gauge", "live flows by TCP state and worker");
-        let states = [
-            State::SynSent,
-            State::SynReceived,
-            State::Established,
-            State::FinWait1,
-            State::FinWait2,
-            State::Closing,
-            State::TimeWait,
-            State::CloseWait,
-            State::LastAck,
-        ];
         for (i, c) in snaps.iter().enumerate() {
-            for s in states {
+            for s in LIVE_STATES {
                 sample(out, "flowtwin_flows", &[("worker", &i.to_string()), ("state", state_name(s))], c.flows_by_state[s as usize]);
             }
         }
     }
 }
+
+/// The states a live flow can be in (Closed flows are freed), as metrics and ctl list them.
+const LIVE_STATES: [State; 9] = [
+    State::SynSent,
+    State::SynReceived,
+    State::Established,
+    State::FinWait1,
+    State::FinWait2,
+    State::Closing,
+    State::TimeWait,
+    State::CloseWait,
+    State::LastAck,
+];
 
 fn state_name(s: State) -> &'static str {
     match s {
@@ -313,19 +315,10 @@ fn control(o: &Observed, st: &SyncStatus, cmd: &str) -> String {
         ws.iter()
             .map(|w| {
                 let c = w.snapshot();
-                let by: serde_json::Map<String, serde_json::Value> = [
-                    State::SynReceived,
-                    State::Established,
-                    State::FinWait1,
-                    State::FinWait2,
-                    State::Closing,
-                    State::TimeWait,
-                    State::CloseWait,
-                    State::LastAck,
-                ]
-                .iter()
-                .map(|s| (state_name(*s).to_string(), serde_json::json!(c.flows_by_state[*s as usize])))
-                .collect();
+                let by: serde_json::Map<String, serde_json::Value> = LIVE_STATES
+                    .iter()
+                    .map(|s| (state_name(*s).to_string(), serde_json::json!(c.flows_by_state[*s as usize])))
+                    .collect();
                 serde_json::Value::Object(by)
             })
             .collect()

@@ -236,23 +236,45 @@ kill_run() {
 }
 
 # ------------------------------------------------------------------ tests
+# A run is void when the standby took over *before* the kill and fenced the active correctly
+# (no split brain, no RST, nothing corrupted): the kill then hit an engine that no longer
+# served, so the run measured nothing. With the default 5 ms x 3 heartbeats this happens on
+# this 2-vCPU machine when every process shares one CPU. Such a run is repeated (at most
+# twice) and counted in SPURIOUS_TAKEOVERS, which the summary prints; anything else fails.
+SPURIOUS_TAKEOVERS=0
+spurious_only() { # verdict
+  [[ $1 == *"SPURIOUS takeover"* && $1 != *"SPLIT BRAIN"* && $1 != *"RST(s)"* && $1 != *"not byte-exact"* ]]
+}
+
+kill_test() { # name young
+  local name=$1 young=$2 dir v attempt
+  for ((attempt = 0; attempt <= 2; attempt++)); do
+    dir=$TMP/$name
+    [[ $attempt -gt 0 ]] && dir=$TMP/$name.retry$attempt
+    if ! kill_run "$name" "$dir" strict "$young"; then fl_cleanup; record "$dir" "$name" 0; return; fi
+    v=$(verdict "$dir")
+    if spurious_only "$v" && [[ $attempt -lt 2 ]]; then
+      SPURIOUS_TAKEOVERS=$((SPURIOUS_TAKEOVERS + 1))
+      info "$name: void run, repeated: $v"
+      continue
+    fi
+    break
+  done
+  local note=""
+  [[ $attempt -gt 0 ]] && note="; after $attempt void run(s) with a spurious, correctly fenced takeover"
+  if [[ $v == ok ]]; then pass "$name" "$(describe "$dir")$note"; record "$dir" "$name" 1
+  else fail "$name" "$v; $(describe "$dir")"; record "$dir" "$name" 0; fi
+}
+
 test_kill_active() {
   local r
   for ((r = 1; r <= RUNS; r++)); do
-    local name="kill_active.$r" dir=$TMP/kill_active.$r v
-    if ! kill_run "$name" "$dir" strict; then fl_cleanup; record "$dir" "$name" 0; continue; fi
-    v=$(verdict "$dir")
-    if [[ $v == ok ]]; then pass "$name" "$(describe "$dir")"; record "$dir" "$name" 1
-    else fail "$name" "$v; $(describe "$dir")"; record "$dir" "$name" 0; fi
+    kill_test "kill_active.$r" 0
   done
 }
 
 test_kill_young() {
-  local name=kill_young dir=$TMP/kill_young v
-  if ! kill_run "$name" "$dir" strict 8; then fl_cleanup; record "$dir" "$name" 0; return; fi
-  v=$(verdict "$dir")
-  if [[ $v == ok ]]; then pass "$name" "$(describe "$dir")"; record "$dir" "$name" 1
-  else fail "$name" "$v; $(describe "$dir")"; record "$dir" "$name" 0; fi
+  kill_test kill_young 8
 }
 
 test_async_mode() {
@@ -281,10 +303,12 @@ if resumed is None:
     bad.append("no flows_resumed in B's status")
 else:
     # every flow the standby did not resume is lost for the client, and no resumed flow may fail
+    # Lost = flows the standby did not resume, plus resumed flows the engine then found stale
+    # and reset (counted in flows_abandoned, which also holds flows it could not install).
     not_resumed = max(0, flows - resumed)
-    if lost_client != not_resumed:
+    if not (not_resumed <= lost_client <= not_resumed + (abandoned or 0)):
         bad.append(f"inconsistent: clients lost {lost_client} flow(s), engine resumed {resumed} of {flows} "
-                   f"(expected {not_resumed} lost), flows_abandoned {abandoned}")
+                   f"and abandoned {abandoned} (expected {not_resumed}..{not_resumed + (abandoned or 0)} lost)")
 if s.get("resets") and lost_client == 0:
     bad.append(f"{s['resets']} RST(s) although no flow was lost")
 print(("ok" if not bad else "; ".join(bad)) +
@@ -426,5 +450,6 @@ for t in "${ALL_TESTS[@]}"; do
   "test_$t"
 done
 info "total $(fl_ms_since "$T_START") ms"
+info "spurious takeovers before a kill (correctly fenced, run repeated): $SPURIOUS_TAKEOVERS"
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]
