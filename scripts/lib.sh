@@ -102,3 +102,33 @@ ft_eal_mem_args() {
     printf '%s\n' "--no-huge --no-shconf -m ${FT_NOHUGE_MEM_MB}"
   fi
 }
+
+# ft_engine_toml FILE LCORES PREFIX VDEV
+# Write the rig's engine config, the part every suite shares: EAL args (LCORES, word-split,
+# e.g. "-l 0-1"; the memory args from FT_EAL_MEM_ARGS; --no-pci, which keeps EAL off the VM's
+# own NIC; --file-prefix PREFIX; --vdev VDEV), the af_packet port, the VIP (vrid 1) and the
+# object (:80) and echo (:7) services. Callers append their own sections ([engine], [sync]).
+ft_engine_toml() {
+  local out=$1 lcores=$2 prefix=$3 vdev=$4 a args="" mem=()
+  for a in $lcores; do args+="\"$a\", "; done
+  read -r -a mem <<<"${FT_EAL_MEM_ARGS:-$(ft_eal_mem_args)}"
+  for a in "${mem[@]}"; do args+="\"$a\", "; done
+  args+="\"--no-pci\", \"--file-prefix\", \"$prefix\", \"--vdev\", \"$vdev\", \"--log-level\", \"warning\""
+  cat >"$out" <<EOF
+[eal]
+args = [$args]
+[[port]]
+name = "net_af_packet0"
+[[vip]]
+addr = "$FT_VIP"
+vrid = 1
+[[service]]
+vip = "$FT_VIP"
+port = 80
+kind = "object"
+[[service]]
+vip = "$FT_VIP"
+port = 7
+kind = "echo"
+EOF
+}

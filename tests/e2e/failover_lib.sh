@@ -27,6 +27,7 @@ export PYTHONDONTWRITEBYTECODE=1
 : "${FT_FAILOVER_CLIENT_RMEM=4096 131072 262144}"
 : "${FT_HEARTBEAT_MS:=5}"
 : "${FT_DEAD_AFTER:=3}"
+: "${FL_PREFIX:=ft}"       # EAL --file-prefix of engine <who> is $FL_PREFIX<who>
 
 A_PID=""
 B_PID=""
@@ -51,34 +52,18 @@ fl_init() {
 
 fl_sock() { echo "$FT_RUN_DIR/$1.sock"; }
 
-# fl_write_config a|b MODE -> path of the TOML
+# fl_write_config a|b MODE -> path of the TOML. MODE strict|async adds the [sync] section;
+# "off" leaves it out (a stand-alone engine, for benchmarks). EAL file prefix: $FL_PREFIX<who>.
 fl_write_config() {
-  local who=$1 mode=${2:-strict} ns ifv lc node role listen peer eal_mem=() a args
-  read -r -a eal_mem <<<"$FT_EAL_MEM_ARGS"
+  local who=$1 mode=${2:-strict} ifv lc node role listen peer
   if [[ $who == a ]]; then
-    lc='"-l", "0-1"'; ifv=$FT_A_EAL_VDEV; node=1; role=active; listen=$FT_A_SYNC_IP; peer=$FT_B_SYNC_IP
+    lc="-l 0-1"; ifv=$FT_A_EAL_VDEV; node=1; role=active; listen=$FT_A_SYNC_IP; peer=$FT_B_SYNC_IP
   else
-    lc='"--lcores=0@0,1@0"'; ifv=$FT_B_EAL_VDEV; node=2; role=standby; listen=$FT_B_SYNC_IP; peer=$FT_A_SYNC_IP
+    lc="--lcores=0@0,1@0"; ifv=$FT_B_EAL_VDEV; node=2; role=standby; listen=$FT_B_SYNC_IP; peer=$FT_A_SYNC_IP
   fi
-  args=$lc
-  for a in "${eal_mem[@]}"; do args+=", \"$a\""; done
-  args+=", \"--no-pci\", \"--file-prefix\", \"ft$who\", \"--vdev\", \"$ifv\", \"--log-level\", \"warning\""
-  cat >"$TMP/$who.toml" <<EOF
-[eal]
-args = [$args]
-[[port]]
-name = "net_af_packet0"
-[[vip]]
-addr = "$FT_VIP"
-vrid = 1
-[[service]]
-vip = "$FT_VIP"
-port = 80
-kind = "object"
-[[service]]
-vip = "$FT_VIP"
-port = 7
-kind = "echo"
+  ft_engine_toml "$TMP/$who.toml" "$lc" "$FL_PREFIX$who" "$ifv"
+  if [[ $mode != off ]]; then
+    cat >>"$TMP/$who.toml" <<EOF
 [sync]
 node_id = $node
 role = "$role"
@@ -89,6 +74,7 @@ heartbeat_ms = $FT_HEARTBEAT_MS
 dead_after = $FT_DEAD_AFTER
 control = "$(fl_sock "$who")"
 EOF
+  fi
   echo "$TMP/$who.toml"
 }
 

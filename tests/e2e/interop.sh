@@ -252,29 +252,8 @@ netem_off() {
 
 # ------------------------------------------------------------------ engine
 write_config() {
-  local eal_mem=()
-  read -r -a eal_mem <<<"$FT_EAL_MEM_ARGS"
-  local args='"-l", "0-1"'
-  local a
-  for a in "${eal_mem[@]}"; do args+=", \"$a\""; done
-  args+=", \"--no-pci\", \"--file-prefix\", \"ftinterop\", \"--vdev\", \"net_af_packet0,iface=$FT_A_IF,${FT_AF_PACKET_ARGS:-qpairs=1,framecnt=4096}\", \"--log-level\", \"warning\""
-  cat >"$TMP/engine.toml" <<EOF
-[eal]
-args = [$args]
-[[port]]
-name = "net_af_packet0"
-[[vip]]
-addr = "$FT_VIP"
-vrid = 1
-[[service]]
-vip = "$FT_VIP"
-port = 80
-kind = "object"
-[[service]]
-vip = "$FT_VIP"
-port = 7
-kind = "echo"
-EOF
+  ft_engine_toml "$TMP/engine.toml" "-l 0-1" ftinterop \
+    "net_af_packet0,iface=$FT_A_IF,${FT_AF_PACKET_ARGS:-qpairs=1,framecnt=4096}"
 }
 
 start_engine() {

@@ -132,31 +132,10 @@ EOF
 write_config() { # mode
   local qpairs=2
   [[ $1 == sw ]] && qpairs=1
-  local eal_mem=() a
-  read -r -a eal_mem <<<"$FT_EAL_MEM_ARGS"
   # Three lcores on two CPUs: main on CPU 0, both workers on CPU 1 (DPDK-NOTES: only 0-1 exist).
-  local args='"--lcores=0@0,1@1,2@1"'
-  for a in "${eal_mem[@]}"; do args+=", \"$a\""; done
-  args+=", \"--no-pci\", \"--file-prefix\", \"ftworkers\", \"--vdev\", \"net_af_packet0,iface=$FT_A_IF,qpairs=$qpairs,framecnt=4096\", \"--log-level\", \"warning\""
-  cat >"$TMP/$1.toml" <<EOF
-[eal]
-args = [$args]
-[engine]
-workers = 2
-[[port]]
-name = "net_af_packet0"
-[[vip]]
-addr = "$FT_VIP"
-vrid = 1
-[[service]]
-vip = "$FT_VIP"
-port = 80
-kind = "object"
-[[service]]
-vip = "$FT_VIP"
-port = 7
-kind = "echo"
-EOF
+  ft_engine_toml "$TMP/$1.toml" "--lcores=0@0,1@1,2@1" ftworkers \
+    "net_af_packet0,iface=$FT_A_IF,qpairs=$qpairs,framecnt=4096"
+  printf '[engine]\nworkers = 2\n' >>"$TMP/$1.toml"
 }
 
 start_engine() { # mode
