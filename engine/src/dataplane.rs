@@ -347,10 +347,11 @@ pub fn run_worker(mut w: Worker) -> i32 {
     let hold = control.is_some();
     let mut snapshot_token = control.as_ref().map(|c| c.snapshot_request()).unwrap_or(0);
     stack.set_active(w.role.active.load(Ordering::Acquire));
-    let mut rx = MbufBurst::new();
+    // engine.burst: how many packets one RX poll takes.
+    let burst = w.burst.clamp(1, flowtwin_ffi::BURST_MAX);
+    let mut rx = MbufBurst::with_capacity(burst);
     let mut empty_polls: u32 = 0;
     let mut last_publish = clock.now();
-    let burst = w.burst.clamp(1, flowtwin_ffi::BURST_MAX);
     let to_ring = matches!(w.tx, TxPath::Ring(_));
     let from_ring = matches!(w.rx, RxSource::Ring(_));
     let mut fanout = w.fanout.take();
@@ -421,7 +422,6 @@ pub fn run_worker(mut w: Worker) -> i32 {
         }
 
         let got = w.rx.rx_burst(&mut rx);
-        let _ = burst;
         if let Some(f) = fanout.as_mut() {
             f.distribute(&mut rx, &mut stage, stack.counters_mut());
         } else if from_ring {

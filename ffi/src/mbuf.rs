@@ -92,11 +92,14 @@ impl Drop for Mbuf {
     }
 }
 
-/// Up to [`BURST_MAX`] owned mbufs: what one rx_burst returns and one tx_burst sends.
+/// Up to `capacity()` (at most [`BURST_MAX`]) owned mbufs: what one rx_burst returns and one
+/// tx_burst sends. The capacity bounds every fill (rx_burst, ring dequeue, bulk alloc).
 /// Remaining mbufs are freed (in bulk) on drop.
 pub struct MbufBurst {
     pkts: [*mut sys::rte_mbuf; BURST_MAX],
     len: usize,
+    /// Fills stop here (1..=BURST_MAX); `engine.burst` sets it for RX.
+    cap: usize,
 }
 
 // SAFETY: a burst owns its mbufs exactly like `Mbuf` does.
@@ -110,7 +113,19 @@ impl Default for MbufBurst {
 
 impl MbufBurst {
     pub const fn new() -> MbufBurst {
-        MbufBurst { pkts: [std::ptr::null_mut(); BURST_MAX], len: 0 }
+        MbufBurst::with_capacity(BURST_MAX)
+    }
+
+    /// A burst that holds at most `cap` mbufs (clamped to 1..=BURST_MAX): an RX burst size.
+    pub const fn with_capacity(cap: usize) -> MbufBurst {
+        let cap = if cap == 0 { 1 } else if cap > BURST_MAX { BURST_MAX } else { cap };
+        MbufBurst { pkts: [std::ptr::null_mut(); BURST_MAX], len: 0, cap }
+    }
+
+    /// Most mbufs this burst holds.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.cap
     }
 
     #[inline]
@@ -125,13 +140,13 @@ impl MbufBurst {
 
     #[inline]
     pub fn is_full(&self) -> bool {
-        self.len == BURST_MAX
+        self.len >= self.cap
     }
 
     /// Free room in the burst.
     #[inline]
     pub fn room(&self) -> usize {
-        BURST_MAX - self.len
+        self.cap.saturating_sub(self.len)
     }
 
     /// Bytes of packet `i` (first segment). Panics if `i >= len()` (a programming error, not
@@ -194,7 +209,7 @@ impl MbufBurst {
     /// Append an mbuf; gives it back if the burst is full.
     #[inline]
     pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
-        if self.len == BURST_MAX {
+        if self.len >= self.cap {
             return Err(m);
         }
         self.pkts[self.len] = m.into_raw();
@@ -263,8 +278,8 @@ impl MbufBurst {
 
     /// Record that DPDK filled `n` more slots after `len` (rx_burst, alloc_bulk, dequeue).
     pub(crate) fn grew(&mut self, n: usize) {
-        debug_assert!(self.len + n <= BURST_MAX);
-        self.len = (self.len + n).min(BURST_MAX);
+        debug_assert!(self.len + n <= self.cap);
+        self.len = (self.len + n).min(self.cap);
     }
 
     pub(crate) fn alloc_from(&mut self, pool: &Mempool, n: usize) -> bool {

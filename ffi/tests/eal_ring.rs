@@ -52,6 +52,20 @@ fn eal_mempool_mbuf_port_ring_end_to_end() {
     }
     assert_eq!(pool.in_use(), 0);
 
+    // A burst's capacity bounds every fill: engine.burst sets the RX burst size with it.
+    {
+        let mut b = MbufBurst::with_capacity(4);
+        assert_eq!(b.capacity(), 4);
+        assert!(!pool.alloc_bulk(&mut b, 5), "more than the capacity is refused");
+        assert!(pool.alloc_bulk(&mut b, 4));
+        assert!(b.is_full() && b.room() == 0);
+        let m = pool.alloc().expect("alloc");
+        assert!(b.push(m).is_err(), "a full burst gives the mbuf back");
+        assert_eq!(MbufBurst::with_capacity(0).capacity(), 1);
+        assert_eq!(MbufBurst::with_capacity(1000).capacity(), BURST_MAX);
+    }
+    assert_eq!(pool.in_use(), 0);
+
     // net_ring port: TX ring == RX ring, so what we send comes back.
     let r = Ring::new(&eal, "t_ring", 1024, true).expect("ring");
     let r2 = Ring::new(&eal, "t_ring_unused", 1024, true).expect("ring2");
@@ -105,12 +119,17 @@ fn eal_mempool_mbuf_port_ring_end_to_end() {
     let mut nrx = nullp.take_rx(0).unwrap();
     let mut ntx = nullp.take_tx(0).unwrap();
     let mut burst = MbufBurst::new();
+    let mut small = MbufBurst::with_capacity(3);
+    assert_eq!(nrx.rx_burst(&mut small), 3, "rx_burst stops at the burst's capacity");
+    let taken = small.len() as u64;
+    let s0 = ntx.tx_burst(&mut small) as u64;
+    assert_eq!(s0, taken);
     let n = nrx.rx_burst(&mut burst);
-    assert!(n > 0, "net_null RX yields packets");
+    assert!(n > 3, "net_null RX fills a full-size burst");
     let s = ntx.tx_burst(&mut burst);
     assert_eq!(s, n);
     let ns = nullp.stats().unwrap();
-    assert_eq!(ns.ipackets, n as u64);
-    assert_eq!(ns.opackets, n as u64);
+    assert_eq!(ns.ipackets, n as u64 + taken);
+    assert_eq!(ns.opackets, n as u64 + taken);
     assert!(nullp.link().up);
 }
