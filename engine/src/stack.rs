@@ -711,7 +711,6 @@ impl Stack {
         }
         let before_state = flow.tcb.state();
         let before = *flow.tcb.stats();
-        let listener = flow.listener;
         let spec = &cfg.listeners[flow.listener as usize].spec;
         let mut out = TcpTx { sink: tx, addrs: *addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
         let verdict = {
@@ -727,23 +726,13 @@ impl Stack {
             flow.peer_mac = src_mac;
             flow.tcb.dirty.insert(crate::tcp::DirtyFlags::STATE);
         }
-        let after = *flow.tcb.stats();
-        let after_state = flow.tcb.state();
-        let deadline = flow.tcb.next_deadline();
-        let closed = flow.tcb.is_closed();
-        self.account(listener, before_state, after_state, &before, &after, frames, failed);
         match verdict {
             SegmentVerdict::Accepted | SegmentVerdict::SynInTimeWait | SegmentVerdict::SynAckRetransmitted => {}
             SegmentVerdict::ChallengeAck | SegmentVerdict::RstAccepted | SegmentVerdict::RstIgnored => {}
             SegmentVerdict::Closed => {}
             _ => self.counters.drop(Drop::TcpRejected),
         }
-        if closed {
-            self.close_flow(id);
-        } else {
-            self.replicate(id, false);
-            self.schedule(id, deadline);
-        }
+        self.after_tcp_call(id, before_state, &before, frames, failed);
         verdict
     }
 
@@ -821,9 +810,13 @@ impl Stack {
         self.count_tx(sent, Event::RstSent);
     }
 
-    /// Fold one TCP call's effects into the worker counters.
-    #[allow(clippy::too_many_arguments)]
-    fn account(&mut self, li: u16, s0: State, s1: State, a: &TcbStats, b: &TcbStats, frames: u64, failed: u64) {
+    /// After a TCP call on flow `id` (state `s0` and stats `a` before it; `frames` sent,
+    /// `failed` without an mbuf): fold its effects into the worker counters, then free the flow
+    /// if TCP closed it, else replicate what changed and re-arm its timer.
+    fn after_tcp_call(&mut self, id: FlowId, s0: State, a: &TcbStats, frames: u64, failed: u64) {
+        let Some(flow) = self.flows.get(id) else { return };
+        let (li, s1, b) = (flow.listener, flow.tcb.state(), *flow.tcb.stats());
+        let (deadline, closed) = (flow.tcb.next_deadline(), flow.tcb.is_closed());
         let c = &mut self.counters;
         let li = (li as usize).min(crate::counters::MAX_SERVICES - 1);
         c.svc_bytes_in[li] += b.bytes_in - a.bytes_in;
@@ -842,6 +835,12 @@ impl Stack {
         c.add(Event::OutOfWindow, b.out_of_window - a.out_of_window);
         c.add(Event::RstAccepted, b.rst_received - a.rst_received);
         c.add(Event::RstSent, b.rst_sent - a.rst_sent);
+        if closed {
+            self.close_flow(id);
+        } else {
+            self.replicate(id, false);
+            self.schedule(id, deadline);
+        }
     }
 
     fn schedule(&mut self, id: FlowId, deadline: Option<Instant>) {
@@ -884,7 +883,6 @@ impl Stack {
             let addrs = FrameAddrs { src_mac: flow.vip_mac, dst_mac: flow.peer_mac, src_ip: local, dst_ip: remote, ttl: ipv4::DEFAULT_TTL, ip_id: 0 };
             let before_state = flow.tcb.state();
             let before = *flow.tcb.stats();
-            let listener = flow.listener;
             let spec = &cfg.listeners[flow.listener as usize].spec;
             let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
             {
@@ -892,17 +890,7 @@ impl Stack {
                 flow.tcb.on_timer(now, &cfg.tcp, &mut svc, &mut out);
             }
             let (frames, failed) = (out.frames, out.failed);
-            let after = *flow.tcb.stats();
-            let after_state = flow.tcb.state();
-            let deadline = flow.tcb.next_deadline();
-            let closed = flow.tcb.is_closed();
-            self.account(listener, before_state, after_state, &before, &after, frames, failed);
-            if closed {
-                self.close_flow(id);
-            } else {
-                self.replicate(id, false);
-                self.schedule(id, deadline);
-            }
+            self.after_tcp_call(id, before_state, &before, frames, failed);
         }
     }
 }
