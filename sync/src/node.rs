@@ -495,13 +495,26 @@ impl Ctx {
         }
     }
 
+    /// Dials the peer and exchanges Hello as `role`, each step bounded by `limit` (the Hello
+    /// reply by `hello_limit`). The peer's Hello is returned unchecked.
+    fn handshake(
+        &mut self,
+        role: Role,
+        limit: Duration,
+        hello_limit: Duration,
+        recs: &mut Vec<Record>,
+    ) -> io::Result<(Conn, Hello)> {
+        let s = TcpStream::connect_timeout(&self.cfg.peer, limit)?;
+        let mut c = Conn::new(s)?;
+        c.send_now(&Msg::Hello(self.hello(role)), limit)?;
+        let status = self.status.clone();
+        let h = c.recv_hello_within(recs, &|| status.stop.load(Relaxed), hello_limit)?;
+        Ok((c, h))
+    }
+
     /// Connects to the peer and exchanges Hello as a would-be standby.
     fn connect(&mut self, recs: &mut Vec<Record>) -> io::Result<(Conn, Hello)> {
-        let s = TcpStream::connect_timeout(&self.cfg.peer, Duration::from_millis(100))?;
-        let mut c = Conn::new(s)?;
-        c.send_now(&Msg::Hello(self.hello(Role::Standby)), HELLO_TIMEOUT)?;
-        let status = self.status.clone();
-        let h = c.recv_hello(recs, &|| status.stop.load(Relaxed))?;
+        let (mut c, h) = self.handshake(Role::Standby, Duration::from_millis(100), HELLO_TIMEOUT, recs)?;
         if let Err(e) = h.check() {
             self.refuse(&mut c, &e);
             return Err(io::Error::new(io::ErrorKind::InvalidData, e));
@@ -714,12 +727,8 @@ impl Ctx {
     /// active engine newer than us (we must fence ourselves). Short timeouts: this runs on
     /// the sync thread, which must keep draining the rings.
     fn probe_for_newer_active(&mut self, recs: &mut Vec<Record>) -> Option<u64> {
-        let s = TcpStream::connect_timeout(&self.cfg.peer, Duration::from_millis(20)).ok()?;
-        let mut c = Conn::new(s).ok()?;
-        c.send_now(&Msg::Hello(self.hello(Role::Active)), Duration::from_millis(20)).ok()?;
-        let status = self.status.clone();
-        let h = c
-            .recv_hello_within(recs, &|| status.stop.load(Relaxed), Duration::from_millis(50))
+        let (c, h) = self
+            .handshake(Role::Active, Duration::from_millis(20), Duration::from_millis(50), recs)
             .ok()?;
         let _ = c.s.shutdown(std::net::Shutdown::Both);
         (h.check().is_ok() && h.role == Role::Active && newer(h.epoch, h.node_id, self.epoch, self.cfg.node_id))
