@@ -298,6 +298,15 @@ impl Conn {
                     }
                 }
                 Err(e) if is_would_block(&e) => return Ok(total),
+                // A reset right behind data is the end of the stream, not a reason to discard
+                // that data: a peer that sends a last frame (Refused, Takeover, a Hello reply)
+                // and closes with our bytes unread makes the kernel answer with RST. Report
+                // what arrived; the error ends the stream (eof) once those frames are parsed.
+                Err(e) if total > 0 => {
+                    let _ = e;
+                    self.eof = true;
+                    return Ok(total);
+                }
                 Err(e) => return Err(e),
             }
         }
