@@ -2,6 +2,7 @@
 //! protocol, the standby, heartbeats and takeover.
 #![forbid(unsafe_code)]
 
+pub mod coalesce;
 pub mod delta;
 pub mod node;
 pub mod proto;

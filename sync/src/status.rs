@@ -86,6 +86,9 @@ pub struct SyncStatus {
     /// Record bytes sent (active) or received (standby).
     pub bytes_replicated: AtomicU64,
     pub deltas_sent: AtomicU64,
+    /// Active: updates left out of batches because a later update of the same flow in the
+    /// same batch superseded them (see `coalesce`).
+    pub deltas_coalesced: AtomicU64,
     pub deltas_applied: AtomicU64,
     pub batches_sent: AtomicU64,
     /// Shadow flows held (standby).
@@ -135,6 +138,7 @@ impl SyncStatus {
             unprotected_us: AtomicU64::new(0),
             bytes_replicated: AtomicU64::new(0),
             deltas_sent: AtomicU64::new(0),
+            deltas_coalesced: AtomicU64::new(0),
             deltas_applied: AtomicU64::new(0),
             batches_sent: AtomicU64::new(0),
             shadow_flows: AtomicU64::new(0),
@@ -330,6 +334,12 @@ impl SyncStatus {
             "deltas_sent_total",
             "counter",
             self.deltas_sent.load(Relaxed),
+        );
+        g(
+            out,
+            "deltas_coalesced_total",
+            "counter",
+            self.deltas_coalesced.load(Relaxed),
         );
         g(
             out,
