@@ -23,7 +23,7 @@ use flowtwin_engine::stack::{vrrp_mac, Listener, ServiceSpec, ServiceState, Stac
 use flowtwin_engine::tcp::{State, TcbSnapshot, TcpConfig};
 use flowtwin_engine::wire::MacAddr;
 use flowtwin_sync::delta::{self, DeltaBody, FlowStateRec};
-use flowtwin_sync::proto::{self, Hello, Msg, Role, MAGIC, PROTO_VERSION};
+use flowtwin_sync::proto::{self, Heartbeat, Hello, Msg, Role, MAGIC, PROTO_VERSION};
 use flowtwin_sync::ring::Record;
 use flowtwin_sync::{
     start, worker_channel, worker_channel_with_backlog, Mode, PeerState, RingReplicator,
@@ -722,6 +722,117 @@ fn watermark_without_standby_and_async() {
         );
         active.handle.stop();
     }
+}
+
+/// A standby that joins, reports in sync and then acknowledges nothing until told to: the
+/// scripted peer for the async lag bound.
+struct SilentStandby {
+    ack_now: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentStandby {
+    fn connect(active: SocketAddr) -> SilentStandby {
+        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        let ack_now = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, st) = (ack_now.clone(), stop.clone());
+        let mut s = TcpStream::connect(active).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
+        s.write_all(&peer_hello(9, 0, Role::Standby)).unwrap();
+        let thread = std::thread::spawn(move || {
+            let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 1 << 16]);
+            let (mut token, mut last_seq) = (0u64, 0u64);
+            let mut last_hb = Instant::now() - Duration::from_secs(1);
+            while !st.load(Relaxed) {
+                if let Ok(n) = s.read(&mut chunk) {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let mut at = 0;
+                while let Ok(Some((m, used))) = proto::decode(&buf[at..]) {
+                    match m {
+                        Msg::Snapshot { token: t } => token = t,
+                        Msg::Batch { last_seq: l, .. } => last_seq = last_seq.max(l),
+                        _ => {}
+                    }
+                    at += used;
+                }
+                buf.drain(..at);
+                let mut out = Vec::new();
+                if last_hb.elapsed() >= Duration::from_millis(5) {
+                    let hb = Heartbeat { epoch: 1, role: Role::Standby as u8, in_sync: token != 0, token, lag_records: 0, lag_us: 0, flows: 0 };
+                    proto::encode(&Msg::Heartbeat(hb), &mut out);
+                    last_hb = Instant::now();
+                }
+                if a.load(Relaxed) && last_seq > 0 {
+                    proto::encode(&Msg::Ack { worker: 0, seq: last_seq }, &mut out);
+                }
+                if !out.is_empty() && s.write_all(&out).is_err() {
+                    return;
+                }
+            }
+        });
+        SilentStandby { ack_now, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for SilentStandby {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Async mode never holds output while the standby keeps up, but once the oldest
+/// unacknowledged batch is older than `async_max_lag` it holds output (the watermark falls
+/// back to what the standby acknowledged) until the standby catches up: the lag, and so what
+/// a failover can lose, is bounded. Counted in `async_lag_holds`.
+#[test]
+fn async_lag_is_bounded_by_holding_output() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let _g = serial();
+    let stack = stack_cfg();
+    let (mut acfg, _) = pair_cfgs(Duration::from_millis(10));
+    acfg.mode = Mode::Async;
+    acfg.async_max_lag = Duration::from_millis(40);
+    let listen = acfg.listen;
+    let (mut ws, links) = workers(1, &stack, 77);
+    let shared = ws[0].repl.shared().clone();
+    let active = node(acfg, &stack, links);
+    wait_until("active", Duration::from_secs(3), || {}, || active.status.role() == Role::Active);
+    let peer = SilentStandby::connect(listen);
+    wait_until("in_sync", Duration::from_secs(5), || pump(&mut ws), || active.status.in_sync());
+    // Output flows freely at first, although nothing is acknowledged.
+    for _ in 0..100 {
+        ws[0].random_event();
+    }
+    let t0 = Instant::now();
+    assert_eq!(shared.watermark(), RELEASE_ALL, "async: no hold while the lag is young");
+    // Past the bound: output is held at the acknowledged sequence (nothing yet).
+    wait_pumped("hold once the lag passes async_max_lag", Duration::from_secs(3), &mut ws, |_| {
+        shared.watermark() != RELEASE_ALL
+    });
+    let held_after = t0.elapsed();
+    println!("async: output held {held_after:?} after the last event (bound 40 ms), lag {} us", active.status.lag_us.load(Relaxed));
+    assert!(held_after >= Duration::from_millis(30), "held too early: {held_after:?}");
+    assert!(shared.watermark() < ws[0].repl.last_seq(), "held output must wait for the standby");
+    assert!(active.status.async_lag_holds.load(Relaxed) > 0);
+    // Still held while the standby stays silent.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_ne!(shared.watermark(), RELEASE_ALL);
+    // The standby catches up: output flows again.
+    peer.ack_now.store(true, Relaxed);
+    wait_pumped("release after the standby caught up", Duration::from_secs(3), &mut ws, |_| {
+        shared.watermark() == RELEASE_ALL
+    });
+    drop(peer);
+    active.handle.stop();
 }
 
 /// (c) join: flows that exist before the standby connects arrive through the snapshot
