@@ -536,6 +536,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             dead_after: y.dead_after,
             ring_records: y.ring_records,
             async_max_lag: Duration::from_millis(y.async_max_lag_ms),
+            busy_poll: Duration::from_micros(y.busy_poll_us),
         };
         let r = role.clone();
         let software_rx = lay.rx_fanout;

@@ -100,6 +100,9 @@ impl RoleShared {
     }
 }
 
+/// Longest idle sleep of a standby's worker (µs).
+const STANDBY_SLEEP_US: u32 = 1000;
+
 /// Idle backoff (DPDK l3fwd-power style): after `spin_iters` empty polls, pause; after
 /// `pause_iters` more, sleep up to `sleep_max_us` (bounded by the next timer), so a quiet
 /// engine leaves the CPU to others and the first packet after idle waits at most ~that long.
@@ -478,7 +481,11 @@ pub fn run_worker(mut w: Worker) -> i32 {
         }
         empty_polls = empty_polls.saturating_add(1);
         if empty_polls > w.idle.spin_iters + w.idle.pause_iters {
-            let mut us = w.idle.sleep_max_us as u64;
+            // A standby answers nothing until a takeover, which the sync thread signals
+            // through `RoleShared`: it may sleep longer (each wake-up costs CPU on the
+            // standby's host; ~1 ms more at takeover against a stall of tens of ms).
+            let max = if stack.is_active() { w.idle.sleep_max_us } else { w.idle.sleep_max_us.max(STANDBY_SLEEP_US) };
+            let mut us = max as u64;
             if let Some(t) = stack.next_timer() {
                 us = us.min(t.0.saturating_sub(now.0));
             }

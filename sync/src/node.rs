@@ -56,6 +56,9 @@ pub struct SyncConfig {
     /// unacknowledged batch is older than this, output is held until the standby catches up,
     /// which bounds the replication lag (and so what a failover can lose).
     pub async_max_lag: Duration,
+    /// How long the loop keeps polling after replication activity before it sleeps (see
+    /// [`Pacer`]); zero always sleeps when idle.
+    pub busy_poll: Duration,
 }
 
 impl Default for SyncConfig {
@@ -70,6 +73,7 @@ impl Default for SyncConfig {
             dead_after: 3,
             ring_records: 64 * 1024,
             async_max_lag: Duration::from_millis(20),
+            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -214,19 +218,19 @@ const IDLE_SLEEP: Duration = Duration::from_micros(50);
 /// extra latency of the first delta after a quiet period to ~100 µs.
 const IDLE_SLEEP_LONG: Duration = Duration::from_micros(100);
 const IDLE_STREAK: u32 = 20;
-/// How long the loop keeps polling after replication activity before it starts sleeping.
+/// Why the loop may poll instead of sleeping ([`SyncConfig::busy_poll`]).
 ///
 /// In strict mode every SYN-ACK, every ACK of client bytes and every reply waits for one
 /// round trip worker → sync thread → standby → sync thread → worker. A sleeping loop adds
-/// 60–110 µs per hop (the sleep plus the kernel's timer slack), three hops per round trip;
-/// measured with 16 closed-loop clients that doubled the time per connection. While records
-/// or acks keep coming (they do under load: the next one is typically tens of µs away), the
-/// loop polls instead, yielding the CPU between passes so that any other runnable thread on
-/// the core (a client, the standby's worker) goes first.
-const SPIN_WINDOW: Duration = Duration::from_micros(300);
-
+/// 60–110 µs per hop (the sleep plus the kernel's timer slack), three hops per round trip.
+/// While records or acks keep coming (under load the next is typically tens of µs away), a
+/// polling loop answers within a pass, yielding the CPU between passes so that other runnable
+/// threads on the core go first. That pays off on a core of its own; where the sync thread
+/// shares CPUs with the clients and the standby (the 2-vCPU test machine) the polling costs
+/// more throughput than the latency it saves (BENCHMARKS.md), hence off by default.
 /// Paces a sync loop: poll while replication is hot, sleep once it is quiet.
 struct Pacer {
+    window: Duration,
     /// Last pass that moved replication state (records, batches, acks).
     hot_at: Instant,
     /// Consecutive passes that did nothing.
@@ -234,8 +238,8 @@ struct Pacer {
 }
 
 impl Pacer {
-    fn new() -> Pacer {
-        Pacer { hot_at: Instant::now(), streak: 0 }
+    fn new(window: Duration) -> Pacer {
+        Pacer { window, hot_at: Instant::now(), streak: 0 }
     }
 
     /// After a pass: `hot` if it moved replication state or is waiting for an ack that is
@@ -244,15 +248,15 @@ impl Pacer {
         if hot {
             self.hot_at = Instant::now();
         }
+        let polling = !self.window.is_zero() && self.hot_at.elapsed() < self.window;
         if busy || hot {
             self.streak = 0;
-            if !hot && self.hot_at.elapsed() >= SPIN_WINDOW {
-                return;
+            if polling {
+                thread::yield_now();
             }
-            thread::yield_now();
             return;
         }
-        if self.hot_at.elapsed() < SPIN_WINDOW {
+        if polling {
             thread::yield_now();
             return;
         }
@@ -635,7 +639,7 @@ impl Ctx {
         let mut peer: Option<Standby> = None;
         let mut acct = Instant::now();
         let mut recs = Vec::new();
-        let mut pacer = Pacer::new();
+        let mut pacer = Pacer::new(self.cfg.busy_poll);
         let mut last_probe = Instant::now();
         loop {
             if self.stopping() {
@@ -1093,7 +1097,7 @@ impl Ctx {
     ) -> FollowEnd {
         let mut last_hb_tx = Instant::now();
         let mut missed = 0u64;
-        let mut pacer = Pacer::new();
+        let mut pacer = Pacer::new(self.cfg.busy_poll);
         loop {
             if self.stopping() {
                 return FollowEnd::Exit;

@@ -74,6 +74,7 @@ heartbeat_ms = $FT_HEARTBEAT_MS
 dead_after = $FT_DEAD_AFTER
 control = "$(fl_sock "$who")"
 EOF
+    [[ -n ${FT_SYNC_BUSY_POLL_US:-} ]] && echo "busy_poll_us = $FT_SYNC_BUSY_POLL_US" >>"$TMP/$who.toml"
   fi
   echo "$TMP/$who.toml"
 }
