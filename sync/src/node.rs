@@ -243,13 +243,15 @@ impl Pacer {
     }
 
     /// After a pass: `hot` if it moved replication state or is waiting for an ack that is
-    /// due any moment, `busy` if it did anything at all (a heartbeat, a handshake).
+    /// due any moment (starts or extends the polling window), `busy` if it did anything at
+    /// all (then the next pass follows at once). Without a polling window an idle pass
+    /// sleeps even while an ack is awaited.
     fn pass(&mut self, hot: bool, busy: bool) {
         if hot {
             self.hot_at = Instant::now();
         }
         let polling = !self.window.is_zero() && self.hot_at.elapsed() < self.window;
-        if busy || hot {
+        if busy {
             self.streak = 0;
             if polling {
                 thread::yield_now();
