@@ -360,8 +360,10 @@ test_late_join() {
   else fail "$name" "$v; B in_sync $ms ms after its start; $(describe "$dir")"; record "$dir" "$name" 0; fi
 }
 
+RF_ATTEMPT=0
 test_rejoin_failback() {
   local name=rejoin_failback dir=$TMP/rejoin_failback
+  [[ $RF_ATTEMPT -gt 0 ]] && dir=$TMP/rejoin_failback.retry$RF_ATTEMPT
   mkdir -p "$dir"
   fl_rig_reset
   fl_start_engine a "$dir/a.log" || { fail "$name" "engine A did not start"; fl_cleanup; return; }
@@ -432,8 +434,20 @@ EOF
   # B's role check in verdict is for the final active engine (A); the TAKEOVER line check
   # (kill_takeover_ms) covers B's takeover.
   local summary="A rejoined as in_sync standby after ${ms_join} ms; failback -> A active after ${ms_fb} ms; transfers running at the failback: $running_at_fb; $extra; $(describe "$dir")"
+  [[ $RF_ATTEMPT -gt 0 ]] && summary+="; after $RF_ATTEMPT void run(s) with a spurious, correctly fenced takeover"
   if [[ ${#problems[@]} -eq 0 && $v == ok && $running_at_fb == yes ]]; then
     pass "$name" "$summary"; record "$dir" "$name" 1
+  elif [[ $RF_ATTEMPT -lt 2 && ${#problems[@]} -eq 0 && $v == *"does not show a takeover"* && $v != *"SPLIT BRAIN"* \
+          && $v != *"RST(s)"* && $v != *"not byte-exact"* ]] \
+       && grep -q "TAKEOVER (epoch [0-9]*, HeartbeatTimeout" "$dir/a2.log" "$dir/b.log"; then
+    # The failback worked and nothing was lost, but afterwards a heartbeat gap on this
+    # 2-vCPU machine made the engines trade the VIP again (each takeover fenced correctly),
+    # so A is not the one active at the end: the run measured nothing. Repeat it, as
+    # kill_test does with spurious takeovers before a kill.
+    SPURIOUS_TAKEOVERS=$((SPURIOUS_TAKEOVERS + 1))
+    info "$name: void run, repeated: $v"
+    RF_ATTEMPT=$((RF_ATTEMPT + 1))
+    test_rejoin_failback
   else
     [[ $running_at_fb == yes || ${#problems[@]} -gt 0 ]] || problems+=("the transfers had ended before the failback")
     [[ $v == ok ]] || problems+=("$v")
@@ -450,6 +464,6 @@ for t in "${ALL_TESTS[@]}"; do
   "test_$t"
 done
 info "total $(fl_ms_since "$T_START") ms"
-info "spurious takeovers before a kill (correctly fenced, run repeated): $SPURIOUS_TAKEOVERS"
+info "spurious takeovers (correctly fenced, run repeated): $SPURIOUS_TAKEOVERS"
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]
