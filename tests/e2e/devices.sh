@@ -48,6 +48,9 @@ FT_PROG=devices
 ALL_CHECKS=(memif_c2s memif_s2c vhost_v2h vhost_h2v af_xdp_rx af_xdp_run)
 ONLY=""
 KEEP_LOGS=0
+# shellcheck source=tests/e2e/suite_lib.sh
+. "$ROOT/tests/e2e/suite_lib.sh"
+SUITE_REPORTS_SKIPS=1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --only) ONLY=${2:?--only needs a name}; shift 2 ;;
@@ -68,9 +71,6 @@ TMP=$(mktemp -d /tmp/ft-devices.XXXXXX)
 : "${FT_EAL_MEM_ARGS:=$(ft_eal_mem_args)}"
 read -r -a MEM <<<"$FT_EAL_MEM_ARGS"
 PIDS=()
-PASSED=0
-FAILED=0
-SKIPPED=0
 T_START=$(date +%s.%N)
 # Receivers get the busy CPU 1 to themselves; a sender shares CPU 0 with its main lcore.
 LC_RX="0@0,1@1"
@@ -111,22 +111,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-pass() { PASSED=$((PASSED + 1)); echo "PASS $1 ($2)"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $1 ($2)"; }
-skip() { SKIPPED=$((SKIPPED + 1)); echo "SKIP $1 ($2)"; }
-info() { echo "     $*"; }
-
-selected() { # name — is this check selected by --only?
-  [[ -z $ONLY ]] && return 0
-  local pat
-  IFS=',' read -r -a _pats <<<"$ONLY"
-  for pat in "${_pats[@]}"; do
-    # shellcheck disable=SC2053
-    [[ $1 == $pat ]] && return 0
-  done
-  return 1
-}
 
 jget() { # file python-expression-on-s — a value from the last line (flowtwin bench --json)
   $PY -c 'import json,sys; s=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(eval(sys.argv[2]))' "$1" "$2" 2>/dev/null || echo "?"
@@ -413,10 +397,4 @@ run vhost_h2v  check_vhost vhost_h2v l2c
 run af_xdp_rx  check_af_xdp_rx
 run af_xdp_run check_af_xdp_run
 
-if [[ $PASSED -eq 0 && $FAILED -eq 0 && $SKIPPED -eq 0 ]]; then
-  echo "devices: --only '$ONLY' matched no check (see --list)" >&2
-  FAILED=1
-fi
-info "total $(awk -v a="$T_START" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", b-a}') s"
-echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
-[[ $FAILED -eq 0 ]]
+suite_end devices check "$T_START"

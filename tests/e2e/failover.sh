@@ -43,6 +43,8 @@ ALL_TESTS=(kill_active kill_young late_join rejoin_failback async_mode)
 ONLY=""
 RUNS=5
 KEEP_LOGS=0
+# shellcheck source=tests/e2e/suite_lib.sh
+. "$ROOT/tests/e2e/suite_lib.sh"
 RESULTS=""
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -66,8 +68,6 @@ PY=${PYTHON:-python3}
 TMP=$(mktemp -d /tmp/ft-failover.XXXXXX)
 # shellcheck source=tests/e2e/failover_lib.sh
 . "$ROOT/tests/e2e/failover_lib.sh"
-PASSED=0
-FAILED=0
 T_START=$(fl_now)
 
 cleanup() {
@@ -85,21 +85,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-pass() { PASSED=$((PASSED + 1)); echo "PASS $1 ($2)"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $1 ($2)"; }
-info() { echo "     $*"; }
 ms_between() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "") print "?"; else printf "%.0f", (b-a)*1000 }'; }
-
-selected() {
-  [[ -z $ONLY ]] && return 0
-  local pat
-  IFS=',' read -r -a _pats <<<"$ONLY"
-  for pat in "${_pats[@]}"; do
-    # shellcheck disable=SC2053
-    [[ $1 == $pat ]] && return 0
-  done
-  return 1
-}
 
 # ------------------------------------------------------------------ evaluation
 # evaluate DIR NAME [extra failover_eval args...] -> DIR/eval.json

@@ -43,6 +43,8 @@ FT_PROG=interop
 ALL_CHECKS=(ping curl keepalive echo netem_loss netem_reorder netem_duplicate barrage synflood partial_csum metrics sigterm)
 ONLY=""
 KEEP_LOGS=0
+# shellcheck source=tests/e2e/suite_lib.sh
+. "$ROOT/tests/e2e/suite_lib.sh"
 while [[ $# -gt 0 ]]; do
   case $1 in
     --only) ONLY=${2:?--only needs a name}; shift 2 ;;
@@ -63,8 +65,6 @@ TMP=$(mktemp -d /tmp/ft-interop.XXXXXX)
 ENGINE_PID=""
 BG_PIDS=()
 UEM_PID=""
-PASSED=0
-FAILED=0
 T_START=$(date +%s.%N)
 
 # ------------------------------------------------------------------ plumbing
@@ -92,21 +92,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-pass() { PASSED=$((PASSED + 1)); echo "PASS $1 ($2)"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $1 ($2)"; }
-info() { echo "     $*"; }
-
-selected() { # name — is this check selected by --only?
-  [[ -z $ONLY ]] && return 0
-  local pat
-  IFS=',' read -r -a _pats <<<"$ONLY"
-  for pat in "${_pats[@]}"; do
-    # shellcheck disable=SC2053
-    [[ $1 == $pat ]] && return 0
-  done
-  return 1
-}
 
 # inc/ina are functions: never background them ('inc cmd &' gives the pid of a subshell, and a
 # TERM to it does not reach cmd); background jobs use 'ip netns exec NS cmd &' directly.
@@ -574,10 +559,4 @@ run partial_csum    check_partial_csum
 run metrics         check_metrics
 run sigterm         check_sigterm
 
-if [[ $PASSED -eq 0 && $FAILED -eq 0 ]]; then
-  echo "interop: --only '$ONLY' matched no check (see --list)" >&2
-  FAILED=1
-fi
-info "total $(awk -v a="$T_START" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", b-a}') s"
-echo "$PASSED passed, $FAILED failed"
-[[ $FAILED -eq 0 ]]
+suite_end interop check "$T_START"

@@ -32,6 +32,8 @@ FT_PROG=workers
 ALL_MODES=(hw sw)
 ONLY=""
 KEEP_LOGS=0
+# shellcheck source=tests/e2e/suite_lib.sh
+. "$ROOT/tests/e2e/suite_lib.sh"
 while [[ $# -gt 0 ]]; do
   case $1 in
     --only) ONLY=${2:?--only needs a mode}; shift 2 ;;
@@ -50,8 +52,6 @@ BIN=${FLOWTWIN:-$ROOT/target/release/flowtwin}
 [[ -x $BIN ]] || { echo "workers.sh: $BIN not found: run cargo build --release" >&2; exit 2; }
 TMP=$(mktemp -d /tmp/ft-workers.XXXXXX)
 ENGINE_PID=""
-PASSED=0
-FAILED=0
 T_START=$(date +%s.%N)
 
 cleanup() {
@@ -73,18 +73,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-pass() { PASSED=$((PASSED + 1)); echo "PASS $1 ($2)"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $1 ($2)"; }
-info() { echo "     $*"; }
-
-selected() { # mode
-  [[ -z $ONLY ]] && return 0
-  local m
-  IFS=',' read -r -a _m <<<"$ONLY"
-  for m in "${_m[@]}"; do [[ $1 == "$m" ]] && return 0; done
-  return 1
-}
 
 inc() { ip netns exec "$FT_CLIENT_NS" "$@"; }
 ina() { ip netns exec "$FT_A_NS" "$@"; }
@@ -267,10 +255,4 @@ for m in "${ALL_MODES[@]}"; do
   info "($m took $((SECONDS - t0)) s)"
 done
 
-if [[ $PASSED -eq 0 && $FAILED -eq 0 ]]; then
-  echo "workers: --only '$ONLY' matched no mode (see --list)" >&2
-  FAILED=1
-fi
-info "total $(awk -v a="$T_START" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", b-a}') s"
-echo "$PASSED passed, $FAILED failed"
-[[ $FAILED -eq 0 ]]
+suite_end workers mode "$T_START"
