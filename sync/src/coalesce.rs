@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 use flowtwin_engine::tcp::State;
 
-use crate::delta::{self, DeltaKind, HEADER_BYTES};
+use crate::delta::{DeltaKind, PeekedHeader, HEADER_BYTES};
 use crate::ring::Record;
 
 /// The TCP state byte of a `FlowNew`/`FlowUpdate` delta (body offset 24: the first byte after
@@ -51,53 +51,45 @@ pub struct Coalescer {
 }
 
 impl Coalescer {
-    /// Appends the whole deltas in `recs` to `out` (cleared first), replacing superseded
-    /// updates in place. `recs` must hold whole, valid deltas (the caller walked them with
-    /// `delta::peek_header`). Returns the number of deltas dropped.
-    pub fn coalesce(&mut self, recs: &[Record], out: &mut Vec<Record>) -> u64 {
+    /// Starts a batch: `out` (the batch being built) is cleared.
+    pub fn begin(&mut self, out: &mut Vec<Record>) {
         out.clear();
         self.last.clear();
-        let mut dropped = 0;
-        let mut at = 0;
-        while at < recs.len() {
-            let Ok(p) = delta::peek_header(&recs[at..]) else {
-                // Not expected (the caller validated): pass the rest through untouched.
-                out.extend_from_slice(&recs[at..]);
-                break;
-            };
-            let d = &recs[at..at + p.records];
-            at += p.records;
-            let key = (p.header.slot, p.header.generation);
-            if p.kind == DeltaKind::Barrier {
-                out.extend_from_slice(d);
-                continue;
-            }
-            if p.kind == DeltaKind::FlowUpdate {
-                let st = state_of(&d[0]);
-                if coalescable(st) {
-                    if let Some(Some((pos, prev))) = self.last.get(&key).copied() {
-                        if prev == st {
-                            out[pos..pos + d.len()].copy_from_slice(d);
-                            dropped += 1;
-                            continue;
-                        }
-                    }
-                    self.last.insert(key, Some((out.len(), st)));
-                    out.extend_from_slice(d);
-                    continue;
-                }
-            }
-            self.last.insert(key, None);
+    }
+
+    /// Appends the whole delta `d` (its header already walked, `p`) to `out`, or lets it
+    /// replace the flow's superseded update in place. Returns whether it replaced one (one
+    /// delta fewer in the batch).
+    pub fn push(&mut self, p: &PeekedHeader, d: &[Record], out: &mut Vec<Record>) -> bool {
+        if p.kind == DeltaKind::Barrier {
             out.extend_from_slice(d);
+            return false;
         }
-        dropped
+        let key = (p.header.slot, p.header.generation);
+        if p.kind == DeltaKind::FlowUpdate {
+            let st = state_of(&d[0]);
+            if coalescable(st) {
+                if let Some(Some((pos, prev))) = self.last.get(&key).copied() {
+                    if prev == st {
+                        out[pos..pos + d.len()].copy_from_slice(d);
+                        return true;
+                    }
+                }
+                self.last.insert(key, Some((out.len(), st)));
+                out.extend_from_slice(d);
+                return false;
+            }
+        }
+        self.last.insert(key, None);
+        out.extend_from_slice(d);
+        false
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delta::{DataRec, Delta, DeltaBody, DeltaHeader, FlowStateRec};
+    use crate::delta::{self, DataRec, Delta, DeltaBody, DeltaHeader, FlowStateRec};
     use flowtwin_engine::flow::FlowKey;
     use flowtwin_engine::replica::FlowImage;
     use flowtwin_engine::tcp::TcbSnapshot;
@@ -132,6 +124,19 @@ mod tests {
         enc(slot, seq, DeltaBody::Data(DataRec::new(off, b"GET / HTTP/1.1\r\n\r\n").unwrap()))
     }
 
+    /// The sync core's walk over whole deltas, coalescing into `out`; returns the dropped count.
+    fn coalesce(recs: &[Record], out: &mut Vec<Record>) -> u64 {
+        let mut c = Coalescer::default();
+        c.begin(out);
+        let (mut at, mut dropped) = (0, 0);
+        while at < recs.len() {
+            let p = delta::peek_header(&recs[at..]).unwrap();
+            dropped += u64::from(c.push(&p, &recs[at..at + p.records], out));
+            at += p.records;
+        }
+        dropped
+    }
+
     fn seqs(recs: &[Record]) -> Vec<(u32, u64)> {
         let mut v = Vec::new();
         let mut at = 0;
@@ -151,7 +156,7 @@ mod tests {
         recs.extend(rec(DeltaKind::FlowUpdate, 1, 3, State::Established, 200));
         recs.extend(rec(DeltaKind::FlowUpdate, 1, 4, State::Established, 300));
         let mut out = Vec::new();
-        let n = Coalescer::default().coalesce(&recs, &mut out);
+        let n = coalesce(&recs, &mut out);
         assert_eq!(n, 2);
         assert_eq!(seqs(&out), vec![(1, 4), (2, 2)]);
         let (d, _) = delta::decode(&out).unwrap();
@@ -176,7 +181,7 @@ mod tests {
         // Same FIN-received state twice: both stay (FIN delivery order).
         recs.extend(rec(DeltaKind::FlowUpdate, 1, 7, State::CloseWait, 20));
         let mut out = Vec::new();
-        let n = Coalescer::default().coalesce(&recs, &mut out);
+        let n = coalesce(&recs, &mut out);
         assert_eq!(n, 0);
         assert_eq!(out, recs);
     }

@@ -218,7 +218,8 @@ const IDLE_SLEEP: Duration = Duration::from_micros(50);
 /// extra latency of the first delta after a quiet period to ~100 µs.
 const IDLE_SLEEP_LONG: Duration = Duration::from_micros(100);
 const IDLE_STREAK: u32 = 20;
-/// Why the loop may poll instead of sleeping ([`SyncConfig::busy_poll`]).
+/// Paces a sync loop: poll while replication is hot (only with a
+/// [`SyncConfig::busy_poll`] window), sleep once it is quiet.
 ///
 /// In strict mode every SYN-ACK, every ACK of client bytes and every reply waits for one
 /// round trip worker → sync thread → standby → sync thread → worker. A sleeping loop adds
@@ -228,7 +229,6 @@ const IDLE_STREAK: u32 = 20;
 /// threads on the core go first. That pays off on a core of its own; where the sync thread
 /// shares CPUs with the clients and the standby (the 2-vCPU test machine) the polling costs
 /// more throughput than the latency it saves (BENCHMARKS.md), hence off by default.
-/// Paces a sync loop: poll while replication is hot, sleep once it is quiet.
 struct Pacer {
     window: Duration,
     /// Last pass that moved replication state (records, batches, acks).
@@ -814,11 +814,20 @@ impl Ctx {
                 if got == 0 {
                     break;
                 }
-                // Walk whole deltas: a delta is never split across batches.
+                // Walk whole deltas (a delta is never split across batches), coalescing them
+                // into the batch for the standby as they are walked.
                 let (mut used, mut first, mut last, mut deltas) = (0usize, 0u64, 0u64, 0u64);
+                let mut dropped = 0u64;
+                if peer.is_some() {
+                    self.coalescer.begin(&mut self.batch);
+                }
                 while used < got {
                     match delta::peek_header(&self.peek[used..got]) {
                         Ok(p) => {
+                            if peer.is_some() {
+                                let d = &self.peek[used..used + p.records];
+                                dropped += u64::from(self.coalescer.push(&p, d, &mut self.batch));
+                            }
                             if first == 0 {
                                 first = p.header.seq;
                             }
@@ -848,7 +857,6 @@ impl Ctx {
                 }
                 if let Some(p) = peer.as_deref_mut() {
                     if last != 0 {
-                        let dropped = self.coalescer.coalesce(&self.peek[..used], &mut self.batch);
                         let n = self.batch.len();
                         proto::encode_batch(&mut p.conn.wbuf, w as u16, first, last, &self.batch);
                         p.unacked[w].push_back((last, n as u32, now));
