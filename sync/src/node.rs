@@ -925,8 +925,9 @@ impl Ctx {
                 }
                 In::Heartbeat(h) => {
                     if !p.in_sync && h.in_sync && h.token == p.token {
+                        // Reported as in sync by publish_watermarks, once output is held
+                        // for it.
                         p.in_sync = true;
-                        self.status.set_peer_state(PeerState::InSync);
                         self.log(&format!("standby in sync (token {})", p.token));
                     }
                     self.status.shadow_flows.store(h.flows, Relaxed);
@@ -977,6 +978,10 @@ impl Ctx {
                 _ => RELEASE_ALL,
             };
             l.shared.set_watermark(wm);
+        }
+        // Only now say "in sync": whoever reads it may rely on output being protected.
+        if protected && self.status.peer_state() != PeerState::InSync {
+            self.status.set_peer_state(PeerState::InSync);
         }
         if !protected {
             self.status

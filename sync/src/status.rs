@@ -3,7 +3,7 @@
 //! reports, they order nothing.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::{Acquire, Relaxed, Release}};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -165,13 +165,15 @@ impl SyncStatus {
     }
     pub(crate) fn set_peer_state(&self, p: PeerState) {
         self.peer_state.store(p as u8, Relaxed);
-        self.in_sync.store(p == PeerState::InSync, Relaxed);
+        // Release/Acquire: a reader that sees in_sync also sees the watermarks published
+        // before it (the active publishes them first).
+        self.in_sync.store(p == PeerState::InSync, Release);
     }
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Relaxed)
     }
     pub fn in_sync(&self) -> bool {
-        self.in_sync.load(Relaxed)
+        self.in_sync.load(Acquire)
     }
 
     /// ctl `takeover`: a standby takes over now (as if the active had died). Ignored by an
