@@ -389,6 +389,16 @@ struct Node {
     takeovers: mpsc::Receiver<(Takeover, Instant)>,
 }
 
+impl Node {
+    /// `flowtwin ctl takeover`: asks this (standby) node to take over and returns what it
+    /// handed to the engine.
+    fn take_over_now(&self) -> Takeover {
+        self.status.request_takeover();
+        let (t, _) = self.takeovers.recv_timeout(Duration::from_secs(5)).expect("takeover");
+        t
+    }
+}
+
 fn node(cfg: SyncConfig, stack: &Arc<StackConfig>, links: Vec<WorkerLink>) -> Node {
     let status = Arc::new(SyncStatus::new());
     let (tx, rx) = mpsc::channel();
@@ -591,11 +601,7 @@ fn replay_exact_and_watermark_tracks_acks() {
     );
 
     // (a) take over on request and compare every flow with the reference.
-    standby.status.request_takeover();
-    let (t, _) = standby
-        .takeovers
-        .recv_timeout(Duration::from_secs(5))
-        .expect("takeover");
+    let t = standby.take_over_now();
     assert_eq!(t.reason, TakeoverReason::Requested);
     assert!(t.in_sync);
     assert_eq!(t.epoch, 2);
@@ -655,8 +661,7 @@ fn coalesced_updates_replay_exactly() {
     assert_eq!(sent + coalesced, emitted, "every delta is sent or coalesced");
     assert_eq!(standby.status.replay_errors.load(rel), 0);
     assert_eq!(standby.status.seq_gaps.load(rel), 0);
-    standby.status.request_takeover();
-    let (t, _) = standby.takeovers.recv_timeout(Duration::from_secs(5)).expect("takeover");
+    let t = standby.take_over_now();
     assert_same(&stack, &ws, &t);
     standby.handle.stop();
     active.handle.stop();
@@ -724,8 +729,8 @@ fn watermark_without_standby_and_async() {
     }
 }
 
-/// A standby that joins, reports in sync and then acknowledges nothing until told to: the
-/// scripted peer for the async lag bound.
+/// A standby that joins and reports in sync, and acknowledges batches only while `ack_now`
+/// is set (from the start): the scripted peer for the async lag bound.
 struct SilentStandby {
     ack_now: Arc<std::sync::atomic::AtomicBool>,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -735,7 +740,7 @@ struct SilentStandby {
 impl SilentStandby {
     fn connect(active: SocketAddr) -> SilentStandby {
         use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-        let ack_now = Arc::new(AtomicBool::new(false));
+        let ack_now = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
         let (a, st) = (ack_now.clone(), stop.clone());
         let mut s = TcpStream::connect(active).unwrap();
@@ -808,11 +813,16 @@ fn async_lag_is_bounded_by_holding_output() {
     wait_until("active", Duration::from_secs(3), || {}, || active.status.role() == Role::Active);
     let peer = SilentStandby::connect(listen);
     wait_until("in_sync", Duration::from_secs(5), || pump(&mut ws), || active.status.in_sync());
+    // Caught up (the join snapshot acknowledged), then the standby falls silent: the oldest
+    // unacknowledged batch is sent after t0.
+    wait_pumped("join acknowledged", Duration::from_secs(3), &mut ws, |_| active.status.lag_records.load(Relaxed) == 0);
+    peer.ack_now.store(false, Relaxed);
+    std::thread::sleep(Duration::from_millis(10)); // acks already in flight arrive
+    let t0 = Instant::now();
     // Output flows freely at first, although nothing is acknowledged.
     for _ in 0..100 {
         ws[0].random_event();
     }
-    let t0 = Instant::now();
     assert_eq!(shared.watermark(), RELEASE_ALL, "async: no hold while the lag is young");
     // Past the bound: output is held at the acknowledged sequence (nothing yet).
     wait_pumped("hold once the lag passes async_max_lag", Duration::from_secs(3), &mut ws, |_| {
@@ -880,11 +890,7 @@ fn late_standby_joins_through_snapshot() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
-    standby.status.request_takeover();
-    let (t, _) = standby
-        .takeovers
-        .recv_timeout(Duration::from_secs(5))
-        .expect("takeover");
+    let t = standby.take_over_now();
     assert!(t.in_sync);
     assert_same(&stack, &ws, &t);
     standby.handle.stop();
