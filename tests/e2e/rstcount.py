@@ -9,7 +9,15 @@ arriving at the client ("rst_in", the figure that matters: optionally only those
 default the client address) and RSTs the client kernel sends ("rst_out"). Runs for --duration
 seconds or until SIGINT/SIGTERM, then prints one JSON line:
 
-  {"rst_in":N,"rst_out":M,"duration_s":..,"kernel_drops":..,"first":[...]}
+  {"rst_in":N,"rst_out":M,"rst_in_after_close":K,"duration_s":..,"kernel_drops":..,"first":[...]}
+
+FIN segments pass the filter too (they are not counted): an incoming RST whose connection had
+already sent a FIN in both directions is marked "after_close" (and counted in
+rst_in_after_close). Such a RST answers a late segment of a finished connection (e.g. an ACK
+that a reordering link held back behind the FIN exchange) and cannot abort a transfer.
+--fin-iface IF also learns FINs from IF: tests/e2e/uem.py's ftimp1, where the client's own
+frames appear while the userspace impairer redirects them (its re-sent copies bypass the
+capture point of --iface).
 
 With --plain only rst_in is printed. Exit status 0 (use the count, not the status).
 """
@@ -35,7 +43,7 @@ PACKET_OUTGOING = 4
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 
-# cBPF: accept IPv4/TCP, not a non-first fragment, with RST set; VLAN-free frames only.
+# cBPF: accept IPv4/TCP, not a non-first fragment, with RST or FIN set; VLAN-free frames only.
 BPF_PROG = [
     (0x28, 0, 0, 12),        # 0 ldh [12]            ethertype
     (0x15, 0, 8, 0x0800),    # 1 jeq #0x800 ? 2 : 10
@@ -45,7 +53,7 @@ BPF_PROG = [
     (0x45, 4, 0, 0x1FFF),    # 5 jset #0x1fff ? 10 : 6
     (0xB1, 0, 0, 14),        # 6 ldxb 4*([14]&0xf)   ip header length
     (0x50, 0, 0, 27),        # 7 ldb [x+27]          tcp flags (14 + 13)
-    (0x45, 0, 1, 0x04),      # 8 jset #RST ? 9 : 10
+    (0x45, 0, 1, 0x05),      # 8 jset #RST|FIN ? 9 : 10
     (0x06, 0, 0, 0x40000),   # 9 ret #262144        accept
     (0x06, 0, 0, 0),         # 10 ret #0            drop
 ]
@@ -58,8 +66,8 @@ def attach_filter(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
 
 
-def parse_rst(frame: bytes):
-    """-> (src, sport, dst, dport, seq, ack, flags) or None if not a well-formed IPv4 TCP RST."""
+def parse_rst_fin(frame: bytes):
+    """-> (src, sport, dst, dport, seq, ack, flags) or None unless a well-formed IPv4 TCP RST/FIN."""
     if len(frame) < 14 + 20 or frame[12:14] != b"\x08\x00":
         return None
     ip = frame[14:]
@@ -70,7 +78,7 @@ def parse_rst(frame: bytes):
         return None
     tcp = ip[ihl:]
     sport, dport, seq, ack, _off, flags = struct.unpack("!HHIIBB", tcp[:14])
-    if not flags & 0x04:
+    if not flags & 0x05:
         return None
     return (socket.inet_ntoa(ip[12:16]), sport, socket.inet_ntoa(ip[16:20]), dport, seq, ack, flags)
 
@@ -84,6 +92,7 @@ def main() -> int:
     ap.add_argument("--ready-file", help="created once the socket is capturing")
     ap.add_argument("--keep", type=int, default=20, help="RSTs to list in 'first'")
     ap.add_argument("--plain", action="store_true", help="print only the rst_in count")
+    ap.add_argument("--fin-iface", help="also learn FINs from this interface (see above)")
     a = ap.parse_args()
 
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # proto 0: nothing until bound
@@ -93,6 +102,12 @@ def main() -> int:
     except OSError:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
     s.bind((a.iface, ETH_P_IP))
+    socks = [s]
+    if a.fin_iface:
+        f = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        attach_filter(f)
+        f.bind((a.fin_iface, ETH_P_IP))
+        socks.insert(0, f)  # read FINs before the RSTs of the same wake-up
     # Drain anything queued between bind and now that predates the filter (none expected).
     stop = False
 
@@ -107,37 +122,51 @@ def main() -> int:
 
     t0 = time.monotonic()
     end = t0 + a.duration
-    rst_in = rst_out = 0
+    rst_in = rst_out = rst_in_after_close = 0
     first = []
+    fins = set()  # (src, sport, dst, dport) that sent a FIN
     while not stop:
         rem = end - time.monotonic()
         if rem <= 0:
             break
         try:
-            r, _, _ = select.select([s], [], [], min(rem, 0.2))
+            r, _, _ = select.select(socks, [], [], min(rem, 0.2))
         except InterruptedError:
             continue
         if not r:
             continue
-        while True:
-            try:
-                frame, addr = s.recvfrom(65535, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                break
-            p = parse_rst(frame)
-            if p is None:
-                continue
-            outgoing = addr[2] == PACKET_OUTGOING
-            if outgoing:
-                rst_out += 1
-            elif a.dst == "any" or p[2] == a.dst:
-                rst_in += 1
-            else:
-                continue
-            if len(first) < a.keep:
-                first.append({"t": round(time.monotonic() - t0, 6), "dir": "out" if outgoing else "in",
-                              "src": f"{p[0]}:{p[1]}", "dst": f"{p[2]}:{p[3]}", "seq": p[4], "ack": p[5],
-                              "flags": p[6]})
+        for rs in r:
+            while True:
+                try:
+                    frame, addr = rs.recvfrom(65535, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    if rs is s:
+                        raise
+                    socks.remove(rs)  # --fin-iface went away (the impairer stopped)
+                    break
+                p = parse_rst_fin(frame)
+                if p is None:
+                    continue
+                if not p[6] & 0x04:
+                    fins.add(p[:4])
+                    continue
+                if rs is not s:
+                    continue  # --fin-iface: FINs only
+                outgoing = addr[2] == PACKET_OUTGOING
+                closed = p[:4] in fins and (p[2], p[3], p[0], p[1]) in fins
+                if outgoing:
+                    rst_out += 1
+                elif a.dst == "any" or p[2] == a.dst:
+                    rst_in += 1
+                    rst_in_after_close += closed
+                else:
+                    continue
+                if len(first) < a.keep:
+                    first.append({"t": round(time.monotonic() - t0, 6), "dir": "out" if outgoing else "in",
+                                  "src": f"{p[0]}:{p[1]}", "dst": f"{p[2]}:{p[3]}", "seq": p[4], "ack": p[5],
+                                  "flags": p[6], "after_close": closed})
     drops = None
     try:
         st = s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
@@ -148,7 +177,8 @@ def main() -> int:
     if a.plain:
         print(rst_in, flush=True)
     else:
-        print(json.dumps({"rst_in": rst_in, "rst_out": rst_out, "iface": a.iface, "dst": a.dst,
+        print(json.dumps({"rst_in": rst_in, "rst_out": rst_out, "rst_in_after_close": rst_in_after_close,
+                          "iface": a.iface, "dst": a.dst,
                           "duration_s": round(time.monotonic() - t0, 3), "kernel_drops": drops,
                           "first": first}), flush=True)
     return 0
