@@ -3,7 +3,8 @@
 //! flowtwin with `unsafe`; every `unsafe` block says why it is sound.
 //!
 //! Wrappers: [`eal`] (init once per process, lcore launch), typed ids ([`PortId`], [`QueueId`],
-//! [`LcoreId`]), [`mempool`], owned [`mbuf`]s and bursts, [`port`] setup/stats, [`ring`].
+//! [`LcoreId`]), [`mempool`], owned [`mbuf`]s and bursts, [`port`] setup/stats, [`ring`]; and
+//! [`wait`], the few Linux calls a control thread blocks with (ppoll, eventfd, timer slack).
 //! Errors carry DPDK's own message ([`Error`]).
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -21,6 +22,7 @@ pub mod mbuf;
 pub mod mempool;
 pub mod port;
 pub mod ring;
+pub mod wait;
 
 pub use eal::{Eal, LaunchHandle};
 pub use error::{Error, Result};
