@@ -9,6 +9,7 @@ pub mod proto;
 pub mod replicator;
 pub mod ring;
 pub mod status;
+pub mod wait;
 
 pub use crate::node::{start, Mode, SyncConfig, SyncHandle, Takeover, TakeoverFn, TakeoverReason};
 pub use proto::Role;
@@ -17,3 +18,4 @@ pub use replicator::{
     RELEASE_ALL,
 };
 pub use status::{PeerState, SyncStatus};
+pub use wait::{Waiter, Woken};

@@ -4,13 +4,17 @@
 //! switches role in place (standby → active after a takeover, active → standby after a
 //! handover).
 //!
-//! Sockets are non-blocking and the loop sleeps ~50 µs when a pass did nothing, so an idle
-//! engine costs a few percent of one CPU, and a write blocked by a slow peer keeps reading
-//! (acks and heartbeats cannot deadlock against our own batches).
+//! Sockets are non-blocking, so a write blocked by a slow peer keeps reading (acks and
+//! heartbeats cannot deadlock against our own batches). When a pass did nothing the loop
+//! waits: with a [`Waiter`] (`SyncConfig::waiter`) it blocks until the peer's socket is
+//! readable, a worker rings the doorbell (active side, see [`crate::wait`]), or the next
+//! timer is due (heartbeat, dead-peer deadline, at most `park_max`); without one it sleeps
+//! ~50–100 µs and looks again.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -25,6 +29,7 @@ use crate::proto::{self, Heartbeat, Hello, Msg, Role, MAGIC, MAX_BATCH_RECORDS, 
 use crate::replicator::{WorkerLink, RELEASE_ALL};
 use crate::ring::{Record, RECORD_BYTES, RECORD_WORDS};
 use crate::status::{PeerState, SyncStatus};
+use crate::wait::{Parking, Waiter, Woken};
 
 /// Output commit mode (DESIGN §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +64,13 @@ pub struct SyncConfig {
     /// How long the loop keeps polling after replication activity before it sleeps (see
     /// [`Pacer`]); zero always sleeps when idle.
     pub busy_poll: Duration,
+    /// How an idle loop waits (see [`crate::wait`]). `None`: it sleeps ~50–100 µs per idle
+    /// pass and polls again (no system call outside the sync thread, no `unsafe` anywhere;
+    /// what tests use). The engine passes a `ppoll`/eventfd waiter.
+    pub waiter: Option<Arc<dyn Waiter>>,
+    /// With a waiter: the longest the active's loop blocks when nothing else is due, so
+    /// that no delta depends on the doorbell alone (a lost ring costs at most this).
+    pub park_max: Duration,
 }
 
 impl Default for SyncConfig {
@@ -74,6 +86,8 @@ impl Default for SyncConfig {
             ring_records: 64 * 1024,
             async_max_lag: Duration::from_millis(20),
             busy_poll: Duration::ZERO,
+            waiter: None,
+            park_max: PARK_MAX,
         }
     }
 }
@@ -124,6 +138,8 @@ pub type TakeoverFn = Box<dyn FnMut(Takeover) + Send>;
 pub struct SyncHandle {
     thread: Option<JoinHandle<()>>,
     status: Arc<SyncStatus>,
+    /// To end the thread's wait at once when stopping.
+    parking: Option<Arc<Parking>>,
 }
 
 impl SyncHandle {
@@ -133,6 +149,9 @@ impl SyncHandle {
     }
     fn shutdown(&mut self) {
         self.status.stop.store(true, Relaxed);
+        if let Some(p) = &self.parking {
+            p.wake();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -186,11 +205,22 @@ pub fn start(
     for l in &links {
         l.shared.set_watermark(RELEASE_ALL);
     }
+    let parking = cfg.waiter.clone().map(|w| Arc::new(Parking::new(w)));
+    if let Some(p) = &parking {
+        for l in &links {
+            l.shared.set_parking(p.clone());
+        }
+    }
     let st = status.clone();
+    let pk = parking.clone();
     let thread = thread::Builder::new()
         .name("flowtwin-sync".into())
         .spawn(move || {
+            if let Some(p) = &pk {
+                p.waiter.on_sync_thread();
+            }
             let mut ctx = Ctx {
+                parking: pk,
                 cfg,
                 stack_cfg,
                 links,
@@ -207,6 +237,7 @@ pub fn start(
     Ok(SyncHandle {
         thread: Some(thread),
         status,
+        parking,
     })
 }
 
@@ -218,8 +249,17 @@ const IDLE_SLEEP: Duration = Duration::from_micros(50);
 /// extra latency of the first delta after a quiet period to ~100 µs.
 const IDLE_SLEEP_LONG: Duration = Duration::from_micros(100);
 const IDLE_STREAK: u32 = 20;
+/// Default [`SyncConfig::park_max`].
+pub const PARK_MAX: Duration = Duration::from_millis(1);
+/// Longest wait of the standby's loop: bounds how late it notices a stop or takeover
+/// request (the heartbeat interval usually bounds it sooner).
+const STANDBY_WAIT_MAX: Duration = Duration::from_millis(5);
+/// A wait for the dead-peer deadline ends this much after it, so that the pass that follows
+/// sees the silence strictly longer than the limit.
+const DEADLINE_SLOP: Duration = Duration::from_micros(50);
 /// Paces a sync loop: poll while replication is hot (only with a
-/// [`SyncConfig::busy_poll`] window), sleep once it is quiet.
+/// [`SyncConfig::busy_poll`] window), wait once it is quiet (the caller's [`Ctx::idle`]:
+/// block on events with a waiter, else sleep).
 ///
 /// In strict mode every SYN-ACK, every ACK of client bytes and every reply waits for one
 /// round trip worker → sync thread → standby → sync thread → worker. A sleeping loop adds
@@ -244,9 +284,9 @@ impl Pacer {
 
     /// After a pass: `hot` if it moved replication state or is waiting for an ack that is
     /// due any moment (starts or extends the polling window), `busy` if it did anything at
-    /// all (then the next pass follows at once). Without a polling window an idle pass
-    /// sleeps even while an ack is awaited.
-    fn pass(&mut self, hot: bool, busy: bool) {
+    /// all (then the next pass follows at once). Returns true if the loop should wait now.
+    /// Without a polling window an idle pass waits even while an ack is awaited.
+    fn pass(&mut self, hot: bool, busy: bool) -> bool {
         if hot {
             self.hot_at = Instant::now();
         }
@@ -256,18 +296,23 @@ impl Pacer {
             if polling {
                 thread::yield_now();
             }
-            return;
+            return false;
         }
         if polling {
             thread::yield_now();
-            return;
+            return false;
         }
         self.streak = self.streak.saturating_add(1);
-        thread::sleep(if self.streak > IDLE_STREAK {
+        true
+    }
+
+    /// The idle pause without a waiter.
+    fn sleep_time(&self) -> Duration {
+        if self.streak > IDLE_STREAK {
             IDLE_SLEEP_LONG
         } else {
             IDLE_SLEEP
-        });
+        }
     }
 }
 /// Time allowed for the Hello exchange.
@@ -481,6 +526,8 @@ impl Conn {
 // ---- the thread ---------------------------------------------------------------------
 
 struct Ctx {
+    /// Present with a [`SyncConfig::waiter`].
+    parking: Option<Arc<Parking>>,
     cfg: SyncConfig,
     stack_cfg: Arc<StackConfig>,
     links: Vec<WorkerLink>,
@@ -527,6 +574,31 @@ impl Ctx {
 
     fn log(&self, msg: &str) {
         eprintln!("flowtwin-sync[node {}]: {msg}", self.cfg.node_id);
+    }
+
+    /// An idle pass's wait. With a waiter: block until one of `fds` is readable, the
+    /// doorbell rings, or `timeout`; `watch_rings` parks (workers ring when they publish
+    /// deltas) after re-checking that every ring is empty. Without: sleep a little.
+    fn idle(&mut self, pacer: &Pacer, fds: &[RawFd], timeout: Duration, watch_rings: bool) {
+        let Some(p) = self.parking.clone() else {
+            thread::sleep(pacer.sleep_time());
+            return;
+        };
+        if timeout.is_zero() {
+            return;
+        }
+        let woken = if watch_rings {
+            let links = &mut self.links;
+            p.park(|| links.iter_mut().any(|l| !l.consumer.is_empty()), fds, timeout)
+        } else {
+            Some(p.wait(fds, timeout))
+        };
+        if let Some(Woken { rung, .. }) = woken {
+            self.status.waits.fetch_add(1, Relaxed);
+            if rung {
+                self.status.doorbell_wakes.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     fn refuse(&self, conn: &mut Conn, reason: &str) {
@@ -707,7 +779,22 @@ impl Ctx {
                 self.status.set_peer_state(PeerState::None);
             }
             self.publish_watermarks(peer.as_ref(), &mut acct);
-            pacer.pass(hot, busy);
+            if pacer.pass(hot, busy) {
+                // Wait for the standby's frames (or a new standby), the workers' doorbell,
+                // or the next thing due: a heartbeat, the standby's dead-peer deadline, the
+                // split-brain probe; never longer than park_max.
+                let now = Instant::now();
+                let (fd, due) = match &peer {
+                    Some(p) => (
+                        p.conn.s.as_raw_fd(),
+                        (p.last_hb_tx + self.cfg.heartbeat)
+                            .min(p.conn.last_rx + self.dead_limit() + DEADLINE_SLOP),
+                    ),
+                    None => (listener.as_raw_fd(), last_probe + SPLIT_BRAIN_PROBE),
+                };
+                let timeout = self.cfg.park_max.min(due.saturating_duration_since(now));
+                self.idle(&pacer, &[fd], timeout, true);
+            }
         }
     }
 
@@ -1223,7 +1310,16 @@ impl Ctx {
             }
             // The standby's own workers are idle; keep their rings empty anyway.
             let drained = self.drain_rings(None);
-            pacer.pass(batches > 0, got > 0 || frames > 0 || progressed || drained);
+            if pacer.pass(batches > 0, got > 0 || frames > 0 || progressed || drained) {
+                // Wait for the active's frames, or our next heartbeat, or its dead-peer
+                // deadline, whichever comes first (and look at stop/takeover requests at
+                // least every STANDBY_WAIT_MAX).
+                let now = Instant::now();
+                let due = (last_hb_tx + self.cfg.heartbeat)
+                    .min(conn.last_rx + self.dead_limit() + DEADLINE_SLOP);
+                let timeout = STANDBY_WAIT_MAX.min(due.saturating_duration_since(now));
+                self.idle(&pacer, &[conn.s.as_raw_fd()], timeout, false);
+            }
         }
     }
 

@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use flowtwin_engine::replica::{ReplEvent, ReplFull, Replicator};
 
@@ -25,6 +25,7 @@ use crate::delta::{
     MAX_DELTA_RECORDS,
 };
 use crate::ring::{self, Consumer, Producer, Record, RECORD_WORDS};
+use crate::wait::Parking;
 
 /// Default bound of a worker's local backlog, in records (64 Ki records = 4 MiB).
 pub const DEFAULT_BACKLOG_RECORDS: usize = 64 * 1024;
@@ -50,6 +51,15 @@ struct Shared {
     repl_full: AtomicU64,
     /// Last sequence number the worker assigned. Writer: worker (`Relaxed`, metric: lag).
     last_seq: AtomicU64,
+    /// Records the worker has pushed onto its ring, all time. Writer: worker (`Relaxed`: the
+    /// ring's own Release store publishes the records; this only tells the worker's
+    /// `wake_sync` whether it published anything since its last call).
+    pushed: AtomicU64,
+    /// `pushed` as of the worker's last `wake_sync`. Writer and reader: the worker.
+    pushed_seen: AtomicU64,
+    /// The sync thread's parking spot, installed by `node::start` when it was given a
+    /// waiter (empty otherwise: the sync thread polls and nobody rings).
+    parking: OnceLock<Arc<Parking>>,
 }
 
 /// A handle on one worker's shared atomics; cheap to clone into the worker and the
@@ -66,7 +76,33 @@ impl WorkerShared {
             backlog: AtomicU64::new(0),
             repl_full: AtomicU64::new(0),
             last_seq: AtomicU64::new(0),
+            pushed: AtomicU64::new(0),
+            pushed_seen: AtomicU64::new(0),
+            parking: OnceLock::new(),
         }))
+    }
+
+    /// Sync core: where the worker rings when it published deltas while the sync thread is
+    /// parked. Set once (later calls are ignored).
+    pub(crate) fn set_parking(&self, p: Arc<Parking>) {
+        let _ = self.0.parking.set(p);
+    }
+
+    /// Worker, once per loop pass after queuing the pass's deltas: if it pushed records onto
+    /// its ring since the last call and the sync thread is parked, wake it (one non-blocking
+    /// system call, at most once per park across all workers). Otherwise two Relaxed loads
+    /// (nothing new), or those plus one fence and one load of a shared flag.
+    #[inline]
+    pub fn wake_sync(&self) {
+        let Some(p) = self.0.parking.get() else { return };
+        let pushed = self.0.pushed.load(Ordering::Relaxed);
+        if pushed == self.0.pushed_seen.load(Ordering::Relaxed) {
+            return;
+        }
+        self.0.pushed_seen.store(pushed, Ordering::Relaxed);
+        // The records are on the ring (their Release store precedes this in program order);
+        // `notify`'s fence orders them before its check of the parked flag.
+        p.notify();
     }
 
     /// The release watermark: output built at sequence `s` may leave once `s <= watermark()`.
@@ -164,6 +200,7 @@ pub fn worker_channel_with_backlog(
         answered_token: 0,
         scratch: [[0; RECORD_WORDS]; MAX_DELTA_RECORDS],
         shared: shared.clone(),
+        pushed: 0,
     };
     (
         r,
@@ -203,6 +240,8 @@ pub struct RingReplicator {
     answered_token: u64,
     scratch: [Record; MAX_DELTA_RECORDS],
     shared: WorkerShared,
+    /// Records pushed onto the ring, all time (published to `Shared::pushed`).
+    pushed: u64,
 }
 
 impl std::fmt::Debug for RingReplicator {
@@ -254,6 +293,7 @@ impl RingReplicator {
     /// nothing is waiting ahead of it, else behind the backlog.
     fn push_scratch(&mut self, n: usize) {
         if self.backlog.is_empty() && self.producer.try_push_many(&self.scratch[..n]).is_ok() {
+            self.pushed += n as u64;
             return;
         }
         self.backlog.extend(self.scratch[..n].iter().copied());
@@ -286,6 +326,7 @@ impl RingReplicator {
             .backlog
             .store(self.backlog.len() as u64, Ordering::Relaxed);
         self.shared.0.last_seq.store(self.seq, Ordering::Relaxed);
+        self.shared.0.pushed.store(self.pushed, Ordering::Relaxed);
     }
 }
 
@@ -376,6 +417,7 @@ impl Replicator for RingReplicator {
         }
         if take > 0 && self.producer.try_push_many(&recs[..take]).is_ok() {
             self.backlog.drain(..take);
+            self.pushed += take as u64;
         }
         self.publish_metrics();
     }

@@ -102,6 +102,11 @@ pub struct SyncStatus {
     pub takeover_at_unix_ns: AtomicU64,
     pub last_detect_us: AtomicU64,
     pub last_takeover_us: AtomicU64,
+    /// Times the sync thread blocked in its waiter (only with `SyncConfig::waiter`).
+    pub waits: AtomicU64,
+    /// Of those, waits a worker's doorbell ended (it published deltas while the sync
+    /// thread was parked). Under load the sync thread rarely parks, so this stays small.
+    pub doorbell_wakes: AtomicU64,
     pub(crate) takeover_requested: AtomicBool,
     pub(crate) handover_requested: AtomicBool,
     pub(crate) stop: AtomicBool,
@@ -147,6 +152,8 @@ impl SyncStatus {
             takeover_at_unix_ns: AtomicU64::new(0),
             last_detect_us: AtomicU64::new(0),
             last_takeover_us: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            doorbell_wakes: AtomicU64::new(0),
             takeover_requested: AtomicBool::new(false),
             handover_requested: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -385,5 +392,7 @@ impl SyncStatus {
             "gauge",
             self.last_takeover_us.load(Relaxed),
         );
+        g(out, "waits_total", "counter", self.waits.load(Relaxed));
+        g(out, "doorbell_wakes_total", "counter", self.doorbell_wakes.load(Relaxed));
     }
 }
