@@ -118,6 +118,11 @@ reasons! {
         /// Installed flows whose client acknowledged data the replica never sent (async mode:
         /// the replica was stale): reset so the client fails fast instead of hanging.
         FlowsAbandoned => "flows_abandoned",
+        /// ACKs with which a flow installed at takeover caught up: its client acknowledged
+        /// output beyond the replica's last progress image (progress is replicated without
+        /// holding output), and what the old active sent is a function of the stream offset.
+        /// Expected under load; not an error.
+        FlowsCaughtUp => "flows_caught_up",
         /// Gratuitous ARPs sent (takeover announcements).
         GratuitousArps => "gratuitous_arps",
         /// Join snapshots emitted for a standby.

@@ -9,6 +9,7 @@
 //! validate → ICMP echo (answer) | TCP to a VIP (flow lookup → TCP → service) | anything else
 //! (counted drop). Every drop has a reason in [`Drop`].
 
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use crate::service::http::{HttpCounters, HttpState, ObjectConn};
 use crate::service::object::ObjectStore;
 use crate::service::ByteStream;
 use crate::tcp::isn::IsnGenerator;
-use crate::tcp::{reset_for, SegmentSink, SegmentVerdict, State, Tcb, TcbStats, TcpConfig, TcpError};
+use crate::tcp::{reset_for, DirtyFlags, SegmentSink, SegmentVerdict, State, Tcb, TcbStats, TcpConfig, TcpError};
 use crate::time::{Duration, Instant};
 use crate::timer::TimerWheel;
 use crate::wire::arp::{ArpOp, ArpRepr};
@@ -110,6 +111,13 @@ pub struct Flow {
     /// Installed at takeover and not yet validated by the client's first ACK (DESIGN §4:
     /// ready once the client's ACK falls within what the replica sent).
     pub unready: bool,
+    /// Installed at takeover: during the takeover grace period its client's ACKs may be
+    /// ahead of the replica's send progress (see `Tcb::catch_up_sent`).
+    pub installed: bool,
+    /// Sequence number of this flow's last replicated change that its output depends on
+    /// (0: none yet). Output of the flow may leave once the standby acknowledged it; see
+    /// [`Stack::commit_tag`].
+    pub repl_seq: u64,
 }
 
 /// A small direct-mapped IPv4 → MAC cache of peers heard from (ARP requests/replies). Fixed
@@ -157,6 +165,9 @@ pub struct Stack {
     resync: Vec<FlowId>,
     /// A join snapshot in progress: (token, flows still to image).
     snapshot: Option<(u64, Vec<FlowId>)>,
+    /// The highest `repl_seq` of the flows touched since `commit_tag` last returned a tag:
+    /// the tag of the output built since then.
+    tag: Cell<u64>,
     /// Standby engines answer nothing.
     active: bool,
     /// Until then, segments of unknown flows are dropped instead of reset (takeover).
@@ -305,6 +316,7 @@ impl Stack {
             rx_log: Vec::with_capacity(64 * 1024),
             resync: Vec::new(),
             snapshot: None,
+            tag: Cell::new(0),
             active: true,
             grace_until: Instant::ZERO,
             cfg,
@@ -346,13 +358,29 @@ impl Stack {
         self.grace_until = t;
     }
 
-    /// The sequence number output built so far depends on: it may leave once the standby
-    /// acknowledged it. `None` while some flow's replica is incomplete (hold everything).
+    /// The sequence number the output built since the previous tag depends on: it may leave
+    /// once the standby acknowledged it. `None` while some flow's replica is incomplete (hold
+    /// everything; the next tag covers it). Returning a tag starts the next interval, so call
+    /// it exactly once per batch of output handed to the output-commit hold.
+    ///
+    /// The tag is the newest *commit-relevant* change of the flows that produced output, not
+    /// the newest change of the worker: a flow's creation, the bytes it received, its state
+    /// changes. Pure send progress (the client acknowledged bytes, windows, timestamps) is
+    /// replicated too, but output does not wait for it: what a flow sends is a deterministic
+    /// function of its service stream offset, and a standby whose progress image lags behind
+    /// catches up from the client's ACK at takeover (`flow_input`, [`Tcb::catch_up_sent`]).
+    /// A download's segments therefore leave at once instead of one sync round trip later.
     pub fn commit_tag(&self) -> Option<u64> {
         match &self.repl {
             None => Some(0),
             Some(_) if !self.resync.is_empty() => None,
-            Some(r) => Some(r.last_seq()),
+            Some(_) => Some(self.tag.replace(0)),
+        }
+    }
+
+    fn touch_tag(&self, seq: u64) {
+        if seq > self.tag.get() {
+            self.tag.set(seq);
         }
     }
 
@@ -405,15 +433,21 @@ impl Stack {
         }
         let slot = (id.index(), id.generation());
         let Some(r) = self.repl.as_mut() else { return true };
-        if r.emit(slot, ReplEvent::New(&img)).is_err() || r.emit(slot, ReplEvent::SvcImage(&bytes)).is_err() {
-            return false;
+        let seq = match r.emit(slot, ReplEvent::New(&img)).and_then(|_| r.emit(slot, ReplEvent::SvcImage(&bytes))) {
+            Ok(seq) => seq,
+            Err(_) => return false,
+        };
+        if let Some(f) = self.flows.get_mut(id) {
+            f.repl_seq = seq;
         }
+        self.touch_tag(seq);
         self.counters.add(Event::DeltasEmitted, 2);
         true
     }
 
     /// After a TCP call on flow `id`: replicate what changed (image first, then the bytes
-    /// the service consumed, in that order; see `replica`).
+    /// the service consumed, in that order; see `replica`), and fold the flow's commit tag
+    /// into the tag of the output this call built.
     fn replicate(&mut self, id: FlowId, new: bool) {
         if self.repl.is_none() {
             self.rx_log.clear();
@@ -422,32 +456,47 @@ impl Stack {
             }
             return;
         }
-        let dirty = match self.flows.get_mut(id) {
-            Some(f) => !f.tcb.dirty.take().is_empty(),
-            None => false,
+        let (dirty, last) = match self.flows.get_mut(id) {
+            Some(f) => (f.tcb.dirty.take(), f.repl_seq),
+            None => (DirtyFlags::default(), 0),
         };
-        if !(new || dirty || !self.rx_log.is_empty()) {
+        if !(new || !dirty.is_empty() || !self.rx_log.is_empty()) {
+            self.touch_tag(last);
             return;
         }
         let Some(img) = self.image_of(id) else {
             self.rx_log.clear();
             return;
         };
+        // Output waits for a change unless the change is pure send progress (see commit_tag).
+        let commit = new || !self.rx_log.is_empty() || !DirtyFlags::PROGRESS.contains(dirty);
         let slot = (id.index(), id.generation());
         let log = std::mem::take(&mut self.rx_log);
         let mut ok = true;
+        let mut seq = 0;
         if let Some(r) = self.repl.as_mut() {
             let ev = if new { ReplEvent::New(&img) } else { ReplEvent::Update(&img) };
-            ok &= r.emit(slot, ev).is_ok();
+            match r.emit(slot, ev) {
+                Ok(s) => seq = s,
+                Err(_) => ok = false,
+            }
             if ok && !log.is_empty() {
                 let offset = img.tcb.rx_delivered - log.len() as u64;
-                ok &= r.emit(slot, ReplEvent::Data { offset, bytes: &log }).is_ok();
+                match r.emit(slot, ReplEvent::Data { offset, bytes: &log }) {
+                    Ok(s) => seq = s,
+                    Err(_) => ok = false,
+                }
             }
         }
         self.rx_log = log;
         self.rx_log.clear();
         if ok {
             self.counters.event(Event::DeltasEmitted);
+            let tag = if commit { seq } else { last };
+            if let Some(f) = self.flows.get_mut(id) {
+                f.repl_seq = tag;
+            }
+            self.touch_tag(tag);
         } else {
             self.counters.event(Event::ReplicationFull);
             if !self.resync.contains(&id) {
@@ -469,7 +518,7 @@ impl Stack {
         };
         let tcb = Tcb::restore(&cfg.tcp, &img.tcb, now);
         let state = tcb.state();
-        let flow = Flow { tcb, svc: sh.svc, listener: img.listener, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true };
+        let flow = Flow { tcb, svc: sh.svc, listener: img.listener, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0 };
         let Ok(id) = self.flows.insert(img.key, flow) else { return false };
         self.counters.flows_by_state[state as usize] += 1;
         self.counters.event(Event::FlowsResumed);
@@ -698,6 +747,17 @@ impl Stack {
     ) -> SegmentVerdict {
         let cfg = self.cfg.clone();
         let Some(flow) = self.flows.get_mut(id) else { return SegmentVerdict::Closed };
+        let catching_up = flow.unready || (flow.installed && now < self.grace_until);
+        if catching_up && hdr.flags.ack() && !hdr.flags.rst() && hdr.ack.gt(flow.tcb.snd_max()) {
+            // Beyond what the replica recorded as sent. Within what the service produced,
+            // that is lagging progress replication (see `commit_tag`): catch up. Not only on
+            // the first ACK: an older ACK still in flight may arrive first.
+            let spec = &cfg.listeners[flow.listener as usize].spec;
+            let tx_end = bind(&mut flow.svc, spec, &mut self.http).tx_end();
+            if flow.tcb.catch_up_sent(hdr.ack, tx_end) {
+                self.counters.event(Event::FlowsCaughtUp);
+            }
+        }
         if flow.unready && hdr.flags.ack() && !hdr.flags.rst() {
             if hdr.ack.gt(flow.tcb.snd_max()) {
                 // The client has seen bytes this replica never produced (async replication
@@ -724,7 +784,7 @@ impl Stack {
             // Re-learn the peer's MAC (it moved behind another switch port), but only from a
             // segment TCP accepted: a blind out-of-window segment must not redirect the flow.
             flow.peer_mac = src_mac;
-            flow.tcb.dirty.insert(crate::tcp::DirtyFlags::STATE);
+            flow.tcb.dirty.insert(DirtyFlags::STATE);
         }
         match verdict {
             SegmentVerdict::Accepted | SegmentVerdict::SynInTimeWait | SegmentVerdict::SynAckRetransmitted => {}
@@ -789,7 +849,7 @@ impl Stack {
         };
         let state = tcb.state();
         let deadline = tcb.next_deadline();
-        let flow = Flow { tcb, svc, listener: li as u16, peer_mac: src_mac, vip_mac, unready: false };
+        let flow = Flow { tcb, svc, listener: li as u16, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0 };
         match self.flows.insert(key, flow) {
             Ok(id) => {
                 self.counters.event(Event::FlowsOpened);
@@ -858,9 +918,11 @@ impl Stack {
         self.timers.cancel(id);
         self.rx_log.clear();
         if let Some(r) = self.repl.as_mut() {
-            if r.emit((id.index(), id.generation()), ReplEvent::Close).is_err() {
+            match r.emit((id.index(), id.generation()), ReplEvent::Close) {
+                // A closing flow's last output (its RST, a final ACK) goes after the close.
+                Ok(seq) => self.touch_tag(seq),
                 // The standby keeps a dead flow until its idle timeout; harmless, counted.
-                self.counters.event(Event::ReplicationFull);
+                Err(_) => self.counters.event(Event::ReplicationFull),
             }
         }
         self.resync.retain(|&r| r != id);

@@ -323,3 +323,188 @@ fn http_download_survives_failover() {
     expect.extend_from_slice(&body);
     failover_case(80, req, expect, 250_000);
 }
+
+// ---------------------------------------------------------------- progress that lags
+//
+// Output waits only for commit-relevant changes (creation, received bytes, state); pure send
+// progress is replicated without holding output (`Stack::commit_tag`). The case below is the
+// worst a standby can be in: it has applied exactly what A's released output needed and none
+// of the progress after it. Deterministic (no sync node, no threads): the "standby" is a map
+// of replayed `ShadowFlow`s fed from a recording replicator up to the watermark.
+
+use flowtwin_engine::counters::Event;
+use flowtwin_engine::replica::{FlowImage, ReplEvent, ReplFull, Replicator, ShadowFlow};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+enum Owned {
+    New(FlowImage),
+    Update(FlowImage),
+    Data(u64, Vec<u8>),
+    Close,
+}
+
+/// (seq, flow slot, event)
+type Recorded = (u64, (u32, u32), Owned);
+
+/// Records every event with its sequence number (shared with the test's standby).
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<(u64, Vec<Recorded>)>>);
+
+impl Replicator for Recorder {
+    fn emit(&mut self, slot: (u32, u32), ev: ReplEvent<'_>) -> Result<u64, ReplFull> {
+        let mut g = self.0.lock().unwrap();
+        g.0 += 1;
+        let seq = g.0;
+        let o = match ev {
+            ReplEvent::New(i) => Owned::New(*i),
+            ReplEvent::Update(i) => Owned::Update(*i),
+            ReplEvent::Data { offset, bytes } => Owned::Data(offset, bytes.to_vec()),
+            ReplEvent::Close => Owned::Close,
+            ReplEvent::SvcImage(_) | ReplEvent::Barrier(_) => return Ok(seq),
+        };
+        g.1.push((seq, slot, o));
+        Ok(seq)
+    }
+    fn last_seq(&self) -> u64 {
+        self.0.lock().unwrap().0
+    }
+}
+
+/// Returns (frames of A that waited for the standby, B's catch-ups, B's abandoned flows).
+/// `stale_first`: at the kill, B first gets an old ACK of the client's (one within what the
+/// replica knows was sent, as reordering in the network may deliver it), then the rest.
+fn lagging_progress_case(port: u16, upload: Vec<u8>, expect: Vec<u8>, kill_after: usize, stale_first: bool) -> (u64, u64, u64) {
+    let cfg = stack_cfg();
+    let tcpc = TcpConfig { delayed_ack: Duration::from_millis(0), ..TcpConfig::default() };
+    let mut clock = 1_000_000u64;
+    let rec = Recorder::default();
+    let mut a = Stack::new(cfg.clone(), Instant(clock));
+    a.set_replicator(Box::new(rec.clone()));
+    let mut a_out = Held::default();
+    // The standby: replays events up to the watermark, which moves only when held output
+    // needs it.
+    let mut shadow: HashMap<(u32, u32), ShadowFlow> = HashMap::new();
+    let mut applied = 0u64;
+    let apply_to = |wm: u64, applied: &mut u64, shadow: &mut HashMap<(u32, u32), ShadowFlow>| {
+        let g = rec.0.lock().unwrap();
+        let from = *applied;
+        for (seq, slot, ev) in g.1.iter().filter(|(s, _, _)| *s > from && *s <= wm) {
+            match ev {
+                Owned::New(i) => {
+                    shadow.insert(*slot, ShadowFlow::new(&cfg, *i).unwrap());
+                }
+                Owned::Update(i) => shadow.get_mut(slot).unwrap().update(&cfg, *i),
+                Owned::Data(off, b) => shadow.get_mut(slot).unwrap().data(&cfg, *off, b).unwrap(),
+                Owned::Close => {
+                    shadow.remove(slot);
+                }
+            }
+            *applied = *seq;
+        }
+    };
+    let mut c = Client {
+        tcb: Tcb::connect(Instant(clock), &tcpc, 40000, port, SeqNum(0x8000_0000), &mut ClientOut { frames: vec![], src_port: 40000, dst_port: port }),
+        app: App { upload, acked: 0, received: vec![], fin: false },
+        out: ClientOut { frames: vec![], src_port: 40000, dst_port: port },
+        rsts: 0,
+    };
+    c.tcb.on_timer(Instant(u64::MAX / 4), &tcpc, &mut c.app, &mut c.out);
+    let (mut waited, mut b): (u64, Option<Stack>) = (0, None);
+    let mut stale: Option<Vec<u8>> = None;
+    let mut b_out = Held::default();
+    for _ in 0..200_000 {
+        if c.app.received.len() >= expect.len() {
+            break;
+        }
+        clock += 200;
+        let n = Instant(clock);
+        if stale.is_none() && !c.app.received.is_empty() {
+            stale = c.out.frames.last().cloned();
+        }
+        for f in c.out.frames.drain(..).collect::<Vec<_>>() {
+            match &mut b {
+                Some(bs) => {
+                    bs.process(n, &f, &mut b_out);
+                    b_out.commit(bs.commit_tag());
+                }
+                None => {
+                    a.process(n, &f, &mut a_out);
+                    a_out.commit(a.commit_tag());
+                }
+            }
+        }
+        let released = match &mut b {
+            None => {
+                a.poll(n, &mut a_out);
+                a_out.commit(a.commit_tag());
+                // Ack exactly what the held output needs, nothing more.
+                let need = a_out.held.iter().map(|(t, _)| *t).max().unwrap_or(0);
+                if need > applied {
+                    waited += a_out.held.iter().filter(|(t, _)| *t > applied).count() as u64;
+                }
+                apply_to(need.max(applied), &mut applied, &mut shadow);
+                a_out.release(applied)
+            }
+            Some(bs) => {
+                bs.poll(n, &mut b_out);
+                b_out.commit(bs.commit_tag());
+                b_out.release(u64::MAX)
+            }
+        };
+        for f in released {
+            c.on_frame(n, &tcpc, &f);
+        }
+        c.tcb.on_timer(n, &tcpc, &mut c.app, &mut c.out);
+        if b.is_none() && c.app.received.len() >= kill_after {
+            // A dies with whatever it holds; B installs the (lagging) replicas.
+            a_out = Held::default();
+            let mut bs = Stack::new(cfg.clone(), n);
+            bs.set_grace_until(n + Duration::from_secs(3));
+            assert_eq!(shadow.len(), 1, "one replicated flow");
+            for (_, f) in shadow.drain() {
+                assert!(bs.install(n, f, &mut b_out));
+            }
+            b_out.commit(bs.commit_tag());
+            if stale_first {
+                bs.process(n, stale.as_deref().expect("an early client ACK"), &mut b_out);
+                b_out.commit(bs.commit_tag());
+            }
+            b = Some(bs);
+            break_a(&mut a);
+        }
+    }
+    let bs = b.expect("the transfer finished before the kill point; make it longer");
+    assert_eq!(c.rsts, 0, "the client saw a RST");
+    assert_eq!(c.app.received.len(), expect.len(), "transfer incomplete");
+    assert!(c.app.received == expect, "bytes differ after failover");
+    let k = bs.counters();
+    (waited, k.get(Event::FlowsCaughtUp), k.get(Event::FlowsAbandoned))
+}
+
+#[test]
+fn download_resumes_from_a_replica_whose_progress_lags() {
+    let n = 2_000_000usize;
+    let req = format!("GET /gen/{n} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 2000000\r\nConnection: keep-alive\r\n\r\n";
+    let mut body = vec![0u8; n];
+    gen_byte_range(0, &mut body);
+    let mut expect = head.to_vec();
+    expect.extend_from_slice(&body);
+    let (waited, caught_up, abandoned) = lagging_progress_case(80, req.clone(), expect.clone(), 1_200_000, false);
+    // Only the SYN-ACK and the response's first flight waited for the standby: the download's
+    // segments did not (before: every segment waited for the progress delta of its ACK).
+    assert!(waited < 64, "{waited} frames waited for the standby");
+    assert!(caught_up >= 1 && abandoned == 0, "B must catch up from the client's ACK ({caught_up}, {abandoned})");
+    // An old ACK first makes the flow ready without catching up; the client's current ACK
+    // right after it must still catch up (else B resends from the old point at 1 MSS per RTO).
+    let (_, caught_up, abandoned) = lagging_progress_case(80, req, expect, 1_200_000, true);
+    assert!(caught_up >= 1 && abandoned == 0, "({caught_up}, {abandoned})");
+}
+
+#[test]
+fn echo_resumes_from_a_replica_whose_progress_lags() {
+    let data: Vec<u8> = (0..600_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let (_, _, abandoned) = lagging_progress_case(7, data.clone(), data, 300_000, false);
+    assert_eq!(abandoned, 0);
+}

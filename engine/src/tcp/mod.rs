@@ -204,6 +204,11 @@ impl DirtyFlags {
     pub const OPTIONS: DirtyFlags = DirtyFlags(1 << 7);
     pub const TS_RECENT: DirtyFlags = DirtyFlags(1 << 8);
     pub const ALL: DirtyFlags = DirtyFlags(0x1ff);
+    /// Pure send progress: what the client acknowledged, what was sent, windows, the peer's
+    /// timestamp. Output need not wait for the standby to have these (`Stack::commit_tag`).
+    pub const PROGRESS: DirtyFlags = DirtyFlags(
+        Self::SND_UNA.0 | Self::SND_NXT.0 | Self::SND_WND.0 | Self::RCV_WND.0 | Self::TS_RECENT.0,
+    );
 
     #[inline]
     pub fn is_empty(self) -> bool {

@@ -426,6 +426,27 @@ impl Tcb {
     }
 
     // ------------------------------------------------------------------ replication
+    /// Takeover from a replica whose send progress lags (progress is replicated without
+    /// holding output): the client acknowledges `ack`, beyond SND.MAX of the replica. The old
+    /// active sent the bytes below `ack`, and since output is a deterministic function of the
+    /// stream offset they are exactly the service's bytes there; so if `ack` lies within what
+    /// the service has produced (`tx_end`, a stream offset; our FIN is never in this range:
+    /// sending it changes the state, which output waits for), record them as sent and let the
+    /// ACK be processed normally. Returns false (nothing changed) if `ack` is not beyond
+    /// SND.MAX, is beyond `tx_end`, or our FIN was sent.
+    pub fn catch_up_sent(&mut self, ack: SeqNum, tx_end: u64) -> bool {
+        let ahead = ack.diff(self.snd_max());
+        if ahead <= 0 || self.fin_abs.is_some() || !self.r.state.is_synchronized() {
+            return false;
+        }
+        let abs = self.r.snd_max + ahead as u64;
+        if abs > tx_end + 1 {
+            return false;
+        }
+        self.set_snd_max(abs);
+        true
+    }
+
     /// Image of the replicated state.
     pub fn snapshot(&self) -> TcbSnapshot {
         let r = &self.r;
