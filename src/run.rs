@@ -5,6 +5,7 @@
 
 use std::io::Read;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -21,6 +22,7 @@ use flowtwin_engine::time::Duration as FtDuration;
 use flowtwin_engine::wire::MacAddr;
 use flowtwin_ffi::port::{port_by_name, queue_limits, PortConfig, RssMode, StatsReader};
 use flowtwin_ffi::ring::{RingConsumer, RingProducer};
+use flowtwin_ffi::wait::{set_timer_slack, wait_readable, Doorbell, MAX_WAIT_FDS};
 use flowtwin_ffi::{Eal, Mempool, Port, Ring};
 
 use crate::config::{parse_mac, Config, ServiceKind, SyncMode, SyncRole};
@@ -88,6 +90,49 @@ impl ReplControl for SyncCtl {
     }
     fn set_held(&self, frames: u64) {
         self.0.set_held(frames)
+    }
+    fn deltas_queued(&self) {
+        self.0.wake_sync()
+    }
+}
+
+/// Timer slack of the sync thread: its timed waits (next heartbeat, park bound, a full
+/// socket's retry) end within a few µs of when asked instead of the default 50 µs.
+const SYNC_TIMER_SLACK: Duration = Duration::from_micros(5);
+
+/// The sync thread's [`flowtwin_sync::Waiter`]: `ppoll` on its socket plus an eventfd
+/// doorbell the workers ring when they publish deltas while it is parked.
+#[derive(Debug)]
+struct PollWaiter {
+    bell: Doorbell,
+}
+
+impl flowtwin_sync::Waiter for PollWaiter {
+    fn wait(&self, fds: &[RawFd], timeout: Duration) -> flowtwin_sync::Woken {
+        let mut all = [-1; MAX_WAIT_FDS];
+        let n = fds.len();
+        if n < MAX_WAIT_FDS {
+            all[..n].copy_from_slice(fds);
+            all[n] = self.bell.as_raw_fd();
+            if let Ok(r) = wait_readable(&all[..=n], timeout) {
+                return flowtwin_sync::Woken {
+                    readable: r.0 & ((1u64 << n) - 1),
+                    rung: r.contains(n) && self.bell.drain(),
+                };
+            }
+        }
+        // Cannot poll (too many descriptors, or ppoll failed): degrade to a short sleep and
+        // let the loop look at everything.
+        std::thread::sleep(timeout.min(Duration::from_micros(100)));
+        flowtwin_sync::Woken { readable: u64::MAX, rung: false }
+    }
+    fn ring(&self) {
+        self.bell.ring()
+    }
+    fn on_sync_thread(&self) {
+        if let Err(e) = set_timer_slack(SYNC_TIMER_SLACK) {
+            eprintln!("flowtwin: sync thread: cannot set timer slack: {e}");
+        }
     }
 }
 
@@ -537,6 +582,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             ring_records: y.ring_records,
             async_max_lag: Duration::from_millis(y.async_max_lag_ms),
             busy_poll: Duration::from_micros(y.busy_poll_us),
+            waiter: Some(Arc::new(PollWaiter {
+                bell: Doorbell::new().map_err(|e| format!("sync: eventfd: {e}"))?,
+            })),
+            park_max: flowtwin_sync::node::PARK_MAX,
         };
         let r = role.clone();
         let software_rx = lay.rx_fanout;

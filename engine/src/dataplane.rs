@@ -50,6 +50,9 @@ pub trait ReplControl: Send + Sync {
     fn snapshot_request(&self) -> u64;
     /// Frames this worker holds for output commit (for metrics).
     fn set_held(&self, frames: u64);
+    /// Called once per loop pass, after the pass queued its deltas: wakes the sync core if
+    /// it is parked waiting for deltas. Never blocks; nearly free when nothing is parked.
+    fn deltas_queued(&self) {}
 }
 
 /// The worker's end of replication.
@@ -446,6 +449,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
         stack.poll(now, &mut sink);
         if let Some(c) = &control {
             stack.replication_tick();
+            c.deltas_queued();
             sink.commit(stack.commit_tag());
             sink.release(c.watermark());
         }
