@@ -262,11 +262,12 @@ const DEADLINE_SLOP: Duration = Duration::from_micros(50);
 /// block on events with a waiter, else sleep).
 ///
 /// In strict mode every SYN-ACK, every ACK of client bytes and every reply waits for one
-/// round trip worker → sync thread → standby → sync thread → worker. A sleeping loop adds
-/// 60–110 µs per hop (the sleep plus the kernel's timer slack), three hops per round trip.
-/// While records or acks keep coming (under load the next is typically tens of µs away), a
-/// polling loop answers within a pass, yielding the CPU between passes so that other runnable
-/// threads on the core go first. That pays off on a core of its own; where the sync thread
+/// round trip worker → sync thread → standby → sync thread → worker. A sleeping loop (no
+/// waiter) adds 60–110 µs per hop (the sleep plus the kernel's timer slack), three hops per
+/// round trip; a blocked one (waiter) adds a wake-up of the thread, a few µs to tens of µs on
+/// a VM. While records or acks keep coming (under load the next is typically tens of µs
+/// away), a polling loop answers within a pass, yielding the CPU between passes so that other
+/// runnable threads on the core go first. That pays off on a core of its own; where the sync thread
 /// shares CPUs with the clients and the standby (the 2-vCPU test machine) the polling costs
 /// more throughput than the latency it saves (BENCHMARKS.md), hence off by default.
 struct Pacer {
