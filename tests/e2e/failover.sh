@@ -112,10 +112,14 @@ EOF
 
 # describe DIR [event] — the per-run numbers as one text
 describe() {
-  $PY - "$1/eval.json" "${2:-kill}" <<'EOF'
+  $PY - "$1/eval.json" "${2:-kill}" "$1/b.metrics" <<'EOF'
 import json, sys
 s = json.loads(open(sys.argv[1]).read() or "{}")
 ev = sys.argv[2]
+try:  # B's flows that caught up from a client ACK past their replica's send progress
+    caught = sum(float(l.split()[-1]) for l in open(sys.argv[3]) if l.startswith("flowtwin_flows_caught_up_total"))
+except (OSError, ValueError, IndexError):
+    caught = None
 def g(k, d="?"):
     v = s.get(k)
     return d if v is None else v
@@ -132,7 +136,8 @@ else:
 if s.get(f"{ev}_resume_ms") is not None:
     parts.append(f"client resume {s[f'{ev}_resume_ms']} ms (kill -> the worst-hit flow progressed again; "
                  f"{s.get(f'{ev}_flows_running')} running at the kill)")
-parts.append(f"flows_resumed {b.get('flows_resumed', '?')}, flows_abandoned {b.get('flows_abandoned', '?')}")
+parts.append(f"flows_resumed {b.get('flows_resumed', '?')}, flows_abandoned {b.get('flows_abandoned', '?')}"
+             + (f", caught up {int(caught)}" if caught is not None else ""))
 if s.get("failed"):
     f = s["failed"][0]
     parts.append(f"first failure: {f.get('kind')} flow {f.get('flow')}: {f.get('error')} at byte {f.get('bytes')}")
