@@ -311,16 +311,22 @@ fn echo_transfer_survives_failover() {
     failover_case(7, data.clone(), data, 150_000);
 }
 
-#[test]
-fn http_download_survives_failover() {
-    let n = 600_000usize;
+/// `GET /gen/<n>` and the exact response the object service writes for it.
+fn gen_download(n: usize) -> (Vec<u8>, Vec<u8>) {
     let req = format!("GET /gen/{n} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
-    // The response header as the object service writes it (checked field by field below).
-    let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 600000\r\nConnection: keep-alive\r\n\r\n";
+    let mut expect = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\nConnection: keep-alive\r\n\r\n"
+    )
+    .into_bytes();
     let mut body = vec![0u8; n];
     gen_byte_range(0, &mut body);
-    let mut expect = head.to_vec();
     expect.extend_from_slice(&body);
+    (req, expect)
+}
+
+#[test]
+fn http_download_survives_failover() {
+    let (req, expect) = gen_download(600_000);
     failover_case(80, req, expect, 250_000);
 }
 
@@ -484,13 +490,7 @@ fn lagging_progress_case(port: u16, upload: Vec<u8>, expect: Vec<u8>, kill_after
 
 #[test]
 fn download_resumes_from_a_replica_whose_progress_lags() {
-    let n = 2_000_000usize;
-    let req = format!("GET /gen/{n} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
-    let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 2000000\r\nConnection: keep-alive\r\n\r\n";
-    let mut body = vec![0u8; n];
-    gen_byte_range(0, &mut body);
-    let mut expect = head.to_vec();
-    expect.extend_from_slice(&body);
+    let (req, expect) = gen_download(2_000_000);
     let (waited, caught_up, abandoned) = lagging_progress_case(80, req.clone(), expect.clone(), 1_200_000, false);
     // Only the SYN-ACK and the response's first flight waited for the standby: the download's
     // segments did not (before: every segment waited for the progress delta of its ACK).
