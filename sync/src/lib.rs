@@ -18,4 +18,4 @@ pub use replicator::{
     RELEASE_ALL,
 };
 pub use status::{PeerState, SyncStatus};
-pub use wait::{Waiter, Woken};
+pub use wait::{DoorbellOnly, Waiter, Woken};

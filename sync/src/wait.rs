@@ -26,7 +26,7 @@
 use std::fmt;
 use std::os::fd::RawFd;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Why [`Waiter::wait`] returned.
@@ -132,33 +132,32 @@ impl Parking {
     }
 }
 
+/// A waiter that ignores the descriptors: it wakes for a ring or at the timeout, nothing
+/// else (a Mutex + Condvar, no system call of its own). For tests that must see what the
+/// doorbell alone does, and for embedders without `ppoll`; it is not what the engine uses.
+#[derive(Debug, Default)]
+pub struct DoorbellOnly {
+    rung: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Waiter for DoorbellOnly {
+    fn wait(&self, _fds: &[RawFd], timeout: Duration) -> Woken {
+        let g = self.rung.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut g, _) = self.cv.wait_timeout_while(g, timeout, |r| !*r).unwrap_or_else(|e| e.into_inner());
+        Woken { readable: 0, rung: std::mem::replace(&mut *g, false) }
+    }
+    fn ring(&self) {
+        *self.rung.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_one();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ring::{self, RECORD_WORDS};
-    use std::sync::{Condvar, Mutex};
     use std::time::Instant;
-
-    /// A doorbell-only waiter (ignores descriptors): a ring wakes it, nothing else but the
-    /// timeout does. Counts its wake-ups by cause.
-    #[derive(Debug, Default)]
-    struct CondvarWaiter {
-        rung: Mutex<bool>,
-        cv: Condvar,
-    }
-
-    impl Waiter for CondvarWaiter {
-        fn wait(&self, _fds: &[RawFd], timeout: Duration) -> Woken {
-            let g = self.rung.lock().unwrap();
-            let (mut g, _) = self.cv.wait_timeout_while(g, timeout, |r| !*r).unwrap();
-            let rung = std::mem::replace(&mut *g, false);
-            Woken { readable: 0, rung }
-        }
-        fn ring(&self) {
-            *self.rung.lock().unwrap() = true;
-            self.cv.notify_one();
-        }
-    }
 
     /// Stress the park/notify handshake: a producer publishes one record at a time and
     /// waits until the consumer took it; the consumer parks with a 20 s timeout whenever
@@ -168,7 +167,7 @@ mod tests {
     #[test]
     fn no_lost_wakeup_under_ping_pong() {
         const ROUNDS: u64 = 20_000;
-        let waiter = Arc::new(CondvarWaiter::default());
+        let waiter = Arc::new(DoorbellOnly::default());
         let parking = Arc::new(Parking::new(waiter.clone()));
         let (mut tx, mut rx) = ring::channel(16);
         let taken = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -237,7 +236,7 @@ mod tests {
     /// once (a 60 s timeout stands for "forever").
     #[test]
     fn a_push_racing_the_park_is_never_missed() {
-        let waiter = Arc::new(CondvarWaiter::default());
+        let waiter = Arc::new(DoorbellOnly::default());
         let p = Parking::new(waiter.clone());
         let (mut tx, mut rx) = ring::channel(16);
         let rec = [7u64; RECORD_WORDS];

@@ -10,9 +10,8 @@
 //! `ppoll` and an eventfd, has its own tests in flowtwin-ffi and runs in the e2e suites.)
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::RawFd;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use flowtwin_engine::replica::{ReplEvent, Replicator};
@@ -20,32 +19,13 @@ use flowtwin_engine::stack::StackConfig;
 use flowtwin_engine::tcp::TcpConfig;
 use flowtwin_sync::{
     start, worker_channel, PeerState, RingReplicator, Role, SyncConfig, SyncHandle, SyncStatus,
-    Takeover, Waiter, WorkerLink, Woken,
+    DoorbellOnly, Takeover, Waiter, WorkerLink,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Wakes on a ring or at the timeout, never for a descriptor.
-#[derive(Debug, Default)]
-struct DoorbellOnly {
-    rung: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Waiter for DoorbellOnly {
-    fn wait(&self, _fds: &[RawFd], timeout: Duration) -> Woken {
-        let g = self.rung.lock().unwrap();
-        let (mut g, _) = self.cv.wait_timeout_while(g, timeout, |r| !*r).unwrap();
-        Woken { readable: 0, rung: std::mem::replace(&mut *g, false) }
-    }
-    fn ring(&self) {
-        *self.rung.lock().unwrap() = true;
-        self.cv.notify_one();
-    }
 }
 
 fn stack_cfg() -> Arc<StackConfig> {
