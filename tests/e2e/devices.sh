@@ -46,28 +46,13 @@ FT_PROG=devices
 : "${FT_DEV_PEER_IF:=xd1}"
 
 ALL_CHECKS=(memif_c2s memif_s2c vhost_v2h vhost_h2v af_xdp_rx af_xdp_run)
-ONLY=""
-KEEP_LOGS=0
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
 SUITE_REPORTS_SKIPS=1
-while [[ $# -gt 0 ]]; do
-  case $1 in
-    --only) ONLY=${2:?--only needs a name}; shift 2 ;;
-    --only=*) ONLY=${1#--only=}; shift ;;
-    --keep-logs) KEEP_LOGS=1; shift ;;
-    --list) printf '%s\n' "${ALL_CHECKS[@]}"; exit 0 ;;
-    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "devices.sh: unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+suite_args devices.sh name 2,32 ALL_CHECKS "$@"
 ft_require_root
 
-PY=${PYTHON:-python3}
-export PYTHONDONTWRITEBYTECODE=1
-BIN=${FLOWTWIN:-$ROOT/target/release/flowtwin}
-[[ -x $BIN ]] || { echo "devices.sh: $BIN not found: run cargo build --release" >&2; exit 2; }
-TMP=$(mktemp -d /tmp/ft-devices.XXXXXX)
+suite_bin devices
 : "${FT_EAL_MEM_ARGS:=$(ft_eal_mem_args)}"
 read -r -a MEM <<<"$FT_EAL_MEM_ARGS"
 PIDS=()

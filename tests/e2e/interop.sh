@@ -43,27 +43,12 @@ FT_PROG=interop
 . "$ROOT/scripts/lib.sh"
 
 ALL_CHECKS=(ping curl keepalive echo netem_loss netem_reorder netem_duplicate barrage synflood partial_csum metrics sigterm)
-ONLY=""
-KEEP_LOGS=0
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
-while [[ $# -gt 0 ]]; do
-  case $1 in
-    --only) ONLY=${2:?--only needs a name}; shift 2 ;;
-    --only=*) ONLY=${1#--only=}; shift ;;
-    --keep-logs) KEEP_LOGS=1; shift ;;
-    --list) printf '%s\n' "${ALL_CHECKS[@]}"; exit 0 ;;
-    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "interop.sh: unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+suite_args interop.sh name 2,30 ALL_CHECKS "$@"
 ft_require_root
 
-PY=${PYTHON:-python3}
-export PYTHONDONTWRITEBYTECODE=1
-BIN=${FLOWTWIN:-$ROOT/target/release/flowtwin}
-[[ -x $BIN ]] || { echo "interop.sh: $BIN not found: run cargo build --release" >&2; exit 2; }
-TMP=$(mktemp -d /tmp/ft-interop.XXXXXX)
+suite_bin interop
 ENGINE_PID=""
 BG_PIDS=()
 UEM_PID=""

@@ -1,8 +1,11 @@
 # tests/e2e/suite_lib.sh — check bookkeeping shared by the e2e suites (interop, workers,
 # devices, failover): one `PASS name (details)` / `FAIL …` / `SKIP …` line per check, `--only`
 # selection by name or shell glob (comma-separated, in $ONLY), and the closing summary line
-# `N passed, M failed` that scripts/test adds up. Source it after $ONLY has its default.
+# `N passed, M failed` that scripts/test adds up; the options every suite takes (suite_args)
+# and its binary and scratch directory (suite_bin). Needs $ROOT.
 
+ONLY=""
+KEEP_LOGS=0
 PASSED=0
 FAILED=0
 SKIPPED=0
@@ -38,4 +41,39 @@ suite_end() {
     echo "$PASSED passed, $FAILED failed"
   fi
   [[ $FAILED -eq 0 ]]
+}
+
+# suite_args SUITE WHAT HELP_LINES ITEMS "$@" — the options every suite takes: --only NAMES
+# (comma-separated names or globs), --keep-logs, --list (prints the array named ITEMS), -h
+# (prints lines HELP_LINES, e.g. 2,30, of the script's header). A suite with more options
+# defines suite_opt, which gets the remaining arguments and sets SUITE_TAKEN to how many it
+# consumed (left 0: unknown argument).
+suite_args() {
+  local suite=$1 what=$2 help=$3
+  local -n items=$4
+  shift 4
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --only) ONLY=${2:?--only needs a $what}; shift 2 ;;
+      --only=*) ONLY=${1#--only=}; shift ;;
+      --keep-logs) KEEP_LOGS=1; shift ;;
+      --list) printf '%s\n' "${items[@]}"; exit 0 ;;
+      -h|--help) sed -n "${help}p" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      *)
+        SUITE_TAKEN=0
+        if declare -F suite_opt >/dev/null; then suite_opt "$@"; fi
+        [[ $SUITE_TAKEN -gt 0 ]] || { echo "$suite: unknown argument $1" >&2; exit 2; }
+        shift "$SUITE_TAKEN" ;;
+    esac
+  done
+}
+
+# suite_bin SUITE — $PY, the engine $BIN (FLOWTWIN overrides; it must exist) and a fresh
+# scratch directory $TMP (/tmp/ft-SUITE.*).
+suite_bin() {
+  PY=${PYTHON:-python3}
+  export PYTHONDONTWRITEBYTECODE=1
+  BIN=${FLOWTWIN:-$ROOT/target/release/flowtwin}
+  [[ -x $BIN ]] || { echo "$1.sh: $BIN not found: run cargo build --release" >&2; exit 2; }
+  TMP=$(mktemp -d "/tmp/ft-$1.XXXXXX")
 }

@@ -30,27 +30,12 @@ FT_PROG=workers
 . "$ROOT/scripts/lib.sh"
 
 ALL_MODES=(hw sw)
-ONLY=""
-KEEP_LOGS=0
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
-while [[ $# -gt 0 ]]; do
-  case $1 in
-    --only) ONLY=${2:?--only needs a mode}; shift 2 ;;
-    --only=*) ONLY=${1#--only=}; shift ;;
-    --keep-logs) KEEP_LOGS=1; shift ;;
-    --list) printf '%s\n' "${ALL_MODES[@]}"; exit 0 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "workers.sh: unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+suite_args workers.sh mode 2,21 ALL_MODES "$@"
 ft_require_root
 
-PY=${PYTHON:-python3}
-export PYTHONDONTWRITEBYTECODE=1
-BIN=${FLOWTWIN:-$ROOT/target/release/flowtwin}
-[[ -x $BIN ]] || { echo "workers.sh: $BIN not found: run cargo build --release" >&2; exit 2; }
-TMP=$(mktemp -d /tmp/ft-workers.XXXXXX)
+suite_bin workers
 ENGINE_PID=""
 T_START=$(date +%s.%N)
 
