@@ -40,32 +40,22 @@ FT_PROG=failover
 . "$ROOT/scripts/lib.sh"
 
 ALL_TESTS=(kill_active kill_young late_join rejoin_failback async_mode)
-ONLY=""
-RUNS=5
-KEEP_LOGS=0
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
+RUNS=5
 RESULTS=""
-while [[ $# -gt 0 ]]; do
+suite_opt() { # --runs N, --results FILE
   case $1 in
-    --only) ONLY=${2:?--only needs a name}; shift 2 ;;
-    --only=*) ONLY=${1#--only=}; shift ;;
-    --runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
-    --runs=*) RUNS=${1#--runs=}; shift ;;
-    --keep-logs) KEEP_LOGS=1; shift ;;
-    --results) RESULTS=${2:?--results needs a file}; shift 2 ;;
-    --list) printf '%s\n' "${ALL_TESTS[@]}"; exit 0 ;;
-    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "failover.sh: unknown argument $1" >&2; exit 2 ;;
+    --runs) RUNS=${2:?--runs needs a number}; SUITE_TAKEN=2 ;;
+    --runs=*) RUNS=${1#--runs=}; SUITE_TAKEN=1 ;;
+    --results) RESULTS=${2:?--results needs a file}; SUITE_TAKEN=2 ;;
   esac
-done
+}
+suite_args failover.sh name 2,35 ALL_TESTS "$@"
 [[ $RUNS =~ ^[0-9]+$ && $RUNS -ge 1 ]] || { echo "failover.sh: --runs must be >= 1" >&2; exit 2; }
 ft_require_root
 
-BIN=${FLOWTWIN:-$ROOT/target/release/flowtwin}
-PY=${PYTHON:-python3}
-[[ -x $BIN ]] || { echo "failover.sh: $BIN not found: run cargo build --release" >&2; exit 2; }
-TMP=$(mktemp -d /tmp/ft-failover.XXXXXX)
+suite_bin failover
 # shellcheck source=tests/e2e/failover_lib.sh
 . "$ROOT/tests/e2e/failover_lib.sh"
 T_START=$(fl_now)
@@ -185,6 +175,24 @@ print("ok" if not bad else "; ".join(bad))
 EOF
 }
 
+# kill_a DIR — record both engines' status, then kill -9 A (sets KILL_T; not in $(...))
+kill_a() {
+  fl_status a >"$1/a_status_before.json"
+  fl_status b >"$1/b_status_before.json"
+  fl_kill9 a
+}
+
+# evaluate_kill DIR NAME — wait for the clients, then evaluate the kill as B saw it
+evaluate_kill() {
+  fl_clients_wait
+  fl_rst_stop
+  fl_status b >"$1/b_status.json"
+  fl_metrics b "$1/b.metrics"
+  evaluate "$1" "$2" --event "kill=$KILL_T" --log "b=$1/b.log" --status "b=$1/b_status.json" \
+    --status "a_before=$1/a_status_before.json" --status "b_before=$1/b_status_before.json"
+  fl_cleanup
+}
+
 # ------------------------------------------------------------------ one kill-the-active run
 # kill_run NAME DIR MODE [YOUNG] — start A, B, wait in_sync, transfers, kill A, evaluate
 kill_run() {
@@ -212,18 +220,10 @@ kill_run() {
     local i
     for ((i = 0; i < 100; i++)); do [[ -s $dir/young.ready ]] && break; sleep 0.01; done
   fi
-  fl_status a >"$dir/a_status_before.json"
-  fl_status b >"$dir/b_status_before.json"
-  fl_kill9 a
+  kill_a "$dir"
   [[ $young -gt 0 ]] && info "$name: $young young echo flows: every one had echoed bytes $(ms_between "$(cat "$dir/young.ready" 2>/dev/null)" "$KILL_T") ms before the kill"
   info "$name: killed A $d s after every flow had bytes (at $(date -d "@$KILL_T" +%T.%3N)); waiting for the clients"
-  fl_clients_wait
-  fl_rst_stop
-  fl_status b >"$dir/b_status.json"
-  fl_metrics b "$dir/b.metrics"
-  evaluate "$dir" "$name" --event "kill=$KILL_T" --log "b=$dir/b.log" --status "b=$dir/b_status.json" \
-    --status "a_before=$dir/a_status_before.json" --status "b_before=$dir/b_status_before.json"
-  fl_cleanup
+  evaluate_kill "$dir" "$name"
 }
 
 # ------------------------------------------------------------------ tests
@@ -335,16 +335,8 @@ test_late_join() {
   info "$name: B started mid-transfer and was in_sync after $ms ms: $(fl_jq "$(cat "$dir/b_status_join.json")" '"role %s, peer %s, lag %s records" % (s["role"], s["peer"], s["sync_lag_records"])')"
   fl_clients_running || info "$name: the transfers ended before B was in sync (the snapshot did not carry live flows)"
   sleep 0.5
-  fl_status a >"$dir/a_status_before.json"
-  fl_status b >"$dir/b_status_before.json"
-  fl_kill9 a
-  fl_clients_wait
-  fl_rst_stop
-  fl_status b >"$dir/b_status.json"
-  fl_metrics b "$dir/b.metrics"
-  evaluate "$dir" "$name" --event "kill=$KILL_T" --log "b=$dir/b.log" --status "b=$dir/b_status.json" \
-    --status "a_before=$dir/a_status_before.json" --status "b_before=$dir/b_status_before.json"
-  fl_cleanup
+  kill_a "$dir"
+  evaluate_kill "$dir" "$name"
   local v
   v=$(verdict "$dir")
   if [[ $v == ok ]]; then pass "$name" "B in_sync $ms ms after its start; $(describe "$dir")"; record "$dir" "$name" 1
@@ -367,9 +359,7 @@ test_rejoin_failback() {
   fl_clients_start "$dir" 16 20971520 1500000 4 10 750000 socket 50
   fl_clients_wait_ready 15 || info "not every flow had bytes after 15 s"
   sleep "$(fl_random_delay)"
-  fl_status a >"$dir/a_status_before.json"
-  fl_status b >"$dir/b_status_before.json"
-  fl_kill9 a
+  kill_a "$dir"
   local kill_t=$KILL_T problems=() t0 ms_join="?" ms_fb="?"
   if ! fl_wait_status b 's["role"] == "active" and s["takeovers"] >= 1' 5; then
     problems+=("B did not take over within 5 s: $(fl_status b)")
