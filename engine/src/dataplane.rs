@@ -10,10 +10,12 @@
 //!
 //! Output commit (DESIGN §4, strict mode): with replication on, every frame built while
 //! processing a packet or a timer is tagged with the stack's commit tag (the sequence number
-//! of the last delta that packet produced) and held in a FIFO until the sync core's
-//! per-worker watermark (what the standby acknowledged) reaches the tag. So a SYN-ACK waits
-//! for the flow's creation, an ACK of client bytes for those bytes, and data for the state it
-//! came from. Tags only grow, so the FIFO releases in order.
+//! of the last commit-relevant delta of the flows that built it; `Stack::commit_tag`) and held
+//! in a FIFO until the sync core's per-worker watermark (what the standby acknowledged)
+//! reaches the tag. So a SYN-ACK waits for the flow's creation, an ACK of client bytes for
+//! those bytes, and data for the state it came from, not for send progress. Tags of different
+//! flows do not grow together: a frame whose tag is already acknowledged may still wait
+//! behind a younger one (the FIFO keeps every flow's frames in order; never too early).
 //!
 //! Software distribution (a device with fewer queues than workers): packets come from an
 //! [`RxSource`] and go to a [`TxPath`]; everything between is identical for every worker.

@@ -13,7 +13,8 @@
 //!
 //! **Output commit.** Every replicated change gets a per-worker sequence number from the
 //! [`Replicator`]; the DPDK loop holds each output frame until the standby acknowledged the
-//! sequence number current when the frame was built (see `dataplane`).
+//! sequence number of the last change the frame depends on: its flow's creation, received
+//! bytes or state change, not its send progress (`Stack::commit_tag`; see `dataplane`).
 
 use crate::flow::FlowKey;
 use crate::service::echo::{EchoCursor, EchoState};
@@ -65,8 +66,9 @@ pub trait Replicator: Send {
     /// Queue one event for flow `slot` (`(index, generation)` of its flow-table entry).
     /// Returns the event's sequence number.
     fn emit(&mut self, slot: (u32, u32), ev: ReplEvent<'_>) -> Result<u64, ReplFull>;
-    /// The sequence number of the last event queued (0 before the first). Output built now
-    /// may leave once the standby has acknowledged this number.
+    /// The sequence number of the last event queued (0 before the first): once the standby
+    /// acknowledged it, it has everything queued so far. (Output waits for less: the last
+    /// change it depends on, `Stack::commit_tag`.)
     fn last_seq(&self) -> u64;
     /// Records waiting because the ring was full (0 when caught up).
     fn backlog(&self) -> usize {

@@ -6,8 +6,8 @@
 //! several deltas (a `Data` run longer than [`MAX_DATA_PAYLOAD`], a service image) takes one
 //! number per delta and [`Replicator::emit`] returns the last. The standby acknowledges delta
 //! sequence numbers, and the sync core publishes the acknowledged number as the worker's
-//! release watermark: output built when `last_seq()` was `s` may leave once
-//! `watermark() >= s`.
+//! release watermark: output tagged `s` (the engine's `Stack::commit_tag`, the sequence
+//! number of the last change that output depends on) may leave once `watermark() >= s`.
 //!
 //! Ring full never drops a delta: records go to a bounded local backlog (kept in order;
 //! everything emitted later queues behind it) which [`Replicator::flush`] pushes first.
@@ -112,7 +112,7 @@ impl WorkerShared {
         self.0.watermark.load(Ordering::Acquire)
     }
 
-    /// True if output built when the worker's `last_seq()` was `seq` may leave now.
+    /// True if output tagged `seq` (see the module comment) may leave now.
     #[inline]
     pub fn released(&self, seq: u64) -> bool {
         seq <= self.watermark()
