@@ -241,19 +241,31 @@ pub struct Worker {
     pub role: Arc<RoleShared>,
 }
 
-/// Monotonic µs from the TSC (EAL calibrated its rate).
+/// Monotonic µs from the TSC (EAL calibrated its rate). A multiply and a shift per call, not a
+/// 128-bit division (which took ~2 % of a busy worker): `µs = ticks * mult >> CLOCK_SHIFT`
+/// with `mult = 10^6 << CLOCK_SHIFT / hz`, exact to < 10^-9 of the elapsed time for any
+/// TSC between 1 MHz and 10 GHz.
 struct Clock {
     t0: u64,
-    hz: u128,
+    mult: u128,
 }
+
+const CLOCK_SHIFT: u32 = 48;
 
 impl Clock {
     fn new() -> Clock {
-        Clock { t0: rdtsc(), hz: tsc_hz().max(1) as u128 }
+        Clock::with_hz(rdtsc(), tsc_hz())
+    }
+    fn with_hz(t0: u64, hz: u64) -> Clock {
+        Clock { t0, mult: (1_000_000u128 << CLOCK_SHIFT) / u128::from(hz.max(1)) }
     }
     #[inline]
     fn now(&self) -> Instant {
-        Instant(((rdtsc().wrapping_sub(self.t0)) as u128 * 1_000_000 / self.hz) as u64)
+        self.at(rdtsc())
+    }
+    #[inline]
+    fn at(&self, tsc: u64) -> Instant {
+        Instant(((u128::from(tsc.wrapping_sub(self.t0)) * self.mult) >> CLOCK_SHIFT) as u64)
     }
 }
 
@@ -523,4 +535,26 @@ pub fn run_worker(mut w: Worker) -> i32 {
     }
     w.counters.publish(c);
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Clock;
+
+    #[test]
+    fn clock_matches_exact_division() {
+        for hz in [1_000_000u64, 1_999_999_999, 2_400_000_000, 3_187_654_321, 10_000_000_000] {
+            let c = Clock::with_hz(1000, hz);
+            assert_eq!(c.at(1000).0, 0);
+            for ticks in [1u64, hz / 1_000_000, hz - 1, hz, 7 * hz + 12_345, hz * 86_400 * 365, u64::MAX - 1000] {
+                let exact = (u128::from(ticks) * 1_000_000 / u128::from(hz)) as u64;
+                let got = c.at(1000u64.wrapping_add(ticks)).0;
+                // Truncation of `mult` can only make the result smaller, by < 1 µs per 10^9.
+                assert!(got <= exact && exact - got <= 1 + exact / 1_000_000_000, "hz {hz} ticks {ticks}: {got} vs {exact}");
+            }
+        }
+        // The counter wraps: time keeps increasing across it.
+        let c = Clock::with_hz(u64::MAX - 5, 1_000_000);
+        assert_eq!(c.at(4).0, 10);
+    }
 }
