@@ -8,6 +8,7 @@ pub mod node;
 pub mod proto;
 pub mod replicator;
 pub mod ring;
+pub mod shadow;
 pub mod status;
 pub mod wait;
 

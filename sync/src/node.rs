@@ -26,6 +26,7 @@ use flowtwin_engine::stack::StackConfig;
 use crate::coalesce::Coalescer;
 use crate::delta::{self, DeltaBody, MAX_DELTA_RECORDS};
 use crate::proto::{self, Heartbeat, Hello, Msg, Role, MAGIC, MAX_BATCH_RECORDS, PROTO_VERSION};
+use crate::shadow::{ShadowSlots, SlotKey};
 use crate::replicator::{WorkerLink, RELEASE_ALL};
 use crate::ring::{Record, RECORD_BYTES, RECORD_WORDS};
 use crate::status::{PeerState, SyncStatus};
@@ -1358,31 +1359,43 @@ impl Ctx {
             let st = &*self.status;
             let fail = |ws: &mut WorkerShadow, e: &dyn std::fmt::Display| {
                 st.replay_errors.fetch_add(1, Relaxed);
-                if ws.flows.remove(&key).is_some() {
+                if ws.flows.remove(key).is_some() {
                     st.flows_abandoned.fetch_add(1, Relaxed);
                 }
-                ws.images.remove(&key);
+                ws.forget_image(key);
                 eprintln!("flowtwin-sync: worker {w} flow {key:?}: replay error: {e}");
             };
             match &d.body {
                 DeltaBody::FlowNew(rec) => match rec.to_image() {
                     Ok(img) => match ShadowFlow::new(cfg, img) {
                         Ok(f) => {
-                            ws.images.remove(&key);
-                            ws.flows.insert(key, f);
+                            ws.forget_image(key);
+                            match ws.flows.insert(key, f) {
+                                // The active reused the slot, so the older flow is gone
+                                // there, but its close never arrived: inconsistent.
+                                Ok(Some(old)) => {
+                                    st.replay_errors.fetch_add(1, Relaxed);
+                                    eprintln!(
+                                        "flowtwin-sync: worker {w} slot {}: new flow replaces {:?} whose close never arrived",
+                                        key.0, old.image.key
+                                    );
+                                }
+                                Ok(None) => {}
+                                Err(e) => fail(ws, &e),
+                            }
                         }
                         Err(e) => fail(ws, &e),
                     },
                     Err(e) => fail(ws, &e),
                 },
-                DeltaBody::FlowUpdate(rec) => match (ws.flows.get_mut(&key), rec.to_image()) {
+                DeltaBody::FlowUpdate(rec) => match (ws.flows.get_mut(key), rec.to_image()) {
                     (Some(f), Ok(img)) => f.update(cfg, img),
                     (None, _) => {
                         st.unknown_flow_deltas.fetch_add(1, Relaxed);
                     }
                     (Some(_), Err(e)) => fail(ws, &e),
                 },
-                DeltaBody::Data(dr) => match ws.flows.get_mut(&key) {
+                DeltaBody::Data(dr) => match ws.flows.get_mut(key) {
                     Some(f) => {
                         if let Err(e) = f.data(cfg, dr.offset, dr.payload()) {
                             fail(ws, &e);
@@ -1393,7 +1406,7 @@ impl Ctx {
                     }
                 },
                 DeltaBody::SvcImage(dr) => {
-                    if !ws.flows.contains_key(&key) {
+                    if !ws.flows.contains(key) {
                         st.unknown_flow_deltas.fetch_add(1, Relaxed);
                         continue;
                     }
@@ -1410,15 +1423,15 @@ impl Ctx {
                     buf.extend_from_slice(dr.payload());
                     if buf.len() >= total as usize {
                         let img = ws.images.remove(&key).unwrap_or_default();
-                        let r = ws.flows.get_mut(&key).map(|f| f.set_image(cfg, &img));
+                        let r = ws.flows.get_mut(key).map(|f| f.set_image(cfg, &img));
                         if let Some(Err(e)) = r {
                             fail(ws, &e);
                         }
                     }
                 }
                 DeltaBody::FlowClose(_) => {
-                    ws.flows.remove(&key);
-                    ws.images.remove(&key);
+                    ws.flows.remove(key);
+                    ws.forget_image(key);
                 }
                 DeltaBody::Barrier { token } => {
                     if *token == shadow.join_token && *token != 0 {
@@ -1471,11 +1484,11 @@ impl Ctx {
         for ws in shadow.workers.iter_mut() {
             // A flow whose join image is still incomplete cannot be resumed.
             for key in ws.images.drain().map(|(k, _)| k) {
-                if ws.flows.remove(&key).is_some() {
+                if ws.flows.remove(key).is_some() {
                     self.status.flows_abandoned.fetch_add(1, Relaxed);
                 }
             }
-            let mut v: Vec<ShadowFlow> = ws.flows.drain().map(|(_, f)| f).collect();
+            let mut v: Vec<ShadowFlow> = ws.flows.drain();
             for f in v.iter_mut() {
                 f.deliver_fin(&cfg);
             }
@@ -1573,7 +1586,7 @@ impl Standby {
 /// One worker's shadow table on the standby.
 #[derive(Default)]
 struct WorkerShadow {
-    flows: HashMap<(u32, u32), ShadowFlow>,
+    flows: ShadowSlots,
     /// Service images being assembled from `SvcImage` chunks.
     images: HashMap<(u32, u32), Vec<u8>>,
     /// Highest sequence applied / acknowledged.
@@ -1581,6 +1594,16 @@ struct WorkerShadow {
     acked: u64,
     /// `Barrier(join_token)` applied.
     barrier: bool,
+}
+
+impl WorkerShadow {
+    /// Drop a partly received service image (images exist only while a join is under way:
+    /// the common case costs no hashing).
+    fn forget_image(&mut self, key: SlotKey) {
+        if !self.images.is_empty() {
+            self.images.remove(&key);
+        }
+    }
 }
 
 struct Shadow {
