@@ -107,6 +107,9 @@ pub struct SyncStatus {
     /// Of those, waits a worker's doorbell ended (it published deltas while the sync
     /// thread was parked). Under load the sync thread rarely parks, so this stays small.
     pub doorbell_wakes: AtomicU64,
+    /// Active: batch sent → its acknowledgement (the standby applied it), µs. Strict output
+    /// waits about one of these per commit-relevant change.
+    pub ack_rtt: Histogram,
     pub(crate) takeover_requested: AtomicBool,
     pub(crate) handover_requested: AtomicBool,
     pub(crate) stop: AtomicBool,
@@ -154,6 +157,7 @@ impl SyncStatus {
             last_takeover_us: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             doorbell_wakes: AtomicU64::new(0),
+            ack_rtt: Histogram::default(),
             takeover_requested: AtomicBool::new(false),
             handover_requested: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -394,5 +398,77 @@ impl SyncStatus {
         );
         g(out, "waits_total", "counter", self.waits.load(Relaxed));
         g(out, "doorbell_wakes_total", "counter", self.doorbell_wakes.load(Relaxed));
+        self.ack_rtt.render(out, "flowtwin_sync_ack_rtt_us");
+    }
+}
+
+/// Upper bounds (µs) of [`Histogram`]'s buckets; one more bucket takes the rest (`+Inf`).
+pub const RTT_BUCKETS_US: [u64; 12] = [10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 200_000];
+
+/// A Prometheus histogram of µs values (cumulative `_bucket{le}`, `_sum`, `_count` when
+/// rendered). Written by one thread, read by any.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; RTT_BUCKETS_US.len() + 1],
+    sum: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum: AtomicU64::new(0) }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, us: u64) {
+        let i = RTT_BUCKETS_US.partition_point(|&b| b < us);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum.fetch_add(us, Relaxed);
+    }
+
+    /// Observations so far, per bucket (not cumulative; the last is `+Inf`).
+    pub fn counts(&self) -> [u64; RTT_BUCKETS_US.len() + 1] {
+        std::array::from_fn(|i| self.buckets[i].load(Relaxed))
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cum = 0;
+        for (i, n) in self.counts().iter().enumerate() {
+            cum += n;
+            match RTT_BUCKETS_US.get(i) {
+                Some(le) => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cum}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+                }
+            }
+        }
+        let _ = writeln!(out, "{name}_sum {}\n{name}_count {cum}", self.sum.load(Relaxed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_upper_bounds() {
+        let h = Histogram::default();
+        for us in [0, 10, 11, 99, 100, 150, 200_000, 200_001, u64::MAX / 4] {
+            h.observe(us);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x");
+        let line = |k: &str| out.lines().find(|l| l.starts_with(k)).unwrap_or_else(|| panic!("{k} in {out}")).to_owned();
+        assert_eq!(line("x_bucket{le=\"10\"}"), "x_bucket{le=\"10\"} 2", "le is inclusive");
+        assert_eq!(line("x_bucket{le=\"20\"}"), "x_bucket{le=\"20\"} 3");
+        assert_eq!(line("x_bucket{le=\"100\"}"), "x_bucket{le=\"100\"} 5");
+        assert_eq!(line("x_bucket{le=\"200\"}"), "x_bucket{le=\"200\"} 6");
+        assert_eq!(line("x_bucket{le=\"200000\"}"), "x_bucket{le=\"200000\"} 7");
+        assert_eq!(line("x_bucket{le=\"+Inf\"}"), "x_bucket{le=\"+Inf\"} 9");
+        assert_eq!(line("x_count"), "x_count 9");
+        assert!(out.starts_with("# TYPE x histogram\n"));
     }
 }
