@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use flowtwin_engine::counters::{Counters, Drop, Event, SharedCounters};
+use flowtwin_engine::counters::{write_latency_histogram, Counters, Drop, Event, SharedCounters, LATENCY_SLOTS};
 use flowtwin_engine::dataplane::{run_worker, Fanout, IdleConfig, ReplControl, ReplHandles, RoleShared, RxSource, TxPath, Worker};
 use flowtwin_engine::distribute::worker_for_key;
 use flowtwin_sync::{Mode, Role, SyncConfig, SyncStatus, WorkerShared};
@@ -308,6 +308,22 @@ fn render(o: &Observed, out: &mut String) {
                 let v: u64 = snaps.iter().map(|c| if pick { c.svc_bytes_in[li] } else { c.svc_bytes_out[li] }).sum();
                 sample(out, name, &[("service", svc), ("kind", kind)], v);
             }
+        }
+        if o.held.get().is_some() {
+            let mut counts = [0u64; LATENCY_SLOTS];
+            for c in &snaps {
+                for (a, b) in counts.iter_mut().zip(c.hold_us.iter()) {
+                    *a += b;
+                }
+            }
+            let sum = snaps.iter().map(|c| c.hold_us_sum).sum();
+            write_latency_histogram(
+                out,
+                "flowtwin_output_hold_us",
+                "output commit: how long frames waited for the standby's acknowledgement before leaving, all workers",
+                &counts,
+                sum,
+            );
         }
         family(out, "flowtwin_flows", "gauge", "live flows by TCP state and worker");
         for (i, c) in snaps.iter().enumerate() {

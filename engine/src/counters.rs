@@ -139,6 +139,39 @@ reasons! {
 /// Services (listeners) an engine can have; config validation enforces it.
 pub const MAX_SERVICES: usize = 16;
 
+/// Upper bounds (µs) of the buckets of latency histograms; one more bucket takes the rest
+/// (`+Inf`). Shared by the worker's output-hold histogram and the sync thread's ack
+/// round-trip histogram so the two line up.
+pub const LATENCY_BUCKETS_US: [u64; 12] = [10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 200_000];
+/// Buckets of a latency histogram, `+Inf` included.
+pub const LATENCY_SLOTS: usize = LATENCY_BUCKETS_US.len() + 1;
+
+/// The bucket of a µs value (upper bounds inclusive).
+#[inline]
+pub fn latency_bucket(us: u64) -> usize {
+    LATENCY_BUCKETS_US.partition_point(|&b| b < us)
+}
+
+/// Prometheus text of a latency histogram: `counts` per bucket (not cumulative) as
+/// cumulative `{name}_bucket{le="..."}` lines, then `{name}_sum` and `{name}_count`.
+pub fn write_latency_histogram(out: &mut String, name: &str, help: &str, counts: &[u64; LATENCY_SLOTS], sum: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cum = 0;
+    for (i, n) in counts.iter().enumerate() {
+        cum += n;
+        match LATENCY_BUCKETS_US.get(i) {
+            Some(le) => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cum}");
+            }
+            None => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+            }
+        }
+    }
+    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cum}");
+}
+
 /// A worker's private counters.
 #[derive(Clone, Debug)]
 pub struct Counters {
@@ -149,6 +182,10 @@ pub struct Counters {
     /// Payload bytes delivered to / sent by each service (index = listener).
     pub svc_bytes_in: [u64; MAX_SERVICES],
     pub svc_bytes_out: [u64; MAX_SERVICES],
+    /// Output commit: how long frames waited for the standby, µs (per bucket, not
+    /// cumulative), and the sum.
+    pub hold_us: [u64; LATENCY_SLOTS],
+    pub hold_us_sum: u64,
 }
 
 impl Default for Counters {
@@ -159,6 +196,8 @@ impl Default for Counters {
             flows_by_state: [0; 16],
             svc_bytes_in: [0; MAX_SERVICES],
             svc_bytes_out: [0; MAX_SERVICES],
+            hold_us: [0; LATENCY_SLOTS],
+            hold_us_sum: 0,
         }
     }
 }
@@ -191,6 +230,8 @@ pub struct SharedCounters {
     flows_by_state: Vec<AtomicU64>,
     svc_bytes_in: Vec<AtomicU64>,
     svc_bytes_out: Vec<AtomicU64>,
+    hold_us: Vec<AtomicU64>,
+    hold_us_sum: AtomicU64,
 }
 
 impl Default for SharedCounters {
@@ -202,6 +243,8 @@ impl Default for SharedCounters {
             flows_by_state: v(16),
             svc_bytes_in: v(MAX_SERVICES),
             svc_bytes_out: v(MAX_SERVICES),
+            hold_us: v(LATENCY_SLOTS),
+            hold_us_sum: AtomicU64::new(0),
         }
     }
 }
@@ -229,6 +272,8 @@ impl SharedCounters {
         store_all(&self.flows_by_state, &c.flows_by_state);
         store_all(&self.svc_bytes_in, &c.svc_bytes_in);
         store_all(&self.svc_bytes_out, &c.svc_bytes_out);
+        store_all(&self.hold_us, &c.hold_us);
+        self.hold_us_sum.store(c.hold_us_sum, Ordering::Relaxed);
     }
 
     /// A snapshot (pairs with `publish`'s Relaxed stores; values may be a few ms old).
@@ -239,6 +284,8 @@ impl SharedCounters {
         load_all(&mut c.flows_by_state, &self.flows_by_state);
         load_all(&mut c.svc_bytes_in, &self.svc_bytes_in);
         load_all(&mut c.svc_bytes_out, &self.svc_bytes_out);
+        load_all(&mut c.hold_us, &self.hold_us);
+        c.hold_us_sum = self.hold_us_sum.load(Ordering::Relaxed);
         c
     }
 }

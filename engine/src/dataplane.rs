@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use flowtwin_ffi::ring::{RingConsumer, RingProducer};
 use flowtwin_ffi::{pause, rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue, BURST_MAX};
 
-use crate::counters::{Drop, Event, SharedCounters};
+use crate::counters::{latency_bucket, Counters, Drop, Event, SharedCounters, LATENCY_SLOTS};
 use crate::distribute::worker_for_frame;
 use crate::replica::{Replicator, ShadowFlow};
 use crate::stack::{FrameSink, Stack, StackConfig, MAX_FRAME};
@@ -284,7 +284,12 @@ struct MbufSink<'a> {
     /// Output commit on: frames wait in `pending` until tagged, then in `held`.
     hold: bool,
     pending: Vec<Mbuf>,
-    held: VecDeque<(u64, Mbuf)>,
+    /// (tag, µs when tagged, frame).
+    held: VecDeque<(u64, u64, Mbuf)>,
+    /// How long released frames were held (see `Counters::hold_us`), folded into the
+    /// worker's counters when they are published.
+    hold_us: [u64; LATENCY_SLOTS],
+    hold_us_sum: u64,
 }
 
 impl MbufSink<'_> {
@@ -296,21 +301,32 @@ impl MbufSink<'_> {
     }
 
     /// Tag the frames built since the last call (`None`: not yet committable).
-    fn commit(&mut self, tag: Option<u64>) {
+    fn commit(&mut self, tag: Option<u64>, now: Instant) {
         if let Some(t) = tag {
             for m in self.pending.drain(..) {
-                self.held.push_back((t, m));
+                self.held.push_back((t, now.0, m));
             }
         }
     }
 
     /// Send every held frame whose tag the standby has acknowledged.
-    fn release(&mut self, watermark: u64) {
-        while self.held.front().is_some_and(|(t, _)| *t <= watermark) {
-            if let Some((_, m)) = self.held.pop_front() {
+    fn release(&mut self, watermark: u64, now: Instant) {
+        while self.held.front().is_some_and(|(t, _, _)| *t <= watermark) {
+            if let Some((_, since, m)) = self.held.pop_front() {
+                let us = now.0.saturating_sub(since);
+                self.hold_us[latency_bucket(us)] += 1;
+                self.hold_us_sum += us;
                 self.send_now(m);
             }
         }
+    }
+
+    /// Move the hold histogram into the worker's counters.
+    fn fold_holds(&mut self, c: &mut Counters) {
+        for (a, b) in c.hold_us.iter_mut().zip(self.hold_us.iter_mut()) {
+            *a += std::mem::take(b);
+        }
+        c.hold_us_sum += std::mem::take(&mut self.hold_us_sum);
     }
 
     fn flush(&mut self) {
@@ -388,6 +404,8 @@ pub fn run_worker(mut w: Worker) -> i32 {
         hold,
         pending: Vec::with_capacity(if hold { 1024 } else { 0 }),
         held: VecDeque::with_capacity(if hold { 4096 } else { 0 }),
+        hold_us: [0; LATENCY_SLOTS],
+        hold_us_sum: 0,
     };
     let me = w.index;
     while !w.stop.load(Ordering::Relaxed) {
@@ -411,7 +429,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
                     lost += 1;
                 }
             }
-            sink.commit(stack.commit_tag());
+            sink.commit(stack.commit_tag(), now);
             w.role.flows_resumed.fetch_add(ok, Ordering::Relaxed);
             w.role.flows_abandoned.fetch_add(lost, Ordering::Relaxed);
             w.role.takeover_done_us.store(now.0, Ordering::Relaxed);
@@ -456,15 +474,15 @@ pub fn run_worker(mut w: Worker) -> i32 {
             }
             stack.process(now, rx.data(i), &mut sink);
             if hold {
-                sink.commit(stack.commit_tag());
+                sink.commit(stack.commit_tag(), now);
             }
         }
         rx.clear();
         stack.poll(now, &mut sink);
         if let Some(c) = &control {
             stack.replication_tick();
-            sink.commit(stack.commit_tag());
-            sink.release(c.watermark());
+            sink.commit(stack.commit_tag(), now);
+            sink.release(c.watermark(), now);
             // Wake a parked sync core only when output waits for the standby. Deltas that
             // hold nothing (send progress; everything in async mode while the lag is within
             // bounds) wait for its next bounded park instead: a download then costs ~1 000
@@ -489,6 +507,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
                 c.set_held((sink.held.len() + sink.pending.len()) as u64);
             }
             let c = stack.counters_mut();
+            sink.fold_holds(c);
             c.drops[Drop::TxNoMbuf as usize] += std::mem::take(&mut sink.no_mbuf);
             c.drops[Drop::TxFull as usize] += std::mem::take(&mut sink.tx_full);
             if to_ring {
@@ -527,6 +546,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
     sink.held.clear();
     sink.pending.clear();
     let c = stack.counters_mut();
+    sink.fold_holds(c);
     c.drops[Drop::TxNoMbuf as usize] += sink.no_mbuf;
     c.drops[Drop::TxFull as usize] += sink.tx_full;
     if to_ring {

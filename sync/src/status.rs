@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::proto::Role;
+use flowtwin_engine::counters::{latency_bucket, write_latency_histogram, LATENCY_SLOTS};
 
 /// What this node knows about its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,18 +399,19 @@ impl SyncStatus {
         );
         g(out, "waits_total", "counter", self.waits.load(Relaxed));
         g(out, "doorbell_wakes_total", "counter", self.doorbell_wakes.load(Relaxed));
-        self.ack_rtt.render(out, "flowtwin_sync_ack_rtt_us");
+        self.ack_rtt.render(
+            out,
+            "flowtwin_sync_ack_rtt_us",
+            "active: a batch sent -> the standby applied and acknowledged it",
+        );
     }
 }
 
-/// Upper bounds (µs) of [`Histogram`]'s buckets; one more bucket takes the rest (`+Inf`).
-pub const RTT_BUCKETS_US: [u64; 12] = [10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 200_000];
-
-/// A Prometheus histogram of µs values (cumulative `_bucket{le}`, `_sum`, `_count` when
-/// rendered). Written by one thread, read by any.
+/// A Prometheus histogram of µs values (buckets: `LATENCY_BUCKETS_US`, like the workers'
+/// output-hold histogram). Written by one thread, read by any.
 #[derive(Debug)]
 pub struct Histogram {
-    buckets: [AtomicU64; RTT_BUCKETS_US.len() + 1],
+    buckets: [AtomicU64; LATENCY_SLOTS],
     sum: AtomicU64,
 }
 
@@ -421,31 +423,17 @@ impl Default for Histogram {
 
 impl Histogram {
     pub fn observe(&self, us: u64) {
-        let i = RTT_BUCKETS_US.partition_point(|&b| b < us);
-        self.buckets[i].fetch_add(1, Relaxed);
+        self.buckets[latency_bucket(us)].fetch_add(1, Relaxed);
         self.sum.fetch_add(us, Relaxed);
     }
 
     /// Observations so far, per bucket (not cumulative; the last is `+Inf`).
-    pub fn counts(&self) -> [u64; RTT_BUCKETS_US.len() + 1] {
+    pub fn counts(&self) -> [u64; LATENCY_SLOTS] {
         std::array::from_fn(|i| self.buckets[i].load(Relaxed))
     }
 
-    fn render(&self, out: &mut String, name: &str) {
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        let mut cum = 0;
-        for (i, n) in self.counts().iter().enumerate() {
-            cum += n;
-            match RTT_BUCKETS_US.get(i) {
-                Some(le) => {
-                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cum}");
-                }
-                None => {
-                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
-                }
-            }
-        }
-        let _ = writeln!(out, "{name}_sum {}\n{name}_count {cum}", self.sum.load(Relaxed));
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        write_latency_histogram(out, name, help, &self.counts(), self.sum.load(Relaxed));
     }
 }
 
@@ -460,7 +448,7 @@ mod tests {
             h.observe(us);
         }
         let mut out = String::new();
-        h.render(&mut out, "x");
+        h.render(&mut out, "x", "help");
         let line = |k: &str| out.lines().find(|l| l.starts_with(k)).unwrap_or_else(|| panic!("{k} in {out}")).to_owned();
         assert_eq!(line("x_bucket{le=\"10\"}"), "x_bucket{le=\"10\"} 2", "le is inclusive");
         assert_eq!(line("x_bucket{le=\"20\"}"), "x_bucket{le=\"20\"} 3");
@@ -469,6 +457,6 @@ mod tests {
         assert_eq!(line("x_bucket{le=\"200000\"}"), "x_bucket{le=\"200000\"} 7");
         assert_eq!(line("x_bucket{le=\"+Inf\"}"), "x_bucket{le=\"+Inf\"} 9");
         assert_eq!(line("x_count"), "x_count 9");
-        assert!(out.starts_with("# TYPE x histogram\n"));
+        assert!(out.starts_with("# HELP x help\n# TYPE x histogram\n"));
     }
 }
