@@ -72,15 +72,23 @@ pub struct SyncSection {
     #[serde(default = "default_async_max_lag_ms")]
     pub async_max_lag_ms: u64,
     /// After replication activity (or while a batch awaits its ack) the sync thread keeps
-    /// polling this long before it sleeps between passes. Polling cuts each hop of a strict
-    /// round trip from ~60–110 µs (a sleep) to a few µs, but burns CPU: use it when the sync
-    /// thread has a core of its own; 0 (the default) always sleeps ~50–100 µs when idle.
+    /// polling this long before it blocks. Polling saves the wake-up on each hop of a strict
+    /// round trip, but burns CPU: use it when the sync thread has a core of its own
+    /// (`cpu`); 0 (the default) blocks on the sync socket and the workers' doorbell at once.
     #[serde(default)]
     pub busy_poll_us: u64,
+    /// Pin the sync thread to this CPU (a core of its own). Default: not pinned (it runs
+    /// where the scheduler finds room). Refused if a worker lcore runs on that CPU: a
+    /// busy-polling worker would starve it, and a starved sync thread looks dead to the peer.
+    #[serde(default)]
+    pub cpu: Option<usize>,
     /// Control socket for `flowtwin ctl`.
     #[serde(default = "default_control")]
     pub control: PathBuf,
 }
+
+/// CPUs a thread can be pinned to (glibc's `CPU_SETSIZE`).
+const MAX_CPUS: usize = 1024;
 
 fn default_sync_mode() -> SyncMode {
     SyncMode::Strict
@@ -382,6 +390,9 @@ impl Config {
             if y.dead_after == 0 || y.dead_after > 1000 {
                 return Err(format!("sync.dead_after = {}: must be 1..=1000 missed heartbeats", y.dead_after));
             }
+            if y.cpu.is_some_and(|c| c >= MAX_CPUS) {
+                return Err(format!("sync.cpu = {}: CPU numbers go from 0 to {}", y.cpu.unwrap_or(0), MAX_CPUS - 1));
+            }
             if y.busy_poll_us > 1_000_000 {
                 return Err(format!("sync.busy_poll_us = {}: must be 0..=1000000", y.busy_poll_us));
             }
@@ -456,6 +467,11 @@ mod tests {
         assert_eq!(Config::parse(&bp).unwrap().sync.unwrap().busy_poll_us, 300);
         let bp = format!("{ok}busy_poll_us = 2000000\n");
         assert!(Config::parse(&bp).unwrap_err().contains("sync.busy_poll_us"));
+        assert_eq!(y.cpu, None, "the sync thread is not pinned by default");
+        assert_eq!(Config::parse(&format!("{ok}cpu = 3\n")).unwrap().sync.unwrap().cpu, Some(3));
+        let e = Config::parse(&format!("{ok}cpu = 5000\n")).unwrap_err();
+        assert!(e.contains("sync.cpu = 5000"), "{e}");
+        assert!(Config::parse(&format!("{ok}cpu = -1\n")).is_err());
     }
 
     #[test]

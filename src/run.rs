@@ -23,7 +23,7 @@ use flowtwin_engine::wire::MacAddr;
 use flowtwin_ffi::port::{port_by_name, queue_limits, PortConfig, RssMode, StatsReader};
 use flowtwin_ffi::ring::{RingConsumer, RingProducer};
 use flowtwin_ffi::wait::{set_timer_slack, wait_readable, Doorbell, MAX_WAIT_FDS};
-use flowtwin_ffi::{Eal, Mempool, Port, Ring};
+use flowtwin_ffi::{Eal, LcoreId, Mempool, Port, Ring};
 
 use crate::config::{parse_mac, Config, ServiceKind, SyncMode, SyncRole};
 use crate::ctl;
@@ -105,6 +105,25 @@ const SYNC_TIMER_SLACK: Duration = Duration::from_micros(5);
 #[derive(Debug)]
 struct PollWaiter {
     bell: Doorbell,
+    /// `sync.cpu`: pin the sync thread there (checked by `check_sync_cpu` before start).
+    cpu: Option<usize>,
+}
+
+/// `sync.cpu` must exist, and no worker may run on it (a worker busy-polls its CPU: the sync
+/// thread would starve there and its peer would declare it dead).
+fn check_sync_cpu(eal: &Eal, workers: &[LcoreId], cpu: usize) -> Result<(), String> {
+    if let Some(w) = workers.iter().find(|&&l| eal.lcore_runs_on(l, cpu)) {
+        return Err(format!(
+            "sync.cpu = {cpu}: worker lcore {} runs on that CPU; give the sync thread a CPU no worker uses (see eal.args -l / --lcores)",
+            w.0
+        ));
+    }
+    // Pin a throwaway thread the way the sync thread will be pinned, so a CPU that does not
+    // exist (or is outside this process's cpuset) is an error now, not a warning later.
+    std::thread::spawn(move || flowtwin_ffi::pin_current_thread(cpu))
+        .join()
+        .map_err(|_| format!("sync.cpu = {cpu}: probe thread panicked"))?
+        .map_err(|e| format!("sync.cpu = {cpu}: cannot run a thread there: {e}"))
 }
 
 impl flowtwin_sync::Waiter for PollWaiter {
@@ -132,6 +151,12 @@ impl flowtwin_sync::Waiter for PollWaiter {
     fn on_sync_thread(&self) {
         if let Err(e) = set_timer_slack(SYNC_TIMER_SLACK) {
             eprintln!("flowtwin: sync thread: cannot set timer slack: {e}");
+        }
+        if let Some(cpu) = self.cpu {
+            match flowtwin_ffi::pin_current_thread(cpu) {
+                Ok(()) => eprintln!("flowtwin: sync thread pinned to CPU {cpu}"),
+                Err(e) => eprintln!("flowtwin: sync thread: cannot pin to CPU {cpu}: {e}"),
+            }
         }
     }
 }
@@ -580,6 +605,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     }
     let _ = observed.held.set(links.iter().map(|l| l.shared.clone()).collect());
     let mut sync_handle = None;
+    if let Some(cpu) = cfg.sync.as_ref().and_then(|y| y.cpu) {
+        check_sync_cpu(&eal, &lcores[..nworkers], cpu)?;
+    }
     if let (Some(y), Some(st)) = (&cfg.sync, &sync_status) {
         let sc = SyncConfig {
             node_id: y.node_id,
@@ -600,6 +628,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             busy_poll: Duration::from_micros(y.busy_poll_us),
             waiter: Some(Arc::new(PollWaiter {
                 bell: Doorbell::new().map_err(|e| format!("sync: eventfd: {e}"))?,
+                cpu: y.cpu,
             })),
             park_max: flowtwin_sync::node::PARK_MAX,
         };

@@ -110,6 +110,29 @@ const unsigned FT_RING_F_SP_ENQ = RING_F_SP_ENQ;
 const unsigned FT_RING_F_SC_DEQ = RING_F_SC_DEQ;
 const int FT_SOCKET_ID_ANY = SOCKET_ID_ANY;
 
+int ft_pin_current_thread(int cpu)
+{
+	cpu_set_t one;
+
+	if (cpu < 0 || cpu >= CPU_SETSIZE)
+		return -EINVAL;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	if (sched_setaffinity(0, sizeof(one), &one) != 0)
+		return -errno;
+	return 0;
+}
+
+int ft_lcore_has_cpu(unsigned lcore, int cpu)
+{
+	rte_cpuset_t s;
+
+	if (lcore >= RTE_MAX_LCORE || cpu < 0 || cpu >= CPU_SETSIZE)
+		return 0;
+	s = rte_lcore_cpuset(lcore);
+	return CPU_ISSET(cpu, &s) ? 1 : 0;
+}
+
 int ft_float_current_thread(void)
 {
 	cpu_set_t all;

@@ -31,6 +31,10 @@ unsigned ft_ring_count(const struct rte_ring *r);
 void ft_pause(void);
 /* Let the calling thread run on every CPU (EAL pinned it); 0 or -errno. */
 int ft_float_current_thread(void);
+/* Pin the calling thread to CPU `cpu`; 0 or -errno (-EINVAL: no such CPU). */
+int ft_pin_current_thread(int cpu);
+/* 1 if EAL lets lcore `lcore` run on CPU `cpu`, else 0. */
+int ft_lcore_has_cpu(unsigned lcore, int cpu);
 
 /* RTE_BIT64() macros bindgen cannot evaluate: exported as constants. */
 extern const uint64_t FT_ETH_RSS_IP;

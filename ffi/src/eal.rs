@@ -86,6 +86,14 @@ impl Eal {
         v
     }
 
+    /// Whether EAL lets `lcore` run on CPU `cpu` (its `-l` / `--lcores` mapping).
+    pub fn lcore_runs_on(&self, lcore: LcoreId, cpu: usize) -> bool {
+        let Ok(c) = i32::try_from(cpu) else { return false };
+        // SAFETY: reads EAL's lcore configuration after a successful init; the shim checks
+        // both ranges.
+        unsafe { sys::ft_lcore_has_cpu(lcore.0, c) == 1 }
+    }
+
     /// Number of enabled lcores, main included.
     pub fn lcore_count(&self) -> u32 {
         // SAFETY: plain query of EAL configuration.

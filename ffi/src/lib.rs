@@ -98,6 +98,17 @@ pub fn float_current_thread() -> Result<()> {
     Ok(())
 }
 
+/// Pin the calling thread to one CPU (e.g. the sync thread to a core of its own).
+pub fn pin_current_thread(cpu: usize) -> Result<()> {
+    let c = i32::try_from(cpu).map_err(|_| Error::from_ret("sched_setaffinity(one CPU)", -22))?;
+    // SAFETY: changes only the calling thread's CPU affinity; the shim checks the range.
+    let r = unsafe { sys::ft_pin_current_thread(c) };
+    if r != 0 {
+        return Err(Error::from_ret("sched_setaffinity(one CPU)", r));
+    }
+    Ok(())
+}
+
 /// The calling thread's lcore id, or `None` for a non-EAL thread.
 pub fn current_lcore() -> Option<LcoreId> {
     // SAFETY: reads a thread-local per-lcore variable; valid on any thread.

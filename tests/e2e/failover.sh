@@ -25,6 +25,8 @@
 #   async_mode       kill_active (+ the 8 young flows) with mode = "async" on both. Losses are allowed; PASS iff the
 #                    engine's account is consistent with what the clients saw
 #                    (failed flows == flows the standby did not resume; flows_abandoned reported).
+#   sync_cpu         [sync] cpu: A refuses to start with it on its worker's CPU (error names the
+#                    key and the lcore); with cpu = 0 the flowtwin-sync thread may run on CPU 0 only.
 #
 # Per run: flows, completed, resets, max stall (client, midflow = after the first byte),
 # takeover time = kill -> B's `flowtwin: TAKEOVER` stderr line (stamped on arrival by
@@ -39,7 +41,7 @@ FT_PROG=failover
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-ALL_TESTS=(kill_active kill_young late_join rejoin_failback async_mode)
+ALL_TESTS=(kill_active kill_young late_join rejoin_failback async_mode sync_cpu)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
 RUNS=5
@@ -341,6 +343,37 @@ test_late_join() {
   v=$(verdict "$dir")
   if [[ $v == ok ]]; then pass "$name" "B in_sync $ms ms after its start; $(describe "$dir")"; record "$dir" "$name" 1
   else fail "$name" "$v; B in_sync $ms ms after its start; $(describe "$dir")"; record "$dir" "$name" 0; fi
+}
+
+test_sync_cpu() {
+  local name=sync_cpu dir=$TMP/sync_cpu cpus t
+  mkdir -p "$dir"
+  fl_rig_reset
+  # A's worker lcore 1 runs on CPU 1 (-l 0-1): the sync thread must not be pinned there.
+  # (Its control socket may answer before EAL is up: wait for the exit, not for start-up.)
+  FL_SYNC_EXTRA_a="cpu = 1" fl_start_engine a "$dir/a1.log" 2>"$dir/a1.err" || true
+  for ((t = 0; t < 100; t++)); do kill -0 "$A_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$A_PID" 2>/dev/null; then
+    fail "$name" "engine A still runs 10 s after start with sync.cpu on its worker's CPU"; fl_cleanup; return
+  fi
+  if ! grep -q "sync.cpu = 1: worker lcore 1 runs on that CPU" "$dir/a1.log"; then
+    fail "$name" "no clear error for sync.cpu on a worker's CPU: $(tail -3 "$dir/a1.log" | tr '\n' ' ')"; fl_cleanup; return
+  fi
+  A_PID=""
+  if ! FL_SYNC_EXTRA_a="cpu = 0" fl_start_engine a "$dir/a0.log" 2>"$dir/a0.err"; then
+    fail "$name" "engine A did not start with sync.cpu = 0: $(tr '\n' ' ' <"$dir/a0.err" | head -c 300)"; fl_cleanup; return
+  fi
+  fl_wait_status a 's["role"] == "active"' 10 || { fail "$name" "A not active: $(fl_status a)"; fl_cleanup; return; }
+  cpus=""
+  for t in /proc/"$A_PID"/task/*; do
+    [[ $(cat "$t/comm" 2>/dev/null) == flowtwin-sync ]] && cpus+=$(awk '/^Cpus_allowed_list/ {print $2}' "$t/status")
+  done
+  if [[ $cpus == 0 ]]; then
+    pass "$name" "refused on the worker's CPU with a clear error; with cpu = 0 the sync thread's Cpus_allowed_list is $cpus"
+  else
+    fail "$name" "sync thread Cpus_allowed_list '$cpus', expected 0"
+  fi
+  fl_cleanup
 }
 
 RF_ATTEMPT=0

@@ -75,6 +75,9 @@ dead_after = $FT_DEAD_AFTER
 control = "$(fl_sock "$who")"
 EOF
     [[ -n ${FT_SYNC_BUSY_POLL_US:-} ]] && echo "busy_poll_us = $FT_SYNC_BUSY_POLL_US" >>"$TMP/$who.toml"
+    # FL_SYNC_EXTRA_a / FL_SYNC_EXTRA_b: more [sync] lines for that engine (tests).
+    local extra="FL_SYNC_EXTRA_$who"
+    [[ -n ${!extra:-} ]] && echo "${!extra}" >>"$TMP/$who.toml"
   fi
   echo "$TMP/$who.toml"
 }
