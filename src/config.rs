@@ -390,8 +390,8 @@ impl Config {
             if y.dead_after == 0 || y.dead_after > 1000 {
                 return Err(format!("sync.dead_after = {}: must be 1..=1000 missed heartbeats", y.dead_after));
             }
-            if y.cpu.is_some_and(|c| c >= MAX_CPUS) {
-                return Err(format!("sync.cpu = {}: CPU numbers go from 0 to {}", y.cpu.unwrap_or(0), MAX_CPUS - 1));
+            if let Some(c) = y.cpu.filter(|&c| c >= MAX_CPUS) {
+                return Err(format!("sync.cpu = {c}: CPU numbers go from 0 to {}", MAX_CPUS - 1));
             }
             if y.busy_poll_us > 1_000_000 {
                 return Err(format!("sync.busy_poll_us = {}: must be 0..=1000000", y.busy_poll_us));

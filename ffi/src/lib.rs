@@ -100,7 +100,7 @@ pub fn float_current_thread() -> Result<()> {
 
 /// Pin the calling thread to one CPU (e.g. the sync thread to a core of its own).
 pub fn pin_current_thread(cpu: usize) -> Result<()> {
-    let c = i32::try_from(cpu).map_err(|_| Error::from_ret("sched_setaffinity(one CPU)", -22))?;
+    let c = i32::try_from(cpu).map_err(|_| Error::from_ret("sched_setaffinity(one CPU)", -libc::EINVAL))?;
     // SAFETY: changes only the calling thread's CPU affinity; the shim checks the range.
     let r = unsafe { sys::ft_pin_current_thread(c) };
     if r != 0 {

@@ -1343,6 +1343,16 @@ fn answer_connections(lst: &TcpListener, reply: &[u8], limit: Duration, max: usi
     open
 }
 
+/// An engine started as active with no standby (nothing listens on its peer address yet),
+/// once it is active; with its own (listen, peer) addresses.
+fn lone_active(stack: &Arc<StackConfig>) -> (Node, SocketAddr, SocketAddr) {
+    let (acfg, _) = pair_cfgs(Duration::from_millis(5));
+    let (listen, peer) = (acfg.listen, acfg.peer);
+    let a = node(acfg, stack, idle_links(1));
+    wait_until("active", Duration::from_secs(3), || {}, || a.status.role() == Role::Active);
+    (a, listen, peer)
+}
+
 /// An active engine alone (its standby gone) probes its peer address; a *newer* active
 /// answering there (a standby that took over while this engine stalled) makes it step down,
 /// so a split brain heals instead of both engines answering for the VIP.
@@ -1350,10 +1360,7 @@ fn answer_connections(lst: &TcpListener, reply: &[u8], limit: Duration, max: usi
 fn lone_active_steps_down_when_its_probe_finds_a_newer_active() {
     let _g = serial();
     let stack = stack_cfg();
-    let (acfg, _) = pair_cfgs(Duration::from_millis(5));
-    let peer = acfg.peer;
-    let a = node(acfg, &stack, idle_links(1));
-    wait_until("active", Duration::from_secs(3), || {}, || a.status.role() == Role::Active);
+    let (a, _, peer) = lone_active(&stack);
     // Bound only now: A's start-up attempt to reach its peer must not sit in this backlog.
     let fake = TcpListener::bind(peer).unwrap();
     let probes = answer_connections(&fake, &peer_hello(99, 9, Role::Active), Duration::from_secs(1), 1);
@@ -1367,10 +1374,7 @@ fn lone_active_steps_down_when_its_probe_finds_a_newer_active() {
 fn lone_active_stays_active_when_its_probe_finds_an_older_active() {
     let _g = serial();
     let stack = stack_cfg();
-    let (acfg, _) = pair_cfgs(Duration::from_millis(5));
-    let peer = acfg.peer;
-    let a = node(acfg, &stack, idle_links(1));
-    wait_until("active", Duration::from_secs(3), || {}, || a.status.role() == Role::Active);
+    let (a, _, peer) = lone_active(&stack);
     // Bound only now: A's start-up attempt to reach its peer must not sit in this backlog.
     let fake = TcpListener::bind(peer).unwrap();
     // Our node's epoch is 1; epoch 0 from a higher node id is older on both counts.
@@ -1385,10 +1389,7 @@ fn lone_active_stays_active_when_its_probe_finds_an_older_active() {
 fn active_steps_down_when_a_newer_active_connects() {
     let _g = serial();
     let stack = stack_cfg();
-    let (acfg, _) = pair_cfgs(Duration::from_millis(5));
-    let listen = acfg.listen;
-    let a = node(acfg, &stack, idle_links(1));
-    wait_until("active", Duration::from_secs(3), || {}, || a.status.role() == Role::Active);
+    let (a, listen, _) = lone_active(&stack);
     let mut s = TcpStream::connect(listen).unwrap();
     s.write_all(&peer_hello(99, 9, Role::Active)).unwrap();
     wait_until("stepped down", Duration::from_secs(2), || {}, || a.status.role() != Role::Active);
