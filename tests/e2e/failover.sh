@@ -14,7 +14,9 @@
 #   kill_active      x --runs (default 5): A, then B; B in_sync; 16 rate-limited downloads of
 #                    /gen/20971520 (~5 s each) + 4 echo streams of 10 MB (~5 s); once every flow
 #                    has bytes, a random 0.5-2 s, then kill -9 A. PASS iff every transfer is
-#                    byte-exact, the client saw 0 RSTs (rstcount.py rst_in) and B took over.
+#                    byte-exact, the client saw 0 RSTs (rstcount.py rst_in) and B took over,
+#                    and A's /metrics just before the kill had observations in both latency
+#                    histograms (flowtwin_output_hold_us, flowtwin_sync_ack_rtt_us).
 #   kill_young       (strict) like one kill_active run, plus 8 echo connections opened just before
 #                    the kill (killed as soon as each has its first echoed bytes): they too survive.
 #   late_join        A alone; transfers start; B starts mid-transfer, reaches in_sync (snapshot);
@@ -181,7 +183,32 @@ EOF
 kill_a() {
   fl_status a >"$1/a_status_before.json"
   fl_status b >"$1/b_status_before.json"
+  fl_metrics a "$1/a_before.metrics"
   fl_kill9 a
+}
+
+# hold_metrics FILE — A's /metrics under strict load must carry both latency histograms
+# (flowtwin_output_hold_us, flowtwin_sync_ack_rtt_us) with observations, cumulative buckets
+# and +Inf == _count -> "ok" or the reasons
+hold_metrics() {
+  $PY - "$1" <<'EOF'
+import sys
+try:
+    lines = open(sys.argv[1]).read().splitlines()
+except OSError:
+    lines = []
+bad = []
+for h in ("flowtwin_output_hold_us", "flowtwin_sync_ack_rtt_us"):
+    b = [float(l.split()[-1]) for l in lines if l.startswith(h + "_bucket{")]
+    c = [float(l.split()[-1]) for l in lines if l.startswith(h + "_count ")]
+    if not b or not c:
+        bad.append(f"A's /metrics has no {h} histogram")
+    elif c[0] <= 0:
+        bad.append(f"{h}: no observations under load")
+    elif b != sorted(b) or b[-1] != c[0]:
+        bad.append(f"{h}: buckets not cumulative or +Inf {b[-1]} != count {c[0]}")
+print("ok" if not bad else "; ".join(bad))
+EOF
 }
 
 # evaluate_kill DIR NAME — wait for the clients, then evaluate the kill as B saw it
@@ -253,6 +280,7 @@ kill_test() { # name young
     fi
     break
   done
+  [[ $v == ok ]] && v=$(hold_metrics "$dir/a_before.metrics")
   local note=""
   [[ $attempt -gt 0 ]] && note="; after $attempt void run(s) with a spurious, correctly fenced takeover"
   if [[ $v == ok ]]; then pass "$name" "$(describe "$dir")$note"; record "$dir" "$name" 1
