@@ -10,12 +10,12 @@
 //!
 //! Output commit (DESIGN §4, strict mode): with replication on, every frame built while
 //! processing a packet or a timer is tagged with the stack's commit tag (the sequence number
-//! of the last commit-relevant delta of the flows that built it; `Stack::commit_tag`) and held
-//! in a FIFO until the sync core's per-worker watermark (what the standby acknowledged)
-//! reaches the tag. So a SYN-ACK waits for the flow's creation, an ACK of client bytes for
-//! those bytes, and data for the state it came from, not for send progress. Tags of different
-//! flows do not grow together: a frame whose tag is already acknowledged may still wait
-//! behind a younger one (the FIFO keeps every flow's frames in order; never too early).
+//! of the last commit-relevant delta of the flow that built it, and which flow;
+//! `Stack::commit_tag`) and held ([`OutputHold`]) until the sync core's per-worker watermark
+//! (what the standby acknowledged) reaches the tag. So a SYN-ACK waits for the flow's
+//! creation, an ACK of client bytes for those bytes, and data for the state it came from, not
+//! for send progress. Each flow's frames leave in order; a frame does not wait behind another
+//! flow's younger one (`commit`).
 //!
 //! Software distribution (a device with fewer queues than workers): packets come from an
 //! [`RxSource`] and go to a [`TxPath`]; everything between is identical for every worker.
@@ -27,13 +27,13 @@
 //! packet is freed and counted (`handoff_ring_full`); TCP retransmission recovers it. Output
 //! commit is unaffected: a worker puts a frame into its egress ring only once it is released.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use flowtwin_ffi::ring::{RingConsumer, RingProducer};
 use flowtwin_ffi::{pause, rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue, BURST_MAX};
 
+use crate::commit::{CommitTag, OutputHold};
 use crate::counters::{latency_bucket, Counters, Drop, Event, SharedCounters, LATENCY_SLOTS};
 use crate::distribute::worker_for_frame;
 use crate::replica::{Replicator, ShadowFlow};
@@ -281,11 +281,9 @@ struct MbufSink<'a> {
     /// as `handoff_ring_full`, what does as `handoff_out`.
     to_ring: bool,
     ring_full: u64,
-    /// Output commit on: frames wait in `pending` until tagged, then in `held`.
+    /// Output commit on: frames wait in `held` until the standby has what they depend on.
     hold: bool,
-    pending: Vec<Mbuf>,
-    /// (tag, µs when tagged, frame).
-    held: VecDeque<(u64, u64, Mbuf)>,
+    held: OutputHold<Mbuf>,
     /// How long released frames were held (see `Counters::hold_us`), folded into the
     /// worker's counters when they are published.
     hold_us: [u64; LATENCY_SLOTS],
@@ -301,24 +299,19 @@ impl MbufSink<'_> {
     }
 
     /// Tag the frames built since the last call (`None`: not yet committable).
-    fn commit(&mut self, tag: Option<u64>, now: Instant) {
-        if let Some(t) = tag {
-            for m in self.pending.drain(..) {
-                self.held.push_back((t, now.0, m));
-            }
-        }
+    fn commit(&mut self, tag: Option<CommitTag>, now: Instant) {
+        self.held.commit(tag, now.0);
     }
 
     /// Send every held frame whose tag the standby has acknowledged.
     fn release(&mut self, watermark: u64, now: Instant) {
-        while self.held.front().is_some_and(|(t, _, _)| *t <= watermark) {
-            if let Some((_, since, m)) = self.held.pop_front() {
-                let us = now.0.saturating_sub(since);
-                self.hold_us[latency_bucket(us)] += 1;
-                self.hold_us_sum += us;
-                self.send_now(m);
-            }
-        }
+        let mut held = std::mem::take(&mut self.held);
+        held.release(watermark, now.0, |m, us| {
+            self.hold_us[latency_bucket(us)] += 1;
+            self.hold_us_sum += us;
+            self.send_now(m);
+        });
+        self.held = held;
     }
 
     /// Move the hold histogram into the worker's counters.
@@ -363,11 +356,17 @@ impl FrameSink for MbufSink<'_> {
             return true;
         }
         if self.hold {
-            self.pending.push(m);
+            self.held.push(m);
         } else {
             self.send_now(m);
         }
         true
+    }
+
+    fn seal(&mut self, tag: Option<CommitTag>, now: Instant) {
+        if self.hold {
+            self.commit(tag, now);
+        }
     }
 }
 
@@ -402,8 +401,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
         to_ring,
         ring_full: 0,
         hold,
-        pending: Vec::with_capacity(if hold { 1024 } else { 0 }),
-        held: VecDeque::with_capacity(if hold { 4096 } else { 0 }),
+        held: OutputHold::with_capacity(if hold { 4096 } else { 0 }),
         hold_us: [0; LATENCY_SLOTS],
         hold_us_sum: 0,
     };
@@ -449,7 +447,6 @@ pub fn run_worker(mut w: Worker) -> i32 {
             stack.set_active(false);
             stack.clear_flows();
             sink.held.clear();
-            sink.pending.clear();
         }
         if let Some(c) = &control {
             let t = c.snapshot_request();
@@ -487,7 +484,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
             // hold nothing (send progress; everything in async mode while the lag is within
             // bounds) wait for its next bounded park instead: a download then costs ~1 000
             // wake-ups a second, not one per loop pass.
-            if !sink.held.is_empty() || !sink.pending.is_empty() {
+            if !sink.held.is_empty() {
                 c.deltas_queued();
             }
         }
@@ -504,7 +501,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
         if now.0.saturating_sub(last_publish.0) >= 1000 {
             last_publish = now;
             if let Some(c) = &control {
-                c.set_held((sink.held.len() + sink.pending.len()) as u64);
+                c.set_held(sink.held.len() as u64);
             }
             let c = stack.counters_mut();
             sink.fold_holds(c);
@@ -517,7 +514,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
             w.counters.publish(c);
         }
 
-        let waiting = !sink.held.is_empty() || !sink.pending.is_empty();
+        let waiting = !sink.held.is_empty();
         if got > 0 || drained > 0 || !w.idle.enabled || waiting {
             empty_polls = 0;
             continue;
@@ -544,7 +541,6 @@ pub fn run_worker(mut w: Worker) -> i32 {
     // Held frames are dropped at shutdown (their mbufs return to the pool): the standby, if
     // any, will send them after its takeover.
     sink.held.clear();
-    sink.pending.clear();
     let c = stack.counters_mut();
     sink.fold_holds(c);
     c.drops[Drop::TxNoMbuf as usize] += sink.no_mbuf;

@@ -4,6 +4,7 @@
 //! replayed on a standby.
 #![forbid(unsafe_code)]
 
+pub mod commit;
 pub mod counters;
 pub mod dataplane;
 pub mod distribute;

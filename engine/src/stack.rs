@@ -13,6 +13,7 @@ use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use crate::commit::{CommitTag, Lane};
 use crate::counters::{Counters, Drop, Event};
 use crate::flow::{FlowId, FlowKey, FlowTable};
 use crate::replica::{FlowImage, ReplEvent, Replicator, ShadowFlow};
@@ -41,6 +42,12 @@ pub trait FrameSink {
     /// and returns the frame length (0 = nothing to send). Returns false if no buffer was
     /// available (the caller counts it; TCP's timers recover).
     fn emit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool;
+
+    /// The frames emitted since the last seal were all built by one flow's call and depend
+    /// on `tag` (`Stack::commit_tag`). A sink that holds output for the standby tags them
+    /// now, so that frames of several flows built in one pass (timers) are not tagged
+    /// together (`commit::Lane::Any`). Sinks that do not hold ignore it.
+    fn seal(&mut self, _tag: Option<CommitTag>, _now: Instant) {}
 }
 
 /// The VRRP-style virtual MAC of virtual router `vrid` (RFC 5798 §7.3): 00:00:5e:00:01:{vrid}.
@@ -168,6 +175,8 @@ pub struct Stack {
     /// The highest `repl_seq` of the flows touched since `commit_tag` last returned a tag:
     /// the tag of the output built since then.
     tag: Cell<u64>,
+    /// The flow(s) touched since then (`None`: none yet).
+    lane: Cell<Option<Lane>>,
     /// Standby engines answer nothing.
     active: bool,
     /// Until then, segments of unknown flows are dropped instead of reset (takeover).
@@ -317,6 +326,7 @@ impl Stack {
             resync: Vec::new(),
             snapshot: None,
             tag: Cell::new(0),
+            lane: Cell::new(None),
             active: true,
             grace_until: Instant::ZERO,
             cfg,
@@ -370,18 +380,33 @@ impl Stack {
     /// function of its service stream offset, and a standby whose progress image lags behind
     /// catches up from the client's ACK at takeover (`flow_input`, [`Tcb::catch_up_sent`]).
     /// A download's segments therefore leave at once instead of one sync round trip later.
-    pub fn commit_tag(&self) -> Option<u64> {
+    ///
+    /// The tag also names the flow that built the output ([`Lane`]), so that output of
+    /// other flows need not wait behind it (`commit::OutputHold`): `Lane::Any` when several
+    /// flows or none did.
+    pub fn commit_tag(&self) -> Option<CommitTag> {
         match &self.repl {
-            None => Some(0),
+            None => {
+                self.lane.set(None);
+                Some(CommitTag::NONE)
+            }
             Some(_) if !self.resync.is_empty() => None,
-            Some(_) => Some(self.tag.replace(0)),
+            Some(_) => Some(CommitTag { seq: self.tag.replace(0), lane: self.lane.take().unwrap_or(Lane::Any) }),
         }
     }
 
-    fn touch_tag(&self, seq: u64) {
+    /// Flow `id` built (or may have built) output in this interval, which depends on its
+    /// change `seq`.
+    fn touch_tag(&self, seq: u64, id: FlowId) {
         if seq > self.tag.get() {
             self.tag.set(seq);
         }
+        let lane = match self.lane.get() {
+            None => Lane::Flow(id.index()),
+            Some(Lane::Flow(i)) if i == id.index() => Lane::Flow(i),
+            Some(_) => Lane::Any,
+        };
+        self.lane.set(Some(lane));
     }
 
     /// Give the replicator a chance to drain its backlog and re-image flows whose delta was
@@ -440,7 +465,7 @@ impl Stack {
         if let Some(f) = self.flows.get_mut(id) {
             f.repl_seq = seq;
         }
-        self.touch_tag(seq);
+        self.touch_tag(seq, id);
         self.counters.add(Event::DeltasEmitted, 2);
         true
     }
@@ -461,7 +486,7 @@ impl Stack {
             None => (DirtyFlags::default(), 0),
         };
         if !(new || !dirty.is_empty() || !self.rx_log.is_empty()) {
-            self.touch_tag(last);
+            self.touch_tag(last, id);
             return;
         }
         let Some(img) = self.image_of(id) else {
@@ -496,7 +521,7 @@ impl Stack {
             if let Some(f) = self.flows.get_mut(id) {
                 f.repl_seq = tag;
             }
-            self.touch_tag(tag);
+            self.touch_tag(tag, id);
         } else {
             self.counters.event(Event::ReplicationFull);
             if !self.resync.contains(&id) {
@@ -541,6 +566,8 @@ impl Stack {
         if let Some(f) = self.flows.get_mut(id) {
             f.tcb.dirty.take();
         }
+        // Its probe and resent data are this flow's output (ordered with its later frames).
+        self.touch_tag(0, id);
         true
     }
 
@@ -920,7 +947,7 @@ impl Stack {
         if let Some(r) = self.repl.as_mut() {
             match r.emit((id.index(), id.generation()), ReplEvent::Close) {
                 // A closing flow's last output (its RST, a final ACK) goes after the close.
-                Ok(seq) => self.touch_tag(seq),
+                Ok(seq) => self.touch_tag(seq, id),
                 // The standby keeps a dead flow until its idle timeout; harmless, counted.
                 Err(_) => self.counters.event(Event::ReplicationFull),
             }
@@ -953,6 +980,9 @@ impl Stack {
             }
             let (frames, failed) = (out.frames, out.failed);
             self.after_tcp_call(id, before_state, &before, frames, failed);
+            if frames > 0 {
+                tx.seal(self.commit_tag(), now);
+            }
         }
     }
 }

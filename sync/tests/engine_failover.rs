@@ -6,12 +6,12 @@
 //! `Stack` and the client's transfer must finish byte-exact, with no RST, for both services
 //! (echo upload+download, and HTTP downloads of `/gen/<n>`).
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
+use flowtwin_engine::commit::{CommitTag, OutputHold};
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{gen_byte_range, ObjectStore, StoreConfig};
 use flowtwin_engine::service::ByteStream;
@@ -105,11 +105,10 @@ impl SegmentSink for ClientOut {
     }
 }
 
-/// The engine's output, held for output commit like the dataplane does.
+/// The engine's output, held for output commit by the dataplane's own [`OutputHold`].
 #[derive(Default)]
 struct Held {
-    pending: Vec<Vec<u8>>,
-    held: VecDeque<(u64, Vec<u8>)>,
+    held: OutputHold<Vec<u8>>,
 }
 
 impl FrameSink for Held {
@@ -118,25 +117,23 @@ impl FrameSink for Held {
         let n = build(&mut buf);
         if n > 0 {
             buf.truncate(n);
-            self.pending.push(buf);
+            self.held.push(buf);
         }
         true
+    }
+
+    fn seal(&mut self, tag: Option<CommitTag>, _now: Instant) {
+        self.held.commit(tag, 0);
     }
 }
 
 impl Held {
-    fn commit(&mut self, tag: Option<u64>) {
-        if let Some(t) = tag {
-            for f in self.pending.drain(..) {
-                self.held.push_back((t, f));
-            }
-        }
+    fn commit(&mut self, tag: Option<CommitTag>) {
+        self.held.commit(tag, 0);
     }
     fn release(&mut self, wm: u64) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        while self.held.front().is_some_and(|(t, _)| *t <= wm) {
-            out.push(self.held.pop_front().unwrap().1);
-        }
+        self.held.release(wm, 0, |f, _| out.push(f));
         out
     }
 }
@@ -445,9 +442,9 @@ fn lagging_progress_case(port: u16, upload: Vec<u8>, expect: Vec<u8>, kill_after
                 a.poll(n, &mut a_out);
                 a_out.commit(a.commit_tag());
                 // Ack exactly what the held output needs, nothing more.
-                let need = a_out.held.iter().map(|(t, _)| *t).max().unwrap_or(0);
+                let need = a_out.held.held_tags().max().unwrap_or(0);
                 if need > applied {
-                    waited += a_out.held.iter().filter(|(t, _)| *t > applied).count() as u64;
+                    waited += a_out.held.held_tags().filter(|t| *t > applied).count() as u64;
                 }
                 apply_to(need.max(applied), &mut applied, &mut shadow);
                 a_out.release(applied)

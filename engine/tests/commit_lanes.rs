@@ -1,0 +1,100 @@
+//! The stack's commit tags name the flow that built the output (`commit::Lane`), so the
+//! dataplane can let one flow's acknowledged frames pass another flow's waiting ones; and
+//! output built by timers for several flows in one `poll` is sealed per flow.
+
+mod common;
+
+use common::*;
+use std::sync::{Arc, Mutex};
+
+use flowtwin_engine::commit::{CommitTag, Lane};
+use flowtwin_engine::flow::FlowKey;
+use flowtwin_engine::replica::{ReplEvent, ReplFull, Replicator};
+use flowtwin_engine::stack::FrameSink;
+use flowtwin_engine::time::{Duration, Instant};
+
+/// Numbers every event; remembers nothing else.
+#[derive(Clone, Default)]
+struct Numbering(Arc<Mutex<u64>>);
+
+impl Replicator for Numbering {
+    fn emit(&mut self, _slot: (u32, u32), _ev: ReplEvent<'_>) -> Result<u64, ReplFull> {
+        let mut n = self.0.lock().unwrap();
+        *n += 1;
+        Ok(*n)
+    }
+    fn last_seq(&self) -> u64 {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// Frames, and the seals the stack made after them: (frames emitted so far, tag).
+#[derive(Default)]
+struct SealSink {
+    frames: Vec<Vec<u8>>,
+    seals: Vec<(usize, Option<CommitTag>)>,
+}
+
+impl FrameSink for SealSink {
+    fn emit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        let mut buf = vec![0u8; flowtwin_engine::stack::MAX_FRAME];
+        let n = build(&mut buf);
+        buf.truncate(n);
+        self.frames.push(buf);
+        true
+    }
+    fn seal(&mut self, tag: Option<CommitTag>, _now: Instant) {
+        self.seals.push((self.frames.len(), tag));
+    }
+}
+
+fn index_of(h: &Harness, p: &Peer) -> u32 {
+    h.stack.flows().lookup(&FlowKey::v4(p.ip, p.port, VIP, p.dport)).expect("flow").index()
+}
+
+#[test]
+fn each_flows_output_is_tagged_in_its_own_lane_and_timers_seal_per_flow() {
+    let mut h = Harness::standard();
+    h.stack.set_replicator(Box::new(Numbering::default()));
+    assert_eq!(h.stack.commit_tag(), Some(CommitTag { seq: 0, lane: Lane::Any }), "nothing built yet: ordered against all");
+
+    let (mut p1, mut p2) = (Peer::linux(40001, HTTP_PORT), Peer::linux(40002, HTTP_PORT));
+    let out = h.step("SYN 1", &p1.syn(), Verdict::Event(flowtwin_engine::counters::Event::FlowsOpened));
+    assert_eq!(out.len(), 1);
+    let t1 = h.stack.commit_tag().unwrap();
+    assert_eq!(t1.lane, Lane::Flow(index_of(&h, &p1)));
+    assert!(t1.seq > 0, "the SYN-ACK waits for the flow's creation");
+
+    h.step("SYN 2", &p2.syn(), Verdict::Event(flowtwin_engine::counters::Event::FlowsOpened));
+    let t2 = h.stack.commit_tag().unwrap();
+    assert_eq!(t2.lane, Lane::Flow(index_of(&h, &p2)));
+    assert_ne!(t1.lane, t2.lane);
+    assert!(t2.seq > t1.seq);
+
+    // Two packets of different flows without a tag in between: one tag for both, Any lane.
+    h.feed(&p1.syn());
+    h.feed(&p2.syn());
+    assert_eq!(h.stack.commit_tag().unwrap().lane, Lane::Any);
+
+    // Neither client answers: both SYN-ACKs are retransmitted by one poll, sealed per flow.
+    let mut sink = SealSink::default();
+    let t = h.now + Duration::from_secs(2);
+    h.stack.poll(t, &mut sink);
+    assert_eq!(sink.frames.len(), 2, "one SYN-ACK retransmission per flow");
+    let lanes: Vec<Lane> = sink.seals.iter().map(|(_, t)| t.unwrap().lane).collect();
+    assert_eq!(sink.seals.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2], "a seal after each flow's frame");
+    let mut want = vec![Lane::Flow(index_of(&h, &p1)), Lane::Flow(index_of(&h, &p2))];
+    if lanes != want {
+        want.reverse();
+    }
+    assert_eq!(lanes, want);
+    assert_eq!(h.stack.commit_tag().unwrap(), CommitTag { seq: 0, lane: Lane::Any }, "nothing left untagged");
+}
+
+#[test]
+fn without_a_standby_output_depends_on_nothing() {
+    let mut h = Harness::standard();
+    let mut p = Peer::linux(40003, HTTP_PORT);
+    h.feed(&p.syn());
+    assert_eq!(h.stack.commit_tag(), Some(CommitTag::NONE));
+}
