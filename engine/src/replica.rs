@@ -43,8 +43,12 @@ pub struct FlowImage {
 pub enum ReplEvent<'a> {
     /// A flow was created (SYN accepted): its first image.
     New(&'a FlowImage),
-    /// Replicated TCP fields changed.
+    /// Replicated TCP fields changed, the flow's identity among them (its next hop).
     Update(&'a FlowImage),
+    /// Replicated TCP fields changed, its identity did not (key, addresses, ISS/IRS,
+    /// negotiated options, listener: as in the last `New`/`Update`). The image is complete;
+    /// the replicator may send only what can change (one record instead of three).
+    Step(&'a FlowImage),
     /// Bytes the service consumed, starting at service stream offset `offset`.
     Data { offset: u64, bytes: &'a [u8] },
     /// A complete service image (join snapshot): replaces the standby's service state.

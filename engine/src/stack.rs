@@ -500,7 +500,13 @@ impl Stack {
         let mut ok = true;
         let mut seq = 0;
         if let Some(r) = self.repl.as_mut() {
-            let ev = if new { ReplEvent::New(&img) } else { ReplEvent::Update(&img) };
+            let ev = if new {
+                ReplEvent::New(&img)
+            } else if dirty.intersects(DirtyFlags::IDENTITY) {
+                ReplEvent::Update(&img)
+            } else {
+                ReplEvent::Step(&img)
+            };
             match r.emit(slot, ev) {
                 Ok(s) => seq = s,
                 Err(_) => ok = false,
@@ -811,7 +817,7 @@ impl Stack {
             // Re-learn the peer's MAC (it moved behind another switch port), but only from a
             // segment TCP accepted: a blind out-of-window segment must not redirect the flow.
             flow.peer_mac = src_mac;
-            flow.tcb.dirty.insert(DirtyFlags::STATE);
+            flow.tcb.dirty.insert(DirtyFlags::PEER);
         }
         match verdict {
             SegmentVerdict::Accepted | SegmentVerdict::SynInTimeWait | SegmentVerdict::SynAckRetransmitted => {}

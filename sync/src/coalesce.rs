@@ -6,7 +6,8 @@
 //! the earlier one cannot change what the standby's replay does (`ShadowFlow::update`):
 //!
 //! * An update supersedes the flow's **immediately preceding delta in the batch** only if that
-//!   delta is itself an update. A `Data` between them (or `New`, `SvcImage`, `Close`) keeps
+//!   delta is itself an update of the same kind (a `FlowStep` never replaces a `FlowUpdate`,
+//!   which may carry a new next hop, nor the other way round: their sizes differ). A `Data` between them (or `New`, `SvcImage`, `Close`) keeps
 //!   both: the replay order *image → data* is what makes the standby's service see the same
 //!   `on_acked` / `on_recv` sequence as the active's (an ACK for a response must not be
 //!   replayed before the request that produced it).
@@ -35,6 +36,11 @@ fn state_of(first: &Record) -> u8 {
     (first[3] & 0xff) as u8
 }
 
+/// The TCP state of a `FlowStep` delta (header byte 3: bits 24..32 of word 0).
+fn step_state_of(first: &Record) -> u8 {
+    (first[0] >> 24) as u8
+}
+
 fn coalescable(state: u8) -> bool {
     !matches!(
         State::from_u8(state),
@@ -45,9 +51,17 @@ fn coalescable(state: u8) -> bool {
 /// Reusable state of the coalescer (no allocation per batch once warm).
 #[derive(Default)]
 pub struct Coalescer {
-    /// Per flow (slot, generation): where its last delta in `out` starts, if that delta is a
-    /// coalescable update, and its state.
-    last: HashMap<(u32, u32), Option<(usize, u8)>>,
+    /// Per flow (slot, generation): its last delta in `out`, if that is a coalescable update.
+    last: HashMap<(u32, u32), Option<LastUpdate>>,
+}
+
+/// A flow's update a later one of the same kind and state may replace in place.
+#[derive(Clone, Copy)]
+struct LastUpdate {
+    /// Where it starts in the batch.
+    pos: usize,
+    state: u8,
+    kind: DeltaKind,
 }
 
 impl Coalescer {
@@ -66,16 +80,20 @@ impl Coalescer {
             return false;
         }
         let key = (p.header.slot, p.header.generation);
-        if p.kind == DeltaKind::FlowUpdate {
-            let st = state_of(&d[0]);
+        let update_state = match p.kind {
+            DeltaKind::FlowUpdate => Some(state_of(&d[0])),
+            DeltaKind::FlowStep => Some(step_state_of(&d[0])),
+            _ => None,
+        };
+        if let Some(st) = update_state {
             if coalescable(st) {
-                if let Some(Some((pos, prev))) = self.last.get(&key).copied() {
-                    if prev == st {
-                        out[pos..pos + d.len()].copy_from_slice(d);
+                if let Some(Some(prev)) = self.last.get(&key).copied() {
+                    if prev.state == st && prev.kind == p.kind {
+                        out[prev.pos..prev.pos + d.len()].copy_from_slice(d);
                         return true;
                     }
                 }
-                self.last.insert(key, Some((out.len(), st)));
+                self.last.insert(key, Some(LastUpdate { pos: out.len(), state: st, kind: p.kind }));
                 out.extend_from_slice(d);
                 return false;
             }
@@ -89,7 +107,7 @@ impl Coalescer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delta::{self, DataRec, Delta, DeltaBody, DeltaHeader, FlowStateRec};
+    use crate::delta::{self, DataRec, Delta, DeltaBody, DeltaHeader, FlowStateRec, FlowStepRec};
     use flowtwin_engine::flow::FlowKey;
     use flowtwin_engine::replica::FlowImage;
     use flowtwin_engine::tcp::TcbSnapshot;
@@ -115,6 +133,7 @@ mod tests {
         let s = FlowStateRec::from_image(&img);
         let body = match kind {
             DeltaKind::FlowNew => DeltaBody::FlowNew(s),
+            DeltaKind::FlowStep => DeltaBody::FlowStep(FlowStepRec::from_image(&img)),
             _ => DeltaBody::FlowUpdate(s),
         };
         enc(slot, seq, body)
@@ -184,5 +203,24 @@ mod tests {
         let n = coalesce(&recs, &mut out);
         assert_eq!(n, 0);
         assert_eq!(out, recs);
+    }
+
+    #[test]
+    fn steps_coalesce_with_steps_but_never_with_full_updates() {
+        let mut recs = Vec::new();
+        recs.extend(rec(DeltaKind::FlowStep, 1, 1, State::Established, 100));
+        recs.extend(rec(DeltaKind::FlowStep, 1, 2, State::Established, 200));
+        recs.extend(rec(DeltaKind::FlowUpdate, 1, 3, State::Established, 300));
+        recs.extend(rec(DeltaKind::FlowStep, 1, 4, State::Established, 400));
+        recs.extend(rec(DeltaKind::FlowStep, 2, 5, State::CloseWait, 1));
+        recs.extend(rec(DeltaKind::FlowStep, 2, 6, State::CloseWait, 2));
+        let mut out = Vec::new();
+        assert_eq!(coalesce(&recs, &mut out), 1, "only step 2 replaces step 1");
+        assert_eq!(seqs(&out), vec![(1, 2), (1, 3), (1, 4), (2, 5), (2, 6)]);
+        let (d, _) = delta::decode(&out).unwrap();
+        match d.body {
+            DeltaBody::FlowStep(t) => assert_eq!((t.tx_acked_lo, t.state), (200, State::Established as u8)),
+            b => panic!("{b:?}"),
+        }
     }
 }

@@ -17,7 +17,8 @@
 //! byte  0      version      u8   = DELTA_VERSION
 //! byte  1      kind         u8   DeltaKind (0 is never valid: catches zeroed memory)
 //! byte  2      records      u8   records in this delta, header included
-//! byte  3      reserved     u8   0 on encode, ignored on decode
+//! byte  3      state / rsvd u8   FlowStep: the TCP state; other kinds: 0 on encode,
+//!                                 ignored on decode
 //! bytes 4..6   worker       u16  worker (lcore) index that produced the delta
 //! bytes 6..8   body_len     u16  Data: payload bytes; other kinds: 0
 //! bytes 8..12  slot         u32  flow-table slot
@@ -43,6 +44,12 @@
 //! SvcImage (the Data layout; one chunk of a service image, join snapshot)
 //!   24 chunk_offset u32 | 28 image_len u32 | 32 chunk [body_len], zero-padded
 //!   (DataRec::offset holds `image_len << 32 | chunk_offset`; see svc_image_offset)
+//! FlowStep (1 record): a flow's state changed, its identity did not
+//!   24 snd_una | 28 snd_nxt | 32 rcv_nxt | 36 snd_wnd | 40 rcv_wnd | 44 ts_recent
+//!   48 ts_last_sent | 52 tx_acked lo | 56 tx_sent lo | 60 rx_delivered lo    (all u32)
+//!   Everything else is as in the flow's last FlowNew/FlowUpdate. The three stream offsets
+//!   travel as their low 32 bits; they only grow, by less than 2^31 between two records of
+//!   a flow, and the standby extends them from its replica (FlowStepRec::apply_to).
 //! FlowClose (1 record)
 //!   24 reason u8 | rest reserved
 //! Barrier (1 record; slot and generation 0 by convention)
@@ -56,8 +63,10 @@ use std::fmt;
 
 /// Layout version written in byte 0 of every delta. Decoding any other value fails with
 /// [`DeltaError::Version`].
-/// Version 2 added the `SvcImage` kind.
-pub const DELTA_VERSION: u8 = 2;
+/// Version 2 added the `SvcImage` kind, version 3 `FlowStep`. The sync protocol's
+/// `PROTO_VERSION` changes with it, so that peers of different layouts are refused at their
+/// hello instead of failing on their first delta.
+pub const DELTA_VERSION: u8 = 3;
 /// Bytes of the common header at the start of every delta.
 pub const HEADER_BYTES: usize = 24;
 /// Records of a `FlowNew` / `FlowUpdate` delta.
@@ -103,6 +112,8 @@ pub enum DeltaKind {
     Barrier = 5,
     /// One chunk of a flow's complete service image (join snapshot); `Data` layout.
     SvcImage = 6,
+    /// A flow's replicated state changed, its identity did not; 1 record.
+    FlowStep = 7,
 }
 
 impl DeltaKind {
@@ -115,6 +126,7 @@ impl DeltaKind {
             4 => Self::FlowClose,
             5 => Self::Barrier,
             6 => Self::SvcImage,
+            7 => Self::FlowStep,
             _ => return None,
         })
     }
@@ -315,6 +327,26 @@ impl Default for FlowStateRec {
     }
 }
 
+/// The fields of a flow that change after its creation ([`DeltaKind::FlowStep`]): a
+/// [`FlowStateRec`] without what identifies the flow, and with the stream offsets cut to
+/// their low 32 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowStepRec {
+    /// TCP state (the engine's state numbering).
+    pub state: u8,
+    pub snd_una: u32,
+    pub snd_nxt: u32,
+    pub rcv_nxt: u32,
+    pub snd_wnd: u32,
+    pub rcv_wnd: u32,
+    pub ts_recent: u32,
+    pub ts_last_sent: u32,
+    /// Low 32 bits of the service stream offsets (see [`FlowStepRec::apply_to`]).
+    pub tx_acked_lo: u32,
+    pub tx_sent_lo: u32,
+    pub rx_delivered_lo: u32,
+}
+
 /// A run of received stream bytes, held inline (no allocation).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DataRec {
@@ -394,6 +426,8 @@ pub enum DeltaBody {
     },
     /// One chunk of a service image; `offset` is [`svc_image_offset`]`(image_len, chunk_offset)`.
     SvcImage(DataRec),
+    /// A flow's state changed, its identity did not.
+    FlowStep(FlowStepRec),
 }
 
 impl DeltaBody {
@@ -406,6 +440,7 @@ impl DeltaBody {
             Self::FlowClose(_) => DeltaKind::FlowClose,
             Self::Barrier { .. } => DeltaKind::Barrier,
             Self::SvcImage(_) => DeltaKind::SvcImage,
+            Self::FlowStep(_) => DeltaKind::FlowStep,
         }
     }
 }
@@ -425,7 +460,7 @@ impl Delta {
         match &self.body {
             DeltaBody::FlowNew(_) | DeltaBody::FlowUpdate(_) => FLOW_STATE_RECORDS,
             DeltaBody::Data(d) | DeltaBody::SvcImage(d) => data_records(d.payload().len()),
-            DeltaBody::FlowClose(_) | DeltaBody::Barrier { .. } => 1,
+            DeltaBody::FlowClose(_) | DeltaBody::Barrier { .. } | DeltaBody::FlowStep(_) => 1,
         }
     }
 }
@@ -535,7 +570,8 @@ impl Reader<'_> {
     }
 }
 
-fn write_header(recs: &mut [Record], kind: DeltaKind, nrec: usize, body_len: u16, h: &DeltaHeader) {
+/// `state`: byte 3, a FlowStep's TCP state (0 for every other kind).
+fn write_header(recs: &mut [Record], kind: DeltaKind, nrec: usize, body_len: u16, h: &DeltaHeader, state: u8) {
     let mut img = [0u8; HEADER_BYTES];
     let mut w = Writer {
         buf: &mut img,
@@ -544,7 +580,7 @@ fn write_header(recs: &mut [Record], kind: DeltaKind, nrec: usize, body_len: u16
     w.u8(DELTA_VERSION);
     w.u8(kind as u8);
     w.u8(nrec as u8); // nrec <= MAX_DELTA_RECORDS <= 255, asserted at compile time
-    w.u8(0);
+    w.u8(state);
     w.u16(h.worker);
     w.u16(body_len);
     w.u32(h.slot);
@@ -623,10 +659,31 @@ pub fn encode_into(delta: &Delta, out: &mut [Record]) -> Result<usize, DeltaErro
                 DeltaBody::Barrier { token } => {
                     write_bytes(out, HEADER_BYTES, &token.to_le_bytes())
                 }
+                DeltaBody::FlowStep(t) => {
+                    let mut img = [0u8; RECORD_BYTES - HEADER_BYTES];
+                    let mut w = Writer { buf: &mut img, pos: 0 };
+                    for v in [
+                        t.snd_una,
+                        t.snd_nxt,
+                        t.rcv_nxt,
+                        t.snd_wnd,
+                        t.rcv_wnd,
+                        t.ts_recent,
+                        t.ts_last_sent,
+                        t.tx_acked_lo,
+                        t.tx_sent_lo,
+                        t.rx_delivered_lo,
+                    ] {
+                        w.u32(v);
+                    }
+                    debug_assert_eq!(w.pos, img.len());
+                    write_bytes(out, HEADER_BYTES, &img);
+                }
                 DeltaBody::Data(_) | DeltaBody::SvcImage(_) => unreachable!("handled above"),
             }
             // Header last: the FlowState image above covers it with zeros.
-            write_header(out, body.kind(), nrec, 0, &delta.header);
+            let state = if let DeltaBody::FlowStep(t) = body { t.state } else { 0 };
+            write_header(out, body.kind(), nrec, 0, &delta.header, state);
             Ok(nrec)
         }
     }
@@ -686,7 +743,7 @@ fn encode_payload_into(
     let out = records_out(out, nrec)?;
     // The last record's tail past the payload must read as 0, not stale ring contents.
     out[nrec - 1] = [0; RECORD_WORDS];
-    write_header(out, kind, nrec, payload.len() as u16, header);
+    write_header(out, kind, nrec, payload.len() as u16, header, 0);
     write_bytes(out, HEADER_BYTES, &offset.to_le_bytes());
     write_bytes(out, DATA_PREFIX_BYTES, payload);
     Ok(nrec)
@@ -752,7 +809,7 @@ pub fn peek_header(recs: &[Record]) -> Result<PeekedHeader, DeltaError> {
             }
             data_records(body_len)
         }
-        DeltaKind::FlowClose | DeltaKind::Barrier => 1,
+        DeltaKind::FlowClose | DeltaKind::Barrier | DeltaKind::FlowStep => 1,
     };
     if usize::from(nrec) != expected {
         return Err(DeltaError::RecordCount {
@@ -809,6 +866,24 @@ pub fn decode(recs: &[Record]) -> Result<(Delta, usize), DeltaError> {
         DeltaKind::Barrier => DeltaBody::Barrier {
             token: recs[0][HEADER_BYTES / 8],
         },
+        DeltaKind::FlowStep => {
+            let mut img = [0u8; RECORD_BYTES];
+            read_bytes(recs, 0, &mut img);
+            let mut r = Reader { buf: &img, pos: HEADER_BYTES };
+            DeltaBody::FlowStep(FlowStepRec {
+                state: img[3],
+                snd_una: r.u32(),
+                snd_nxt: r.u32(),
+                rcv_nxt: r.u32(),
+                snd_wnd: r.u32(),
+                rcv_wnd: r.u32(),
+                ts_recent: r.u32(),
+                ts_last_sent: r.u32(),
+                tx_acked_lo: r.u32(),
+                tx_sent_lo: r.u32(),
+                rx_delivered_lo: r.u32(),
+            })
+        }
     };
     Ok((
         Delta {
@@ -921,6 +996,57 @@ mod cursor {
     pub const TX_ACKED: usize = 16;
     pub const TX_SENT: usize = 24;
     pub const RX_DELIVERED: usize = 32;
+}
+
+impl FlowStepRec {
+    /// The step record of an engine [`FlowImage`] (its identity is not recorded).
+    pub fn from_image(img: &FlowImage) -> FlowStepRec {
+        let t = &img.tcb;
+        FlowStepRec {
+            state: t.state as u8,
+            snd_una: t.snd_una.0,
+            snd_nxt: t.snd_nxt.0,
+            rcv_nxt: t.rcv_nxt.0,
+            snd_wnd: t.snd_wnd,
+            rcv_wnd: t.rcv_wnd,
+            ts_recent: t.ts_recent,
+            ts_last_sent: t.ts_last_sent,
+            tx_acked_lo: t.tx_acked as u32,
+            tx_sent_lo: t.tx_sent as u32,
+            rx_delivered_lo: t.rx_delivered as u32,
+        }
+    }
+
+    /// `base` (the replica's image) moved to this step. Each stream offset becomes the value
+    /// at or after `base`'s whose low 32 bits are the record's; an offset that would have to
+    /// move back, or forward by 2^31 or more, is refused (`Field`): the stream would not be
+    /// the active's. As is a state byte that is not an engine state.
+    pub fn apply_to(&self, base: &FlowImage) -> Result<FlowImage, DeltaError> {
+        if !(State::SynSent as u8..=State::Closed as u8).contains(&self.state) {
+            return Err(DeltaError::Field("state"));
+        }
+        let extend = |old: u64, lo: u32, what: &'static str| {
+            let d = lo.wrapping_sub(old as u32);
+            if d >= 1 << 31 {
+                return Err(DeltaError::Field(what));
+            }
+            Ok(old + u64::from(d))
+        };
+        let mut img = *base;
+        let t = &mut img.tcb;
+        t.tx_acked = extend(t.tx_acked, self.tx_acked_lo, "tx_acked")?;
+        t.tx_sent = extend(t.tx_sent, self.tx_sent_lo, "tx_sent")?;
+        t.rx_delivered = extend(t.rx_delivered, self.rx_delivered_lo, "rx_delivered")?;
+        t.state = State::from_u8(self.state);
+        t.snd_una = SeqNum(self.snd_una);
+        t.snd_nxt = SeqNum(self.snd_nxt);
+        t.rcv_nxt = SeqNum(self.rcv_nxt);
+        t.snd_wnd = self.snd_wnd;
+        t.rcv_wnd = self.rcv_wnd;
+        t.ts_recent = self.ts_recent;
+        t.ts_last_sent = self.ts_last_sent;
+        Ok(img)
+    }
 }
 
 impl FlowStateRec {

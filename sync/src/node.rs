@@ -1415,6 +1415,15 @@ impl Ctx {
                     }
                     (Some(_), Err(e)) => fail(ws, &e),
                 },
+                DeltaBody::FlowStep(step) => match ws.flows.get_mut(key) {
+                    Some(f) => match step.apply_to(&f.image) {
+                        Ok(img) => f.update(cfg, img),
+                        Err(e) => fail(ws, &e),
+                    },
+                    None => {
+                        st.unknown_flow_deltas.fetch_add(1, Relaxed);
+                    }
+                },
                 DeltaBody::Data(dr) => match ws.flows.get_mut(key) {
                     Some(f) => {
                         if let Err(e) = f.data(cfg, dr.offset, dr.payload()) {

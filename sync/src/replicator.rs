@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 use flowtwin_engine::replica::{ReplEvent, ReplFull, Replicator};
 
 use crate::delta::{
-    self, data_records, CloseRec, Delta, DeltaBody, DeltaHeader, FlowStateRec, MAX_DATA_PAYLOAD,
+    self, data_records, CloseRec, Delta, DeltaBody, DeltaHeader, FlowStateRec, FlowStepRec, MAX_DATA_PAYLOAD,
     MAX_DELTA_RECORDS,
 };
 use crate::ring::{self, Consumer, Producer, Record, RECORD_WORDS};
@@ -221,6 +221,7 @@ fn event_records(ev: &ReplEvent<'_>) -> usize {
     };
     match ev {
         ReplEvent::New(_) | ReplEvent::Update(_) => delta::FLOW_STATE_RECORDS,
+        ReplEvent::Step(_) => 1,
         ReplEvent::Data { bytes, .. } => payload(bytes.len()),
         // An empty image still travels as one empty chunk (it tells the standby "image done").
         ReplEvent::SvcImage(b) => payload(b.len()).max(1),
@@ -351,6 +352,14 @@ impl Replicator for RingReplicator {
                 let d = Delta {
                     header: self.header(slot),
                     body,
+                };
+                let n = delta::encode_into(&d, &mut self.scratch).expect("scratch holds any delta");
+                self.push_scratch(n);
+            }
+            ReplEvent::Step(img) => {
+                let d = Delta {
+                    header: self.header(slot),
+                    body: DeltaBody::FlowStep(FlowStepRec::from_image(img)),
                 };
                 let n = delta::encode_into(&d, &mut self.scratch).expect("scratch holds any delta");
                 self.push_scratch(n);

@@ -88,6 +88,33 @@ fn header_golden_bytes() {
 }
 
 #[test]
+fn flow_step_golden_offsets() {
+    let t = FlowStepRec {
+        state: 4,
+        snd_una: 0x0101_0101,
+        snd_nxt: 0x0202_0202,
+        rcv_nxt: 0x0303_0303,
+        snd_wnd: 0x0404_0404,
+        rcv_wnd: 0x0505_0505,
+        ts_recent: 0x0606_0606,
+        ts_last_sent: 0x0707_0707,
+        tx_acked_lo: 0x0808_0808,
+        tx_sent_lo: 0x0909_0909,
+        rx_delivered_lo: 0x0a0a_0a0a,
+    };
+    let d = Delta { header: hdr(), body: DeltaBody::FlowStep(t) };
+    let mut v = Vec::new();
+    assert_eq!(encode(&d, &mut v), Ok(1), "one record instead of three");
+    let b = bytes_of(&v);
+    assert_eq!(b.len(), 64);
+    assert_eq!(&b[..4], &[DELTA_VERSION, DeltaKind::FlowStep as u8, 1, 4], "the state in header byte 3");
+    for (i, chunk) in b[24..64].chunks(4).enumerate() {
+        assert_eq!(chunk, &[(i + 1) as u8; 4], "field {i} at byte {}", 24 + 4 * i);
+    }
+    assert_eq!(decode(&v), Ok((d, 1)));
+}
+
+#[test]
 fn flow_state_golden_offsets() {
     let s = sample_state();
     let d = Delta {
@@ -403,6 +430,19 @@ fn arb_delta() -> impl Strategy<Value = Delta> {
             .prop_map(|(off, p)| DeltaBody::Data(DataRec::new(off, &p).unwrap())),
         any::<u8>().prop_map(|reason| DeltaBody::FlowClose(CloseRec { reason })),
         any::<u64>().prop_map(|token| DeltaBody::Barrier { token }),
+        (any::<u8>(), prop::array::uniform10(any::<u32>())).prop_map(|(state, v)| DeltaBody::FlowStep(FlowStepRec {
+            state,
+            snd_una: v[0],
+            snd_nxt: v[1],
+            rcv_nxt: v[2],
+            snd_wnd: v[3],
+            rcv_wnd: v[4],
+            ts_recent: v[5],
+            ts_last_sent: v[6],
+            tx_acked_lo: v[7],
+            tx_sent_lo: v[8],
+            rx_delivered_lo: v[9],
+        })),
         (
             any::<u64>(),
             prop::collection::vec(any::<u8>(), 0..=MAX_DATA_PAYLOAD)
@@ -479,5 +519,80 @@ proptest! {
         }
         let mut buf = [0u8; MAX_DATA_PAYLOAD];
         let _ = decode_data_into(recs, &mut buf);
+    }
+}
+
+mod step {
+    use flowtwin_engine::flow::FlowKey;
+    use flowtwin_engine::replica::FlowImage;
+    use flowtwin_engine::seq::SeqNum;
+    use flowtwin_engine::tcp::{State, TcbSnapshot};
+    use flowtwin_engine::wire::MacAddr;
+    use flowtwin_sync::delta::{DeltaError, FlowStepRec};
+    use std::net::Ipv4Addr;
+
+    fn image(tx_acked: u64, tx_sent: u64, rx: u64) -> FlowImage {
+        FlowImage {
+            key: FlowKey::v4(Ipv4Addr::new(198, 18, 1, 7), 40000, Ipv4Addr::new(198, 18, 0, 100), 80),
+            tcb: TcbSnapshot {
+                state: State::Established,
+                local_port: 80,
+                remote_port: 40000,
+                iss: SeqNum(7),
+                irs: SeqNum(9),
+                snd_wscale: 7,
+                mss: 1460,
+                ts_ok: true,
+                ts_offset: 0x1234,
+                tx_acked,
+                tx_sent,
+                rx_delivered: rx,
+                ..Default::default()
+            },
+            peer_mac: MacAddr([2, 0, 0, 0, 0, 7]),
+            vip_mac: MacAddr([0, 0, 0x5e, 0, 1, 1]),
+            listener: 1,
+        }
+    }
+
+    #[test]
+    fn a_step_moves_a_replica_to_the_actives_image() {
+        let base = image(100, 200, 300);
+        let mut next = image(5000, 9000, 400);
+        next.tcb.state = State::FinWait1;
+        next.tcb.snd_una = SeqNum(5107);
+        next.tcb.snd_nxt = SeqNum(9108);
+        next.tcb.rcv_nxt = SeqNum(410);
+        next.tcb.snd_wnd = 65535 << 7;
+        next.tcb.rcv_wnd = 1 << 20;
+        next.tcb.ts_recent = 77;
+        next.tcb.ts_last_sent = 88;
+        assert_eq!(FlowStepRec::from_image(&next).apply_to(&base), Ok(next));
+    }
+
+    #[test]
+    fn stream_offsets_extend_across_the_32_bit_wrap() {
+        let base = image(0x1_ffff_fff0, 0x2_ffff_ff00, 0xffff_ffff);
+        let next = image(0x2_0000_0010, 0x3_0000_2000, 0x1_0000_0005);
+        assert_eq!(FlowStepRec::from_image(&next).apply_to(&base), Ok(next));
+    }
+
+    #[test]
+    fn an_offset_that_would_move_back_or_jump_2_gib_is_refused() {
+        let base = image(1 << 40, 1 << 40, 1 << 40);
+        let back = image((1 << 40) - 1, 1 << 40, 1 << 40);
+        assert_eq!(FlowStepRec::from_image(&back).apply_to(&base), Err(DeltaError::Field("tx_acked")));
+        let jump = image(1 << 40, (1 << 40) + (1 << 31), 1 << 40);
+        assert_eq!(FlowStepRec::from_image(&jump).apply_to(&base), Err(DeltaError::Field("tx_sent")));
+        let fine = image(1 << 40, (1 << 40) + (1 << 31) - 1, 1 << 40);
+        assert!(FlowStepRec::from_image(&fine).apply_to(&base).is_ok());
+    }
+
+    #[test]
+    fn a_state_byte_that_is_no_state_is_refused() {
+        let base = image(1, 1, 1);
+        let mut t = FlowStepRec::from_image(&base);
+        t.state = 200;
+        assert_eq!(t.apply_to(&base), Err(DeltaError::Field("state")));
     }
 }

@@ -203,7 +203,12 @@ impl DirtyFlags {
     /// Window scales, MSS, SACK/TS flags, TS offset.
     pub const OPTIONS: DirtyFlags = DirtyFlags(1 << 7);
     pub const TS_RECENT: DirtyFlags = DirtyFlags(1 << 8);
-    pub const ALL: DirtyFlags = DirtyFlags(0x1ff);
+    /// The flow's next hop (the peer's MAC) moved. Set by the stack, not by TCP.
+    pub const PEER: DirtyFlags = DirtyFlags(1 << 9);
+    pub const ALL: DirtyFlags = DirtyFlags(0x3ff);
+    /// What a flow is, rather than where it stands: fixed at its creation except for a
+    /// re-learned next hop. A change without these travels as a one-record step delta.
+    pub const IDENTITY: DirtyFlags = DirtyFlags(Self::ISS_IRS.0 | Self::OPTIONS.0 | Self::PEER.0);
     /// Pure send progress: what the client acknowledged, what was sent, windows, the peer's
     /// timestamp. Output need not wait for the standby to have these (`Stack::commit_tag`).
     pub const PROGRESS: DirtyFlags = DirtyFlags(
@@ -217,6 +222,10 @@ impl DirtyFlags {
     #[inline]
     pub fn contains(self, o: DirtyFlags) -> bool {
         self.0 & o.0 == o.0
+    }
+    #[inline]
+    pub fn intersects(self, o: DirtyFlags) -> bool {
+        self.0 & o.0 != 0
     }
     #[inline]
     pub fn insert(&mut self, o: DirtyFlags) {
