@@ -998,6 +998,15 @@ mod cursor {
     pub const RX_DELIVERED: usize = 32;
 }
 
+/// The engine state a state byte names; `Field("state")` if it names none (never trust the
+/// wire).
+fn engine_state(b: u8) -> Result<State, DeltaError> {
+    if !(State::SynSent as u8..=State::Closed as u8).contains(&b) {
+        return Err(DeltaError::Field("state"));
+    }
+    Ok(State::from_u8(b))
+}
+
 impl FlowStepRec {
     /// The step record of an engine [`FlowImage`] (its identity is not recorded).
     pub fn from_image(img: &FlowImage) -> FlowStepRec {
@@ -1022,9 +1031,7 @@ impl FlowStepRec {
     /// move back, or forward by 2^31 or more, is refused (`Field`): the stream would not be
     /// the active's. As is a state byte that is not an engine state.
     pub fn apply_to(&self, base: &FlowImage) -> Result<FlowImage, DeltaError> {
-        if !(State::SynSent as u8..=State::Closed as u8).contains(&self.state) {
-            return Err(DeltaError::Field("state"));
-        }
+        let state = engine_state(self.state)?;
         let extend = |old: u64, lo: u32, what: &'static str| {
             let d = lo.wrapping_sub(old as u32);
             if d >= 1 << 31 {
@@ -1037,7 +1044,7 @@ impl FlowStepRec {
         t.tx_acked = extend(t.tx_acked, self.tx_acked_lo, "tx_acked")?;
         t.tx_sent = extend(t.tx_sent, self.tx_sent_lo, "tx_sent")?;
         t.rx_delivered = extend(t.rx_delivered, self.rx_delivered_lo, "rx_delivered")?;
-        t.state = State::from_u8(self.state);
+        t.state = state;
         t.snd_una = SeqNum(self.snd_una);
         t.snd_nxt = SeqNum(self.snd_nxt);
         t.rcv_nxt = SeqNum(self.rcv_nxt);
@@ -1099,9 +1106,7 @@ impl FlowStateRec {
     /// The engine [`FlowImage`] this record carries; `Field("state")` if the state byte is
     /// not an engine state (never trust the wire).
     pub fn to_image(&self) -> Result<FlowImage, DeltaError> {
-        if !(State::SynSent as u8..=State::Closed as u8).contains(&self.state) {
-            return Err(DeltaError::Field("state"));
-        }
+        let state = engine_state(self.state)?;
         let c = &self.service_cursor;
         let u16_at = |o: usize| u16::from_le_bytes([c[o], c[o + 1]]);
         let u32_at = |o: usize| u32::from_le_bytes([c[o], c[o + 1], c[o + 2], c[o + 3]]);
@@ -1120,7 +1125,7 @@ impl FlowStateRec {
                 local_port: self.key.local_port,
             },
             tcb: TcbSnapshot {
-                state: State::from_u8(self.state),
+                state,
                 local_port: u16_at(cursor::LOCAL_PORT),
                 remote_port: u16_at(cursor::REMOTE_PORT),
                 iss: SeqNum(self.iss),

@@ -290,6 +290,13 @@ impl RingReplicator {
         }
     }
 
+    /// Encode a one-piece delta of flow `slot` with the next sequence number and queue it.
+    fn push_delta(&mut self, slot: (u32, u32), body: DeltaBody) {
+        let d = Delta { header: self.header(slot), body };
+        let n = delta::encode_into(&d, &mut self.scratch).expect("scratch holds any delta");
+        self.push_scratch(n);
+    }
+
     /// Queue the first `n` scratch records (one whole delta): straight onto the ring if
     /// nothing is waiting ahead of it, else behind the backlog.
     fn push_scratch(&mut self, n: usize) {
@@ -342,28 +349,9 @@ impl Replicator for RingReplicator {
             return Err(ReplFull);
         }
         match ev {
-            ReplEvent::New(img) | ReplEvent::Update(img) => {
-                let rec = FlowStateRec::from_image(img);
-                let body = if matches!(ev, ReplEvent::New(_)) {
-                    DeltaBody::FlowNew(rec)
-                } else {
-                    DeltaBody::FlowUpdate(rec)
-                };
-                let d = Delta {
-                    header: self.header(slot),
-                    body,
-                };
-                let n = delta::encode_into(&d, &mut self.scratch).expect("scratch holds any delta");
-                self.push_scratch(n);
-            }
-            ReplEvent::Step(img) => {
-                let d = Delta {
-                    header: self.header(slot),
-                    body: DeltaBody::FlowStep(FlowStepRec::from_image(img)),
-                };
-                let n = delta::encode_into(&d, &mut self.scratch).expect("scratch holds any delta");
-                self.push_scratch(n);
-            }
+            ReplEvent::New(img) => self.push_delta(slot, DeltaBody::FlowNew(FlowStateRec::from_image(img))),
+            ReplEvent::Update(img) => self.push_delta(slot, DeltaBody::FlowUpdate(FlowStateRec::from_image(img))),
+            ReplEvent::Step(img) => self.push_delta(slot, DeltaBody::FlowStep(FlowStepRec::from_image(img))),
             ReplEvent::Data { offset, bytes } => {
                 if bytes.is_empty() {
                     return Ok(self.seq);
@@ -375,21 +363,9 @@ impl Replicator for RingReplicator {
                 let total = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
                 self.payload_deltas(slot, &bytes[..total as usize], Some(total), 0);
             }
-            ReplEvent::Close => {
-                let d = Delta {
-                    header: self.header(slot),
-                    body: DeltaBody::FlowClose(CloseRec { reason: 0 }),
-                };
-                let n = delta::encode_into(&d, &mut self.scratch).expect("scratch holds any delta");
-                self.push_scratch(n);
-            }
+            ReplEvent::Close => self.push_delta(slot, DeltaBody::FlowClose(CloseRec { reason: 0 })),
             ReplEvent::Barrier(token) => {
-                let d = Delta {
-                    header: self.header((0, 0)),
-                    body: DeltaBody::Barrier { token },
-                };
-                let n = delta::encode_into(&d, &mut self.scratch).expect("scratch holds any delta");
-                self.push_scratch(n);
+                self.push_delta((0, 0), DeltaBody::Barrier { token });
                 if token == self.shared.snapshot_request() {
                     self.answered_token = token;
                 }
