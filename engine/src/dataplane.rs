@@ -298,11 +298,6 @@ impl MbufSink<'_> {
         }
     }
 
-    /// Tag the frames built since the last call (`None`: not yet committable).
-    fn commit(&mut self, tag: Option<CommitTag>, now: Instant) {
-        self.held.commit(tag, now.0);
-    }
-
     /// Send every held frame whose tag the standby has acknowledged.
     fn release(&mut self, watermark: u64, now: Instant) {
         let mut held = std::mem::take(&mut self.held);
@@ -363,9 +358,10 @@ impl FrameSink for MbufSink<'_> {
         true
     }
 
+    /// Tag the frames built since the last seal (`None`: not yet committable).
     fn seal(&mut self, tag: Option<CommitTag>, now: Instant) {
         if self.hold {
-            self.commit(tag, now);
+            self.held.commit(tag, now.0);
         }
     }
 }
@@ -427,7 +423,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
                     lost += 1;
                 }
             }
-            sink.commit(stack.commit_tag(), now);
+            sink.seal(stack.commit_tag(), now);
             w.role.flows_resumed.fetch_add(ok, Ordering::Relaxed);
             w.role.flows_abandoned.fetch_add(lost, Ordering::Relaxed);
             w.role.takeover_done_us.store(now.0, Ordering::Relaxed);
@@ -471,14 +467,14 @@ pub fn run_worker(mut w: Worker) -> i32 {
             }
             stack.process(now, rx.data(i), &mut sink);
             if hold {
-                sink.commit(stack.commit_tag(), now);
+                sink.seal(stack.commit_tag(), now);
             }
         }
         rx.clear();
         stack.poll(now, &mut sink);
         if let Some(c) = &control {
             stack.replication_tick();
-            sink.commit(stack.commit_tag(), now);
+            sink.seal(stack.commit_tag(), now);
             sink.release(c.watermark(), now);
             // Wake a parked sync core only when output waits for the standby. Deltas that
             // hold nothing (send progress; everything in async mode while the lag is within
