@@ -7,10 +7,11 @@
 //!
 //! * An update supersedes the flow's **immediately preceding delta in the batch** only if that
 //!   delta is itself an update of the same kind (a `FlowStep` never replaces a `FlowUpdate`,
-//!   which may carry a new next hop, nor the other way round: their sizes differ). A `Data` between them (or `New`, `SvcImage`, `Close`) keeps
-//!   both: the replay order *image → data* is what makes the standby's service see the same
-//!   `on_acked` / `on_recv` sequence as the active's (an ACK for a response must not be
-//!   replayed before the request that produced it).
+//!   which may carry a new next hop, nor the other way round: their sizes differ). A `Data`
+//!   between them (or `New`, `SvcImage`, `Close`) keeps both: the replay order
+//!   *image → data* is what makes the standby's service see the same `on_acked` / `on_recv`
+//!   sequence as the active's (an ACK for a response must not be replayed before the request
+//!   that produced it).
 //! * Both updates carry the **same TCP state**, and it is not one in which the peer's FIN was
 //!   received. The replay delivers a FIN to the service when the image after the one that
 //!   first showed it arrives; keeping every state change keeps that order exact. Within one

@@ -594,6 +594,13 @@ impl Ctx {
         eprintln!("flowtwin-sync[node {}]: {msg}", self.cfg.node_id);
     }
 
+    /// When a loop talking to a peer has something due: our next heartbeat (last sent at
+    /// `last_hb_tx`), or the peer's dead-peer deadline (last heard at `last_rx`), just past
+    /// it so that the pass that follows sees the silence as over the limit.
+    fn peer_due(&self, last_hb_tx: Instant, last_rx: Instant) -> Instant {
+        (last_hb_tx + self.cfg.heartbeat).min(last_rx + self.dead_limit() + DEADLINE_SLOP)
+    }
+
     /// An idle pass's wait. With a waiter: block until one of `fds` is readable, the
     /// doorbell rings, or `timeout`; `watch_rings` parks (workers ring when they publish
     /// deltas) after re-checking that every ring is empty. Without: sleep a little.
@@ -803,11 +810,7 @@ impl Ctx {
                 // split-brain probe; never longer than park_max.
                 let now = Instant::now();
                 let (fd, due) = match &peer {
-                    Some(p) => (
-                        p.conn.s.as_raw_fd(),
-                        (p.last_hb_tx + self.cfg.heartbeat)
-                            .min(p.conn.last_rx + self.dead_limit() + DEADLINE_SLOP),
-                    ),
+                    Some(p) => (p.conn.s.as_raw_fd(), self.peer_due(p.last_hb_tx, p.conn.last_rx)),
                     None => (listener.as_raw_fd(), last_probe + SPLIT_BRAIN_PROBE),
                 };
                 let timeout = self.cfg.park_max.min(due.saturating_duration_since(now));
@@ -1337,8 +1340,7 @@ impl Ctx {
                 // deadline, whichever comes first (and look at stop/takeover requests at
                 // least every STANDBY_WAIT_MAX).
                 let now = Instant::now();
-                let due = (last_hb_tx + self.cfg.heartbeat)
-                    .min(conn.last_rx + self.dead_limit() + DEADLINE_SLOP);
+                let due = self.peer_due(last_hb_tx, conn.last_rx);
                 let timeout = STANDBY_WAIT_MAX.min(due.saturating_duration_since(now));
                 self.idle(&pacer, &[conn.s.as_raw_fd()], timeout, false);
             }
