@@ -9,7 +9,10 @@
 Every flow records (timestamp, bytes so far); the longest stall is the largest gap between two
 progress events while the flow was incomplete (the start of the flow is the first event; for a
 flow that fails, the gap up to the failure counts too); max_midflow_stall_ms excludes the gap
-before a flow's first byte (connect, curl start-up). One JSON line is printed on stdout:
+before a flow's first byte (connect, curl start-up). max_midflow_wait_ms is the same without
+the time a --rate-limited flow was ahead of its schedule (rate x time since its start): curl
+--limit-rate sometimes reads a burst and then sleeps for as long as the burst was early, a
+gap of its own making. Without --rate the two are equal. One JSON line is printed on stdout:
 
   {"flows":N,"completed_byte_exact":N,"failed":[...],"max_stall_ms":X, ...extras}
 
@@ -57,8 +60,13 @@ class FlowError(Exception):
 class Progress:
     """(timestamp, bytes so far) events of one flow + exact online longest-gap tracking."""
 
-    def __init__(self, t0: float, keep_events: bool = True):
+    def __init__(self, t0: float, keep_events: bool = True, rate: float | None = None):
         self.t0 = t0
+        # --rate: the flow limits itself to `rate` bytes/s since t0. While it is ahead of that
+        # schedule it does not want bytes (curl --limit-rate sleeps after a burst), so that
+        # part of a gap is not a wait (max_mid_wait). None: every gap is a wait.
+        self.rate = rate
+        self.max_mid_wait = 0.0
         self.last_t = t0
         self.bytes = 0
         self.max_gap = 0.0
@@ -76,6 +84,9 @@ class Progress:
                 self.max_gap, self.max_gap_end, self.max_gap_bytes = gap, t, self.bytes
             if self.bytes > 0 and gap > self.max_mid_gap:
                 self.max_mid_gap = gap
+            if self.bytes > 0:
+                ahead = self.bytes / self.rate - (self.last_t - self.t0) if self.rate else 0.0
+                self.max_mid_wait = max(self.max_mid_wait, gap - max(0.0, ahead))
             self.last_t = t
             self.bytes = total
             if self.events is not None and len(self.events) < EVENT_CAP:
@@ -88,11 +99,12 @@ class Progress:
 
 
 class Flow:
-    def __init__(self, idx: int, kind: str, target: str, t0: float, keep_events: bool):
+    def __init__(self, idx: int, kind: str, target: str, t0: float, keep_events: bool,
+                 rate: float | None = None):
         self.idx = idx
         self.kind = kind
         self.target = target
-        self.prog = Progress(t0, keep_events)
+        self.prog = Progress(t0, keep_events, rate)
         self.ok = False
         self.error: str | None = None
         self.done = threading.Event()
@@ -522,6 +534,7 @@ def summarize(kind: str, mode: str, flows: list[Flow], t_start: float, t_end: fl
         "max_stall_end_s": round(worst.prog.max_gap_end - t_start, 6) if worst else None,
         "max_stall_at_byte": worst.prog.max_gap_bytes if worst else None,
         "max_midflow_stall_ms": round(max((f.prog.max_mid_gap for f in flows), default=0.0) * 1000, 3),
+        "max_midflow_wait_ms": round(max((f.prog.max_mid_wait for f in flows), default=0.0) * 1000, 3),
         "stall_p50_ms": pct(0.5),
         "stall_p99_ms": pct(0.99),
         "kind": kind,
@@ -559,7 +572,7 @@ def run(kind: str, args, jobs: list[tuple[str, list[str]]]) -> dict:
                     exps_by_url[u] = expectation(u, args)
     t_start = now()
     deadline = t_start + args.timeout
-    flows = [Flow(i, kind, t, t_start, not args.no_events) for i, (t, _u) in enumerate(jobs)]
+    flows = [Flow(i, kind, t, t_start, not args.no_events, args.rate) for i, (t, _u) in enumerate(jobs)]
     for f in flows:
         f.info["expect_status"] = getattr(args, "expect_status", 200)
     ready_done = args.ready_file is None

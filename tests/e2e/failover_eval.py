@@ -16,6 +16,9 @@ For every event E (a wall-clock time):
                   made progress again).
   E_baseline_gap_ms  the longest gap in the second before E (the clients' own pacing, e.g. curl
                   --limit-rate reads in bursts).
+Over all clients: max_stall_ms / max_midflow_stall_ms (the longest gap in a flow's progress,
+with / without the one before its first byte) and max_midflow_wait_ms (the same, less the time
+a rate-limited flow was ahead of its schedule: see clients.py).
 """
 import argparse
 import json
@@ -56,7 +59,7 @@ def main():
     a = ap.parse_args()
 
     out = {"flows": 0, "completed": 0, "failed": [], "max_stall_ms": 0.0, "max_midflow_stall_ms": 0.0,
-           "client_summaries": 0}
+           "max_midflow_wait_ms": 0.0, "client_summaries": 0}
     traces = []
     for spec in a.clients:
         js, _, tr = spec.partition(":")
@@ -70,6 +73,8 @@ def main():
         out["failed"] += [{"kind": s.get("kind"), **f} for f in s["failed"][:3]]
         out["max_stall_ms"] = max(out["max_stall_ms"], s["max_stall_ms"])
         out["max_midflow_stall_ms"] = max(out["max_midflow_stall_ms"], s["max_midflow_stall_ms"])
+        out["max_midflow_wait_ms"] = max(out["max_midflow_wait_ms"],
+                                         s.get("max_midflow_wait_ms", s["max_midflow_stall_ms"]))
         if tr and "t_start_wall" in s:
             traces += load_trace(tr, s["t_start_wall"])
     out["failed_count"] = out["flows"] - out["completed"]
