@@ -536,9 +536,10 @@ impl Stack {
         }
     }
 
-    /// Takeover: install a replicated flow, probe the client with a pure ACK (its answer
-    /// re-validates our sequence state through the normal RFC 5961 ACK checks) and resume
-    /// sending from SND.UNA. Returns false if the table is full (the flow is abandoned).
+    /// Takeover: install a replicated flow, probe the client with a pure ACK it must answer
+    /// ([`crate::tcp::Tcb::send_probe`]; its answer re-validates our sequence state through the normal
+    /// RFC 5961 ACK checks and brings the current window) and resume sending from SND.UNA.
+    /// Returns false if the table is full (the flow is abandoned).
     pub fn install<F: FrameSink + ?Sized>(&mut self, now: Instant, mut sh: ShadowFlow, tx: &mut F) -> bool {
         let cfg = self.cfg.clone();
         sh.deliver_fin(&cfg);
@@ -559,7 +560,7 @@ impl Stack {
         {
             let mut svc = bind(&mut flow.svc, &l.spec, &mut self.http);
             if state.is_synchronized() {
-                flow.tcb.send_ack(now, &svc, &mut out);
+                flow.tcb.send_probe(now, &svc, &mut out);
             }
             flow.tcb.poll_send(now, &cfg.tcp, &mut svc, &mut out);
         }

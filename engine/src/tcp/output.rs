@@ -33,8 +33,9 @@ impl Tcb {
         self.output(now, cfg, svc, out);
     }
 
-    /// Send a pure ACK now (`<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>`), e.g. the takeover probe
-    /// (DESIGN §4) or a challenge ACK (RFC 5961 §3.2).
+    /// Send a pure ACK now (`<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>`), e.g. a challenge ACK
+    /// (RFC 5961 §3.2). A peer need not answer it (an acceptable segment without data gets
+    /// no reply): to elicit an answer use [`Tcb::send_probe`].
     pub fn send_ack<S: ByteStream + ?Sized>(
         &mut self,
         now: Instant,
@@ -78,6 +79,23 @@ impl Tcb {
 
     /// Sequence number for a segment without data: SND.NXT, but never beyond the peer's
     /// window (Linux `tcp_acceptable_seq`), so the peer's acceptability test passes.
+    /// Send a probe the peer must answer: a pure ACK with an old sequence number
+    /// (`<SEQ=SND.UNA-1><ACK=RCV.NXT><CTL=ACK>`, no data). It is outside the peer's receive
+    /// window, so the peer replies with an ACK carrying its current RCV.NXT and window
+    /// (RFC 9293 §3.10.7.4); Linux's zero-window and keepalive probes look the same. Used by
+    /// the persist timer, and by the takeover probe (DESIGN §4): a plain ACK with SEQ=SND.UNA
+    /// is acceptable whenever the replica is current, and a peer that has nothing to send
+    /// would then stay silent. With a replicated zero window, the standby would not learn the
+    /// window had opened until its persist timer fired, 1 s later (no RTT estimate yet).
+    pub fn send_probe<S: ByteStream + ?Sized>(&mut self, now: Instant, svc: &S, out: &mut impl SegmentSink) {
+        let seq = self.seq_of(self.una_abs()) - 1;
+        let hdr = self.header(now, TcpFlags::ACK, seq, svc.rx_space());
+        self.stats.segs_out += 1;
+        if !out.emit(&hdr, 0, &mut |_| {}) {
+            self.stats.emit_failures += 1;
+        }
+    }
+
     pub(super) fn ack_seq(&self) -> SeqNum {
         let edge = self.una_abs().saturating_add(self.snd_wnd() as u64);
         let abs = self.max_abs().min(edge).max(self.una_abs());

@@ -752,6 +752,48 @@ fn zero_window_persist_probe() {
 }
 
 #[test]
+fn takeover_probe_is_answered_even_when_the_replica_is_current() {
+    // The replica: the peer had acknowledged everything and closed its window. The peer's
+    // window update went to the dead active. A plain ACK (SEQ=SND.UNA) would be acceptable
+    // to the peer, so it would not answer, and the standby would wait for its persist
+    // timer (1 s: no RTT estimate yet). This was seen in the demo.
+    let cfg = TcpConfig::default();
+    let mut svc = TestSvc::open_generator(0, 1 << 20);
+    let (mut tcb, mut out, seq) = established(&cfg, TcpOptions::default(), &mut svc);
+    tcb.on_segment(t(5), &cfg, &hdr(F::ACK, seq, SISN + 1, 0), &[], &mut svc, &mut out);
+    let snap = tcb.snapshot();
+    assert_eq!(snap.snd_wnd, 0);
+    let mut sb = Tcb::restore(&cfg, &snap, t(10));
+    let mut svc2 = TestSvc::open_generator(5000, 1 << 20);
+    let mut o = RecSink::default();
+    sb.send_probe(t(10), &svc2, &mut o);
+    sb.poll_send(t(10), &cfg, &mut svc2, &mut o);
+    let p = o.take();
+    assert_eq!(p.len(), 1, "only the probe: the replicated window is zero");
+    assert_eq!(p[0].0.seq, SISN, "SND.UNA - 1: outside the peer's window, so it must answer");
+    assert_eq!(p[0].0.ack, seq);
+    assert!(p[0].1.is_empty());
+    // Its answer brings the open window: data flows at once.
+    sb.on_segment(t(11), &cfg, &hdr(F::ACK, seq, SISN + 1, 3000), &[], &mut svc2, &mut o);
+    assert!(o.take().iter().map(|x| x.1.len()).sum::<usize>() > 0);
+}
+
+#[test]
+fn an_old_pure_ack_is_answered_a_current_one_is_not() {
+    // The receiving side of that probe (RFC 9293 §3.10.7.4; Linux does the same).
+    let cfg = TcpConfig::default();
+    let mut svc = TestSvc::open_generator(0, 1 << 20);
+    let (mut tcb, mut out, seq) = established(&cfg, TcpOptions::default(), &mut svc);
+    out.take();
+    tcb.on_segment(t(5), &cfg, &hdr(F::ACK, seq, SISN + 1, W), &[], &mut svc, &mut out);
+    assert!(out.take().is_empty(), "an acceptable pure ACK gets no reply");
+    tcb.on_segment(t(6), &cfg, &hdr(F::ACK, seq - 1, SISN + 1, W), &[], &mut svc, &mut out);
+    let r = out.take();
+    assert_eq!(r.len(), 1, "a pure ACK before RCV.NXT gets one");
+    assert_eq!(r[0].0.ack, seq);
+}
+
+#[test]
 fn receiver_zero_window_still_takes_acks() {
     let cfg = TcpConfig::default();
     let mut svc = TestSvc::open_generator(1000, 100);

@@ -6,7 +6,6 @@ use super::tcb::Tcb;
 use super::{SegmentSink, State, TcpConfig};
 use crate::service::ByteStream;
 use crate::time::Instant;
-use crate::wire::TcpFlags;
 
 impl Tcb {
     /// The earliest instant at which `on_timer` has something to do.
@@ -64,16 +63,11 @@ impl Tcb {
         }
         if self.timers.persist.is_some_and(|d| d <= now) {
             self.timers.persist = None;
-            // RFC 9293 §3.8.6.1: probe the zero window. Linux style: a pure ACK with an old
-            // sequence (SND.UNA - 1) that the peer must answer with its current window.
+            // RFC 9293 §3.8.6.1: probe the zero window, with a segment the peer must answer
+            // with its current window.
             self.stats.persist_probes += 1;
             self.persist_backoff = self.persist_backoff.saturating_add(1).min(30);
-            let seq = self.seq_of(self.una_abs()) - 1;
-            let hdr = self.header(now, TcpFlags::ACK, seq, svc.rx_space());
-            self.stats.segs_out += 1;
-            if !out.emit(&hdr, 0, &mut |_| {}) {
-                self.stats.emit_failures += 1;
-            }
+            self.send_probe(now, svc, out);
         }
         // Delayed ACK timeout (RFC 5681 §4.2): `output` sends any owed ACK whose time came.
         self.output(now, cfg, svc, out);
@@ -121,12 +115,7 @@ impl Tcb {
                     // Retransmitting into a zero window: probe instead (the data goes once
                     // the window opens).
                     self.stats.persist_probes += 1;
-                    let seq = self.seq_of(self.una_abs()) - 1;
-                    let hdr = self.header(now, TcpFlags::ACK, seq, svc.rx_space());
-                    self.stats.segs_out += 1;
-                    if !out.emit(&hdr, 0, &mut |_| {}) {
-                        self.stats.emit_failures += 1;
-                    }
+                    self.send_probe(now, &*svc, out);
                 } else {
                     // Resend one segment from SND.UNA (cwnd is now 1 SMSS).
                     let start = self.snd_nxt;
