@@ -539,6 +539,7 @@ def summarize(kind: str, mode: str, flows: list[Flow], t_start: float, t_end: fl
         "stall_p99_ms": pct(0.99),
         "kind": kind,
         "mode": mode,
+        "rate": flows[0].prog.rate if flows else None,
         "bytes_total": total,
         "duration_s": round(dur, 6),
         "goodput_mbit_s": round(total * 8 / dur / 1e6, 3),

@@ -11,7 +11,8 @@ For every event E (a wall-clock time):
   E_takeover_ms   E -> first `flowtwin: TAKEOVER` line stamped at or after E (any log); with the
                   line's reason, epoch, flow count and whether the standby was in sync;
   E_outage_ms     the longest gap (any flow still running at E) that starts in [E, E+0.5 s]
-                  (a flow's gap that spans E counts from E);
+                  (a flow's gap that spans E counts from E; a --rate-limited flow ahead of its
+                  schedule counts from when it fell back on it, as max_midflow_wait_ms);
   E_resume_ms     E -> the end of that gap: the client's view of the takeover (the worst flow
                   made progress again).
   E_baseline_gap_ms  the longest gap in the second before E (the clients' own pacing, e.g. curl
@@ -37,13 +38,14 @@ def last_json(path):
         return None
 
 
-def load_trace(path, t0):
+def load_trace(path, t0, rate=None):
+    """Per flow: [(wall time, bytes)], plus the flow's start and its --rate (None: unpaced)."""
     flows = []
     try:
         with open(path) as f:
             for ln in f:
                 d = json.loads(ln)
-                flows.append([(t0 + t, b) for t, b in d["events"]])
+                flows.append(([(t0 + t, b) for t, b in d["events"]], t0, rate))
     except (OSError, ValueError):
         pass
     return flows
@@ -76,7 +78,7 @@ def main():
         out["max_midflow_wait_ms"] = max(out["max_midflow_wait_ms"],
                                          s.get("max_midflow_wait_ms", s["max_midflow_stall_ms"]))
         if tr and "t_start_wall" in s:
-            traces += load_trace(tr, s["t_start_wall"])
+            traces += load_trace(tr, s["t_start_wall"], s.get("rate"))
     out["failed_count"] = out["flows"] - out["completed"]
     r = last_json(a.rst) if a.rst else None
     out["resets"] = r["rst_in"] if r else None
@@ -112,22 +114,26 @@ def main():
         else:
             out[f"{name}_takeover_ms"] = None
         resume, outage, running = t, 0.0, 0
-        for ev in traces:
+        for ev, f0, rate in traces:
             if not ev or ev[-1][0] <= t:
                 continue  # finished before the event
             running += 1
             best = None
-            # the outage starts at the event (plus what is in flight / buffered on the client)
-            for (t1, _b1), (t2, _b2) in zip(ev, ev[1:]):
+            # the outage starts at the event (plus what is in flight / buffered on the client);
+            # a rate-limited flow ahead of its schedule was asleep until it fell back on it
+            for (t1, b1), (t2, _b2) in zip(ev, ev[1:]):
                 if t2 <= t or t1 >= t + 0.5:
                     continue
-                g = t2 - max(t1, t)
+                wake = t1 + max(0.0, b1 / rate - (t1 - f0)) if rate and b1 > 0 else t1
+                g = t2 - max(wake, t)
+                if g <= 0:
+                    continue
                 if best is None or g > best[0]:
                     best = (g, t2)
             if best and best[0] > outage:
                 outage, resume = best
         base = 0.0  # longest gap fully inside the second before the event: the clients' own pacing
-        for ev in traces:
+        for ev, _f0, _rate in traces:
             for (t1, b1), (t2, _b2) in zip(ev, ev[1:]):
                 if t1 >= t - 1.0 and t2 <= t and b1 > 0:
                     base = max(base, t2 - t1)
