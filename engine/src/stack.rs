@@ -537,9 +537,9 @@ impl Stack {
     }
 
     /// Takeover: install a replicated flow, probe the client with a pure ACK it must answer
-    /// ([`crate::tcp::Tcb::send_probe`]; its answer re-validates our sequence state through the normal
-    /// RFC 5961 ACK checks and brings the current window) and resume sending from SND.UNA.
-    /// Returns false if the table is full (the flow is abandoned).
+    /// ([`crate::tcp::Tcb::send_probe`]; its answer re-validates our sequence state through
+    /// the normal RFC 5961 ACK checks and brings the current window) and resume sending from
+    /// SND.UNA. Returns false if the table is full (the flow is abandoned).
     pub fn install<F: FrameSink + ?Sized>(&mut self, now: Instant, mut sh: ShadowFlow, tx: &mut F) -> bool {
         let cfg = self.cfg.clone();
         sh.deliver_fin(&cfg);

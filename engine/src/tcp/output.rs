@@ -77,8 +77,6 @@ impl Tcb {
         self.timers.delack = Some(now);
     }
 
-    /// Sequence number for a segment without data: SND.NXT, but never beyond the peer's
-    /// window (Linux `tcp_acceptable_seq`), so the peer's acceptability test passes.
     /// Send a probe the peer must answer: a pure ACK with an old sequence number
     /// (`<SEQ=SND.UNA-1><ACK=RCV.NXT><CTL=ACK>`, no data). It is outside the peer's receive
     /// window, so the peer replies with an ACK carrying its current RCV.NXT and window
@@ -96,6 +94,8 @@ impl Tcb {
         }
     }
 
+    /// Sequence number for a segment without data: SND.NXT, but never beyond the peer's
+    /// window (Linux `tcp_acceptable_seq`), so the peer's acceptability test passes.
     pub(super) fn ack_seq(&self) -> SeqNum {
         let edge = self.una_abs().saturating_add(self.snd_wnd() as u64);
         let abs = self.max_abs().min(edge).max(self.una_abs());
