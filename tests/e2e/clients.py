@@ -56,6 +56,14 @@ class FlowError(Exception):
     pass
 
 
+def schedule_lead(nbytes: int, rate: float | None, t: float, t0: float) -> float:
+    """Seconds a flow limited to `rate` bytes/s since `t0` is ahead of its schedule, having
+    moved `nbytes` by time `t` (negative: behind; 0.0 without a rate). The socket clients
+    pace themselves by it, and the wait metrics (here and in failover_eval.py) leave that
+    much of a gap out."""
+    return nbytes / rate - (t - t0) if rate else 0.0
+
+
 # ----------------------------------------------------------------------------- progress
 class Progress:
     """(timestamp, bytes so far) events of one flow + exact online longest-gap tracking."""
@@ -85,7 +93,7 @@ class Progress:
             if self.bytes > 0 and gap > self.max_mid_gap:
                 self.max_mid_gap = gap
             if self.bytes > 0:
-                ahead = self.bytes / self.rate - (self.last_t - self.t0) if self.rate else 0.0
+                ahead = schedule_lead(self.bytes, self.rate, self.last_t, self.t0)
                 self.max_mid_wait = max(self.max_mid_wait, gap - max(0.0, ahead))
             self.last_t = t
             self.bytes = total
@@ -249,7 +257,7 @@ class HttpConn:
             limit = max(1024, int(rate / 200))  # ~5 ms worth per recv keeps gaps small
         while clen is None or got < clen:
             if rate:
-                ahead = (base_bytes + got) / rate - (now() - t_start)
+                ahead = schedule_lead(base_bytes + got, rate, now(), t_start)
                 if ahead > 0:
                     time.sleep(min(ahead, 0.005))
                     continue
@@ -341,7 +349,7 @@ def echo_flow(fl: Flow, host: str, port: int, total: int, args, deadline: float)
             t = now()
             if t >= deadline:
                 raise FlowError(f"timeout: sent {sent} received {recvd} of {total}")
-            can_send = sent < total and (not args.rate or sent <= (t - t0) * args.rate)
+            can_send = sent < total and schedule_lead(sent, args.rate, t, t0) <= 0
             if writing != can_send:
                 sel.modify(s, selectors.EVENT_READ | (selectors.EVENT_WRITE if can_send else 0))
                 writing = can_send

@@ -23,8 +23,13 @@ a rate-limited flow was ahead of its schedule: see clients.py).
 """
 import argparse
 import json
+import os
 import re
 import sys
+
+sys.dont_write_bytecode = True  # it imports clients.py: no __pycache__ in the checkout
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clients import schedule_lead  # noqa: E402
 
 TK = re.compile(r"^(\d+\.\d+) flowtwin: TAKEOVER \(epoch (\d+), (\w+), (\d+) flow\(s\), standby was (NOT )?in sync\)")
 
@@ -124,7 +129,7 @@ def main():
             for (t1, b1), (t2, _b2) in zip(ev, ev[1:]):
                 if t2 <= t or t1 >= t + 0.5:
                     continue
-                wake = t1 + max(0.0, b1 / rate - (t1 - f0)) if rate and b1 > 0 else t1
+                wake = t1 + max(0.0, schedule_lead(b1, rate, t1, f0)) if b1 > 0 else t1
                 g = t2 - max(wake, t)
                 if g <= 0:
                     continue
