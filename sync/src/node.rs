@@ -11,7 +11,7 @@
 //! timer is due (heartbeat, dead-peer deadline, at most `park_max`); without one it sleeps
 //! ~50–100 µs and looks again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -24,9 +24,9 @@ use flowtwin_engine::replica::ShadowFlow;
 use flowtwin_engine::stack::StackConfig;
 
 use crate::coalesce::Coalescer;
-use crate::delta::{self, DeltaBody, MAX_DELTA_RECORDS};
+use crate::delta::{self, MAX_DELTA_RECORDS};
 use crate::proto::{self, Heartbeat, Hello, Msg, Role, MAGIC, MAX_BATCH_RECORDS, PROTO_VERSION};
-use crate::shadow::{ShadowSlots, SlotKey};
+use crate::shadow::Replicas;
 use crate::replicator::{WorkerLink, RELEASE_ALL};
 use crate::ring::{Record, RECORD_BYTES, RECORD_WORDS};
 use crate::status::{PeerState, SyncStatus};
@@ -1155,7 +1155,7 @@ impl Ctx {
         } else {
             Role::Standby
         });
-        let mut shadow = Shadow::new(self.links.len());
+        let mut shadow = Replicas::new(self.links.len());
         let mut recs = Vec::new();
         let mut backoff = Duration::from_millis(10);
         loop {
@@ -1219,7 +1219,7 @@ impl Ctx {
     fn follow(
         &mut self,
         conn: &mut Conn,
-        shadow: &mut Shadow,
+        shadow: &mut Replicas,
         recs: &mut Vec<Record>,
     ) -> FollowEnd {
         let mut last_hb_tx = Instant::now();
@@ -1349,137 +1349,15 @@ impl Ctx {
 
     /// Applies one batch (`seqs`: its first and last delta sequence numbers). Continuity
     /// is checked per batch: the sync core may have coalesced deltas out of it.
-    fn apply_batch(&mut self, shadow: &mut Shadow, worker: u16, seqs: (u64, u64), recs: &[Record]) {
-        let w = usize::from(worker);
-        if w >= shadow.workers.len() {
-            shadow.workers.resize_with(w + 1, WorkerShadow::default);
-        }
-        self.status
-            .bytes_replicated
-            .fetch_add((recs.len() * RECORD_BYTES) as u64, Relaxed);
-        {
-            let ws = &mut shadow.workers[w];
-            if ws.applied != 0 && seqs.0 != ws.applied + 1 {
-                self.status.seq_gaps.fetch_add(1, Relaxed);
-            }
-        }
-        let mut at = 0;
-        while at < recs.len() {
-            let (d, used) = match delta::decode(&recs[at..]) {
-                Ok(x) => x,
-                Err(e) => {
-                    self.status.decode_errors.fetch_add(1, Relaxed);
-                    self.log(&format!("worker {w}: undecodable delta: {e}"));
-                    return;
-                }
-            };
-            at += used;
-            let ws = &mut shadow.workers[w];
-            self.status.deltas_applied.fetch_add(1, Relaxed);
-            let key = (d.header.slot, d.header.generation);
-            let cfg = &*self.stack_cfg;
-            let st = &*self.status;
-            let fail = |ws: &mut WorkerShadow, e: &dyn std::fmt::Display| {
-                st.replay_errors.fetch_add(1, Relaxed);
-                if ws.flows.remove(key).is_some() {
-                    st.flows_abandoned.fetch_add(1, Relaxed);
-                }
-                ws.forget_image(key);
-                eprintln!("flowtwin-sync: worker {w} flow {key:?}: replay error: {e}");
-            };
-            match &d.body {
-                DeltaBody::FlowNew(rec) => match rec.to_image() {
-                    Ok(img) => match ShadowFlow::new(cfg, img) {
-                        Ok(f) => {
-                            ws.forget_image(key);
-                            match ws.flows.insert(key, f) {
-                                // The active reused the slot, so the older flow is gone
-                                // there, but its close never arrived: inconsistent.
-                                Ok(Some(old)) => {
-                                    st.replay_errors.fetch_add(1, Relaxed);
-                                    eprintln!(
-                                        "flowtwin-sync: worker {w} slot {}: new flow replaces {:?} whose close never arrived",
-                                        key.0, old.image.key
-                                    );
-                                }
-                                Ok(None) => {}
-                                Err(e) => fail(ws, &e),
-                            }
-                        }
-                        Err(e) => fail(ws, &e),
-                    },
-                    Err(e) => fail(ws, &e),
-                },
-                DeltaBody::FlowUpdate(rec) => match (ws.flows.get_mut(key), rec.to_image()) {
-                    (Some(f), Ok(img)) => f.update(cfg, img),
-                    (None, _) => {
-                        st.unknown_flow_deltas.fetch_add(1, Relaxed);
-                    }
-                    (Some(_), Err(e)) => fail(ws, &e),
-                },
-                DeltaBody::FlowStep(step) => match ws.flows.get_mut(key) {
-                    Some(f) => match step.apply_to(&f.image) {
-                        Ok(img) => f.update(cfg, img),
-                        Err(e) => fail(ws, &e),
-                    },
-                    None => {
-                        st.unknown_flow_deltas.fetch_add(1, Relaxed);
-                    }
-                },
-                DeltaBody::Data(dr) => match ws.flows.get_mut(key) {
-                    Some(f) => {
-                        if let Err(e) = f.data(cfg, dr.offset, dr.payload()) {
-                            fail(ws, &e);
-                        }
-                    }
-                    None => {
-                        st.unknown_flow_deltas.fetch_add(1, Relaxed);
-                    }
-                },
-                DeltaBody::SvcImage(dr) => {
-                    if !ws.flows.contains(key) {
-                        st.unknown_flow_deltas.fetch_add(1, Relaxed);
-                        continue;
-                    }
-                    let (total, off) = delta::svc_image_split(dr.offset);
-                    let buf = ws.images.entry(key).or_default();
-                    if off == 0 {
-                        buf.clear();
-                    }
-                    if off as usize != buf.len() {
-                        let e = format!("image chunk at {off}, expected {}", buf.len());
-                        fail(ws, &e);
-                        continue;
-                    }
-                    buf.extend_from_slice(dr.payload());
-                    if buf.len() >= total as usize {
-                        let img = ws.images.remove(&key).unwrap_or_default();
-                        let r = ws.flows.get_mut(key).map(|f| f.set_image(cfg, &img));
-                        if let Some(Err(e)) = r {
-                            fail(ws, &e);
-                        }
-                    }
-                }
-                DeltaBody::FlowClose(_) => {
-                    ws.flows.remove(key);
-                    ws.forget_image(key);
-                }
-                DeltaBody::Barrier { token } => {
-                    if *token == shadow.join_token && *token != 0 {
-                        ws.barrier = true;
-                    }
-                }
-            }
-        }
-        let ws = &mut shadow.workers[w];
-        ws.applied = ws.applied.max(seqs.1);
+    fn apply_batch(&self, shadow: &mut Replicas, worker: u16, seqs: (u64, u64), recs: &[Record]) {
+        shadow.apply_batch(&self.stack_cfg, &self.status, worker, seqs, recs, &|m| self.log(m));
     }
 
     /// Takeover, in DESIGN §4 order: fence (epoch + 1), apply everything received, deliver
     /// owed FINs, hand the flows to the engine; then serve as the active.
     fn take_over(
         &mut self,
-        shadow: &mut Shadow,
+        shadow: &mut Replicas,
         conn: Option<&mut Conn>,
         reason: TakeoverReason,
         detect: Duration,
@@ -1509,23 +1387,7 @@ impl Ctx {
             let _ = c.s.shutdown(std::net::Shutdown::Both);
         }
         let in_sync = shadow.check_in_sync() || shadow.in_sync;
-        let cfg = self.stack_cfg.clone();
-        let mut flows: Vec<Vec<ShadowFlow>> =
-            Vec::with_capacity(shadow.workers.len().max(self.links.len()));
-        for ws in shadow.workers.iter_mut() {
-            // A flow whose join image is still incomplete cannot be resumed.
-            for key in ws.images.drain().map(|(k, _)| k) {
-                if ws.flows.remove(key).is_some() {
-                    self.status.flows_abandoned.fetch_add(1, Relaxed);
-                }
-            }
-            let mut v: Vec<ShadowFlow> = ws.flows.drain();
-            for f in v.iter_mut() {
-                f.deliver_fin(&cfg);
-            }
-            flows.push(v);
-        }
-        flows.resize_with(flows.len().max(self.links.len()), Vec::new);
+        let flows = shadow.take_for_takeover(&self.stack_cfg, &self.status, self.links.len());
         let n: usize = flows.iter().map(Vec::len).sum();
         self.status.shadow_flows.store(0, Relaxed);
         self.log(&format!(
@@ -1611,71 +1473,6 @@ impl Standby {
             recs,
             oldest.map_or(0, |o| now.duration_since(o).as_micros() as u64),
         )
-    }
-}
-
-/// One worker's shadow table on the standby.
-#[derive(Default)]
-struct WorkerShadow {
-    flows: ShadowSlots,
-    /// Service images being assembled from `SvcImage` chunks.
-    images: HashMap<(u32, u32), Vec<u8>>,
-    /// Highest sequence applied / acknowledged.
-    applied: u64,
-    acked: u64,
-    /// `Barrier(join_token)` applied.
-    barrier: bool,
-}
-
-impl WorkerShadow {
-    /// Drop a partly received service image (images exist only while a join is under way:
-    /// the common case costs no hashing).
-    fn forget_image(&mut self, key: SlotKey) {
-        if !self.images.is_empty() {
-            self.images.remove(&key);
-        }
-    }
-}
-
-struct Shadow {
-    workers: Vec<WorkerShadow>,
-    join_token: u64,
-    in_sync: bool,
-}
-
-impl Shadow {
-    fn new(n: usize) -> Shadow {
-        let mut s = Shadow {
-            workers: Vec::new(),
-            join_token: 0,
-            in_sync: false,
-        };
-        s.reset(n);
-        s
-    }
-    fn reset(&mut self, n: usize) {
-        self.workers.clear();
-        self.workers.resize_with(n, WorkerShadow::default);
-        self.join_token = 0;
-        self.in_sync = false;
-    }
-    fn begin_join(&mut self, token: u64) {
-        self.join_token = token;
-        self.in_sync = false;
-        for w in &mut self.workers {
-            w.barrier = false;
-        }
-    }
-    /// True when this call made the shadow in sync.
-    fn check_in_sync(&mut self) -> bool {
-        if self.in_sync || self.join_token == 0 || !self.workers.iter().all(|w| w.barrier) {
-            return false;
-        }
-        self.in_sync = true;
-        true
-    }
-    fn flows(&self) -> usize {
-        self.workers.iter().map(|w| w.flows.len()).sum()
     }
 }
 

@@ -1,4 +1,5 @@
-//! The standby's replica table of one worker: flows indexed the way the active indexes them.
+//! The standby's replicas: per worker a table of flows indexed the way the active indexes
+//! them ([`ShadowSlots`]), and the sans-IO apply of delta batches to them ([`Replicas`]).
 //!
 //! A delta names its flow by `(slot, generation)`: the slot is the flow's index in the
 //! active's flow table, the generation tells reuses of that slot apart. The table is a vector
@@ -8,7 +9,15 @@
 //! keyed by `(slot, generation)` hashing and moving entries were a quarter of the standby's
 //! apply time at 25 000 new connections/s.
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+
 use flowtwin_engine::replica::ShadowFlow;
+use flowtwin_engine::stack::StackConfig;
+
+use crate::delta::{self, DeltaBody};
+use crate::ring::{Record, RECORD_BYTES};
+use crate::status::SyncStatus;
 
 /// Largest slot index any engine config allows (`engine.flow_capacity` ≤ 2^26): a delta
 /// naming a higher slot is corrupt and is refused instead of growing the table.
@@ -90,6 +99,237 @@ impl ShadowSlots {
         std::mem::take(&mut self.slots).into_iter().flatten().map(|(_, f)| *f).collect()
     }
 }
+
+/// One worker's replicas on the standby, with what was applied and acknowledged of its
+/// delta stream.
+#[derive(Default)]
+pub struct WorkerReplicas {
+    pub flows: ShadowSlots,
+    /// Service images being assembled from `SvcImage` chunks.
+    images: HashMap<SlotKey, Vec<u8>>,
+    /// Highest sequence applied / acknowledged.
+    pub applied: u64,
+    pub acked: u64,
+    /// `Barrier(join_token)` applied.
+    barrier: bool,
+}
+
+impl WorkerReplicas {
+    /// Drop a partly received service image (images exist only while a join is under way:
+    /// the common case costs no hashing).
+    fn forget_image(&mut self, key: SlotKey) {
+        if !self.images.is_empty() {
+            self.images.remove(&key);
+        }
+    }
+}
+
+/// The standby's replicas of every worker of the active, and the state of a join snapshot.
+///
+/// Sans-IO: batches of delta records go in ([`Replicas::apply_batch`]), the flows come out at
+/// takeover ([`Replicas::take_for_takeover`]). The sync thread drives it from its socket; the
+/// takeover simulation (`tests/takeover_space.rs`) drives the very same code without one.
+/// Counters go to a [`SyncStatus`], messages to `log`.
+pub struct Replicas {
+    pub workers: Vec<WorkerReplicas>,
+    /// The join snapshot being received (0: none).
+    pub join_token: u64,
+    pub in_sync: bool,
+}
+
+impl Replicas {
+    pub fn new(workers: usize) -> Replicas {
+        let mut s = Replicas { workers: Vec::new(), join_token: 0, in_sync: false };
+        s.reset(workers);
+        s
+    }
+
+    /// Forget everything (a new session with an active).
+    pub fn reset(&mut self, workers: usize) {
+        self.workers.clear();
+        self.workers.resize_with(workers, WorkerReplicas::default);
+        self.join_token = 0;
+        self.in_sync = false;
+    }
+
+    /// The active started a join snapshot with `token`.
+    pub fn begin_join(&mut self, token: u64) {
+        self.join_token = token;
+        self.in_sync = false;
+        for w in &mut self.workers {
+            w.barrier = false;
+        }
+    }
+
+    /// True when this call made the replicas in sync (every worker's barrier applied).
+    pub fn check_in_sync(&mut self) -> bool {
+        if self.in_sync || self.join_token == 0 || !self.workers.iter().all(|w| w.barrier) {
+            return false;
+        }
+        self.in_sync = true;
+        true
+    }
+
+    /// Replicas held, all workers.
+    pub fn flows(&self) -> usize {
+        self.workers.iter().map(|w| w.flows.len()).sum()
+    }
+
+    /// Apply one batch of worker `worker`'s deltas (sequence numbers `seqs.0..=seqs.1`).
+    /// A delta that cannot be applied costs its flow (counted as a replay error and, if the
+    /// flow was held, an abandoned flow), never the batch.
+    pub fn apply_batch(
+        &mut self,
+        cfg: &StackConfig,
+        st: &SyncStatus,
+        worker: u16,
+        seqs: (u64, u64),
+        recs: &[Record],
+        log: &dyn Fn(&str),
+    ) {
+        let w = usize::from(worker);
+        if w >= self.workers.len() {
+            self.workers.resize_with(w + 1, WorkerReplicas::default);
+        }
+        st.bytes_replicated.fetch_add((recs.len() * RECORD_BYTES) as u64, Relaxed);
+        {
+            let ws = &mut self.workers[w];
+            if ws.applied != 0 && seqs.0 != ws.applied + 1 {
+                st.seq_gaps.fetch_add(1, Relaxed);
+            }
+        }
+        let mut at = 0;
+        while at < recs.len() {
+            let (d, used) = match delta::decode(&recs[at..]) {
+                Ok(x) => x,
+                Err(e) => {
+                    st.decode_errors.fetch_add(1, Relaxed);
+                    log(&format!("worker {w}: undecodable delta: {e}"));
+                    return;
+                }
+            };
+            at += used;
+            let ws = &mut self.workers[w];
+            st.deltas_applied.fetch_add(1, Relaxed);
+            let key = (d.header.slot, d.header.generation);
+            let fail = |ws: &mut WorkerReplicas, e: &dyn std::fmt::Display| {
+                st.replay_errors.fetch_add(1, Relaxed);
+                if ws.flows.remove(key).is_some() {
+                    st.flows_abandoned.fetch_add(1, Relaxed);
+                }
+                ws.forget_image(key);
+                log(&format!("worker {w} flow {key:?}: replay error: {e}"));
+            };
+            match &d.body {
+                DeltaBody::FlowNew(rec) => match rec.to_image() {
+                    Ok(img) => match ShadowFlow::new(cfg, img) {
+                        Ok(f) => {
+                            ws.forget_image(key);
+                            match ws.flows.insert(key, f) {
+                                // The active reused the slot, so the older flow is gone
+                                // there, but its close never arrived: inconsistent.
+                                Ok(Some(old)) => {
+                                    st.replay_errors.fetch_add(1, Relaxed);
+                                    log(&format!(
+                                        "worker {w} slot {}: new flow replaces {:?} whose close never arrived",
+                                        key.0, old.image.key
+                                    ));
+                                }
+                                Ok(None) => {}
+                                Err(e) => fail(ws, &e),
+                            }
+                        }
+                        Err(e) => fail(ws, &e),
+                    },
+                    Err(e) => fail(ws, &e),
+                },
+                DeltaBody::FlowUpdate(rec) => match (ws.flows.get_mut(key), rec.to_image()) {
+                    (Some(f), Ok(img)) => f.update(cfg, img),
+                    (None, _) => {
+                        st.unknown_flow_deltas.fetch_add(1, Relaxed);
+                    }
+                    (Some(_), Err(e)) => fail(ws, &e),
+                },
+                DeltaBody::FlowStep(step) => match ws.flows.get_mut(key) {
+                    Some(f) => match step.apply_to(&f.image) {
+                        Ok(img) => f.update(cfg, img),
+                        Err(e) => fail(ws, &e),
+                    },
+                    None => {
+                        st.unknown_flow_deltas.fetch_add(1, Relaxed);
+                    }
+                },
+                DeltaBody::Data(dr) => match ws.flows.get_mut(key) {
+                    Some(f) => {
+                        if let Err(e) = f.data(cfg, dr.offset, dr.payload()) {
+                            fail(ws, &e);
+                        }
+                    }
+                    None => {
+                        st.unknown_flow_deltas.fetch_add(1, Relaxed);
+                    }
+                },
+                DeltaBody::SvcImage(dr) => {
+                    if !ws.flows.contains(key) {
+                        st.unknown_flow_deltas.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    let (total, off) = delta::svc_image_split(dr.offset);
+                    let buf = ws.images.entry(key).or_default();
+                    if off == 0 {
+                        buf.clear();
+                    }
+                    if off as usize != buf.len() {
+                        let e = format!("image chunk at {off}, expected {}", buf.len());
+                        fail(ws, &e);
+                        continue;
+                    }
+                    buf.extend_from_slice(dr.payload());
+                    if buf.len() >= total as usize {
+                        let img = ws.images.remove(&key).unwrap_or_default();
+                        let r = ws.flows.get_mut(key).map(|f| f.set_image(cfg, &img));
+                        if let Some(Err(e)) = r {
+                            fail(ws, &e);
+                        }
+                    }
+                }
+                DeltaBody::FlowClose(_) => {
+                    ws.flows.remove(key);
+                    ws.forget_image(key);
+                }
+                DeltaBody::Barrier { token } => {
+                    if *token == self.join_token && *token != 0 {
+                        ws.barrier = true;
+                    }
+                }
+            }
+        }
+        let ws = &mut self.workers[w];
+        ws.applied = ws.applied.max(seqs.1);
+    }
+
+    /// Takeover: every replica, per worker (at least `workers` lists), with owed FINs
+    /// delivered to their services. A flow whose join image is still incomplete cannot be
+    /// resumed: it is dropped and counted as abandoned.
+    pub fn take_for_takeover(&mut self, cfg: &StackConfig, st: &SyncStatus, workers: usize) -> Vec<Vec<ShadowFlow>> {
+        let mut flows: Vec<Vec<ShadowFlow>> = Vec::with_capacity(self.workers.len().max(workers));
+        for ws in self.workers.iter_mut() {
+            for key in ws.images.drain().map(|(k, _)| k) {
+                if ws.flows.remove(key).is_some() {
+                    st.flows_abandoned.fetch_add(1, Relaxed);
+                }
+            }
+            let mut v: Vec<ShadowFlow> = ws.flows.drain();
+            for f in v.iter_mut() {
+                f.deliver_fin(cfg);
+            }
+            flows.push(v);
+        }
+        flows.resize_with(flows.len().max(workers), Vec::new);
+        flows
+    }
+}
+
 
 #[cfg(test)]
 mod tests {
