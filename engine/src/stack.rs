@@ -548,7 +548,11 @@ impl Stack {
         let (Some(remote), Some(local)) = (img.key.remote_ip.to_ipv4_mapped(), img.key.local_ip.to_ipv4_mapped()) else {
             return false;
         };
-        let tcb = Tcb::restore(&cfg.tcp, &img.tcb, now);
+        let closed_at = {
+            let svc = bind(&mut sh.svc, &l.spec, &mut self.http);
+            svc.tx_closed().then(|| svc.tx_end())
+        };
+        let tcb = Tcb::restore(&cfg.tcp, &img.tcb, now, closed_at);
         let state = tcb.state();
         let flow = Flow { tcb, svc: sh.svc, listener: img.listener, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0 };
         let Ok(id) = self.flows.insert(img.key, flow) else { return false };

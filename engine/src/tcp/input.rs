@@ -101,7 +101,7 @@ impl Tcb {
         // Karn: only if the SYN was not retransmitted.
         if self.retries == 0 {
             let sent = match (self.ts_ok(), hdr.options.timestamps) {
-                (true, Some((_, ecr))) if ecr != 0 => {
+                (true, Some((_, ecr))) if ecr != 0 && self.echoes_our_clock(ecr) => {
                     let ms = self.ts_now(now).wrapping_sub(ecr) as i32;
                     (ms >= 0).then(|| ms as u64 * 1000)
                 }
@@ -403,13 +403,21 @@ impl Tcb {
         svc.on_acked(data_una.saturating_sub(1));
     }
 
+    /// Whether TSecr `ecr` echoes a TSval of this engine's clock. After a takeover the
+    /// client may echo the old active's TSvals, which our restored clock runs ahead of by
+    /// the restore margin (`Tcb::restore`): such an "RTT" would be ~10 minutes, clamp the
+    /// RTO at its maximum, and stall the first loss by a minute.
+    fn echoes_our_clock(&self, ecr: u32) -> bool {
+        self.ts_clock_from.is_none_or(|from| ecr.wrapping_sub(from) as i32 >= 0)
+    }
+
     /// RFC 7323 §4.1 (RTTM from TSecr) or RFC 6298 §3 (Karn: one timed, never-retransmitted
     /// segment).
     fn rtt_sample(&mut self, now: Instant, cfg: &TcpConfig, hdr: &TcpHeader, new_una: u64) {
         if self.ts_ok() {
             if let Some((_, ecr)) = hdr.options.timestamps {
                 let ms = self.ts_now(now).wrapping_sub(ecr) as i32;
-                if ecr != 0 && ms >= 0 {
+                if ecr != 0 && ms >= 0 && self.echoes_our_clock(ecr) {
                     self.rtt.sample(ms as u64 * 1000, cfg);
                 }
             }

@@ -128,6 +128,9 @@ pub struct Tcb {
     pub(super) last_ack_sent: SeqNum,
     pub(super) ts_recent_age: Instant,
     pub(super) ts_last_sent: u32,
+    /// Restored at a takeover: the first TSval of this engine's clock. An echo of anything
+    /// older is the old active's and gives no RTT sample (`echoes_our_clock`).
+    pub(super) ts_clock_from: Option<u32>,
     /// Largest `rx_space` the service ever reported (receiver SWS threshold).
     pub(super) rcv_space_max: u32,
     pub(super) last_rx: Instant,
@@ -171,6 +174,7 @@ impl Tcb {
             last_ack_sent: SeqNum(0),
             ts_recent_age: now,
             ts_last_sent: 0,
+            ts_clock_from: None,
             rcv_space_max: 0,
             last_rx: now,
             idle_timeout: cfg.idle_timeout,
@@ -430,17 +434,22 @@ impl Tcb {
     /// holding output): the client acknowledges `ack`, beyond SND.MAX of the replica. The old
     /// active sent the bytes below `ack`, and since output is a deterministic function of the
     /// stream offset they are exactly the service's bytes there; so if `ack` lies within what
-    /// the service has produced (`tx_end`, a stream offset; our FIN is never in this range:
-    /// sending it changes the state, which output waits for), record them as sent and let the
-    /// ACK be processed normally. Returns false (nothing changed) if `ack` is not beyond
-    /// SND.MAX, is beyond `tx_end`, or our FIN was sent.
+    /// the service has produced (`tx_end`, a stream offset), or acknowledges our queued FIN
+    /// right after it, record them as sent and let the ACK be processed normally. (An ACK of
+    /// the FIN proves the old active sent it: FIN-WAIT-1 with the FIN behind unsent data is
+    /// the common case of an HTTP/1.0 or `Connection: close` response.) Returns false
+    /// (nothing changed) if `ack` is not beyond SND.MAX or beyond everything there is to send.
     pub fn catch_up_sent(&mut self, ack: SeqNum, tx_end: u64) -> bool {
         let ahead = ack.diff(self.snd_max());
-        if ahead <= 0 || self.fin_abs.is_some() || !self.r.state.is_synchronized() {
+        if ahead <= 0 || !self.r.state.is_synchronized() {
             return false;
         }
         let abs = self.r.snd_max + ahead as u64;
-        if abs > tx_end + 1 {
+        let limit = match self.fin_abs {
+            Some(f) => f + 1,
+            None => tx_end + 1,
+        };
+        if abs > limit {
             return false;
         }
         self.set_snd_max(abs);
@@ -479,8 +488,14 @@ impl Tcb {
 
     /// Rebuild a connection on the standby from a snapshot (DESIGN §4 takeover). Sending
     /// resumes from SND.UNA (go-back-N; the peer's next ACK tells us where it really is);
-    /// RTT, cwnd and SACK state start fresh. The caller probes with [`Tcb::send_ack`].
-    pub fn restore(cfg: &TcpConfig, s: &TcbSnapshot, now: Instant) -> Tcb {
+    /// RTT, cwnd and SACK state start fresh. The caller probes with [`Tcb::send_probe`].
+    ///
+    /// `svc_closed_at`: where the (replayed) service's output ends, if it has closed
+    /// (`ByteStream::tx_end` once `tx_closed`). Our FIN goes right after that byte, wherever
+    /// the replicated send progress stands: in FIN-WAIT-1, CLOSING and LAST-ACK the FIN was
+    /// *queued* (RFC 9293 §3.10.4: the state changes when the user closes), and it may still
+    /// sit behind megabytes of unsent data (DESIGN §6).
+    pub fn restore(cfg: &TcpConfig, s: &TcbSnapshot, now: Instant, svc_closed_at: Option<u64>) -> Tcb {
         let mut t = Tcb::blank(cfg, now, s.local_port, s.remote_port, s.iss);
         // abs = stream offset + 1, plus a FIN bit when the sequence says one is covered.
         let unwrap = |off: u64, seq: SeqNum| -> u64 {
@@ -517,6 +532,7 @@ impl Tcb {
             ts_recent: s.ts_recent,
         };
         t.dirty = DirtyFlags::ALL;
+        t.ts_clock_from = Some(t.ts_now(now));
         t.peer_wscale = s.snd_wscale != 0 || s.rcv_wscale != 0;
         t.snd_nxt = una;
         t.snd_wl1 = s.rcv_nxt;
@@ -524,12 +540,25 @@ impl Tcb {
         t.max_snd_wnd = s.snd_wnd;
         t.last_ack_sent = s.rcv_nxt;
         t.cc = NewReno::new(t.r.mss as u32, cfg.initial_cwnd_segments);
-        // Our FIN was sent iff the state says so; it is the last sequence sent.
-        if matches!(
-            s.state,
-            State::FinWait1 | State::FinWait2 | State::Closing | State::TimeWait | State::LastAck
-        ) {
-            t.fin_abs = Some(max.saturating_sub(1));
+        // Where our FIN is. FIN-WAIT-2 and TIME-WAIT: the client acknowledged it, so it is
+        // the last sequence sent. FIN-WAIT-1, CLOSING, LAST-ACK: it was queued after the
+        // service's last byte and has been sent iff SND.MAX is beyond that byte. (A service
+        // that has not closed in those states cannot be: its replay diverged. Then the FIN
+        // is put where the old rule put it, at the last sequence sent.)
+        t.fin_abs = match s.state {
+            State::FinWait2 | State::TimeWait => Some(max.saturating_sub(1)),
+            State::FinWait1 | State::Closing | State::LastAck => {
+                Some(svc_closed_at.map_or(max.saturating_sub(1), |end| end.saturating_add(1)))
+            }
+            _ => None,
+        };
+        if let Some(f) = t.fin_abs {
+            // The FIN is never below what the client acknowledged (nor the data it ends).
+            let f = f.max(una.saturating_sub(1));
+            t.fin_abs = Some(f);
+            if max > f + 1 {
+                t.r.snd_max = f + 1;
+            }
         }
         if s.state == State::TimeWait {
             t.timers.time_wait = Some(now + cfg.time_wait);
