@@ -4,6 +4,8 @@
   python3 tests/e2e/test_harness.py      # prints "N passed, M failed" last
 """
 import os
+import subprocess
+import tempfile
 import sys
 import unittest
 
@@ -52,6 +54,62 @@ class ProgressWait(unittest.TestCase):
         p.add(100, 2.5)
         self.assertEqual((p.max_mid_gap, p.max_mid_wait), (0.0, 0.0))
         self.assertAlmostEqual(p.max_gap, 2.5, places=6)
+
+
+class TestScriptCounting(unittest.TestCase):
+    """scripts/test_lib.sh: a crashed or silent step must count as a failure (issue 12 #5)."""
+
+    ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def count(self, func, log_text, *args):
+        with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as f:
+            f.write(log_text)
+            path = f.name
+        try:
+            out = subprocess.run(
+                ["bash", "-c", f'source "$0"; passed=0; failed=0; {func} "$@" >/dev/null; echo "$passed $failed"',
+                 os.path.join(self.ROOT, "scripts", "test_lib.sh"), path, *args],
+                check=True, capture_output=True, text=True).stdout.split()
+        finally:
+            os.unlink(path)
+        return int(out[0]), int(out[1])
+
+    CLEAN = ("     Running unittests src/lib.rs (target/release/deps/a-1)\n"
+             "test result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n"
+             "     Running tests/x.rs (target/release/deps/x-2)\n"
+             "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n"
+             "   Doc-tests a\n"
+             "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n")
+
+    def test_clean_cargo_run_counts_its_tests(self):
+        self.assertEqual(self.count("count_cargo", self.CLEAN, "0"), (7, 0))
+
+    def test_a_test_binary_killed_by_a_signal_is_a_failure(self):
+        crashed = ("     Running unittests src/lib.rs (target/release/deps/a-1)\n"
+                   "test result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n"
+                   "     Running tests/ffi.rs (target/release/deps/ffi-3)\n"
+                   "error: test failed, to rerun pass `-p flowtwin-ffi --test ffi`\n"
+                   "Caused by:\n  process didn't exit successfully (signal: 11, SIGSEGV: invalid memory reference)\n")
+        self.assertEqual(self.count("count_cargo", crashed, "101"), (5, 1))
+
+    def test_a_nonzero_status_without_a_failing_test_is_a_failure(self):
+        self.assertEqual(self.count("count_cargo", self.CLEAN, "101"), (7, 1))
+
+    def test_a_run_without_test_binaries_is_a_failure(self):
+        self.assertEqual(self.count("count_cargo", "error: could not compile `x`\n", "101"), (0, 1))
+
+    def test_a_failing_test_is_counted_once(self):
+        log = self.CLEAN.replace("2 passed; 0 failed", "1 passed; 1 failed")
+        self.assertEqual(self.count("count_cargo", log, "101"), (6, 1))
+
+    def test_suite_summary_is_added(self):
+        self.assertEqual(self.count("count_summary", "PASS a (x)\n3 passed, 1 failed\n", "suite", "1"), (3, 1))
+
+    def test_suite_without_a_summary_is_a_failure(self):
+        self.assertEqual(self.count("count_summary", "PASS a (x)\nSegmentation fault\n", "suite", "139"), (0, 1))
+
+    def test_suite_exiting_nonzero_behind_a_clean_summary_is_a_failure(self):
+        self.assertEqual(self.count("count_summary", "4 passed, 0 failed\n", "suite", "2"), (4, 1))
 
 
 if __name__ == "__main__":
