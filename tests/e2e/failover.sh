@@ -19,6 +19,9 @@
 #                    histograms (flowtwin_output_hold_us, flowtwin_sync_ack_rtt_us).
 #   kill_young       (strict) like one kill_active run, plus 8 echo connections opened just before
 #                    the kill (killed as soon as each has its first echoed bytes): they too survive.
+#   kill_standby     (strict) 8 downloads + 4 echo streams, kill -9 B: A keeps serving alone;
+#                    every transfer byte-exact, 0 RSTs, no takeover, A reports its peer lost,
+#                    longest client wait <= FT_STANDBY_LOSS_STALL_MS (500).
 #   late_join        A alone; transfers start; B starts mid-transfer, reaches in_sync (snapshot);
 #                    kill -9 A; every transfer byte-exact, 0 RSTs, B took over.
 #   rejoin_failback  kill_active-style takeover by B; A restarts (same config, preference active)
@@ -43,7 +46,7 @@ FT_PROG=failover
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-ALL_TESTS=(kill_active kill_young late_join rejoin_failback async_mode sync_cpu)
+ALL_TESTS=(kill_active kill_young kill_standby late_join rejoin_failback async_mode sync_cpu)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
 RUNS=5
@@ -224,8 +227,10 @@ evaluate_kill() {
 
 # ------------------------------------------------------------------ one kill-the-active run
 # kill_run NAME DIR MODE [YOUNG] — start A, B, wait in_sync, transfers, kill A, evaluate
-kill_run() {
-  local name=$1 dir=$2 mode=$3 young=${4:-0}
+# pair_up NAME DIR MODE — A active, B its in-sync standby, the VIP answers, rstcount runs;
+# on failure reports NAME as failed and returns 1.
+pair_up() {
+  local name=$1 dir=$2 mode=$3
   mkdir -p "$dir"
   fl_rig_reset
   fl_start_engine a "$dir/a.log" "$mode" || { fail "$name" "engine A did not start: $(tail -3 "$dir/a.log" | tr '\n' ' ')"; return 1; }
@@ -237,6 +242,11 @@ kill_run() {
   fi
   fl_wait_vip 10 || { fail "$name" "VIP does not answer ping (A active): $(fl_vip_diag)"; return 1; }
   fl_rst_start "$dir" || info "rstcount did not report ready"
+}
+
+kill_run() {
+  local name=$1 dir=$2 mode=$3 young=${4:-0}
+  pair_up "$name" "$dir" "$mode" || return 1
   fl_clients_start "$dir" 16 20971520 4194304 4 10 2000000 socket 40
   if ! fl_clients_wait_ready 15; then
     info "not every flow had bytes after 15 s"
@@ -339,6 +349,64 @@ EOF
 )
   if [[ ${v%%|*} == ok ]]; then pass "$name" "${v#*|}; $(describe "$dir")"; record "$dir" "$name" 1
   else fail "$name" "${v%%|*}; ${v#*|}; $(describe "$dir")"; record "$dir" "$name" 0; fi
+}
+
+# kill_standby: the standby dies under load. A keeps serving alone: its held output is
+# released once it declares the peer dead (heartbeat x dead_after), every transfer stays
+# byte-exact, no RST, no takeover anywhere, and A reports the peer lost.
+test_kill_standby() {
+  local name=kill_standby dir=$TMP/kill_standby
+  pair_up "$name" "$dir" strict || { fl_cleanup; return; }
+  fl_clients_start "$dir" 8 20971520 4194304 4 10 2000000 socket 40
+  fl_clients_wait_ready 15 || info "not every flow had bytes after 15 s"
+  sleep "$(fl_random_delay)"
+  fl_status a >"$dir/a_status_before.json"
+  fl_kill9 b
+  local t_kill=$KILL_T
+  fl_wait_status a 's["peer"] != "in_sync"' 5 || info "$name: A still reports its peer in_sync 5 s after the kill"
+  local lost_ms
+  lost_ms=$(fl_ms_since "$t_kill")
+  fl_status a >"$dir/a_status_after_kill.json"
+  fl_clients_wait
+  fl_rst_stop
+  fl_status a >"$dir/a_status.json"
+  local cargs=()
+  mapfile -t cargs < <(fl_clients_args)
+  $PY "$E2E/failover_eval.py" "${cargs[@]}" --rst "$dir/rst.json" --event "kill=$t_kill" --log "a=$dir/a.log" \
+    --status "a=$dir/a_status.json" >"$dir/eval.json" 2>"$dir/eval.err" || echo '{}' >"$dir/eval.json"
+  fl_cleanup
+  local v
+  v=$($PY - "$dir/eval.json" "$dir/a_status_after_kill.json" "$lost_ms" "${FT_STANDBY_LOSS_STALL_MS:-500}" <<'EOF'
+import json, sys
+s = json.loads(open(sys.argv[1]).read() or "{}")
+try:
+    after = json.loads(open(sys.argv[2]).read() or "{}")
+except (OSError, ValueError):
+    after = {}
+lost_ms, bound = int(sys.argv[3]), int(sys.argv[4])
+a = s.get("status_a") or {}
+bad = []
+if not s.get("flows") or s.get("completed") != s.get("flows"):
+    bad.append(f"{s.get('flows', 0) - s.get('completed', 0)} of {s.get('flows')} transfer(s) not byte-exact")
+if s.get("resets") is None:
+    bad.append("no rstcount output")
+elif s["resets"]:
+    bad.append(f"{s['resets']} RST(s) seen by the client")
+if a.get("role") != "active" or a.get("takeovers", 0) != 0:
+    bad.append(f"A is not the untouched active (role {a.get('role')}, takeovers {a.get('takeovers')})")
+if after.get("peer") == "in_sync":
+    bad.append("A did not notice the standby's death")
+stall = s.get("max_midflow_wait_ms")
+if stall is None or stall > bound:
+    bad.append(f"longest client wait {stall} ms > {bound} ms")
+print(("ok" if not bad else "; ".join(bad)) +
+      f"|A reported the peer {after.get('peer')} {lost_ms} ms after the kill; flows {s.get('flows')}, "
+      f"completed {s.get('completed')}, resets {s.get('resets')}, longest client wait {stall} ms "
+      f"(raw gap {s.get('max_midflow_stall_ms')} ms)")
+EOF
+)
+  if [[ ${v%%|*} == ok ]]; then pass "$name" "${v#*|}"; record "$dir" "$name" 1
+  else fail "$name" "${v%%|*}; ${v#*|}"; record "$dir" "$name" 0; fi
 }
 
 test_late_join() {
