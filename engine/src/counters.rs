@@ -123,6 +123,12 @@ reasons! {
         /// holding output), and what the old active sent is a function of the stream offset.
         /// Expected under load; not an error.
         FlowsCaughtUp => "flows_caught_up",
+        /// Flows installed at takeover whose client had sent bytes the replica never saw
+        /// (its first segment to the new active starts beyond RCV.NXT): requests sent into
+        /// the outage. Nothing the engine can send makes a Linux client resend them early
+        /// (README "What a client sees"); its own loss-probe timer does, ~200 ms + 2 RTT
+        /// after the send.
+        FlowsClientAhead => "flows_client_ahead",
         /// Gratuitous ARPs sent (takeover announcements).
         GratuitousArps => "gratuitous_arps",
         /// Join snapshots emitted for a standby.

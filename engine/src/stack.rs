@@ -797,6 +797,10 @@ impl Stack {
             }
         }
         if flow.unready && hdr.flags.ack() && !hdr.flags.rst() {
+            if hdr.seq.gt(flow.tcb.rcv_nxt()) {
+                // Its first word since the takeover says it sent bytes into the outage.
+                self.counters.event(Event::FlowsClientAhead);
+            }
             if hdr.ack.gt(flow.tcb.snd_max()) {
                 // The client has seen bytes this replica never produced (async replication
                 // lagged): the flow cannot resume. Say so now rather than let it hang.

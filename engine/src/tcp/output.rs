@@ -77,19 +77,28 @@ impl Tcb {
         self.timers.delack = Some(now);
     }
 
-    /// Send a probe the peer must answer: a pure ACK with an old sequence number
-    /// (`<SEQ=SND.UNA-1><ACK=RCV.NXT><CTL=ACK>`, no data). It is outside the peer's receive
-    /// window, so the peer replies with an ACK carrying its current RCV.NXT and window
-    /// (RFC 9293 §3.10.7.4); Linux's zero-window and keepalive probes look the same. Used by
-    /// the persist timer, and by the takeover probe (DESIGN §4): a plain ACK with SEQ=SND.UNA
-    /// is acceptable whenever the replica is current, and a peer that has nothing to send
-    /// would then stay silent. With a replicated zero window, the standby would not learn the
-    /// window had opened until its persist timer fired, 1 s later (no RTT estimate yet).
+    /// Send a probe the peer must answer: an ACK with an old sequence number
+    /// (`<SEQ=SND.UNA-1><ACK=RCV.NXT><CTL=ACK>`) and, once the peer has acknowledged a data
+    /// byte, one byte of payload. It lies below what the peer acknowledged, so the peer drops
+    /// it as a duplicate and replies at once with an ACK carrying its current SND.NXT,
+    /// RCV.NXT and window (RFC 9293 §3.10.7.4). The byte is never delivered (it is a zero:
+    /// the service need not keep acknowledged bytes), and it matters on Linux: the answer to
+    /// a *zero-length* out-of-window segment is rate-limited to one per 500 ms per socket
+    /// (`tcp_oow_rate_limited`, shared with its PAWS and challenge ACKs), and is not sent at
+    /// all while the peer owes us an ACK; a segment with data is answered every time (BSD's
+    /// keepalive sends the same). Used by the persist timer, and by the takeover probe
+    /// (DESIGN §4): a plain ACK with SEQ=SND.UNA is acceptable whenever the replica is
+    /// current, and a peer that has nothing to send would then stay silent; with a
+    /// replicated zero window the standby would not learn the window had opened until its
+    /// persist timer fired, 1 s later (no RTT estimate yet).
     pub fn send_probe<S: ByteStream + ?Sized>(&mut self, now: Instant, svc: &S, out: &mut impl SegmentSink) {
-        let seq = self.seq_of(self.una_abs()) - 1;
+        let una = self.una_abs();
+        let seq = self.seq_of(una) - 1;
         let hdr = self.header(now, TcpFlags::ACK, seq, svc.rx_space());
+        // abs 0 is the SYN: before the first data byte was acknowledged there is none to use.
+        let len = usize::from(una >= 2);
         self.stats.segs_out += 1;
-        if !out.emit(&hdr, 0, &mut |_| {}) {
+        if !out.emit(&hdr, len, &mut |buf: &mut [u8]| buf.fill(0)) {
             self.stats.emit_failures += 1;
         }
     }

@@ -793,6 +793,35 @@ fn an_old_pure_ack_is_answered_a_current_one_is_not() {
     assert_eq!(r[0].0.ack, seq);
 }
 
+/// Once a data byte was acknowledged the probe carries one (zero) byte below SND.UNA:
+/// Linux answers a zero-length out-of-window probe at most once per 500 ms per socket,
+/// a duplicate data byte every time. The receiver drops the byte and answers at once.
+#[test]
+fn probe_carries_one_old_byte_once_data_was_acknowledged() {
+    let cfg = TcpConfig::default();
+    let mut svc = TestSvc::open_generator(3000, 1 << 20);
+    let (mut tcb, mut out, seq) = established(&cfg, TcpOptions::default(), &mut svc);
+    tcb.on_segment(t(2), &cfg, &hdr(F::ACK, seq, SISN + 1 + 3000, W), &[], &mut svc, &mut out);
+    out.take();
+    let mut o = RecSink::default();
+    tcb.send_probe(t(3), &svc, &mut o);
+    let p = o.take();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].0.seq, SISN + 3000, "SND.UNA - 1");
+    assert_eq!(p[0].1, vec![0u8], "one byte, never delivered");
+    // Our own receiver: the byte is a duplicate, not data; it is answered with RCV.NXT.
+    let mut rx = TestSvc::open_generator(0, 1 << 20);
+    let (mut peer, mut pout, pseq) = established(&cfg, TcpOptions::default(), &mut rx);
+    let d: Vec<u8> = (0..10).collect();
+    peer.on_segment(t(2), &cfg, &hdr(F::ACK, pseq, SISN + 1, W), &d, &mut rx, &mut pout);
+    pout.take();
+    peer.on_segment(t(3), &cfg, &hdr(F::ACK, pseq + 9, SISN + 1, W), &[0], &mut rx, &mut pout);
+    let r = pout.take();
+    assert_eq!(r.len(), 1, "answered at once");
+    assert_eq!(r[0].0.ack, pseq + 10);
+    assert_eq!(rx.rx, d, "the probe's byte was not delivered");
+}
+
 #[test]
 fn receiver_zero_window_still_takes_acks() {
     let cfg = TcpConfig::default();
