@@ -19,6 +19,12 @@
 #                    histograms (flowtwin_output_hold_us, flowtwin_sync_ack_rtt_us).
 #   kill_young       (strict) like one kill_active run, plus 8 echo connections opened just before
 #                    the kill (killed as soon as each has its first echoed bytes): they too survive.
+#   client_kinds     tests/e2e/lives.py: every kind of client at once (HTTP/1.0, Connection: close,
+#                    keep-alive, pipelined, HEAD, half-close, echo with a FIN mid-stream, a window
+#                    closed across the kill, short connections throughout, 1 KiB-100 MiB, curl and
+#                    sockets) + FT_LIVES_IDLE (200) idle keep-alive connections sending at the kill;
+#                    kill -9 A. PASS iff every flow is byte-exact, 0 RSTs, B took over.
+#   client_kinds_netem  the same with tc netem 2 % loss + reordering on the client link around the kill.
 #   kill_standby     (strict) 8 downloads + 4 echo streams, kill -9 B: A keeps serving alone;
 #                    every transfer byte-exact, 0 RSTs, no takeover, A reports its peer lost,
 #                    longest client wait <= FT_STANDBY_LOSS_STALL_MS (500).
@@ -46,7 +52,7 @@ FT_PROG=failover
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-ALL_TESTS=(kill_active kill_young kill_standby late_join rejoin_failback async_mode sync_cpu)
+ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem kill_standby late_join rejoin_failback async_mode sync_cpu)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
 RUNS=5
@@ -407,6 +413,96 @@ EOF
 )
   if [[ ${v%%|*} == ok ]]; then pass "$name" "${v#*|}"; record "$dir" "$name" 1
   else fail "$name" "${v%%|*}; ${v#*|}"; record "$dir" "$name" 0; fi
+}
+
+# client_kinds: tests/e2e/lives.py runs every kind of client at once over kernel sockets and
+# curl (HTTP/1.0, Connection: close, keep-alive, pipelined, HEAD, half-close, echo with a
+# client FIN mid-stream, a window closed across the kill, short connections opening and
+# closing throughout, 1 KiB to 100 MiB objects) plus FT_LIVES_IDLE idle keep-alive connections
+# that all send a request when the kill happens; kill -9 A mid-run. PASS iff every flow is
+# byte-exact (lives.py checks against tests/e2e/gen.py), the client namespace's capture saw
+# 0 RSTs, and B took over. client_kinds_netem: the same with tc netem loss + reordering on
+# the client's link from just before the kill until 2 s after it.
+test_client_kinds() { client_kinds_run client_kinds ""; }
+test_client_kinds_netem() { client_kinds_run client_kinds_netem "delay 1ms loss 2% reorder 25% 50%"; }
+
+client_kinds_run() { # NAME NETEM-ARGS
+  local name=$1 netem=$2 dir=$TMP/$1 lp i d
+  pair_up "$name" "$dir" strict || { fl_cleanup; return; }
+  rm -f "$dir/kill" "$dir/ready"
+  ip netns exec "$FT_CLIENT_NS" timeout 150 $PY "$E2E/lives.py" --host "$FT_VIP" \
+    --scale "${FT_LIVES_SCALE:-1}" --idle "${FT_LIVES_IDLE:-200}" --duration "${FT_LIVES_DURATION:-10}" \
+    --kill-file "$dir/kill" --ready-file "$dir/ready" --timeout 120 >"$dir/lives.json" 2>"$dir/lives.err" &
+  lp=$!
+  CL_PIDS+=("$lp")
+  for ((i = 0; i < 600; i++)); do [[ -e $dir/ready ]] && break; sleep 0.05; done
+  [[ -e $dir/ready ]] || info "$name: not every flow had bytes after 30 s"
+  d=$(awk -v r="$RANDOM" 'BEGIN{printf "%.3f", 1.0 + 1.5 * r / 32767}')
+  sleep "$d"
+  if [[ -n $netem ]]; then
+    # shellcheck disable=SC2086
+    ip netns exec "$FT_CLIENT_NS" tc qdisc add dev "$FT_CLIENT_IF" root netem $netem \
+      || info "$name: tc netem failed"
+  fi
+  # The idle connections' requests race the kill: some reach A, some go into the outage.
+  fl_status a >"$dir/a_status_before.json"
+  fl_status b >"$dir/b_status_before.json"
+  touch "$dir/kill"
+  fl_kill9 a
+  info "$name: killed A $d s after every flow had bytes${netem:+, netem $netem on $FT_CLIENT_IF}"
+  if [[ -n $netem ]]; then
+    sleep 2
+    ip netns exec "$FT_CLIENT_NS" tc qdisc del dev "$FT_CLIENT_IF" root 2>/dev/null || true
+  fi
+  wait "$lp" 2>/dev/null || true
+  CL_PIDS=()
+  fl_rst_stop
+  fl_status b >"$dir/b_status.json"
+  fl_metrics b "$dir/b.metrics"
+  fl_cleanup
+  local v
+  v=$($PY - "$dir/lives.json" "$dir/rst.json" "$dir/b_status.json" "$dir/b.metrics" "$dir/b.log" <<'EOF'
+import json, sys
+def load(p):
+    try:
+        return json.loads(open(p).read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return {}
+lv, rst, b = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3])
+def metric(name):
+    try:
+        return int(sum(float(l.split()[-1]) for l in open(sys.argv[4]) if l.startswith(name)))
+    except (OSError, ValueError):
+        return None
+bad = []
+if not lv:
+    bad.append("lives.py printed no summary")
+elif lv.get("ok") != lv.get("flows") or lv.get("failed"):
+    f = lv.get("failed") or [{}]
+    bad.append(f"{lv.get('flows', 0) - lv.get('ok', 0)} of {lv.get('flows')} flows failed; first: "
+               f"{f[0].get('kind')} {f[0].get('id')}: {f[0].get('error')}")
+if not rst:
+    bad.append("no rstcount output")
+elif rst.get("rst_in"):
+    bad.append(f"{rst['rst_in']} RST(s) seen by the client ({rst.get('rst_in_after_close')} after both FINs): "
+               f"{json.dumps(rst.get('first', [])[:3])}")
+if b.get("role") != "active" or not b.get("takeovers"):
+    bad.append(f"B did not take over (role {b.get('role')}, takeovers {b.get('takeovers')})")
+takeover = [l.strip() for l in open(sys.argv[5], errors="replace") if "TAKEOVER" in l][:1] if b else []
+kinds = lv.get("by_kind") or {}
+idle = lv.get("idle") or {}
+ak = idle.get("after_kill_ms") or {}
+print(("ok" if not bad else "; ".join(bad)) +
+      f"|{lv.get('ok')}/{lv.get('flows')} flows byte-exact over {len(kinds)} kinds "
+      f"({lv.get('churn_connections')} short connections), RSTs {rst.get('rst_in')}; "
+      f"longest wait {lv.get('max_stall_ms')} ms ({lv.get('max_stall_flow')}); "
+      f"{idle.get('answered')}/{idle.get('n')} idle connections sending at the kill answered after "
+      f"p50 {ak.get('p50')} / p99 {ak.get('p99')} / max {ak.get('max')} ms; B: flows_resumed "
+      f"{b.get('flows_resumed')}, client_ahead {metric('flowtwin_flows_client_ahead_total')}, "
+      f"caught_up {metric('flowtwin_flows_caught_up_total')}")
+EOF
+)
+  if [[ ${v%%|*} == ok ]]; then pass "$name" "${v#*|}"; else fail "$name" "${v%%|*}; ${v#*|}"; fi
 }
 
 test_late_join() {

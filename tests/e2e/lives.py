@@ -1,0 +1,1021 @@
+#!/usr/bin/env python3
+"""flowtwin e2e "many lives" client (Python 3.11 stdlib only): many kinds of TCP client at once,
+over Linux kernel sockets and curl, against the engine's two services on the VIP, across a
+kill -9 of the active engine. Run it inside the client namespace:
+
+  ip netns exec ftc python3 tests/e2e/lives.py --host 198.18.0.100 --kill-file K --ready-file R
+
+Object service (--http-port, 80): `GET`/`HEAD /gen/<n>` returns n bytes of the stream that
+tests/e2e/gen.py computes independently. Echo service (--echo-port, 7). Kinds (one thread per
+flow; counts x --scale, at least 1 each; with fewer flows than sizes the largest sizes are kept):
+
+  http10     4  GET /gen/N HTTP/1.0, N = 1 KiB, 200 KB, 5 MiB, 20 MiB; read to EOF
+  close      3  HTTP/1.1 + Connection: close, N = 64 KB, 10 MB, 100 MiB (the last only if --scale >= 1)
+  curl10     2  curl --http1.0 -o FILE, N = 3 MB, 15 MiB; code, size and sha256 of the file
+  curlclose  2  curl -H 'Connection: close', same sizes
+  keepalive  4  6 sequential GETs on one connection (1 KiB, 300 KB, 2 MB cycled), each read by
+                Content-Length; then shutdown(SHUT_WR) and EOF (server closes after client FIN)
+  pipelined  3  4 GETs in one write (10 KB, 1 MB, 50 KB, 4 MiB; the last with Connection: close),
+                the 4 responses in order, then EOF
+  head       2  HEAD /gen/5000000 (headers only), GET /gen/200000, HEAD again, FIN, EOF
+  halfclose  3  GET /gen/8388608 HTTP/1.1 + shutdown(SHUT_WR) at once; the whole response, EOF
+  echo_fin   4  6 MB of a per-flow pattern to the echo port in 16 KiB writes, shutdown(SHUT_WR)
+                after the last byte while the echo still comes back (one selectors loop); every
+                byte equals what was sent at that offset; then EOF
+  zerowin    2  SO_RCVBUF 16384 before connect; GET /gen/6000000 HTTP/1.0; read 300 KB, stop reading
+                until --kill-file exists + 0.4 s (without --kill-file: 1.5 s), read the rest, EOF
+  churn      4  threads; until --duration s after start: connect, GET /gen/S + Connection: close
+                (S = 1024, 5000, 30000, 70000 cycled), verify, EOF, repeat; every connection is a flow
+  idle       --idle N keep-alive connections (not scaled): GET /gen/1000 at start, then idle; when
+                the kill file appears (one watcher thread polls it every 1 ms; without --kill-file:
+                --duration/2 s after start) each sends GET /gen/2000 at once; the time from the
+                watcher's detection to the complete response is reported
+
+Checks, per response: status 200; the header exactly
+`HTTP/1.1 200 OK\\r\\nContent-Type: application/octet-stream\\r\\nContent-Length: N\\r\\nConnection: X\\r\\n\\r\\n`
+with X = close for HTTP/1.0 and Connection: close requests, else keep-alive (halfclose accepts
+either). --no-strict-headers (for the kernel stand-in tests/e2e/stubserver.py, whose http.server
+adds Server/Date and sends no Connection header) only requires status 200 and Content-Length == N,
+no Transfer-Encoding, and a Connection header, if present, that agrees with the request. Bodies are
+compared byte for byte with gen.gen_bytes at their offset (curl files: sha256 vs gen.gen_sha256,
+then the first differing offset); where the server must close, EOF must follow the body at once
+(bytes after it are "extra bytes after body"; an RST is "connection reset"). Errors name the step,
+the offset and expected vs seen, e.g. "req 2 GET /gen/2000000: EOF at 611769 of 2000000".
+
+Pacing: the reader of every download > 1 MB (curl: --limit-rate) and the echo writer keep to
+--rate bytes/s (default 4 MB/s; a download >= 64 MiB to --big-rate, 25 MB/s), sleeping while
+ahead of schedule (bytes/rate - elapsed since the request), so a kill lands mid-transfer.
+
+max_stall_ms: over all flows, the longest gap between two received-byte events of a flow while it
+was incomplete, less the part of the gap the flow was ahead of its pacing schedule; the gap before
+a flow's first byte, a zerowin flow's deliberate pause and an idle connection's idle time are not
+counted (an idle connection's wait for its post-kill response is). curl progress is the output
+file's size polled every 2 ms.
+
+--ready-file is written once every flow has its first byte (idle: its first response; churn: each
+thread's first connection), or has failed; at the latest at the end. --timeout is a hard deadline
+for the whole run: every blocking operation is bounded by it, and flows not done by then fail with
+"timeout". One JSON line is printed on stdout; exit status 0 iff every flow succeeded:
+
+  {"flows":N,"ok":N,"failed":[{"kind":..,"id":..,"error":..} (at most 50, round-robin over kinds)],
+   "failed_count":N,
+   "by_kind":{"http10":{"flows":..,"ok":..,"bytes":..},...},   bytes = verified body/echo bytes
+   "max_stall_ms":X,"max_stall_flow":"kind/id","max_stall_end_s":s after start,
+   "max_stall_at_byte":B (bytes the flow had received, headers included),"churn_connections":N,
+   "idle":{"n":N,"answered":M,"after_kill_ms":{"p50":..,"p99":..,"max":..}},
+   "t_start_wall":epoch_s,"kill_seen_s":s after start or null,"duration_s":s}
+
+Self-test switch: LIVES_SELFTEST_FLIP=OFFSET flips the expected /gen byte at OFFSET (socket bodies
+and curl sha256), so every flow whose body reaches OFFSET must fail with a byte mismatch there.
+"""
+from __future__ import annotations
+
+import sys
+
+sys.dont_write_bytecode = True  # imports gen.py: no __pycache__ in the checkout
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import selectors  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gen  # noqa: E402
+
+now = time.monotonic
+MiB = 1 << 20
+
+# ----------------------------------------------------------------------------- the mix
+# Base flow counts (x --scale, at least 1) and sizes. Sizes mix 64 KiB-aligned (MiB) and unaligned
+# (decimal) lengths so gen.py's block boundaries fall both on and inside segments.
+KINDS = ["http10", "close", "curl10", "curlclose", "keepalive", "pipelined", "head", "halfclose",
+         "echo_fin", "zerowin", "churn", "idle"]
+BASE = {"http10": 4, "close": 3, "curl10": 2, "curlclose": 2, "keepalive": 4, "pipelined": 3,
+        "head": 2, "halfclose": 3, "echo_fin": 4, "zerowin": 2, "churn": 4}
+SIZES = {
+    "http10": [1024, 200_000, 5 * MiB, 20 * MiB],
+    "close": [64_000, 10_000_000, 100 * MiB],
+    "curl10": [3_000_000, 15 * MiB],
+    "curlclose": [3_000_000, 15 * MiB],
+    "halfclose": [8 * MiB],
+}
+KEEPALIVE_SIZES = [1024, 300_000, 2_000_000]
+KEEPALIVE_REQS = 6
+PIPELINE_SIZES = [10_000, 1_000_000, 50_000, 4 * MiB]
+HEAD_SIZE, HEAD_GET_SIZE = 5_000_000, 200_000
+ECHO_SIZE, ECHO_CHUNK = 6_000_000, 16 * 1024
+ZEROWIN_SIZE, ZEROWIN_FIRST, ZEROWIN_RCVBUF = 6_000_000, 300_000, 16384
+CHURN_SIZES = [1024, 5000, 30000, 70000]
+IDLE_FIRST, IDLE_SECOND = 1000, 2000
+
+PACE_MIN = 1_000_000      # downloads larger than this are paced to --rate
+BIG_MIN = 64 * MiB        # downloads at least this large are paced to --big-rate
+MAX_HEADER = 8192
+FAIL_CAP = 50
+ZEROWIN_KILL_PAUSE = 0.4  # zerowin: reopen the window this long after the kill file appears
+ZEROWIN_NOKILL_PAUSE = 1.5
+CURL_POLL = 0.002
+
+_flip = os.environ.get("LIVES_SELFTEST_FLIP")
+FLIP = int(_flip) if _flip not in (None, "") else None
+
+
+class FlowError(Exception):
+    pass
+
+
+def oserr(e: OSError) -> str:
+    """Short names for the socket errors a failover can cause."""
+    if isinstance(e, ConnectionResetError):
+        return "connection reset"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, BrokenPipeError):
+        return "broken pipe"
+    if isinstance(e, TimeoutError):
+        return "timeout"
+    return f"{type(e).__name__}: {e}"
+
+
+# ----------------------------------------------------------------------------- expected bytes
+def expected(off: int, n: int) -> bytes:
+    """Body bytes [off, off+n) of any /gen object (gen.py), with the self-test flip applied."""
+    b = gen.gen_bytes(off, n)
+    if FLIP is not None and off <= FLIP < off + n:
+        x = bytearray(b)
+        x[FLIP - off] ^= 0xFF
+        b = bytes(x)
+    return b
+
+
+_sha_lock = threading.Lock()
+_sha_cache: dict[int, str] = {}
+
+
+def expected_sha256(n: int) -> str:
+    """sha256 of /gen/<n> (gen.gen_sha256; streamed through expected() under the self-test flip)."""
+    with _sha_lock:
+        if n not in _sha_cache:
+            if FLIP is None:
+                _sha_cache[n] = gen.gen_sha256(n)
+            else:
+                h = hashlib.sha256()
+                for off in range(0, n, MiB):
+                    h.update(expected(off, min(MiB, n - off)))
+                _sha_cache[n] = h.hexdigest()
+        return _sha_cache[n]
+
+
+def first_diff(a, b) -> int:
+    m = min(len(a), len(b))
+    return next((i for i in range(m) if a[i] != b[i]), m)
+
+
+ECHO_PERIOD = 65537  # prime > the largest recv: a segment misplaced by any multiple of 64 KiB is caught
+ECHO_MAXREAD = 65536
+
+
+def echo_pattern(seed: int, fid: int) -> bytes:
+    """Per-flow echo bytes: byte at stream offset o is p[o % ECHO_PERIOD]; the buffer repeats its first
+    ECHO_MAXREAD bytes so that p[o % P : o % P + n] (n <= ECHO_MAXREAD) is contiguous."""
+    key = f"flowtwin-lives-echo/{seed}/{fid}/".encode()
+    out = bytearray()
+    ctr = 0
+    while len(out) < ECHO_PERIOD:
+        out += hashlib.sha256(key + ctr.to_bytes(8, "little")).digest()
+        ctr += 1
+    base = bytes(out[:ECHO_PERIOD])
+    return base + base[:ECHO_MAXREAD]
+
+
+# ----------------------------------------------------------------------------- run state
+class Run:
+    """Everything shared by the flow threads: arguments, clock, kill event, flow registry."""
+
+    def __init__(self, args):
+        self.args = args
+        self.t_start = now()
+        self.t_start_wall = time.time()
+        self.deadline = self.t_start + args.timeout
+        self.kill_event = threading.Event()   # set by the watcher thread
+        self.kill_t: float | None = None      # monotonic time the watcher saw the kill file
+        self.stop = threading.Event()         # end of run: watcher and pollers quit
+        self.lock = threading.Lock()
+        self.flows: list[Flow] = []
+        self.ready_units: list[threading.Event] = []
+        self.procs: list[subprocess.Popen] = []
+        self.churn_next = 0                   # churn flow ids, in order of creation
+        self.tmpdir = tempfile.mkdtemp(prefix="ft-lives-")
+        h = args.host
+        hh = f"[{h}]" if ":" in h else h
+        self.hosthdr = hh if args.http_port == 80 else f"{hh}:{args.http_port}"
+        self.http_addr = self._resolve(args.http_port)
+        self.echo_addr = self._resolve(args.echo_port)
+
+    def _resolve(self, port: int):
+        fam, _t, _p, _c, addr = socket.getaddrinfo(self.args.host, port, type=socket.SOCK_STREAM)[0]
+        return fam, addr
+
+    def remaining(self) -> float:
+        return self.deadline - now()
+
+    def new_flow(self, kind: str, fid: int, ready_on_byte: bool = True, ready_unit: bool = True) -> "Flow":
+        fl = Flow(kind, fid, ready_on_byte)
+        with self.lock:
+            self.flows.append(fl)
+            if ready_unit:
+                self.ready_units.append(fl.ready)
+        return fl
+
+    def sleep(self, secs: float) -> None:
+        """Sleep, bounded by the deadline."""
+        secs = min(secs, self.remaining())
+        if secs > 0:
+            time.sleep(secs)
+
+
+R: Run  # set in main()
+
+
+def rate_for(n: int) -> float | None:
+    if n >= BIG_MIN:
+        return R.args.big_rate
+    if n > PACE_MIN:
+        return R.args.rate
+    return None
+
+
+class Flow:
+    """One flow's outcome and progress. Progress (got/pace/pause) is updated by the flow's own thread
+    only; finish() may race with the main thread's deadline sweep, first caller wins."""
+
+    def __init__(self, kind: str, fid: int, ready_on_byte: bool):
+        self.kind = kind
+        self.id = fid
+        self.step = ""                  # what the flow is doing, prefixed to its error
+        self.done = False
+        self.t_done = 0.0
+        self.ok = False
+        self.error: str | None = None
+        self.payload = 0                # verified body / echo bytes
+        self.info: dict = {}
+        self.ready = threading.Event()  # --ready-file unit
+        self.ready_on_byte = ready_on_byte
+        self._lock = threading.Lock()
+        # progress and stall tracking
+        self.nbytes = 0                 # every byte received (headers included)
+        self.last_t = 0.0
+        self.paused = False
+        self.max_stall = 0.0
+        self.max_stall_end = 0.0        # when the longest stall ended, and at which byte
+        self.max_stall_byte = 0
+        self.rate: float | None = None  # current pacing segment: rate, start time, bytes at start
+        self.seg_t0 = 0.0
+        self.seg_base = 0
+        self.lead_at_switch = 0.0       # lead of the last event under the previous segment
+
+    def lead(self, t: float) -> float:
+        """Seconds this flow is ahead of its pacing schedule at time t (<= 0: not ahead)."""
+        if not self.rate:
+            return 0.0
+        return (self.nbytes - self.seg_base) / self.rate - (t - self.seg_t0)
+
+    def got(self, n: int) -> None:
+        """n bytes received now: a progress event."""
+        t = now()
+        if self.nbytes > 0 and not self.paused:
+            # the gap since the last event, less the time the flow was ahead of its schedule then
+            # (an event before the current segment began is judged by the segment it belonged to)
+            lead = self.lead_at_switch if self.last_t < self.seg_t0 else self.lead(self.last_t)
+            stall = (t - self.last_t) - max(0.0, lead)
+            if stall > self.max_stall:
+                self.max_stall, self.max_stall_end, self.max_stall_byte = stall, t, self.nbytes
+        self.paused = False
+        self.nbytes += n
+        self.last_t = t
+        if self.ready_on_byte:
+            self.ready.set()
+
+    def pace(self, rate: float | None) -> None:
+        """Start a pacing segment now (None: unpaced)."""
+        self.lead_at_switch = self.lead(self.last_t)
+        self.rate = rate
+        self.seg_t0 = now()
+        self.seg_base = self.nbytes
+
+    def pace_wait(self) -> None:
+        lead = self.lead(now())
+        if lead > 0:
+            R.sleep(lead)
+
+    def pause(self) -> None:
+        """The flow stops wanting bytes (idle, deliberate zero window): the gap is not a stall."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """The flow wants bytes again from now on."""
+        self.paused = False
+        self.last_t = now()
+
+    def finish(self, ok: bool, error: str | None = None) -> bool:
+        with self._lock:
+            if self.done:
+                return False
+            self.done = True
+            self.t_done = now()
+            self.ok = ok
+            if error is not None and self.step:
+                error = f"{self.step}: {error}"
+            self.error = error
+        self.ready.set()
+        return True
+
+
+def run_flow(fl: Flow, fn, *a) -> None:
+    """Run one flow body in the current thread and record its outcome."""
+    try:
+        fn(fl, *a)
+        fl.finish(True)
+    except FlowError as e:
+        fl.finish(False, str(e))
+    except OSError as e:
+        fl.finish(False, oserr(e))
+    except Exception as e:  # noqa: BLE001 — a harness bug must still produce a summary
+        fl.finish(False, f"internal error: {type(e).__name__}: {e}")
+
+
+# ----------------------------------------------------------------------------- sockets
+class Conn:
+    """A blocking kernel TCP socket (TCP_NODELAY) whose every wait is bounded by the deadline;
+    every recv is a progress event of its flow. buf holds received bytes not yet consumed."""
+
+    def __init__(self, fl: Flow, addr, rcvbuf: int | None = None):
+        self.fl = fl
+        self.buf = bytearray()
+        fam, sa = addr
+        rem = R.remaining()
+        if rem <= 0:
+            raise FlowError("timeout before connect")
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            if rcvbuf:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: sets the window scale
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.settimeout(min(R.args.connect_timeout, rem))
+            s.connect(sa)
+        except OSError as e:
+            s.close()
+            raise FlowError(f"connect {sa[0]}:{sa[1]}: {oserr(e)}") from None
+        self.sock = s
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data: bytes) -> None:
+        rem = R.remaining()
+        if rem <= 0:
+            raise FlowError("timeout before send")
+        try:
+            self.sock.settimeout(rem)
+            self.sock.sendall(data)
+        except OSError as e:
+            raise FlowError(f"send: {oserr(e)}") from None
+
+    def shutdown_wr(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            raise FlowError(f"shutdown(SHUT_WR): {oserr(e)}") from None
+
+    def recv(self, limit: int, timeout: float | None = None) -> bytes:
+        """Up to limit bytes; b'' at EOF. FlowError('timeout' / 'connection reset' / ...)."""
+        rem = R.remaining() if timeout is None else min(R.remaining(), timeout)
+        if rem <= 0:
+            raise FlowError("timeout")
+        try:
+            self.sock.settimeout(rem)
+            data = self.sock.recv(limit)
+        except OSError as e:
+            raise FlowError(oserr(e)) from None
+        if data:
+            self.fl.got(len(data))
+        return data
+
+
+def request(method: str, n: int, version: str = "1.1", close: bool = False) -> bytes:
+    return (f"{method} /gen/{n} HTTP/{version}\r\nHost: {R.hosthdr}\r\n"
+            + ("Connection: close\r\n" if close else "") + "\r\n").encode()
+
+
+def read_header(conn: Conn) -> bytes:
+    """The next response header section (through the empty line); later bytes stay in conn.buf."""
+    while True:
+        i = conn.buf.find(b"\r\n\r\n")
+        if i >= 0:
+            hdr = bytes(conn.buf[:i + 4])
+            del conn.buf[:i + 4]
+            return hdr
+        if len(conn.buf) > MAX_HEADER:
+            raise FlowError(f"no end of response header in {len(conn.buf)} bytes: {bytes(conn.buf[:80])!r}")
+        try:
+            data = conn.recv(4096)
+        except FlowError as e:
+            raise FlowError(f"{e} before end of response header ({len(conn.buf)} header bytes)") from None
+        if not data:
+            raise FlowError(f"EOF in response header after {len(conn.buf)} bytes: {bytes(conn.buf[:80])!r}"
+                            if conn.buf else "EOF before response header")
+        conn.buf += data
+
+
+def check_header(hdr: bytes, n: int, want_conn: str) -> None:
+    """want_conn: 'close', 'keep-alive' or 'either' (the Connection the engine must answer)."""
+    text = hdr.decode("latin-1")
+    lines = text[:-4].split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise FlowError(f"bad status line {lines[0][:80]!r}")
+    if parts[1] != "200":
+        raise FlowError(f"status {parts[1]} (expected 200): {lines[0][:80]!r}")
+    if R.args.strict_headers:
+        choices = ["close", "keep-alive"] if want_conn == "either" else [want_conn]
+        exp = [f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\n"
+               f"Connection: {c}\r\n\r\n".encode() for c in choices]
+        if hdr not in exp:
+            raise FlowError(f"response header {hdr[:240]!r} (expected {exp[0]!r}"
+                            + (" or with Connection: close" if len(exp) > 1 else "") + ")")
+        return
+    hdrs: dict[str, str] = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    if "transfer-encoding" in hdrs:
+        raise FlowError(f"Transfer-Encoding: {hdrs['transfer-encoding']} (expected Content-Length framing)")
+    if hdrs.get("content-length") != str(n):
+        raise FlowError(f"Content-Length {hdrs.get('content-length')!r} (expected {n})")
+    c = hdrs.get("connection")
+    if c is not None:
+        is_close = "close" in c.lower()
+        if (want_conn == "close" and not is_close) or (want_conn == "keep-alive" and is_close):
+            raise FlowError(f"Connection: {c} (expected {want_conn})")
+
+
+def verify(data, off: int, n: int) -> None:
+    exp = expected(off, len(data))
+    if data != exp:
+        k = first_diff(data, exp)
+        raise FlowError(f"byte mismatch at {off + k} of {n}: got 0x{data[k]:02x} expected 0x{exp[k]:02x}")
+
+
+def read_body(conn: Conn, n: int, got: int = 0, stop: int | None = None) -> int:
+    """Read and verify body bytes [got, stop) of /gen/<n> (stop defaults to n), paced by the flow's
+    current segment; never reads past stop. Returns stop."""
+    fl = conn.fl
+    stop = n if stop is None else stop
+    if conn.buf and got < stop:
+        take = min(len(conn.buf), stop - got)
+        verify(bytes(conn.buf[:take]), got, n)
+        del conn.buf[:take]
+        got += take
+        fl.payload += take
+    # paced: ~10 ms of data per recv keeps the sleeps (and so the gaps) short
+    limit = max(16384, int(fl.rate / 100)) if fl.rate else 256 * 1024
+    while got < stop:
+        if fl.rate:
+            fl.pace_wait()
+        try:
+            data = conn.recv(min(limit, stop - got))
+        except FlowError as e:
+            raise FlowError(f"{e} at {got} of {n}") from None
+        if not data:
+            raise FlowError(f"EOF at {got} of {n}")
+        verify(data, got, n)
+        got += len(data)
+        fl.payload += len(data)
+    return got
+
+
+def expect_eof(conn: Conn, what: str) -> None:
+    """The server must close (FIN) now: no further bytes, EOF within --eof-timeout."""
+    if conn.buf:
+        raise FlowError(f"extra bytes after {what}: {len(conn.buf)}+ bytes {bytes(conn.buf[:24])!r}")
+    try:
+        data = conn.recv(65536, timeout=R.args.eof_timeout)
+    except FlowError as e:
+        raise FlowError(f"{e} waiting for EOF after {what}") from None
+    if data:
+        raise FlowError(f"extra bytes after {what}: {len(data)}+ bytes {data[:24]!r}")
+
+
+def get(conn: Conn, n: int, want_conn: str, version: str = "1.1", close: bool = False, label: str = "") -> None:
+    """One request-response on conn: send, header check, whole body verified."""
+    conn.fl.step = f"{label}GET /gen/{n}" + (" HTTP/1.0" if version == "1.0" else "")
+    conn.send(request("GET", n, version, close))
+    conn.fl.pace(rate_for(n))
+    check_header(read_header(conn), n, want_conn)
+    read_body(conn, n)
+
+
+# ----------------------------------------------------------------------------- kinds
+def flow_single(fl: Flow, n: int, version: str, close: bool) -> None:
+    """http10, close, churn: one GET whose response the server ends with FIN."""
+    conn = Conn(fl, R.http_addr)
+    try:
+        get(conn, n, "close", version, close)
+        expect_eof(conn, "body")
+    finally:
+        conn.close()
+
+
+def flow_zerowin(fl: Flow) -> None:
+    """Tiny receive buffer, and the client stops reading across the kill: a closed window."""
+    n = ZEROWIN_SIZE
+    conn = Conn(fl, R.http_addr, rcvbuf=ZEROWIN_RCVBUF)
+    try:
+        fl.step = f"GET /gen/{n} HTTP/1.0"
+        conn.send(request("GET", n, "1.0"))
+        fl.pace(rate_for(n))
+        check_header(read_header(conn), n, "close")
+        got = read_body(conn, n, 0, ZEROWIN_FIRST)
+        fl.pause()
+        if R.args.kill_file:
+            fl.step = f"GET /gen/{n} HTTP/1.0 (window closed, waiting for the kill file)"
+            if not R.kill_event.wait(max(0.0, R.remaining())):
+                raise FlowError(f"timeout: kill file never appeared (read {got} of {n})")
+            R.sleep(max(0.0, R.kill_t + ZEROWIN_KILL_PAUSE - now()))
+        else:
+            R.sleep(ZEROWIN_NOKILL_PAUSE)
+        fl.step = f"GET /gen/{n} HTTP/1.0 (after reopening the window)"
+        fl.resume()
+        fl.pace(rate_for(n - got))
+        read_body(conn, n, got)
+        expect_eof(conn, "body")
+    finally:
+        conn.close()
+
+
+def flow_keepalive(fl: Flow) -> None:
+    conn = Conn(fl, R.http_addr)
+    try:
+        for j in range(KEEPALIVE_REQS):
+            n = KEEPALIVE_SIZES[j % len(KEEPALIVE_SIZES)]
+            get(conn, n, "keep-alive", label=f"req {j} ")
+            fl.info["requests_done"] = j + 1
+        fl.step = f"after {KEEPALIVE_REQS} requests, client FIN"
+        fl.pace(None)
+        conn.shutdown_wr()
+        expect_eof(conn, "client FIN")
+    finally:
+        conn.close()
+
+
+def flow_pipelined(fl: Flow) -> None:
+    conn = Conn(fl, R.http_addr)
+    try:
+        last = len(PIPELINE_SIZES) - 1
+        fl.step = "pipelined send"
+        conn.send(b"".join(request("GET", n, close=(j == last)) for j, n in enumerate(PIPELINE_SIZES)))
+        for j, n in enumerate(PIPELINE_SIZES):
+            fl.step = f"pipelined response {j} GET /gen/{n}"
+            fl.pace(rate_for(n))
+            check_header(read_header(conn), n, "close" if j == last else "keep-alive")
+            read_body(conn, n)
+        expect_eof(conn, "last response (Connection: close)")
+    finally:
+        conn.close()
+
+
+def flow_head(fl: Flow) -> None:
+    conn = Conn(fl, R.http_addr)
+    try:
+        for j, (method, n) in enumerate([("HEAD", HEAD_SIZE), ("GET", HEAD_GET_SIZE), ("HEAD", HEAD_SIZE)]):
+            fl.step = f"req {j} {method} /gen/{n}"
+            conn.send(request(method, n))
+            check_header(read_header(conn), n, "keep-alive")
+            if method == "GET":
+                read_body(conn, n)
+            # a HEAD answered with a body shows up as a bad status line next, or extra bytes at the end
+        fl.step = "client FIN after the last HEAD"
+        conn.shutdown_wr()
+        expect_eof(conn, "HEAD response")
+    finally:
+        conn.close()
+
+
+def flow_halfclose(fl: Flow, n: int) -> None:
+    conn = Conn(fl, R.http_addr)
+    try:
+        fl.step = f"GET /gen/{n} + client FIN"
+        conn.send(request("GET", n))
+        conn.shutdown_wr()
+        fl.pace(rate_for(n))
+        check_header(read_header(conn), n, "either")
+        read_body(conn, n)
+        expect_eof(conn, "body")
+    finally:
+        conn.close()
+
+
+def flow_echo(fl: Flow) -> None:
+    """Paced writes, FIN after the last byte, echo read concurrently (one selectors loop)."""
+    total = ECHO_SIZE
+    pat = memoryview(echo_pattern(R.args.seed, fl.id))
+    conn = Conn(fl, R.echo_addr)
+    s = conn.sock
+    sel = selectors.DefaultSelector()
+    try:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        writing = True
+        sent = recvd = 0
+        fl.pace(R.args.rate)  # the writer's schedule; the reader's lead is measured against it too
+        fl.step = f"echo {total} bytes"
+        while True:
+            t = now()
+            if t >= R.deadline:
+                raise FlowError(f"timeout at {recvd} of {total} (sent {sent})")
+            w_lead = sent / R.args.rate - (t - fl.seg_t0) if sent < total else 0.0
+            want_write = sent < total and w_lead <= 0
+            if want_write != writing:
+                sel.modify(s, selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0))
+                writing = want_write
+            wait = min(R.deadline - t, w_lead if w_lead > 0 else 0.5)
+            for _key, mask in sel.select(max(0.0, wait)):
+                if mask & selectors.EVENT_WRITE and sent < total:
+                    o = sent % ECHO_PERIOD
+                    try:
+                        sent += s.send(pat[o:o + min(ECHO_CHUNK, total - sent)])
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                    except OSError as e:
+                        raise FlowError(f"send at {sent} of {total}: {oserr(e)}") from None
+                    if sent == total:
+                        try:
+                            s.shutdown(socket.SHUT_WR)  # FIN right after the last byte
+                        except OSError as e:
+                            raise FlowError(f"shutdown(SHUT_WR) at {recvd} of {total} echoed: {oserr(e)}") from None
+                if mask & selectors.EVENT_READ:
+                    try:
+                        data = s.recv(ECHO_MAXREAD)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError as e:
+                        raise FlowError(f"{oserr(e)} at {recvd} of {total} (sent {sent})") from None
+                    if not data:
+                        if recvd < total:
+                            raise FlowError(f"EOF at {recvd} of {total} (sent {sent})")
+                        return  # everything echoed, then the server's FIN
+                    if recvd + len(data) > total:
+                        raise FlowError(f"extra bytes after echo: {recvd + len(data) - total} beyond {total}")
+                    if recvd + len(data) > sent:
+                        raise FlowError(f"received {recvd + len(data)} bytes but sent only {sent}")
+                    fl.got(len(data))
+                    o = recvd % ECHO_PERIOD
+                    exp = pat[o:o + len(data)]
+                    if data != exp:
+                        k = first_diff(data, exp)
+                        raise FlowError(f"echo byte mismatch at {recvd + k} of {total}: "
+                                        f"got 0x{data[k]:02x} expected 0x{exp[k]:02x}")
+                    recvd += len(data)
+                    fl.payload += len(data)
+                    if recvd == total:
+                        fl.step = f"echo {total} bytes done, waiting for EOF"
+                        fl.pace(None)
+                        s.setblocking(True)
+                        sel.unregister(s)
+                        conn.buf.clear()
+                        expect_eof(conn, "echo")
+                        return
+    finally:
+        sel.close()
+        conn.close()
+
+
+def curl_env() -> dict:
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+def flow_curl(fl: Flow, n: int, http10: bool) -> None:
+    """One curl process; progress = output file size polled every 2 ms; the file is hashed here."""
+    path = os.path.join(R.tmpdir, f"{fl.kind}-{fl.id}.body")
+    rem = R.remaining()
+    if rem <= 0:
+        raise FlowError("timeout before start")
+    hp = R.hosthdr
+    url = f"http://{hp}/gen/{n}"
+    rate = rate_for(n)
+    cmd = ["curl", "-s", "-S", "--noproxy", "*"]
+    cmd += ["--http1.0"] if http10 else ["--http1.1", "-H", "Connection: close"]
+    cmd += ["-o", path, "-w", "%{http_code} %{size_download}", "--max-time", f"{rem:.3f}",
+            "--connect-timeout", f"{R.args.connect_timeout:.3f}"]
+    if rate:
+        cmd += ["--limit-rate", str(int(rate))]
+    cmd.append(url)
+    fl.step = f"curl {'--http1.0' if http10 else '-H Connection:close'} GET /gen/{n}"
+    fl.pace(rate)
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=curl_env())
+    with R.lock:
+        R.procs.append(p)
+    try:
+        last = 0
+        while True:
+            exited = p.poll() is not None
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                size = 0
+            if size > last:
+                fl.got(size - last)
+                last = size
+            if exited:
+                break
+            if now() >= R.deadline:
+                p.kill()
+                p.wait()
+                raise FlowError(f"timeout at {last} of {n} (curl killed)")
+            time.sleep(CURL_POLL)
+        out, err = p.communicate()
+        out = out.decode(errors="replace").strip()
+        err = err.decode(errors="replace").strip().replace("\n", " | ")
+        if p.returncode != 0:
+            raise FlowError(f"curl exit {p.returncode} at {last} of {n}: {err[:200]}")
+        code, _, dl = out.partition(" ")
+        if code != "200":
+            raise FlowError(f"http status {code!r} (expected 200)")
+        if not dl.isdigit() or int(dl) != n:
+            raise FlowError(f"curl size_download {dl!r} (expected {n})")
+        h = hashlib.sha256()
+        length = 0
+        with open(path, "rb") as f:
+            while b := f.read(MiB):
+                h.update(b)
+                length += len(b)
+        if length != n:
+            raise FlowError(f"file size {length} (expected {n})")
+        if h.hexdigest() != expected_sha256(n):
+            with open(path, "rb") as f:  # locate the first wrong byte for the report
+                off = 0
+                while b := f.read(MiB):
+                    exp = expected(off, len(b))
+                    if b != exp:
+                        k = first_diff(b, exp)
+                        raise FlowError(f"sha256 mismatch; byte mismatch at {off + k} of {n}: "
+                                        f"got 0x{b[k]:02x} expected 0x{exp[k]:02x}")
+                    off += len(b)
+            raise FlowError("sha256 mismatch")
+        fl.payload = n
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def flow_idle(fl: Flow) -> None:
+    """Open early, one GET, idle until the kill, then one GET timed from the kill's detection."""
+    conn = Conn(fl, R.http_addr)
+    try:
+        get(conn, IDLE_FIRST, "keep-alive", label="first ")
+        fl.ready.set()  # ready unit: the first response is complete
+        fl.pause()
+        fl.step = "idle, waiting for the kill"
+        if not R.kill_event.wait(max(0.0, R.remaining())):
+            raise FlowError("timeout: kill file never appeared" if R.args.kill_file else "timeout")
+        fl.resume()
+        get(conn, IDLE_SECOND, "keep-alive", label="after the kill: ")
+        fl.info["after_kill"] = now() - R.kill_t
+    finally:
+        conn.close()
+
+
+def churn_worker(ti: int, ready: threading.Event) -> None:
+    """Connections back to back until --duration; each one is a flow of its own."""
+    end = R.t_start + R.args.duration
+    j = ti
+    try:
+        while now() < end and R.remaining() > 0:
+            n = CHURN_SIZES[j % len(CHURN_SIZES)]
+            j += 1
+            with R.lock:
+                fid = R.churn_next
+                R.churn_next += 1
+            fl = R.new_flow("churn", fid, ready_on_byte=False, ready_unit=False)
+            fl.info["thread"] = ti
+            run_flow(fl, flow_single, n, "1.1", True)
+            ready.set()
+            if not fl.ok:
+                time.sleep(0.05)  # a dead server refuses at once: do not spin
+    finally:
+        ready.set()
+
+
+# ----------------------------------------------------------------------------- main
+def scaled(kind: str, scale: float) -> int:
+    return max(1, int(BASE[kind] * scale + 0.5))
+
+
+def sizes_for(kind: str, count: int, scale: float) -> list[int]:
+    """count sizes from the kind's list: cycled; with fewer flows than sizes, the largest."""
+    sz = list(SIZES[kind])
+    if kind == "close" and scale < 1:
+        sz = [s for s in sz if s < 100 * MiB]
+    if count < len(sz):
+        return sz[-count:]
+    return [sz[i % len(sz)] for i in range(count)]
+
+
+def watcher() -> None:
+    """ONE thread decides "the kill happened": the kill file's appearance (polled every 1 ms), or
+    --duration/2 after the start without --kill-file."""
+    a = R.args
+    if a.kill_file:
+        while not R.stop.is_set() and R.remaining() > 0:
+            if os.path.exists(a.kill_file):
+                R.kill_t = now()
+                R.kill_event.set()
+                return
+            R.stop.wait(0.001)
+    else:
+        if not R.stop.wait(max(0.0, R.t_start + a.duration / 2 - now())):
+            R.kill_t = now()
+            R.kill_event.set()
+
+
+def touch(path: str | None) -> None:
+    if path:
+        with open(path, "w") as f:
+            f.write(f"{time.time()}\n")
+
+
+def pct(xs: list[float], p: float) -> float | None:
+    if not xs:
+        return None
+    return round(xs[max(0, math.ceil(p * len(xs)) - 1)] * 1000, 3)
+
+
+def failed_sample(failed: list[Flow], kinds: list[str]) -> list[Flow]:
+    """At most FAIL_CAP failures: round-robin over the kinds (each kind's earliest failures first),
+    so 200 idle failures cannot hide the one echo failure."""
+    per = [sorted((f for f in failed if f.kind == k), key=lambda f: f.t_done) for k in kinds]
+    out: list[Flow] = []
+    i = 0
+    while len(out) < FAIL_CAP and any(i < len(p) for p in per):
+        out += [p[i] for p in per if i < len(p)]
+        i += 1
+    return out[:FAIL_CAP]
+
+
+def summarize(kinds: list[str], t_end: float) -> dict:
+    flows = list(R.flows)
+    failed = [f for f in flows if not f.ok]
+    by_kind = {}
+    for k in kinds:
+        fk = [f for f in flows if f.kind == k]
+        by_kind[k] = {"flows": len(fk), "ok": sum(f.ok for f in fk), "bytes": sum(f.payload for f in fk)}
+    worst = max(flows, key=lambda f: f.max_stall, default=None)
+    if worst is not None and worst.max_stall <= 0:
+        worst = None
+    idle = [f for f in flows if f.kind == "idle"]
+    lat = sorted(f.info["after_kill"] for f in idle if f.ok and "after_kill" in f.info)
+    return {
+        "flows": len(flows),
+        "ok": len(flows) - len(failed),
+        "failed": [{"kind": f.kind, "id": f.id, "error": f.error} for f in failed_sample(failed, kinds)],
+        "failed_count": len(failed),
+        "by_kind": by_kind,
+        "max_stall_ms": round(worst.max_stall * 1000, 3) if worst else 0.0,
+        "max_stall_flow": f"{worst.kind}/{worst.id}" if worst else None,
+        "max_stall_end_s": round(worst.max_stall_end - R.t_start, 6) if worst else None,
+        "max_stall_at_byte": worst.max_stall_byte if worst else None,
+        "churn_connections": sum(1 for f in flows if f.kind == "churn"),
+        "idle": {"n": len(idle), "answered": len(lat),
+                 "after_kill_ms": {"p50": pct(lat, 0.50), "p99": pct(lat, 0.99), "max": pct(lat, 1.0)}},
+        "t_start_wall": round(R.t_start_wall, 6),
+        "kill_seen_s": round(R.kill_t - R.t_start, 6) if R.kill_t is not None else None,
+        "duration_s": round(t_end - R.t_start, 6),
+    }
+
+
+def main(argv=None) -> int:
+    global R
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", required=True, help="the VIP")
+    ap.add_argument("--http-port", type=int, default=80)
+    ap.add_argument("--echo-port", type=int, default=7)
+    ap.add_argument("--scale", type=float, default=1.0, help="flow counts x this (at least 1 per kind)")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="comma list of: " + ",".join(KINDS))
+    ap.add_argument("--kill-file", help="appears when the active engine is killed")
+    ap.add_argument("--ready-file", help="written once every flow has its first byte")
+    ap.add_argument("--timeout", type=float, default=60.0, help="hard deadline of the whole run, s")
+    ap.add_argument("--connect-timeout", type=float, default=3.0)
+    ap.add_argument("--duration", type=float, default=8.0, help="churn runs this long (s after start)")
+    ap.add_argument("--idle", type=int, default=200, help="idle keep-alive connections")
+    ap.add_argument("--seed", type=int, default=1, help="echo pattern seed")
+    ap.add_argument("--rate", type=float, default=4e6, help="pacing of downloads > 1 MB and echo writes, bytes/s")
+    ap.add_argument("--big-rate", type=float, default=25e6, help="pacing of downloads >= 64 MiB, bytes/s")
+    ap.add_argument("--eof-timeout", type=float, default=5.0, help="wait for the server's FIN at most this long, s")
+    ap.add_argument("--strict-headers", action=argparse.BooleanOptionalAction, default=True,
+                    help="require the engine's exact response header (--no-strict-headers for stubserver.py)")
+    a = ap.parse_args(argv)
+    kinds = [k for k in a.kinds.split(",") if k]
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        ap.error(f"unknown kind(s) {bad}; choose from {','.join(KINDS)}")
+    if a.scale <= 0 or a.idle < 0 or a.idle > 1000 or a.rate <= 0 or a.big_rate <= 0 or a.timeout <= 0:
+        ap.error("need --scale > 0, 0 <= --idle <= 1000, rates > 0, --timeout > 0")
+    if ("curl10" in kinds or "curlclose" in kinds) and not shutil.which("curl"):
+        ap.error("curl not found")
+    if a.kill_file and os.path.exists(a.kill_file):
+        print(f"lives.py: warning: kill file {a.kill_file} exists already: idle and zerowin fire at once",
+              file=sys.stderr)
+
+    # gen.py builds its 256 block variants lazily (~1 s of CPU): do it before the clock starts.
+    for k in range(256):
+        gen.gen_bytes(k * gen.GEN_BLOCK, 1)
+    threading.stack_size(512 * 1024)
+
+    R = Run(a)
+    jobs: list[tuple] = []  # (target, args) per thread
+    if "idle" in kinds:  # opened first: they are the connections that exist before everything else
+        for i in range(a.idle):
+            jobs.append((run_flow, (R.new_flow("idle", i, ready_on_byte=False), flow_idle)))
+    for kind in kinds:
+        if kind == "idle":
+            continue
+        cnt = scaled(kind, a.scale)
+        if kind == "churn":
+            for ti in range(cnt):
+                ev = threading.Event()
+                R.ready_units.append(ev)
+                jobs.append((churn_worker, (ti, ev)))
+            continue
+        for i in range(cnt):
+            fl = R.new_flow(kind, i)
+            if kind in ("http10", "close"):
+                n = sizes_for(kind, cnt, a.scale)[i]
+                job = (fl, flow_single, n, "1.0" if kind == "http10" else "1.1", kind == "close")
+            elif kind in ("curl10", "curlclose"):
+                job = (fl, flow_curl, sizes_for(kind, cnt, a.scale)[i], kind == "curl10")
+            elif kind == "halfclose":
+                job = (fl, flow_halfclose, sizes_for(kind, cnt, a.scale)[i])
+            else:
+                job = (fl, {"keepalive": flow_keepalive, "pipelined": flow_pipelined, "head": flow_head,
+                            "echo_fin": flow_echo, "zerowin": flow_zerowin}[kind])
+            jobs.append((run_flow, job))
+
+    threading.Thread(target=watcher, name="kill-watcher", daemon=True).start()
+    threads = [threading.Thread(target=t, args=ar, daemon=True) for t, ar in jobs]
+    for th in threads:
+        th.start()
+
+    ready_done = a.ready_file is None
+    try:
+        while any(th.is_alive() for th in threads) and now() < R.deadline:
+            if not ready_done:
+                with R.lock:
+                    units = list(R.ready_units)
+                if all(ev.is_set() for ev in units):
+                    touch(a.ready_file)
+                    ready_done = True
+            time.sleep(0.005)
+        t_end = now()
+        # the hard deadline: whatever is still running has failed
+        with R.lock:
+            flows = list(R.flows)
+        for f in flows:
+            if not f.done:
+                msg = f"timeout: {f.step or 'not started'}, {f.nbytes} bytes received"
+                f.step = ""
+                f.finish(False, msg)
+    finally:
+        R.stop.set()
+        with R.lock:
+            procs = list(R.procs)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        shutil.rmtree(R.tmpdir, ignore_errors=True)
+    if not ready_done:
+        touch(a.ready_file)
+    res = summarize(kinds, t_end)
+    print(json.dumps(res), flush=True)
+    return 0 if res["flows"] > 0 and res["ok"] == res["flows"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
