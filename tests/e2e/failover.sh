@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/e2e/failover.sh — the engine pair: connections survive the death of the active engine.
 #
-#   tests/e2e/failover.sh [--only NAME[,NAME...]] [--runs N] [--keep-logs] [--results FILE] [--list]
+#   tests/e2e/failover.sh [--only NAME[,NAME...]] [--runs N] [--kinds-runs N] [--keep-logs] [--results FILE] [--list]
+#   (--runs: kill_active runs, default 5; --kinds-runs: client_kinds runs, default 1)
 #
 # Brings the rig up (scripts/topology up), expects target/release/flowtwin (FLOWTWIN=path
 # overrides), runs engine A (fta, preference active) and engine B (ftb, preference standby)
@@ -56,10 +57,12 @@ ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem kill_standby l
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
 RUNS=5
+KINDS_RUNS=1  # client_kinds runs (--kinds-runs N; scripts/soak sets it)
 RESULTS=""
-suite_opt() { # --runs N, --results FILE
+suite_opt() { # --runs N, --kinds-runs N, --results FILE
   case $1 in
     --runs) RUNS=${2:?--runs needs a number}; SUITE_TAKEN=2 ;;
+    --kinds-runs) KINDS_RUNS=${2:?--kinds-runs needs a number}; SUITE_TAKEN=2 ;;
     --runs=*) RUNS=${1#--runs=}; SUITE_TAKEN=1 ;;
     --results) RESULTS=${2:?--results needs a file}; SUITE_TAKEN=2 ;;
   esac
@@ -150,14 +153,14 @@ print("; ".join(parts))
 EOF
 }
 
-# verdict DIR — strict verdict: byte-exact, 0 RSTs, capture sane, B took over -> "ok" or reasons
+# verdict DIR [EVENT] [ENGINE] [CLIENT_SUMMARIES] — strict verdict: byte-exact, 0 RSTs, capture sane, B took over -> "ok" or reasons
 verdict() {
-  $PY - "$1/eval.json" "${2:-kill}" "${3:-b}" <<'EOF'
+  $PY - "$1/eval.json" "${2:-kill}" "${3:-b}" "${4:-2}" <<'EOF'
 import json, sys
 s = json.loads(open(sys.argv[1]).read() or "{}")
-ev, who = sys.argv[2], sys.argv[3]
+ev, who, summaries = sys.argv[2], sys.argv[3], int(sys.argv[4])
 bad = []
-if not s.get("flows") or s.get("client_summaries", 0) < 2:
+if not s.get("flows") or s.get("client_summaries", 0) < summaries:
     bad.append("client summaries missing")
 if s.get("completed") != s.get("flows"):
     bad.append(f"{s.get('flows', 0) - s.get('completed', 0)} transfer(s) not byte-exact")
@@ -423,12 +426,17 @@ EOF
 # byte-exact (lives.py checks against tests/e2e/gen.py), the client namespace's capture saw
 # 0 RSTs, and B took over. client_kinds_netem: the same with tc netem loss + reordering on
 # the client's link from just before the kill until 2 s after it.
-test_client_kinds() { client_kinds_run client_kinds ""; }
+test_client_kinds() {
+  local r
+  for ((r = 1; r <= KINDS_RUNS; r++)); do
+    client_kinds_run "client_kinds.$r" ""
+  done
+}
 test_client_kinds_netem() { client_kinds_run client_kinds_netem "delay 1ms loss 2% reorder 25% 50%"; }
 
 client_kinds_run() { # NAME NETEM-ARGS
   local name=$1 netem=$2 dir=$TMP/$1 lp i d
-  pair_up "$name" "$dir" strict || { fl_cleanup; return; }
+  pair_up "$name" "$dir" strict || { fl_cleanup; record "$dir" "$name" 0; return; }
   rm -f "$dir/kill" "$dir/ready"
   ip netns exec "$FT_CLIENT_NS" timeout 150 $PY "$E2E/lives.py" --host "$FT_VIP" \
     --scale "${FT_LIVES_SCALE:-1}" --idle "${FT_LIVES_IDLE:-200}" --duration "${FT_LIVES_DURATION:-10}" \
@@ -459,50 +467,52 @@ client_kinds_run() { # NAME NETEM-ARGS
   fl_rst_stop
   fl_status b >"$dir/b_status.json"
   fl_metrics b "$dir/b.metrics"
+  $PY "$E2E/failover_eval.py" --clients "$dir/lives.json" --rst "$dir/rst.json" --event "kill=$KILL_T" \
+    --log "b=$dir/b.log" --status "b=$dir/b_status.json" --status "a_before=$dir/a_status_before.json" \
+    --status "b_before=$dir/b_status_before.json" >"$dir/eval.json" 2>"$dir/eval.err" || echo '{}' >"$dir/eval.json"
   fl_cleanup
-  local v
-  v=$($PY - "$dir/lives.json" "$dir/rst.json" "$dir/b_status.json" "$dir/b.metrics" "$dir/b.log" <<'EOF'
+  # eval.json + what only lives.py reports (per kind, idle latencies): the soak reads both.
+  $PY - "$dir/eval.json" "$dir/lives.json" "$dir/b.metrics" <<'EOF'
 import json, sys
-def load(p):
+def last(p):
     try:
         return json.loads(open(p).read().strip().splitlines()[-1])
     except (OSError, ValueError, IndexError):
         return {}
-lv, rst, b = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3])
+ev, lv = last(sys.argv[1]), last(sys.argv[2])
 def metric(name):
     try:
-        return int(sum(float(l.split()[-1]) for l in open(sys.argv[4]) if l.startswith(name)))
+        return int(sum(float(l.split()[-1]) for l in open(sys.argv[3]) if l.startswith(name)))
     except (OSError, ValueError):
         return None
-bad = []
-if not lv:
-    bad.append("lives.py printed no summary")
-elif lv.get("ok") != lv.get("flows") or lv.get("failed"):
-    f = lv.get("failed") or [{}]
-    bad.append(f"{lv.get('flows', 0) - lv.get('ok', 0)} of {lv.get('flows')} flows failed; first: "
-               f"{f[0].get('kind')} {f[0].get('id')}: {f[0].get('error')}")
-if not rst:
-    bad.append("no rstcount output")
-elif rst.get("rst_in"):
-    bad.append(f"{rst['rst_in']} RST(s) seen by the client ({rst.get('rst_in_after_close')} after both FINs): "
-               f"{json.dumps(rst.get('first', [])[:3])}")
-if b.get("role") != "active" or not b.get("takeovers"):
-    bad.append(f"B did not take over (role {b.get('role')}, takeovers {b.get('takeovers')})")
-takeover = [l.strip() for l in open(sys.argv[5], errors="replace") if "TAKEOVER" in l][:1] if b else []
-kinds = lv.get("by_kind") or {}
+ev["lives"] = {k: lv.get(k) for k in ("by_kind", "idle", "max_stall_flow", "max_stall_streaming_ms",
+                                      "churn_connections", "failed")}
+ev["client_ahead"] = metric("flowtwin_flows_client_ahead_total")
+ev["caught_up"] = metric("flowtwin_flows_caught_up_total")
+open(sys.argv[1], "w").write(json.dumps(ev))
+EOF
+  local v
+  v=$(verdict "$dir" kill b 1)
+  local desc
+  desc=$($PY - "$dir/eval.json" <<'EOF'
+import json, sys
+s = json.loads(open(sys.argv[1]).read() or "{}")
+lv = s.get("lives") or {}
 idle = lv.get("idle") or {}
 ak = idle.get("after_kill_ms") or {}
-print(("ok" if not bad else "; ".join(bad)) +
-      f"|{lv.get('ok')}/{lv.get('flows')} flows byte-exact over {len(kinds)} kinds "
-      f"({lv.get('churn_connections')} short connections), RSTs {rst.get('rst_in')}; "
-      f"longest wait {lv.get('max_stall_ms')} ms ({lv.get('max_stall_flow')}); "
-      f"{idle.get('answered')}/{idle.get('n')} idle connections sending at the kill answered after "
-      f"p50 {ak.get('p50')} / p99 {ak.get('p99')} / max {ak.get('max')} ms; B: flows_resumed "
-      f"{b.get('flows_resumed')}, client_ahead {metric('flowtwin_flows_client_ahead_total')}, "
-      f"caught_up {metric('flowtwin_flows_caught_up_total')}")
+b = s.get("status_b") or {}
+f = (lv.get("failed") or [{}])[0] if lv.get("failed") else None
+print(f"{s.get('completed')}/{s.get('flows')} flows byte-exact over {len(lv.get('by_kind') or {})} kinds "
+      f"({lv.get('churn_connections')} short connections), RSTs {s.get('resets')}; takeover {s.get('kill_takeover_ms')} ms; "
+      f"longest wait of a moving stream {lv.get('max_stall_streaming_ms')} ms, of any flow {s.get('max_midflow_stall_ms')} ms "
+      f"({lv.get('max_stall_flow')}); {idle.get('answered')}/{idle.get('n')} idle connections sending at the kill answered "
+      f"after p50 {ak.get('p50')} / p99 {ak.get('p99')} / max {ak.get('max')} ms; B: flows_resumed {b.get('flows_resumed')}, "
+      f"client_ahead {s.get('client_ahead')}, caught_up {s.get('caught_up')}"
+      + (f"; first failure: {f.get('kind')} {f.get('id')}: {f.get('error')}" if f else ""))
 EOF
 )
-  if [[ ${v%%|*} == ok ]]; then pass "$name" "${v#*|}"; else fail "$name" "${v%%|*}; ${v#*|}"; fi
+  if [[ $v == ok ]]; then pass "$name" "$desc"; record "$dir" "$name" 1
+  else fail "$name" "$v; $desc"; record "$dir" "$name" 0; fi
 }
 
 test_late_join() {

@@ -143,7 +143,8 @@ def main():
                 if t1 >= t - 1.0 and t2 <= t and b1 > 0:
                     base = max(base, t2 - t1)
         out[f"{name}_baseline_gap_ms"] = round(base * 1000, 1)
-        out[f"{name}_flows_running"] = running
+        # Without traces (tests/e2e/lives.py) nothing is known of which flows ran at the event.
+        out[f"{name}_flows_running"] = running if traces else None
         out[f"{name}_resume_ms"] = round((resume - t) * 1000, 1) if running else None
         out[f"{name}_outage_ms"] = round(outage * 1000, 1) if running else None
     for spec in a.status:

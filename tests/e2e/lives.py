@@ -61,7 +61,7 @@ for the whole run: every blocking operation is bounded by it, and flows not done
    "failed_count":N,
    "by_kind":{"http10":{"flows":..,"ok":..,"bytes":..},...},   bytes = verified body/echo bytes
    "max_stall_ms":X,"max_stall_flow":"kind/id","max_stall_end_s":s after start,
-   "max_stall_at_byte":B (bytes the flow had received, headers included),"churn_connections":N,
+   "max_stall_streaming_ms":X (every kind but idle),"max_stall_at_byte":B (bytes the flow had received, headers included),"churn_connections":N,
    "idle":{"n":N,"answered":M,"after_kill_ms":{"p50":..,"p99":..,"max":..}},
    "t_start_wall":epoch_s,"kill_seen_s":s after start or null,"duration_s":s}
 
@@ -885,7 +885,11 @@ def summarize(kinds: list[str], t_end: float) -> dict:
     by_kind = {}
     for k in kinds:
         fk = [f for f in flows if f.kind == k]
-        by_kind[k] = {"flows": len(fk), "ok": sum(f.ok for f in fk), "bytes": sum(f.payload for f in fk)}
+        by_kind[k] = {"flows": len(fk), "ok": sum(f.ok for f in fk), "bytes": sum(f.payload for f in fk),
+                      "max_stall_ms": round(max((f.max_stall for f in fk), default=0.0) * 1000, 3)}
+    # Streams that were moving when the engine died, apart from the idle connections whose
+    # requests may have gone into the outage (those wait for the client's own loss probe).
+    streaming = max((f.max_stall for f in flows if f.kind != "idle"), default=0.0)
     worst = max(flows, key=lambda f: f.max_stall, default=None)
     if worst is not None and worst.max_stall <= 0:
         worst = None
@@ -901,7 +905,13 @@ def summarize(kinds: list[str], t_end: float) -> dict:
         "max_stall_flow": f"{worst.kind}/{worst.id}" if worst else None,
         "max_stall_end_s": round(worst.max_stall_end - R.t_start, 6) if worst else None,
         "max_stall_at_byte": worst.max_stall_byte if worst else None,
+        "max_stall_streaming_ms": round(streaming * 1000, 3),
         "churn_connections": sum(1 for f in flows if f.kind == "churn"),
+        # The names failover_eval.py reads from a clients.py summary.
+        "kind": "lives",
+        "completed_byte_exact": len(flows) - len(failed),
+        "max_midflow_stall_ms": round(worst.max_stall * 1000, 3) if worst else 0.0,
+        "max_midflow_wait_ms": round(worst.max_stall * 1000, 3) if worst else 0.0,
         "idle": {"n": len(idle), "answered": len(lat),
                  "after_kill_ms": {"p50": pct(lat, 0.50), "p99": pct(lat, 0.99), "max": pct(lat, 1.0)}},
         "t_start_wall": round(R.t_start_wall, 6),
