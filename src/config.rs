@@ -82,6 +82,14 @@ pub struct SyncSection {
     /// busy-polling worker would starve it, and a starved sync thread looks dead to the peer.
     #[serde(default)]
     pub cpu: Option<usize>,
+    /// Strict mode: after losing its in-sync standby the active keeps holding output this
+    /// long before it serves unprotected. A standby that took over because only the sync
+    /// link failed announces the VIPs meanwhile, and the old active fences itself on hearing
+    /// it, having sent nothing the new active does not know. Should exceed the standby's
+    /// detection skew; 0 releases at once. What a standby's death costs clients grows by
+    /// this much.
+    #[serde(default = "default_fence_hold_ms")]
+    pub fence_hold_ms: u64,
     /// Control socket for `flowtwin ctl`.
     #[serde(default = "default_control")]
     pub control: PathBuf,
@@ -98,6 +106,9 @@ fn default_heartbeat_ms() -> u64 {
 }
 fn default_dead_after() -> u32 {
     3
+}
+fn default_fence_hold_ms() -> u64 {
+    30
 }
 fn default_ring_records() -> usize {
     64 * 1024
@@ -392,6 +403,9 @@ impl Config {
             }
             if let Some(c) = y.cpu.filter(|&c| c >= MAX_CPUS) {
                 return Err(format!("sync.cpu = {c}: CPU numbers go from 0 to {}", MAX_CPUS - 1));
+            }
+            if y.fence_hold_ms > 10_000 {
+                return Err(format!("sync.fence_hold_ms = {}: must be 0..=10000", y.fence_hold_ms));
             }
             if y.busy_poll_us > 1_000_000 {
                 return Err(format!("sync.busy_poll_us = {}: must be 0..=1000000", y.busy_poll_us));

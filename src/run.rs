@@ -590,6 +590,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     // Without replication the engine is active from the start; with it, the sync thread
     // decides (an engine that finds an active peer joins as its standby).
     let role = Arc::new(RoleShared::new(nworkers, cfg.sync.is_none()));
+    if let Some(y) = &cfg.sync {
+        role.node_id.store(y.node_id, Ordering::Relaxed);
+    }
     let _ = observed.role.set(role.clone());
     let mut links = Vec::new();
     let mut repls: Vec<Option<ReplHandles>> = Vec::new();
@@ -626,6 +629,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             ring_records: y.ring_records,
             async_max_lag: Duration::from_millis(y.async_max_lag_ms),
             busy_poll: Duration::from_micros(y.busy_poll_us),
+            fence_hold: Duration::from_millis(y.fence_hold_ms),
             waiter: Some(Arc::new(PollWaiter {
                 bell: Doorbell::new().map_err(|e| format!("sync: eventfd: {e}"))?,
                 cpu: y.cpu,
@@ -644,6 +648,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
                 if t.in_sync { "" } else { "NOT " }
             );
             let flows = if software_rx { reshard(t.flows, nworkers) } else { t.flows };
+            // The announcement carries the new epoch (an old active that still lives fences
+            // itself when it hears it).
+            r.epoch.store(t.epoch, Ordering::Relaxed);
             r.take_over(flows);
         });
         sync_handle = Some(
@@ -704,10 +711,17 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             if last_role != Some(r) {
                 eprintln!("flowtwin: role {} (epoch {})", r.name(), st.epoch());
                 last_role = Some(r);
+                role.epoch.store(st.epoch(), Ordering::Relaxed);
                 match r {
                     Role::Active => role.active.store(true, Ordering::Release),
                     Role::Standby | Role::Fenced => role.active.store(false, Ordering::Release),
                 }
+            }
+            // Another engine announced our VIPs with a newer epoch: it took over while we
+            // live (the sync link is cut). The sync thread fences us.
+            let claim = role.vip_claim_epoch.load(Ordering::Relaxed);
+            if r == Role::Active && claim > st.epoch() {
+                st.request_fence(claim);
             }
             st.set_flows_resumed(role.flows_resumed.load(Ordering::Relaxed));
         }

@@ -63,6 +63,9 @@ reasons! {
         /// TCP checksum holds only the pseudo-header sum: the sender had TX checksum offload on
         /// (e.g. a Linux veth peer) and nothing filled it in.
         PartialTcpChecksum => "partial_tcp_checksum",
+        /// An ARP whose sender address is one of our VIPs: another engine announcing it
+        /// (see the `vip_claims_seen` event) or an address conflict. Never answered or learned.
+        ArpFromOurVip => "arp_from_our_vip",
         /// TCP to a VIP port with no service.
         NoService => "no_service",
         /// Segment for no flow that is not a SYN (answered with RST unless in takeover grace).
@@ -131,6 +134,9 @@ reasons! {
         FlowsClientAhead => "flows_client_ahead",
         /// Gratuitous ARPs sent (takeover announcements).
         GratuitousArps => "gratuitous_arps",
+        /// Another engine's tagged announcement claimed one of our VIPs with a newer epoch
+        /// than any seen before: it took over (the sync link may be cut); we fence ourselves.
+        VipClaimsSeen => "vip_claims_seen",
         /// Join snapshots emitted for a standby.
         SnapshotsEmitted => "snapshots_emitted",
         /// Software distribution: packets this worker handed to another one (worker 0: received

@@ -27,7 +27,7 @@
 //! packet is freed and counted (`handoff_ring_full`); TCP retransmission recovers it. Output
 //! commit is unaffected: a worker puts a frame into its egress ring only once it is released.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use flowtwin_ffi::ring::{RingConsumer, RingProducer};
@@ -42,6 +42,12 @@ use crate::time::{Duration, Instant};
 
 /// How long after a takeover segments of unknown flows are dropped instead of reset.
 pub const TAKEOVER_GRACE: Duration = Duration::from_secs(3);
+
+/// After an announcement, repeat it this long after the first (keepalived repeats its
+/// gratuitous ARPs too): the old active's last frames, sent from the VIP's MAC between our
+/// first announcement and its fencing, would otherwise teach the switch its port again, and
+/// clients' frames would go there until something of ours passed the switch.
+const REANNOUNCE_AFTER_MS: [u64; 4] = [10, 50, 250, 1000];
 
 /// What the worker reads from (and publishes to) the sync core, besides its delta ring.
 pub trait ReplControl: Send + Sync {
@@ -76,6 +82,13 @@ pub struct RoleShared {
     pub flows_abandoned: AtomicU64,
     /// TSC-independent µs timestamp (worker clock) when the last takeover finished installing.
     pub takeover_done_us: AtomicU64,
+    /// This engine's node id and epoch, tagged on its announcements (0: untagged). The
+    /// control plane sets the epoch before it makes the workers active.
+    pub node_id: AtomicU32,
+    pub epoch: AtomicU64,
+    /// The highest epoch with which another engine announced one of our VIPs (0: none): the
+    /// control plane fences this engine if it is newer than its own.
+    pub vip_claim_epoch: AtomicU64,
 }
 
 impl RoleShared {
@@ -102,6 +115,14 @@ impl RoleShared {
             p.store(true, Ordering::Release);
         }
         self.active.store(true, Ordering::Release);
+    }
+}
+
+/// Tag this worker's announcements with the engine's node id and epoch (if it has one).
+fn set_identity(stack: &mut Stack, role: &RoleShared) {
+    let node = role.node_id.load(Ordering::Relaxed);
+    if node != 0 {
+        stack.set_identity(node, role.epoch.load(Ordering::Relaxed));
     }
 }
 
@@ -402,6 +423,8 @@ pub fn run_worker(mut w: Worker) -> i32 {
         hold_us_sum: 0,
     };
     let me = w.index;
+    // Repeats still due of this worker's last announcement: (time of the first, repeats sent).
+    let mut reannounce: Option<(Instant, usize)> = None;
     while !w.stop.load(Ordering::Relaxed) {
         let now = clock.now();
         // Role changes: a takeover hands us replicas; install them, announce the VIPs, and
@@ -411,11 +434,13 @@ pub fn run_worker(mut w: Worker) -> i32 {
             let (mut ok, mut lost) = (0u64, 0u64);
             stack.set_active(true);
             stack.set_grace_until(now + TAKEOVER_GRACE);
+            set_identity(&mut stack, &w.role);
             // The announcement goes first and is not held: it carries no flow state.
             let was = std::mem::replace(&mut sink.hold, false);
             stack.announce(&mut sink);
             sink.flush();
             sink.hold = was;
+            reannounce = Some((now, 0));
             for f in flows {
                 if stack.install(now, f, &mut sink) {
                     ok += 1;
@@ -429,6 +454,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
             w.role.takeover_done_us.store(now.0, Ordering::Relaxed);
         } else if !stack.is_active() && w.role.active.load(Ordering::Relaxed) {
             stack.set_active(true);
+            set_identity(&mut stack, &w.role);
             // Becoming active without a takeover (start-up, or after a rejoin): the switch may
             // still send the VIP to the peer's port, so announce it (worker 0 speaks for all).
             if me == 0 {
@@ -436,6 +462,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
                 stack.announce(&mut sink);
                 sink.flush();
                 sink.hold = was;
+                reannounce = Some((now, 0));
             }
         } else if stack.is_active() && !w.role.active.load(Ordering::Relaxed) {
             // Fenced or demoted: stop answering and forget the flows (the peer owns them now;
@@ -443,6 +470,16 @@ pub fn run_worker(mut w: Worker) -> i32 {
             stack.set_active(false);
             stack.clear_flows();
             sink.held.clear();
+            reannounce = None;
+        }
+        if let Some((first, sent)) = reannounce {
+            if stack.is_active() && now >= first + Duration::from_millis(REANNOUNCE_AFTER_MS[sent]) {
+                let was = std::mem::replace(&mut sink.hold, false);
+                stack.announce(&mut sink);
+                sink.flush();
+                sink.hold = was;
+                reannounce = (sent + 1 < REANNOUNCE_AFTER_MS.len()).then_some((first, sent + 1));
+            }
         }
         if let Some(c) = &control {
             let t = c.snapshot_request();
@@ -471,6 +508,10 @@ pub fn run_worker(mut w: Worker) -> i32 {
             }
         }
         rx.clear();
+        if let Some(claim) = stack.take_vip_claim() {
+            // Another engine took our VIPs over: the control plane fences us.
+            w.role.vip_claim_epoch.fetch_max(claim.epoch, Ordering::Relaxed);
+        }
         stack.poll(now, &mut sink);
         if let Some(c) = &control {
             stack.replication_tick();

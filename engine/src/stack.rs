@@ -25,7 +25,7 @@ use crate::tcp::isn::IsnGenerator;
 use crate::tcp::{reset_for, DirtyFlags, SegmentSink, SegmentVerdict, State, Tcb, TcbStats, TcpConfig, TcpError};
 use crate::time::{Duration, Instant};
 use crate::timer::TimerWheel;
-use crate::wire::arp::{ArpOp, ArpRepr};
+use crate::wire::arp::{self, AnnounceTag, ArpOp, ArpRepr};
 use crate::wire::checksum::ChecksumStatus;
 use crate::wire::ethernet::{self, ethertype, EthernetFrame, MacAddr};
 use crate::wire::icmp::echo_reply_in_place;
@@ -181,6 +181,11 @@ pub struct Stack {
     active: bool,
     /// Until then, segments of unknown flows are dropped instead of reset (takeover).
     grace_until: Instant,
+    /// Who this engine is in its announcements (node id, epoch): `None` sends plain ones.
+    identity: Option<AnnounceTag>,
+    /// The newest claim of one of our VIPs by another engine seen since the last
+    /// `take_vip_claim` (a tagged gratuitous ARP from a node that took over).
+    vip_claim: Option<AnnounceTag>,
 }
 
 /// Records the bytes a service consumes so they can be replicated (the standby replays them).
@@ -329,6 +334,8 @@ impl Stack {
             lane: Cell::new(None),
             active: true,
             grace_until: Instant::ZERO,
+            identity: None,
+            vip_claim: None,
             cfg,
         }
     }
@@ -583,14 +590,30 @@ impl Stack {
     }
 
     /// Gratuitous ARP for every VIP from its MAC, so the switch relearns where the VIP lives
-    /// (VRRP does the same, RFC 5798 §6.4.1).
+    /// (VRRP does the same, RFC 5798 §6.4.1). With an identity ([`Stack::set_identity`]) each
+    /// carries an [`AnnounceTag`]: an old active that still lives (the sync link was cut)
+    /// learns from it that it was taken over.
     pub fn announce<F: FrameSink + ?Sized>(&mut self, tx: &mut F) {
         let vips = self.cfg.vips.clone();
+        let tag = self.identity;
         for v in &vips {
             let garp = ArpRepr::gratuitous(v.mac, v.addr);
-            let sent = tx.emit(&mut |buf: &mut [u8]| garp.emit_frame(buf).unwrap_or(0));
+            let sent = tx.emit(&mut |buf: &mut [u8]| match tag {
+                Some(t) => t.emit_gratuitous(v.mac, v.addr, buf).unwrap_or(0),
+                None => garp.emit_frame(buf).unwrap_or(0),
+            });
             self.count_tx(sent, Event::GratuitousArps);
         }
+    }
+
+    /// This engine's node id and current epoch, for its announcements.
+    pub fn set_identity(&mut self, node_id: u32, epoch: u64) {
+        self.identity = Some(AnnounceTag { node_id, epoch });
+    }
+
+    /// The newest claim of one of our VIPs by another engine since the last call.
+    pub fn take_vip_claim(&mut self) -> Option<AnnounceTag> {
+        self.vip_claim.take()
     }
 
     pub fn counters(&self) -> &Counters {
@@ -661,6 +684,20 @@ impl Stack {
         if arp.sender_mac != src || arp.sender_mac.is_multicast() {
             // RFC 826 leaves this open; a mismatch is spoofing or a proxy. Do not learn it.
             return self.counters.drop(Drop::BadArp);
+        }
+        if self.vip_mac(arp.sender_ip).is_some() {
+            // Someone announces one of our VIPs. Another engine's tagged announcement says it
+            // took the VIP over; anything else (a misconfigured host) is not ours to act on.
+            if let Some(tag) = payload.get(arp::PACKET_LEN..).and_then(AnnounceTag::read) {
+                if self.identity.is_some_and(|me| me.node_id != tag.node_id)
+                    && self.vip_claim.is_none_or(|c| tag.epoch > c.epoch)
+                {
+                    self.vip_claim = Some(tag);
+                    self.counters.event(Event::VipClaimsSeen);
+                }
+            }
+            // Not a question for us, and not a neighbour to learn.
+            return self.counters.drop(Drop::ArpFromOurVip);
         }
         if !arp.sender_ip.is_unspecified() && self.arp.learn(arp.sender_ip, arp.sender_mac) {
             self.counters.event(Event::ArpLearned);

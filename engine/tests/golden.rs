@@ -1282,3 +1282,39 @@ fn bug_peer_mac_learned_from_rejected_segment() {
     assert_eq!(d.drop(Drop::TcpRejected), 1, "out of window");
     assert_eq!(peer_mac_of(&h, &p), CLIENT_MAC, "a rejected segment must not move the flow");
 }
+
+/// Fencing over the data path (issue 12 #4, a cut sync link): another engine's tagged
+/// announcement of our VIP with a newer epoch is a claim the control plane acts on; an
+/// untagged one (a host with our address), our own node's, or an older epoch is not. None of
+/// them is answered or learned as a neighbour, and each is counted.
+#[test]
+fn tagged_announcement_of_our_vip_is_a_claim() {
+    use flowtwin_engine::wire::AnnounceTag;
+    let mut h = Harness::standard();
+    h.stack.set_identity(1, 3);
+    let garp = |tag: Option<AnnounceTag>| {
+        let mut buf = vec![0u8; 60];
+        let n = match tag {
+            Some(t) => t.emit_gratuitous(vip_mac(), VIP, &mut buf).unwrap(),
+            None => ArpRepr::gratuitous(vip_mac(), VIP).emit_frame(&mut buf).unwrap(),
+        };
+        buf.truncate(n);
+        buf
+    };
+    let out = h.step("untagged", &garp(None), Verdict::Drop(Drop::ArpFromOurVip));
+    assert!(out.is_empty() && h.stack.take_vip_claim().is_none());
+    let out = h.step("our own", &garp(Some(AnnounceTag { node_id: 1, epoch: 9 })), Verdict::Drop(Drop::ArpFromOurVip));
+    assert!(out.is_empty() && h.stack.take_vip_claim().is_none());
+    let (out, d) = h.feed(&garp(Some(AnnounceTag { node_id: 2, epoch: 4 })));
+    assert!(out.is_empty());
+    assert_eq!((d.event(Event::VipClaimsSeen), d.drop(Drop::ArpFromOurVip)), (1, 1));
+    assert_eq!(h.stack.take_vip_claim(), Some(AnnounceTag { node_id: 2, epoch: 4 }));
+    assert!(h.stack.take_vip_claim().is_none(), "taken once");
+    assert_eq!(h.stack.arp_lookup(VIP), None, "our VIP is never learned as a neighbour");
+    // Our announcements carry our identity.
+    let mut sink = VecSink::default();
+    h.stack.announce(&mut sink);
+    assert_eq!(sink.frames.len(), 1);
+    assert_eq!(AnnounceTag::read(&sink.frames[0][14 + 28..]), Some(AnnounceTag { node_id: 1, epoch: 3 }));
+    assert_eq!(ArpRepr::parse(&sink.frames[0][14..]).unwrap(), ArpRepr::gratuitous(vip_mac(), VIP));
+}

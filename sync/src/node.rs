@@ -72,6 +72,12 @@ pub struct SyncConfig {
     /// With a waiter: the longest the active's loop blocks when nothing else is due, so
     /// that no delta depends on the doorbell alone (a lost ring costs at most this).
     pub park_max: Duration,
+    /// Strict mode: how long an active that lost its in-sync standby keeps holding output
+    /// before it serves unprotected. If only the sync link failed, the standby takes over
+    /// meanwhile and its tagged announcement fences this engine: nothing this engine sent
+    /// is unknown to the new active. Zero releases at once (a standby's death then costs
+    /// clients only the detection time, but a cut sync link can cost flows).
+    pub fence_hold: Duration,
 }
 
 impl Default for SyncConfig {
@@ -89,6 +95,7 @@ impl Default for SyncConfig {
             busy_poll: Duration::ZERO,
             waiter: None,
             park_max: PARK_MAX,
+            fence_hold: Duration::from_millis(30),
         }
     }
 }
@@ -104,6 +111,10 @@ pub enum TakeoverReason {
     Requested,
     /// The active asked for it (`Handover`, ctl failback).
     Handover,
+    /// The active dropped us (it found us silent), then its sync port refused our rejoin
+    /// within `fence_hold` of the drop: its process is gone, and it held its output since
+    /// the drop, so our replica is what its clients last saw.
+    DroppedThenGone,
 }
 
 /// What the engine receives at takeover.
@@ -740,9 +751,21 @@ impl Ctx {
         let mut recs = Vec::new();
         let mut pacer = Pacer::new(self.cfg.busy_poll);
         let mut last_probe = Instant::now();
+        // Strict: after losing an in-sync standby, output stays held until then (fence_hold).
+        let mut hold_until: Option<Instant> = None;
         loop {
             if self.stopping() {
                 return Next::Exit;
+            }
+            let fence = self.status.fence_epoch();
+            if fence > self.epoch {
+                self.log(&format!(
+                    "another engine announced our VIPs with epoch {fence} (ours {}): it took over; fenced",
+                    self.epoch
+                ));
+                self.status.fenced_by_announcement.fetch_add(1, Relaxed);
+                self.status.set_error(format!("fenced: another engine announced our VIPs with epoch {fence}"));
+                return self.fenced();
             }
             let mut busy = false;
             if peer.is_none() {
@@ -788,6 +811,9 @@ impl Ctx {
                         self.log(&format!("standby lost: {why}"));
                         self.status.set_error(format!("standby lost: {why}"));
                         self.status.set_peer_state(PeerState::Dead);
+                        if self.cfg.mode == Mode::Strict && p.in_sync && !self.cfg.fence_hold.is_zero() {
+                            hold_until = Some(Instant::now() + self.cfg.fence_hold);
+                        }
                         // Say so before closing: a standby that merely stalled must read
                         // "dropped by a live active" (and rejoin), not "the active died"
                         // (and take over while this engine still serves: split brain).
@@ -803,7 +829,12 @@ impl Ctx {
             } else if self.status.peer_state() == PeerState::Dead {
                 self.status.set_peer_state(PeerState::None);
             }
-            self.publish_watermarks(peer.as_ref(), &mut acct);
+            // Held output stays held until the hold after a lost standby is over.
+            let holding = peer.is_none() && hold_until.is_some_and(|t| Instant::now() < t);
+            if !holding {
+                hold_until = None;
+                self.publish_watermarks(peer.as_ref(), &mut acct);
+            }
             if pacer.pass(hot, busy) {
                 // Wait for the standby's frames (or a new standby), the workers' doorbell,
                 // or the next thing due: a heartbeat, the standby's dead-peer deadline, the
@@ -811,7 +842,7 @@ impl Ctx {
                 let now = Instant::now();
                 let (fd, due) = match &peer {
                     Some(p) => (p.conn.s.as_raw_fd(), self.peer_due(p.last_hb_tx, p.conn.last_rx)),
-                    None => (listener.as_raw_fd(), last_probe + SPLIT_BRAIN_PROBE),
+                    None => (listener.as_raw_fd(), hold_until.unwrap_or(last_probe + SPLIT_BRAIN_PROBE)),
                 };
                 let timeout = self.cfg.park_max.min(due.saturating_duration_since(now));
                 self.idle(&pacer, &[fd], timeout, true);
@@ -1158,6 +1189,8 @@ impl Ctx {
         let mut shadow = Replicas::new(self.links.len());
         let mut recs = Vec::new();
         let mut backoff = Duration::from_millis(10);
+        // When a live active dropped us while our replica was in sync (strict mode).
+        let mut dropped_at: Option<Instant> = None;
         loop {
             if self.stopping() {
                 return Next::Exit;
@@ -1177,7 +1210,23 @@ impl Ctx {
             };
             let (mut conn, h) = match session {
                 Ok(s) => s,
-                Err(_) => {
+                Err(e) => {
+                    // Dropped by an active that then died (it may have found us silent
+                    // because it was starving itself): a refused rejoin means nothing listens
+                    // on its sync port any more. Within fence_hold of the drop it released
+                    // nothing we do not have, so our replica can still resume every flow.
+                    if let Some(t) = dropped_at {
+                        let since = t.elapsed();
+                        if e.kind() == io::ErrorKind::ConnectionRefused && since < self.cfg.fence_hold {
+                            self.log(&format!(
+                                "the active that dropped us {since:?} ago refuses connections: it is gone"
+                            ));
+                            return self.take_over(&mut shadow, None, TakeoverReason::DroppedThenGone, since);
+                        }
+                        if since >= self.cfg.fence_hold {
+                            dropped_at = None;
+                        }
+                    }
                     self.drain_rings(None);
                     thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_millis(200));
@@ -1185,6 +1234,7 @@ impl Ctx {
                 }
             };
             backoff = Duration::from_millis(10);
+            dropped_at = None;
             if h.role != Role::Active {
                 let _ = conn.s.shutdown(std::net::Shutdown::Both);
                 thread::sleep(Duration::from_millis(50));
@@ -1207,7 +1257,13 @@ impl Ctx {
                 FollowEnd::Rejoin => {
                     let _ = conn.s.shutdown(std::net::Shutdown::Both);
                     self.status.set_peer_state(PeerState::Connecting);
-                    thread::sleep(Duration::from_millis(10));
+                    if self.cfg.mode == Mode::Strict && shadow.in_sync {
+                        dropped_at = Some(Instant::now());
+                    }
+                    // Retry soon: the rejoin (or the finding that the active is gone) must
+                    // come well within fence_hold.
+                    backoff = Duration::from_millis(1);
+                    thread::sleep(Duration::from_millis(1));
                     continue;
                 }
                 FollowEnd::Exit => return Next::Exit,

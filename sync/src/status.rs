@@ -69,6 +69,11 @@ pub struct SyncStatus {
     /// Heartbeat intervals missed, all time.
     pub heartbeats_missed_total: AtomicU64,
     pub takeovers: AtomicU64,
+    /// Set by the engine when another engine announced our VIPs with this (newer) epoch;
+    /// the active's sync thread fences itself (0: none).
+    fence_epoch: AtomicU64,
+    /// Times this engine fenced itself because another engine announced its VIPs.
+    pub fenced_by_announcement: AtomicU64,
     /// Set by the engine after installing taken-over flows.
     pub flows_resumed: AtomicU64,
     /// Flows lost: dropped after a replay error, or incomplete at takeover.
@@ -137,6 +142,8 @@ impl SyncStatus {
             heartbeats_missed: AtomicU64::new(0),
             heartbeats_missed_total: AtomicU64::new(0),
             takeovers: AtomicU64::new(0),
+            fence_epoch: AtomicU64::new(0),
+            fenced_by_announcement: AtomicU64::new(0),
             flows_resumed: AtomicU64::new(0),
             flows_abandoned: AtomicU64::new(0),
             replay_errors: AtomicU64::new(0),
@@ -183,6 +190,15 @@ impl SyncStatus {
     }
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Relaxed)
+    }
+    /// Another engine announced our VIPs with `epoch`: an active with an older epoch fences
+    /// itself (its sync thread acts on it).
+    pub fn request_fence(&self, epoch: u64) {
+        self.fence_epoch.fetch_max(epoch, Relaxed);
+    }
+    /// The epoch of the newest such announcement (0: none).
+    pub fn fence_epoch(&self) -> u64 {
+        self.fence_epoch.load(Relaxed)
     }
     pub fn in_sync(&self) -> bool {
         self.in_sync.load(Acquire)
@@ -372,6 +388,12 @@ impl SyncStatus {
             "shadow_flows",
             "gauge",
             self.shadow_flows.load(Relaxed),
+        );
+        g(
+            out,
+            "fenced_by_announcement_total",
+            "counter",
+            self.fenced_by_announcement.load(Relaxed),
         );
         g(
             out,

@@ -1414,7 +1414,49 @@ fn standby_dropped_by_a_live_active_rejoins_instead_of_taking_over() {
     // It comes back as a standby (a new connection), and no takeover happened.
     let back = answer_connections(&fake, &peer_hello(8, 1, Role::Active), Duration::from_secs(1), 1);
     assert_eq!(back.len(), 1, "the dropped standby did not reconnect");
-    assert!(b.takeovers.try_recv().is_err(), "a standby told it was dropped took over");
+    if let Ok((t, _)) = b.takeovers.try_recv() {
+        panic!("a standby told it was dropped took over: {:?}", t.reason);
+    }
     assert_ne!(b.status.role(), Role::Active);
+    b.handle.stop();
+}
+
+/// The active dropped an in-sync standby (it found it silent: on a starved machine the
+/// active's own thread may be the one that starved) and then died before the standby could
+/// rejoin. The standby's rejoin is refused (nothing listens on the active's sync port): within
+/// `fence_hold` of the drop the active released nothing the standby lacks, so the standby
+/// takes over instead of waiting for an active that is gone (found by scripts/soak).
+#[test]
+fn standby_dropped_by_an_active_that_then_dies_takes_over() {
+    let _g = serial();
+    let stack = stack_cfg();
+    let (_, scfg) = pair_cfgs(Duration::from_millis(5));
+    let fence_hold = scfg.fence_hold;
+    let fake = TcpListener::bind(scfg.peer).unwrap();
+    let b = node(scfg, &stack, idle_links(1));
+    let (mut s, _) = fake.accept().unwrap();
+    let mut out = peer_hello(8, 1, Role::Active);
+    proto::encode(&Msg::Snapshot { token: 1 }, &mut out);
+    // The join snapshot of an empty worker: just its barrier. The standby is in sync.
+    let barrier = delta::Delta {
+        header: delta::DeltaHeader { worker: 0, slot: 0, generation: 0, seq: 1 },
+        body: DeltaBody::Barrier { token: 1 },
+    };
+    let mut recs: Vec<Record> = Vec::new();
+    delta::encode(&barrier, &mut recs).unwrap();
+    proto::encode_batch(&mut out, 0, 1, 1, &recs);
+    s.write_all(&out).unwrap();
+    wait_until("in sync", Duration::from_secs(2), || {}, || b.status.in_sync());
+    let t_drop = Instant::now();
+    let mut out = Vec::new();
+    proto::encode(&Msg::Refused { reason: "dropped by the active: no heartbeat for 16ms".into() }, &mut out);
+    s.write_all(&out).unwrap();
+    // The active dies with its sync port: a rejoin is refused.
+    drop(fake);
+    drop(s);
+    let (t, at) = b.takeovers.recv_timeout(Duration::from_secs(2)).expect("the standby took over");
+    assert!(matches!(t.reason, TakeoverReason::DroppedThenGone), "{:?}", t.reason);
+    assert!(at.duration_since(t_drop) < fence_hold + Duration::from_millis(20), "took {:?}", at.duration_since(t_drop));
+    assert_eq!(b.status.role(), Role::Active);
     b.handle.stop();
 }

@@ -127,6 +127,55 @@ impl ArpRepr {
     }
 }
 
+/// Length of an Ethernet frame padded to the 60-byte minimum (without FCS).
+pub const PADDED_FRAME_LEN: usize = 60;
+
+/// flowtwin's tag in the Ethernet padding of a gratuitous ARP: which engine claims the VIP
+/// and with which epoch. Receivers that do not know it see ordinary padding (RFC 894 pads a
+/// frame to the minimum; the content of padding is not looked at). An active engine that
+/// hears another engine claim its VIP with a newer epoch knows it has been taken over (the
+/// sync link may be cut) and fences itself: VRRP's advertisements carry the same idea.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct AnnounceTag {
+    pub node_id: u32,
+    pub epoch: u64,
+}
+
+impl AnnounceTag {
+    const MAGIC: [u8; 4] = *b"FTwn";
+    /// Magic, node id, epoch (little-endian): 16 of the 18 padding bytes after an ARP.
+    pub const LEN: usize = 16;
+
+    /// Writes the tag at the start of `pad` (the bytes after the ARP packet).
+    pub fn write(&self, pad: &mut [u8]) -> Result<(), WireError> {
+        let p = pad.get_mut(..Self::LEN).ok_or(WireError::BufferTooSmall)?;
+        p[..4].copy_from_slice(&Self::MAGIC);
+        p[4..8].copy_from_slice(&self.node_id.to_le_bytes());
+        p[8..16].copy_from_slice(&self.epoch.to_le_bytes());
+        Ok(())
+    }
+
+    /// Reads a tag from the bytes after an ARP packet; `None` for any other padding.
+    pub fn read(pad: &[u8]) -> Option<AnnounceTag> {
+        let p = pad.get(..Self::LEN)?;
+        if p[..4] != Self::MAGIC {
+            return None;
+        }
+        let node_id = u32::from_le_bytes(p[4..8].try_into().ok()?);
+        let epoch = u64::from_le_bytes(p[8..16].try_into().ok()?);
+        Some(AnnounceTag { node_id, epoch })
+    }
+
+    /// A gratuitous ARP for `ip` from `mac`, padded to 60 bytes and carrying this tag.
+    pub fn emit_gratuitous(&self, mac: MacAddr, ip: Ipv4Addr, buf: &mut [u8]) -> Result<usize, WireError> {
+        let buf = buf.get_mut(..PADDED_FRAME_LEN).ok_or(WireError::BufferTooSmall)?;
+        let n = ArpRepr::gratuitous(mac, ip).emit_frame(buf)?;
+        buf[n..].fill(0);
+        self.write(&mut buf[n..])?;
+        Ok(PADDED_FRAME_LEN)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +253,22 @@ mod tests {
             p[at] = v;
             assert_eq!(ArpRepr::parse(&p), Err(WireError::Unsupported), "byte {at}");
         }
+    }
+
+    #[test]
+    fn announce_tag_rides_in_the_padding() {
+        let tag = AnnounceTag { node_id: 2, epoch: 0x0102_0304_0506_0708 };
+        let mut buf = [0xa5u8; 64];
+        let n = tag.emit_gratuitous(MacAddr([0, 0, 0x5e, 0, 1, 1]), Ipv4Addr::new(198, 18, 0, 100), &mut buf).unwrap();
+        assert_eq!(n, PADDED_FRAME_LEN);
+        let payload = &buf[ethernet::HEADER_LEN..n];
+        let arp = ArpRepr::parse(payload).unwrap();
+        assert_eq!(arp, ArpRepr::gratuitous(MacAddr([0, 0, 0x5e, 0, 1, 1]), Ipv4Addr::new(198, 18, 0, 100)));
+        assert_eq!(AnnounceTag::read(&payload[PACKET_LEN..]), Some(tag));
+        assert_eq!(&payload[PACKET_LEN + AnnounceTag::LEN..], &[0, 0], "the rest of the padding is zero");
+        // Ordinary padding (Linux pads with zeros) and short padding are no tag.
+        assert_eq!(AnnounceTag::read(&[0; 18]), None);
+        assert_eq!(AnnounceTag::read(&payload[PACKET_LEN..PACKET_LEN + 8]), None);
+        assert!(tag.emit_gratuitous(MacAddr::ZERO, Ipv4Addr::LOCALHOST, &mut [0u8; 59]).is_err());
     }
 }

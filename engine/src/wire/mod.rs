@@ -18,7 +18,7 @@ pub mod tcp;
 
 pub use repr::*;
 
-pub use arp::{ArpOp, ArpRepr};
+pub use arp::{AnnounceTag, ArpOp, ArpRepr};
 pub use checksum::ChecksumStatus;
 pub use ethernet::{EthernetFrame, MacAddr};
 pub use icmp::Icmpv4Packet;
