@@ -26,6 +26,9 @@
 #                    sockets) + FT_LIVES_IDLE (200) idle keep-alive connections sending at the kill;
 #                    kill -9 A. PASS iff every flow is byte-exact, 0 RSTs, B took over.
 #   client_kinds_netem  the same with tc netem 2 % loss + reordering on the client link around the kill.
+#   link_cut         the same load; the sync link goes down while both live: B takes over, A fences
+#                    itself on B's tagged announcement (exactly one engine answers), 0 RSTs, every
+#                    flow byte-exact; the link comes back and A rejoins as B's standby.
 #   kill_standby     (strict) 8 downloads + 4 echo streams, kill -9 B: A keeps serving alone;
 #                    every transfer byte-exact, 0 RSTs, no takeover, A reports its peer lost,
 #                    longest client wait <= FT_STANDBY_LOSS_STALL_MS (500).
@@ -53,7 +56,7 @@ FT_PROG=failover
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem kill_standby late_join rejoin_failback async_mode sync_cpu)
+ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut kill_standby late_join rejoin_failback async_mode sync_cpu)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
 RUNS=5
@@ -433,9 +436,14 @@ test_client_kinds() {
   done
 }
 test_client_kinds_netem() { client_kinds_run client_kinds_netem "delay 1ms loss 2% reorder 25% 50%"; }
+# link_cut: both engines live, the sync link goes down under the same load. B takes over; A
+# holds its output (fence_hold_ms) and fences itself on hearing B's tagged announcement, so
+# exactly one engine answers for the VIP and no client sees a RST. The link comes back
+# afterwards and A joins B as its standby.
+test_link_cut() { client_kinds_run link_cut "" cut; }
 
-client_kinds_run() { # NAME NETEM-ARGS
-  local name=$1 netem=$2 dir=$TMP/$1 lp i d
+client_kinds_run() { # NAME NETEM-ARGS [kill|cut]
+  local name=$1 netem=$2 event=${3:-kill} dir=$TMP/$1 lp i d
   pair_up "$name" "$dir" strict || { fl_cleanup; record "$dir" "$name" 0; return; }
   rm -f "$dir/kill" "$dir/ready"
   ip netns exec "$FT_CLIENT_NS" timeout 150 $PY "$E2E/lives.py" --host "$FT_VIP" \
@@ -456,8 +464,14 @@ client_kinds_run() { # NAME NETEM-ARGS
   fl_status a >"$dir/a_status_before.json"
   fl_status b >"$dir/b_status_before.json"
   touch "$dir/kill"
-  fl_kill9 a
-  info "$name: killed A $d s after every flow had bytes${netem:+, netem $netem on $FT_CLIENT_IF}"
+  if [[ $event == cut ]]; then
+    KILL_T=$(fl_now)
+    ip -n "$FT_A_NS" link set "$FT_A_SYNC_IF" down
+    info "$name: cut the sync link ($FT_A_NS:$FT_A_SYNC_IF down) $d s after every flow had bytes"
+  else
+    fl_kill9 a
+    info "$name: killed A $d s after every flow had bytes${netem:+, netem $netem on $FT_CLIENT_IF}"
+  fi
   if [[ -n $netem ]]; then
     sleep 2
     ip netns exec "$FT_CLIENT_NS" tc qdisc del dev "$FT_CLIENT_IF" root 2>/dev/null || true
@@ -467,6 +481,23 @@ client_kinds_run() { # NAME NETEM-ARGS
   fl_rst_stop
   fl_status b >"$dir/b_status.json"
   fl_metrics b "$dir/b.metrics"
+  if [[ $event == cut ]]; then
+    fl_status a >"$dir/a_status_cut.json"
+    fl_metrics a "$dir/a_cut.metrics"
+    ip -n "$FT_A_NS" link set "$FT_A_SYNC_IF" up
+    # The healed link: A follows B as its standby (or, should one of them see the other
+    # silent while A joins, the roles swap through a fenced takeover: either way one
+    # engine is active and the other its in-sync standby).
+    for ((i = 0; i < 100; i++)); do
+      fl_status a >"$dir/a_status_healed.json"
+      fl_status b >"$dir/b_status_healed.json"
+      [[ $(fl_jq "$(cat "$dir/a_status_healed.json")" 's["role"]') != active && \
+         $(fl_jq "$(cat "$dir/a_status_healed.json")" 's["in_sync"]') == True ]] && break
+      [[ $(fl_jq "$(cat "$dir/b_status_healed.json")" 's["role"]') == standby && \
+         $(fl_jq "$(cat "$dir/b_status_healed.json")" 's["in_sync"]') == True ]] && break
+      sleep 0.1
+    done
+  fi
   $PY "$E2E/failover_eval.py" --clients "$dir/lives.json" --rst "$dir/rst.json" --event "kill=$KILL_T" \
     --log "b=$dir/b.log" --status "b=$dir/b_status.json" --status "a_before=$dir/a_status_before.json" \
     --status "b_before=$dir/b_status_before.json" >"$dir/eval.json" 2>"$dir/eval.err" || echo '{}' >"$dir/eval.json"
@@ -493,6 +524,32 @@ open(sys.argv[1], "w").write(json.dumps(ev))
 EOF
   local v
   v=$(verdict "$dir" kill b 1)
+  if [[ $v == ok && $event == cut ]]; then
+    v=$($PY - "$dir/a_status_cut.json" "$dir/a_cut.metrics" "$dir/a_status_healed.json" "$dir/b_status_healed.json" <<'EOF'
+import json, sys
+def last(p):
+    try:
+        return json.loads(open(p).read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return {}
+a, ha, hb = last(sys.argv[1]), last(sys.argv[3]), last(sys.argv[4])
+try:
+    fenced = sum(float(l.split()[-1]) for l in open(sys.argv[2]) if l.startswith("flowtwin_sync_fenced_by_announcement_total"))
+except OSError:
+    fenced = None
+bad = []
+if a.get("active") or a.get("role") == "active":
+    bad.append(f"A still active after the cut (role {a.get('role')}): two engines answer for the VIP")
+if not fenced:
+    bad.append(f"A was not fenced by B's announcement (fenced_by_announcement {fenced})")
+roles = sorted([ha.get("role"), hb.get("role")])
+if roles != ["active", "standby"] or not (ha.get("in_sync") and hb.get("in_sync")):
+    bad.append(f"after the link came back: A {ha.get('role')} (in_sync {ha.get('in_sync')}), "
+               f"B {hb.get('role')} (in_sync {hb.get('in_sync')}); want one active and its in-sync standby")
+print("ok" if not bad else "; ".join(bad))
+EOF
+)
+  fi
   local desc
   desc=$($PY - "$dir/eval.json" <<'EOF'
 import json, sys
