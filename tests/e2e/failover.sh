@@ -82,6 +82,7 @@ T_START=$(fl_now)
 cleanup() {
   local rc=$?
   set +e
+  netem_off
   fl_cleanup
   "$TOPO" down >/dev/null 2>&1
   if [[ $KEEP_LOGS -eq 1 || $rc -ne 0 || $FAILED -gt 0 ]]; then
@@ -457,8 +458,9 @@ client_kinds_run() { # NAME NETEM-ARGS [kill|cut]
   sleep "$d"
   if [[ -n $netem ]]; then
     # shellcheck disable=SC2086
-    ip netns exec "$FT_CLIENT_NS" tc qdisc add dev "$FT_CLIENT_IF" root netem $netem \
-      || info "$name: tc netem failed"
+    if ! netem_on $netem; then
+      fail "$name" "could not impair the client link with netem $netem"; fl_cleanup; record "$dir" "$name" 0; return
+    fi
   fi
   # The idle connections' requests race the kill: some reach A, some go into the outage.
   fl_status a >"$dir/a_status_before.json"
@@ -470,11 +472,12 @@ client_kinds_run() { # NAME NETEM-ARGS [kill|cut]
     info "$name: cut the sync link ($FT_A_NS:$FT_A_SYNC_IF down) $d s after every flow had bytes"
   else
     fl_kill9 a
-    info "$name: killed A $d s after every flow had bytes${netem:+, netem $netem on $FT_CLIENT_IF}"
+    info "$name: killed A $d s after every flow had bytes${netem:+, netem ($NETEM_KIND) $netem on $FT_CLIENT_IF}"
   fi
   if [[ -n $netem ]]; then
     sleep 2
-    ip netns exec "$FT_CLIENT_NS" tc qdisc del dev "$FT_CLIENT_IF" root 2>/dev/null || true
+    netem_off
+    cp "$TMP/uem.out" "$dir/uem.out" 2>/dev/null || true
   fi
   wait "$lp" 2>/dev/null || true
   CL_PIDS=()

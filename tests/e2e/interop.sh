@@ -195,36 +195,7 @@ EOF
 }
 
 # ------------------------------------------------------------------ netem (client side)
-NETEM_KIND=""
-netem_on() { # spec...
-  if inc tc qdisc add dev "$FT_CLIENT_IF" root netem "$@" 2>"$TMP/netem.err"; then
-    NETEM_KIND=tc
-    return 0
-  fi
-  if grep -q "qdisc kind is unknown" "$TMP/netem.err"; then
-    NETEM_KIND=uem
-    rm -f "$TMP/uem.ready"
-    ip netns exec "$FT_CLIENT_NS" timeout 300 $PY "$E2E/uem.py" --duration 280 --ready-file "$TMP/uem.ready" "$@" \
-      >"$TMP/uem.out" 2>"$TMP/uem.err" &
-    UEM_PID=$!
-    wait_file "$TMP/uem.ready" 10 && return 0
-    info "uem.py did not start: $(tail -3 "$TMP/uem.err")"
-    return 1
-  fi
-  info "tc netem failed: $(cat "$TMP/netem.err")"
-  return 1
-}
-netem_off() {
-  if [[ $NETEM_KIND == tc ]]; then
-    inc tc qdisc del dev "$FT_CLIENT_IF" root 2>/dev/null || true
-  elif [[ $NETEM_KIND == uem && -n $UEM_PID ]]; then
-    kill -TERM "$UEM_PID" 2>/dev/null || true
-    wait "$UEM_PID" 2>/dev/null || true
-    UEM_PID=""
-    info "userspace netem (no sch_netem in this kernel): $(tail -1 "$TMP/uem.out" 2>/dev/null)"
-  fi
-  NETEM_KIND=""
-}
+# netem_on / netem_off: tests/e2e/suite_lib.sh (tc netem, or uem.py without sch_netem).
 
 # ------------------------------------------------------------------ engine
 write_config() {

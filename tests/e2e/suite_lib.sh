@@ -77,3 +77,40 @@ suite_bin() {
   [[ -x $BIN ]] || { echo "$1.sh: $BIN not found: run cargo build --release" >&2; exit 2; }
   TMP=$(mktemp -d "/tmp/ft-$1.XXXXXX")
 }
+
+# netem_on SPEC... / netem_off — impair the client namespace's egress toward the VIP (netem
+# syntax: loss 2%, delay 1ms reorder 25% 50%, ...): `tc qdisc ... netem` on FT_CLIENT_IF, or
+# on kernels built without sch_netem (this machine's) tests/e2e/uem.py, a userspace netem with
+# the same semantics. Sets NETEM_KIND (tc|uem); needs $PY, $TMP, FT_CLIENT_NS, FT_CLIENT_IF.
+NETEM_KIND=""
+UEM_PID=""
+netem_on() {
+  if ip netns exec "$FT_CLIENT_NS" tc qdisc add dev "$FT_CLIENT_IF" root netem "$@" 2>"$TMP/netem.err"; then
+    NETEM_KIND=tc
+    return 0
+  fi
+  if grep -q "qdisc kind is unknown" "$TMP/netem.err"; then
+    NETEM_KIND=uem
+    rm -f "$TMP/uem.ready"
+    ip netns exec "$FT_CLIENT_NS" timeout 300 $PY "$ROOT/tests/e2e/uem.py" --duration 280 \
+      --ready-file "$TMP/uem.ready" "$@" >"$TMP/uem.out" 2>"$TMP/uem.err" &
+    UEM_PID=$!
+    local i
+    for ((i = 0; i < 200; i++)); do [[ -s $TMP/uem.ready ]] && return 0; sleep 0.05; done
+    info "uem.py did not start: $(tail -3 "$TMP/uem.err")"
+    return 1
+  fi
+  info "tc netem failed: $(cat "$TMP/netem.err")"
+  return 1
+}
+netem_off() {
+  if [[ $NETEM_KIND == tc ]]; then
+    ip netns exec "$FT_CLIENT_NS" tc qdisc del dev "$FT_CLIENT_IF" root 2>/dev/null || true
+  elif [[ $NETEM_KIND == uem && -n $UEM_PID ]]; then
+    kill -TERM "$UEM_PID" 2>/dev/null || true
+    wait "$UEM_PID" 2>/dev/null || true
+    UEM_PID=""
+    info "userspace netem (no sch_netem in this kernel): $(tail -1 "$TMP/uem.out" 2>/dev/null)"
+  fi
+  NETEM_KIND=""
+}
