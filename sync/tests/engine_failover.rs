@@ -6,26 +6,23 @@
 //! `Stack` and the client's transfer must finish byte-exact, with no RST, for both services
 //! (echo upload+download, and HTTP downloads of `/gen/<n>`).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
-use flowtwin_engine::commit::{CommitTag, OutputHold};
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{gen_byte_range, ObjectStore, StoreConfig};
 use flowtwin_engine::service::ByteStream;
-use flowtwin_engine::stack::{vrrp_mac, FrameSink, Listener, ServiceSpec, Stack, StackConfig, Vip};
-use flowtwin_engine::tcp::{SegmentSink, Tcb, TcpConfig};
+use flowtwin_engine::stack::{vrrp_mac, Listener, ServiceSpec, Stack, StackConfig, Vip};
+use flowtwin_engine::tcp::{Tcb, TcpConfig};
 use flowtwin_engine::time::{Duration, Instant};
-use flowtwin_engine::wire::tcp::{build_tcp_frame, tcp_payload_offset, FrameAddrs, TcpPacket};
-use flowtwin_engine::wire::{MacAddr, TcpHeader};
+use flowtwin_engine::wire::tcp::TcpPacket;
 use flowtwin_engine::seq::SeqNum;
 use flowtwin_sync::{start, worker_channel, Mode, Role, SyncConfig, SyncStatus, Takeover, WorkerShared};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const CLIENT_MAC: MacAddr = MacAddr([2, 0x66, 0x74, 0, 0, 2]);
+mod common;
+use common::{ClientOut, Held, CLIENT, VIP};
 
 fn stack_cfg() -> Arc<StackConfig> {
     Arc::new(StackConfig {
@@ -79,62 +76,6 @@ impl ByteStream for App {
     }
     fn rx_space(&self) -> usize {
         1 << 20
-    }
-}
-
-/// Frames from the client toward the engine.
-struct ClientOut {
-    frames: Vec<Vec<u8>>,
-    src_port: u16,
-    dst_port: u16,
-}
-
-impl SegmentSink for ClientOut {
-    fn emit(&mut self, hdr: &TcpHeader, payload_len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
-        let mut buf = vec![0u8; 2048];
-        let off = tcp_payload_offset(&hdr.options);
-        fill(&mut buf[off..off + payload_len]);
-        let mut h = *hdr;
-        h.src_port = self.src_port;
-        h.dst_port = self.dst_port;
-        let a = FrameAddrs { src_mac: CLIENT_MAC, dst_mac: vrrp_mac(1), src_ip: CLIENT, dst_ip: VIP, ttl: 64, ip_id: 1 };
-        let n = build_tcp_frame(&mut buf, &a, &h, payload_len).unwrap();
-        buf.truncate(n);
-        self.frames.push(buf);
-        true
-    }
-}
-
-/// The engine's output, held for output commit by the dataplane's own [`OutputHold`].
-#[derive(Default)]
-struct Held {
-    held: OutputHold<Vec<u8>>,
-}
-
-impl FrameSink for Held {
-    fn emit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
-        let mut buf = vec![0u8; 2048];
-        let n = build(&mut buf);
-        if n > 0 {
-            buf.truncate(n);
-            self.held.push(buf);
-        }
-        true
-    }
-
-    fn seal(&mut self, tag: Option<CommitTag>, _now: Instant) {
-        self.held.commit(tag, 0);
-    }
-}
-
-impl Held {
-    fn commit(&mut self, tag: Option<CommitTag>) {
-        self.held.commit(tag, 0);
-    }
-    fn release(&mut self, wm: u64) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        self.held.release(wm, 0, |f, _| out.push(f));
-        out
     }
 }
 

@@ -25,29 +25,28 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use flowtwin_engine::commit::{CommitTag, OutputHold};
 use flowtwin_engine::counters::Event;
 use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
 use flowtwin_engine::service::ByteStream;
 use flowtwin_engine::stack::{vrrp_mac, FrameSink, Listener, ServiceSpec, Stack, StackConfig, Vip};
-use flowtwin_engine::tcp::{SegmentSink, State, Tcb, TcpConfig};
+use flowtwin_engine::tcp::{State, Tcb, TcpConfig};
 use flowtwin_engine::time::{Duration, Instant};
-use flowtwin_engine::wire::tcp::{build_tcp_frame, tcp_payload_offset, FrameAddrs, TcpPacket};
-use flowtwin_engine::wire::{ChecksumStatus, MacAddr, TcpHeader};
+use flowtwin_engine::wire::tcp::TcpPacket;
+use flowtwin_engine::wire::ChecksumStatus;
 use flowtwin_sync::coalesce::Coalescer;
 use flowtwin_sync::delta;
 use flowtwin_sync::ring::Record;
 use flowtwin_sync::shadow::Replicas;
 use flowtwin_sync::{worker_channel, RingReplicator, SyncStatus, WorkerLink};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const CLIENT_MAC: MacAddr = MacAddr([2, 0x66, 0x74, 0, 0, 2]);
+mod common;
+use common::{ClientOut, Held, CLIENT, VIP};
+
 const CLIENT_PORT: u16 = 40000;
 const HTTP: u16 = 80;
 const ECHO: u16 = 7;
@@ -354,59 +353,7 @@ impl ByteStream for App {
     }
 }
 
-/// Frames the client sends, built with the wire layer's own emitter.
-#[derive(Default)]
-struct ClientOut {
-    frames: Vec<Vec<u8>>,
-    dst_port: u16,
-}
-
-impl SegmentSink for ClientOut {
-    fn emit(&mut self, hdr: &TcpHeader, payload_len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
-        let mut buf = vec![0u8; 2048];
-        let off = tcp_payload_offset(&hdr.options);
-        fill(&mut buf[off..off + payload_len]);
-        let mut h = *hdr;
-        h.src_port = CLIENT_PORT;
-        h.dst_port = self.dst_port;
-        let a = FrameAddrs { src_mac: CLIENT_MAC, dst_mac: vrrp_mac(1), src_ip: CLIENT, dst_ip: VIP, ttl: 64, ip_id: 1 };
-        let n = build_tcp_frame(&mut buf, &a, &h, payload_len).expect("client frame fits");
-        buf.truncate(n);
-        self.frames.push(buf);
-        true
-    }
-}
-
 // ------------------------------------------------------------------ the engines
-
-/// An engine's output, held for output commit by the dataplane's own [`OutputHold`].
-#[derive(Default)]
-struct Held {
-    held: OutputHold<Vec<u8>>,
-}
-
-impl FrameSink for Held {
-    fn emit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
-        let mut buf = vec![0u8; 2048];
-        let n = build(&mut buf);
-        if n > 0 {
-            buf.truncate(n);
-            self.held.push(buf);
-        }
-        true
-    }
-    fn seal(&mut self, tag: Option<CommitTag>, _now: Instant) {
-        self.held.commit(tag, 0);
-    }
-}
-
-impl Held {
-    fn release(&mut self, wm: u64) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        self.held.release(wm, 0, |f, _| out.push(f));
-        out
-    }
-}
 
 /// Engine A: stack, its ring toward the sync core, the sync core's coalescer.
 struct Active {
@@ -529,7 +476,7 @@ fn run(life: &Life, kill: Kill, faults: Option<Faults>) -> Result<Outcome, Strin
     let mut a = Some(Active::new(&cfg, Instant(now)));
     let mut b = Standby { replicas: Replicas::new(1), status: SyncStatus::new(), stack: None, out: Held::default() };
     let mut app = App::new(life.clone());
-    let mut cout = ClientOut { frames: Vec::new(), dst_port: life.port };
+    let mut cout = ClientOut { frames: Vec::new(), src_port: CLIENT_PORT, dst_port: life.port };
     let mut client = Tcb::connect(Instant(now), &ccfg, CLIENT_PORT, life.port, SeqNum(0x8000_0000), &mut cout);
     // (time, order, to, frame)
     let mut net: Wire = BinaryHeap::new();

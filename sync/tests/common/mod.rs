@@ -1,0 +1,75 @@
+//! Shared by the tests that drive a real `Stack` against a client made of the engine's own
+//! `Tcb` (`engine_failover.rs`, `takeover_space.rs`): the addresses, the client's frame
+//! builder, and the engine's output held for output commit exactly as the dataplane holds it.
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+
+use flowtwin_engine::commit::{CommitTag, OutputHold};
+use flowtwin_engine::stack::{vrrp_mac, FrameSink};
+use flowtwin_engine::tcp::SegmentSink;
+use flowtwin_engine::time::Instant;
+use flowtwin_engine::wire::tcp::{build_tcp_frame, tcp_payload_offset, FrameAddrs};
+use flowtwin_engine::wire::{MacAddr, TcpHeader};
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const CLIENT_MAC: MacAddr = MacAddr([2, 0x66, 0x74, 0, 0, 2]);
+
+/// Frames from the client toward the engine, built with the wire layer's own emitter.
+#[derive(Default)]
+pub struct ClientOut {
+    pub frames: Vec<Vec<u8>>,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl SegmentSink for ClientOut {
+    fn emit(&mut self, hdr: &TcpHeader, payload_len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+        let mut buf = vec![0u8; 2048];
+        let off = tcp_payload_offset(&hdr.options);
+        fill(&mut buf[off..off + payload_len]);
+        let mut h = *hdr;
+        h.src_port = self.src_port;
+        h.dst_port = self.dst_port;
+        let a = FrameAddrs { src_mac: CLIENT_MAC, dst_mac: vrrp_mac(1), src_ip: CLIENT, dst_ip: VIP, ttl: 64, ip_id: 1 };
+        let n = build_tcp_frame(&mut buf, &a, &h, payload_len).expect("client frame fits");
+        buf.truncate(n);
+        self.frames.push(buf);
+        true
+    }
+}
+
+/// The engine's output, held for output commit by the dataplane's own [`OutputHold`].
+#[derive(Default)]
+pub struct Held {
+    pub held: OutputHold<Vec<u8>>,
+}
+
+impl FrameSink for Held {
+    fn emit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        let mut buf = vec![0u8; 2048];
+        let n = build(&mut buf);
+        if n > 0 {
+            buf.truncate(n);
+            self.held.push(buf);
+        }
+        true
+    }
+
+    fn seal(&mut self, tag: Option<CommitTag>, _now: Instant) {
+        self.held.commit(tag, 0);
+    }
+}
+
+impl Held {
+    pub fn commit(&mut self, tag: Option<CommitTag>) {
+        self.held.commit(tag, 0);
+    }
+    /// The held frames the standby's acknowledgement `wm` releases, in order.
+    pub fn release(&mut self, wm: u64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        self.held.release(wm, 0, |f, _| out.push(f));
+        out
+    }
+}
