@@ -422,6 +422,8 @@ EOF
   else fail "$name" "${v%%|*}; ${v#*|}"; record "$dir" "$name" 0; fi
 }
 
+# (FT_LIVES_SCALE, FT_LIVES_IDLE, FT_LIVES_DURATION, FT_LIVES_KINDS: lives.py's --scale, --idle,
+# --duration and --kinds, e.g. FT_LIVES_KINDS=echo_fin,idle to soak one kind.)
 # client_kinds: tests/e2e/lives.py runs every kind of client at once over kernel sockets and
 # curl (HTTP/1.0, Connection: close, keep-alive, pipelined, HEAD, half-close, echo with a
 # client FIN mid-stream, a window closed across the kill, short connections opening and
@@ -449,6 +451,7 @@ client_kinds_run() { # NAME NETEM-ARGS [kill|cut]
   rm -f "$dir/kill" "$dir/ready"
   ip netns exec "$FT_CLIENT_NS" timeout 150 $PY "$E2E/lives.py" --host "$FT_VIP" \
     --scale "${FT_LIVES_SCALE:-1}" --idle "${FT_LIVES_IDLE:-200}" --duration "${FT_LIVES_DURATION:-10}" \
+    ${FT_LIVES_KINDS:+--kinds "$FT_LIVES_KINDS"} \
     --kill-file "$dir/kill" --ready-file "$dir/ready" --timeout 120 >"$dir/lives.json" 2>"$dir/lives.err" &
   lp=$!
   CL_PIDS+=("$lp")

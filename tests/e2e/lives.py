@@ -196,6 +196,25 @@ def echo_pattern(seed: int, fid: int) -> bytes:
     return base + base[:ECHO_MAXREAD]
 
 
+def echo_shift(pat: memoryview, data: bytes, k: int, recvd: int) -> str:
+    """Where in the flow's pattern the wrong bytes come from: a stream shift (bytes repeated
+    or skipped), zeros, or bytes that are not this flow's at all (for the next engineer)."""
+    probe = bytes(data[k:k + 16])
+    n = len(data) - k
+    if len(probe) < 8:
+        return f"; {n} wrong byte(s) at the end of a read of {len(data)}"
+    if probe.count(0) == len(probe):
+        return f"; zeros from there ({n} bytes of a read of {len(data)})"
+    at = bytes(pat[:ECHO_PERIOD]).find(probe)
+    if at < 0:
+        return f"; not this flow's bytes (read of {len(data)}, first wrong: {probe.hex()})"
+    shift = (at - (recvd + k)) % ECHO_PERIOD
+    if shift > ECHO_PERIOD // 2:
+        shift -= ECHO_PERIOD
+    return (f"; they are the flow's bytes at offset {recvd + k + shift} (shift {shift:+d} mod "
+            f"{ECHO_PERIOD}: negative = repeated, positive = skipped; read of {len(data)})")
+
+
 # ----------------------------------------------------------------------------- run state
 class Run:
     """Everything shared by the flow threads: arguments, clock, kill event, flow registry."""
@@ -685,7 +704,8 @@ def flow_echo(fl: Flow) -> None:
                     if data != exp:
                         k = first_diff(data, exp)
                         raise FlowError(f"echo byte mismatch at {recvd + k} of {total}: "
-                                        f"got 0x{data[k]:02x} expected 0x{exp[k]:02x}")
+                                        f"got 0x{data[k]:02x} expected 0x{exp[k]:02x}"
+                                        f"{echo_shift(pat, data, k, recvd)}")
                     recvd += len(data)
                     fl.payload += len(data)
                     if recvd == total:
