@@ -330,6 +330,14 @@ impl MbufSink<'_> {
         self.held = held;
     }
 
+    /// Send `stack`'s VIP announcements now, not held: they carry no flow state.
+    fn announce(&mut self, stack: &mut Stack) {
+        let was = std::mem::replace(&mut self.hold, false);
+        stack.announce(self);
+        self.flush();
+        self.hold = was;
+    }
+
     /// Move the hold histogram into the worker's counters.
     fn fold_holds(&mut self, c: &mut Counters) {
         for (a, b) in c.hold_us.iter_mut().zip(self.hold_us.iter_mut()) {
@@ -435,11 +443,8 @@ pub fn run_worker(mut w: Worker) -> i32 {
             stack.set_active(true);
             stack.set_grace_until(now + TAKEOVER_GRACE);
             set_identity(&mut stack, &w.role);
-            // The announcement goes first and is not held: it carries no flow state.
-            let was = std::mem::replace(&mut sink.hold, false);
-            stack.announce(&mut sink);
-            sink.flush();
-            sink.hold = was;
+            // The announcement goes first.
+            sink.announce(&mut stack);
             reannounce = Some((now, 0));
             for f in flows {
                 if stack.install(now, f, &mut sink) {
@@ -462,10 +467,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
             // Becoming active without a takeover (start-up, or after a rejoin): the switch may
             // still send the VIP to the peer's port, so announce it (worker 0 speaks for all).
             if me == 0 {
-                let was = std::mem::replace(&mut sink.hold, false);
-                stack.announce(&mut sink);
-                sink.flush();
-                sink.hold = was;
+                sink.announce(&mut stack);
                 reannounce = Some((now, 0));
             }
         } else if stack.is_active() && !w.role.active.load(Ordering::Relaxed) {
@@ -478,10 +480,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
         }
         if let Some((first, sent)) = reannounce {
             if stack.is_active() && now >= first + Duration::from_millis(REANNOUNCE_AFTER_MS[sent]) {
-                let was = std::mem::replace(&mut sink.hold, false);
-                stack.announce(&mut sink);
-                sink.flush();
-                sink.hold = was;
+                sink.announce(&mut stack);
                 reannounce = (sent + 1 < REANNOUNCE_AFTER_MS.len()).then_some((first, sent + 1));
             }
         }

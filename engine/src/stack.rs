@@ -597,10 +597,9 @@ impl Stack {
         let vips = self.cfg.vips.clone();
         let tag = self.identity;
         for v in &vips {
-            let garp = ArpRepr::gratuitous(v.mac, v.addr);
             let sent = tx.emit(&mut |buf: &mut [u8]| match tag {
                 Some(t) => t.emit_gratuitous(v.mac, v.addr, buf).unwrap_or(0),
-                None => garp.emit_frame(buf).unwrap_or(0),
+                None => ArpRepr::gratuitous(v.mac, v.addr).emit_frame(buf).unwrap_or(0),
             });
             self.count_tx(sent, Event::GratuitousArps);
         }
