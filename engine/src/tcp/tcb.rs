@@ -508,6 +508,21 @@ impl Tcb {
             _ => (unwrap(s.tx_acked, s.snd_una), unwrap(s.tx_sent, s.snd_nxt)),
         };
         let max = max.max(una);
+        // Where our FIN is. FIN-WAIT-2 and TIME-WAIT: the client acknowledged it, so it is
+        // the last sequence sent. FIN-WAIT-1, CLOSING, LAST-ACK: it was queued after the
+        // service's last byte and has been sent iff SND.MAX is beyond that byte. (A service
+        // that has not closed in those states cannot be: its replay diverged. Then the FIN
+        // is put where the old rule put it, at the last sequence sent.) It is never below what
+        // the client acknowledged, and nothing was sent beyond it.
+        let fin_abs = match s.state {
+            State::FinWait2 | State::TimeWait => Some(max.saturating_sub(1)),
+            State::FinWait1 | State::Closing | State::LastAck => {
+                Some(svc_closed_at.map_or(max.saturating_sub(1), |end| end.saturating_add(1)))
+            }
+            _ => None,
+        }
+        .map(|f| f.max(una.saturating_sub(1)));
+        let max = fin_abs.map_or(max, |f| max.min(f + 1));
         t.r = Repl {
             state: s.state,
             local_port: s.local_port,
@@ -540,26 +555,7 @@ impl Tcb {
         t.max_snd_wnd = s.snd_wnd;
         t.last_ack_sent = s.rcv_nxt;
         t.cc = NewReno::new(t.r.mss as u32, cfg.initial_cwnd_segments);
-        // Where our FIN is. FIN-WAIT-2 and TIME-WAIT: the client acknowledged it, so it is
-        // the last sequence sent. FIN-WAIT-1, CLOSING, LAST-ACK: it was queued after the
-        // service's last byte and has been sent iff SND.MAX is beyond that byte. (A service
-        // that has not closed in those states cannot be: its replay diverged. Then the FIN
-        // is put where the old rule put it, at the last sequence sent.)
-        t.fin_abs = match s.state {
-            State::FinWait2 | State::TimeWait => Some(max.saturating_sub(1)),
-            State::FinWait1 | State::Closing | State::LastAck => {
-                Some(svc_closed_at.map_or(max.saturating_sub(1), |end| end.saturating_add(1)))
-            }
-            _ => None,
-        };
-        if let Some(f) = t.fin_abs {
-            // The FIN is never below what the client acknowledged (nor the data it ends).
-            let f = f.max(una.saturating_sub(1));
-            t.fin_abs = Some(f);
-            if max > f + 1 {
-                t.r.snd_max = f + 1;
-            }
-        }
+        t.fin_abs = fin_abs;
         if s.state == State::TimeWait {
             t.timers.time_wait = Some(now + cfg.time_wait);
         } else if una < max || matches!(s.state, State::SynSent | State::SynReceived) {
