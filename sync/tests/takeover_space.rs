@@ -367,21 +367,23 @@ struct Active {
     out: Held,
     link: WorkerLink,
     coalescer: Coalescer,
+    /// The sync core's peek buffer (a ring's worth of records), reused by every drain.
+    peek: Vec<Record>,
     watermark: u64,
 }
 
 impl Active {
     fn new(cfg: &Arc<StackConfig>, now: Instant) -> Active {
-        let (repl, link): (RingReplicator, WorkerLink) = worker_channel(0, 1 << 16);
+        let (repl, link): (RingReplicator, WorkerLink) = worker_channel(0, RING_RECORDS);
         let mut stack = Stack::new(cfg.clone(), now);
         stack.set_replicator(Box::new(repl));
-        Active { stack, out: Held::default(), link, coalescer: Coalescer::default(), watermark: 0 }
+        Active { stack, out: Held::default(), link, coalescer: Coalescer::default(), peek: vec![[0u64; 8]; RING_RECORDS], watermark: 0 }
     }
 
     /// The sync core's drain: every whole delta on the ring, coalesced into one batch.
     fn drain(&mut self) -> Option<Batch> {
-        let mut peek = vec![[0u64; 8]; 1 << 16];
-        let got = self.link.consumer.peek_burst(&mut peek);
+        let peek = &mut self.peek;
+        let got = self.link.consumer.peek_burst(peek);
         if got == 0 {
             return None;
         }
@@ -401,6 +403,9 @@ impl Active {
         Some(Batch { first, last, recs })
     }
 }
+
+/// Records of A's ring (and of the sync core's peek buffer).
+const RING_RECORDS: usize = 1 << 16;
 
 struct Batch {
     first: u64,
@@ -431,6 +436,14 @@ struct Faults {
     /// Packet events [from, to) whose frames may be dropped / duplicated / delayed.
     from: u64,
     to: u64,
+}
+
+impl Faults {
+    /// Faults from three events before kill point `k` to twelve after it, seeded by the
+    /// kill point and its case.
+    fn around(k: u64, reached: bool) -> Faults {
+        Faults { seed: k * 2 + reached as u64 + 1, from: k.saturating_sub(3), to: k + 12 }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -794,7 +807,7 @@ fn sweep(life: &Life, lossy: bool, tally: &mut Tally) {
     let base = run(life, Kill::None, None).unwrap_or_else(|e| panic!("{}: without a kill: {e}", life.name));
     for k in 0..=base.events {
         for reached in [false, true] {
-            let faults = lossy.then_some(Faults { seed: k * 2 + reached as u64 + 1, from: k.saturating_sub(3), to: k + 12 });
+            let faults = lossy.then(|| Faults::around(k, reached));
             let r = run(life, Kill::After { k, reached }, faults);
             tally.checked += 1;
             match r {
@@ -876,7 +889,7 @@ fn one_run() {
     let life = lives().into_iter().find(|l| l.name == name).expect("FT_SIM_LIFE names a life");
     let k: u64 = std::env::var("FT_SIM_K").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let reached = std::env::var_os("FT_SIM_REACHED").is_some();
-    let faults = std::env::var_os("FT_SIM_LOSSY").map(|_| Faults { seed: k * 2 + reached as u64 + 1, from: k.saturating_sub(3), to: k + 12 });
+    let faults = std::env::var_os("FT_SIM_LOSSY").map(|_| Faults::around(k, reached));
     println!("{:?}", run(&life, Kill::After { k, reached }, faults).map(|o| (o.events, o.done_us, o.state_at_kill)));
 }
 
