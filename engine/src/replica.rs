@@ -206,6 +206,10 @@ pub struct ShadowFlow {
     /// The peer's FIN was seen in an image and must reach the service after this call's data.
     fin_pending: bool,
     fin_delivered: bool,
+    /// The service state is known: the service consumed nothing yet (its initial state), or
+    /// a complete image arrived. A join snapshot's `New` of a flow that has consumed bytes is
+    /// followed by its `SvcImage`; until that arrives the replica cannot be resumed.
+    svc_known: bool,
     /// Per-standby scratch counters the replayed HTTP service updates (not reported).
     http: HttpCounters,
 }
@@ -224,11 +228,17 @@ impl ShadowFlow {
             rx_replayed: image.tcb.rx_delivered,
             fin_pending: false,
             fin_delivered: false,
+            svc_known: image.tcb.rx_delivered == 0,
             http: HttpCounters::default(),
             image,
         };
         f.update(cfg, image);
         Ok(f)
+    }
+
+    /// Whether this replica can be resumed: its service state is known (see `svc_known`).
+    pub fn service_known(&self) -> bool {
+        self.svc_known
     }
 
     /// A newer image: deliver a FIN owed from the previous call, then `on_acked`.
@@ -265,6 +275,7 @@ impl ShadowFlow {
     pub fn set_image(&mut self, cfg: &StackConfig, bytes: &[u8]) -> Result<(), ReplayError> {
         let l = cfg.listeners.get(self.image.listener as usize).ok_or(ReplayError::UnknownListener(self.image.listener))?;
         self.svc = ServiceState::from_image(&l.spec, bytes).ok_or(ReplayError::BadImage)?;
+        self.svc_known = true;
         self.rx_replayed = self.image.tcb.rx_delivered;
         let peer_fin = match &self.svc {
             ServiceState::Echo(e) => e.cursor().peer_fin,

@@ -1103,9 +1103,17 @@ impl Ctx {
         Ok(busy)
     }
 
-    /// Release watermarks: the standby's acked sequence once it is in sync (strict mode);
-    /// in async mode everything, unless the lag passed `async_max_lag` (then hold until it
-    /// catches up); without an in-sync standby everything (counted as unprotected).
+    /// Release watermarks: in strict mode the standby's acked sequence, from the moment it
+    /// joins; in async mode everything, unless the lag passed `async_max_lag` (then hold until
+    /// it catches up); without a standby everything (counted as unprotected).
+    ///
+    /// Strict during the join too: output waits for the standby to acknowledge the changes
+    /// it depends on (and so the part of the snapshot queued before them), which makes every
+    /// flow the standby holds an image of as safe as after the join. Were everything released
+    /// until the join ends, those replicas would lag behind what their clients saw, and a
+    /// kill during a long snapshot would resume them wrongly. (The cost: a join delays new
+    /// output by the snapshot's transfer; a download's segments, which depend on no new
+    /// change, do not wait.)
     fn publish_watermarks(&self, peer: Option<&Standby>, acct: &mut Instant) {
         let protected = peer.is_some_and(|p| p.in_sync);
         let now = Instant::now();
@@ -1117,7 +1125,7 @@ impl Ctx {
         }
         for (w, l) in self.links.iter().enumerate() {
             let wm = match peer {
-                Some(p) if p.in_sync && (self.cfg.mode == Mode::Strict || over_lag) => p.acked[w],
+                Some(p) if self.cfg.mode == Mode::Strict || (p.in_sync && over_lag) => p.acked[w],
                 _ => RELEASE_ALL,
             };
             l.shared.set_watermark(wm);

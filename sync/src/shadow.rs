@@ -309,8 +309,9 @@ impl Replicas {
     }
 
     /// Takeover: every replica, per worker (at least `workers` lists), with owed FINs
-    /// delivered to their services. A flow whose join image is still incomplete cannot be
-    /// resumed: it is dropped and counted as abandoned.
+    /// delivered to their services. A flow whose join image is still incomplete (part of its
+    /// service image, or none of it, arrived) cannot be resumed: it is dropped and counted as
+    /// abandoned.
     pub fn take_for_takeover(&mut self, cfg: &StackConfig, st: &SyncStatus, workers: usize) -> Vec<Vec<ShadowFlow>> {
         let mut flows: Vec<Vec<ShadowFlow>> = Vec::with_capacity(self.workers.len().max(workers));
         for ws in self.workers.iter_mut() {
@@ -320,6 +321,11 @@ impl Replicas {
                 }
             }
             let mut v: Vec<ShadowFlow> = ws.flows.drain();
+            // A join image whose service part never arrived (the active died between the
+            // two): resuming it would replay into the wrong service state.
+            let before = v.len();
+            v.retain(ShadowFlow::service_known);
+            st.flows_abandoned.fetch_add((before - v.len()) as u64, Relaxed);
             for f in v.iter_mut() {
                 f.deliver_fin(cfg);
             }
@@ -336,6 +342,7 @@ mod tests {
     use super::*;
     use flowtwin_engine::flow::FlowKey;
     use flowtwin_engine::replica::FlowImage;
+    use flowtwin_engine::stack::ServiceState;
     use flowtwin_engine::stack::{Listener, ServiceSpec, StackConfig};
     use flowtwin_engine::tcp::{TcbSnapshot, TcpConfig};
     use flowtwin_engine::wire::MacAddr;
@@ -387,6 +394,33 @@ mod tests {
         assert!(t.get_mut((5, 1)).is_none());
         assert_eq!(port(&t.remove((5, 2)).unwrap()), 1002);
         assert!(t.is_empty());
+    }
+
+    /// A join image whose service image never arrived (the active died between the `New`
+    /// and its `SvcImage`) is not resumed: its service would replay from the wrong state.
+    #[test]
+    fn a_replica_without_its_service_image_is_abandoned_at_takeover() {
+        let c = cfg();
+        let st = SyncStatus::new();
+        let mut r = Replicas::new(1);
+        let fresh = flow(1001);
+        let mut consumed = flow(1002);
+        consumed.image.tcb.rx_delivered = 10;
+        let mut imaged = ShadowFlow::new(&c, consumed.image).unwrap();
+        assert!(fresh.service_known());
+        let unimaged = ShadowFlow::new(&c, consumed.image).unwrap();
+        assert!(!unimaged.service_known(), "consumed bytes, no image: unknown service state");
+        let mut img = Vec::new();
+        ServiceState::for_spec(&c.listeners[0].spec).image(&mut img);
+        imaged.set_image(&c, &img).unwrap();
+        assert!(imaged.service_known());
+        for (slot, f) in [(1, fresh), (2, unimaged), (3, imaged)] {
+            r.workers[0].flows.insert((slot, 1), f).unwrap();
+        }
+        let out = r.take_for_takeover(&c, &st, 1);
+        let ports: Vec<u16> = out[0].iter().map(port).collect();
+        assert_eq!(ports, [1001, 1002], "the fresh and the imaged flow resume");
+        assert_eq!(st.flows_abandoned.load(Relaxed), 1);
     }
 
     #[test]

@@ -61,6 +61,12 @@ const GRACE_US: u64 = 3_000_000;
 /// The lossy variants disturb frames for at most this long after the kill (µs).
 const FAULT_US: u64 = 100_000;
 /// The simulation gives up on a run after this much simulated time.
+/// A join snapshot stands for many flows: after this life's flow's image, the images of the
+/// others take this long to cross the sync link (and the flow's later deltas wait behind
+/// them).
+const JOIN_BACKLOG_US: u64 = 2_000;
+/// How long past the grace a run looks for the end of a flow B has no image of.
+const UNKNOWN_WAIT_US: u64 = 5_000_000;
 const GIVE_UP_US: u64 = 120_000_000;
 
 fn t0() -> u64 {
@@ -469,6 +475,12 @@ struct Outcome {
     state_at_kill: Option<State>,
     caught_up: u64,
     resumed: u64,
+    /// The standby joined after A's flow existed and had no image of it at the kill: nobody
+    /// held its state, B reset it (allowed only then).
+    reset_unknown: bool,
+    /// ... and B's reset told the client (else it waits, having nothing to send).
+    lost_reset: bool,
+    lost_after_all_bytes: bool,
 }
 
 /// Frames in flight: (delivery time, send order, destination, frame), earliest first.
@@ -488,12 +500,57 @@ impl Rng {
     }
 }
 
+/// A join of the standby: after packet event `at` (before any with 0), with its snapshot.
+#[derive(Clone, Copy, Debug)]
+struct Join {
+    at: u64,
+    /// The mutation: release everything until the standby is in sync (not strict from the
+    /// join on).
+    release_until_in_sync: bool,
+}
+
+impl Join {
+    fn at(at: u64) -> Join {
+        Join { at, release_until_in_sync: std::env::var_os("FT_SIM_MUTATE_JOIN").is_some() }
+    }
+}
+
+/// The join: A's workers image every flow for the standby (token 1), B begins a join, and
+/// from now on A's output waits for B's acknowledgements (strict mode).
+fn join_now(act: &mut Active, b: &mut Standby, j: Join) {
+    act.stack.request_snapshot(1);
+    b.replicas.begin_join(1);
+    act.watermark = if j.release_until_in_sync { u64::MAX } else { 0 };
+}
+
 fn run(life: &Life, kill: Kill, faults: Option<Faults>) -> Result<Outcome, String> {
+    run_with(life, kill, faults, None)
+}
+
+fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>) -> Result<Outcome, String> {
     let cfg = stack_cfg();
     let ccfg = client_tcp();
     let mut now = t0();
     let mut a = Some(Active::new(&cfg, Instant(now)));
     let mut b = Standby { replicas: Replicas::new(1), status: SyncStatus::new(), stack: None, out: Held::default() };
+    // Before the join A has no standby: it drops what it drains and releases everything.
+    let mut joined = join.is_none();
+    let mut flow_at_join = false;
+    let mut b_had_flow = true;
+    // B ever held a replica (of the one flow of a life).
+    let mut b_saw_flow = false;
+    // A join's snapshot: batches sent to B since it began, and when the images of the other
+    // flows it stands for will have crossed the sync link.
+    let mut join_batches = 0u64;
+    let mut backlog_until = 0u64;
+    if let (Some(j), Some(act)) = (join, a.as_mut()) {
+        act.watermark = u64::MAX;
+        if j.at == 0 {
+            join_now(act, &mut b, j);
+            joined = true;
+            backlog_until = now + JOIN_BACKLOG_US;
+        }
+    }
     let mut app = App::new(life.clone());
     let mut cout = ClientOut { frames: Vec::new(), src_port: CLIENT_PORT, dst_port: life.port };
     let mut client = Tcb::connect(Instant(now), &ccfg, CLIENT_PORT, life.port, SeqNum(0x8000_0000), &mut cout);
@@ -548,7 +605,15 @@ fn run(life: &Life, kill: Kill, faults: Option<Faults>) -> Result<Outcome, Strin
             act.stack.replication_tick();
             act.out.seal(act.stack.commit_tag(), Instant(now));
             if let Some(batch) = act.drain() {
-                to_b.push((now + SYNC_US, batch));
+                if joined {
+                    // After the join's first batch (this flow's image, first in the snapshot),
+                    // the other flows' images occupy the sync link until `backlog_until`.
+                    let t = if join_batches == 0 { now + SYNC_US } else { (now + SYNC_US).max(backlog_until) };
+                    if join.is_some() {
+                        join_batches += 1;
+                    }
+                    to_b.push((t, batch));
+                }
             }
             for f in act.out.release(act.watermark) {
                 send(&mut net, now, events, killed_at, To::Client, f, &mut order, &mut rng);
@@ -572,6 +637,15 @@ fn run(life: &Life, kill: Kill, faults: Option<Faults>) -> Result<Outcome, Strin
             (None, None) => false,
         };
         let kill_pending = matches!(kill, Kill::After { .. }) && killed_at.is_none();
+        // A flow B never had an image of ends with B's reset, or never (a client that only
+        // receives has nothing to send B, so nothing tells it): look until well past the grace.
+        let unknown_over = !b_had_flow
+            && ((client.state() == State::Closed && engine_rsts > 0)
+                || killed_at.is_some_and(|k| now > k + DETECT_US + GRACE_US + UNKNOWN_WAIT_US));
+        if unknown_over {
+            out.done_us = now - t0();
+            break;
+        }
         if client_done && engine_empty && net.is_empty() && !kill_pending {
             out.done_us = now - t0();
             break;
@@ -641,6 +715,7 @@ fn run(life: &Life, kill: Kill, faults: Option<Faults>) -> Result<Outcome, Strin
                 let mut bs = Stack::new(cfg.clone(), Instant(now));
                 bs.set_grace_until(Instant(now + GRACE_US));
                 let flows = b.replicas.take_for_takeover(&cfg, &b.status, 1);
+                b_had_flow = out.state_at_kill.is_none() || flows.iter().any(|v| !v.is_empty());
                 for f in flows.into_iter().flatten() {
                     if !bs.install(Instant(now), f, &mut b.out) {
                         return Err("install failed".into());
@@ -656,13 +731,20 @@ fn run(life: &Life, kill: Kill, faults: Option<Faults>) -> Result<Outcome, Strin
         to_b = later;
         for (_, batch) in due {
             b.apply(&cfg, &batch);
+            b.replicas.check_in_sync();
+            b_saw_flow |= b.replicas.flows() > 0;
             to_a.push((now + SYNC_US, batch.last));
         }
         let (due, later): (Vec<_>, Vec<_>) = to_a.drain(..).partition(|(t, _)| *t <= now);
         to_a = later;
         if let Some(act) = a.as_mut() {
             for (_, seq) in due {
-                act.watermark = act.watermark.max(seq);
+                act.watermark = if act.watermark == u64::MAX {
+                    // The mutation's release-everything ends once B is in sync.
+                    if b.replicas.in_sync && now >= backlog_until { seq } else { u64::MAX }
+                } else {
+                    act.watermark.max(seq)
+                };
             }
         }
 
@@ -736,6 +818,18 @@ fn run(life: &Life, kill: Kill, faults: Option<Faults>) -> Result<Outcome, Strin
                     } // else: sent to the VIP while nobody owns it: lost
                 }
             }
+            // ---- the join, right after event j (and before a kill at the same point)
+            if let (Some(j), Some(act)) = (join, a.as_mut()) {
+                if !joined && events >= j.at {
+                    flow_at_join = !act.stack.flows().is_empty();
+                    join_now(act, &mut b, j);
+                    joined = true;
+                    backlog_until = now + JOIN_BACKLOG_US;
+                    if trace {
+                        println!("{:>9} us join B (A has a flow: {flow_at_join})", now - t0());
+                    }
+                }
+            }
             // ---- the kill, right after event k
             if let Kill::After { k, reached } = kill {
                 if killed_at.is_none() && events >= k {
@@ -763,6 +857,29 @@ fn run(life: &Life, kill: Kill, faults: Option<Faults>) -> Result<Outcome, Strin
         }
     }
     out.events = events;
+    let completed = app.received == life.expect && app.server_fin && matches!(client.state(), State::Closed | State::TimeWait);
+    if !b_had_flow && (!completed || engine_rsts > 0) {
+        // B had no image of the flow: nobody held its state. Allowed only for a flow that
+        // existed before B joined (one opened after the join is in B's stream like any
+        // other), and only after a prefix of the right bytes.
+        if !flow_at_join {
+            return Err("B had no image of a flow opened after it joined".into());
+        }
+        if b_saw_flow {
+            return Err("B had an image of the flow before the kill, but not at the takeover".into());
+        }
+        let abandoned = b.status.flows_abandoned.load(std::sync::atomic::Ordering::Relaxed);
+        if abandoned != 0 {
+            return Err(format!("{abandoned} replica(s) abandoned at the takeover"));
+        }
+        if app.received[..] != life.expect[..app.received.len().min(life.expect.len())] {
+            return Err("a lost flow received wrong bytes first".into());
+        }
+        out.reset_unknown = true;
+        out.lost_reset = engine_rsts > 0;
+        out.lost_after_all_bytes = app.received == life.expect;
+        return Ok(out);
+    }
     if let Some(bs) = &b.stack {
         out.caught_up = bs.counters().get(Event::FlowsCaughtUp);
         out.resumed = bs.counters().get(Event::FlowsResumed);
@@ -861,6 +978,65 @@ fn report(t: &Tally) {
     }
 }
 
+/// Kill points after a join, relative to it: the snapshot is in flight for the first few.
+const AFTER_JOIN: [u64; 7] = [0, 1, 2, 3, 5, 8, 13];
+
+/// The standby joins after every packet event j of a life (its snapshot images A's flow),
+/// and A dies a few events later, in both cases.
+fn sweep_join(life: &Life, tally: &mut Tally, resets: &mut u64) {
+    let base = run(life, Kill::None, None).unwrap_or_else(|e| panic!("{}: without a kill: {e}", life.name));
+    for j in 0..=base.events {
+        for k in AFTER_JOIN.iter().map(|d| j + d).filter(|&k| k <= base.events) {
+            for reached in [false, true] {
+                tally.checked += 1;
+                match run_with(life, Kill::After { k, reached }, None, Some(Join::at(j))) {
+                    Ok(o) if o.reset_unknown => {
+                        *resets += 1;
+                        let how = match (o.lost_reset, o.lost_after_all_bytes) {
+                            (true, true) => "lost (no image): every byte, then B's reset",
+                            (true, false) => "lost (no image): reset by B",
+                            (false, _) => "lost (no image): client waits",
+                        };
+                        *tally.states.entry(how.into()).or_default() += 1;
+                    }
+                    Ok(o) => {
+                        let state = o.state_at_kill.map_or("no flow".to_string(), |s| format!("{s:?}"));
+                        *tally.states.entry(state).or_default() += 1;
+                        let extra = o.done_us.saturating_sub(base.done_us);
+                        tally.max_extra_us = tally.max_extra_us.max(extra);
+                        if extra > EXTRA_BOUND_US {
+                            tally.failures.push(format!("{} join={j} k={k} reached={reached}: ended {} ms after the life without a kill", life.name, extra / 1000));
+                        }
+                    }
+                    Err(e) => tally.failures.push(format!("{} join={j} k={k} reached={reached}: {e}", life.name)),
+                }
+            }
+        }
+    }
+}
+
+/// A standby that joins while A serves, and A's death while its snapshot is under way: every
+/// flow the standby holds an image of resumes exactly (strict output commit from the join
+/// on), and the only other end is B's reset of a flow it never heard of. Mutation check:
+/// `FT_SIM_MUTATE_JOIN=1` releases A's output until B is in sync, and must fail.
+#[test]
+fn every_life_survives_a_kill_during_a_join_snapshot() {
+    let mut tally = Tally { checked: 0, failures: Vec::new(), states: BTreeMap::new(), max_extra_us: 0 };
+    let mut resets = 0;
+    for life in lives() {
+        let before = tally.checked;
+        sweep_join(&life, &mut tally, &mut resets);
+        println!("{:<45} {:>5} join and kill points", life.name, tally.checked - before);
+    }
+    println!(
+        "checked {} (join, kill) points, {resets} flows lost for want of an image; longest extra time {} ms; A's flow state at the kill: {:?}",
+        tally.checked,
+        tally.max_extra_us / 1000,
+        tally.states
+    );
+    report(&tally);
+}
+
 #[test]
 fn every_life_survives_a_kill_at_every_packet_event() {
     let t = sweep_all(false);
@@ -881,7 +1057,7 @@ fn every_life_survives_a_kill_with_loss_duplication_and_reordering() {
 }
 
 /// One run, for investigating a failure: `FT_SIM_LIFE="zero window" FT_SIM_K=2
-/// FT_SIM_REACHED=1 [FT_SIM_LOSSY=1] FT_SIM_TRACE=1 cargo test --release -p flowtwin-sync
+/// FT_SIM_REACHED=1 [FT_SIM_LOSSY=1] [FT_SIM_JOIN=j] FT_SIM_TRACE=1 cargo test --release -p flowtwin-sync
 /// --test takeover_space one_run -- --nocapture`. Without FT_SIM_LIFE it does nothing.
 #[test]
 fn one_run() {
@@ -890,7 +1066,11 @@ fn one_run() {
     let k: u64 = std::env::var("FT_SIM_K").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let reached = std::env::var_os("FT_SIM_REACHED").is_some();
     let faults = std::env::var_os("FT_SIM_LOSSY").map(|_| Faults::around(k, reached));
-    println!("{:?}", run(&life, Kill::After { k, reached }, faults).map(|o| (o.events, o.done_us, o.state_at_kill)));
+    let join = std::env::var("FT_SIM_JOIN").ok().and_then(|v| v.parse().ok()).map(Join::at);
+    println!(
+        "{:?}",
+        run_with(&life, Kill::After { k, reached }, faults, join).map(|o| (o.events, o.done_us, o.state_at_kill, o.reset_unknown))
+    );
 }
 
 /// Every life completes without a kill: the lives and the expected bytes are right.
