@@ -488,6 +488,8 @@ pub fn run_worker(mut w: Worker) -> i32 {
             let t = c.snapshot_request();
             if t != snapshot_token {
                 snapshot_token = t;
+                // The watermark after the token: the sync core sets it first (snapshot pacing).
+                stack.set_standby_acked(c.watermark());
                 stack.request_snapshot(t);
             }
         }
@@ -517,6 +519,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
         }
         stack.poll(now, &mut sink);
         if let Some(c) = &control {
+            stack.set_standby_acked(c.watermark());
             stack.replication_tick();
             sink.seal(stack.commit_tag(), now);
             sink.release(c.watermark(), now);

@@ -210,6 +210,8 @@ pub struct ShadowFlow {
     /// a complete image arrived. A join snapshot's `New` of a flow that has consumed bytes is
     /// followed by its `SvcImage`; until that arrives the replica cannot be resumed.
     svc_known: bool,
+    /// The service state came from a full image (join snapshot or re-image).
+    imaged: bool,
     /// Per-standby scratch counters the replayed HTTP service updates (not reported).
     http: HttpCounters,
 }
@@ -229,11 +231,17 @@ impl ShadowFlow {
             fin_pending: false,
             fin_delivered: false,
             svc_known: image.tcb.rx_delivered == 0,
+            imaged: false,
             http: HttpCounters::default(),
             image,
         };
         f.update(cfg, image);
         Ok(f)
+    }
+
+    /// Whether the service state came from a full image (a join snapshot, a re-image).
+    pub fn from_image(&self) -> bool {
+        self.imaged
     }
 
     /// Whether this replica can be resumed: its service state is known (see `svc_known`).
@@ -276,6 +284,7 @@ impl ShadowFlow {
         let l = cfg.listeners.get(self.image.listener as usize).ok_or(ReplayError::UnknownListener(self.image.listener))?;
         self.svc = ServiceState::from_image(&l.spec, bytes).ok_or(ReplayError::BadImage)?;
         self.svc_known = true;
+        self.imaged = true;
         self.rx_replayed = self.image.tcb.rx_delivered;
         let peer_fin = match &self.svc {
             ServiceState::Echo(e) => e.cursor().peer_fin,

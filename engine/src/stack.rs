@@ -154,6 +154,10 @@ impl ArpCache {
     }
 }
 
+/// Deltas of a join snapshot that may await the standby's acknowledgement at once (about
+/// half as many flows: an image is a `New` and a `SvcImage`).
+pub const SNAPSHOT_WINDOW: u64 = 1024;
+
 /// One worker's stack.
 pub struct Stack {
     cfg: Arc<StackConfig>,
@@ -172,6 +176,14 @@ pub struct Stack {
     resync: Vec<FlowId>,
     /// A join snapshot in progress: (token, flows still to image).
     snapshot: Option<(u64, Vec<FlowId>)>,
+    /// The last sequence queued when the join snapshot began, and the standby's latest
+    /// acknowledgement (`set_standby_acked`; `u64::MAX`: unknown, do not pace). Images are
+    /// queued only while fewer than [`SNAPSHOT_WINDOW`] deltas await the standby's
+    /// acknowledgement, so that a change made during a join waits behind at most a window of
+    /// images, not behind the whole snapshot (strict output commit holds its output until
+    /// the standby has it).
+    snapshot_base: u64,
+    standby_acked: u64,
     /// The highest `repl_seq` of the flows touched since `commit_tag` last returned a tag:
     /// the tag of the output built since then.
     tag: Cell<u64>,
@@ -330,6 +342,8 @@ impl Stack {
             rx_log: Vec::with_capacity(64 * 1024),
             resync: Vec::new(),
             snapshot: None,
+            snapshot_base: 0,
+            standby_acked: u64::MAX,
             tag: Cell::new(0),
             lane: Cell::new(None),
             active: true,
@@ -429,7 +443,7 @@ impl Stack {
         }
         if let Some((token, mut todo)) = self.snapshot.take() {
             while let Some(&id) = todo.last() {
-                if !self.emit_full_image(id) {
+                if self.snapshot_window_full() || !self.emit_full_image(id) {
                     self.snapshot = Some((token, todo));
                     return;
                 }
@@ -444,10 +458,25 @@ impl Stack {
         }
     }
 
+    /// The standby acknowledged every delta up to `seq` (the output-commit watermark;
+    /// `u64::MAX` when output does not wait for it): paces a join snapshot.
+    pub fn set_standby_acked(&mut self, seq: u64) {
+        self.standby_acked = seq;
+    }
+
+    fn snapshot_window_full(&self) -> bool {
+        let Some(r) = self.repl.as_ref() else { return false };
+        if self.standby_acked == u64::MAX {
+            return false;
+        }
+        r.last_seq().saturating_sub(self.standby_acked.max(self.snapshot_base)) >= SNAPSHOT_WINDOW
+    }
+
     /// A standby joined: image every flow (New + SvcImage), then `Barrier(token)`.
     pub fn request_snapshot(&mut self, token: u64) {
         let ids: Vec<FlowId> = self.flows.iter().map(|(id, _, _)| id).collect();
         self.snapshot = Some((token, ids));
+        self.snapshot_base = self.repl.as_ref().map_or(0, |r| r.last_seq());
         self.replication_tick();
     }
 

@@ -98,3 +98,41 @@ fn without_a_standby_output_depends_on_nothing() {
     h.feed(&p.syn());
     assert_eq!(h.stack.commit_tag(), Some(CommitTag::NONE));
 }
+
+/// A join snapshot is paced by the standby's acknowledgements: at most `SNAPSHOT_WINDOW`
+/// deltas await it, so a change made during the join waits behind a window of images, not
+/// behind the whole snapshot. Without a standby watermark (`u64::MAX`) nothing is paced.
+#[test]
+fn a_join_snapshot_is_paced_by_the_standby_acks() {
+    use flowtwin_engine::stack::SNAPSHOT_WINDOW;
+    let flows = 1500usize; // 3 000 deltas of images: three windows
+    let mut h = Harness::new(config(2048, tcp_cfg()));
+    let n = Numbering::default();
+    h.stack.set_replicator(Box::new(n.clone()));
+    for i in 0..flows {
+        let mut p = Peer::new(20_000 + i as u16, 80, 7_000 + i as u32 * 100_000, linux_syn_options(1));
+        h.connect(&mut p);
+    }
+    let base = n.last_seq();
+    // The join: the standby has acknowledged nothing of it yet.
+    h.stack.set_standby_acked(0);
+    h.stack.request_snapshot(1);
+    let queued = n.last_seq() - base;
+    assert!(queued >= SNAPSHOT_WINDOW && queued < SNAPSHOT_WINDOW + 4, "first window: {queued} deltas");
+    h.stack.replication_tick();
+    assert_eq!(n.last_seq() - base, queued, "no acknowledgement, no more images");
+    // Acknowledgements open the window again, until every image and the barrier are queued.
+    let mut rounds = 0;
+    while n.last_seq() - base < 2 * flows as u64 + 1 {
+        h.stack.set_standby_acked(n.last_seq());
+        h.stack.replication_tick();
+        rounds += 1;
+        assert!(rounds < 10, "the snapshot does not finish: {} of {} deltas", n.last_seq() - base, 2 * flows + 1);
+    }
+    assert_eq!(rounds, 2, "three windows in all");
+    // Unpaced without a standby watermark.
+    let before = n.last_seq();
+    h.stack.set_standby_acked(u64::MAX);
+    h.stack.request_snapshot(2);
+    assert_eq!(n.last_seq() - before, 2 * flows as u64 + 1, "every image and the barrier at once");
+}

@@ -906,8 +906,13 @@ impl Ctx {
             return Admit::Refused;
         }
         // Everything drained from now on goes to this standby, so the snapshot (which the
-        // workers emit after seeing the token) and every later delta reach it.
+        // workers emit after seeing the token) and every later delta reach it. Strict: output
+        // waits for this standby from now on, and the workers pace the snapshot by its acks
+        // (the watermark), so it is set before the request (Release/Acquire order both).
         for l in &self.links {
+            if self.cfg.mode == Mode::Strict {
+                l.shared.set_watermark(0);
+            }
             l.shared.request_snapshot(token);
         }
         self.status.sessions.fetch_add(1, Relaxed);
@@ -1455,8 +1460,9 @@ impl Ctx {
         let n: usize = flows.iter().map(Vec::len).sum();
         self.status.shadow_flows.store(0, Relaxed);
         self.log(&format!(
-            "takeover ({reason:?}, epoch {}, {n} flows, in_sync {in_sync})",
-            self.epoch
+            "takeover ({reason:?}, epoch {}, {n} flows, {} of them from full images, in_sync {in_sync})",
+            self.epoch,
+            self.status.takeover_imaged_flows.load(Relaxed)
         ));
         // Active before the callback: the engine follows this role, and must never see
         // Standby after its workers started installing the flows.

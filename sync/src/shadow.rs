@@ -332,6 +332,8 @@ impl Replicas {
             flows.push(v);
         }
         flows.resize_with(flows.len().max(workers), Vec::new);
+        let imaged = flows.iter().flatten().filter(|f| f.from_image()).count();
+        st.takeover_imaged_flows.store(imaged as u64, Relaxed);
         flows
     }
 }

@@ -78,6 +78,9 @@ pub struct SyncStatus {
     pub flows_resumed: AtomicU64,
     /// Flows lost: dropped after a replay error, or incomplete at takeover.
     pub flows_abandoned: AtomicU64,
+    /// Of the flows the last takeover resumed, those whose replica came from a full image
+    /// (a join snapshot, or a re-image after a full ring) rather than from their `New`.
+    pub takeover_imaged_flows: AtomicU64,
     pub replay_errors: AtomicU64,
     /// Standby: updates/data for flows it does not hold (the join snapshot brings them).
     pub unknown_flow_deltas: AtomicU64,
@@ -146,6 +149,7 @@ impl SyncStatus {
             fenced_by_announcement: AtomicU64::new(0),
             flows_resumed: AtomicU64::new(0),
             flows_abandoned: AtomicU64::new(0),
+            takeover_imaged_flows: AtomicU64::new(0),
             replay_errors: AtomicU64::new(0),
             unknown_flow_deltas: AtomicU64::new(0),
             seq_gaps: AtomicU64::new(0),
@@ -316,6 +320,12 @@ impl SyncStatus {
             "flows_abandoned_total",
             "counter",
             self.flows_abandoned.load(Relaxed),
+        );
+        g(
+            out,
+            "takeover_imaged_flows",
+            "gauge",
+            self.takeover_imaged_flows.load(Relaxed),
         );
         g(
             out,

@@ -518,9 +518,10 @@ impl Join {
 /// The join: A's workers image every flow for the standby (token 1), B begins a join, and
 /// from now on A's output waits for B's acknowledgements (strict mode).
 fn join_now(act: &mut Active, b: &mut Standby, j: Join) {
+    act.watermark = if j.release_until_in_sync { u64::MAX } else { 0 };
+    act.stack.set_standby_acked(act.watermark);
     act.stack.request_snapshot(1);
     b.replicas.begin_join(1);
-    act.watermark = if j.release_until_in_sync { u64::MAX } else { 0 };
 }
 
 fn run(life: &Life, kill: Kill, faults: Option<Faults>) -> Result<Outcome, String> {
@@ -602,6 +603,7 @@ fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>)
         }
         if let Some(act) = a.as_mut() {
             act.stack.poll(Instant(now), &mut act.out);
+            act.stack.set_standby_acked(act.watermark);
             act.stack.replication_tick();
             act.out.seal(act.stack.commit_tag(), Instant(now));
             if let Some(batch) = act.drain() {

@@ -34,6 +34,9 @@
 #                    longest client wait <= FT_STANDBY_LOSS_STALL_MS (500).
 #   late_join        A alone; transfers start; B starts mid-transfer, reaches in_sync (snapshot);
 #                    kill -9 A; every transfer byte-exact, 0 RSTs, B took over.
+#   join_kill        A alone with every kind of client + 1000 idle connections; B joins over a
+#                    slowed sync link (tbf) and A is killed mid-snapshot. PASS iff no wrong byte,
+#                    B took over, and failed flows <= A's flows - B's resumed (imaged flows resume).
 #   rejoin_failback  kill_active-style takeover by B; A restarts (same config, preference active)
 #                    and must join as standby and reach in_sync; with transfers still running,
 #                    `ctl failback` on B: A active again; byte-exact, 0 RSTs.
@@ -56,7 +59,7 @@ FT_PROG=failover
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut kill_standby late_join rejoin_failback async_mode sync_cpu)
+ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut kill_standby late_join join_kill rejoin_failback async_mode sync_cpu)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
 RUNS=5
@@ -608,6 +611,111 @@ test_late_join() {
   v=$(verdict "$dir")
   if [[ $v == ok ]]; then pass "$name" "B in_sync $ms ms after its start; $(describe "$dir")"; record "$dir" "$name" 1
   else fail "$name" "$v; B in_sync $ms ms after its start; $(describe "$dir")"; record "$dir" "$name" 0; fi
+}
+
+# join_kill: A alone serves every kind of client but the short connections (so that the set of
+# flows at the join is known), paced to 1 MB/s so that uploads span the join and the kill, plus FT_JOIN_KILL_IDLE (1000) idle connections; the sync link is slowed (tbf) so that B's join snapshot takes ~1 s; B starts
+# and A is killed while B holds images of part of the flows only. Nobody has the state of
+# the others, so they are lost; every flow B holds an image of must resume byte-exact
+# (strict output commit from the join on). PASS iff no transfer got a wrong byte, B took
+# over, and the failed flows are no more than A's flows at the kill less B's resumed ones.
+test_join_kill() {
+  local name=join_kill dir=$TMP/join_kill lp i m total shadow="" insync=""
+  mkdir -p "$dir"
+  fl_rig_reset
+  # The snapshot queues behind tbf for up to 300 ms, and heartbeats behind it: B must not
+  # call a delayed active dead (20 ms x 40).
+  local FT_HEARTBEAT_MS=20 FT_DEAD_AFTER=40
+  fl_start_engine a "$dir/a.log" || { fail "$name" "engine A did not start"; fl_cleanup; record "$dir" "$name" 0; return; }
+  fl_wait_status a 's["role"] == "active"' 10 || { fail "$name" "A alone is not active: $(fl_status a)"; fl_cleanup; record "$dir" "$name" 0; return; }
+  fl_wait_vip 10 || { fail "$name" "VIP does not answer ping (A alone): $(fl_vip_diag)"; fl_cleanup; record "$dir" "$name" 0; return; }
+  fl_rst_start "$dir" || info "rstcount did not report ready"
+  rm -f "$dir/kill" "$dir/ready"
+  ip netns exec "$FT_CLIENT_NS" timeout 90 $PY "$E2E/lives.py" --host "$FT_VIP" --idle "${FT_JOIN_KILL_IDLE:-1000}" \
+    --kinds http10,close,curl10,curlclose,keepalive,pipelined,head,halfclose,echo_fin,zerowin,idle --duration 12 \
+    --rate 1e6 --kill-file "$dir/kill" --ready-file "$dir/ready" --timeout 45 >"$dir/lives.json" 2>"$dir/lives.err" &
+  lp=$!
+  CL_PIDS+=("$lp")
+  for ((i = 0; i < 600; i++)); do [[ -e $dir/ready ]] && break; sleep 0.05; done
+  [[ -e $dir/ready ]] || info "$name: not every flow had bytes after 30 s"
+  sleep 1
+  ip netns exec "$FT_A_NS" tc qdisc add dev "$FT_A_SYNC_IF" root tbf rate "${FT_JOIN_KILL_RATE:-1mbit}" burst 16kb latency 300ms
+  fl_status a >"$dir/a_status_before.json"
+  total=$(fl_jq "$(cat "$dir/a_status_before.json")" 'sum(sum(w.values()) for w in s["flows"])')
+  fl_start_engine b "$dir/b.log" || { fail "$name" "engine B did not start"; fl_cleanup; record "$dir" "$name" 0; return; }
+  # Kill a while after A logged the join (at 1 Mbit/s the snapshot of ~1 200 flows takes
+  # ~3 s), before B is in sync.
+  for ((i = 0; i < 1000; i++)); do grep -q 'joining (snapshot token' "$dir/a.log" && break; sleep 0.01; done
+  sleep "${FT_JOIN_KILL_AFTER:-1.5}"
+  fl_metrics b "$dir/b_join.metrics"
+  shadow=$(awk '/^flowtwin_sync_shadow_flows /{print $2}' "$dir/b_join.metrics")
+  insync=$(fl_jq "$(fl_status b)" 's["in_sync"]')
+  fl_status b >"$dir/b_status_before.json"
+  fl_metrics a "$dir/a_before.metrics"
+  touch "$dir/kill"
+  fl_kill9 a
+  info "$name: killed A with B joining: B held ${shadow:-?} of A's $total flows (in sync: $insync)"
+  ip netns exec "$FT_A_NS" tc qdisc del dev "$FT_A_SYNC_IF" root 2>/dev/null || true
+  wait "$lp" 2>/dev/null || true
+  CL_PIDS=()
+  fl_rst_stop
+  fl_status b >"$dir/b_status.json"
+  fl_metrics b "$dir/b.metrics"
+  fl_cleanup
+  local v
+  v=$($PY - "$dir/lives.json" "$dir/b_status.json" "$dir/b.metrics" "$total" "${shadow:-0}" "$insync" <<'PYEOF'
+import json, sys
+def last(p):
+    try:
+        return json.loads(open(p).read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return {}
+lv, b = last(sys.argv[1]), last(sys.argv[2])
+def metric(name):
+    try:
+        return int(sum(float(l.split()[-1]) for l in open(sys.argv[3]) if l.startswith(name + " ")))
+    except (OSError, ValueError):
+        return None
+total, shadow, insync = int(float(sys.argv[4])), int(float(sys.argv[5])), sys.argv[6]
+failed = lv.get("failed") or []
+nfailed = lv.get("failed_count", len(failed))
+wrong = [f for f in failed if any(w in f.get("error", "") for w in ("mismatch", "extra bytes", "but sent only"))]
+resumed = b.get("flows_resumed") or 0
+imaged = metric("flowtwin_sync_takeover_imaged_flows") or 0
+idle = lv.get("idle") or {}
+bad = []
+if not lv.get("flows") or not total:
+    bad.append(f"no load: lives.py ran {lv.get('flows')} flows, A had {total} (see lives.err)")
+if insync == "True":
+    bad.append("B was in sync before the kill (the snapshot was too quick to kill it midway: lower FT_JOIN_KILL_RATE)")
+if b.get("role") != "active":
+    bad.append(f"B did not take over (role {b.get('role')})")
+if wrong:
+    bad.append(f"{len(wrong)} flow(s) got wrong bytes: {wrong[0]}")
+# The flows A had when B joined are imaged by the snapshot; the ones B held images of at the
+# kill must resume (flows opened since are in B's stream like any other). So at most A's
+# flows at the join less B's imaged ones may fail.
+if nfailed > max(0, total - imaged):
+    bad.append(f"{nfailed} flows failed, but only {total - imaged} of A's {total} at the join lacked an image at B: an imaged flow failed")
+if not imaged:
+    bad.append("B resumed no flow from the join snapshot (killed too early: raise FT_JOIN_KILL_AFTER)")
+if metric("flowtwin_sync_replay_errors_total"):
+    bad.append(f"B: replay errors {metric('flowtwin_sync_replay_errors_total')}")
+kinds = {}
+for f in failed:
+    e = f.get("error", "")
+    k = "reset" if "reset" in e else "timeout" if "timeout" in e else e[:40]
+    kinds[k] = kinds.get(k, 0) + 1
+desc = (f"A had {total} flows at the join; B held {shadow} replicas at the kill and resumed {resumed}, "
+        f"{imaged} of them from the snapshot (abandoned {b.get('flows_abandoned')}); "
+        f"{lv.get('ok')}/{lv.get('flows')} flows byte-exact, {nfailed} lost (sample: {kinds}); "
+        f"{idle.get('answered')}/{idle.get('n')} idle connections answered after the kill; "
+        f"max stall of a moving stream {lv.get('max_stall_streaming_ms')} ms")
+print(("ok" if not bad else "; ".join(bad)) + "|" + desc)
+PYEOF
+)
+  if [[ ${v%%|*} == ok ]]; then pass "$name" "${v#*|}"; record "$dir" "$name" 1
+  else fail "$name" "${v%%|*}; ${v#*|}"; record "$dir" "$name" 0; fi
 }
 
 test_sync_cpu() {
