@@ -90,6 +90,14 @@ pub struct SyncSection {
     /// this much.
     #[serde(default = "default_fence_hold_ms")]
     pub fence_hold_ms: u64,
+    /// Strict mode, failback (`ctl failback`): the engine taking over holds all output until
+    /// the engine that handed over is its in-sync standby again, at most this long; the
+    /// latter keeps its flows meanwhile and resumes them should the new active die before.
+    /// What a failback costs clients is the rejoin's time (a snapshot of every flow); if the
+    /// engine that handed over dies too, this much. 0: no hold (a kill during the rejoin
+    /// then costs the flows not yet imaged).
+    #[serde(default = "default_handover_hold_ms")]
+    pub handover_hold_ms: u64,
     /// Control socket for `flowtwin ctl`.
     #[serde(default = "default_control")]
     pub control: PathBuf,
@@ -109,6 +117,9 @@ fn default_dead_after() -> u32 {
 }
 fn default_fence_hold_ms() -> u64 {
     30
+}
+fn default_handover_hold_ms() -> u64 {
+    500
 }
 fn default_ring_records() -> usize {
     64 * 1024
@@ -406,6 +417,9 @@ impl Config {
             }
             if y.fence_hold_ms > 10_000 {
                 return Err(format!("sync.fence_hold_ms = {}: must be 0..=10000", y.fence_hold_ms));
+            }
+            if y.handover_hold_ms > 60_000 {
+                return Err(format!("sync.handover_hold_ms = {}: must be 0..=60000", y.handover_hold_ms));
             }
             if y.busy_poll_us > 1_000_000 {
                 return Err(format!("sync.busy_poll_us = {}: must be 0..=1000000", y.busy_poll_us));

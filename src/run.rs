@@ -88,6 +88,9 @@ impl ReplControl for SyncCtl {
     fn snapshot_request(&self) -> u64 {
         self.0.snapshot_request()
     }
+    fn standby_acked(&self) -> u64 {
+        self.0.standby_acked()
+    }
     fn set_held(&self, frames: u64) {
         self.0.set_held(frames)
     }
@@ -630,6 +633,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             async_max_lag: Duration::from_millis(y.async_max_lag_ms),
             busy_poll: Duration::from_micros(y.busy_poll_us),
             fence_hold: Duration::from_millis(y.fence_hold_ms),
+            handover_hold: Duration::from_millis(y.handover_hold_ms),
             waiter: Some(Arc::new(PollWaiter {
                 bell: Doorbell::new().map_err(|e| format!("sync: eventfd: {e}"))?,
                 cpu: y.cpu,
@@ -651,7 +655,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             // The announcement carries the new epoch (an old active that still lives fences
             // itself when it hears it).
             r.epoch.store(t.epoch, Ordering::Relaxed);
-            r.take_over(flows);
+            r.take_over(flows, t.retained);
         });
         sync_handle = Some(
             flowtwin_sync::start(sc, stack_cfg.clone(), links, st.clone(), on_takeover)
@@ -714,8 +718,17 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
                 role.epoch.store(st.epoch(), Ordering::Relaxed);
                 match r {
                     Role::Active => role.active.store(true, Ordering::Release),
-                    Role::Standby | Role::Fenced => role.active.store(false, Ordering::Release),
+                    Role::Standby | Role::Fenced => {
+                        // Before the workers see "inactive": after a handover they keep
+                        // their flows.
+                        role.retain.store(st.retain_flows(), Ordering::Release);
+                        role.active.store(false, Ordering::Release);
+                    }
                 }
+            }
+            if r != Role::Active {
+                // Kept flows are forgotten once the sync thread no longer needs them.
+                role.retain.store(st.retain_flows(), Ordering::Release);
             }
             // Another engine announced our VIPs with a newer epoch: it took over while we
             // live (the sync link is cut). The sync thread fences us.

@@ -31,6 +31,12 @@ pub enum Lane {
     Any,
 }
 
+/// The watermark that holds every frame, even one that depends on no change (tag 0: a
+/// retransmission, a probe). A handover sets it: the two engines' TCP timestamp clocks
+/// differ, and a segment from the wrong one would make the client discard the other's as
+/// old (PAWS), so neither may speak until one of them owns the flows again.
+pub const HOLD_ALL: u64 = u64::MAX - 1;
+
 /// What a batch of frames waits for: the watermark to reach `seq`, in `lane`'s order.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct CommitTag {
@@ -110,6 +116,11 @@ impl<T> OutputHold<T> {
     /// Hand every frame the standby has covered (`watermark`) to `send`, with how long it was
     /// held (µs), unless an older frame of its flow still waits. Returns how many left.
     pub fn release(&mut self, watermark: u64, now_us: u64, mut send: impl FnMut(T, u64)) -> usize {
+        if watermark == HOLD_ALL {
+            // Not even output that depends on nothing leaves (a handover in progress).
+            self.last_wm = watermark;
+            return 0;
+        }
         if watermark == self.last_wm && !self.tagged {
             return 0; // nothing changed since the last scan
         }

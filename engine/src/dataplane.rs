@@ -56,6 +56,11 @@ pub trait ReplControl: Send + Sync {
     fn watermark(&self) -> u64;
     /// A token the sync core bumps when a standby joins: emit a snapshot for it.
     fn snapshot_request(&self) -> u64;
+    /// Highest delta sequence the standby acknowledged, whether or not output waits for it
+    /// (u64::MAX: no standby to pace a snapshot by). Paces join snapshots.
+    fn standby_acked(&self) -> u64 {
+        self.watermark()
+    }
     /// Frames this worker holds for output commit (for metrics).
     fn set_held(&self, frames: u64);
     /// Called after a loop pass that left output waiting for the standby: wakes the sync core
@@ -77,6 +82,13 @@ pub struct RoleShared {
     /// Set by the takeover: per-worker replicas to install, then become active.
     pub takeover: Vec<Mutex<Option<Vec<ShadowFlow>>>>,
     pub takeover_pending: Vec<AtomicBool>,
+    /// The pending takeover resumes the flows the workers kept (after a handover) instead of
+    /// replacing them. Set before `takeover_pending`.
+    pub takeover_retained: AtomicBool,
+    /// While not active, keep the flows (and their held output) instead of forgetting them:
+    /// this engine handed over and may have to resume them. The control plane sets it
+    /// before it makes the workers inactive, and clears it when they are no longer needed.
+    pub retain: AtomicBool,
     /// Flows installed at the last takeover (all workers).
     pub flows_resumed: AtomicU64,
     pub flows_abandoned: AtomicU64,
@@ -102,7 +114,9 @@ impl RoleShared {
     }
 
     /// Hand replicas to the workers and make the engine active (called by the sync thread).
-    pub fn take_over(&self, flows: Vec<Vec<ShadowFlow>>) {
+    /// `retained`: resume the flows the workers kept since a handover (`flows` is empty).
+    pub fn take_over(&self, flows: Vec<Vec<ShadowFlow>>, retained: bool) {
+        self.takeover_retained.store(retained, Ordering::Relaxed);
         for (i, f) in flows.into_iter().enumerate() {
             if let Some(slot) = self.takeover.get(i) {
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
@@ -440,6 +454,15 @@ pub fn run_worker(mut w: Worker) -> i32 {
         if w.role.takeover_pending.get(me).is_some_and(|p| p.swap(false, Ordering::Acquire)) {
             let flows = w.role.takeover.get(me).and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).take()).unwrap_or_default();
             let (mut ok, mut lost) = (0u64, 0u64);
+            if w.role.takeover_retained.load(Ordering::Relaxed) {
+                // Resume the flows kept since our handover, as they are: their held output
+                // leaves with the watermark.
+                ok += stack.flows().len() as u64;
+            } else if !stack.flows().is_empty() {
+                // Flows kept for a fallback that did not come: the replicas replace them.
+                stack.clear_flows();
+                sink.held.clear();
+            }
             stack.set_active(true);
             stack.set_grace_until(now + TAKEOVER_GRACE);
             set_identity(&mut stack, &w.role);
@@ -470,13 +493,26 @@ pub fn run_worker(mut w: Worker) -> i32 {
                 sink.announce(&mut stack);
                 reannounce = Some((now, 0));
             }
-        } else if stack.is_active() && !w.role.active.load(Ordering::Relaxed) {
+        } else if stack.is_active() && !w.role.active.load(Ordering::Acquire) {
             // Fenced or demoted: stop answering and forget the flows (the peer owns them now;
-            // this engine rejoins as its standby). Held output must never leave.
+            // this engine rejoins as its standby). Held output must never leave. After a
+            // handover the flows are kept (output still held) until the rejoin is in sync:
+            // should the new active die first, this engine resumes them.
             stack.set_active(false);
+            if !w.role.retain.load(Ordering::Acquire) {
+                stack.clear_flows();
+                sink.held.clear();
+            }
+            reannounce = None;
+        } else if !stack.is_active()
+            && !w.role.retain.load(Ordering::Acquire)
+            && !stack.flows().is_empty()
+            && !w.role.takeover_pending.get(me).is_some_and(|p| p.load(Ordering::Acquire))
+        {
+            // The kept flows are no longer needed (or no longer valid). (A takeover that
+            // resumes them is never pending here: its flag is set before `retain` clears.)
             stack.clear_flows();
             sink.held.clear();
-            reannounce = None;
         }
         if let Some((first, sent)) = reannounce {
             if stack.is_active() && now >= first + Duration::from_millis(REANNOUNCE_AFTER_MS[sent]) {
@@ -488,8 +524,8 @@ pub fn run_worker(mut w: Worker) -> i32 {
             let t = c.snapshot_request();
             if t != snapshot_token {
                 snapshot_token = t;
-                // The watermark after the token: the sync core sets it first (snapshot pacing).
-                stack.set_standby_acked(c.watermark());
+                // The acknowledgement after the token: the sync core sets it first (pacing).
+                stack.set_standby_acked(c.standby_acked());
                 stack.request_snapshot(t);
             }
         }
@@ -519,7 +555,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
         }
         stack.poll(now, &mut sink);
         if let Some(c) = &control {
-            stack.set_standby_acked(c.watermark());
+            stack.set_standby_acked(c.standby_acked());
             stack.replication_tick();
             sink.seal(stack.commit_tag(), now);
             sink.release(c.watermark(), now);

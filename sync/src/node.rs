@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use flowtwin_engine::commit::HOLD_ALL;
 use flowtwin_engine::replica::ShadowFlow;
 use flowtwin_engine::stack::StackConfig;
 
@@ -78,6 +79,13 @@ pub struct SyncConfig {
     /// is unknown to the new active. Zero releases at once (a standby's death then costs
     /// clients only the detection time, but a cut sync link can cost flows).
     pub fence_hold: Duration,
+    /// Strict mode, failback: how long the engine that takes over by `Handover` holds all
+    /// output while the engine that handed over rejoins it as an in-sync standby, and so how
+    /// long the latter keeps its flows to fall back on (it resumes them should the new active
+    /// die before its rejoin is complete: nothing left that engine meanwhile). Should the old
+    /// active never rejoin, output resumes after this, unprotected. Zero: no hold, no
+    /// fallback (a kill within the rejoin then costs the flows not yet imaged).
+    pub handover_hold: Duration,
 }
 
 impl Default for SyncConfig {
@@ -96,6 +104,7 @@ impl Default for SyncConfig {
             waiter: None,
             park_max: PARK_MAX,
             fence_hold: Duration::from_millis(30),
+            handover_hold: Duration::from_millis(500),
         }
     }
 }
@@ -115,6 +124,10 @@ pub enum TakeoverReason {
     /// within `fence_hold` of the drop: its process is gone, and it held its output since
     /// the drop, so our replica is what its clients last saw.
     DroppedThenGone,
+    /// We handed over (failback) and the engine we handed over to died before our rejoin
+    /// was in sync: it held all output meanwhile (`handover_hold`), so the flows this engine
+    /// kept since the handover are what the clients last saw. They resume as they are.
+    HandoverFallback,
 }
 
 /// What the engine receives at takeover.
@@ -126,6 +139,9 @@ pub struct Takeover {
     pub reason: TakeoverReason,
     /// Whether the standby was in sync (complete snapshot applied) when it took over.
     pub in_sync: bool,
+    /// `HandoverFallback`: resume the flows the engine kept since it handed over (`flows`
+    /// is empty); otherwise the engine first forgets whatever flows it still has.
+    pub retained: bool,
 }
 
 impl std::fmt::Debug for Takeover {
@@ -138,6 +154,7 @@ impl std::fmt::Debug for Takeover {
             )
             .field("reason", &self.reason)
             .field("in_sync", &self.in_sync)
+            .field("retained", &self.retained)
             .finish()
     }
 }
@@ -243,6 +260,8 @@ pub fn start(
                 peek: vec![[0; RECORD_WORDS]; MAX_BATCH_RECORDS],
                 batch: Vec::with_capacity(MAX_BATCH_RECORDS),
                 coalescer: Coalescer::default(),
+                handover_hold_until: None,
+                fallback_until: None,
             };
             ctx.run();
         })?;
@@ -569,7 +588,17 @@ struct Ctx {
     /// The batch being built from `peek` (coalesced).
     batch: Vec<Record>,
     coalescer: Coalescer,
+    /// After a `Handover` takeover: hold all output until the old active is our in-sync
+    /// standby, at most until then (consumed by `active`).
+    handover_hold_until: Option<Instant>,
+    /// After handing over: until when the flows our workers kept may be resumed (the new
+    /// active's hold outlasts this: it began later).
+    fallback_until: Option<Instant>,
 }
+
+/// After a handover, how long the new active may take to listen before a refused rejoin
+/// means that it is gone.
+const HANDOVER_LISTEN_GRACE: Duration = Duration::from_millis(100);
 
 /// What to do after leaving a role's loop.
 enum Next {
@@ -753,6 +782,9 @@ impl Ctx {
         let mut last_probe = Instant::now();
         // Strict: after losing an in-sync standby, output stays held until then (fence_hold).
         let mut hold_until: Option<Instant> = None;
+        // After a Handover takeover: all output stays held until the engine that handed over
+        // is our in-sync standby again, or until then (handover_hold).
+        let handover_since = Instant::now();
         loop {
             if self.stopping() {
                 return Next::Exit;
@@ -829,8 +861,26 @@ impl Ctx {
             } else if self.status.peer_state() == PeerState::Dead {
                 self.status.set_peer_state(PeerState::None);
             }
+            // What the standby acknowledged paces join snapshots, held output or not.
+            for (w, l) in self.links.iter().enumerate() {
+                l.shared.set_standby_acked(match &peer {
+                    Some(p) if self.cfg.mode == Mode::Strict => p.acked[w],
+                    _ => RELEASE_ALL,
+                });
+            }
+            if let Some(until) = self.handover_hold_until {
+                let in_sync = peer.as_ref().is_some_and(|p| p.in_sync);
+                if in_sync || Instant::now() >= until {
+                    self.handover_hold_until = None;
+                    self.log(&format!(
+                        "{} {:?} after the handover: output released",
+                        if in_sync { "the engine that handed over is our in-sync standby" } else { "handover_hold over, that engine did not rejoin in sync:" },
+                        handover_since.elapsed()
+                    ));
+                }
+            }
             // Held output stays held until the hold after a lost standby is over.
-            let holding = peer.is_none() && hold_until.is_some_and(|t| Instant::now() < t);
+            let holding = (peer.is_none() && hold_until.is_some_and(|t| Instant::now() < t)) || self.handover_hold_until.is_some();
             if !holding {
                 hold_until = None;
                 self.publish_watermarks(peer.as_ref(), &mut acct);
@@ -840,10 +890,13 @@ impl Ctx {
                 // or the next thing due: a heartbeat, the standby's dead-peer deadline, the
                 // split-brain probe; never longer than park_max.
                 let now = Instant::now();
-                let (fd, due) = match &peer {
+                let (fd, mut due) = match &peer {
                     Some(p) => (p.conn.s.as_raw_fd(), self.peer_due(p.last_hb_tx, p.conn.last_rx)),
                     None => (listener.as_raw_fd(), hold_until.unwrap_or(last_probe + SPLIT_BRAIN_PROBE)),
                 };
+                if let Some(until) = self.handover_hold_until {
+                    due = due.min(until);
+                }
                 let timeout = self.cfg.park_max.min(due.saturating_duration_since(now));
                 self.idle(&pacer, &[fd], timeout, true);
             }
@@ -911,7 +964,11 @@ impl Ctx {
         // (the watermark), so it is set before the request (Release/Acquire order both).
         for l in &self.links {
             if self.cfg.mode == Mode::Strict {
-                l.shared.set_watermark(0);
+                // (A handover hold keeps holding everything.)
+                if self.handover_hold_until.is_none() {
+                    l.shared.set_watermark(0);
+                }
+                l.shared.set_standby_acked(0);
             }
             l.shared.request_snapshot(token);
         }
@@ -1154,26 +1211,64 @@ impl Ctx {
         *acct = now;
     }
 
-    /// ctl failback: final drain, `Handover` to the in-sync standby, then fenced.
+    /// ctl failback: final drain, `Handover` to the in-sync standby, then its standby.
+    ///
+    /// Strict with a `handover_hold`: the workers keep their flows (output held) until our
+    /// rejoin of the new active is in sync, and the new active holds all output until then.
+    /// Should it die before, this engine resumes the flows it kept (`HandoverFallback`):
+    /// nothing left the new active, so they are what the clients last saw. Without this, a
+    /// kill in the rejoin's window would cost every flow not yet imaged back to us.
     fn hand_over(&mut self, p: &mut Standby) -> Next {
         // Hold all output from now on: the standby speaks for the VIPs after this.
         for l in &self.links {
-            l.shared.set_watermark(0);
+            l.shared.set_watermark(HOLD_ALL);
         }
         self.drain_rings(Some(p));
         self.epoch += 1;
+        let keep = self.cfg.mode == Mode::Strict && !self.cfg.handover_hold.is_zero();
+        if keep {
+            // Before the role changes: the workers read it when they stop being active.
+            self.status.set_retain_flows(true);
+            self.fallback_until = Some(Instant::now() + self.cfg.handover_hold);
+        }
         let _ = p
             .conn
             .send_now(&Msg::Handover { epoch: self.epoch }, self.dead_limit());
         self.log(&format!(
-            "handed over to the standby (epoch {})",
-            self.epoch
+            "handed over to the standby (epoch {}){}",
+            self.epoch,
+            if keep {
+                format!("; keeping our flows until our rejoin is in sync (at most {:?})", self.cfg.handover_hold)
+            } else {
+                String::new()
+            }
         ));
+        if keep {
+            // Rejoin at once (the new active listens as soon as it took over).
+            self.status.set_role(Role::Fenced);
+            self.status.set_peer_state(PeerState::None);
+            return Next::Standby(None);
+        }
         self.fenced()
+    }
+
+    /// The flows kept since our handover may still be resumed.
+    fn fallback_valid(&self) -> bool {
+        self.fallback_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// The kept flows are no longer needed (our rejoin is in sync) or no longer valid (the
+    /// new active's hold is over): the workers forget them.
+    fn drop_fallback(&mut self, why: &str) {
+        if self.fallback_until.take().is_some() {
+            self.status.set_retain_flows(false);
+            self.log(&format!("forgetting the flows kept since the handover: {why}"));
+        }
     }
 
     /// A newer epoch exists: never release output again; rejoin as a standby.
     fn fenced(&mut self) -> Next {
+        self.handover_hold_until = None;
         self.status.set_role(Role::Fenced);
         self.status.set_peer_state(PeerState::None);
         for l in &self.links {
@@ -1201,7 +1296,8 @@ impl Ctx {
         });
         let mut shadow = Replicas::new(self.links.len());
         let mut recs = Vec::new();
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = Duration::from_millis(if self.fallback_until.is_some() { 1 } else { 10 });
+        let handed_over_at = Instant::now();
         // When a live active dropped us while our replica was in sync (strict mode).
         let mut dropped_at: Option<Instant> = None;
         loop {
@@ -1224,6 +1320,20 @@ impl Ctx {
             let (mut conn, h) = match session {
                 Ok(s) => s,
                 Err(e) => {
+                    // We handed over, and the engine we handed over to refuses our rejoin
+                    // once it had time to listen: it is gone. It held all output since, so
+                    // the flows we kept are what the clients last saw.
+                    if self.fallback_valid() {
+                        let since = handed_over_at.elapsed();
+                        if e.kind() == io::ErrorKind::ConnectionRefused && since >= HANDOVER_LISTEN_GRACE {
+                            self.log(&format!(
+                                "the engine we handed over to refuses our rejoin {since:?} after the handover: it is gone"
+                            ));
+                            return self.take_over(&mut shadow, None, TakeoverReason::HandoverFallback, since);
+                        }
+                    } else if self.fallback_until.is_some() {
+                        self.drop_fallback("handover_hold is over");
+                    }
                     // Dropped by an active that then died (it may have found us silent
                     // because it was starving itself): a refused rejoin means nothing listens
                     // on its sync port any more. Within fence_hold of the drop it released
@@ -1242,7 +1352,8 @@ impl Ctx {
                     }
                     self.drain_rings(None);
                     thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                    let cap = if self.fallback_until.is_some() { 5 } else { 200 };
+                    backoff = (backoff * 2).min(Duration::from_millis(cap));
                     continue;
                 }
             };
@@ -1363,6 +1474,9 @@ impl Ctx {
             if became_in_sync {
                 self.status.set_peer_state(PeerState::InSync);
                 self.log(&format!("in sync (token {})", shadow.join_token));
+                self.drop_fallback("our rejoin of the new active is in sync");
+            } else if self.fallback_until.is_some() && !self.fallback_valid() {
+                self.drop_fallback("handover_hold is over");
             }
             let now = Instant::now();
             if became_in_sync || now.duration_since(last_hb_tx) >= self.cfg.heartbeat {
@@ -1456,14 +1570,39 @@ impl Ctx {
             let _ = c.s.shutdown(std::net::Shutdown::Both);
         }
         let in_sync = shadow.check_in_sync() || shadow.in_sync;
-        let flows = shadow.take_for_takeover(&self.stack_cfg, &self.status, self.links.len());
+        // We handed over, and the new active died before our rejoin was in sync: resume the
+        // flows our workers kept (nothing left the new active since), not a partial replica.
+        let fallback = !in_sync && self.fallback_valid();
+        let reason = if fallback { TakeoverReason::HandoverFallback } else { reason };
+        let flows = if fallback {
+            shadow.reset(self.links.len());
+            self.status.handover_fallbacks.fetch_add(1, Relaxed);
+            (0..self.links.len()).map(|_| Vec::new()).collect()
+        } else {
+            shadow.take_for_takeover(&self.stack_cfg, &self.status, self.links.len())
+        };
         let n: usize = flows.iter().map(Vec::len).sum();
         self.status.shadow_flows.store(0, Relaxed);
-        self.log(&format!(
-            "takeover ({reason:?}, epoch {}, {n} flows, {} of them from full images, in_sync {in_sync})",
-            self.epoch,
-            self.status.takeover_imaged_flows.load(Relaxed)
-        ));
+        if fallback {
+            self.log(&format!(
+                "takeover ({reason:?}, epoch {}): resuming the flows kept since the handover",
+                self.epoch
+            ));
+        } else {
+            self.log(&format!(
+                "takeover ({reason:?}, epoch {}, {n} flows, {} of them from full images, in_sync {in_sync})",
+                self.epoch,
+                self.status.takeover_imaged_flows.load(Relaxed)
+            ));
+        }
+        // By handover: hold all output until the engine that handed over is our in-sync
+        // standby (it keeps its flows to fall back on meanwhile), at most handover_hold.
+        if reason == TakeoverReason::Handover && self.cfg.mode == Mode::Strict && !self.cfg.handover_hold.is_zero() {
+            for l in &self.links {
+                l.shared.set_watermark(HOLD_ALL);
+            }
+            self.handover_hold_until = Some(Instant::now() + self.cfg.handover_hold);
+        }
         // Active before the callback: the engine follows this role, and must never see
         // Standby after its workers started installing the flows.
         self.status.set_role(Role::Active);
@@ -1472,7 +1611,12 @@ impl Ctx {
             flows,
             reason,
             in_sync,
+            retained: fallback,
         });
+        // After the callback: the engine's workers have the takeover (and keep what they
+        // kept) before they may see the flag cleared.
+        self.fallback_until = None;
+        self.status.set_retain_flows(false);
         self.status.mark_takeover(detect, t0.elapsed());
         Next::Active
     }

@@ -40,6 +40,11 @@ struct Shared {
     /// Writer: sync core (`Release`); reader: worker (`Acquire`), so a worker that sees a
     /// watermark also sees everything the sync core did before publishing it.
     watermark: AtomicU64,
+    /// Highest sequence number the standby acknowledged, or [`RELEASE_ALL`] (no standby, or
+    /// output does not wait for it): paces join snapshots. Unlike `watermark` it moves while
+    /// output is held (a hold after a handover waits for the very snapshot it paces).
+    /// Writer: sync core (`Release`); reader: worker (`Acquire`).
+    standby_acked: AtomicU64,
     /// Join-snapshot token requested by the sync core (0 = never). Writer: sync core.
     snapshot_req: AtomicU64,
     /// Frames the worker currently holds for the watermark. Writer: worker (`Relaxed`:
@@ -71,6 +76,7 @@ impl WorkerShared {
     fn new() -> WorkerShared {
         WorkerShared(Arc::new(Shared {
             watermark: AtomicU64::new(RELEASE_ALL),
+            standby_acked: AtomicU64::new(RELEASE_ALL),
             snapshot_req: AtomicU64::new(0),
             held: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
@@ -123,6 +129,17 @@ impl WorkerShared {
     pub fn set_watermark(&self, w: u64) {
         // Release pairs with the Acquire load in `watermark`.
         self.0.watermark.store(w, Ordering::Release);
+    }
+
+    /// What the standby acknowledged of this worker's deltas (see `Shared::standby_acked`).
+    #[inline]
+    pub fn standby_acked(&self) -> u64 {
+        self.0.standby_acked.load(Ordering::Acquire)
+    }
+
+    /// Sync core: publish the standby's acknowledgement (pacing of join snapshots).
+    pub fn set_standby_acked(&self, s: u64) {
+        self.0.standby_acked.store(s, Ordering::Release);
     }
 
     /// The join-snapshot token last requested (0 = none ever).

@@ -121,6 +121,12 @@ pub struct SyncStatus {
     pub ack_rtt: Histogram,
     pub(crate) takeover_requested: AtomicBool,
     pub(crate) handover_requested: AtomicBool,
+    /// This engine handed over and keeps its flows to fall back on until its rejoin of the
+    /// new active is in sync (`SyncConfig::handover_hold`). The engine's workers keep their
+    /// flows (output held) while it is set, and forget them once it is cleared.
+    retain_flows: AtomicBool,
+    /// Takeovers that resumed the flows kept since a handover (`HandoverFallback`).
+    pub handover_fallbacks: AtomicU64,
     pub(crate) stop: AtomicBool,
     last_error: Mutex<String>,
 }
@@ -172,6 +178,8 @@ impl SyncStatus {
             ack_rtt: Histogram::default(),
             takeover_requested: AtomicBool::new(false),
             handover_requested: AtomicBool::new(false),
+            retain_flows: AtomicBool::new(false),
+            handover_fallbacks: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             last_error: Mutex::new(String::new()),
         }
@@ -218,6 +226,16 @@ impl SyncStatus {
     /// (`Handover`) and fences itself. Ignored otherwise.
     pub fn request_handover(&self) {
         self.handover_requested.store(true, Relaxed);
+    }
+
+    /// Whether the engine's workers keep their flows while not active (see `retain_flows`).
+    /// Acquire pairs with the sync core's Release: a cleared flag is seen after the takeover
+    /// that preceded its clearing.
+    pub fn retain_flows(&self) -> bool {
+        self.retain_flows.load(Acquire)
+    }
+    pub(crate) fn set_retain_flows(&self, on: bool) {
+        self.retain_flows.store(on, Release);
     }
 
     /// The engine reports how many taken-over flows it installed.
@@ -404,6 +422,12 @@ impl SyncStatus {
             "fenced_by_announcement_total",
             "counter",
             self.fenced_by_announcement.load(Relaxed),
+        );
+        g(
+            out,
+            "handover_fallbacks_total",
+            "counter",
+            self.handover_fallbacks.load(Relaxed),
         );
         g(
             out,

@@ -1261,13 +1261,15 @@ fn handover_to_in_sync_standby() {
     assert_eq!(t.reason, TakeoverReason::Handover);
     assert_eq!(t.epoch, 2);
     assert_same(&stack, &ws, &t);
-    assert_eq!(shared.watermark(), 0, "a fenced engine releases nothing");
+    assert_eq!(shared.watermark(), flowtwin_engine::commit::HOLD_ALL, "an engine that handed over releases nothing");
+    assert!(active.status.retain_flows() || active.status.in_sync(), "it keeps its flows until its rejoin is in sync");
     wait_until(
         "old active follows as standby",
         Duration::from_secs(3),
         || {},
         || active.status.role() == Role::Standby && active.status.epoch() == 2,
     );
+    wait_until("its rejoin is in sync: the kept flows are let go", Duration::from_secs(3), || {}, || !active.status.retain_flows());
     standby.handle.stop();
     active.handle.stop();
 }

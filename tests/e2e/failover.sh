@@ -40,6 +40,10 @@
 #   rejoin_failback  kill_active-style takeover by B; A restarts (same config, preference active)
 #                    and must join as standby and reach in_sync; with transfers still running,
 #                    `ctl failback` on B: A active again; byte-exact, 0 RSTs.
+#   failback_kill_new  every kind of client + 1000 idle; `ctl failback` on A, the rejoin of A slowed
+#                    (tbf); kill -9 B (the new active) within it: A resumes the flows it kept.
+#   failback_kill_old  the same, kill -9 A (who handed over): B holds output for handover_hold_ms,
+#                    then serves alone. Both: PASS iff every flow byte-exact and 0 RSTs.
 #   async_mode       kill_active (+ the 8 young flows) with mode = "async" on both. Losses are allowed; PASS iff the
 #                    engine's account is consistent with what the clients saw
 #                    (failed flows == flows the standby did not resume; flows_abandoned reported).
@@ -59,7 +63,7 @@ FT_PROG=failover
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut kill_standby late_join join_kill rejoin_failback async_mode sync_cpu)
+ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut kill_standby late_join join_kill rejoin_failback failback_kill_new failback_kill_old async_mode sync_cpu)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
 RUNS=5
@@ -711,6 +715,101 @@ desc = (f"A had {total} flows at the join; B held {shadow} replicas at the kill 
         f"{lv.get('ok')}/{lv.get('flows')} flows byte-exact, {nfailed} lost (sample: {kinds}); "
         f"{idle.get('answered')}/{idle.get('n')} idle connections answered after the kill; "
         f"max stall of a moving stream {lv.get('max_stall_streaming_ms')} ms")
+print(("ok" if not bad else "; ".join(bad)) + "|" + desc)
+PYEOF
+)
+  if [[ ${v%%|*} == ok ]]; then pass "$name" "${v#*|}"; record "$dir" "$name" 1
+  else fail "$name" "${v%%|*}; ${v#*|}"; record "$dir" "$name" 0; fi
+}
+
+# failback_kill_new / failback_kill_old: every kind of client plus 1 000 idle connections; A
+# active, B its in-sync standby; `ctl failback` on A hands the VIPs to B, and B's snapshot back
+# to A (A rejoins as B's standby) is slowed to ~3 s (tbf on B's sync link). Within it:
+#   _new: kill -9 B (the new active). A kept its flows since the handover and B held all
+#         output meanwhile (handover_hold_ms = 4000 here): A resumes them (HandoverFallback).
+#   _old: kill -9 A (the engine that handed over). B holds output until handover_hold_ms
+#         (500, the default) and then serves alone.
+# PASS iff every flow is byte-exact, the client saw 0 RSTs, and the survivor is active (_new:
+# by HandoverFallback).
+test_failback_kill_new() { failback_kill_run failback_kill_new b; }
+test_failback_kill_old() { failback_kill_run failback_kill_old a; }
+
+failback_kill_run() { # NAME a|b (the engine killed)
+  local name=$1 victim=$2 dir=$TMP/$1 lp i fbreply survivor=a
+  [[ $victim == a ]] && survivor=b
+  local FT_HEARTBEAT_MS=20 FT_DEAD_AFTER=40
+  local FL_SYNC_EXTRA_a="" FL_SYNC_EXTRA_b=""
+  # (FT_FAILBACK_HOLD_MS=0: the mutation check, no fallback: _new must fail.)
+  local hold=${FT_FAILBACK_HOLD_MS:-}
+  [[ -z $hold && $victim == b ]] && hold=4000
+  if [[ -n $hold ]]; then FL_SYNC_EXTRA_a="handover_hold_ms = $hold"; FL_SYNC_EXTRA_b="handover_hold_ms = $hold"; fi
+  pair_up "$name" "$dir" strict || { fl_cleanup; record "$dir" "$name" 0; return; }
+  rm -f "$dir/kill" "$dir/ready"
+  ip netns exec "$FT_CLIENT_NS" timeout 90 $PY "$E2E/lives.py" --host "$FT_VIP" --idle 1000 --duration 12 --rate 1e6 \
+    --kill-file "$dir/kill" --ready-file "$dir/ready" --timeout 60 >"$dir/lives.json" 2>"$dir/lives.err" &
+  lp=$!
+  CL_PIDS+=("$lp")
+  for ((i = 0; i < 600; i++)); do [[ -e $dir/ready ]] && break; sleep 0.05; done
+  [[ -e $dir/ready ]] || info "$name: not every flow had bytes after 30 s"
+  sleep 1
+  ip netns exec "$FT_B_NS" tc qdisc add dev "$FT_B_SYNC_IF" root tbf rate 1mbit burst 16kb latency 300ms
+  fl_status a >"$dir/a_status_before.json"
+  fbreply=$("$BIN" ctl -s "$(fl_sock a)" failback 2>&1 || true)
+  for ((i = 0; i < 500; i++)); do grep -q 'handed over to the standby' "$dir/a.log" && break; sleep 0.01; done
+  local after=${FT_FAILBACK_KILL_AFTER:-0.2}
+  sleep "$after"
+  fl_status b >"$dir/b_status_before.json"
+  touch "$dir/kill"
+  fl_kill9 "$victim"
+  info "$name: failback (reply: ${fbreply:-none}), then killed ${victim^^} $after s after the handover; $survivor was $(fl_jq "$(cat "$dir/${survivor}_status_before.json" 2>/dev/null || fl_status "$survivor")" 's["role"] + " " + s["peer"]')"
+  ip netns exec "$FT_B_NS" tc qdisc del dev "$FT_B_SYNC_IF" root 2>/dev/null || true
+  wait "$lp" 2>/dev/null || true
+  CL_PIDS=()
+  fl_rst_stop
+  fl_status "$survivor" >"$dir/${survivor}_status.json"
+  fl_metrics "$survivor" "$dir/$survivor.metrics"
+  fl_cleanup
+  local v
+  v=$($PY - "$dir/lives.json" "$dir/rst.json" "$dir/${survivor}_status.json" "$dir/$survivor.metrics" "$dir/$survivor.log" "$victim" <<'PYEOF'
+import json, sys
+def last(p):
+    try:
+        return json.loads(open(p).read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return {}
+lv, rst, st = last(sys.argv[1]), last(sys.argv[2]), last(sys.argv[3])
+def metric(name):
+    try:
+        return int(sum(float(l.split()[-1]) for l in open(sys.argv[4]) if l.startswith(name + " ")))
+    except (OSError, ValueError):
+        return None
+try:
+    log = open(sys.argv[5]).read()
+except OSError:
+    log = ""
+victim = sys.argv[6]
+bad = []
+if not lv.get("flows"):
+    bad.append("no load (see lives.err)")
+if lv.get("failed_count", len(lv.get("failed") or [])):
+    f = (lv.get("failed") or [{}])[0]
+    bad.append(f"{lv.get('failed_count')} flow(s) failed, first {f.get('kind')} {f.get('id')}: {f.get('error')}")
+if rst.get("rst_in") is None or rst.get("rst_in"):
+    bad.append(f"RSTs seen by the client: {rst.get('rst_in')}")
+if st.get("role") != "active":
+    bad.append(f"the survivor is not active (role {st.get('role')})")
+if victim == "b" and "HandoverFallback" not in log:
+    bad.append("A did not take over by HandoverFallback")
+if victim == "b" and not metric("flowtwin_sync_handover_fallbacks_total"):
+    bad.append("flowtwin_sync_handover_fallbacks_total is 0")
+if victim == "a" and "handover_hold over" not in log:
+    bad.append("B's log does not say that its handover hold ended")
+idle = lv.get("idle") or {}
+ak = idle.get("after_kill_ms") or {}
+desc = (f"{lv.get('ok')}/{lv.get('flows')} flows byte-exact ({lv.get('churn_connections')} short connections), "
+        f"RSTs {rst.get('rst_in')}; longest wait of a moving stream {lv.get('max_stall_streaming_ms')} ms; "
+        f"{idle.get('answered')}/{idle.get('n')} idle connections sending at the kill answered after p50 {ak.get('p50')} / max {ak.get('max')} ms; "
+        f"survivor flows_resumed {st.get('flows_resumed')}, handover_fallbacks {metric('flowtwin_sync_handover_fallbacks_total')}")
 print(("ok" if not bad else "; ".join(bad)) + "|" + desc)
 PYEOF
 )
