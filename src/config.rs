@@ -98,6 +98,10 @@ pub struct SyncSection {
     /// then costs the flows not yet imaged).
     #[serde(default = "default_handover_hold_ms")]
     pub handover_hold_ms: u64,
+    /// The active hands the VIPs over to its in-sync standby (as `ctl failback` does) once
+    /// its port's link has been down this long while the engine lives; 0: never.
+    #[serde(default = "default_link_down_ms")]
+    pub link_down_ms: u64,
     /// Control socket for `flowtwin ctl`.
     #[serde(default = "default_control")]
     pub control: PathBuf,
@@ -120,6 +124,9 @@ fn default_fence_hold_ms() -> u64 {
 }
 fn default_handover_hold_ms() -> u64 {
     500
+}
+fn default_link_down_ms() -> u64 {
+    50
 }
 fn default_ring_records() -> usize {
     64 * 1024
@@ -417,6 +424,9 @@ impl Config {
             }
             if y.fence_hold_ms > 10_000 {
                 return Err(format!("sync.fence_hold_ms = {}: must be 0..=10000", y.fence_hold_ms));
+            }
+            if y.link_down_ms > 60_000 {
+                return Err(format!("sync.link_down_ms = {}: must be 0..=60000", y.link_down_ms));
             }
             if y.handover_hold_ms > 60_000 {
                 return Err(format!("sync.handover_hold_ms = {}: must be 0..=60000", y.handover_hold_ms));

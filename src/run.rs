@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -195,6 +195,74 @@ struct Observed {
     role: OnceLock<Arc<RoleShared>>,
     /// Software distribution mode: (RX fan-out by worker 0, TX fan-in through worker 0).
     software: OnceLock<(bool, bool)>,
+    /// The port's link as the main loop's [`LinkWatch`] last saw it (1 up, 0 down).
+    link_up: AtomicU64,
+    /// Handovers requested because the port's link was down (`sync.link_down_ms`).
+    link_down_handovers: AtomicU64,
+}
+
+/// Watches the port's link. For a software port on a kernel interface (`net_af_packet`,
+/// `net_af_xdp`: the vdev's `iface=`), the kernel's carrier and operstate (DPDK reports these
+/// PMDs' links up whatever the interface does); for a NIC, DPDK's link status.
+struct LinkWatch {
+    iface: Option<String>,
+    up: bool,
+    /// Since when the link has been down.
+    down_since: Option<std::time::Instant>,
+    last_check: std::time::Instant,
+    last_request: Option<std::time::Instant>,
+}
+
+/// The kernel interface behind a software port named `port`: the `iface=` of its `--vdev`.
+fn vdev_iface(eal_args: &[String], port: &str) -> Option<String> {
+    if !(port.starts_with("net_af_packet") || port.starts_with("net_af_xdp")) {
+        return None;
+    }
+    eal_args
+        .windows(2)
+        .filter(|w| w[0] == "--vdev")
+        .map(|w| w[1].as_str())
+        .chain(eal_args.iter().filter_map(|a| a.strip_prefix("--vdev=")))
+        .filter(|v| v.split(',').next() == Some(port))
+        .find_map(|v| v.split(',').find_map(|kv| kv.strip_prefix("iface=")).map(str::to_string))
+}
+
+impl LinkWatch {
+    fn new(iface: Option<String>) -> LinkWatch {
+        let now = std::time::Instant::now();
+        LinkWatch { iface, up: true, down_since: None, last_check: now, last_request: None }
+    }
+
+    /// The link of the kernel interface, `None` if it cannot be read.
+    fn kernel_link(iface: &str) -> Option<bool> {
+        let read = |f: &str| std::fs::read_to_string(format!("/sys/class/net/{iface}/{f}")).ok();
+        let oper = read("operstate")?;
+        // carrier cannot be read on an interface that is administratively down.
+        let carrier = read("carrier").map(|c| c.trim() == "1").unwrap_or(false);
+        Some(carrier && matches!(oper.trim(), "up" | "unknown"))
+    }
+
+    /// Checks the link every 10 ms; returns how long it has been down (None: up).
+    fn poll(&mut self, dpdk_up: impl FnOnce() -> bool) -> Option<std::time::Duration> {
+        let now = std::time::Instant::now();
+        if now.duration_since(self.last_check) >= std::time::Duration::from_millis(10) {
+            self.last_check = now;
+            let up = self.iface.as_deref().and_then(LinkWatch::kernel_link).unwrap_or_else(dpdk_up);
+            if up != self.up {
+                match (up, self.down_since) {
+                    (true, Some(t)) => eprintln!("flowtwin: port link up again after {:?}", now.duration_since(t)),
+                    _ => eprintln!(
+                        "flowtwin: port link DOWN{}",
+                        self.iface.as_deref().map(|i| format!(" (kernel interface {i})")).unwrap_or_default()
+                    ),
+                }
+                self.up = up;
+                self.down_since = if up { None } else { Some(now) };
+                self.last_request = None;
+            }
+        }
+        self.down_since.map(|t| now.duration_since(t))
+    }
 }
 
 /// Slots of each handoff ring (power of two; one burst is 32).
@@ -302,10 +370,17 @@ fn render(o: &Observed, out: &mut String) {
                 }
             }
         }
-        family(out, "flowtwin_port_link_up", "gauge", "1 if the link is up");
+        family(out, "flowtwin_port_link_up", "gauge", "1 if the link is up (a software port: its kernel interface's carrier)");
         for (p, _) in &stats {
-            sample(out, "flowtwin_port_link_up", &[("port", &p.id().0.to_string())], p.link().up as u8);
+            sample(out, "flowtwin_port_link_up", &[("port", &p.id().0.to_string())], o.link_up.load(Ordering::Relaxed));
         }
+        family(
+            out,
+            "flowtwin_link_down_handovers_total",
+            "counter",
+            "handovers to the standby asked for because the port's link was down (sync.link_down_ms)",
+        );
+        sample(out, "flowtwin_link_down_handovers_total", &[], o.link_down_handovers.load(Ordering::Relaxed));
     }
     if let Some(ws) = o.workers.get() {
         let snaps: Vec<Counters> = ws.iter().map(|w| w.snapshot()).collect();
@@ -491,6 +566,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         held: OnceLock::new(),
         role: OnceLock::new(),
         software: OnceLock::new(),
+        link_up: AtomicU64::new(1),
+        link_down_handovers: AtomicU64::new(0),
     });
     if let Some(addr) = cfg.metrics.addr()? {
         let o = observed.clone();
@@ -705,6 +782,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     }
     eprintln!("flowtwin: running with {nworkers} worker(s); SIGINT/SIGTERM stops");
     let mut last_role = None;
+    let mut link = LinkWatch::new(vdev_iface(&cfg.eal.args, &cfg.ports[0].name));
+    let link_down_after = cfg.sync.as_ref().map(|y| Duration::from_millis(y.link_down_ms)).filter(|d| !d.is_zero());
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(if sync_status.is_some() { 1 } else { 50 }));
         if let Some(st) = &sync_status {
@@ -737,6 +816,29 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
                 st.request_fence(claim);
             }
             st.set_flows_resumed(role.flows_resumed.load(Ordering::Relaxed));
+        }
+        // The active's port is down (cable, switch port) although the engine lives: its
+        // clients cannot reach it, so hand the VIPs to the in-sync standby (which answers on
+        // its own port), asking again every 100 ms while it lasts (the standby may not be in
+        // sync yet).
+        let down = link.poll(|| port.link().up);
+        observed.link_up.store(down.is_none() as u64, Ordering::Relaxed);
+        if let (Some(d), Some(after), Some(st)) = (down, link_down_after, &sync_status) {
+            let due = link.last_request.is_none_or(|t| t.elapsed() >= Duration::from_millis(100));
+            if d >= after && st.role() == Role::Active && due {
+                if link.last_request.is_none() {
+                    eprintln!(
+                        "flowtwin: port link down for {d:?} (sync.link_down_ms {}): {}",
+                        after.as_millis(),
+                        if st.in_sync() { "handing over to the standby" } else { "no in-sync standby to hand over to yet" }
+                    );
+                }
+                link.last_request = Some(std::time::Instant::now());
+                if st.in_sync() {
+                    observed.link_down_handovers.fetch_add(1, Ordering::Relaxed);
+                    st.request_handover();
+                }
+            }
         }
     }
     if let Some(h) = sync_handle.take() {

@@ -29,6 +29,9 @@
 #   link_cut         the same load; the sync link goes down while both live: B takes over, A fences
 #                    itself on B's tagged announcement (exactly one engine answers), 0 RSTs, every
 #                    flow byte-exact; the link comes back and A rejoins as B's standby.
+#   port_down        the same load; A's switch port goes down while A lives: A hands over to B
+#                    (sync.link_down_ms), 0 RSTs, every flow byte-exact; the port comes back and A
+#                    is B's in-sync standby.
 #   kill_standby     (strict) 8 downloads + 4 echo streams, kill -9 B: A keeps serving alone;
 #                    every transfer byte-exact, 0 RSTs, no takeover, A reports its peer lost,
 #                    longest client wait <= FT_STANDBY_LOSS_STALL_MS (500).
@@ -63,7 +66,7 @@ FT_PROG=failover
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut kill_standby late_join join_kill rejoin_failback failback_kill_new failback_kill_old async_mode sync_cpu)
+ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut port_down kill_standby late_join join_kill rejoin_failback failback_kill_new failback_kill_old async_mode sync_cpu)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
 RUNS=5
@@ -451,6 +454,11 @@ test_client_kinds_netem() { client_kinds_run client_kinds_netem "delay 1ms loss 
 # exactly one engine answers for the VIP and no client sees a RST. The link comes back
 # afterwards and A joins B as its standby.
 test_link_cut() { client_kinds_run link_cut "" cut; }
+# port_down: the same load; A's switch port goes down (A's interface loses its carrier) while
+# A's process lives. A notices (sync.link_down_ms, 50 ms) and hands the VIPs over to B, B
+# takes over by Handover: 0 RSTs, every flow byte-exact. The port comes back; A is B's
+# in-sync standby.
+test_port_down() { client_kinds_run port_down "" portdown; }
 
 client_kinds_run() { # NAME NETEM-ARGS [kill|cut]
   local name=$1 netem=$2 event=${3:-kill} dir=$TMP/$1 lp i d
@@ -480,6 +488,10 @@ client_kinds_run() { # NAME NETEM-ARGS [kill|cut]
     KILL_T=$(fl_now)
     ip -n "$FT_A_NS" link set "$FT_A_SYNC_IF" down
     info "$name: cut the sync link ($FT_A_NS:$FT_A_SYNC_IF down) $d s after every flow had bytes"
+  elif [[ $event == portdown ]]; then
+    KILL_T=$(fl_now)
+    ip -n "$FT_SW_NS" link set "$FT_SW_A_IF" down
+    info "$name: A's switch port ($FT_SW_NS:$FT_SW_A_IF) down $d s after every flow had bytes"
   else
     fl_kill9 a
     info "$name: killed A $d s after every flow had bytes${netem:+, netem ($NETEM_KIND) $netem on $FT_CLIENT_IF}"
@@ -494,6 +506,18 @@ client_kinds_run() { # NAME NETEM-ARGS [kill|cut]
   fl_rst_stop
   fl_status b >"$dir/b_status.json"
   fl_metrics b "$dir/b.metrics"
+  if [[ $event == portdown ]]; then
+    fl_status a >"$dir/a_status_cut.json"
+    fl_metrics a "$dir/a_cut.metrics"
+    ip -n "$FT_SW_NS" link set "$FT_SW_A_IF" up
+    for ((i = 0; i < 100; i++)); do
+      fl_status a >"$dir/a_status_healed.json"
+      fl_status b >"$dir/b_status_healed.json"
+      [[ $(fl_jq "$(cat "$dir/a_status_healed.json")" 's["role"]') == standby && \
+         $(fl_jq "$(cat "$dir/a_status_healed.json")" 's["in_sync"]') == True ]] && break
+      sleep 0.1
+    done
+  fi
   if [[ $event == cut ]]; then
     fl_status a >"$dir/a_status_cut.json"
     fl_metrics a "$dir/a_cut.metrics"
@@ -537,6 +561,38 @@ open(sys.argv[1], "w").write(json.dumps(ev))
 EOF
   local v
   v=$(verdict "$dir" kill b 1)
+  if [[ $v == ok && $event == portdown ]]; then
+    v=$($PY - "$dir/a_status_cut.json" "$dir/a_cut.metrics" "$dir/a_status_healed.json" "$dir/b_status_healed.json" "$dir/b.log" <<'EOF'
+import json, sys
+def last(p):
+    try:
+        return json.loads(open(p).read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return {}
+a, ha, hb = last(sys.argv[1]), last(sys.argv[3]), last(sys.argv[4])
+def metric(name):
+    try:
+        return sum(float(l.split()[-1]) for l in open(sys.argv[2]) if l.startswith(name + " ") or l.startswith(name + "{"))
+    except OSError:
+        return None
+bad = []
+if a.get("role") == "active":
+    bad.append("A still active with its port down")
+if not metric("flowtwin_link_down_handovers_total"):
+    bad.append(f"A asked for no handover (flowtwin_link_down_handovers_total {metric('flowtwin_link_down_handovers_total')})")
+if metric("flowtwin_port_link_up") != 0:
+    bad.append(f"A's flowtwin_port_link_up is {metric('flowtwin_port_link_up')} with its port down")
+try:
+    if "Handover" not in open(sys.argv[5]).read():
+        bad.append("B did not take over by Handover")
+except OSError:
+    bad.append("no B log")
+if hb.get("role") != "active" or ha.get("role") != "standby" or not ha.get("in_sync"):
+    bad.append(f"after the port came back: A {ha.get('role')} (in_sync {ha.get('in_sync')}), B {hb.get('role')}; want B active, A its in-sync standby")
+print("ok" if not bad else "; ".join(bad))
+EOF
+)
+  fi
   if [[ $v == ok && $event == cut ]]; then
     v=$($PY - "$dir/a_status_cut.json" "$dir/a_cut.metrics" "$dir/a_status_healed.json" "$dir/b_status_healed.json" <<'EOF'
 import json, sys
