@@ -295,9 +295,50 @@ impl ShadowFlow {
         Ok(())
     }
 
-    /// Deliver an owed FIN to the service (also done at takeover).
+    /// Bytes the last image says the service consumed but whose `Data` never arrived: the
+    /// active lost that delta to a full ring after its image had been queued, and holds the
+    /// flow's output until it has re-imaged the flow.
+    pub fn rx_lag(&self) -> u64 {
+        self.image.tcb.rx_delivered.saturating_sub(self.rx_replayed)
+    }
+
+    /// Takeover before the re-image (see [`ShadowFlow::rx_lag`]): go back to what the service
+    /// really received. Those bytes (and a FIN after them) were never acknowledged to the
+    /// client: the active held the flow's output, so the client sends them again. Returns
+    /// whether anything was rewound.
+    pub fn rewind_to_replayed(&mut self, cfg: &StackConfig) -> bool {
+        let lag = self.rx_lag();
+        if lag == 0 {
+            return false;
+        }
+        // Whether the service, as it really is, has closed its side (our FIN).
+        let closed = cfg
+            .listeners
+            .get(self.image.listener as usize)
+            .is_some_and(|l| bind(&mut self.svc, &l.spec, &mut self.http).tx_closed());
+        let t = &mut self.image.tcb;
+        t.rx_delivered = self.rx_replayed;
+        let mut back = lag as u32;
+        if fin_received(t.state) {
+            // Their FIN came after the missing bytes: un-receive it too. Our own FIN stays
+            // only if the service closed without it (a service that closes because the
+            // client did has not closed yet).
+            back += 1;
+            t.state = match t.state {
+                State::TimeWait => State::FinWait2,
+                State::LastAck | State::Closing if closed => State::FinWait1,
+                _ => State::Established,
+            };
+            self.fin_pending = false;
+        }
+        t.rcv_nxt = t.rcv_nxt - back;
+        true
+    }
+
+    /// Deliver an owed FIN to the service (also done at takeover), never before the bytes
+    /// that precede it.
     pub fn deliver_fin(&mut self, cfg: &StackConfig) {
-        if self.fin_pending && !self.fin_delivered {
+        if self.fin_pending && !self.fin_delivered && self.rx_lag() == 0 {
             if let Some(l) = cfg.listeners.get(self.image.listener as usize) {
                 bind(&mut self.svc, &l.spec, &mut self.http).on_peer_fin();
             }

@@ -125,6 +125,9 @@ pub struct Flow {
     /// (0: none yet). Output of the flow may leave once the standby acknowledged it; see
     /// [`Stack::commit_tag`].
     pub repl_seq: u64,
+    /// A delta of this flow was lost to a full ring: nothing incremental may follow it (the
+    /// standby would replay it onto the wrong state) until the flow is re-imaged whole.
+    pub needs_image: bool,
 }
 
 /// A small direct-mapped IPv4 → MAC cache of peers heard from (ARP requests/replies). Fixed
@@ -500,6 +503,7 @@ impl Stack {
         };
         if let Some(f) = self.flows.get_mut(id) {
             f.repl_seq = seq;
+            f.needs_image = false;
         }
         self.touch_tag(seq, id);
         self.counters.add(Event::DeltasEmitted, 2);
@@ -517,10 +521,16 @@ impl Stack {
             }
             return;
         }
-        let (dirty, last) = match self.flows.get_mut(id) {
-            Some(f) => (f.tcb.dirty.take(), f.repl_seq),
-            None => (DirtyFlags::default(), 0),
+        let (dirty, last, needs_image) = match self.flows.get_mut(id) {
+            Some(f) => (f.tcb.dirty.take(), f.repl_seq, f.needs_image),
+            None => (DirtyFlags::default(), 0, false),
         };
+        if needs_image {
+            // Its re-image (`replication_tick`) carries this change too; its output waits
+            // for it (`commit_tag` holds everything while a flow awaits one).
+            self.rx_log.clear();
+            return;
+        }
         if !(new || !dirty.is_empty() || !self.rx_log.is_empty()) {
             self.touch_tag(last, id);
             return;
@@ -566,6 +576,9 @@ impl Stack {
             self.touch_tag(tag, id);
         } else {
             self.counters.event(Event::ReplicationFull);
+            if let Some(f) = self.flows.get_mut(id) {
+                f.needs_image = true;
+            }
             if !self.resync.contains(&id) {
                 self.resync.push(id);
             }
@@ -590,7 +603,7 @@ impl Stack {
         };
         let tcb = Tcb::restore(&cfg.tcp, &img.tcb, now, closed_at);
         let state = tcb.state();
-        let flow = Flow { tcb, svc: sh.svc, listener: img.listener, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0 };
+        let flow = Flow { tcb, svc: sh.svc, listener: img.listener, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, needs_image: false };
         let Ok(id) = self.flows.insert(img.key, flow) else { return false };
         self.counters.flows_by_state[state as usize] += 1;
         self.counters.event(Event::FlowsResumed);
@@ -956,7 +969,7 @@ impl Stack {
         };
         let state = tcb.state();
         let deadline = tcb.next_deadline();
-        let flow = Flow { tcb, svc, listener: li as u16, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0 };
+        let flow = Flow { tcb, svc, listener: li as u16, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, needs_image: false };
         match self.flows.insert(key, flow) {
             Ok(id) => {
                 self.counters.event(Event::FlowsOpened);

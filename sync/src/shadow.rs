@@ -107,6 +107,11 @@ pub struct WorkerReplicas {
     pub flows: ShadowSlots,
     /// Service images being assembled from `SvcImage` chunks.
     images: HashMap<SlotKey, Vec<u8>>,
+    /// Re-images of flows held here (the active lost one of their deltas to a full ring):
+    /// the new `New`, waiting for its service image. The replica it replaces stays until the
+    /// image is complete: should the active die first, the old one is what the client saw
+    /// (the active held the flow's output since the lost delta).
+    reimages: HashMap<SlotKey, ShadowFlow>,
     /// Highest sequence applied / acknowledged.
     pub applied: u64,
     pub acked: u64,
@@ -120,6 +125,9 @@ impl WorkerReplicas {
     fn forget_image(&mut self, key: SlotKey) {
         if !self.images.is_empty() {
             self.images.remove(&key);
+        }
+        if !self.reimages.is_empty() {
+            self.reimages.remove(&key);
         }
     }
 }
@@ -223,6 +231,12 @@ impl Replicas {
             match &d.body {
                 DeltaBody::FlowNew(rec) => match rec.to_image() {
                     Ok(img) => match ShadowFlow::new(cfg, img) {
+                        Ok(f) if ws.flows.contains(key) && !f.service_known() => {
+                            // A re-image: it replaces the replica once its service image is
+                            // complete.
+                            ws.forget_image(key);
+                            ws.reimages.insert(key, f);
+                        }
                         Ok(f) => {
                             ws.forget_image(key);
                             match ws.flows.insert(key, f) {
@@ -287,7 +301,16 @@ impl Replicas {
                     buf.extend_from_slice(dr.payload());
                     if buf.len() >= total as usize {
                         let img = ws.images.remove(&key).unwrap_or_default();
-                        let r = ws.flows.get_mut(key).map(|f| f.set_image(cfg, &img));
+                        let r = match ws.reimages.remove(&key) {
+                            Some(mut f) => {
+                                let r = f.set_image(cfg, &img);
+                                if r.is_ok() {
+                                    let _ = ws.flows.insert(key, f);
+                                }
+                                Some(r)
+                            }
+                            None => ws.flows.get_mut(key).map(|f| f.set_image(cfg, &img)),
+                        };
                         if let Some(Err(e)) = r {
                             fail(ws, &e);
                         }
@@ -316,10 +339,13 @@ impl Replicas {
         let mut flows: Vec<Vec<ShadowFlow>> = Vec::with_capacity(self.workers.len().max(workers));
         for ws in self.workers.iter_mut() {
             for key in ws.images.drain().map(|(k, _)| k) {
-                if ws.flows.remove(key).is_some() {
+                // An incomplete re-image leaves the replica it would have replaced; an
+                // incomplete join image leaves nothing to resume.
+                if !ws.reimages.contains_key(&key) && ws.flows.remove(key).is_some() {
                     st.flows_abandoned.fetch_add(1, Relaxed);
                 }
             }
+            ws.reimages.clear();
             let mut v: Vec<ShadowFlow> = ws.flows.drain();
             // A join image whose service part never arrived (the active died between the
             // two): resuming it would replay into the wrong service state.
@@ -327,6 +353,9 @@ impl Replicas {
             v.retain(ShadowFlow::service_known);
             st.flows_abandoned.fetch_add((before - v.len()) as u64, Relaxed);
             for f in v.iter_mut() {
+                if f.rewind_to_replayed(cfg) {
+                    st.takeover_rewound_flows.fetch_add(1, Relaxed);
+                }
                 f.deliver_fin(cfg);
             }
             flows.push(v);

@@ -81,6 +81,9 @@ pub struct SyncStatus {
     /// Of the flows the last takeover resumed, those whose replica came from a full image
     /// (a join snapshot, or a re-image after a full ring) rather than from their `New`.
     pub takeover_imaged_flows: AtomicU64,
+    /// Replicas taken over with bytes their image counted but whose data never arrived (a
+    /// delta lost to a full ring before its re-image): resumed from what the service got.
+    pub takeover_rewound_flows: AtomicU64,
     pub replay_errors: AtomicU64,
     /// Standby: updates/data for flows it does not hold (the join snapshot brings them).
     pub unknown_flow_deltas: AtomicU64,
@@ -156,6 +159,7 @@ impl SyncStatus {
             flows_resumed: AtomicU64::new(0),
             flows_abandoned: AtomicU64::new(0),
             takeover_imaged_flows: AtomicU64::new(0),
+            takeover_rewound_flows: AtomicU64::new(0),
             replay_errors: AtomicU64::new(0),
             unknown_flow_deltas: AtomicU64::new(0),
             seq_gaps: AtomicU64::new(0),
@@ -344,6 +348,12 @@ impl SyncStatus {
             "takeover_imaged_flows",
             "gauge",
             self.takeover_imaged_flows.load(Relaxed),
+        );
+        g(
+            out,
+            "takeover_rewound_flows_total",
+            "counter",
+            self.takeover_rewound_flows.load(Relaxed),
         );
         g(
             out,

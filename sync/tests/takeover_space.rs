@@ -42,7 +42,7 @@ use flowtwin_sync::coalesce::Coalescer;
 use flowtwin_sync::delta;
 use flowtwin_sync::ring::Record;
 use flowtwin_sync::shadow::Replicas;
-use flowtwin_sync::{worker_channel, RingReplicator, SyncStatus, WorkerLink};
+use flowtwin_sync::{worker_channel, worker_channel_with_backlog, RingReplicator, SyncStatus, WorkerLink};
 
 mod common;
 use common::{ClientOut, Held, CLIENT, VIP};
@@ -379,8 +379,14 @@ struct Active {
 }
 
 impl Active {
-    fn new(cfg: &Arc<StackConfig>, now: Instant) -> Active {
-        let (repl, link): (RingReplicator, WorkerLink) = worker_channel(0, RING_RECORDS);
+    /// `small_ring`: a ring of `SMALL_RING_RECORDS` and the least backlog, so that deltas
+    /// meet a full ring (`ReplFull`: the flow is re-imaged, its output held meanwhile).
+    fn new(cfg: &Arc<StackConfig>, now: Instant, small_ring: bool) -> Active {
+        let (repl, link): (RingReplicator, WorkerLink) = if small_ring {
+            worker_channel_with_backlog(0, SMALL_RING_RECORDS, 0)
+        } else {
+            worker_channel(0, RING_RECORDS)
+        };
         let mut stack = Stack::new(cfg.clone(), now);
         stack.set_replicator(Box::new(repl));
         Active { stack, out: Held::default(), link, coalescer: Coalescer::default(), peek: vec![[0u64; 8]; RING_RECORDS], watermark: 0 }
@@ -412,6 +418,8 @@ impl Active {
 
 /// Records of A's ring (and of the sync core's peek buffer).
 const RING_RECORDS: usize = 1 << 16;
+/// A ring that a burst of received bytes fills (a segment's `Data` is ~25 records).
+const SMALL_RING_RECORDS: usize = 64;
 
 struct Batch {
     first: u64,
@@ -525,14 +533,14 @@ fn join_now(act: &mut Active, b: &mut Standby, j: Join) {
 }
 
 fn run(life: &Life, kill: Kill, faults: Option<Faults>) -> Result<Outcome, String> {
-    run_with(life, kill, faults, None)
+    run_with(life, kill, faults, None, false)
 }
 
-fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>) -> Result<Outcome, String> {
+fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>, small_ring: bool) -> Result<Outcome, String> {
     let cfg = stack_cfg();
     let ccfg = client_tcp();
     let mut now = t0();
-    let mut a = Some(Active::new(&cfg, Instant(now)));
+    let mut a = Some(Active::new(&cfg, Instant(now), small_ring));
     let mut b = Standby { replicas: Replicas::new(1), status: SyncStatus::new(), stack: None, out: Held::default() };
     // Before the join A has no standby: it drops what it drains and releases everything.
     let mut joined = join.is_none();
@@ -922,12 +930,12 @@ struct Tally {
     max_extra_us: u64,
 }
 
-fn sweep(life: &Life, lossy: bool, tally: &mut Tally) {
-    let base = run(life, Kill::None, None).unwrap_or_else(|e| panic!("{}: without a kill: {e}", life.name));
+fn sweep(life: &Life, lossy: bool, small_ring: bool, tally: &mut Tally) {
+    let base = run_with(life, Kill::None, None, None, small_ring).unwrap_or_else(|e| panic!("{}: without a kill: {e}", life.name));
     for k in 0..=base.events {
         for reached in [false, true] {
             let faults = lossy.then(|| Faults::around(k, reached));
-            let r = run(life, Kill::After { k, reached }, faults);
+            let r = run_with(life, Kill::After { k, reached }, faults, None, small_ring);
             tally.checked += 1;
             match r {
                 Ok(o) => {
@@ -947,10 +955,14 @@ fn sweep(life: &Life, lossy: bool, tally: &mut Tally) {
 }
 
 fn sweep_all(lossy: bool) -> Tally {
+    sweep_all_with(lossy, false)
+}
+
+fn sweep_all_with(lossy: bool, small_ring: bool) -> Tally {
     let mut tally = Tally { checked: 0, failures: Vec::new(), states: BTreeMap::new(), max_extra_us: 0 };
     for life in lives() {
         let before = tally.checked;
-        sweep(&life, lossy, &mut tally);
+        sweep(&life, lossy, small_ring, &mut tally);
         println!("{:<45} {:>5} kill points", life.name, tally.checked - before);
     }
     println!(
@@ -991,7 +1003,7 @@ fn sweep_join(life: &Life, tally: &mut Tally, resets: &mut u64) {
         for k in AFTER_JOIN.iter().map(|d| j + d).filter(|&k| k <= base.events) {
             for reached in [false, true] {
                 tally.checked += 1;
-                match run_with(life, Kill::After { k, reached }, None, Some(Join::at(j))) {
+                match run_with(life, Kill::After { k, reached }, None, Some(Join::at(j)), false) {
                     Ok(o) if o.reset_unknown => {
                         *resets += 1;
                         let how = match (o.lost_reset, o.lost_after_all_bytes) {
@@ -1052,6 +1064,21 @@ fn every_life_survives_a_kill_at_every_packet_event() {
     }
 }
 
+/// The same with a ring that fills: deltas meet `ReplFull`, the flow's output is held until
+/// it is re-imaged, and a kill can find the standby with a flow's image (`Step`) but not the
+/// bytes (`Data`) that went with it.
+#[test]
+fn every_life_survives_a_kill_with_a_full_ring() {
+    let t = sweep_all_with(false, true);
+    report(&t);
+}
+
+#[test]
+fn every_life_survives_a_kill_with_a_full_ring_and_loss() {
+    let t = sweep_all_with(true, true);
+    report(&t);
+}
+
 #[test]
 fn every_life_survives_a_kill_with_loss_duplication_and_reordering() {
     let t = sweep_all(true);
@@ -1071,7 +1098,7 @@ fn one_run() {
     let join = std::env::var("FT_SIM_JOIN").ok().and_then(|v| v.parse().ok()).map(Join::at);
     println!(
         "{:?}",
-        run_with(&life, Kill::After { k, reached }, faults, join).map(|o| (o.events, o.done_us, o.state_at_kill, o.reset_unknown))
+        run_with(&life, Kill::After { k, reached }, faults, join, std::env::var_os("FT_SIM_SMALL_RING").is_some()).map(|o| (o.events, o.done_us, o.state_at_kill, o.reset_unknown))
     );
 }
 

@@ -335,7 +335,7 @@ test_async_mode() {
   local name=async_mode dir=$TMP/async_mode
   if ! kill_run "$name" "$dir" async 8; then fl_cleanup; return; fi
   local v
-  v=$($PY - "$dir/eval.json" <<'EOF'
+  v=$(PYTHONPATH="$E2E" $PY - "$dir/eval.json" <<'EOF'
 import json, sys
 s = json.loads(open(sys.argv[1]).read() or "{}")
 st = s.get("status_b") or {}
@@ -399,7 +399,7 @@ test_kill_standby() {
     --status "a=$dir/a_status.json" >"$dir/eval.json" 2>"$dir/eval.err" || echo '{}' >"$dir/eval.json"
   fl_cleanup
   local v
-  v=$($PY - "$dir/eval.json" "$dir/a_status_after_kill.json" "$lost_ms" "${FT_STANDBY_LOSS_STALL_MS:-500}" <<'EOF'
+  v=$(PYTHONPATH="$E2E" $PY - "$dir/eval.json" "$dir/a_status_after_kill.json" "$lost_ms" "${FT_STANDBY_LOSS_STALL_MS:-500}" <<'EOF'
 import json, sys
 s = json.loads(open(sys.argv[1]).read() or "{}")
 try:
@@ -540,19 +540,14 @@ client_kinds_run() { # NAME NETEM-ARGS [kill|cut]
     --status "b_before=$dir/b_status_before.json" >"$dir/eval.json" 2>"$dir/eval.err" || echo '{}' >"$dir/eval.json"
   fl_cleanup
   # eval.json + what only lives.py reports (per kind, idle latencies): the soak reads both.
-  $PY - "$dir/eval.json" "$dir/lives.json" "$dir/b.metrics" <<'EOF'
+  PYTHONPATH="$E2E" $PY - "$dir/eval.json" "$dir/lives.json" "$dir/b.metrics" <<'EOF'
 import json, sys
-def last(p):
-    try:
-        return json.loads(open(p).read().strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError):
-        return {}
+import evallib
+from evallib import last
 ev, lv = last(sys.argv[1]), last(sys.argv[2])
 def metric(name):
-    try:
-        return int(sum(float(l.split()[-1]) for l in open(sys.argv[3]) if l.startswith(name)))
-    except (OSError, ValueError):
-        return None
+    v = evallib.metric(sys.argv[3], name)
+    return None if v is None else int(v)
 ev["lives"] = {k: lv.get(k) for k in ("by_kind", "idle", "max_stall_flow", "max_stall_streaming_ms",
                                       "churn_connections", "failed")}
 ev["client_ahead"] = metric("flowtwin_flows_client_ahead_total")
@@ -562,19 +557,13 @@ EOF
   local v
   v=$(verdict "$dir" kill b 1)
   if [[ $v == ok && $event == portdown ]]; then
-    v=$($PY - "$dir/a_status_cut.json" "$dir/a_cut.metrics" "$dir/a_status_healed.json" "$dir/b_status_healed.json" "$dir/b.log" <<'EOF'
+    v=$(PYTHONPATH="$E2E" $PY - "$dir/a_status_cut.json" "$dir/a_cut.metrics" "$dir/a_status_healed.json" "$dir/b_status_healed.json" "$dir/b.log" <<'EOF'
 import json, sys
-def last(p):
-    try:
-        return json.loads(open(p).read().strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError):
-        return {}
+import evallib
+from evallib import last
 a, ha, hb = last(sys.argv[1]), last(sys.argv[3]), last(sys.argv[4])
 def metric(name):
-    try:
-        return sum(float(l.split()[-1]) for l in open(sys.argv[2]) if l.startswith(name + " ") or l.startswith(name + "{"))
-    except OSError:
-        return None
+    return evallib.metric(sys.argv[2], name)
 bad = []
 if a.get("role") == "active":
     bad.append("A still active with its port down")
@@ -594,18 +583,12 @@ EOF
 )
   fi
   if [[ $v == ok && $event == cut ]]; then
-    v=$($PY - "$dir/a_status_cut.json" "$dir/a_cut.metrics" "$dir/a_status_healed.json" "$dir/b_status_healed.json" <<'EOF'
+    v=$(PYTHONPATH="$E2E" $PY - "$dir/a_status_cut.json" "$dir/a_cut.metrics" "$dir/a_status_healed.json" "$dir/b_status_healed.json" <<'EOF'
 import json, sys
-def last(p):
-    try:
-        return json.loads(open(p).read().strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError):
-        return {}
+import evallib
+from evallib import last
 a, ha, hb = last(sys.argv[1]), last(sys.argv[3]), last(sys.argv[4])
-try:
-    fenced = sum(float(l.split()[-1]) for l in open(sys.argv[2]) if l.startswith("flowtwin_sync_fenced_by_announcement_total"))
-except OSError:
-    fenced = None
+fenced = evallib.metric(sys.argv[2], "flowtwin_sync_fenced_by_announcement_total")
 bad = []
 if a.get("active") or a.get("role") == "active":
     bad.append(f"A still active after the cut (role {a.get('role')}): two engines answer for the VIP")
@@ -620,7 +603,7 @@ EOF
 )
   fi
   local desc
-  desc=$($PY - "$dir/eval.json" <<'EOF'
+  desc=$(PYTHONPATH="$E2E" $PY - "$dir/eval.json" <<'EOF'
 import json, sys
 s = json.loads(open(sys.argv[1]).read() or "{}")
 lv = s.get("lives") or {}
@@ -723,19 +706,14 @@ test_join_kill() {
   fl_metrics b "$dir/b.metrics"
   fl_cleanup
   local v
-  v=$($PY - "$dir/lives.json" "$dir/b_status.json" "$dir/b.metrics" "$total" "${shadow:-0}" "$insync" <<'PYEOF'
+  v=$(PYTHONPATH="$E2E" $PY - "$dir/lives.json" "$dir/b_status.json" "$dir/b.metrics" "$total" "${shadow:-0}" "$insync" <<'PYEOF'
 import json, sys
-def last(p):
-    try:
-        return json.loads(open(p).read().strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError):
-        return {}
+import evallib
+from evallib import last
 lv, b = last(sys.argv[1]), last(sys.argv[2])
 def metric(name):
-    try:
-        return int(sum(float(l.split()[-1]) for l in open(sys.argv[3]) if l.startswith(name + " ")))
-    except (OSError, ValueError):
-        return None
+    v = evallib.metric(sys.argv[3], name)
+    return None if v is None else int(v)
 total, shadow, insync = int(float(sys.argv[4])), int(float(sys.argv[5])), sys.argv[6]
 failed = lv.get("failed") or []
 nfailed = lv.get("failed_count", len(failed))
@@ -826,19 +804,14 @@ failback_kill_run() { # NAME a|b (the engine killed)
   fl_metrics "$survivor" "$dir/$survivor.metrics"
   fl_cleanup
   local v
-  v=$($PY - "$dir/lives.json" "$dir/rst.json" "$dir/${survivor}_status.json" "$dir/$survivor.metrics" "$dir/$survivor.log" "$victim" <<'PYEOF'
+  v=$(PYTHONPATH="$E2E" $PY - "$dir/lives.json" "$dir/rst.json" "$dir/${survivor}_status.json" "$dir/$survivor.metrics" "$dir/$survivor.log" "$victim" <<'PYEOF'
 import json, sys
-def last(p):
-    try:
-        return json.loads(open(p).read().strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError):
-        return {}
+import evallib
+from evallib import last
 lv, rst, st = last(sys.argv[1]), last(sys.argv[2]), last(sys.argv[3])
 def metric(name):
-    try:
-        return int(sum(float(l.split()[-1]) for l in open(sys.argv[4]) if l.startswith(name + " ")))
-    except (OSError, ValueError):
-        return None
+    v = evallib.metric(sys.argv[4], name)
+    return None if v is None else int(v)
 try:
     log = open(sys.argv[5]).read()
 except OSError:
@@ -961,7 +934,7 @@ test_rejoin_failback() {
   fl_cleanup
   local v extra
   v=$(verdict "$dir" kill a)   # at the end A is active again; B's takeover is in the kill_* keys
-  extra=$($PY - "$dir/eval.json" <<'EOF'
+  extra=$(PYTHONPATH="$E2E" $PY - "$dir/eval.json" <<'EOF'
 import json, sys
 s = json.loads(open(sys.argv[1]).read() or "{}")
 k, f = s.get("kill_takeover") or {}, s.get("failback_takeover") or {}
