@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use flowtwin_engine::commit::HOLD_ALL;
 use flowtwin_engine::counters::Event;
 use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::service::echo::EchoConfig;
@@ -65,6 +66,8 @@ const FAULT_US: u64 = 100_000;
 /// others take this long to cross the sync link (and the flow's later deltas wait behind
 /// them).
 const JOIN_BACKLOG_US: u64 = 2_000;
+/// `handover_hold_ms` (default 500).
+const HANDOVER_HOLD_US: u64 = 500_000;
 /// How long past the grace a run looks for the end of a flow B has no image of.
 const UNKNOWN_WAIT_US: u64 = 5_000_000;
 const GIVE_UP_US: u64 = 120_000_000;
@@ -436,6 +439,22 @@ struct Standby {
 }
 
 impl Standby {
+    /// Take over: a stack with every replica installed. Returns whether B had any flow.
+    fn take_over(&mut self, cfg: &Arc<StackConfig>, now: u64) -> Result<bool, String> {
+        let mut bs = Stack::new(cfg.clone(), Instant(now));
+        bs.set_grace_until(Instant(now + GRACE_US));
+        let flows = self.replicas.take_for_takeover(cfg, &self.status, 1);
+        let any = flows.iter().any(|v| !v.is_empty());
+        for f in flows.into_iter().flatten() {
+            if !bs.install(Instant(now), f, &mut self.out) {
+                return Err("install failed".into());
+            }
+        }
+        self.out.seal(bs.commit_tag(), Instant(now));
+        self.stack = Some(bs);
+        Ok(any)
+    }
+
     fn apply(&mut self, cfg: &StackConfig, b: &Batch) {
         self.replicas.apply_batch(cfg, &self.status, 0, (b.first, b.last), &b.recs, &|m| panic!("standby: {m}"));
     }
@@ -537,6 +556,27 @@ fn run(life: &Life, kill: Kill, faults: Option<Faults>) -> Result<Outcome, Strin
 }
 
 fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>, small_ring: bool) -> Result<Outcome, String> {
+    run_full(life, kill, faults, join, small_ring, None)
+}
+
+/// A failback: after packet event `at`, A hands over to B (everything drained reaches B);
+/// B takes over and holds all output (the old active has not rejoined), A keeps its flows,
+/// inactive. The kill is then B's, and A resumes its kept flows.
+#[derive(Clone, Copy, Debug)]
+struct Failback {
+    at: u64,
+    /// The mutation: B releases what depends on nothing (watermark 0, not `HOLD_ALL`).
+    b_releases_untagged: bool,
+}
+
+fn run_full(
+    life: &Life,
+    kill: Kill,
+    faults: Option<Faults>,
+    join: Option<Join>,
+    small_ring: bool,
+    failback: Option<Failback>,
+) -> Result<Outcome, String> {
     let cfg = stack_cfg();
     let ccfg = client_tcp();
     let mut now = t0();
@@ -552,6 +592,10 @@ fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>,
     // flows it stands for will have crossed the sync link.
     let mut join_batches = 0u64;
     let mut backlog_until = 0u64;
+    // Failback: A handed over; what B's output waits for meanwhile.
+    let mut handed_over: Option<u64> = None;
+    let mut hold_over = false;
+    let mut b_watermark = u64::MAX;
     if let (Some(j), Some(act)) = (join, a.as_mut()) {
         act.watermark = u64::MAX;
         if j.at == 0 {
@@ -615,7 +659,7 @@ fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>,
             act.stack.replication_tick();
             act.out.seal(act.stack.commit_tag(), Instant(now));
             if let Some(batch) = act.drain() {
-                if joined {
+                if joined && handed_over.is_none() {
                     // After the join's first batch (this flow's image, first in the snapshot),
                     // the other flows' images occupy the sync link until `backlog_until`.
                     let t = if join_batches == 0 { now + SYNC_US } else { (now + SYNC_US).max(backlog_until) };
@@ -632,7 +676,7 @@ fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>,
         if let Some(bs) = b.stack.as_mut() {
             bs.poll(Instant(now), &mut b.out);
             b.out.seal(bs.commit_tag(), Instant(now));
-            for f in b.out.release(u64::MAX) {
+            for f in b.out.release(b_watermark) {
                 send(&mut net, now, events, killed_at, To::Client, f, &mut order, &mut rng);
             }
         }
@@ -642,11 +686,12 @@ fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>,
             && app.received.len() == life.expect.len()
             && app.server_fin;
         let engine_empty = match (&a, &b.stack) {
+            (Some(_), Some(bs)) if handed_over.is_some() => bs.flows().is_empty(),
             (Some(act), _) => act.stack.flows().is_empty(),
             (None, Some(bs)) => bs.flows().is_empty(),
             (None, None) => false,
         };
-        let kill_pending = matches!(kill, Kill::After { .. }) && killed_at.is_none();
+        let kill_pending = matches!(kill, Kill::After { .. }) && killed_at.is_none() && !hold_over;
         // A flow B never had an image of ends with B's reset, or never (a client that only
         // receives has nothing to send B, so nothing tells it): look until well past the grace.
         let unknown_over = !b_had_flow
@@ -704,9 +749,18 @@ fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>,
             }
         }
         if let Some(k) = killed_at {
-            if b.stack.is_none() {
+            // The takeover, or the failback's resumption, that is still to come.
+            let pending = match (failback, &a) {
+                (None, _) => b.stack.is_none(),
+                (Some(_), Some(act)) => !act.stack.is_active(),
+                (Some(_), None) => false,
+            };
+            if pending {
                 next = next.min(k + DETECT_US);
             }
+        }
+        if let (Some(h), false, None) = (handed_over, hold_over, killed_at) {
+            next = next.min(h + HANDOVER_HOLD_US);
         }
         if next == u64::MAX && kill_pending && client_done && engine_empty {
             // With faults the life can end in fewer events than without: the kill point lies
@@ -719,20 +773,31 @@ fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>,
         }
         now = next.max(now + 1);
 
-        // ---- takeover
-        if let Some(k) = killed_at {
-            if b.stack.is_none() && now >= k + DETECT_US {
-                let mut bs = Stack::new(cfg.clone(), Instant(now));
-                bs.set_grace_until(Instant(now + GRACE_US));
-                let flows = b.replicas.take_for_takeover(&cfg, &b.status, 1);
-                b_had_flow = out.state_at_kill.is_none() || flows.iter().any(|v| !v.is_empty());
-                for f in flows.into_iter().flatten() {
-                    if !bs.install(Instant(now), f, &mut b.out) {
-                        return Err("install failed".into());
-                    }
+        // ---- a failback's hold ends before any kill: the old active never rejoined (it is
+        // as good as dead: it forgets its flows), B serves alone
+        if let (Some(h), false, None) = (handed_over, hold_over, killed_at) {
+            if now >= h + HANDOVER_HOLD_US {
+                hold_over = true;
+                a = None;
+                b_watermark = u64::MAX;
+                if trace {
+                    println!("{:>9} us B's handover hold over: B serves alone", now - t0());
                 }
-                b.out.seal(bs.commit_tag(), Instant(now));
-                b.stack = Some(bs);
+            }
+        }
+        // ---- takeover (failback: A resumes the flows it kept once it saw B die)
+        if let Some(k) = killed_at {
+            if failback.is_none() && b.stack.is_none() && now >= k + DETECT_US {
+                let any = b.take_over(&cfg, now)?;
+                b_had_flow = out.state_at_kill.is_none() || any;
+            }
+            if let (Some(_), Some(act)) = (failback, a.as_mut()) {
+                if !act.stack.is_active() && now >= k + DETECT_US {
+                    // As the engine's workers do at every takeover (dataplane.rs).
+                    act.stack.set_grace_until(Instant(now + GRACE_US));
+                    act.stack.set_active(true);
+                    act.watermark = u64::MAX;
+                }
             }
         }
 
@@ -813,7 +878,8 @@ fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>,
                     if seg.header().flags.rst() {
                         client_rsts += 1;
                     }
-                    if let Some(act) = a.as_mut() {
+                    let to_a = a.is_some() && !(handed_over.is_some() && b.stack.is_some());
+                    if let (true, Some(act)) = (to_a, a.as_mut()) {
                         act.stack.process(Instant(now), &f, &mut act.out);
                         act.out.seal(act.stack.commit_tag(), Instant(now));
                     } else if let Some(bs) = b.stack.as_mut() {
@@ -840,8 +906,39 @@ fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>,
                     }
                 }
             }
-            // ---- the kill, right after event k
-            if let Kill::After { k, reached } = kill {
+            // ---- the failback's handover, right after event `at`
+            if let (Some(fb), Some(act)) = (failback, a.as_mut()) {
+                if handed_over.is_none() && events >= fb.at {
+                    act.watermark = HOLD_ALL;
+                    act.stack.replication_tick();
+                    for (_, batch) in to_b.drain(..) {
+                        b.apply(&cfg, &batch);
+                    }
+                    if let Some(batch) = act.drain() {
+                        b.apply(&cfg, &batch);
+                    }
+                    to_a.clear();
+                    act.stack.set_active(false);
+                    b.take_over(&cfg, now)?;
+                    b_watermark = if fb.b_releases_untagged { 0 } else { HOLD_ALL };
+                    handed_over = Some(now);
+                    if trace {
+                        println!("{:>9} us handover to B", now - t0());
+                    }
+                }
+            }
+            // ---- the kill, right after event k (of B after a failback's handover)
+            if let (Kill::After { k, .. }, Some(_)) = (kill, handed_over) {
+                if killed_at.is_none() && !hold_over && events >= k {
+                    out.state_at_kill = b.stack.as_ref().and_then(|bs| bs.flows().iter().next().map(|(_, _, f)| f.tcb.state()));
+                    b.stack = None;
+                    killed_at = Some(now);
+                    if trace {
+                        println!("{:>9} us kill B (state {:?}); A resumes its kept flows", now - t0(), out.state_at_kill);
+                    }
+                }
+            }
+            if let (Kill::After { k, reached }, None) = (kill, failback) {
                 if killed_at.is_none() && events >= k {
                     let mut act = a.take().expect("A is alive until the kill");
                     out.state_at_kill = act.stack.flows().iter().next().map(|(_, _, f)| f.tcb.state());
@@ -1051,6 +1148,49 @@ fn every_life_survives_a_kill_during_a_join_snapshot() {
     report(&tally);
 }
 
+/// Kill points after a failback's handover, relative to it.
+const AFTER_HANDOVER: [u64; 4] = [0, 2, 5, 13];
+
+/// A failback after every packet event of every life, and the new active's death a few events
+/// later, before the old one rejoined it: the old active resumes the flows it kept (B held all
+/// output meanwhile). Mutation check: `FT_SIM_MUTATE_FAILBACK=1` lets B release output that
+/// depends on no change (its probes and resent data, with B's timestamp clock).
+#[test]
+fn every_life_survives_a_kill_of_the_new_active_during_a_failback() {
+    let mutate = std::env::var_os("FT_SIM_MUTATE_FAILBACK").is_some();
+    let mut tally = Tally { checked: 0, failures: Vec::new(), states: BTreeMap::new(), max_extra_us: 0 };
+    for life in lives() {
+        let before = tally.checked;
+        let base = run(&life, Kill::None, None).unwrap_or_else(|e| panic!("{}: without a kill: {e}", life.name));
+        for at in 0..=base.events {
+            for k in AFTER_HANDOVER.iter().map(|d| at + d).filter(|&k| k <= base.events) {
+                tally.checked += 1;
+                let fb = Failback { at, b_releases_untagged: mutate };
+                match run_full(&life, Kill::After { k, reached: true }, None, None, false, Some(fb)) {
+                    Ok(o) => {
+                        let state = o.state_at_kill.map_or("no flow".to_string(), |s| format!("{s:?}"));
+                        *tally.states.entry(state).or_default() += 1;
+                        let extra = o.done_us.saturating_sub(base.done_us);
+                        tally.max_extra_us = tally.max_extra_us.max(extra);
+                        if extra > EXTRA_BOUND_US {
+                            tally.failures.push(format!("{} handover={at} k={k}: ended {} ms after the life without a kill", life.name, extra / 1000));
+                        }
+                    }
+                    Err(e) => tally.failures.push(format!("{} handover={at} k={k}: {e}", life.name)),
+                }
+            }
+        }
+        println!("{:<45} {:>5} handover and kill points", life.name, tally.checked - before);
+    }
+    println!(
+        "checked {} (handover, kill) points; longest extra time {} ms; B's flow state at the kill: {:?}",
+        tally.checked,
+        tally.max_extra_us / 1000,
+        tally.states
+    );
+    report(&tally);
+}
+
 #[test]
 fn every_life_survives_a_kill_at_every_packet_event() {
     let t = sweep_all(false);
@@ -1096,9 +1236,10 @@ fn one_run() {
     let reached = std::env::var_os("FT_SIM_REACHED").is_some();
     let faults = std::env::var_os("FT_SIM_LOSSY").map(|_| Faults::around(k, reached));
     let join = std::env::var("FT_SIM_JOIN").ok().and_then(|v| v.parse().ok()).map(Join::at);
+    let failback = std::env::var("FT_SIM_FAILBACK").ok().and_then(|v| v.parse().ok()).map(|at| Failback { at, b_releases_untagged: false });
     println!(
         "{:?}",
-        run_with(&life, Kill::After { k, reached }, faults, join, std::env::var_os("FT_SIM_SMALL_RING").is_some()).map(|o| (o.events, o.done_us, o.state_at_kill, o.reset_unknown))
+        run_full(&life, Kill::After { k, reached }, faults, join, std::env::var_os("FT_SIM_SMALL_RING").is_some(), failback).map(|o| (o.events, o.done_us, o.state_at_kill, o.reset_unknown))
     );
 }
 
