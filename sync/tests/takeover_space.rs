@@ -1027,6 +1027,24 @@ struct Tally {
     max_extra_us: u64,
 }
 
+impl Tally {
+    fn new() -> Tally {
+        Tally { checked: 0, failures: Vec::new(), states: BTreeMap::new(), max_extra_us: 0 }
+    }
+
+    /// One run that ended: its state at the kill, and whether the kill cost more than
+    /// `bound` of simulated time beyond `base` (the life without a kill). `at` names the run.
+    fn ended(&mut self, o: &Outcome, base: &Outcome, bound: u64, at: &str) {
+        let state = o.state_at_kill.map_or("no flow".to_string(), |s| format!("{s:?}"));
+        *self.states.entry(state).or_default() += 1;
+        let extra = o.done_us.saturating_sub(base.done_us);
+        self.max_extra_us = self.max_extra_us.max(extra);
+        if extra > bound {
+            self.failures.push(format!("{at}: ended {} ms after the life without a kill", extra / 1000));
+        }
+    }
+}
+
 fn sweep(life: &Life, lossy: bool, small_ring: bool, tally: &mut Tally) {
     let base = run_with(life, Kill::None, None, None, small_ring).unwrap_or_else(|e| panic!("{}: without a kill: {e}", life.name));
     for k in 0..=base.events {
@@ -1036,14 +1054,8 @@ fn sweep(life: &Life, lossy: bool, small_ring: bool, tally: &mut Tally) {
             tally.checked += 1;
             match r {
                 Ok(o) => {
-                    let state = o.state_at_kill.map_or("no flow".to_string(), |s| format!("{s:?}"));
-                    *tally.states.entry(state).or_default() += 1;
-                    let extra = o.done_us.saturating_sub(base.done_us);
-                    tally.max_extra_us = tally.max_extra_us.max(extra);
                     let bound = if lossy { EXTRA_BOUND_LOSSY_US } else { EXTRA_BOUND_US };
-                    if extra > bound {
-                        tally.failures.push(format!("{} k={k} reached={reached} lossy={lossy}: ended {} ms after the life without a kill", life.name, extra / 1000));
-                    }
+                    tally.ended(&o, &base, bound, &format!("{} k={k} reached={reached} lossy={lossy}", life.name));
                 }
                 Err(e) => tally.failures.push(format!("{} k={k} reached={reached} lossy={lossy} (state at kill?): {e}", life.name)),
             }
@@ -1056,7 +1068,7 @@ fn sweep_all(lossy: bool) -> Tally {
 }
 
 fn sweep_all_with(lossy: bool, small_ring: bool) -> Tally {
-    let mut tally = Tally { checked: 0, failures: Vec::new(), states: BTreeMap::new(), max_extra_us: 0 };
+    let mut tally = Tally::new();
     for life in lives() {
         let before = tally.checked;
         sweep(&life, lossy, small_ring, &mut tally);
@@ -1110,15 +1122,7 @@ fn sweep_join(life: &Life, tally: &mut Tally, resets: &mut u64) {
                         };
                         *tally.states.entry(how.into()).or_default() += 1;
                     }
-                    Ok(o) => {
-                        let state = o.state_at_kill.map_or("no flow".to_string(), |s| format!("{s:?}"));
-                        *tally.states.entry(state).or_default() += 1;
-                        let extra = o.done_us.saturating_sub(base.done_us);
-                        tally.max_extra_us = tally.max_extra_us.max(extra);
-                        if extra > EXTRA_BOUND_US {
-                            tally.failures.push(format!("{} join={j} k={k} reached={reached}: ended {} ms after the life without a kill", life.name, extra / 1000));
-                        }
-                    }
+                    Ok(o) => tally.ended(&o, &base, EXTRA_BOUND_US, &format!("{} join={j} k={k} reached={reached}", life.name)),
                     Err(e) => tally.failures.push(format!("{} join={j} k={k} reached={reached}: {e}", life.name)),
                 }
             }
@@ -1132,7 +1136,7 @@ fn sweep_join(life: &Life, tally: &mut Tally, resets: &mut u64) {
 /// `FT_SIM_MUTATE_JOIN=1` releases A's output until B is in sync, and must fail.
 #[test]
 fn every_life_survives_a_kill_during_a_join_snapshot() {
-    let mut tally = Tally { checked: 0, failures: Vec::new(), states: BTreeMap::new(), max_extra_us: 0 };
+    let mut tally = Tally::new();
     let mut resets = 0;
     for life in lives() {
         let before = tally.checked;
@@ -1158,7 +1162,7 @@ const AFTER_HANDOVER: [u64; 4] = [0, 2, 5, 13];
 #[test]
 fn every_life_survives_a_kill_of_the_new_active_during_a_failback() {
     let mutate = std::env::var_os("FT_SIM_MUTATE_FAILBACK").is_some();
-    let mut tally = Tally { checked: 0, failures: Vec::new(), states: BTreeMap::new(), max_extra_us: 0 };
+    let mut tally = Tally::new();
     for life in lives() {
         let before = tally.checked;
         let base = run(&life, Kill::None, None).unwrap_or_else(|e| panic!("{}: without a kill: {e}", life.name));
@@ -1167,15 +1171,7 @@ fn every_life_survives_a_kill_of_the_new_active_during_a_failback() {
                 tally.checked += 1;
                 let fb = Failback { at, b_releases_untagged: mutate };
                 match run_full(&life, Kill::After { k, reached: true }, None, None, false, Some(fb)) {
-                    Ok(o) => {
-                        let state = o.state_at_kill.map_or("no flow".to_string(), |s| format!("{s:?}"));
-                        *tally.states.entry(state).or_default() += 1;
-                        let extra = o.done_us.saturating_sub(base.done_us);
-                        tally.max_extra_us = tally.max_extra_us.max(extra);
-                        if extra > EXTRA_BOUND_US {
-                            tally.failures.push(format!("{} handover={at} k={k}: ended {} ms after the life without a kill", life.name, extra / 1000));
-                        }
-                    }
+                    Ok(o) => tally.ended(&o, &base, EXTRA_BOUND_US, &format!("{} handover={at} k={k}", life.name)),
                     Err(e) => tally.failures.push(format!("{} handover={at} k={k}: {e}", life.name)),
                 }
             }
