@@ -906,3 +906,23 @@ mod layout_tests {
         assert_eq!((l.rx_queues, l.tx_queues, l.rx_fanout, l.tx_fanin), (4, 1, false, true));
     }
 }
+
+#[cfg(test)]
+mod link_watch_tests {
+    use super::vdev_iface;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The kernel interface of a software port comes from its own `--vdev`; a NIC has none.
+    #[test]
+    fn the_kernel_interface_of_a_software_port() {
+        let a = args(&["-l", "0-1", "--vdev", "net_af_packet1,iface=x1", "--vdev", "net_af_packet0,iface=a0,qpairs=1"]);
+        assert_eq!(vdev_iface(&a, "net_af_packet0").as_deref(), Some("a0"));
+        assert_eq!(vdev_iface(&a, "net_af_packet1").as_deref(), Some("x1"));
+        assert_eq!(vdev_iface(&args(&["--vdev=net_af_xdp0,iface=v0"]), "net_af_xdp0").as_deref(), Some("v0"));
+        assert_eq!(vdev_iface(&a, "0000:01:00.0"), None, "a NIC: DPDK's link status");
+        assert_eq!(vdev_iface(&args(&["--vdev", "net_af_packet0"]), "net_af_packet0"), None, "no iface= given");
+    }
+}
