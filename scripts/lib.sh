@@ -55,6 +55,19 @@ FT_ENV_VARS=(
   FT_MTU FT_BRIDGE_AGEING_CS FT_RUN_DIR
 )
 
+# ---------------------------------------------------------------- engine metrics
+FT_LIB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# ft_metrics_fetch NS FILE [MAX_TIME_S] — the engine's /metrics (Prometheus text) in namespace
+# NS into FILE; an empty FILE if it does not answer within MAX_TIME_S (default 3).
+ft_metrics_fetch() {
+  ip netns exec "$1" curl -s --max-time "${3:-3}" "http://127.0.0.1:9470/metrics" >"$2" 2>/dev/null || : >"$2"
+}
+# ft_metrics metric FILE NAME [LABEL=VALUE ...] | delta FILE_A FILE_B NAME [LABEL=VALUE ...] |
+#   buckets FILE NAME | sample URL INTERVAL_S NAME... — the one reader of that text
+#   (tests/e2e/evallib.py): a sum over NAME's series with those labels (0 if absent), its change
+#   from FILE_A to FILE_B, a histogram's buckets as "le:cumulative,...", a sampler.
+ft_metrics() { "${PY:-python3}" "$FT_LIB_ROOT/tests/e2e/evallib.py" "$@"; }
+
 # ---------------------------------------------------------------- messages
 ft_info() { printf '%s: %s\n' "${FT_PROG:-flowtwin}" "$*"; }
 ft_warn() { printf '%s: warning: %s\n' "${FT_PROG:-flowtwin}" "$*" >&2; }

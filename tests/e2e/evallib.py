@@ -1,7 +1,22 @@
-"""Helpers of the verdicts that tests/e2e/failover.sh computes inline (PYTHONPATH=tests/e2e)."""
+"""Helpers of the e2e verdicts (PYTHONPATH=tests/e2e), and the one reader of the engine's
+Prometheus /metrics text, which the shell suites call through a small CLI:
+
+  evallib.py metric FILE NAME [LABEL=VALUE ...]      sum of NAME's series with those labels ("%.0f", 0 if absent)
+  evallib.py delta FILE_A FILE_B NAME [LABEL=VALUE ...]   the same sum in FILE_B minus FILE_A
+  evallib.py buckets FILE NAME                       histogram NAME's buckets as "le:cumulative,..." ("" if absent)
+  evallib.py sample URL INTERVAL_S NAME...           every INTERVAL_S, the sums of the NAMEs in URL's text, one
+                                                     line each (0s when it does not answer); until killed
+"""
 from __future__ import annotations
 
 import json
+import re
+import sys
+import time
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?[0-9]+)?\s*$")
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 
 
 def last(path: str) -> dict:
@@ -12,11 +27,100 @@ def last(path: str) -> dict:
         return {}
 
 
-def metric(path: str, name: str) -> float | None:
-    """Sum of every series of metric `name` in a Prometheus text file (None if unreadable)."""
+def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """The samples of a Prometheus text exposition as (name, labels, value), in order.
+
+    Comments (# HELP, # TYPE, any #) and blank lines are skipped, as are lines that do not
+    parse; an optional timestamp after the value is ignored; NaN, +Inf and -Inf are floats.
+    A histogram's series stay as the exposition names them (NAME_bucket{le=...}, NAME_sum,
+    NAME_count)."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        name, body, value = m.groups()
+        labels: dict[str, str] = {}
+        if body:
+            pos = 0
+            body = body.strip()
+            while pos < len(body):
+                lm = _LABEL.match(body, pos)
+                if not lm:
+                    break
+                labels[lm.group(1)] = re.sub(r'\\[\\"n]', lambda e: _UNESCAPE[e.group(0)], lm.group(2))
+                pos = lm.end()
+            if pos < len(body):
+                continue
+        try:
+            out.append((name, labels, float(value)))
+        except ValueError:
+            continue
+    return out
+
+
+def _read(path: str) -> str | None:
     try:
         with open(path) as f:
-            return sum(float(l.split()[-1]) for l in f
-                       if l.startswith(name + " ") or l.startswith(name + "{"))
-    except (OSError, ValueError):
+            return f.read()
+    except OSError:
         return None
+
+
+def metric_sum(samples, name: str, labels: dict[str, str] | None = None) -> float:
+    """Sum of the samples of series `name` whose labels include every `labels` pair (0 if none)."""
+    want = (labels or {}).items()
+    return sum(v for n, lab, v in samples if n == name and all(lab.get(k) == x for k, x in want))
+
+
+def metric(path: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """Sum of every series of metric `name` (with `labels`) in a Prometheus text file (None if unreadable)."""
+    text = _read(path)
+    return None if text is None else metric_sum(parse_metrics(text), name, labels)
+
+
+def buckets(samples, name: str) -> list[tuple[str, float]]:
+    """Histogram `name`'s buckets as (le, cumulative count), in exposition order."""
+    return [(lab.get("le", ""), v) for n, lab, v in samples if n == name + "_bucket"]
+
+
+def _labels(args: list[str]) -> dict[str, str]:
+    return dict(a.split("=", 1) for a in args)
+
+
+def _int(v: float) -> str:
+    return "%.0f" % v
+
+
+def main(argv: list[str]) -> int:
+    cmd, args = (argv[0], argv[1:]) if argv else ("", [])
+    if cmd == "metric" and len(args) >= 2:
+        print(_int(metric_sum(parse_metrics(_read(args[0]) or ""), args[1], _labels(args[2:]))))
+    elif cmd == "delta" and len(args) >= 3:
+        a, b = (metric_sum(parse_metrics(_read(p) or ""), args[2], _labels(args[3:])) for p in args[:2])
+        print(_int(b - a))
+    elif cmd == "buckets" and len(args) == 2:
+        print(",".join(f"{le}:{_int(n)}" for le, n in buckets(parse_metrics(_read(args[0]) or ""), args[1])))
+    elif cmd == "sample" and len(args) >= 3:
+        import urllib.request
+        url, every, names = args[0], float(args[1]), args[2:]
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # as curl to 127.0.0.1
+        while True:
+            try:
+                with opener.open(url, timeout=1) as r:
+                    s = parse_metrics(r.read().decode("utf-8", "replace"))
+            except (OSError, ValueError):
+                s = []
+            print(" ".join(_int(metric_sum(s, n)) for n in names), flush=True)
+            time.sleep(every)
+    else:
+        print(__doc__.split("\n\n", 1)[1].rstrip(), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -131,7 +131,7 @@ fl_status() { "$BIN" ctl -s "$(fl_sock "$1")" status 2>/dev/null || true; }
 fl_metrics() { # a|b FILE
   local ns=$FT_A_NS
   [[ $1 == b ]] && ns=$FT_B_NS
-  ip netns exec "$ns" curl -s --max-time 2 "http://127.0.0.1:9470/metrics" >"$2" 2>/dev/null || : >"$2"
+  ft_metrics_fetch "$ns" "$2" 2
 }
 
 # fl_jq JSON 'expr on s' — evaluate a Python expression on a JSON object (prints "?" on error)

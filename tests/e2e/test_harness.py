@@ -13,6 +13,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the checkout
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients  # noqa: E402
+import evallib  # noqa: E402
 
 
 class ProgressWait(unittest.TestCase):
@@ -110,6 +111,76 @@ class TestScriptCounting(unittest.TestCase):
 
     def test_suite_exiting_nonzero_behind_a_clean_summary_is_a_failure(self):
         self.assertEqual(self.count("count_summary", "4 passed, 0 failed\n", "suite", "2"), (4, 1))
+
+
+class MetricsText(unittest.TestCase):
+    """evallib.parse_metrics: the one reader of /metrics, for Python and (through its CLI) shell."""
+
+    TEXT = (
+        "# HELP flowtwin_drops_total Frames not answered, by reason.\n"
+        "# TYPE flowtwin_drops_total counter\n"
+        'flowtwin_drops_total{worker="0",reason="bad_tcp_checksum"} 7\n'
+        'flowtwin_drops_total{worker="1",reason="bad_tcp_checksum"} 5\n'
+        'flowtwin_drops_total{worker="0",reason="no_flow"} 2\n'
+        "# a comment that is neither HELP nor TYPE\n"
+        "\n"
+        "flowtwin_up 1\n"
+        "flowtwin_up_extra 9\n"
+        'flowtwin_service_bytes_out_total{service="198.18.0.100:80",kind="object"} 1.5e8\n'
+        'flowtwin_odd{path="a b,c}\\"d"} 3 1700000000000\n'
+        "# TYPE flowtwin_output_hold_us histogram\n"
+        'flowtwin_output_hold_us_bucket{le="50"} 3\n'
+        'flowtwin_output_hold_us_bucket{le="100"} 8\n'
+        'flowtwin_output_hold_us_bucket{le="+Inf"} 10\n'
+        "flowtwin_output_hold_us_sum 812.5\n"
+        "flowtwin_output_hold_us_count 10\n"
+        "flowtwin_ratio NaN\n"
+        "flowtwin_max +Inf\n"
+        "flowtwin_min -Inf\n"
+        "not a sample line\n")
+
+    def setUp(self):
+        self.s = evallib.parse_metrics(self.TEXT)
+
+    def test_comments_help_type_and_blank_lines_are_not_samples(self):
+        self.assertEqual(len(self.s), 15)  # "not a sample line" is not one either
+        self.assertFalse(any(n.startswith("#") for n, _, _ in self.s))
+
+    def test_labels_and_sums(self):
+        self.assertEqual(evallib.metric_sum(self.s, "flowtwin_drops_total"), 14)
+        self.assertEqual(evallib.metric_sum(self.s, "flowtwin_drops_total", {"reason": "bad_tcp_checksum"}), 12)
+        self.assertEqual(evallib.metric_sum(self.s, "flowtwin_drops_total", {"worker": "0", "reason": "no_flow"}), 2)
+        self.assertEqual(evallib.metric_sum(self.s, "flowtwin_drops_total", {"reason": "nothing"}), 0)
+        self.assertEqual(evallib.metric_sum(self.s, "flowtwin_up"), 1)  # not flowtwin_up_extra
+        self.assertEqual(evallib.metric_sum(self.s, "flowtwin_service_bytes_out_total",
+                                            {"service": "198.18.0.100:80"}), 150000000)
+
+    def test_quoted_label_values_and_timestamps(self):
+        odd = [(lab, v) for n, lab, v in self.s if n == "flowtwin_odd"]
+        self.assertEqual(odd, [({"path": 'a b,c}"d'}, 3.0)])
+
+    def test_histogram_buckets_and_special_values(self):
+        self.assertEqual(evallib.buckets(self.s, "flowtwin_output_hold_us"), [("50", 3), ("100", 8), ("+Inf", 10)])
+        self.assertEqual(evallib.metric_sum(self.s, "flowtwin_output_hold_us_count"), 10)
+        self.assertEqual(evallib.metric_sum(self.s, "flowtwin_max"), float("inf"))
+        self.assertEqual(evallib.metric_sum(self.s, "flowtwin_min"), float("-inf"))
+        self.assertTrue(evallib.metric_sum(self.s, "flowtwin_ratio") != evallib.metric_sum(self.s, "flowtwin_ratio"))
+
+    def test_the_cli_that_the_shell_suites_call(self):
+        with tempfile.TemporaryDirectory() as d:
+            a, b = os.path.join(d, "a"), os.path.join(d, "b")
+            open(a, "w").write(self.TEXT)
+            open(b, "w").write(self.TEXT.replace('reason="no_flow"} 2', 'reason="no_flow"} 12'))
+            cli = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "evallib.py")]
+            run = lambda *a: subprocess.run(cli + list(a), check=True, capture_output=True, text=True).stdout.strip()
+            self.assertEqual(run("metric", a, "flowtwin_drops_total", "worker=0"), "9")
+            self.assertEqual(run("metric", a, "flowtwin_absent"), "0")
+            self.assertEqual(run("metric", os.path.join(d, "missing"), "flowtwin_up"), "0")
+            self.assertEqual(run("delta", a, b, "flowtwin_drops_total", "reason=no_flow"), "10")
+            self.assertEqual(run("buckets", a, "flowtwin_output_hold_us"), "50:3,100:8,+Inf:10")
+            self.assertEqual(run("buckets", a, "flowtwin_absent"), "")
+            self.assertIsNone(evallib.metric(os.path.join(d, "missing"), "flowtwin_up"))
+            self.assertEqual(evallib.metric(a, "flowtwin_drops_total", {"worker": "1"}), 5)
 
 
 if __name__ == "__main__":
