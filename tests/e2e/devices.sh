@@ -35,11 +35,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-E2E=$ROOT/tests/e2e
 FT_PROG=devices
-# shellcheck source=scripts/lib.sh
-. "$ROOT/scripts/lib.sh"
-
 : "${FT_DEV_NS:=ftdev}"
 : "${FT_DEV_PEER_NS:=ftdevp}"
 : "${FT_DEV_IF:=xd0}"
@@ -55,7 +51,6 @@ ft_require_root
 suite_bin devices
 : "${FT_EAL_MEM_ARGS:=$(ft_eal_mem_args)}"
 read -r -a MEM <<<"$FT_EAL_MEM_ARGS"
-PIDS=()
 T_START=$(date +%s.%N)
 # Receivers get the busy CPU 1 to themselves; a sender shares CPU 0 with its main lcore.
 LC_RX="0@0,1@1"
@@ -71,35 +66,14 @@ ns_down() {
   return 0
 }
 
-stop_pid() { # pid — SIGTERM, wait up to 5 s, SIGKILL
-  local p=$1 i
-  kill -0 "$p" 2>/dev/null || return 0
-  kill -TERM "$p" 2>/dev/null
-  for i in $(seq 1 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$p" 2>/dev/null
-}
-
-cleanup() {
-  local rc=$?
-  set +e
-  local p
-  for p in "${PIDS[@]}"; do stop_pid "$p"; done
-  wait 2>/dev/null
+# suite_lib.sh: stop_pid, sigterm_wait, jget, curl_one; its suite_cleanup stops BG_PIDS (every
+# process started here), then suite_teardown.
+suite_teardown() {
   ns_down
-  if [[ $KEEP_LOGS -eq 1 || $rc -ne 0 ]]; then
-    echo "devices: logs kept in $TMP" >&2
-    rm -f "$TMP"/*.sock
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
+  rm -f "$TMP"/*.sock
 }
-trap cleanup EXIT
+trap 'suite_cleanup devices' EXIT
 trap 'exit 130' INT TERM
-
-jget() { # file python-expression-on-s — a value from the last line (flowtwin bench --json)
-  $PY -c 'import json,sys; s=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(eval(sys.argv[2]))' "$1" "$2" 2>/dev/null || echo "?"
-}
 
 num() { [[ $1 =~ ^[0-9]+$ ]]; }
 
@@ -128,7 +102,7 @@ bench() {
     --mbufs "$MBUFS" -- --lcores "$lc" "${MEM[@]}" --no-pci --file-prefix "ftdev-$name" $extra \
     --vdev "$vdev" >"$TMP/$name.json" 2>"$TMP/$name.log" &
   BPID=$!
-  PIDS+=("$BPID")
+  BG_PIDS+=("$BPID")
 }
 
 BRC=0
@@ -313,7 +287,7 @@ check_af_xdp_run() {
   "$BIN" check-config -c "$cfg" >"$TMP/check-config.out" 2>&1 || { fail af_xdp_run "check-config: $(cat "$TMP/check-config.out")"; return; }
   ip netns exec "$FT_DEV_NS" "$BIN" run -c "$cfg" >"$log" 2>&1 &
   pid=$!
-  PIDS+=("$pid")
+  BG_PIDS+=("$pid")
   for i in $(seq 1 60); do
     kill -0 "$pid" 2>/dev/null || break
     if ip netns exec "$FT_DEV_PEER_NS" ping -c 1 -W 0.5 "$FT_VIP" >/dev/null 2>&1; then up=1; break; fi
@@ -327,32 +301,23 @@ check_af_xdp_run() {
     else fail af_xdp_run "engine on net_af_xdp0 never answered ping: $(tail -5 "$log" | tr '\n' ' ' | cut -c1-400)"; fi
     return
   fi
-  local mode ok=1 det="" out n want got w code size speed
+  local mode ok=1 det="" out n r
   mode=$(xdp_mode)
   local lladdr
-  lladdr=$(ip -n "$FT_DEV_PEER_NS" neigh show "$FT_VIP" dev "$FT_DEV_PEER_IF" | awk '{for(i=1;i<=NF;i++) if($i=="lladdr") print $(i+1)}')
+  lladdr=$(vip_mac "$FT_DEV_PEER_NS" "$FT_DEV_PEER_IF")
   det+="ARP: VIP at ${lladdr:-?}; "
   [[ -n $lladdr ]] || ok=0
   if out=$(ip netns exec "$FT_DEV_PEER_NS" ping -c 5 -i 0.1 -W 1 "$FT_VIP" 2>&1) && grep -q " 5 received" <<<"$out"; then
     det+="ping 5/5 $(grep -oE 'rtt [^ ]+ = [^ ]+' <<<"$out" | awk '{print $4}')ms; "
   else ok=0; det+="ping FAILED ($(grep -E 'transmitted' <<<"$out")); "; fi
   for n in 1048576 20000000; do
-    want=$($PY "$E2E/gen.py" "$n")
-    w=$({ ip netns exec "$FT_DEV_PEER_NS" curl -s -S --noproxy '*' --http1.1 --max-time 30 -o - \
-          -w '%{stderr}%{http_code} %{size_download} %{speed_download}' "http://$FT_VIP/gen/$n" \
-          | sha256sum >"$TMP/curl_$n.sha"; } 2>&1) || true
-    got=$(awk '{print $1}' "$TMP/curl_$n.sha")
-    read -r code size speed <<<"$w"
-    if [[ $code == 200 && $size == "$n" && $got == "$want" ]]; then
-      det+="curl $n B sha256 ok $(awk -v s="$speed" 'BEGIN{printf "%.0f", s/1e6}') MB/s; "
-    else ok=0; det+="curl $n FAILED (code=$code size=$size sha=${got:0:12} want=${want:0:12}); "; fi
+    r=$(curl_one "$n" "$FT_DEV_PEER_NS" 30)
+    if [[ $r == ok* ]]; then det+="curl $n B sha256 ok ${r#ok } MB/s; "
+    else ok=0; det+="curl $n FAILED (${r#bad }); "; fi
   done
-  local t0 ms rc=0
-  t0=$(date +%s%N)
-  kill -TERM "$pid"
-  for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
-  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-  if kill -0 "$pid" 2>/dev/null; then ok=0; det+="still running ${ms} ms after SIGTERM; "; stop_pid "$pid"; fi
+  local ms rc=0
+  sigterm_wait "$pid" 3 || { ok=0; det+="still running ${TERM_MS} ms after SIGTERM; "; stop_pid "$pid"; }
+  ms=$TERM_MS
   wait "$pid" 2>/dev/null || rc=$?
   [[ $rc -eq 0 ]] || { ok=0; det+="exit $rc; "; }
   local port
@@ -366,14 +331,6 @@ check_af_xdp_run() {
 # ------------------------------------------------------------------ main
 ns_down
 info "flowtwin $BIN; EAL memory: $FT_EAL_MEM_ARGS; logs in $TMP"
-
-run() { # name function args...
-  local name=$1; shift
-  selected "$name" || return 0
-  local t0=$SECONDS
-  "$@"
-  info "($name took $((SECONDS - t0)) s)"
-}
 
 run memif_c2s  check_memif memif_c2s c2l
 run memif_s2c  check_memif memif_s2c l2c

@@ -63,9 +63,6 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FT_PROG=failover
-# shellcheck source=scripts/lib.sh
-. "$ROOT/scripts/lib.sh"
-
 ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut port_down kill_standby late_join join_kill rejoin_failback failback_kill_new failback_kill_old async_mode sync_cpu)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
@@ -89,20 +86,11 @@ suite_bin failover
 . "$ROOT/tests/e2e/failover_lib.sh"
 T_START=$(fl_now)
 
-cleanup() {
-  local rc=$?
-  set +e
-  netem_off
+suite_teardown() { # (suite_cleanup, suite_lib.sh: netem off first, $TMP after)
   fl_cleanup
   "$TOPO" down >/dev/null 2>&1
-  if [[ $KEEP_LOGS -eq 1 || $rc -ne 0 || $FAILED -gt 0 ]]; then
-    echo "failover: logs kept in $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
 }
-trap cleanup EXIT
+trap 'suite_cleanup failover' EXIT
 trap 'exit 130' INT TERM
 
 ms_between() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "") print "?"; else printf "%.0f", (b-a)*1000 }'; }
@@ -132,14 +120,13 @@ EOF
 
 # describe DIR [event] — the per-run numbers as one text
 describe() {
-  $PY - "$1/eval.json" "${2:-kill}" "$1/b.metrics" <<'EOF'
+  PYTHONPATH="$E2E" $PY - "$1/eval.json" "${2:-kill}" "$1/b.metrics" <<'EOF'
 import json, sys
+import evallib
 s = json.loads(open(sys.argv[1]).read() or "{}")
 ev = sys.argv[2]
-try:  # B's flows that caught up from a client ACK past their replica's send progress
-    caught = sum(float(l.split()[-1]) for l in open(sys.argv[3]) if l.startswith("flowtwin_flows_caught_up_total"))
-except (OSError, ValueError, IndexError):
-    caught = None
+# B's flows that caught up from a client ACK past their replica's send progress
+caught = evallib.metric(sys.argv[3], "flowtwin_flows_caught_up_total")
 def g(k, d="?"):
     v = s.get(k)
     return d if v is None else v
@@ -217,16 +204,17 @@ kill_a() {
 # (flowtwin_output_hold_us, flowtwin_sync_ack_rtt_us) with observations, cumulative buckets
 # and +Inf == _count -> "ok" or the reasons
 hold_metrics() {
-  $PY - "$1" <<'EOF'
+  PYTHONPATH="$E2E" $PY - "$1" <<'EOF'
 import sys
+import evallib
 try:
-    lines = open(sys.argv[1]).read().splitlines()
+    samples = evallib.parse_metrics(open(sys.argv[1]).read())
 except OSError:
-    lines = []
+    samples = []
 bad = []
 for h in ("flowtwin_output_hold_us", "flowtwin_sync_ack_rtt_us"):
-    b = [float(l.split()[-1]) for l in lines if l.startswith(h + "_bucket{")]
-    c = [float(l.split()[-1]) for l in lines if l.startswith(h + "_count ")]
+    b = [n for _, n in evallib.buckets(samples, h)]
+    c = [v for n, _, v in samples if n == h + "_count"]
     if not b or not c:
         bad.append(f"A's /metrics has no {h} histogram")
     elif c[0] <= 0:
@@ -691,7 +679,7 @@ test_join_kill() {
   for ((i = 0; i < 1000; i++)); do grep -q 'joining (snapshot token' "$dir/a.log" && break; sleep 0.01; done
   sleep "${FT_JOIN_KILL_AFTER:-1.5}"
   fl_metrics b "$dir/b_join.metrics"
-  shadow=$(awk '/^flowtwin_sync_shadow_flows /{print $2}' "$dir/b_join.metrics")
+  shadow=$(mval "$dir/b_join.metrics" flowtwin_sync_shadow_flows)
   insync=$(fl_jq "$(fl_status b)" 's["in_sync"]')
   fl_status b >"$dir/b_status_before.json"
   fl_metrics a "$dir/a_before.metrics"

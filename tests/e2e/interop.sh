@@ -36,12 +36,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-E2E=$ROOT/tests/e2e
-TOPO=$ROOT/scripts/topology
 FT_PROG=interop
-# shellcheck source=scripts/lib.sh
-. "$ROOT/scripts/lib.sh"
-
 ALL_CHECKS=(ping curl keepalive echo netem_loss netem_reorder netem_duplicate barrage synflood partial_csum metrics sigterm)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
@@ -49,96 +44,18 @@ suite_args interop.sh name 2,30 ALL_CHECKS "$@"
 ft_require_root
 
 suite_bin interop
-ENGINE_PID=""
-BG_PIDS=()
-UEM_PID=""
 T_START=$(date +%s.%N)
 
 # ------------------------------------------------------------------ plumbing
-cleanup() {
-  local rc=$?
-  set +e
-  local p
-  for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  [[ -n $UEM_PID ]] && kill -TERM "$UEM_PID" 2>/dev/null
-  if [[ -n $ENGINE_PID ]] && kill -0 "$ENGINE_PID" 2>/dev/null; then
-    kill -TERM "$ENGINE_PID" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$ENGINE_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$ENGINE_PID" 2>/dev/null
-  fi
-  wait 2>/dev/null
+# suite_lib.sh: inc/ina, snap/mval/mdelta, jget, client_ok/client_desc, curl_one, wait_file,
+# netem_on/netem_off; its suite_cleanup stops the engine and BG_PIDS, then suite_teardown.
+suite_teardown() {
   ip netns exec "$FT_CLIENT_NS" ethtool -K "$FT_CLIENT_IF" tx off >/dev/null 2>&1
   ip netns exec "$FT_SW_NS" ethtool -K "$FT_SW_A_IF" tx off >/dev/null 2>&1
   "$TOPO" down >/dev/null 2>&1
-  if [[ $KEEP_LOGS -eq 1 || $rc -ne 0 ]]; then
-    echo "interop: logs kept in $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
 }
-trap cleanup EXIT
+trap 'suite_cleanup interop' EXIT
 trap 'exit 130' INT TERM
-
-# inc/ina are functions: never background them ('inc cmd &' gives the pid of a subshell, and a
-# TERM to it does not reach cmd); background jobs use 'ip netns exec NS cmd &' directly.
-inc() { ip netns exec "$FT_CLIENT_NS" "$@"; }
-ina() { ip netns exec "$FT_A_NS" "$@"; }
-
-snap() { # file — save the engine's metrics
-  ina curl -s --max-time 3 "http://127.0.0.1:9470/metrics" >"$1" 2>/dev/null || : >"$1"
-}
-
-mval() { # file name [label=value] — sum of samples of one metric family (optionally one label)
-  awk -v name="$1" -v lab="${3:-}" '
-    BEGIN { n = 0 }
-    /^#/ { next }
-    {
-      split($1, a, "{"); if (a[1] != name) next
-      if (lab != "") { split(lab, kv, "="); if (index($1, kv[1] "=\"" kv[2] "\"") == 0) next }
-      n += $2
-    }
-    END { printf "%.0f\n", n }' "$2" | sed -n 1p
-}
-# mval is called as: mval NAME FILE [label] — keep the argument order in one place:
-mv() { mval "$2" "$1" "${3:-}"; }   # mv FILE NAME [label=value]
-mdelta() { echo $(( $(mv "$2" "$3" "${4:-}") - $(mv "$1" "$3" "${4:-}") )); }  # mdelta A B NAME [label]
-
-jget() { # file python-expression-on-s — print a value from a one-line JSON file
-  $PY -c 'import json,sys; s=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(eval(sys.argv[2]))' "$1" "$2" 2>/dev/null || echo "?"
-}
-
-client_ok() { # summary.json — all flows completed byte-exact?
-  $PY - "$1" <<'EOF' 2>/dev/null
-import json, sys
-try:
-    s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-except Exception:
-    sys.exit(1)
-sys.exit(0 if s["flows"] > 0 and s["completed_byte_exact"] == s["flows"] and not s["failed"] else 1)
-EOF
-}
-
-client_desc() { # summary.json — short text
-  $PY - "$1" <<'EOF' 2>/dev/null || echo "no summary"
-import json, sys
-s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-mb = s["bytes_total"] / 1e6
-txt = (f"{s['completed_byte_exact']}/{s['flows']} byte-exact, {mb:.1f} MB in {s['duration_s']:.2f}s "
-       f"= {mb / max(s['duration_s'], 1e-9):.1f} MB/s, max_stall {s['max_stall_ms']:.0f}ms "
-       f"(midflow {s['max_midflow_stall_ms']:.0f}ms)")
-if s["failed"]:
-    f = s["failed"][0]
-    txt += f"; first failure: flow {f['flow']}: {f['error']}"
-print(txt)
-EOF
-}
-
-wait_file() { # file timeout_s
-  local i n=$(( ${2%.*} * 20 ))
-  for ((i = 0; i < n; i++)); do [[ -s $1 ]] && return 0; sleep 0.05; done
-  return 1
-}
 
 # ------------------------------------------------------------------ RST watching (check 6)
 RST_PID=""
@@ -194,9 +111,6 @@ EOF
   fi
 }
 
-# ------------------------------------------------------------------ netem (client side)
-# netem_on / netem_off: tests/e2e/suite_lib.sh (tc netem, or uem.py without sch_netem).
-
 # ------------------------------------------------------------------ engine
 write_config() {
   ft_engine_toml "$TMP/engine.toml" "-l 0-1" ftinterop \
@@ -205,22 +119,8 @@ write_config() {
 
 start_engine() {
   write_config
-  "$BIN" check-config -c "$TMP/engine.toml" >/dev/null
-  ip netns exec "$FT_A_NS" "$BIN" run -c "$TMP/engine.toml" >"$TMP/engine.log" 2>&1 &
-  ENGINE_PID=$!
-  local i
-  for i in $(seq 1 60); do
-    kill -0 "$ENGINE_PID" 2>/dev/null || { echo "interop: engine exited:"; tail -20 "$TMP/engine.log"; return 1; }
-    if inc ping -c 1 -W 0.5 "$FT_VIP" >/dev/null 2>&1; then
-      return 0
-    fi
-    sleep 0.25
-  done
-  echo "interop: engine does not answer ping after 15 s"; tail -20 "$TMP/engine.log"
-  return 1
+  suite_start_engine "$TMP/engine.toml" "$TMP/engine.log"
 }
-
-engine_alive() { [[ -n $ENGINE_PID ]] && kill -0 "$ENGINE_PID" 2>/dev/null; }
 
 # ------------------------------------------------------------------ checks
 check_ping() {
@@ -229,21 +129,6 @@ check_ping() {
     pass ping "$(grep -o 'rtt.*' <<<"$out")"
   else
     fail ping "$(grep -E 'transmitted|rtt' <<<"$out" | tr '\n' ' ')"
-  fi
-}
-
-curl_one() { # size -> prints "ok <MB/s>" or "bad <reason>"
-  local n=$1 want got w
-  want=$($PY "$E2E/gen.py" "$n")
-  w=$({ inc curl -s -S --noproxy '*' --http1.1 --max-time 60 -o - -w '%{stderr}%{http_code} %{size_download} %{speed_download}' \
-        "http://$FT_VIP/gen/$n" | sha256sum >"$TMP/curl_$n.sha"; } 2>&1) || true
-  got=$(awk '{print $1}' "$TMP/curl_$n.sha")
-  local code size speed
-  read -r code size speed <<<"$w"
-  if [[ $code == 200 && $size == "$n" && $got == "$want" ]]; then
-    echo "ok $(awk -v s="$speed" 'BEGIN{printf "%.1f", s/1e6}')"
-  else
-    echo "bad code=$code size=$size sha=${got:0:12} want=${want:0:12} ${w:0:120}"
   fi
 }
 
@@ -313,10 +198,6 @@ check_netem() { # name spec...
   case $name in netem_duplicate|netem_reorder) rst_stop "$name" after_close ;; *) rst_stop "$name" ;; esac
 }
 
-vip_mac() { # the VIP's MAC as the client learned it
-  inc ip neigh show "$FT_VIP" dev "$FT_CLIENT_IF" | awk '{for(i=1;i<=NF;i++) if($i=="lladdr") print $(i+1)}' | head -1
-}
-
 check_barrage() {
   rst_start barrage
   snap "$TMP/m_bar_a"
@@ -331,7 +212,7 @@ check_barrage() {
   wait_file "$TMP/bar_dl.ready" 10 || true
   wait_file "$TMP/bar_ka.ready" 10 || true
   local mac
-  mac=$(vip_mac)
+  mac=$(vip_mac "$FT_CLIENT_NS" "$FT_CLIENT_IF")
   inc timeout 60 $PY "$E2E/barrage.py" --categories all --count 100 --rate 2000 ${mac:+--dst-mac "$mac"} \
     >"$TMP/barrage.json" 2>"$TMP/barrage.err" || true
   wait "$dl" 2>/dev/null || true
@@ -443,10 +324,10 @@ check_metrics() {
   snap "$m"
   local dups in80 out80 out7 bad
   dups=$(grep '^# TYPE' "$m" | sort | uniq -d | tr '\n' ' ')
-  in80=$(awk '/^flowtwin_service_bytes_in_total\{service="198.18.0.100:80"/ {print $2}' "$m")
-  out80=$(awk '/^flowtwin_service_bytes_out_total\{service="198.18.0.100:80"/ {print $2}' "$m")
-  out7=$(awk '/^flowtwin_service_bytes_out_total\{service="198.18.0.100:7"/ {print $2}' "$m")
-  bad=$(awk '/^flowtwin_drops_total\{.*reason="bad_tcp_checksum"/ {s+=$2} END {print s+0}' "$m")
+  in80=$(mval "$m" flowtwin_service_bytes_in_total service=198.18.0.100:80)
+  out80=$(mval "$m" flowtwin_service_bytes_out_total service=198.18.0.100:80)
+  out7=$(mval "$m" flowtwin_service_bytes_out_total service=198.18.0.100:7)
+  bad=$(mval "$m" flowtwin_drops_total reason=bad_tcp_checksum)
   if [[ -n $dups ]]; then
     fail metrics "duplicate metric families: $dups"
   elif [[ -z $out80 || ${out80%.*} -lt 100000000 || -z $out7 || ${out7%.*} -lt 50000000 || -z $in80 || ${in80%.*} -le 0 ]]; then
@@ -460,17 +341,9 @@ check_metrics() {
 
 check_sigterm() {
   if ! engine_alive; then fail sigterm "engine not running"; return; fi
-  local t0 t1 rc=0 ms
-  t0=$(date +%s%N)
-  kill -TERM "$ENGINE_PID"
-  local i
-  for i in $(seq 1 100); do kill -0 "$ENGINE_PID" 2>/dev/null || break; sleep 0.02; done
-  t1=$(date +%s%N)
-  ms=$(( (t1 - t0) / 1000000 ))
-  if kill -0 "$ENGINE_PID" 2>/dev/null; then
-    fail sigterm "still running ${ms} ms after SIGTERM"
-    return
-  fi
+  local rc=0 ms
+  sigterm_wait "$ENGINE_PID" 2 || { fail sigterm "still running ${TERM_MS} ms after SIGTERM"; return; }
+  ms=$TERM_MS
   wait "$ENGINE_PID" || rc=$?
   ENGINE_PID=""
   local line
@@ -483,9 +356,7 @@ check_sigterm() {
 }
 
 # ------------------------------------------------------------------ main
-"$TOPO" down >/dev/null 2>&1 || true
-"$TOPO" up >"$TMP/topology.log" 2>&1 || { cat "$TMP/topology.log"; echo "0 passed, 1 failed"; exit 1; }
-eval "$("$TOPO" env)"
+suite_rig_up
 if inc test -r /proc/sys/net/ipv4/ip_local_port_range; then
   read -r EPH_LO EPH_HI < <(inc cat /proc/sys/net/ipv4/ip_local_port_range)
 fi
@@ -496,15 +367,8 @@ if ! start_engine; then
 fi
 info "engine up (pid $ENGINE_PID, EAL memory: $FT_EAL_MEM_ARGS); $(grep -m1 'serving VIP' "$TMP/engine.log")"
 
-run() { # name function args...
-  local name=$1; shift
-  selected "$name" || return 0
-  local t0=$SECONDS
-  if ! engine_alive && [[ $name != sigterm ]]; then
-    fail "$name" "engine not running"; return 0
-  fi
-  "$@"
-  info "($name took $((SECONDS - t0)) s)"
+run_guard() { # name — every check but sigterm needs the engine (run, suite_lib.sh)
+  engine_alive || [[ $1 == sigterm ]] || { fail "$1" "engine not running"; return 1; }
 }
 
 run ping            check_ping

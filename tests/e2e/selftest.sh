@@ -16,16 +16,12 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-E2E=$ROOT/tests/e2e
-TOPO=$ROOT/scripts/topology
 FT_PROG=selftest
-# shellcheck source=scripts/lib.sh
-. "$ROOT/scripts/lib.sh"
+# shellcheck source=tests/e2e/suite_lib.sh
+. "$ROOT/tests/e2e/suite_lib.sh"   # (suite_tmp, jget; this script keeps its own check list)
 ft_require_root
 
-PY=${PYTHON:-python3}
-export PYTHONDONTWRITEBYTECODE=1
-TMP=$(mktemp -d /tmp/ft-selftest.XXXXXX)
+suite_tmp selftest
 STUB_PID=""
 RST_PID=""
 VIP_ADDED=0
@@ -59,10 +55,6 @@ check() { # name cmd... — run, record pass/fail
     printf '  FAIL  %s\n' "$name"
     FAILS+=("$name")
   fi
-}
-
-json_get() { # file key  (top-level key)
-  $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
 }
 
 all_ok() { # summary json file: completed_byte_exact == flows and nothing failed
@@ -160,10 +152,11 @@ A_MAC=$(ip netns exec "$FT_A_NS" cat "/sys/class/net/$FT_A_IF/address")
 before=$(a0_rx)
 check "barrage runs (all categories)" bash -c "ip netns exec '$FT_CLIENT_NS' '$PY' '$E2E/barrage.py' --count 10 --rate 5000 --dport 80,7 >'$TMP/barrage.json'"
 after=$(a0_rx)
-sent=$(json_get "$TMP/barrage.json" total_sent 2>/dev/null || echo -1)
+sent=$(jget "$TMP/barrage.json" 's["total_sent"]')
+[[ $sent =~ ^[0-9]+$ ]] || sent=-1
 echo "        barrage sent $sent frames; $FT_A_IF received $((after - before)) (incl. ARP)"
 check "every barrage frame reached the engine port" test "$((after - before))" -ge "$sent"
-check "barrage resolved the VIP MAC by ARP" test "$(json_get "$TMP/barrage.json" dst_mac)" = "$A_MAC"
+check "barrage resolved the VIP MAC by ARP" test "$(jget "$TMP/barrage.json" 's["dst_mac"]')" = "$A_MAC"
 check "stand-in still serves after barrage" run_client "$TMP/d4" 0 download -n 2 --url "$U" --sha256 "$SHA"
 
 # ------------------------------------------------------------------ teardown

@@ -20,15 +20,10 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-E2E=$ROOT/tests/e2e
-TOPO=$ROOT/scripts/topology
 export FT_CLIENT_NS=${FT_CLIENT_NS_WORKERS:-ftwc} FT_SW_NS=${FT_SW_NS_WORKERS:-ftwsw}
 export FT_A_NS=${FT_A_NS_WORKERS:-ftwa} FT_B_NS=${FT_B_NS_WORKERS:-ftwb}
 export FT_RUN_DIR=${FT_RUN_DIR_WORKERS:-/run/flowtwin-w}
 FT_PROG=workers
-# shellcheck source=scripts/lib.sh
-. "$ROOT/scripts/lib.sh"
-
 ALL_MODES=(hw sw)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
@@ -36,71 +31,13 @@ suite_args workers.sh mode 2,21 ALL_MODES "$@"
 ft_require_root
 
 suite_bin workers
-ENGINE_PID=""
 T_START=$(date +%s.%N)
 
-cleanup() {
-  local rc=$?
-  set +e
-  if [[ -n $ENGINE_PID ]] && kill -0 "$ENGINE_PID" 2>/dev/null; then
-    kill -TERM "$ENGINE_PID" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$ENGINE_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$ENGINE_PID" 2>/dev/null
-  fi
-  wait 2>/dev/null
-  "$TOPO" down >/dev/null 2>&1
-  if [[ $KEEP_LOGS -eq 1 || $rc -ne 0 ]]; then
-    echo "workers: logs kept in $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
+# suite_lib.sh: inc/ina, snap/mval, client_ok/client_desc, curl_one; its suite_cleanup stops the
+# engine, then suite_teardown.
+suite_teardown() { "$TOPO" down >/dev/null 2>&1; }
+trap 'suite_cleanup workers' EXIT
 trap 'exit 130' INT TERM
-
-inc() { ip netns exec "$FT_CLIENT_NS" "$@"; }
-ina() { ip netns exec "$FT_A_NS" "$@"; }
-
-snap() { ina curl -s --max-time 3 "http://127.0.0.1:9470/metrics" >"$1" 2>/dev/null || : >"$1"; }
-
-mv() { # file name [label=value ...] — sum of the samples of one family matching every label
-  local f=$1 name=$2; shift 2
-  awk -v name="$name" -v labs="$*" '
-    BEGIN { n = 0; k = split(labs, L, " ") }
-    /^#/ { next }
-    {
-      split($1, a, "{"); if (a[1] != name) next
-      for (i = 1; i <= k; i++) { split(L[i], kv, "="); if (index($1, kv[1] "=\"" kv[2] "\"") == 0) next }
-      n += $2
-    }
-    END { printf "%.0f\n", n }' "$f"
-}
-
-client_ok() { # summary.json — all flows completed byte-exact?
-  $PY - "$1" <<'EOF' 2>/dev/null
-import json, sys
-try:
-    s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-except Exception:
-    sys.exit(1)
-sys.exit(0 if s["flows"] > 0 and s["completed_byte_exact"] == s["flows"] and not s["failed"] else 1)
-EOF
-}
-
-client_desc() { # summary.json — short text
-  $PY - "$1" <<'EOF' 2>/dev/null || echo "no summary"
-import json, sys
-s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-mb = s["bytes_total"] / 1e6
-txt = (f"{s['completed_byte_exact']}/{s['flows']} byte-exact, {mb:.1f} MB in {s['duration_s']:.2f}s "
-       f"= {mb / max(s['duration_s'], 1e-9):.1f} MB/s, max_stall {s['max_stall_ms']:.0f}ms")
-if s["failed"]:
-    f = s["failed"][0]
-    txt += f"; first failure: flow {f['flow']}: {f['error']}"
-print(txt)
-EOF
-}
 
 write_config() { # mode
   local qpairs=2
@@ -113,24 +50,12 @@ write_config() { # mode
 
 start_engine() { # mode
   write_config "$1"
-  "$BIN" check-config -c "$TMP/$1.toml" >/dev/null
-  ip netns exec "$FT_A_NS" "$BIN" run -c "$TMP/$1.toml" >"$TMP/$1.log" 2>&1 &
-  ENGINE_PID=$!
-  local i
-  for i in $(seq 1 60); do
-    kill -0 "$ENGINE_PID" 2>/dev/null || { info "engine exited: $(tail -5 "$TMP/$1.log" | tr '\n' ' ')"; return 1; }
-    inc ping -c 1 -W 0.5 "$FT_VIP" >/dev/null 2>&1 && return 0
-    sleep 0.25
-  done
-  info "engine does not answer ping after 15 s: $(tail -5 "$TMP/$1.log" | tr '\n' ' ')"
-  return 1
+  suite_start_engine "$TMP/$1.toml" "$TMP/$1.log"
 }
 
 stop_engine() { # mode — SIGTERM, expect exit 0 within 3 s with the final statistics
-  local mode=$1 rc=0 i
-  kill -TERM "$ENGINE_PID" 2>/dev/null || true
-  for i in $(seq 1 60); do kill -0 "$ENGINE_PID" 2>/dev/null || break; sleep 0.05; done
-  if kill -0 "$ENGINE_PID" 2>/dev/null; then
+  local mode=$1 rc=0
+  if ! sigterm_wait "$ENGINE_PID" 3; then
     fail "${mode}_sigterm" "still running 3 s after SIGTERM"
     kill -KILL "$ENGINE_PID" 2>/dev/null || true
     wait "$ENGINE_PID" 2>/dev/null || true
@@ -143,20 +68,6 @@ stop_engine() { # mode — SIGTERM, expect exit 0 within 3 s with the final stat
   line=$(grep -m1 '^flowtwin: drops:' "$TMP/$mode.log" || true)
   if [[ $rc -eq 0 && -n $line ]]; then pass "${mode}_sigterm" "exit 0; ${line:0:160}"
   else fail "${mode}_sigterm" "rc=$rc; $(tail -3 "$TMP/$mode.log" | tr '\n' ' ')"; fi
-}
-
-curl_one() { # size -> "ok <MB/s>" or "bad <reason>"
-  local n=$1 want got w code size speed
-  want=$($PY "$E2E/gen.py" "$n")
-  w=$({ inc curl -s -S --noproxy '*' --http1.1 --max-time 60 -o - -w '%{stderr}%{http_code} %{size_download} %{speed_download}' \
-        "http://$FT_VIP/gen/$n" | sha256sum >"$TMP/curl_$n.sha"; } 2>&1) || true
-  got=$(awk '{print $1}' "$TMP/curl_$n.sha")
-  read -r code size speed <<<"$w"
-  if [[ $code == 200 && $size == "$n" && $got == "$want" ]]; then
-    echo "ok $(awk -v s="$speed" 'BEGIN{printf "%.1f", s/1e6}')"
-  else
-    echo "bad code=$code size=$size sha=${got:0:12} want=${want:0:12} ${w:0:120}"
-  fi
 }
 
 run_mode() { # hw|sw
@@ -173,7 +84,7 @@ run_mode() { # hw|sw
   local want_rss=0 logline=""
   [[ $mode == sw ]] && want_rss=1
   local rss
-  rss=$(mv "$TMP/${mode}_m0" flowtwin_software_rss)
+  rss=$(mval "$TMP/${mode}_m0" flowtwin_software_rss)
   logline=$(grep -m1 -E 'distributes flows|started with' "$TMP/$mode.log" | sed 's/^flowtwin: //')
   if [[ $mode == sw ]]; then logline=$(grep -m1 'distributes flows' "$TMP/$mode.log" | sed 's/^flowtwin: //' || true); fi
   if [[ $rss == "$want_rss" && -n $logline ]]; then
@@ -209,12 +120,12 @@ run_mode() { # hw|sw
   local M=$TMP/${mode}_m1
   snap "$M"
   local f0 f1 nf0 nf1 ho0 hi1 ho1 hi0 full0 full1 rx0 rx1
-  f0=$(mv "$M" flowtwin_flows_opened_total worker=0); f1=$(mv "$M" flowtwin_flows_opened_total worker=1)
-  nf0=$(mv "$M" flowtwin_drops_total worker=0 reason=no_flow); nf1=$(mv "$M" flowtwin_drops_total worker=1 reason=no_flow)
-  ho0=$(mv "$M" flowtwin_handoff_out_total worker=0); hi1=$(mv "$M" flowtwin_handoff_in_total worker=1)
-  ho1=$(mv "$M" flowtwin_handoff_out_total worker=1); hi0=$(mv "$M" flowtwin_handoff_in_total worker=0)
-  full0=$(mv "$M" flowtwin_drops_total worker=0 reason=handoff_ring_full); full1=$(mv "$M" flowtwin_drops_total worker=1 reason=handoff_ring_full)
-  rx0=$(mv "$M" flowtwin_rx_frames_total worker=0); rx1=$(mv "$M" flowtwin_rx_frames_total worker=1)
+  f0=$(mval "$M" flowtwin_flows_opened_total worker=0); f1=$(mval "$M" flowtwin_flows_opened_total worker=1)
+  nf0=$(mval "$M" flowtwin_drops_total worker=0 reason=no_flow); nf1=$(mval "$M" flowtwin_drops_total worker=1 reason=no_flow)
+  ho0=$(mval "$M" flowtwin_handoff_out_total worker=0); hi1=$(mval "$M" flowtwin_handoff_in_total worker=1)
+  ho1=$(mval "$M" flowtwin_handoff_out_total worker=1); hi0=$(mval "$M" flowtwin_handoff_in_total worker=0)
+  full0=$(mval "$M" flowtwin_drops_total worker=0 reason=handoff_ring_full); full1=$(mval "$M" flowtwin_drops_total worker=1 reason=handoff_ring_full)
+  rx0=$(mval "$M" flowtwin_rx_frames_total worker=0); rx1=$(mval "$M" flowtwin_rx_frames_total worker=1)
   local det2="flows opened w0 $f0 / w1 $f1; rx_frames w0 $rx0 / w1 $rx1; no_flow w0 $nf0 / w1 $nf1; handoff w0->w1 $ho0 (w1 in $hi1), w1->w0 tx $ho1 (w0 in $hi0); handoff_ring_full w0 $full0 / w1 $full1"
   ok=1
   [[ $f0 -gt 0 && $f1 -gt 0 ]] || ok=0
@@ -228,16 +139,9 @@ run_mode() { # hw|sw
 }
 
 # ------------------------------------------------------------------ main
-"$TOPO" down >/dev/null 2>&1 || true
-"$TOPO" up >"$TMP/topology.log" 2>&1 || { cat "$TMP/topology.log"; echo "0 passed, 1 failed"; exit 1; }
-eval "$("$TOPO" env)"
+suite_rig_up
 info "rig $FT_CLIENT_NS/$FT_SW_NS/$FT_A_NS; engine $BIN; EAL memory: $FT_EAL_MEM_ARGS"
 
-for m in "${ALL_MODES[@]}"; do
-  selected "$m" || continue
-  t0=$SECONDS
-  run_mode "$m"
-  info "($m took $((SECONDS - t0)) s)"
-done
+for m in "${ALL_MODES[@]}"; do run "$m" run_mode "$m"; done
 
 suite_end workers mode "$T_START"
