@@ -198,17 +198,21 @@ check_netem() { # name spec...
   case $name in netem_duplicate|netem_reorder) rst_stop "$name" after_close ;; *) rst_stop "$name" ;; esac
 }
 
+bg_clients() { # NAME ARGS... — clients.py ARGS in the background (out $TMP/NAME.json, ready file
+  # $TMP/NAME.ready, 60 s at most); its pid in BG_LAST and BG_PIDS
+  ip netns exec "$FT_CLIENT_NS" timeout 60 $PY "$E2E/clients.py" "${@:2}" --no-events \
+    --ready-file "$TMP/$1.ready" >"$TMP/$1.json" 2>"$TMP/$1.err" &
+  BG_LAST=$!
+  BG_PIDS+=("$BG_LAST")
+}
+
 check_barrage() {
   rst_start barrage
   snap "$TMP/m_bar_a"
   # a ~10 s download and keep-alive clients that run through the barrage
-  ip netns exec "$FT_CLIENT_NS" timeout 60 $PY "$E2E/clients.py" download -n 1 --gen 104857600 --rate 10000000 --timeout 45 \
-    --no-events --ready-file "$TMP/bar_dl.ready" >"$TMP/bar_dl.json" 2>"$TMP/bar_dl.err" &
-  local dl=$!
-  ip netns exec "$FT_CLIENT_NS" timeout 60 $PY "$E2E/clients.py" keepalive -k 8 -m 20 --gen 262144 --rate 500000 --timeout 45 \
-    --no-events --ready-file "$TMP/bar_ka.ready" >"$TMP/bar_ka.json" 2>"$TMP/bar_ka.err" &
-  local ka=$!
-  BG_PIDS+=("$dl" "$ka")
+  local dl ka
+  bg_clients bar_dl download -n 1 --gen 104857600 --rate 10000000 --timeout 45; dl=$BG_LAST
+  bg_clients bar_ka keepalive -k 8 -m 20 --gen 262144 --rate 500000 --timeout 45; ka=$BG_LAST
   wait_file "$TMP/bar_dl.ready" 10 || true
   wait_file "$TMP/bar_ka.ready" 10 || true
   local mac
@@ -253,10 +257,8 @@ check_barrage() {
 check_synflood() {
   rst_start synflood
   snap "$TMP/m_syn_a"
-  ip netns exec "$FT_CLIENT_NS" timeout 60 $PY "$E2E/clients.py" download -n 1 --gen 104857600 --rate 25000000 --timeout 40 \
-    --no-events --ready-file "$TMP/syn_dl.ready" >"$TMP/syn_dl.json" 2>"$TMP/syn_dl.err" &
-  local dl=$!
-  BG_PIDS+=("$dl")
+  local dl
+  bg_clients syn_dl download -n 1 --gen 104857600 --rate 25000000 --timeout 40; dl=$BG_LAST
   wait_file "$TMP/syn_dl.ready" 10 || true
   inc timeout 30 $PY "$E2E/synflood.py" --count 3000 --rate 20000 >"$TMP/syn.json" 2>"$TMP/syn.err" || true
   wait "$dl" 2>/dev/null || true
