@@ -1,5 +1,7 @@
-//! The worker loop on DPDK (l2fwd/testpmd shape): RX burst → per packet [`Stack::process`]
-//! → replies batched into a TX burst → timers → TX flush → idle backoff.
+//! The worker loop on DPDK (l2fwd/testpmd shape): role changes → RX burst → one
+//! [`Iteration`] (per packet [`Stack::process`], timers, replication tick, release of held
+//! output; its doc gives the order and why) → TX flush → idle backoff. The replication and
+//! takeover simulations run the same `Iteration` on byte buffers.
 //!
 //! Worker i owns RX queue i and TX queue i of its port, its own [`Stack`] (flow-table shard,
 //! timer wheel, counters) and an mbuf cache in the shared mempool; nothing is shared with other
@@ -36,12 +38,12 @@ use flowtwin_ffi::{pause, rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, RxQueue, TxQu
 use crate::commit::{CommitTag, OutputHold};
 use crate::counters::{latency_bucket, Counters, Drop, Event, SharedCounters, LATENCY_SLOTS};
 use crate::distribute::worker_for_frame;
+use crate::iteration::{resume, CommitControl, CommitSink, Iteration, RxFrames};
 use crate::replica::{Replicator, ShadowFlow};
 use crate::stack::{FrameSink, Stack, StackConfig, MAX_FRAME};
 use crate::time::{Duration, Instant};
 
-/// How long after a takeover segments of unknown flows are dropped instead of reset.
-pub const TAKEOVER_GRACE: Duration = Duration::from_secs(3);
+pub use crate::iteration::TAKEOVER_GRACE;
 
 /// After an announcement, repeat it this long after the first (keepalived repeats its
 /// gratuitous ARPs too): the old active's last frames, sent from the VIP's MAC between our
@@ -66,6 +68,22 @@ pub trait ReplControl: Send + Sync {
     /// Called after a loop pass that left output waiting for the standby: wakes the sync core
     /// if it is parked. Never blocks; nearly free when nothing is parked.
     fn deltas_queued(&self) {}
+}
+
+/// The iteration reads the sync core through the worker's control.
+impl<T: ReplControl + ?Sized> CommitControl for T {
+    #[inline]
+    fn watermark(&self) -> u64 {
+        ReplControl::watermark(self)
+    }
+    #[inline]
+    fn standby_acked(&self) -> u64 {
+        ReplControl::standby_acked(self)
+    }
+    #[inline]
+    fn deltas_queued(&self) {
+        ReplControl::deltas_queued(self)
+    }
 }
 
 /// The worker's end of replication.
@@ -333,17 +351,6 @@ impl MbufSink<'_> {
         }
     }
 
-    /// Send every held frame whose tag the standby has acknowledged.
-    fn release(&mut self, watermark: u64, now: Instant) {
-        let mut held = std::mem::take(&mut self.held);
-        held.release(watermark, now.0, |m, us| {
-            self.hold_us[latency_bucket(us)] += 1;
-            self.hold_us_sum += us;
-            self.send_now(m);
-        });
-        self.held = held;
-    }
-
     /// Send `stack`'s VIP announcements now, not held: they carry no flow state.
     fn announce(&mut self, stack: &mut Stack) {
         let was = std::mem::replace(&mut self.hold, false);
@@ -409,6 +416,47 @@ impl FrameSink for MbufSink<'_> {
     }
 }
 
+impl CommitSink for MbufSink<'_> {
+    /// Send every held frame whose tag the standby has acknowledged.
+    fn release(&mut self, watermark: u64, now: Instant) {
+        let mut held = std::mem::take(&mut self.held);
+        held.release(watermark, now.0, |m, us| {
+            self.hold_us[latency_bucket(us)] += 1;
+            self.hold_us_sum += us;
+            self.send_now(m);
+        });
+        self.held = held;
+    }
+
+    fn waiting(&self) -> bool {
+        !self.held.is_empty()
+    }
+}
+
+/// An RX burst as the iteration reads it: each single-segment frame in order (the next one
+/// prefetched), then the burst's mbufs go back to the pool, before the timers allocate
+/// theirs. Multi-segment frames are skipped and counted (`Drop::MultiSegment`).
+struct BurstFrames<'a> {
+    rx: &'a mut MbufBurst,
+    multi_segment: u64,
+}
+
+impl RxFrames for BurstFrames<'_> {
+    #[inline]
+    fn each(&mut self, mut f: impl FnMut(&[u8])) {
+        let n = self.rx.len();
+        for i in 0..n {
+            self.rx.prefetch(i + 1);
+            if !self.rx.is_contiguous(i) {
+                self.multi_segment += 1;
+                continue;
+            }
+            f(self.rx.data(i));
+        }
+        self.rx.clear();
+    }
+}
+
 /// The worker loop. Returns the lcore exit code (0 = clean stop).
 pub fn run_worker(mut w: Worker) -> i32 {
     let clock = Clock::new();
@@ -419,6 +467,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
         stack.set_replicator(r.replicator);
     }
     let hold = control.is_some();
+    let iteration = Iteration::new(control.as_deref());
     let mut snapshot_token = control.as_ref().map(|c| c.snapshot_request()).unwrap_or(0);
     stack.set_active(w.role.active.load(Ordering::Acquire));
     // engine.burst: how many packets one RX poll takes.
@@ -453,31 +502,22 @@ pub fn run_worker(mut w: Worker) -> i32 {
         // answer traffic from now on. (Acquire pairs with RoleShared::take_over's Release.)
         if w.role.takeover_pending.get(me).is_some_and(|p| p.swap(false, Ordering::Acquire)) {
             let flows = w.role.takeover.get(me).and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).take()).unwrap_or_default();
-            let (mut ok, mut lost) = (0u64, 0u64);
+            let mut kept = 0u64;
             if w.role.takeover_retained.load(Ordering::Relaxed) {
                 // Resume the flows kept since our handover, as they are: their held output
                 // leaves with the watermark.
-                ok += stack.flows().len() as u64;
+                kept = stack.flows().len() as u64;
             } else if !stack.flows().is_empty() {
                 // Flows kept for a fallback that did not come: the replicas replace them.
                 stack.clear_flows();
                 sink.held.clear();
             }
-            stack.set_active(true);
-            stack.set_grace_until(now + TAKEOVER_GRACE);
             set_identity(&mut stack, &w.role);
-            // The announcement goes first.
+            // The announcement goes first (not held: it carries no flow state).
             sink.announce(&mut stack);
             reannounce = Some((now, 0));
-            for f in flows {
-                if stack.install(now, f, &mut sink) {
-                    ok += 1;
-                } else {
-                    lost += 1;
-                }
-            }
-            sink.seal(stack.commit_tag(), now);
-            w.role.flows_resumed.fetch_add(ok, Ordering::Relaxed);
+            let (installed, lost) = resume(&mut stack, now, flows, &mut sink);
+            w.role.flows_resumed.fetch_add(kept + installed, Ordering::Relaxed);
             w.role.flows_abandoned.fetch_add(lost, Ordering::Relaxed);
             w.role.takeover_done_us.store(now.0, Ordering::Relaxed);
         } else if !stack.is_active() && w.role.active.load(Ordering::Relaxed) {
@@ -536,36 +576,19 @@ pub fn run_worker(mut w: Worker) -> i32 {
         } else if from_ring {
             stack.counters_mut().add(Event::HandoffIn, got as u64);
         }
-        let n = rx.len();
-        for i in 0..n {
-            rx.prefetch(i + 1);
-            if !rx.is_contiguous(i) {
-                stack.counters_mut().drop(Drop::MultiSegment);
-                continue;
-            }
-            stack.process(now, rx.data(i), &mut sink);
-            if hold {
-                sink.seal(stack.commit_tag(), now);
-            }
+        // Frames, timers, replication, release: the one order (`iteration`). A parked sync
+        // core is woken only when output waits for the standby. Deltas that hold nothing
+        // (send progress; everything in async mode while the lag is within bounds) wait for
+        // its next bounded park instead: a download then costs ~1 000 wake-ups a second, not
+        // one per loop pass.
+        let mut frames = BurstFrames { rx: &mut rx, multi_segment: 0 };
+        iteration.run(&mut stack, now, &mut frames, &mut sink);
+        if frames.multi_segment > 0 {
+            stack.counters_mut().drops[Drop::MultiSegment as usize] += frames.multi_segment;
         }
-        rx.clear();
         if let Some(claim) = stack.take_vip_claim() {
             // Another engine took our VIPs over: the control plane fences us.
             w.role.vip_claim_epoch.fetch_max(claim.epoch, Ordering::Relaxed);
-        }
-        stack.poll(now, &mut sink);
-        if let Some(c) = &control {
-            stack.set_standby_acked(c.standby_acked());
-            stack.replication_tick();
-            sink.seal(stack.commit_tag(), now);
-            sink.release(c.watermark(), now);
-            // Wake a parked sync core only when output waits for the standby. Deltas that
-            // hold nothing (send progress; everything in async mode while the lag is within
-            // bounds) wait for its next bounded park instead: a download then costs ~1 000
-            // wake-ups a second, not one per loop pass.
-            if !sink.held.is_empty() {
-                c.deltas_queued();
-            }
         }
         sink.flush();
         let drained = match fanout.as_mut() {

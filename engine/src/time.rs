@@ -52,7 +52,7 @@ impl Duration {
         Duration(s.saturating_mul(1_000_000))
     }
     #[inline]
-    pub fn micros(self) -> u64 {
+    pub const fn micros(self) -> u64 {
         self.0
     }
     #[inline]

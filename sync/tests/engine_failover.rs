@@ -1,7 +1,8 @@
 //! The whole replication path without DPDK: a real TCP client (the engine's own `Tcb`, active
 //! open) talks to engine A (`Stack` + `RingReplicator` + active sync node); A's output is held
-//! exactly as the dataplane holds it (tagged with the stack's commit tag after each call,
-//! released once the standby's acknowledgement reaches the tag). Standby B (a sync node over
+//! exactly as the dataplane holds it: each pass is the dataplane's own `Iteration` (tagged
+//! with the stack's commit tag after each call, released once the standby's acknowledgement
+//! reaches the tag). Standby B (a sync node over
 //! loopback) replays everything. Mid-transfer A dies; B's replicas are installed into a fresh
 //! `Stack` and the client's transfer must finish byte-exact, with no RST, for both services
 //! (echo upload+download, and HTTP downloads of `/gen/<n>`).
@@ -11,6 +12,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
+use flowtwin_engine::iteration::{resume, Acked, CommitControl, CommitSink, Iteration, RxFrames};
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{gen_byte_range, ObjectStore, StoreConfig};
 use flowtwin_engine::service::ByteStream;
@@ -19,6 +21,7 @@ use flowtwin_engine::tcp::{Tcb, TcpConfig};
 use flowtwin_engine::time::{Duration, Instant};
 use flowtwin_engine::wire::tcp::TcpPacket;
 use flowtwin_engine::seq::SeqNum;
+use flowtwin_engine::stack::FrameSink;
 use flowtwin_sync::{start, worker_channel, Mode, Role, SyncConfig, SyncStatus, Takeover, WorkerShared};
 
 mod common;
@@ -40,6 +43,21 @@ fn stack_cfg() -> Arc<StackConfig> {
 
 fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// The sync core's per-worker handle, read as the engine's workers read it (`src/run.rs`).
+struct Ctl<'a>(&'a WorkerShared);
+
+impl CommitControl for Ctl<'_> {
+    fn watermark(&self) -> u64 {
+        self.0.watermark()
+    }
+    fn standby_acked(&self) -> u64 {
+        self.0.standby_acked()
+    }
+    fn deltas_queued(&self) {
+        self.0.wake_sync()
+    }
 }
 
 /// The client's application: sends `upload` bytes (an HTTP request or echo data), records
@@ -172,33 +190,20 @@ fn failover_case(port: u16, upload: Vec<u8>, expect: Vec<u8>, kill_after: usize)
     while c.app.received.len() < expect.len() {
         assert!(StdInstant::now() < deadline, "stalled: received {} of {} (killed {killed})", c.app.received.len(), expect.len());
         let n = now();
-        // Client -> engine.
+        // One worker pass of the engine that owns the VIP: the client's frames, timers,
+        // replication, release.
         let frames: Vec<Vec<u8>> = c.out.frames.drain(..).collect();
-        for f in frames {
-            match (&mut b, killed) {
-                (Some(bs), true) => {
-                    bs.process(n, &f, &mut b_out);
-                    b_out.commit(bs.commit_tag());
-                }
-                (None, true) => {} // in flight while nobody owns the VIP: lost
-                _ => {
-                    a.process(n, &f, &mut a_out);
-                    a_out.commit(a.commit_tag());
-                }
+        let mut frames = frames.iter().map(Vec::as_slice);
+        let released = match (&mut b, killed) {
+            (Some(bs), true) => {
+                Iteration::new(Some(&Acked(u64::MAX))).run(bs, n, &mut frames, &mut b_out);
+                b_out.take_sent()
             }
-        }
-        // Engine timers and output.
-        let released = if !killed {
-            a.poll(n, &mut a_out);
-            a.replication_tick();
-            a_out.commit(a.commit_tag());
-            a_out.release(shared.watermark())
-        } else if let Some(bs) = &mut b {
-            bs.poll(n, &mut b_out);
-            b_out.commit(bs.commit_tag());
-            b_out.release(u64::MAX)
-        } else {
-            vec![]
+            (None, true) => vec![], // in flight while nobody owns the VIP: lost
+            _ => {
+                Iteration::new(Some(&Ctl(&shared))).run(&mut a, n, &mut frames, &mut a_out);
+                a_out.take_sent()
+            }
         };
         for f in released {
             c.on_frame(n, &tcpc, &f);
@@ -214,12 +219,10 @@ fn failover_case(port: u16, upload: Vec<u8>, expect: Vec<u8>, kill_after: usize)
             }
             let t = rx.recv_timeout(StdDuration::from_secs(5)).expect("B took over");
             assert_eq!(t.flows.iter().map(Vec::len).sum::<usize>(), 1, "one replicated flow");
-            let mut bs = Stack::new(cfg.clone(), now());
-            bs.set_grace_until(now() + Duration::from_secs(3));
-            for f in t.flows.into_iter().flatten() {
-                assert!(bs.install(now(), f, &mut b_out));
-            }
-            b_out.commit(bs.commit_tag());
+            let n = now();
+            let mut bs = Stack::new(cfg.clone(), n);
+            let (_, lost) = resume(&mut bs, n, t.flows.into_iter().flatten(), &mut b_out);
+            assert_eq!(lost, 0, "every replica installs");
             b = Some(bs);
             break_a(&mut a);
         }
@@ -367,34 +370,30 @@ fn lagging_progress_case(port: u16, upload: Vec<u8>, expect: Vec<u8>, kill_after
         if stale.is_none() && !c.app.received.is_empty() {
             stale = c.out.frames.last().cloned();
         }
-        for f in c.out.frames.drain(..).collect::<Vec<_>>() {
-            match &mut b {
-                Some(bs) => {
-                    bs.process(n, &f, &mut b_out);
-                    b_out.commit(bs.commit_tag());
-                }
-                None => {
-                    a.process(n, &f, &mut a_out);
-                    a_out.commit(a.commit_tag());
-                }
-            }
-        }
+        let frames: Vec<Vec<u8>> = c.out.frames.drain(..).collect();
+        let mut frames = frames.iter().map(Vec::as_slice);
         let released = match &mut b {
             None => {
+                // A's pass, with this standby between the seal and the release: it
+                // acknowledges exactly what the held output needs, nothing more, so the second
+                // half of the pass (`Iteration::finish`) is written out around it. (Its
+                // replicator never fills: the replication tick has nothing to do.)
+                let acked = Acked(applied);
+                let it = Iteration::new(Some(&acked));
+                frames.each(|f| it.receive(&mut a, n, f, &mut a_out));
                 a.poll(n, &mut a_out);
-                a_out.commit(a.commit_tag());
-                // Ack exactly what the held output needs, nothing more.
+                a_out.seal(a.commit_tag(), n);
                 let need = a_out.held.held_tags().max().unwrap_or(0);
                 if need > applied {
                     waited += a_out.held.held_tags().filter(|t| *t > applied).count() as u64;
                 }
                 apply_to(need.max(applied), &mut applied, &mut shadow);
-                a_out.release(applied)
+                a_out.release(applied, n);
+                a_out.take_sent()
             }
             Some(bs) => {
-                bs.poll(n, &mut b_out);
-                b_out.commit(bs.commit_tag());
-                b_out.release(u64::MAX)
+                Iteration::new(Some(&Acked(u64::MAX))).run(bs, n, &mut frames, &mut b_out);
+                b_out.take_sent()
             }
         };
         for f in released {
@@ -405,15 +404,11 @@ fn lagging_progress_case(port: u16, upload: Vec<u8>, expect: Vec<u8>, kill_after
             // A dies with whatever it holds; B installs the (lagging) replicas.
             a_out = Held::default();
             let mut bs = Stack::new(cfg.clone(), n);
-            bs.set_grace_until(n + Duration::from_secs(3));
             assert_eq!(shadow.len(), 1, "one replicated flow");
-            for (_, f) in shadow.drain() {
-                assert!(bs.install(n, f, &mut b_out));
-            }
-            b_out.commit(bs.commit_tag());
+            let (_, lost) = resume(&mut bs, n, shadow.drain().map(|(_, f)| f), &mut b_out);
+            assert_eq!(lost, 0, "every replica installs");
             if stale_first {
-                bs.process(n, stale.as_deref().expect("an early client ACK"), &mut b_out);
-                b_out.commit(bs.commit_tag());
+                Iteration::new(Some(&Acked(u64::MAX))).receive(&mut bs, n, stale.as_deref().expect("an early client ACK"), &mut b_out);
             }
             b = Some(bs);
             break_a(&mut a);

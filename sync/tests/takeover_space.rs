@@ -4,9 +4,10 @@
 //! - a TCP client (the engine's own `Tcb`, active open, Linux's default timers) runs a
 //!   scripted life: which requests it sends and when, whether and when it closes its side,
 //!   whether its application stops reading (its window closes);
-//! - engine A is the real `Stack` with the real `RingReplicator`; its output is held by the
-//!   dataplane's own `OutputHold` and tagged with `Stack::commit_tag` exactly where the
-//!   dataplane tags it (after each frame, after timers and the replication tick);
+//! - engine A is the real `Stack` with the real `RingReplicator`, driven by the dataplane's
+//!   own `Iteration`: each frame delivered to it is one `receive` (A may be killed right
+//!   after it), and the rest of its pass at that instant (timers, replication tick, release)
+//!   is one `finish`; its output is held by the dataplane's own `OutputHold`;
 //! - A's "sync core" drains the ring, coalesces with the real `Coalescer` and ships the batch
 //!   to standby B, which applies it with the real `Replicas::apply_batch` and acknowledges;
 //!   the acknowledgement releases A's held output;
@@ -30,11 +31,12 @@ use std::sync::Arc;
 
 use flowtwin_engine::commit::HOLD_ALL;
 use flowtwin_engine::counters::Event;
+use flowtwin_engine::iteration::{resume, Acked, Iteration, TAKEOVER_GRACE};
 use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
 use flowtwin_engine::service::ByteStream;
-use flowtwin_engine::stack::{vrrp_mac, FrameSink, Listener, ServiceSpec, Stack, StackConfig, Vip};
+use flowtwin_engine::stack::{vrrp_mac, Listener, ServiceSpec, Stack, StackConfig, Vip};
 use flowtwin_engine::tcp::{State, Tcb, TcpConfig};
 use flowtwin_engine::time::{Duration, Instant};
 use flowtwin_engine::wire::tcp::TcpPacket;
@@ -57,8 +59,8 @@ const LAT_US: u64 = 100;
 const SYNC_US: u64 = 30;
 /// Time from A's death to B's takeover (heartbeat 5 ms × 3 misses).
 const DETECT_US: u64 = 15_000;
-/// Takeover grace (dataplane `TAKEOVER_GRACE`).
-const GRACE_US: u64 = 3_000_000;
+/// Takeover grace (`iteration::TAKEOVER_GRACE`).
+const GRACE_US: u64 = TAKEOVER_GRACE.micros();
 /// The lossy variants disturb frames for at most this long after the kill (µs).
 const FAULT_US: u64 = 100_000;
 /// The simulation gives up on a run after this much simulated time.
@@ -442,15 +444,12 @@ impl Standby {
     /// Take over: a stack with every replica installed. Returns whether B had any flow.
     fn take_over(&mut self, cfg: &Arc<StackConfig>, now: u64) -> Result<bool, String> {
         let mut bs = Stack::new(cfg.clone(), Instant(now));
-        bs.set_grace_until(Instant(now + GRACE_US));
         let flows = self.replicas.take_for_takeover(cfg, &self.status, 1);
         let any = flows.iter().any(|v| !v.is_empty());
-        for f in flows.into_iter().flatten() {
-            if !bs.install(Instant(now), f, &mut self.out) {
-                return Err("install failed".into());
-            }
+        let (_, lost) = resume(&mut bs, Instant(now), flows.into_iter().flatten(), &mut self.out);
+        if lost > 0 {
+            return Err("install failed".into());
         }
-        self.out.seal(bs.commit_tag(), Instant(now));
         self.stack = Some(bs);
         Ok(any)
     }
@@ -653,11 +652,10 @@ fn run_full(
         for f in cout.frames.drain(..) {
             send(&mut net, now, events, killed_at, To::Engine, f, &mut order, &mut rng);
         }
+        // The rest of the engines' passes at `now` (their frames of `now` were received
+        // below, one event each).
         if let Some(act) = a.as_mut() {
-            act.stack.poll(Instant(now), &mut act.out);
-            act.stack.set_standby_acked(act.watermark);
-            act.stack.replication_tick();
-            act.out.seal(act.stack.commit_tag(), Instant(now));
+            Iteration::new(Some(&Acked(act.watermark))).finish(&mut act.stack, Instant(now), &mut act.out);
             if let Some(batch) = act.drain() {
                 if joined && handed_over.is_none() {
                     // After the join's first batch (this flow's image, first in the snapshot),
@@ -669,14 +667,13 @@ fn run_full(
                     to_b.push((t, batch));
                 }
             }
-            for f in act.out.release(act.watermark) {
+            for f in act.out.take_sent() {
                 send(&mut net, now, events, killed_at, To::Client, f, &mut order, &mut rng);
             }
         }
         if let Some(bs) = b.stack.as_mut() {
-            bs.poll(Instant(now), &mut b.out);
-            b.out.seal(bs.commit_tag(), Instant(now));
-            for f in b.out.release(b_watermark) {
+            Iteration::new(Some(&Acked(b_watermark))).finish(bs, Instant(now), &mut b.out);
+            for f in b.out.take_sent() {
                 send(&mut net, now, events, killed_at, To::Client, f, &mut order, &mut rng);
             }
         }
@@ -793,9 +790,9 @@ fn run_full(
             }
             if let (Some(_), Some(act)) = (failback, a.as_mut()) {
                 if !act.stack.is_active() && now >= k + DETECT_US {
-                    // As the engine's workers do at every takeover (dataplane.rs).
-                    act.stack.set_grace_until(Instant(now + GRACE_US));
-                    act.stack.set_active(true);
+                    // As the engine's workers do at every takeover (dataplane.rs): its kept
+                    // flows, no replicas.
+                    resume(&mut act.stack, Instant(now), [], &mut act.out);
                     act.watermark = u64::MAX;
                 }
             }
@@ -880,11 +877,9 @@ fn run_full(
                     }
                     let to_a = a.is_some() && !(handed_over.is_some() && b.stack.is_some());
                     if let (true, Some(act)) = (to_a, a.as_mut()) {
-                        act.stack.process(Instant(now), &f, &mut act.out);
-                        act.out.seal(act.stack.commit_tag(), Instant(now));
+                        Iteration::new(Some(&Acked(act.watermark))).receive(&mut act.stack, Instant(now), &f, &mut act.out);
                     } else if let Some(bs) = b.stack.as_mut() {
-                        bs.process(Instant(now), &f, &mut b.out);
-                        b.out.seal(bs.commit_tag(), Instant(now));
+                        Iteration::new(Some(&Acked(b_watermark))).receive(bs, Instant(now), &f, &mut b.out);
                         if trace {
                             for (_, _, fl) in bs.flows().iter() {
                                 let d = fl.tcb.next_deadline().map(|d| d.0 as i64 - now as i64);

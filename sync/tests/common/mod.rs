@@ -1,11 +1,13 @@
 //! Shared by the tests that drive a real `Stack` against a client made of the engine's own
 //! `Tcb` (`engine_failover.rs`, `takeover_space.rs`): the addresses, the client's frame
-//! builder, and the engine's output held for output commit exactly as the dataplane holds it.
+//! builder, and the engine's output held for output commit exactly as the dataplane holds it
+//! (the engine's `iteration` seals and releases it, as it does the dataplane's mbufs).
 #![allow(dead_code)]
 
 use std::net::Ipv4Addr;
 
 use flowtwin_engine::commit::{CommitTag, OutputHold};
+use flowtwin_engine::iteration::CommitSink;
 use flowtwin_engine::stack::{vrrp_mac, FrameSink};
 use flowtwin_engine::tcp::SegmentSink;
 use flowtwin_engine::time::Instant;
@@ -40,10 +42,12 @@ impl SegmentSink for ClientOut {
     }
 }
 
-/// The engine's output, held for output commit by the dataplane's own [`OutputHold`].
+/// The engine's output, held for output commit by the dataplane's own [`OutputHold`]; what
+/// a release lets out waits in `sent` for the network.
 #[derive(Default)]
 pub struct Held {
     pub held: OutputHold<Vec<u8>>,
+    pub sent: Vec<Vec<u8>>,
 }
 
 impl FrameSink for Held {
@@ -62,14 +66,21 @@ impl FrameSink for Held {
     }
 }
 
-impl Held {
-    pub fn commit(&mut self, tag: Option<CommitTag>) {
-        self.held.commit(tag, 0);
+impl CommitSink for Held {
+    /// The held frames the standby's acknowledgement `wm` releases go to `sent`, in order.
+    fn release(&mut self, wm: u64, _now: Instant) {
+        let sent = &mut self.sent;
+        self.held.release(wm, 0, |f, _| sent.push(f));
     }
-    /// The held frames the standby's acknowledgement `wm` releases, in order.
-    pub fn release(&mut self, wm: u64) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        self.held.release(wm, 0, |f, _| out.push(f));
-        out
+
+    fn waiting(&self) -> bool {
+        !self.held.is_empty()
+    }
+}
+
+impl Held {
+    /// The frames released since the last call, in order.
+    pub fn take_sent(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.sent)
     }
 }

@@ -1,0 +1,166 @@
+//! One worker iteration, sans-IO: the order in which a worker hands received frames, timers
+//! and replication to its [`Stack`] and lets held output leave. The DPDK loop
+//! (`dataplane::run_worker`) runs it on mbufs; the replication and takeover simulations
+//! (`sync/tests`) run it on byte buffers, so the order they prove is the order that runs.
+//!
+//! [`Iteration::run`] is the whole pass: [`Iteration::receive`] for every received frame,
+//! then [`Iteration::finish`]. A simulation that kills an engine *between* two received
+//! frames calls the two halves itself; nothing else may come between them.
+//!
+//! At a takeover, [`resume`] installs the replicas before the next pass.
+
+use crate::replica::ShadowFlow;
+use crate::stack::{FrameSink, Stack};
+use crate::time::{Duration, Instant};
+
+/// How long after a takeover segments of unknown flows are dropped instead of reset.
+pub const TAKEOVER_GRACE: Duration = Duration::from_secs(3);
+
+/// A [`FrameSink`] that holds output for the standby ([`crate::commit`]): what it was given
+/// leaves in [`release`](Self::release), once the watermark covers the frames' seals.
+pub trait CommitSink: FrameSink {
+    /// Send every held frame whose tag `watermark` covers (`OutputHold::release` order).
+    fn release(&mut self, watermark: u64, now: Instant);
+    /// Frames built and not yet released: output waits for the standby.
+    fn waiting(&self) -> bool;
+}
+
+/// What an iteration reads from the sync core (the dataplane's `ReplControl` is one).
+pub trait CommitControl {
+    /// Highest delta sequence the standby acknowledged that output waits for (u64::MAX:
+    /// nothing to wait for; `commit::HOLD_ALL`: hold everything).
+    fn watermark(&self) -> u64;
+    /// Highest delta sequence the standby acknowledged at all (paces join snapshots).
+    fn standby_acked(&self) -> u64;
+    /// Output waits for the standby after this pass: wake the sync core if it is parked.
+    fn deltas_queued(&self) {}
+}
+
+/// A standby that acknowledged everything up to `.0` (for output and for pacing alike): the
+/// control of a simulation, whose sync link is a scripted queue, or of an engine serving
+/// alone (`u64::MAX`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Acked(pub u64);
+
+impl CommitControl for Acked {
+    fn watermark(&self) -> u64 {
+        self.0
+    }
+    fn standby_acked(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Received frames, handed to the iteration one at a time. A source may recycle a frame's
+/// buffer once its call returns (the DPDK burst frees its mbufs before the timers allocate
+/// theirs). Any iterator of byte slices is one.
+pub trait RxFrames {
+    fn each(&mut self, f: impl FnMut(&[u8]));
+}
+
+impl<'a, I: Iterator<Item = &'a [u8]>> RxFrames for I {
+    #[inline]
+    fn each(&mut self, f: impl FnMut(&[u8])) {
+        self.for_each(f);
+    }
+}
+
+/// One pass of a worker, in the one order every caller uses.
+///
+/// 1. **Each received frame: [`Stack::process`], then seal.** Whatever the frame made the
+///    stack build (a SYN-ACK, an ACK of the client's bytes, data) depends on the change that
+///    frame caused, so it is tagged with [`Stack::commit_tag`] right away: the tag of one
+///    flow's call names that flow's lane, and its frames need not wait behind another flow's
+///    (`commit` module). Sealing only after the burst would give every frame of it the
+///    newest tag of all, in `Lane::Any`: a download's segments would wait for a new flow's
+///    creation. (Without a standby nothing is held, and nothing is sealed.)
+/// 2. **Timers: [`Stack::poll`].** After the frames, so that an ACK that arrived in this
+///    burst cancels a retransmission before it is sent. `poll` seals after each flow's
+///    frames itself, for the same reason as 1.
+/// 3. **Replication tick, then seal.** [`Stack::set_standby_acked`] first (the tick's join
+///    snapshot is paced by it), then [`Stack::replication_tick`]: the replicator retries what
+///    a full ring refused and re-images flows that lost a delta, and the join snapshot goes
+///    on. A flow awaiting its re-image makes `commit_tag` hold everything (`None`), so the
+///    frames of 1 and 2 may still be untagged here; the seal after the tick gives them the
+///    tag that covers the re-image, and tags what the tick itself touched.
+/// 4. **Release up to the watermark.** Last, because only sealed frames can leave and
+///    everything built in this pass is sealed by now; reading the watermark this late lets
+///    out whatever the standby acknowledged while the pass ran. A frame whose tag the
+///    standby already covers (send progress, a retransmission) leaves in this very pass.
+/// 5. **Wake the sync core** if output still waits, so the acknowledgement that releases it
+///    is not delayed by its park. Deltas that hold nothing wait for its next bounded park.
+///
+/// Steps 3–5 run only with a control (an engine with a standby, or a simulation of one).
+/// Sending what [`CommitSink::release`] gives out (a TX burst) is the caller's.
+#[derive(Debug)]
+pub struct Iteration<'c, C: CommitControl + ?Sized> {
+    control: Option<&'c C>,
+}
+
+impl<C: CommitControl + ?Sized> Clone for Iteration<'_, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C: CommitControl + ?Sized> Copy for Iteration<'_, C> {}
+
+impl<'c, C: CommitControl + ?Sized> Iteration<'c, C> {
+    /// `control`: the sync core's (or a simulation's) acknowledgements; `None`: an engine
+    /// without a standby, whose sink sends at once.
+    pub fn new(control: Option<&'c C>) -> Self {
+        Iteration { control }
+    }
+
+    /// The whole pass: every frame of `frames` ([`receive`](Self::receive)), then
+    /// [`finish`](Self::finish).
+    #[inline]
+    pub fn run<S: CommitSink + ?Sized>(self, stack: &mut Stack, now: Instant, frames: &mut impl RxFrames, sink: &mut S) {
+        frames.each(|f| self.receive(stack, now, f, sink));
+        self.finish(stack, now, sink);
+    }
+
+    /// Step 1 for one received frame.
+    #[inline]
+    pub fn receive<S: CommitSink + ?Sized>(self, stack: &mut Stack, now: Instant, frame: &[u8], sink: &mut S) {
+        stack.process(now, frame, sink);
+        if self.control.is_some() {
+            sink.seal(stack.commit_tag(), now);
+        }
+    }
+
+    /// Steps 2–5, after the pass's frames.
+    pub fn finish<S: CommitSink + ?Sized>(self, stack: &mut Stack, now: Instant, sink: &mut S) {
+        stack.poll(now, sink);
+        if let Some(c) = self.control {
+            stack.set_standby_acked(c.standby_acked());
+            stack.replication_tick();
+            sink.seal(stack.commit_tag(), now);
+            sink.release(c.watermark(), now);
+            if sink.waiting() {
+                c.deltas_queued();
+            }
+        }
+    }
+}
+
+/// A takeover: make `stack` active, drop segments of flows it does not know for
+/// [`TAKEOVER_GRACE`] (their replicas may still be on their way; a reset would kill them),
+/// install every replica (each probes its client and resends from SND.UNA,
+/// [`Stack::install`]) and seal what they built, so the probes leave with the next release.
+/// Announcing the VIPs is the caller's, before this (announcements are not held). Returns
+/// (flows installed, flows abandoned because the table was full).
+pub fn resume<S: FrameSink + ?Sized>(stack: &mut Stack, now: Instant, flows: impl IntoIterator<Item = ShadowFlow>, sink: &mut S) -> (u64, u64) {
+    stack.set_active(true);
+    stack.set_grace_until(now + TAKEOVER_GRACE);
+    let (mut ok, mut lost) = (0u64, 0u64);
+    for f in flows {
+        if stack.install(now, f, sink) {
+            ok += 1;
+        } else {
+            lost += 1;
+        }
+    }
+    sink.seal(stack.commit_tag(), now);
+    (ok, lost)
+}

@@ -1,0 +1,80 @@
+//! Closing: passive, active and simultaneous close, a FIN out of order.
+
+use super::*;
+
+#[test]
+fn passive_close_via_echo() {
+    let cfg = TcpConfig::default();
+    let mut svc = TestSvc::echo(1 << 20);
+    let (mut tcb, mut out, seq) = established(&cfg, TcpOptions::default(), &mut svc);
+    let (h, p) = data_seg(seq, SISN + 1, 100);
+    let mut h = h;
+    h.flags = F::ACK | F::FIN | F::PSH;
+    tcb.on_segment(t(10), &cfg, &h, &p, &mut svc, &mut out);
+    // Echo closes on peer FIN: data + FIN go out together; CLOSE-WAIT -> LAST-ACK.
+    assert_eq!(tcb.state(), State::LastAck);
+    let s = out.take();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].0.flags, F::ACK | F::FIN | F::PSH);
+    assert_eq!(s[0].0.ack, seq + 101);
+    assert_eq!(s[0].1, p);
+    let a = hdr(F::ACK, seq + 101, SISN + 102, W);
+    tcb.on_segment(t(20), &cfg, &a, &[], &mut svc, &mut out);
+    assert!(tcb.is_closed());
+    assert_eq!(svc.acked, 100);
+}
+
+#[test]
+fn active_close_fin_wait_time_wait() {
+    let cfg = TcpConfig::default();
+    let mut svc = TestSvc::generator(10, 1 << 20);
+    let (mut tcb, mut out, seq) = established(&cfg, TcpOptions::default(), &mut svc);
+    assert_eq!(tcb.state(), State::FinWait1);
+    let s = out.take();
+    assert_eq!(s[0].0.flags, F::ACK | F::FIN | F::PSH);
+    tcb.on_segment(t(10), &cfg, &hdr(F::ACK, seq, SISN + 12, W), &[], &mut svc, &mut out);
+    assert_eq!(tcb.state(), State::FinWait2);
+    tcb.on_segment(t(20), &cfg, &hdr(F::ACK | F::FIN, seq, SISN + 12, 1000), &[], &mut svc, &mut out);
+    assert_eq!(tcb.state(), State::TimeWait);
+    assert_eq!(out.take()[0].0.ack, seq + 1);
+    assert_eq!(tcb.next_deadline(), Some(t(20) + cfg.time_wait));
+    // Retransmitted FIN: re-ACK and restart the timer.
+    tcb.on_segment(t(500), &cfg, &hdr(F::ACK | F::FIN, seq, SISN + 12, 1000), &[], &mut svc, &mut out);
+    assert_eq!(out.take()[0].0.ack, seq + 1);
+    assert_eq!(tcb.next_deadline(), Some(t(500) + cfg.time_wait));
+    // A new SYN above RCV.NXT may reuse the tuple.
+    let s2 = hdr(F::SYN, seq + 100_000, SeqNum(0), 1000);
+    assert_eq!(tcb.on_segment(t(600), &cfg, &s2, &[], &mut svc, &mut out), SegmentVerdict::SynInTimeWait);
+    tcb.on_timer(t(500) + cfg.time_wait, &cfg, &mut svc, &mut out);
+    assert!(tcb.is_closed());
+}
+
+#[test]
+fn simultaneous_close() {
+    let cfg = TcpConfig::default();
+    let mut svc = TestSvc::generator(0, 1 << 20);
+    let (mut tcb, mut out, seq) = established(&cfg, TcpOptions::default(), &mut svc);
+    assert_eq!(tcb.state(), State::FinWait1);
+    assert_eq!(out.take()[0].0.flags, F::ACK | F::FIN);
+    // Peer's FIN crosses ours (does not ack it).
+    tcb.on_segment(t(10), &cfg, &hdr(F::ACK | F::FIN, seq, SISN + 1, 1000), &[], &mut svc, &mut out);
+    assert_eq!(tcb.state(), State::Closing);
+    tcb.on_segment(t(11), &cfg, &hdr(F::ACK, seq + 1, SISN + 2, W), &[], &mut svc, &mut out);
+    assert_eq!(tcb.state(), State::TimeWait);
+}
+
+#[test]
+fn fin_out_of_order_is_remembered() {
+    let cfg = TcpConfig::default();
+    let mut svc = TestSvc::open_generator(0, 1 << 20);
+    let (mut tcb, mut out, seq) = established(&cfg, TcpOptions::default(), &mut svc);
+    let (mut h, p) = data_seg(seq + 100, SISN + 1, 100);
+    h.flags = F::ACK | F::FIN;
+    tcb.on_segment(t(10), &cfg, &h, &p, &mut svc, &mut out);
+    assert_eq!(tcb.state(), State::Established);
+    let (h, p) = data_seg(seq, SISN + 1, 100);
+    tcb.on_segment(t(11), &cfg, &h, &p, &mut svc, &mut out);
+    assert_eq!(tcb.state(), State::CloseWait);
+    assert!(svc.peer_fin);
+    assert_eq!(out.take().pop().unwrap().0.ack, seq + 201);
+}
