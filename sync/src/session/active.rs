@@ -185,13 +185,7 @@ impl Session {
                 }));
                 p.last_hb_tx = now;
             }
-            let silent = now.saturating_duration_since(p.last_rx);
-            let missed = (silent.as_nanos() / heartbeat.as_nanos().max(1)) as u64;
-            if missed > p.missed {
-                self.status.heartbeats_missed_total.fetch_add(missed - p.missed, Relaxed);
-            }
-            p.missed = missed;
-            self.status.heartbeats_missed.store(missed, Relaxed);
+            let silent = silence(&self.status, heartbeat, now, p.last_rx, &mut p.missed);
             let (lag_records, lag_us) = p.lag(now);
             self.status.lag_records.store(lag_records, Relaxed);
             self.status.lag_us.store(lag_us, Relaxed);

@@ -300,6 +300,19 @@ pub struct Session {
     acct: Instant,
 }
 
+/// How long the peer has been silent (since `last_rx`), with the heartbeats that silence
+/// missed counted (`missed`: what this session counted so far) — the same for both roles.
+fn silence(st: &SyncStatus, heartbeat: Duration, now: Instant, last_rx: Instant, missed: &mut u64) -> Duration {
+    let silent = now.saturating_duration_since(last_rx);
+    let m = (silent.as_nanos() / heartbeat.as_nanos().max(1)) as u64;
+    if m > *missed {
+        st.heartbeats_missed_total.fetch_add(m - *missed, Relaxed);
+    }
+    *missed = m;
+    st.heartbeats_missed.store(m, Relaxed);
+    silent
+}
+
 fn newer(epoch_a: u64, node_a: u32, epoch_b: u64, node_b: u32) -> bool {
     epoch_a > epoch_b || (epoch_a == epoch_b && node_a < node_b)
 }

@@ -146,13 +146,7 @@ impl Session {
             }));
             *last_hb_tx = now;
         }
-        let silent = now.saturating_duration_since(*last_rx);
-        let m = (silent.as_nanos() / heartbeat.as_nanos().max(1)) as u64;
-        if m > *missed {
-            self.status.heartbeats_missed_total.fetch_add(m - *missed, Relaxed);
-        }
-        *missed = m;
-        self.status.heartbeats_missed.store(m, Relaxed);
+        let silent = silence(&self.status, heartbeat, now, *last_rx, missed);
         if silent > dead_limit {
             self.take_over(now, true, TakeoverReason::HeartbeatTimeout, silent);
         }
