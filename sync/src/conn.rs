@@ -8,25 +8,14 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::proto::{self, Hello, Heartbeat, Msg};
+use crate::proto::{self, Hello, Msg};
+use crate::session::Incoming;
 use crate::ring::Record;
 
 /// Time allowed for the Hello exchange.
 pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause between reads while waiting for a Hello.
 const HELLO_POLL: Duration = Duration::from_micros(50);
-
-/// A message with its batch records moved out of the receive buffer.
-pub(crate) enum In {
-    Hello(Hello),
-    Batch { worker: u16, first: u64, last: u64 },
-    Ack { worker: u16, seq: u64 },
-    Heartbeat(Heartbeat),
-    Snapshot { token: u64 },
-    Handover { epoch: u64 },
-    Takeover { epoch: u64 },
-    Refused(String),
-}
 
 /// Receive buffer of a sync connection: always a whole frame (zeroed lazily by the OS: only
 /// what reads reach is ever touched).
@@ -114,13 +103,14 @@ impl Conn {
         }
     }
 
-    /// The next complete message; batch records go to `recs`.
-    pub(crate) fn next(&mut self, recs: &mut Vec<Record>) -> Result<Option<In>, proto::ProtoError> {
+    /// The next complete message; a batch's records are moved (aligned) into `recs`, which
+    /// the message then borrows.
+    pub(crate) fn next<'r>(&mut self, recs: &'r mut Vec<Record>) -> Result<Option<Incoming<'r>>, proto::ProtoError> {
         let Some((m, used)) = proto::decode(&self.rbuf[self.start..self.end])? else {
             return Ok(None);
         };
         let msg = match m {
-            Msg::Hello(h) => In::Hello(h),
+            Msg::Hello(h) => Incoming::Hello(h),
             Msg::Batch {
                 worker,
                 first_seq,
@@ -128,18 +118,19 @@ impl Conn {
                 records,
             } => {
                 proto::batch_records(records, recs);
-                In::Batch {
+                Incoming::Batch {
                     worker,
                     first: first_seq,
                     last: last_seq,
+                    records: recs,
                 }
             }
-            Msg::Ack { worker, seq } => In::Ack { worker, seq },
-            Msg::Heartbeat(h) => In::Heartbeat(h),
-            Msg::Snapshot { token } => In::Snapshot { token },
-            Msg::Handover { epoch } => In::Handover { epoch },
-            Msg::Takeover { epoch } => In::Takeover { epoch },
-            Msg::Refused { reason } => In::Refused(reason),
+            Msg::Ack { worker, seq } => Incoming::Ack { worker, seq },
+            Msg::Heartbeat(h) => Incoming::Heartbeat(h),
+            Msg::Snapshot { token } => Incoming::Snapshot { token },
+            Msg::Handover { epoch } => Incoming::Handover { epoch },
+            Msg::Takeover { epoch } => Incoming::Takeover { epoch },
+            Msg::Refused { reason } => Incoming::Refused(reason),
         };
         self.start += used;
         if self.start == self.end {
@@ -203,8 +194,8 @@ impl Conn {
         let deadline = Instant::now() + limit;
         loop {
             match self.next(recs) {
-                Ok(Some(In::Hello(h))) => return Ok(h),
-                Ok(Some(In::Refused(r))) => {
+                Ok(Some(Incoming::Hello(h))) => return Ok(h),
+                Ok(Some(Incoming::Refused(r))) => {
                     return Err(io::Error::new(
                         io::ErrorKind::ConnectionRefused,
                         format!("peer refused: {r}"),
@@ -279,17 +270,17 @@ mod tests {
             conn.fill().unwrap();
             while let Some(m) = conn.next(&mut recs).unwrap() {
                 match m {
-                    In::Batch { first, last, .. } => {
+                    Incoming::Batch { first, last, records, .. } => {
                         let i = batches;
                         assert_eq!((first, last), (i as u64, (i + sizes[i]) as u64));
-                        assert_eq!(recs.len(), sizes[i]);
-                        for (j, r) in recs.iter().enumerate() {
+                        assert_eq!(records.len(), sizes[i]);
+                        for (j, r) in records.iter().enumerate() {
                             let want = u64::from_le_bytes([(j + i) as u8; 8]);
                             assert!(r.iter().all(|&w| w == want), "batch {i} record {j}");
                         }
                         batches += 1;
                     }
-                    In::Ack { seq, .. } => {
+                    Incoming::Ack { seq, .. } => {
                         assert_eq!((seq, acks + 1), (acks as u64, batches), "ack follows its batch");
                         acks += 1;
                     }

@@ -24,7 +24,7 @@ use flowtwin_engine::commit::HOLD_ALL;
 use flowtwin_engine::stack::StackConfig;
 
 use crate::coalesce::Coalescer;
-use crate::conn::{Conn, In, HELLO_TIMEOUT};
+use crate::conn::{Conn, HELLO_TIMEOUT};
 use crate::delta::{self, MAX_DELTA_RECORDS};
 use crate::proto::{self, Hello, Msg, Role, MAX_BATCH_RECORDS};
 use crate::replicator::{WorkerLink, RELEASE_ALL};
@@ -402,19 +402,9 @@ impl Driver {
                 }
             };
             frames += 1;
-            let m = match m {
-                In::Hello(h) => Incoming::Hello(h),
-                In::Batch { worker, first, last } => {
-                    batches += 1;
-                    Incoming::Batch { worker, first, last, records: &self.recs }
-                }
-                In::Ack { worker, seq } => Incoming::Ack { worker, seq },
-                In::Heartbeat(h) => Incoming::Heartbeat(h),
-                In::Snapshot { token } => Incoming::Snapshot { token },
-                In::Handover { epoch } => Incoming::Handover { epoch },
-                In::Takeover { epoch } => Incoming::Takeover { epoch },
-                In::Refused(r) => Incoming::Refused(r),
-            };
+            if matches!(m, Incoming::Batch { .. }) {
+                batches += 1;
+            }
             self.session.on_message(Instant::now(), m);
         }
         let ended = c.eof && c.start >= c.end;
