@@ -128,6 +128,27 @@ impl Rig {
         assert_eq!(r.st.peer_state(), PeerState::Joining);
         r
     }
+    /// An active that handed over to its in-sync standby (`on_drained` done).
+    fn handed_over(node_id: u32) -> Rig {
+        let mut r = Rig::active_with_standby(node_id);
+        r.in_sync();
+        r.st.request_handover();
+        r.tick();
+        r.out();
+        let now = r.now;
+        r.s.on_drained(now);
+        r.out();
+        r
+    }
+    /// An in-sync standby just dropped by its (live) active.
+    fn dropped() -> Rig {
+        let mut r = Rig::following(1);
+        r.join(1);
+        r.out();
+        r.msg(Incoming::Refused("dropped".into()));
+        r.actions();
+        r
+    }
     /// The standby applies a join snapshot of empty workers (their barriers only).
     fn join(&mut self, token: u64) {
         self.msg(Incoming::Snapshot { token });
@@ -561,11 +582,7 @@ fn a_standby_dropped_by_a_live_active_rejoins() {
 
 #[test]
 fn a_standby_dropped_by_an_active_that_then_dies_takes_over_within_fence_hold() {
-    let mut r = Rig::following(1);
-    r.join(1);
-    r.out();
-    r.msg(Incoming::Refused("dropped".into()));
-    r.actions();
+    let mut r = Rig::dropped();
     r.advance(Duration::from_millis(1));
     r.tick();
     r.actions();
@@ -573,11 +590,7 @@ fn a_standby_dropped_by_an_active_that_then_dies_takes_over_within_fence_hold() 
     r.s.on_connect_failed(r.now, DialError::Refused);
     assert_eq!(takeover(&r.actions()).0, TakeoverReason::DroppedThenGone);
     // After fence_hold the active may have released what we lack: only a rejoin then.
-    let mut r = Rig::following(1);
-    r.join(1);
-    r.out();
-    r.msg(Incoming::Refused("dropped".into()));
-    r.actions();
+    let mut r = Rig::dropped();
     r.advance(Duration::from_millis(31));
     r.s.on_connect_failed(r.now, DialError::Refused);
     assert!(r.actions().is_empty());
@@ -621,14 +634,7 @@ fn handover_drains_then_hands_over_and_keeps_the_flows_until_the_rejoin_is_in_sy
 
 #[test]
 fn handover_falls_back_when_the_new_active_dies_before_the_rejoin() {
-    let mut r = Rig::active_with_standby(8);
-    r.in_sync();
-    r.st.request_handover();
-    r.tick();
-    r.out();
-    let now = r.now;
-    r.s.on_drained(now);
-    r.out();
+    let mut r = Rig::handed_over(8);
     // The new active refuses within its listen grace: not yet a proof that it is gone.
     r.tick();
     r.actions();
@@ -645,14 +651,7 @@ fn handover_falls_back_when_the_new_active_dies_before_the_rejoin() {
 
 #[test]
 fn handover_fallback_also_when_the_new_active_dies_during_the_rejoin() {
-    let mut r = Rig::active_with_standby(8);
-    r.in_sync();
-    r.st.request_handover();
-    r.tick();
-    r.out();
-    let now = r.now;
-    r.s.on_drained(now);
-    r.out();
+    let mut r = Rig::handed_over(8);
     r.tick();
     r.actions();
     let now = r.now;
