@@ -3,11 +3,13 @@
 #![forbid(unsafe_code)]
 
 pub mod coalesce;
+mod conn;
 pub mod delta;
 pub mod node;
 pub mod proto;
 pub mod replicator;
 pub mod ring;
+pub mod session;
 pub mod shadow;
 pub mod status;
 pub mod wait;

@@ -674,8 +674,10 @@ fn watermark_without_standby_and_async() {
     let _g = serial();
     let stack = stack_cfg();
     for mode in [Mode::Strict, Mode::Async] {
-        let (mut acfg, scfg) = pair_cfgs(Duration::from_millis(10));
+        let (mut acfg, mut scfg) = pair_cfgs(Duration::from_millis(10));
+        // (Both ends in the mode: a pair in different modes is refused.)
         acfg.mode = mode;
+        scfg.mode = mode;
         let (mut ws, links) = workers(1, &stack, 42);
         let shared = ws[0].repl.shared().clone();
         let active = node(acfg, &stack, links);
@@ -738,14 +740,14 @@ struct SilentStandby {
 }
 
 impl SilentStandby {
-    fn connect(active: SocketAddr) -> SilentStandby {
+    fn connect(active: SocketAddr, hello: &[u8]) -> SilentStandby {
         use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
         let ack_now = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
         let (a, st) = (ack_now.clone(), stop.clone());
         let mut s = TcpStream::connect(active).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
-        s.write_all(&peer_hello(9, 0, Role::Standby)).unwrap();
+        s.write_all(hello).unwrap();
         let thread = std::thread::spawn(move || {
             let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 1 << 16]);
             let (mut token, mut last_seq) = (0u64, 0u64);
@@ -811,7 +813,8 @@ fn async_lag_is_bounded_by_holding_output() {
     let shared = ws[0].repl.shared().clone();
     let active = node(acfg, &stack, links);
     wait_until("active", Duration::from_secs(3), || {}, || active.status.role() == Role::Active);
-    let peer = SilentStandby::connect(listen);
+    // An async standby beating every 10 ms, as the active (a mismatch is refused).
+    let peer = SilentStandby::connect(listen, &peer_hello_with(9, 0, Role::Standby, 1, 10_000));
     wait_until("in_sync", Duration::from_secs(5), || pump(&mut ws), || active.status.in_sync());
     // Caught up (the join snapshot acknowledged), then the standby falls silent: the oldest
     // unacknowledged batch is sent after t0.
@@ -1321,8 +1324,13 @@ fn idle_pair_cpu() {
 
 /// A Hello as another engine would send it.
 fn peer_hello(node_id: u32, epoch: u64, role: Role) -> Vec<u8> {
+    peer_hello_with(node_id, epoch, role, 0, 5000)
+}
+
+/// A Hello with the given mode (0 strict, 1 async) and heartbeat interval.
+fn peer_hello_with(node_id: u32, epoch: u64, role: Role, mode: u8, heartbeat_us: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    let h = Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 1, heartbeat_us: 5000 };
+    let h = Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode, workers: 1, heartbeat_us };
     proto::encode(&Msg::Hello(h), &mut out);
     out
 }

@@ -1,0 +1,705 @@
+//! The replication session without sockets or sleeps: every role transition and message of
+//! `flowtwin_sync::session::Session`, driven by a fake clock (an `Instant` advanced by hand)
+//! and checked through what it transmits, the actions it asks for, its release plan, its next
+//! deadline and the status it reports. The socket driver is tested by `replication.rs`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowtwin_engine::stack::{vrrp_mac, StackConfig, Vip};
+use flowtwin_engine::tcp::TcpConfig;
+use flowtwin_sync::delta::{self, DeltaBody};
+use flowtwin_sync::proto::{Heartbeat, Hello, Msg, MAGIC, PROTO_VERSION};
+use flowtwin_sync::ring::Record;
+use flowtwin_sync::session::{
+    Action, DialError, Incoming, Mode, Release, Session, SessionConfig, TakeoverReason, FENCED_WAIT, HANDOVER_LISTEN_GRACE,
+    SPLIT_BRAIN_PROBE,
+};
+use flowtwin_sync::{PeerState, Role, SyncStatus};
+
+const HB: Duration = Duration::from_millis(5);
+const DEAD: u32 = 3;
+
+fn stack() -> Arc<StackConfig> {
+    Arc::new(StackConfig {
+        vips: vec![Vip { addr: [10, 9, 0, 1].into(), mac: vrrp_mac(1) }],
+        listeners: vec![],
+        tcp: TcpConfig::default(),
+        flow_capacity: 64,
+        isn_key: *b"flowtwin-sess-t!",
+        timer_tick: flowtwin_engine::time::Duration::from_micros(100),
+    })
+}
+
+fn cfg(node_id: u32, role: Role) -> SessionConfig {
+    SessionConfig {
+        node_id,
+        role,
+        mode: Mode::Strict,
+        heartbeat: HB,
+        dead_after: DEAD,
+        async_max_lag: Duration::from_millis(20),
+        fence_hold: Duration::from_millis(30),
+        handover_hold: Duration::from_millis(500),
+        workers: 2,
+    }
+}
+
+/// A session and its fake clock.
+struct Rig {
+    s: Session,
+    st: Arc<SyncStatus>,
+    t0: Instant,
+    now: Instant,
+}
+
+impl Rig {
+    fn new(c: SessionConfig) -> Rig {
+        let st = Arc::new(SyncStatus::new());
+        let t0 = Instant::now();
+        Rig { s: Session::new(c, stack(), st.clone(), t0), st, t0, now: t0 }
+    }
+    fn at(&mut self, ms: u64) -> Instant {
+        self.now = self.t0 + Duration::from_millis(ms);
+        self.now
+    }
+    fn advance(&mut self, d: Duration) -> Instant {
+        self.now += d;
+        self.now
+    }
+    fn tick(&mut self) {
+        let now = self.now;
+        self.s.tick(now);
+    }
+    /// Everything queued: (messages, actions).
+    fn out(&mut self) -> (Vec<Msg<'static>>, Vec<Action>) {
+        let mut m = Vec::new();
+        while let Some(x) = self.s.poll_transmit() {
+            m.push(x);
+        }
+        let mut a = Vec::new();
+        while let Some(x) = self.s.poll_action() {
+            a.push(x);
+        }
+        (m, a)
+    }
+    fn actions(&mut self) -> Vec<Action> {
+        self.out().1
+    }
+    fn msg(&mut self, m: Incoming<'_>) {
+        let now = self.now;
+        self.s.on_rx(now);
+        self.s.on_message(now, m);
+    }
+    /// Becomes the active (prefers active, the probe finds nothing listening).
+    fn active(node_id: u32) -> Rig {
+        let mut r = Rig::new(cfg(node_id, Role::Active));
+        r.tick();
+        assert!(matches!(r.actions()[..], [Action::Connect { role: Role::Standby, probe: false }]));
+        r.s.on_connect_failed(r.now, DialError::Invalid);
+        assert!(matches!(r.actions()[..], [Action::Listen]));
+        assert_eq!(r.st.role(), Role::Active);
+        r
+    }
+    /// An active with an admitted standby (token 1).
+    fn active_with_standby(node_id: u32) -> Rig {
+        let mut r = Rig::active(node_id);
+        let h = hello(9, 0, Role::Standby);
+        let now = r.now;
+        r.s.on_accept(now, "10.0.0.9:1", &h);
+        r.out();
+        r
+    }
+    /// The active's standby reports in sync.
+    fn in_sync(&mut self) {
+        self.msg(Incoming::Heartbeat(Heartbeat { in_sync: true, token: 1, ..Heartbeat::default() }));
+        let now = self.now;
+        self.s.release(now);
+        assert!(self.st.in_sync());
+    }
+    /// A standby following an active of epoch `epoch`.
+    fn following(epoch: u64) -> Rig {
+        let mut r = Rig::new(cfg(9, Role::Standby));
+        r.tick();
+        assert!(matches!(r.actions()[..], [Action::Connect { role: Role::Standby, probe: false }]));
+        let now = r.now;
+        r.s.on_connected(now, &hello(8, epoch, Role::Active));
+        assert!(r.out().1.is_empty());
+        assert_eq!(r.st.peer_state(), PeerState::Joining);
+        r
+    }
+    /// An active that handed over to its in-sync standby (`on_drained` done).
+    fn handed_over(node_id: u32) -> Rig {
+        let mut r = Rig::active_with_standby(node_id);
+        r.in_sync();
+        r.st.request_handover();
+        r.tick();
+        r.out();
+        let now = r.now;
+        r.s.on_drained(now);
+        r.out();
+        r
+    }
+    /// An in-sync standby just dropped by its (live) active.
+    fn dropped() -> Rig {
+        let mut r = Rig::following(1);
+        r.join(1);
+        r.out();
+        r.msg(Incoming::Refused("dropped".into()));
+        r.actions();
+        r
+    }
+    /// The standby applies a join snapshot of empty workers (their barriers only).
+    fn join(&mut self, token: u64) {
+        self.msg(Incoming::Snapshot { token });
+        for w in 0..2u16 {
+            let recs = barrier(w, token);
+            self.msg(Incoming::Batch { worker: w, first: 1, last: 1, records: &recs });
+        }
+        self.tick();
+    }
+}
+
+fn hello(node_id: u32, epoch: u64, role: Role) -> Hello {
+    Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 2, heartbeat_us: 5000 }
+}
+
+fn barrier(worker: u16, token: u64) -> Vec<Record> {
+    let d = delta::Delta {
+        header: delta::DeltaHeader { worker, slot: 0, generation: 0, seq: 1 },
+        body: DeltaBody::Barrier { token },
+    };
+    let mut recs = Vec::new();
+    delta::encode(&d, &mut recs).unwrap();
+    recs
+}
+
+fn refused(m: &[Msg<'static>]) -> String {
+    m.iter()
+        .find_map(|m| match m {
+            Msg::Refused { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Refused in {m:?}"))
+}
+
+fn takeover(a: &[Action]) -> (TakeoverReason, bool, u64, bool) {
+    a.iter()
+        .find_map(|a| match a {
+            Action::TakeOver { takeover, hold_all, .. } => Some((takeover.reason, takeover.retained, takeover.epoch, *hold_all)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no TakeOver in {a:?}"))
+}
+
+// ---- start: probe and connect ---------------------------------------------------------------
+
+#[test]
+fn prefers_active_probes_then_becomes_active_when_nothing_answers() {
+    let mut r = Rig::new(cfg(8, Role::Active));
+    assert_eq!(r.st.role(), Role::Standby, "not active before the probe");
+    r.tick();
+    assert!(matches!(r.actions()[..], [Action::Connect { role: Role::Standby, probe: false }]));
+    r.s.on_connect_failed(r.now, DialError::Refused);
+    assert_eq!(r.s.next_deadline(), Some(r.now + Duration::from_millis(20)), "retries every 20 ms");
+    // The window: 300 ms + 50 ms × (node id % 8) = 700 ms for node 8 → 300 ms; node 8 % 8 = 0.
+    let mut t = 0;
+    while r.st.role() != Role::Active {
+        t += 20;
+        r.at(t);
+        r.tick();
+        for a in r.actions() {
+            match a {
+                Action::Connect { .. } => r.s.on_connect_failed(r.now, DialError::Refused),
+                Action::Listen => {}
+                a => panic!("{a:?}"),
+            }
+        }
+        assert!(t <= 320, "still probing at {t} ms");
+    }
+    assert!(t >= 300, "active after {t} ms, before the window closed");
+    assert_eq!(r.s.epoch(), 1);
+}
+
+#[test]
+fn prefers_active_follows_an_active_peer() {
+    let mut r = Rig::new(cfg(8, Role::Active));
+    r.tick();
+    r.actions();
+    let now = r.now;
+    r.s.on_connected(now, &hello(2, 4, Role::Active));
+    assert!(r.out().1.is_empty(), "keeps the connection");
+    assert_eq!((r.st.role(), r.st.peer_state(), r.s.epoch()), (Role::Standby, PeerState::Joining, 4));
+}
+
+#[test]
+fn prefers_active_becomes_active_when_the_peer_is_a_standby() {
+    let mut r = Rig::new(cfg(8, Role::Active));
+    r.tick();
+    r.actions();
+    let now = r.now;
+    r.s.on_connected(now, &hello(2, 0, Role::Standby));
+    assert!(matches!(r.actions()[..], [Action::Close { .. }, Action::Listen]));
+    assert_eq!(r.st.role(), Role::Active);
+}
+
+#[test]
+fn standby_backs_off_while_the_active_is_unreachable() {
+    let mut r = Rig::new(cfg(9, Role::Standby));
+    assert_eq!(r.st.peer_state(), PeerState::Connecting);
+    let mut gaps = Vec::new();
+    for _ in 0..7 {
+        let due = r.s.next_deadline().unwrap();
+        r.now = due;
+        r.tick();
+        assert!(matches!(r.actions()[..], [Action::Connect { .. }]));
+        assert_eq!(r.s.next_deadline(), None, "nothing due while dialing");
+        r.s.on_connect_failed(r.now, DialError::Refused);
+        gaps.push((r.s.next_deadline().unwrap() - r.now).as_millis());
+    }
+    assert_eq!(gaps, [10, 20, 40, 80, 160, 200, 200]);
+    assert_eq!(r.st.role(), Role::Standby, "a standby never takes over for an unreachable active");
+}
+
+#[test]
+fn standby_waits_for_an_active_when_the_peer_is_not_one() {
+    let mut r = Rig::new(cfg(9, Role::Standby));
+    r.tick();
+    r.actions();
+    let now = r.now;
+    r.s.on_connected(now, &hello(8, 0, Role::Fenced));
+    assert!(matches!(r.actions()[..], [Action::Close { .. }]));
+    assert_eq!(r.s.next_deadline(), Some(now + Duration::from_millis(50)));
+}
+
+// ---- refused mismatches ---------------------------------------------------------------------
+
+#[test]
+fn a_peer_in_another_mode_is_refused_naming_both() {
+    let mut r = Rig::active(8);
+    let mut h = hello(9, 0, Role::Standby);
+    h.mode = 1;
+    let now = r.now;
+    r.s.on_accept(now, "10.0.0.9:1", &h);
+    let (m, a) = r.out();
+    let why = refused(&m);
+    assert!(why.contains("mode mismatch") && why.contains("async") && why.contains("strict"), "{why}");
+    assert!(matches!(a[..], [Action::Close { .. }]));
+    assert!(!r.s.replicating());
+    assert_eq!(r.st.refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(r.st.last_error(), why);
+}
+
+#[test]
+fn a_peer_with_another_heartbeat_is_refused_naming_both() {
+    let mut r = Rig::new(cfg(9, Role::Standby));
+    r.tick();
+    r.actions();
+    let mut h = hello(8, 1, Role::Active);
+    h.heartbeat_us = 2000;
+    let now = r.now;
+    r.s.on_connected(now, &h);
+    let (m, a) = r.out();
+    let why = refused(&m);
+    assert!(why.contains("heartbeat interval mismatch") && why.contains("2000 µs") && why.contains("5000 µs"), "{why}");
+    assert!(matches!(a[..], [Action::Close { .. }]));
+    assert_eq!(r.st.peer_state(), PeerState::Connecting, "keeps trying: the operator may fix either side");
+}
+
+#[test]
+fn a_peer_speaking_another_version_is_refused_naming_both() {
+    let mut r = Rig::active(8);
+    let mut h = hello(9, 0, Role::Standby);
+    h.version = PROTO_VERSION + 1;
+    let now = r.now;
+    r.s.on_accept(now, "x", &h);
+    let why = refused(&r.out().0);
+    assert!(why.contains(&format!("version {}", PROTO_VERSION + 1)) && why.contains(&format!("version {PROTO_VERSION}")), "{why}");
+}
+
+// ---- the active: admission, acks, output commit ---------------------------------------------
+
+#[test]
+fn admission_starts_a_join_snapshot_and_holds_output_for_the_standby() {
+    let mut r = Rig::active(8);
+    assert!(r.s.wants_accept());
+    assert_eq!(r.s.release(r.now), Release::All, "alone: everything released (unprotected)");
+    assert!(r.st.unprotected.load(std::sync::atomic::Ordering::Relaxed));
+    let now = r.now;
+    r.s.on_accept(now, "x", &hello(9, 0, Role::Standby));
+    let (m, a) = r.out();
+    assert!(matches!(m[..], [Msg::Snapshot { token: 1 }]));
+    assert!(matches!(a[..], [Action::RequestSnapshot { token: 1, pace: true, hold: true }]));
+    assert!(r.s.replicating() && !r.s.wants_accept());
+    assert_eq!(r.st.peer_state(), PeerState::Joining);
+    assert_eq!(r.s.release(r.now), Release::Acked, "strict from the join on");
+    assert_eq!((r.s.acked(0), r.s.pacing(1)), (0, 0));
+    // Acks move the marks, per worker, never back.
+    r.s.on_batch_sent(now, 0, 7, 10, &[3]);
+    r.msg(Incoming::Ack { worker: 0, seq: 7 });
+    r.msg(Incoming::Ack { worker: 0, seq: 5 });
+    r.msg(Incoming::Ack { worker: 9, seq: 5 });
+    assert_eq!((r.s.acked(0), r.s.acked(1)), (7, 0));
+    assert!(!r.s.awaiting_ack());
+    // A heartbeat for another token is not "in sync".
+    r.msg(Incoming::Heartbeat(Heartbeat { in_sync: true, token: 2, ..Heartbeat::default() }));
+    r.s.release(r.now);
+    assert!(!r.st.in_sync());
+    r.in_sync();
+    assert_eq!(r.st.peer_state(), PeerState::InSync);
+}
+
+#[test]
+fn admission_refuses_wrong_roles_and_newer_epochs() {
+    let mut r = Rig::active(8);
+    let now = r.now;
+    r.s.on_accept(now, "x", &hello(9, 0, Role::Fenced));
+    assert!(refused(&r.out().0).contains("expected standby"));
+    r.s.on_accept(now, "x", &hello(9, 5, Role::Standby));
+    assert!(refused(&r.out().0).contains("peer epoch 5 > ours 1"));
+    // An older active probing us: we stay, it steps down.
+    r.s.on_accept(now, "x", &hello(9, 1, Role::Active));
+    assert!(matches!(r.actions()[..], [Action::Close { .. }]));
+    assert_eq!(r.st.role(), Role::Active);
+    // A newer one: we fence ourselves.
+    r.s.on_accept(now, "x", &hello(9, 2, Role::Active));
+    r.out();
+    assert_eq!(r.st.role(), Role::Fenced);
+    assert_eq!(r.s.release(r.now), Release::Nothing);
+}
+
+#[test]
+fn async_releases_everything_until_the_lag_bound() {
+    let mut c = cfg(8, Role::Active);
+    c.mode = Mode::Async;
+    let mut r = Rig::new(c);
+    r.tick();
+    r.actions();
+    r.s.on_connect_failed(r.now, DialError::Invalid);
+    r.actions();
+    let mut h = hello(9, 0, Role::Standby);
+    h.mode = 1;
+    let now = r.now;
+    r.s.on_accept(now, "x", &h);
+    let (_, a) = r.out();
+    assert!(matches!(a[..], [Action::RequestSnapshot { pace: false, hold: false, .. }]));
+    assert_eq!(r.s.pacing(0), u64::MAX);
+    r.in_sync();
+    r.s.on_batch_sent(now, 1, 4, 3, &[4]);
+    assert_eq!(r.s.release(r.now), Release::All);
+    r.advance(Duration::from_millis(21));
+    assert_eq!(r.s.release(r.now), Release::Acked, "over async_max_lag: hold until it catches up");
+    r.msg(Incoming::Ack { worker: 1, seq: 4 });
+    assert_eq!(r.s.release(r.now), Release::All);
+}
+
+#[test]
+fn active_beats_and_drops_a_silent_standby_then_holds_for_fence_hold() {
+    let mut r = Rig::active_with_standby(8);
+    r.in_sync();
+    r.advance(HB);
+    r.tick();
+    assert!(matches!(r.out().0[..], [Msg::Heartbeat(Heartbeat { in_sync: true, token: 1, .. })]));
+    // Silent for dead_after intervals and a little: dropped, told so, output held.
+    assert_eq!(r.s.next_deadline().unwrap(), r.now + HB);
+    r.advance(HB * DEAD - HB + Duration::from_millis(1));
+    r.tick();
+    let (m, a) = r.out();
+    assert!(refused(&m).starts_with("dropped by the active: no heartbeat"), "{m:?}");
+    assert!(matches!(a[..], [Action::Close { .. }]));
+    assert_eq!(r.st.peer_state(), PeerState::Dead);
+    assert_eq!(r.s.release(r.now), Release::Keep, "fence_hold: nothing more leaves");
+    r.advance(Duration::from_millis(29));
+    assert_eq!(r.s.release(r.now), Release::Keep);
+    r.advance(Duration::from_millis(2));
+    assert_eq!(r.s.release(r.now), Release::All, "then it serves unprotected");
+    assert!(r.s.wants_accept());
+}
+
+#[test]
+fn a_standby_lost_before_it_was_in_sync_costs_no_hold() {
+    let mut r = Rig::active_with_standby(8);
+    let now = r.now;
+    r.s.on_closed(now, "connection closed");
+    let (m, _) = r.out();
+    assert!(refused(&m).contains("connection closed"));
+    assert_eq!(r.s.release(r.now), Release::All);
+}
+
+#[test]
+fn a_refusal_from_the_standby_drops_it() {
+    let mut r = Rig::active_with_standby(8);
+    r.msg(Incoming::Refused("bye".into()));
+    assert!(refused(&r.out().0).contains("refused: bye"));
+    assert!(r.s.wants_accept());
+}
+
+// ---- fencing --------------------------------------------------------------------------------
+
+#[test]
+fn an_announcement_with_a_newer_epoch_fences_the_active_then_it_follows() {
+    let mut r = Rig::active_with_standby(8);
+    r.st.request_fence(2);
+    r.tick();
+    assert!(matches!(r.actions()[..], [Action::Close { .. }]));
+    assert_eq!(r.st.role(), Role::Fenced);
+    assert_eq!(r.st.fenced_by_announcement.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(r.s.release(r.now), Release::Nothing);
+    assert_eq!(r.s.next_deadline(), Some(r.now + FENCED_WAIT));
+    r.advance(FENCED_WAIT);
+    r.tick();
+    r.tick();
+    assert!(matches!(r.actions()[..], [Action::Connect { role: Role::Standby, .. }]));
+    assert_eq!(r.st.role(), Role::Fenced, "stays fenced until it follows");
+    let now = r.now;
+    r.s.on_connected(now, &hello(9, 2, Role::Active));
+    assert_eq!((r.st.role(), r.s.epoch()), (Role::Standby, 2));
+}
+
+#[test]
+fn a_takeover_message_from_the_standby_fences_the_active() {
+    let mut r = Rig::active_with_standby(8);
+    r.msg(Incoming::Takeover { epoch: 1 });
+    assert_eq!(r.st.role(), Role::Active, "not newer than ours");
+    r.msg(Incoming::Takeover { epoch: 2 });
+    assert_eq!(r.st.role(), Role::Fenced);
+}
+
+#[test]
+fn a_lone_active_probes_for_a_newer_active() {
+    let mut r = Rig::active(8);
+    r.tick();
+    assert!(r.actions().is_empty());
+    assert_eq!(r.s.next_deadline(), Some(r.now + SPLIT_BRAIN_PROBE));
+    r.advance(SPLIT_BRAIN_PROBE);
+    r.tick();
+    assert!(matches!(r.actions()[..], [Action::Connect { role: Role::Active, probe: true }]));
+    let now = r.now;
+    // An older active (same epoch, higher node id) does not make us step down.
+    r.s.on_connected(now, &hello(9, 1, Role::Active));
+    assert!(matches!(r.actions()[..], [Action::Close { .. }]));
+    assert_eq!(r.st.role(), Role::Active);
+    r.advance(SPLIT_BRAIN_PROBE);
+    r.tick();
+    r.actions();
+    let now = r.now;
+    r.s.on_connected(now, &hello(3, 1, Role::Active));
+    r.actions();
+    assert_eq!(r.st.role(), Role::Fenced, "the lower node id wins a tie");
+}
+
+// ---- the standby: apply, ack, in sync, takeover ---------------------------------------------
+
+#[test]
+fn standby_acks_after_apply_and_reports_in_sync() {
+    let mut r = Rig::following(1);
+    r.join(1);
+    let (m, _) = r.out();
+    assert!(m.iter().any(|m| matches!(m, Msg::Ack { worker: 0, seq: 1 })), "{m:?}");
+    assert!(m.iter().any(|m| matches!(m, Msg::Ack { worker: 1, seq: 1 })), "{m:?}");
+    assert!(
+        m.iter().any(|m| matches!(m, Msg::Heartbeat(Heartbeat { in_sync: true, token: 1, .. }))),
+        "in sync is reported at once: {m:?}"
+    );
+    assert_eq!(r.st.peer_state(), PeerState::InSync);
+    // Nothing new applied: no ack, and a heartbeat only when due.
+    r.tick();
+    assert!(r.out().0.is_empty());
+    r.advance(HB);
+    r.tick();
+    assert!(matches!(r.out().0[..], [Msg::Heartbeat(Heartbeat { role: 2, .. })]));
+}
+
+#[test]
+fn standby_takes_over_a_silent_active_after_reading_what_is_left() {
+    let mut r = Rig::following(3);
+    r.join(1);
+    r.out();
+    r.advance(HB * DEAD);
+    r.tick();
+    assert!(r.actions().iter().all(|a| !matches!(a, Action::ReadRest)), "exactly dead_after intervals: not yet");
+    r.advance(Duration::from_millis(1));
+    r.tick();
+    assert!(matches!(r.actions()[..], [Action::ReadRest]));
+    assert_eq!(r.s.epoch(), 4, "fenced first: epoch + 1");
+    // What is left on the connection is still applied.
+    let recs = barrier(0, 1);
+    r.msg(Incoming::Batch { worker: 0, first: 2, last: 2, records: &recs });
+    let now = r.now;
+    r.s.on_rest_read(now);
+    let (m, a) = r.out();
+    assert!(matches!(m[..], [Msg::Takeover { epoch: 4 }]));
+    assert_eq!(takeover(&a), (TakeoverReason::HeartbeatTimeout, false, 4, false));
+    assert!(matches!(a[..], [Action::TakeOver { .. }, Action::Listen, Action::Close { .. }]), "{a:?}");
+    assert_eq!(r.st.role(), Role::Active);
+    assert!(r.s.wants_accept());
+}
+
+#[test]
+fn standby_takes_over_when_the_stream_ends() {
+    let mut r = Rig::following(1);
+    r.advance(Duration::from_millis(2));
+    let now = r.now;
+    r.s.on_closed(now, "connection closed");
+    assert!(matches!(r.actions()[..], [Action::ReadRest]));
+    r.s.on_rest_read(now);
+    let a = r.actions();
+    assert_eq!(takeover(&a).0, TakeoverReason::PeerClosed);
+    let Some(Action::TakeOver { detect, takeover, .. }) = a.iter().find(|a| matches!(a, Action::TakeOver { .. })) else { unreachable!() };
+    assert_eq!(*detect, Duration::from_millis(2), "detection: since the last bytes");
+    assert!(!takeover.in_sync);
+}
+
+#[test]
+fn ctl_takeover_works_connected_or_not() {
+    let mut r = Rig::following(1);
+    r.st.request_takeover();
+    r.tick();
+    assert!(matches!(r.actions()[..], [Action::ReadRest]));
+    let mut r = Rig::new(cfg(9, Role::Standby));
+    r.st.request_takeover();
+    r.tick();
+    assert_eq!(takeover(&r.actions()).0, TakeoverReason::Requested);
+}
+
+#[test]
+fn a_standby_dropped_by_a_live_active_rejoins() {
+    let mut r = Rig::following(1);
+    r.join(1);
+    r.out();
+    r.msg(Incoming::Refused("dropped by the active: no heartbeat for 16ms".into()));
+    assert!(matches!(r.actions()[..], [Action::Close { .. }]));
+    assert_eq!(r.st.role(), Role::Standby);
+    assert_eq!(r.s.next_deadline(), Some(r.now + Duration::from_millis(1)), "rejoins at once");
+    // Its sync port still answers: a plain rejoin, never a takeover.
+    r.advance(Duration::from_millis(1));
+    r.tick();
+    r.actions();
+    let now = r.now;
+    r.s.on_connected(now, &hello(8, 1, Role::Active));
+    assert_eq!((r.st.role(), r.st.peer_state()), (Role::Standby, PeerState::Joining));
+}
+
+#[test]
+fn a_standby_dropped_by_an_active_that_then_dies_takes_over_within_fence_hold() {
+    let mut r = Rig::dropped();
+    r.advance(Duration::from_millis(1));
+    r.tick();
+    r.actions();
+    r.advance(Duration::from_millis(3));
+    r.s.on_connect_failed(r.now, DialError::Refused);
+    assert_eq!(takeover(&r.actions()).0, TakeoverReason::DroppedThenGone);
+    // After fence_hold the active may have released what we lack: only a rejoin then.
+    let mut r = Rig::dropped();
+    r.advance(Duration::from_millis(31));
+    r.s.on_connect_failed(r.now, DialError::Refused);
+    assert!(r.actions().is_empty());
+    assert_eq!(r.st.role(), Role::Standby);
+}
+
+// ---- handover (failback) and its fallback ---------------------------------------------------
+
+#[test]
+fn handover_needs_an_in_sync_standby() {
+    let mut r = Rig::active_with_standby(8);
+    r.st.request_handover();
+    r.tick();
+    assert!(r.actions().is_empty(), "refused: not in sync");
+    assert_eq!(r.st.role(), Role::Active);
+}
+
+#[test]
+fn handover_drains_then_hands_over_and_keeps_the_flows_until_the_rejoin_is_in_sync() {
+    let mut r = Rig::active_with_standby(8);
+    r.in_sync();
+    r.st.request_handover();
+    r.tick();
+    assert!(matches!(r.actions()[..], [Action::FinalDrain]));
+    let now = r.now;
+    r.s.on_drained(now);
+    let (m, a) = r.out();
+    assert!(matches!(m[..], [Msg::Handover { epoch: 2 }]));
+    assert!(matches!(a[..], [Action::Close { linger }] if linger == HB * DEAD));
+    assert_eq!(r.st.role(), Role::Fenced);
+    assert!(r.st.retain_flows(), "the workers keep their flows to fall back on");
+    assert_eq!(r.s.release(r.now), Release::Keep, "and their output stays held (HOLD_ALL)");
+    // Rejoin the new active at once; in sync → the kept flows are let go.
+    r.tick();
+    assert!(matches!(r.actions()[..], [Action::Connect { .. }]));
+    let now = r.now;
+    r.s.on_connected(now, &hello(9, 2, Role::Active));
+    r.join(1);
+    assert!(!r.st.retain_flows());
+}
+
+#[test]
+fn handover_falls_back_when_the_new_active_dies_before_the_rejoin() {
+    let mut r = Rig::handed_over(8);
+    // The new active refuses within its listen grace: not yet a proof that it is gone.
+    r.tick();
+    r.actions();
+    r.s.on_connect_failed(r.now, DialError::Refused);
+    assert!(r.actions().is_empty());
+    r.advance(HANDOVER_LISTEN_GRACE);
+    r.tick();
+    r.actions();
+    r.s.on_connect_failed(r.now, DialError::Refused);
+    let a = r.actions();
+    assert_eq!(takeover(&a), (TakeoverReason::HandoverFallback, true, 3, false));
+    assert_eq!(r.st.role(), Role::Active);
+}
+
+#[test]
+fn handover_fallback_also_when_the_new_active_dies_during_the_rejoin() {
+    let mut r = Rig::handed_over(8);
+    r.tick();
+    r.actions();
+    let now = r.now;
+    r.s.on_connected(now, &hello(9, 2, Role::Active));
+    r.msg(Incoming::Snapshot { token: 1 });
+    r.s.on_closed(now, "connection closed");
+    r.actions();
+    r.s.on_rest_read(now);
+    assert_eq!(takeover(&r.actions()).0, TakeoverReason::HandoverFallback);
+}
+
+#[test]
+fn the_new_active_holds_all_output_until_the_old_one_is_its_in_sync_standby() {
+    let mut r = Rig::following(1);
+    r.join(1);
+    r.out();
+    r.msg(Incoming::Handover { epoch: 2 });
+    assert!(matches!(r.actions()[..], [Action::ReadRest]));
+    let now = r.now;
+    r.s.on_rest_read(now);
+    let a = r.actions();
+    assert_eq!(takeover(&a), (TakeoverReason::Handover, false, 2, true));
+    assert_eq!(r.s.release(r.now), Release::Keep, "HOLD_ALL stays");
+    // The old active rejoins; admitted without touching the hold.
+    let now = r.now;
+    r.s.on_accept(now, "x", &hello(8, 2, Role::Standby));
+    let (_, a) = r.out();
+    assert!(matches!(a[..], [Action::RequestSnapshot { hold: false, pace: true, .. }]));
+    assert_eq!(r.s.release(r.now), Release::Keep);
+    r.msg(Incoming::Heartbeat(Heartbeat { in_sync: true, token: 1, ..Heartbeat::default() }));
+    r.tick();
+    assert_eq!(r.s.release(r.now), Release::Acked, "released once it is in sync");
+}
+
+#[test]
+fn the_handover_hold_ends_after_handover_hold_without_a_rejoin() {
+    let mut r = Rig::following(1);
+    r.msg(Incoming::Handover { epoch: 2 });
+    r.actions();
+    let now = r.now;
+    r.s.on_rest_read(now);
+    r.actions();
+    assert_eq!(r.s.next_deadline(), Some(r.now + Duration::from_millis(200)), "the split-brain probe comes first");
+    r.advance(Duration::from_millis(499));
+    r.tick();
+    r.actions();
+    assert_eq!(r.s.release(r.now), Release::Keep);
+    r.advance(Duration::from_millis(1));
+    r.tick();
+    assert_eq!(r.s.release(r.now), Release::All);
+}
