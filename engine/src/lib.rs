@@ -9,6 +9,7 @@ pub mod counters;
 pub mod dataplane;
 pub mod distribute;
 pub mod flow;
+pub mod neighbor;
 pub mod replica;
 pub mod seq;
 pub mod service;
