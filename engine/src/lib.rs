@@ -8,6 +8,7 @@ pub mod commit;
 pub mod counters;
 pub mod dataplane;
 pub mod distribute;
+pub mod ephemeral;
 pub mod flow;
 pub mod neighbor;
 pub mod replica;
