@@ -191,17 +191,14 @@ fn upper_layer_confirmation_spares_the_probe() {
 #[test]
 fn passively_learned_entries_are_usable() {
     let mut t = table();
-    // A request heard from 198.18.1.1, an announcement from .2.
-    assert_eq!(t.learn(at(0), ip(1), mac(1), Evidence::Heard), Learned::Created);
-    assert_eq!(t.learn(at(0), ip(2), mac(2), Evidence::Announcement), Learned::Created);
-    assert_eq!(t.get(ip(1)), Some((State::Stale, mac(1))));
-    assert_eq!(t.lookup(at(1), ip(1)), Resolve::Known(mac(1)));
-    assert_eq!(t.lookup(at(1), ip(2)), Resolve::Known(mac(2)));
-    assert_eq!(t.counters().requests_sent, 0);
-    assert_eq!(t.counters().passive_learned, 2);
-    // An unsolicited unicast reply makes an entry too, but proves nothing yet: STALE.
-    assert_eq!(t.learn(at(1), ip(3), mac(3), Evidence::Reply), Learned::Created);
-    assert_eq!(t.get(ip(3)).map(|s| s.0), Some(State::Stale));
+    // A request heard from .1, an announcement from .2, a reply we did not ask for from .3:
+    // usable at once, but unconfirmed (STALE), and no request goes out.
+    for (n, ev) in [(1, Evidence::Heard), (2, Evidence::Announcement), (3, Evidence::Reply)] {
+        assert_eq!(t.learn(at(0), ip(n), mac(n), ev), Learned::Created);
+        assert_eq!(t.get(ip(n)), Some((State::Stale, mac(n))));
+        assert_eq!(t.lookup(at(1), ip(n)), Resolve::Known(mac(n)));
+    }
+    assert_eq!((t.counters().requests_sent, t.counters().passive_learned), (0, 3));
 
     // Linux's arp_accept=0: only existing entries are updated.
     let mut t = NeighborTable::new(NeighborConfig { learn_unsolicited: false, ..Default::default() });
