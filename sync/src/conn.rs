@@ -111,19 +111,9 @@ impl Conn {
         };
         let msg = match m {
             Msg::Hello(h) => Incoming::Hello(h),
-            Msg::Batch {
-                worker,
-                first_seq,
-                last_seq,
-                records,
-            } => {
+            Msg::Batch { worker, first_seq, last_seq, records } => {
                 proto::batch_records(records, recs);
-                Incoming::Batch {
-                    worker,
-                    first: first_seq,
-                    last: last_seq,
-                    records: recs,
-                }
+                Incoming::Batch { worker, first: first_seq, last: last_seq, records: recs }
             }
             Msg::Ack { worker, seq } => Incoming::Ack { worker, seq },
             Msg::Heartbeat(h) => Incoming::Heartbeat(h),

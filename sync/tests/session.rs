@@ -91,6 +91,13 @@ impl Rig {
         self.s.on_rx(now);
         self.s.on_message(now, m);
     }
+    /// Prefers active (node 8), its first probe dial out.
+    fn probing() -> Rig {
+        let mut r = Rig::new(cfg(8, Role::Active));
+        r.tick();
+        r.actions();
+        r
+    }
     /// Becomes the active (prefers active, the probe finds nothing listening).
     fn active(node_id: u32) -> Rig {
         let mut r = Rig::new(cfg(node_id, Role::Active));
@@ -140,11 +147,16 @@ impl Rig {
         r.out();
         r
     }
-    /// An in-sync standby just dropped by its (live) active.
-    fn dropped() -> Rig {
+    /// An in-sync standby of an active of epoch 1.
+    fn in_sync_standby() -> Rig {
         let mut r = Rig::following(1);
         r.join(1);
         r.out();
+        r
+    }
+    /// An in-sync standby just dropped by its (live) active.
+    fn dropped() -> Rig {
+        let mut r = Rig::in_sync_standby();
         r.msg(Incoming::Refused("dropped".into()));
         r.actions();
         r
@@ -223,9 +235,7 @@ fn prefers_active_probes_then_becomes_active_when_nothing_answers() {
 
 #[test]
 fn prefers_active_follows_an_active_peer() {
-    let mut r = Rig::new(cfg(8, Role::Active));
-    r.tick();
-    r.actions();
+    let mut r = Rig::probing();
     let now = r.now;
     r.s.on_connected(now, &hello(2, 4, Role::Active));
     assert!(r.out().1.is_empty(), "keeps the connection");
@@ -234,9 +244,7 @@ fn prefers_active_follows_an_active_peer() {
 
 #[test]
 fn prefers_active_becomes_active_when_the_peer_is_a_standby() {
-    let mut r = Rig::new(cfg(8, Role::Active));
-    r.tick();
-    r.actions();
+    let mut r = Rig::probing();
     let now = r.now;
     r.s.on_connected(now, &hello(2, 0, Role::Standby));
     assert!(matches!(r.actions()[..], [Action::Close { .. }, Action::Listen]));
@@ -564,9 +572,7 @@ fn ctl_takeover_works_connected_or_not() {
 
 #[test]
 fn a_standby_dropped_by_a_live_active_rejoins() {
-    let mut r = Rig::following(1);
-    r.join(1);
-    r.out();
+    let mut r = Rig::in_sync_standby();
     r.msg(Incoming::Refused("dropped by the active: no heartbeat for 16ms".into()));
     assert!(matches!(r.actions()[..], [Action::Close { .. }]));
     assert_eq!(r.st.role(), Role::Standby);
@@ -665,9 +671,7 @@ fn handover_fallback_also_when_the_new_active_dies_during_the_rejoin() {
 
 #[test]
 fn the_new_active_holds_all_output_until_the_old_one_is_its_in_sync_standby() {
-    let mut r = Rig::following(1);
-    r.join(1);
-    r.out();
+    let mut r = Rig::in_sync_standby();
     r.msg(Incoming::Handover { epoch: 2 });
     assert!(matches!(r.actions()[..], [Action::ReadRest]));
     let now = r.now;
