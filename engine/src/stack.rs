@@ -14,16 +14,15 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use crate::commit::{CommitTag, Lane};
+pub use crate::config::{vrrp_mac, Listener, StackConfig, Vip};
 use crate::counters::{Counters, Drop, Event};
 use crate::flow::{FlowId, FlowKey, FlowTable};
 use crate::replica::{FlowImage, ReplEvent, Replicator, ShadowFlow};
-use crate::service::echo::{EchoConfig, EchoState};
-use crate::service::http::{HttpCounters, HttpState, ObjectConn};
-use crate::service::object::ObjectStore;
-use crate::service::ByteStream;
+pub use crate::service::{ServiceSpec, ServiceState};
+use crate::service::{Bound, ByteStream, ServiceCounters};
 use crate::tcp::isn::IsnGenerator;
-use crate::tcp::{reset_for, DirtyFlags, SegmentSink, SegmentVerdict, State, Tcb, TcbStats, TcpConfig, TcpError};
-use crate::time::{Duration, Instant};
+use crate::tcp::{reset_for, DirtyFlags, SegmentSink, SegmentVerdict, State, Tcb, TcbStats, TcpError};
+use crate::time::Instant;
 use crate::timer::TimerWheel;
 use crate::wire::arp::{self, AnnounceTag, ArpOp, ArpRepr};
 use crate::wire::checksum::ChecksumStatus;
@@ -48,61 +47,6 @@ pub trait FrameSink {
     /// now, so that frames of several flows built in one pass (timers) are not tagged
     /// together (`commit::Lane::Any`). Sinks that do not hold ignore it.
     fn seal(&mut self, _tag: Option<CommitTag>, _now: Instant) {}
-}
-
-/// The VRRP-style virtual MAC of virtual router `vrid` (RFC 5798 §7.3): 00:00:5e:00:01:{vrid}.
-pub fn vrrp_mac(vrid: u8) -> MacAddr {
-    MacAddr([0x00, 0x00, 0x5e, 0x00, 0x01, vrid])
-}
-
-/// A service address this engine owns.
-#[derive(Clone, Debug)]
-pub struct Vip {
-    pub addr: Ipv4Addr,
-    /// The MAC that answers ARP for `addr` and sources its frames.
-    pub mac: MacAddr,
-}
-
-/// What listens on a VIP:port.
-#[derive(Clone, Debug)]
-pub enum ServiceSpec {
-    /// HTTP/1.1 objects from a store shared read-only by all workers.
-    Object(Arc<ObjectStore>),
-    /// Bytes back.
-    Echo(EchoConfig),
-}
-
-/// A bound service.
-#[derive(Clone, Debug)]
-pub struct Listener {
-    pub vip: Ipv4Addr,
-    pub port: u16,
-    pub spec: ServiceSpec,
-}
-
-/// Everything a stack needs; shared by all workers of an engine.
-#[derive(Clone, Debug)]
-pub struct StackConfig {
-    pub vips: Vec<Vip>,
-    pub listeners: Vec<Listener>,
-    pub tcp: TcpConfig,
-    /// Flows this worker can hold (preallocated).
-    pub flow_capacity: usize,
-    /// Secret for RFC 6528 ISNs.
-    pub isn_key: [u8; 16],
-    /// Timer wheel resolution.
-    pub timer_tick: Duration,
-}
-
-/// A service instance bound to one flow.
-///
-/// Inline on purpose: the flow table preallocates every slot, so no allocation happens per
-/// connection (the HTTP request buffer dominates the size; see BENCHMARKS "memory per flow").
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)]
-pub enum ServiceState {
-    Object(HttpState),
-    Echo(EchoState),
 }
 
 /// One TCP flow: the TCP control block, its service, and the L2 facts to answer it.
@@ -169,7 +113,8 @@ pub struct Stack {
     isn: IsnGenerator,
     arp: ArpCache,
     counters: Counters,
-    http: HttpCounters,
+    /// Counters of the services, updated by the flows' bound services.
+    svc_stats: ServiceCounters,
     ip_id: u16,
     /// Where replicated changes go (None: no standby configured).
     repl: Option<Box<dyn Replicator>>,
@@ -235,72 +180,6 @@ impl ByteStream for Recorder<'_, '_> {
     }
 }
 
-/// The service of one flow seen as a byte stream (enum dispatch: no allocation, no vtable).
-pub(crate) enum Bound<'a> {
-    Object(ObjectConn<'a>),
-    Echo(&'a mut EchoState),
-}
-
-impl ByteStream for Bound<'_> {
-    fn on_recv(&mut self, data: &[u8]) -> usize {
-        match self {
-            Bound::Object(s) => s.on_recv(data),
-            Bound::Echo(s) => s.on_recv(data),
-        }
-    }
-    fn on_peer_fin(&mut self) {
-        match self {
-            Bound::Object(s) => s.on_peer_fin(),
-            Bound::Echo(s) => s.on_peer_fin(),
-        }
-    }
-    fn tx_end(&self) -> u64 {
-        match self {
-            Bound::Object(s) => s.tx_end(),
-            Bound::Echo(s) => s.tx_end(),
-        }
-    }
-    fn tx_closed(&self) -> bool {
-        match self {
-            Bound::Object(s) => s.tx_closed(),
-            Bound::Echo(s) => s.tx_closed(),
-        }
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
-        match self {
-            Bound::Object(s) => s.read_at(off, buf),
-            Bound::Echo(s) => s.read_at(off, buf),
-        }
-    }
-    fn on_acked(&mut self, off: u64) {
-        match self {
-            Bound::Object(s) => s.on_acked(off),
-            Bound::Echo(s) => s.on_acked(off),
-        }
-    }
-    fn rx_space(&self) -> usize {
-        match self {
-            Bound::Object(s) => s.rx_space(),
-            Bound::Echo(s) => s.rx_space(),
-        }
-    }
-}
-
-pub(crate) fn bind<'a>(svc: &'a mut ServiceState, spec: &'a ServiceSpec, http: &'a mut HttpCounters) -> Bound<'a> {
-    match (svc, spec) {
-        (ServiceState::Object(st), ServiceSpec::Object(store)) => Bound::Object(ObjectConn::new(st, store, http)),
-        (ServiceState::Echo(st), _) => Bound::Echo(st),
-        // A flow's service state is created from its listener's spec, so this pairing cannot
-        // occur; an object state without a store serves from an empty one.
-        (ServiceState::Object(st), ServiceSpec::Echo(_)) => Bound::Object(ObjectConn::new(st, empty_store(), http)),
-    }
-}
-
-fn empty_store() -> &'static ObjectStore {
-    static EMPTY: std::sync::OnceLock<ObjectStore> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| ObjectStore::empty(Default::default()))
-}
-
 /// Turns TCP's segments into Ethernet frames in the sink.
 struct TcpTx<'a, F: FrameSink + ?Sized> {
     sink: &'a mut F,
@@ -339,7 +218,7 @@ impl Stack {
             isn: IsnGenerator::new(cfg.isn_key),
             arp: ArpCache::new(),
             counters: Counters::default(),
-            http: HttpCounters::default(),
+            svc_stats: ServiceCounters::default(),
             ip_id: 0,
             repl: None,
             rx_log: Vec::with_capacity(64 * 1024),
@@ -598,7 +477,7 @@ impl Stack {
             return false;
         };
         let closed_at = {
-            let svc = bind(&mut sh.svc, &l.spec, &mut self.http);
+            let svc = sh.svc.bind(&l.spec, &mut self.svc_stats);
             svc.tx_closed().then(|| svc.tx_end())
         };
         let tcb = Tcb::restore(&cfg.tcp, &img.tcb, now, closed_at);
@@ -611,7 +490,7 @@ impl Stack {
         let Some(flow) = self.flows.get_mut(id) else { return false };
         let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
         {
-            let mut svc = bind(&mut flow.svc, &l.spec, &mut self.http);
+            let mut svc = flow.svc.bind(&l.spec, &mut self.svc_stats);
             if state.is_synchronized() {
                 flow.tcb.send_probe(now, &svc, &mut out);
             }
@@ -661,9 +540,9 @@ impl Stack {
         &self.counters
     }
 
-    /// Counters with the HTTP service's request count folded in (for publishing).
+    /// Counters with the services' counters folded in (for publishing).
     pub fn counters_mut(&mut self) -> &mut Counters {
-        self.counters.events[Event::HttpRequests as usize] = self.http.requests;
+        self.svc_stats.publish(&mut self.counters);
         &mut self.counters
     }
 
@@ -869,7 +748,7 @@ impl Stack {
             // that is lagging progress replication (see `commit_tag`): catch up. Not only on
             // the first ACK: an older ACK still in flight may arrive first.
             let spec = &cfg.listeners[flow.listener as usize].spec;
-            let tx_end = bind(&mut flow.svc, spec, &mut self.http).tx_end();
+            let tx_end = flow.svc.bind(spec, &mut self.svc_stats).tx_end();
             if flow.tcb.catch_up_sent(hdr.ack, tx_end) {
                 self.counters.event(Event::FlowsCaughtUp);
             }
@@ -894,7 +773,7 @@ impl Stack {
         let spec = &cfg.listeners[flow.listener as usize].spec;
         let mut out = TcpTx { sink: tx, addrs: *addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
         let verdict = {
-            let mut svc = Recorder { inner: bind(&mut flow.svc, spec, &mut self.http), log: &mut self.rx_log };
+            let mut svc = Recorder { inner: flow.svc.bind(spec, &mut self.svc_stats), log: &mut self.rx_log };
             let v = flow.tcb.on_segment(now, &cfg.tcp, hdr, payload, &mut svc, &mut out);
             flow.tcb.poll_send(now, &cfg.tcp, &mut svc, &mut out);
             v
@@ -963,10 +842,7 @@ impl Stack {
             Err(_) => return self.counters.drop(Drop::BadSyn),
         };
         let (frames, failed) = (out.frames, out.failed);
-        let svc = match &cfg.listeners[li].spec {
-            ServiceSpec::Object(_) => ServiceState::Object(HttpState::default()),
-            ServiceSpec::Echo(c) => ServiceState::Echo(EchoState::new(*c)),
-        };
+        let svc = ServiceState::for_spec(&cfg.listeners[li].spec);
         let state = tcb.state();
         let deadline = tcb.next_deadline();
         let flow = Flow { tcb, svc, listener: li as u16, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, needs_image: false };
@@ -1068,7 +944,7 @@ impl Stack {
             let spec = &cfg.listeners[flow.listener as usize].spec;
             let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
             {
-                let mut svc = Recorder { inner: bind(&mut flow.svc, spec, &mut self.http), log: &mut self.rx_log };
+                let mut svc = Recorder { inner: flow.svc.bind(spec, &mut self.svc_stats), log: &mut self.rx_log };
                 flow.tcb.on_timer(now, &cfg.tcp, &mut svc, &mut out);
             }
             let (frames, failed) = (out.frames, out.failed);
@@ -1083,6 +959,8 @@ impl Stack {
 #[cfg(test)]
 mod size_tests {
     use super::*;
+    use crate::service::echo::EchoState;
+    use crate::service::http::HttpState;
 
     /// Memory per flow is a figure operators judge us by (BENCHMARKS "memory per flow"). The
     /// flow table preallocates one `Flow` per slot plus its index; this pins the size so a
