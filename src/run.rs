@@ -14,9 +14,7 @@ use flowtwin_engine::counters::{write_latency_histogram, Counters, Drop, Event, 
 use flowtwin_engine::dataplane::{run_worker, Fanout, IdleConfig, ReplControl, ReplHandles, RoleShared, RxSource, TxPath, Worker};
 use flowtwin_engine::distribute::worker_for_key;
 use flowtwin_sync::{Mode, Role, SyncConfig, SyncStatus, WorkerShared};
-use flowtwin_engine::service::echo::EchoConfig;
-use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
-use flowtwin_engine::stack::{vrrp_mac, Listener, ServiceSpec, StackConfig, Vip};
+use flowtwin_engine::stack::{vrrp_mac, Listener, StackConfig, Vip};
 use flowtwin_engine::tcp::{State, TcpConfig};
 use flowtwin_engine::time::Duration as FtDuration;
 use flowtwin_engine::wire::MacAddr;
@@ -25,7 +23,7 @@ use flowtwin_ffi::ring::{RingConsumer, RingProducer};
 use flowtwin_ffi::wait::{set_timer_slack, wait_readable, Doorbell, MAX_WAIT_FDS};
 use flowtwin_ffi::{Eal, LcoreId, Mempool, Port, Ring};
 
-use crate::config::{parse_mac, Config, ServiceKind, SyncMode, SyncRole};
+use crate::config::{parse_mac, Config, SyncMode, SyncRole};
 use crate::ctl;
 use crate::metrics::{self, family, sample};
 
@@ -38,17 +36,7 @@ pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
         .collect();
     let mut listeners = Vec::new();
     for (i, s) in cfg.services.iter().enumerate() {
-        let spec = match s.kind {
-            ServiceKind::Object => {
-                let sc = StoreConfig { max_gen_bytes: s.gen_max_bytes, ..StoreConfig::default() };
-                let store = match &s.objects_dir {
-                    Some(d) => ObjectStore::load_dir_with(d, sc).map_err(|e| format!("service[{i}].objects_dir: {e}"))?,
-                    None => ObjectStore::empty(sc),
-                };
-                ServiceSpec::Object(Arc::new(store))
-            }
-            ServiceKind::Echo => ServiceSpec::Echo(EchoConfig { buf_size: s.echo_buffer as usize }),
-        };
+        let spec = s.spec(i)?;
         listeners.push(Listener { vip: s.vip, port: s.port, spec });
     }
     let t = &cfg.tcp;
@@ -555,13 +543,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         services: cfg
             .services
             .iter()
-            .map(|s| {
-                let kind = match s.kind {
-                    ServiceKind::Object => "object",
-                    ServiceKind::Echo => "echo",
-                };
-                (format!("{}:{}", s.vip, s.port), kind)
-            })
+            .map(|s| (format!("{}:{}", s.vip, s.port), s.kind.name()))
             .collect(),
         held: OnceLock::new(),
         role: OnceLock::new(),
@@ -774,11 +756,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         eprintln!("flowtwin: serving VIP {} (MAC {})", v.addr, v.mac);
     }
     for l in &stack_cfg.listeners {
-        let kind = match l.spec {
-            ServiceSpec::Object(_) => "object",
-            ServiceSpec::Echo(_) => "echo",
-        };
-        eprintln!("flowtwin:   {}:{} -> {kind}", l.vip, l.port);
+        eprintln!("flowtwin:   {}:{} -> {}", l.vip, l.port, l.spec.kind_name());
     }
     eprintln!("flowtwin: running with {nworkers} worker(s); SIGINT/SIGTERM stops");
     let mut last_role = None;
