@@ -7,6 +7,10 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use flowtwin_engine::service::echo::{EchoConfig, EchoKind};
+use flowtwin_engine::service::http::ObjectKind;
+use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
+use flowtwin_engine::service::{Kind, ServiceSpec};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -226,6 +230,33 @@ pub struct ServiceSection {
     /// `echo`: per-connection echo buffer.
     #[serde(default = "default_echo_buf")]
     pub echo_buffer: u32,
+}
+
+impl ServiceKind {
+    /// The kind's name, as in `kind = "..."`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Object => ObjectKind::NAME,
+            ServiceKind::Echo => EchoKind::NAME,
+        }
+    }
+}
+
+impl ServiceSection {
+    /// The engine's spec of `service[i]` (loads an object directory); errors name the key.
+    pub fn spec(&self, i: usize) -> Result<ServiceSpec, String> {
+        Ok(match self.kind {
+            ServiceKind::Object => {
+                let sc = StoreConfig { max_gen_bytes: self.gen_max_bytes, ..StoreConfig::default() };
+                let store = match &self.objects_dir {
+                    Some(d) => ObjectStore::load_dir_with(d, sc).map_err(|e| format!("service[{i}].objects_dir: {e}"))?,
+                    None => ObjectStore::empty(sc),
+                };
+                ServiceSpec::Object(std::sync::Arc::new(store))
+            }
+            ServiceKind::Echo => ServiceSpec::Echo(EchoConfig { buf_size: self.echo_buffer as usize }),
+        })
+    }
 }
 
 fn default_gen_max() -> u64 {

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod commit;
+pub mod config;
 pub mod counters;
 pub mod dataplane;
 pub mod distribute;

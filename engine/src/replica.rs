@@ -16,11 +16,9 @@
 //! sequence number of the last change the frame depends on: its flow's creation, received
 //! bytes or state change, not its send progress (`Stack::commit_tag`; see `dataplane`).
 
+use crate::config::StackConfig;
 use crate::flow::FlowKey;
-use crate::service::echo::{EchoCursor, EchoState};
-use crate::service::http::{HttpCounters, HttpCursor, HttpState, ResponseRecord, MAX_PIPELINE};
-use crate::service::ByteStream;
-use crate::stack::{bind, ServiceSpec, ServiceState, StackConfig};
+use crate::service::{ByteStream, ServiceCounters, ServiceState};
 use crate::tcp::{State, TcbSnapshot};
 use crate::wire::MacAddr;
 
@@ -82,94 +80,6 @@ pub trait Replicator: Send {
     fn flush(&mut self) {}
 }
 
-/// Service image encoding: kind byte, then fixed little-endian fields.
-const IMG_ECHO: u8 = 1;
-const IMG_HTTP: u8 = 2;
-
-impl ServiceState {
-    /// Serialize the complete service state (join snapshot). Echo: cursor + unacked bytes;
-    /// HTTP: response queue + partial request.
-    pub fn image(&self, out: &mut Vec<u8>) {
-        match self {
-            ServiceState::Echo(e) => {
-                let c = e.cursor();
-                out.push(IMG_ECHO);
-                out.extend_from_slice(&c.received.to_le_bytes());
-                out.extend_from_slice(&c.acked.to_le_bytes());
-                out.push(c.peer_fin as u8);
-                let (a, b) = e.unacked();
-                out.extend_from_slice(a);
-                out.extend_from_slice(b);
-            }
-            ServiceState::Object(h) => {
-                let c = h.cursor();
-                out.push(IMG_HTTP);
-                out.push(c.count);
-                out.extend_from_slice(&c.acked.to_le_bytes());
-                out.extend_from_slice(&c.tx_end.to_le_bytes());
-                out.push(c.closing as u8 | (c.peer_fin as u8) << 1);
-                for r in &c.responses[..(c.count as usize).min(MAX_PIPELINE)] {
-                    out.extend_from_slice(&r.start.to_le_bytes());
-                    out.extend_from_slice(&r.content_len.to_le_bytes());
-                    out.extend_from_slice(&r.obj.0.to_le_bytes());
-                    out.extend_from_slice(&r.status.to_le_bytes());
-                    out.push(r.flags);
-                }
-                out.extend_from_slice(h.partial_request());
-            }
-        }
-    }
-
-    /// Rebuild from [`ServiceState::image`] bytes for a flow of listener `spec`. `None` if the
-    /// bytes are inconsistent (never trust the wire).
-    pub fn from_image(spec: &ServiceSpec, b: &[u8]) -> Option<ServiceState> {
-        let u64_at = |o: usize| b.get(o..o + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])));
-        match (b.first()?, spec) {
-            (&IMG_ECHO, ServiceSpec::Echo(cfg)) => {
-                let c = EchoCursor { received: u64_at(1)?, acked: u64_at(9)?, peer_fin: *b.get(17)? != 0 };
-                EchoState::from_cursor(*cfg, &c, b.get(18..)?).map(ServiceState::Echo)
-            }
-            (&IMG_HTTP, ServiceSpec::Object(_)) => {
-                let count = *b.get(1)? as usize;
-                if count > MAX_PIPELINE {
-                    return None;
-                }
-                let flags = *b.get(18)?;
-                let mut c = HttpCursor {
-                    count: count as u8,
-                    acked: u64_at(2)?,
-                    tx_end: u64_at(10)?,
-                    closing: flags & 1 != 0,
-                    peer_fin: flags & 2 != 0,
-                    ..HttpCursor::default()
-                };
-                let mut o = 19;
-                for r in c.responses[..count].iter_mut() {
-                    let rec = b.get(o..o + 23)?;
-                    *r = ResponseRecord {
-                        start: u64::from_le_bytes(rec[0..8].try_into().ok()?),
-                        content_len: u64::from_le_bytes(rec[8..16].try_into().ok()?),
-                        obj: crate::service::object::ObjectId(u32::from_le_bytes(rec[16..20].try_into().ok()?)),
-                        status: u16::from_le_bytes(rec[20..22].try_into().ok()?),
-                        flags: rec[22],
-                    };
-                    o += 23;
-                }
-                HttpState::from_cursor(&c, b.get(o..)?).map(ServiceState::Object)
-            }
-            _ => None,
-        }
-    }
-
-    /// A fresh service instance for a flow of listener `spec`.
-    pub fn for_spec(spec: &ServiceSpec) -> ServiceState {
-        match spec {
-            ServiceSpec::Object(_) => ServiceState::Object(HttpState::default()),
-            ServiceSpec::Echo(c) => ServiceState::Echo(EchoState::new(*c)),
-        }
-    }
-}
-
 /// Why a standby could not apply a delta: the replica is inconsistent with the active (a
 /// protocol or determinism bug). Counted; the flow is then resynchronised from an image.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -212,8 +122,8 @@ pub struct ShadowFlow {
     svc_known: bool,
     /// The service state came from a full image (join snapshot or re-image).
     imaged: bool,
-    /// Per-standby scratch counters the replayed HTTP service updates (not reported).
-    http: HttpCounters,
+    /// Per-standby scratch counters the replayed services update (not reported).
+    stats: ServiceCounters,
 }
 
 /// States in which the peer's FIN has been received (RFC 9293 §3.3.2).
@@ -232,7 +142,7 @@ impl ShadowFlow {
             fin_delivered: false,
             svc_known: image.tcb.rx_delivered == 0,
             imaged: false,
-            http: HttpCounters::default(),
+            stats: ServiceCounters::default(),
             image,
         };
         f.update(cfg, image);
@@ -254,7 +164,7 @@ impl ShadowFlow {
         self.deliver_fin(cfg);
         self.image = image;
         if let Some(l) = cfg.listeners.get(image.listener as usize) {
-            let mut svc = bind(&mut self.svc, &l.spec, &mut self.http);
+            let mut svc = self.svc.bind(&l.spec, &mut self.stats);
             if image.tcb.tx_acked > 0 {
                 svc.on_acked(image.tcb.tx_acked);
             }
@@ -270,7 +180,7 @@ impl ShadowFlow {
             return Err(ReplayError::DataGap { expected: self.rx_replayed, got: offset });
         }
         let l = cfg.listeners.get(self.image.listener as usize).ok_or(ReplayError::UnknownListener(self.image.listener))?;
-        let mut svc = bind(&mut self.svc, &l.spec, &mut self.http);
+        let mut svc = self.svc.bind(&l.spec, &mut self.stats);
         let n = svc.on_recv(bytes);
         self.rx_replayed += n as u64;
         if n != bytes.len() {
@@ -286,10 +196,7 @@ impl ShadowFlow {
         self.svc_known = true;
         self.imaged = true;
         self.rx_replayed = self.image.tcb.rx_delivered;
-        let peer_fin = match &self.svc {
-            ServiceState::Echo(e) => e.cursor().peer_fin,
-            ServiceState::Object(h) => h.cursor().peer_fin,
-        };
+        let peer_fin = self.svc.peer_fin();
         self.fin_delivered = peer_fin;
         self.fin_pending = fin_received(self.image.tcb.state) && !peer_fin;
         Ok(())
@@ -315,7 +222,7 @@ impl ShadowFlow {
         let closed = cfg
             .listeners
             .get(self.image.listener as usize)
-            .is_some_and(|l| bind(&mut self.svc, &l.spec, &mut self.http).tx_closed());
+            .is_some_and(|l| self.svc.bind(&l.spec, &mut self.stats).tx_closed());
         let t = &mut self.image.tcb;
         t.rx_delivered = self.rx_replayed;
         let mut back = lag as u32;
@@ -340,7 +247,7 @@ impl ShadowFlow {
     pub fn deliver_fin(&mut self, cfg: &StackConfig) {
         if self.fin_pending && !self.fin_delivered && self.rx_lag() == 0 {
             if let Some(l) = cfg.listeners.get(self.image.listener as usize) {
-                bind(&mut self.svc, &l.spec, &mut self.http).on_peer_fin();
+                self.svc.bind(&l.spec, &mut self.stats).on_peer_fin();
             }
             self.fin_pending = false;
             self.fin_delivered = true;

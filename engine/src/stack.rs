@@ -5,33 +5,40 @@
 //! touches DPDK, a clock or a socket, so the golden-packet tests run this exact code without a
 //! NIC, and a standby can replay it. The DPDK loop (`dataplane`) wraps it with mbufs.
 //!
-//! Classification (DESIGN §2): Ethernet → ARP (answer for our VIPs, learn peers) | IPv4 →
-//! validate → ICMP echo (answer) | TCP to a VIP (flow lookup → TCP → service) | anything else
-//! (counted drop). Every drop has a reason in [`Drop`].
+//! This module holds the stack and the life of its TCP flows: demultiplexing a segment to
+//! its flow (or opening one on a SYN to a listener), driving TCP with the flow's service,
+//! timers, close, and installing replicated flows at takeover. L2/L3 classification (ARP,
+//! IPv4 checks, ICMP echo) is in `l2`; replication of every flow change and output-commit
+//! tagging in `repl`; the services themselves behind [`crate::service`]. Every drop has a
+//! reason in [`Drop`].
+
+mod l2;
+mod repl;
 
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use self::l2::ArpCache;
+use self::repl::Recorder;
+
 use crate::commit::{CommitTag, Lane};
+pub use crate::config::{vrrp_mac, Listener, StackConfig, Vip};
 use crate::counters::{Counters, Drop, Event};
 use crate::flow::{FlowId, FlowKey, FlowTable};
-use crate::replica::{FlowImage, ReplEvent, Replicator, ShadowFlow};
-use crate::service::echo::{EchoConfig, EchoState};
-use crate::service::http::{HttpCounters, HttpState, ObjectConn};
-use crate::service::object::ObjectStore;
-use crate::service::ByteStream;
+use crate::replica::{ReplEvent, Replicator, ShadowFlow};
+pub use crate::service::{ServiceSpec, ServiceState};
+use crate::service::{ByteStream, ServiceCounters};
 use crate::tcp::isn::IsnGenerator;
-use crate::tcp::{reset_for, DirtyFlags, SegmentSink, SegmentVerdict, State, Tcb, TcbStats, TcpConfig, TcpError};
-use crate::time::{Duration, Instant};
+use crate::tcp::{reset_for, DirtyFlags, SegmentSink, SegmentVerdict, State, Tcb, TcbStats, TcpError};
+use crate::time::Instant;
 use crate::timer::TimerWheel;
-use crate::wire::arp::{self, AnnounceTag, ArpOp, ArpRepr};
+use crate::wire::arp::AnnounceTag;
 use crate::wire::checksum::ChecksumStatus;
-use crate::wire::ethernet::{self, ethertype, EthernetFrame, MacAddr};
-use crate::wire::icmp::echo_reply_in_place;
-use crate::wire::ipv4::{self, protocol, Ipv4Packet};
+use crate::wire::ethernet::{self, MacAddr};
+use crate::wire::ipv4;
 use crate::wire::tcp::{build_tcp_frame, tcp_payload_offset, FrameAddrs, TcpPacket};
-use crate::wire::{TcpHeader, WireError};
+use crate::wire::TcpHeader;
 
 /// Largest frame the stack writes (Ethernet header + 1500-byte IP MTU).
 pub const MAX_FRAME: usize = ethernet::HEADER_LEN + 1500;
@@ -48,61 +55,6 @@ pub trait FrameSink {
     /// now, so that frames of several flows built in one pass (timers) are not tagged
     /// together (`commit::Lane::Any`). Sinks that do not hold ignore it.
     fn seal(&mut self, _tag: Option<CommitTag>, _now: Instant) {}
-}
-
-/// The VRRP-style virtual MAC of virtual router `vrid` (RFC 5798 §7.3): 00:00:5e:00:01:{vrid}.
-pub fn vrrp_mac(vrid: u8) -> MacAddr {
-    MacAddr([0x00, 0x00, 0x5e, 0x00, 0x01, vrid])
-}
-
-/// A service address this engine owns.
-#[derive(Clone, Debug)]
-pub struct Vip {
-    pub addr: Ipv4Addr,
-    /// The MAC that answers ARP for `addr` and sources its frames.
-    pub mac: MacAddr,
-}
-
-/// What listens on a VIP:port.
-#[derive(Clone, Debug)]
-pub enum ServiceSpec {
-    /// HTTP/1.1 objects from a store shared read-only by all workers.
-    Object(Arc<ObjectStore>),
-    /// Bytes back.
-    Echo(EchoConfig),
-}
-
-/// A bound service.
-#[derive(Clone, Debug)]
-pub struct Listener {
-    pub vip: Ipv4Addr,
-    pub port: u16,
-    pub spec: ServiceSpec,
-}
-
-/// Everything a stack needs; shared by all workers of an engine.
-#[derive(Clone, Debug)]
-pub struct StackConfig {
-    pub vips: Vec<Vip>,
-    pub listeners: Vec<Listener>,
-    pub tcp: TcpConfig,
-    /// Flows this worker can hold (preallocated).
-    pub flow_capacity: usize,
-    /// Secret for RFC 6528 ISNs.
-    pub isn_key: [u8; 16],
-    /// Timer wheel resolution.
-    pub timer_tick: Duration,
-}
-
-/// A service instance bound to one flow.
-///
-/// Inline on purpose: the flow table preallocates every slot, so no allocation happens per
-/// connection (the HTTP request buffer dominates the size; see BENCHMARKS "memory per flow").
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)]
-pub enum ServiceState {
-    Object(HttpState),
-    Echo(EchoState),
 }
 
 /// One TCP flow: the TCP control block, its service, and the L2 facts to answer it.
@@ -130,33 +82,6 @@ pub struct Flow {
     pub needs_image: bool,
 }
 
-/// A small direct-mapped IPv4 → MAC cache of peers heard from (ARP requests/replies). Fixed
-/// memory; a collision simply replaces the older entry.
-struct ArpCache {
-    slots: Box<[(Ipv4Addr, MacAddr)]>,
-}
-
-impl ArpCache {
-    const SLOTS: usize = 1024;
-    fn new() -> ArpCache {
-        ArpCache { slots: vec![(Ipv4Addr::UNSPECIFIED, MacAddr::ZERO); Self::SLOTS].into_boxed_slice() }
-    }
-    fn slot(ip: Ipv4Addr) -> usize {
-        (u32::from(ip).wrapping_mul(0x9e37_79b1) >> 22) as usize % Self::SLOTS
-    }
-    /// Returns true if this was new information.
-    fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr) -> bool {
-        let s = &mut self.slots[Self::slot(ip)];
-        let new = *s != (ip, mac);
-        *s = (ip, mac);
-        new
-    }
-    fn get(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        let (i, m) = self.slots[Self::slot(ip)];
-        (i == ip && !ip.is_unspecified()).then_some(m)
-    }
-}
-
 /// Deltas of a join snapshot that may await the standby's acknowledgement at once (about
 /// half as many flows: an image is a `New` and a `SvcImage`).
 pub const SNAPSHOT_WINDOW: u64 = 1024;
@@ -169,7 +94,8 @@ pub struct Stack {
     isn: IsnGenerator,
     arp: ArpCache,
     counters: Counters,
-    http: HttpCounters,
+    /// Counters of the services, updated by the flows' bound services.
+    svc_stats: ServiceCounters,
     ip_id: u16,
     /// Where replicated changes go (None: no standby configured).
     repl: Option<Box<dyn Replicator>>,
@@ -201,104 +127,6 @@ pub struct Stack {
     /// The newest claim of one of our VIPs by another engine seen since the last
     /// `take_vip_claim` (a tagged gratuitous ARP from a node that took over).
     vip_claim: Option<AnnounceTag>,
-}
-
-/// Records the bytes a service consumes so they can be replicated (the standby replays them).
-struct Recorder<'a, 'b> {
-    inner: Bound<'a>,
-    log: &'b mut Vec<u8>,
-}
-
-impl ByteStream for Recorder<'_, '_> {
-    fn on_recv(&mut self, data: &[u8]) -> usize {
-        let n = self.inner.on_recv(data);
-        self.log.extend_from_slice(&data[..n.min(data.len())]);
-        n
-    }
-    fn on_peer_fin(&mut self) {
-        self.inner.on_peer_fin()
-    }
-    fn tx_end(&self) -> u64 {
-        self.inner.tx_end()
-    }
-    fn tx_closed(&self) -> bool {
-        self.inner.tx_closed()
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
-        self.inner.read_at(off, buf)
-    }
-    fn on_acked(&mut self, off: u64) {
-        self.inner.on_acked(off)
-    }
-    fn rx_space(&self) -> usize {
-        self.inner.rx_space()
-    }
-}
-
-/// The service of one flow seen as a byte stream (enum dispatch: no allocation, no vtable).
-pub(crate) enum Bound<'a> {
-    Object(ObjectConn<'a>),
-    Echo(&'a mut EchoState),
-}
-
-impl ByteStream for Bound<'_> {
-    fn on_recv(&mut self, data: &[u8]) -> usize {
-        match self {
-            Bound::Object(s) => s.on_recv(data),
-            Bound::Echo(s) => s.on_recv(data),
-        }
-    }
-    fn on_peer_fin(&mut self) {
-        match self {
-            Bound::Object(s) => s.on_peer_fin(),
-            Bound::Echo(s) => s.on_peer_fin(),
-        }
-    }
-    fn tx_end(&self) -> u64 {
-        match self {
-            Bound::Object(s) => s.tx_end(),
-            Bound::Echo(s) => s.tx_end(),
-        }
-    }
-    fn tx_closed(&self) -> bool {
-        match self {
-            Bound::Object(s) => s.tx_closed(),
-            Bound::Echo(s) => s.tx_closed(),
-        }
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
-        match self {
-            Bound::Object(s) => s.read_at(off, buf),
-            Bound::Echo(s) => s.read_at(off, buf),
-        }
-    }
-    fn on_acked(&mut self, off: u64) {
-        match self {
-            Bound::Object(s) => s.on_acked(off),
-            Bound::Echo(s) => s.on_acked(off),
-        }
-    }
-    fn rx_space(&self) -> usize {
-        match self {
-            Bound::Object(s) => s.rx_space(),
-            Bound::Echo(s) => s.rx_space(),
-        }
-    }
-}
-
-pub(crate) fn bind<'a>(svc: &'a mut ServiceState, spec: &'a ServiceSpec, http: &'a mut HttpCounters) -> Bound<'a> {
-    match (svc, spec) {
-        (ServiceState::Object(st), ServiceSpec::Object(store)) => Bound::Object(ObjectConn::new(st, store, http)),
-        (ServiceState::Echo(st), _) => Bound::Echo(st),
-        // A flow's service state is created from its listener's spec, so this pairing cannot
-        // occur; an object state without a store serves from an empty one.
-        (ServiceState::Object(st), ServiceSpec::Echo(_)) => Bound::Object(ObjectConn::new(st, empty_store(), http)),
-    }
-}
-
-fn empty_store() -> &'static ObjectStore {
-    static EMPTY: std::sync::OnceLock<ObjectStore> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| ObjectStore::empty(Default::default()))
 }
 
 /// Turns TCP's segments into Ethernet frames in the sink.
@@ -339,7 +167,7 @@ impl Stack {
             isn: IsnGenerator::new(cfg.isn_key),
             arp: ArpCache::new(),
             counters: Counters::default(),
-            http: HttpCounters::default(),
+            svc_stats: ServiceCounters::default(),
             ip_id: 0,
             repl: None,
             rx_log: Vec::with_capacity(64 * 1024),
@@ -392,199 +220,6 @@ impl Stack {
         self.grace_until = t;
     }
 
-    /// The sequence number the output built since the previous tag depends on: it may leave
-    /// once the standby acknowledged it. `None` while some flow's replica is incomplete (hold
-    /// everything; the next tag covers it). Returning a tag starts the next interval, so call
-    /// it exactly once per batch of output handed to the output-commit hold.
-    ///
-    /// The tag is the newest *commit-relevant* change of the flows that produced output, not
-    /// the newest change of the worker: a flow's creation, the bytes it received, its state
-    /// changes. Pure send progress (the client acknowledged bytes, windows, timestamps) is
-    /// replicated too, but output does not wait for it: what a flow sends is a deterministic
-    /// function of its service stream offset, and a standby whose progress image lags behind
-    /// catches up from the client's ACK at takeover (`flow_input`, [`Tcb::catch_up_sent`]).
-    /// A download's segments therefore leave at once instead of one sync round trip later.
-    ///
-    /// The tag also names the flow that built the output ([`Lane`]), so that output of
-    /// other flows need not wait behind it (`commit::OutputHold`): `Lane::Any` when several
-    /// flows or none did.
-    pub fn commit_tag(&self) -> Option<CommitTag> {
-        match &self.repl {
-            None => {
-                self.lane.set(None);
-                Some(CommitTag::NONE)
-            }
-            Some(_) if !self.resync.is_empty() => None,
-            Some(_) => Some(CommitTag { seq: self.tag.replace(0), lane: self.lane.take().unwrap_or(Lane::Any) }),
-        }
-    }
-
-    /// Flow `id` built (or may have built) output in this interval, which depends on its
-    /// change `seq`.
-    fn touch_tag(&self, seq: u64, id: FlowId) {
-        if seq > self.tag.get() {
-            self.tag.set(seq);
-        }
-        let lane = match self.lane.get() {
-            None => Lane::Flow(id.index()),
-            Some(Lane::Flow(i)) if i == id.index() => Lane::Flow(i),
-            Some(_) => Lane::Any,
-        };
-        self.lane.set(Some(lane));
-    }
-
-    /// Give the replicator a chance to drain its backlog and re-image flows whose delta was
-    /// lost to a full ring; continue a join snapshot.
-    pub fn replication_tick(&mut self) {
-        let Some(r) = self.repl.as_mut() else { return };
-        r.flush();
-        while let Some(&id) = self.resync.last() {
-            if !self.emit_full_image(id) {
-                return;
-            }
-            self.resync.pop();
-        }
-        if let Some((token, mut todo)) = self.snapshot.take() {
-            while let Some(&id) = todo.last() {
-                if self.snapshot_window_full() || !self.emit_full_image(id) {
-                    self.snapshot = Some((token, todo));
-                    return;
-                }
-                todo.pop();
-            }
-            let done = self.repl.as_mut().map(|r| r.emit((0, 0), ReplEvent::Barrier(token)).is_ok()).unwrap_or(true);
-            if done {
-                self.counters.event(Event::SnapshotsEmitted);
-            } else {
-                self.snapshot = Some((token, todo));
-            }
-        }
-    }
-
-    /// The standby acknowledged every delta up to `seq` (the output-commit watermark;
-    /// `u64::MAX` when output does not wait for it): paces a join snapshot.
-    pub fn set_standby_acked(&mut self, seq: u64) {
-        self.standby_acked = seq;
-    }
-
-    fn snapshot_window_full(&self) -> bool {
-        let Some(r) = self.repl.as_ref() else { return false };
-        if self.standby_acked == u64::MAX {
-            return false;
-        }
-        r.last_seq().saturating_sub(self.standby_acked.max(self.snapshot_base)) >= SNAPSHOT_WINDOW
-    }
-
-    /// A standby joined: image every flow (New + SvcImage), then `Barrier(token)`.
-    pub fn request_snapshot(&mut self, token: u64) {
-        let ids: Vec<FlowId> = self.flows.iter().map(|(id, _, _)| id).collect();
-        self.snapshot = Some((token, ids));
-        self.snapshot_base = self.repl.as_ref().map_or(0, |r| r.last_seq());
-        self.replication_tick();
-    }
-
-    fn image_of(&self, id: FlowId) -> Option<FlowImage> {
-        let (key, f) = (self.flows.key(id)?, self.flows.get(id)?);
-        Some(FlowImage { key: *key, tcb: f.tcb.snapshot(), peer_mac: f.peer_mac, vip_mac: f.vip_mac, listener: f.listener })
-    }
-
-    /// New + SvcImage for one flow; false if the ring is full (retry later).
-    fn emit_full_image(&mut self, id: FlowId) -> bool {
-        let Some(img) = self.image_of(id) else { return true };
-        let mut bytes = Vec::new();
-        if let Some(f) = self.flows.get(id) {
-            f.svc.image(&mut bytes);
-        }
-        let slot = (id.index(), id.generation());
-        let Some(r) = self.repl.as_mut() else { return true };
-        let seq = match r.emit(slot, ReplEvent::New(&img)).and_then(|_| r.emit(slot, ReplEvent::SvcImage(&bytes))) {
-            Ok(seq) => seq,
-            Err(_) => return false,
-        };
-        if let Some(f) = self.flows.get_mut(id) {
-            f.repl_seq = seq;
-            f.needs_image = false;
-        }
-        self.touch_tag(seq, id);
-        self.counters.add(Event::DeltasEmitted, 2);
-        true
-    }
-
-    /// After a TCP call on flow `id`: replicate what changed (image first, then the bytes
-    /// the service consumed, in that order; see `replica`), and fold the flow's commit tag
-    /// into the tag of the output this call built.
-    fn replicate(&mut self, id: FlowId, new: bool) {
-        if self.repl.is_none() {
-            self.rx_log.clear();
-            if let Some(f) = self.flows.get_mut(id) {
-                f.tcb.dirty.take();
-            }
-            return;
-        }
-        let (dirty, last, needs_image) = match self.flows.get_mut(id) {
-            Some(f) => (f.tcb.dirty.take(), f.repl_seq, f.needs_image),
-            None => (DirtyFlags::default(), 0, false),
-        };
-        if needs_image {
-            // Its re-image (`replication_tick`) carries this change too; its output waits
-            // for it (`commit_tag` holds everything while a flow awaits one).
-            self.rx_log.clear();
-            return;
-        }
-        if !(new || !dirty.is_empty() || !self.rx_log.is_empty()) {
-            self.touch_tag(last, id);
-            return;
-        }
-        let Some(img) = self.image_of(id) else {
-            self.rx_log.clear();
-            return;
-        };
-        // Output waits for a change unless the change is pure send progress (see commit_tag).
-        let commit = new || !self.rx_log.is_empty() || !DirtyFlags::PROGRESS.contains(dirty);
-        let slot = (id.index(), id.generation());
-        let log = std::mem::take(&mut self.rx_log);
-        let mut ok = true;
-        let mut seq = 0;
-        if let Some(r) = self.repl.as_mut() {
-            let ev = if new {
-                ReplEvent::New(&img)
-            } else if dirty.intersects(DirtyFlags::IDENTITY) {
-                ReplEvent::Update(&img)
-            } else {
-                ReplEvent::Step(&img)
-            };
-            match r.emit(slot, ev) {
-                Ok(s) => seq = s,
-                Err(_) => ok = false,
-            }
-            if ok && !log.is_empty() {
-                let offset = img.tcb.rx_delivered - log.len() as u64;
-                match r.emit(slot, ReplEvent::Data { offset, bytes: &log }) {
-                    Ok(s) => seq = s,
-                    Err(_) => ok = false,
-                }
-            }
-        }
-        self.rx_log = log;
-        self.rx_log.clear();
-        if ok {
-            self.counters.event(Event::DeltasEmitted);
-            let tag = if commit { seq } else { last };
-            if let Some(f) = self.flows.get_mut(id) {
-                f.repl_seq = tag;
-            }
-            self.touch_tag(tag, id);
-        } else {
-            self.counters.event(Event::ReplicationFull);
-            if let Some(f) = self.flows.get_mut(id) {
-                f.needs_image = true;
-            }
-            if !self.resync.contains(&id) {
-                self.resync.push(id);
-            }
-        }
-    }
-
     /// Takeover: install a replicated flow, probe the client with a pure ACK it must answer
     /// ([`crate::tcp::Tcb::send_probe`]; its answer re-validates our sequence state through
     /// the normal RFC 5961 ACK checks and brings the current window) and resume sending from
@@ -598,7 +233,7 @@ impl Stack {
             return false;
         };
         let closed_at = {
-            let svc = bind(&mut sh.svc, &l.spec, &mut self.http);
+            let svc = sh.svc.bind(&l.spec, &mut self.svc_stats);
             svc.tx_closed().then(|| svc.tx_end())
         };
         let tcb = Tcb::restore(&cfg.tcp, &img.tcb, now, closed_at);
@@ -611,7 +246,7 @@ impl Stack {
         let Some(flow) = self.flows.get_mut(id) else { return false };
         let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
         {
-            let mut svc = bind(&mut flow.svc, &l.spec, &mut self.http);
+            let mut svc = flow.svc.bind(&l.spec, &mut self.svc_stats);
             if state.is_synchronized() {
                 flow.tcb.send_probe(now, &svc, &mut out);
             }
@@ -631,39 +266,13 @@ impl Stack {
         true
     }
 
-    /// Gratuitous ARP for every VIP from its MAC, so the switch relearns where the VIP lives
-    /// (VRRP does the same, RFC 5798 §6.4.1). With an identity ([`Stack::set_identity`]) each
-    /// carries an [`AnnounceTag`]: an old active that still lives (the sync link was cut)
-    /// learns from it that it was taken over.
-    pub fn announce<F: FrameSink + ?Sized>(&mut self, tx: &mut F) {
-        let vips = self.cfg.vips.clone();
-        let tag = self.identity;
-        for v in &vips {
-            let sent = tx.emit(&mut |buf: &mut [u8]| match tag {
-                Some(t) => t.emit_gratuitous(v.mac, v.addr, buf).unwrap_or(0),
-                None => ArpRepr::gratuitous(v.mac, v.addr).emit_frame(buf).unwrap_or(0),
-            });
-            self.count_tx(sent, Event::GratuitousArps);
-        }
-    }
-
-    /// This engine's node id and current epoch, for its announcements.
-    pub fn set_identity(&mut self, node_id: u32, epoch: u64) {
-        self.identity = Some(AnnounceTag { node_id, epoch });
-    }
-
-    /// The newest claim of one of our VIPs by another engine since the last call.
-    pub fn take_vip_claim(&mut self) -> Option<AnnounceTag> {
-        self.vip_claim.take()
-    }
-
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
 
-    /// Counters with the HTTP service's request count folded in (for publishing).
+    /// Counters with the services' counters folded in (for publishing).
     pub fn counters_mut(&mut self) -> &mut Counters {
-        self.counters.events[Event::HttpRequests as usize] = self.http.requests;
+        self.svc_stats.publish(&mut self.counters);
         &mut self.counters
     }
 
@@ -671,144 +280,9 @@ impl Stack {
         &self.flows
     }
 
-    /// The MAC we learned for `ip`, if any.
-    pub fn arp_lookup(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.arp.get(ip)
-    }
-
     /// The earliest pending timer, for the caller's idle sleep bound.
     pub fn next_timer(&self) -> Option<Instant> {
         self.timers.next_deadline_hint()
-    }
-
-    fn vip_mac(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.cfg.vips.iter().find(|v| v.addr == ip).map(|v| v.mac)
-    }
-
-    fn is_our_mac(&self, mac: MacAddr) -> bool {
-        self.cfg.vips.iter().any(|v| v.mac == mac)
-    }
-
-    /// Process one received frame.
-    pub fn process<F: FrameSink + ?Sized>(&mut self, now: Instant, frame: &[u8], tx: &mut F) {
-        self.counters.event(Event::RxFrames);
-        if !self.active {
-            return self.counters.drop(Drop::Standby);
-        }
-        let eth = match EthernetFrame::new_checked(frame) {
-            Ok(e) => e,
-            Err(_) => return self.counters.drop(Drop::RuntFrame),
-        };
-        let dst = eth.dst();
-        if eth.src().is_multicast() {
-            // IEEE 802: a group address is never a source; learning it as a flow's peer MAC
-            // would flood every later reply.
-            return self.counters.drop(Drop::BadSourceMac);
-        }
-        if !dst.is_broadcast() && !self.is_our_mac(dst) {
-            // Multicast we do not join, or unicast for another host (promiscuous ports on a
-            // shared segment see those).
-            return self.counters.drop(Drop::NotOurMac);
-        }
-        match eth.ethertype() {
-            ethertype::ARP => self.on_arp(eth.src(), eth.payload(), tx),
-            ethertype::IPV4 => self.on_ipv4(now, frame, eth.src(), tx),
-            _ => self.counters.drop(Drop::OtherEthertype),
-        }
-    }
-
-    fn on_arp<F: FrameSink + ?Sized>(&mut self, src: MacAddr, payload: &[u8], tx: &mut F) {
-        let arp = match ArpRepr::parse(payload) {
-            Ok(a) => a,
-            Err(_) => return self.counters.drop(Drop::BadArp),
-        };
-        if arp.sender_mac != src || arp.sender_mac.is_multicast() {
-            // RFC 826 leaves this open; a mismatch is spoofing or a proxy. Do not learn it.
-            return self.counters.drop(Drop::BadArp);
-        }
-        if self.vip_mac(arp.sender_ip).is_some() {
-            // Someone announces one of our VIPs. Another engine's tagged announcement says it
-            // took the VIP over; anything else (a misconfigured host) is not ours to act on.
-            if let Some(tag) = payload.get(arp::PACKET_LEN..).and_then(AnnounceTag::read) {
-                if self.identity.is_some_and(|me| me.node_id != tag.node_id)
-                    && self.vip_claim.is_none_or(|c| tag.epoch > c.epoch)
-                {
-                    self.vip_claim = Some(tag);
-                    self.counters.event(Event::VipClaimsSeen);
-                }
-            }
-            // Not a question for us, and not a neighbour to learn.
-            return self.counters.drop(Drop::ArpFromOurVip);
-        }
-        if !arp.sender_ip.is_unspecified() && self.arp.learn(arp.sender_ip, arp.sender_mac) {
-            self.counters.event(Event::ArpLearned);
-        }
-        match (arp.op, self.vip_mac(arp.target_ip)) {
-            (ArpOp::Request, Some(mac)) => {
-                let reply = arp.reply(mac);
-                let sent = tx.emit(&mut |buf: &mut [u8]| reply.emit_frame(buf).unwrap_or(0));
-                self.count_tx(sent, Event::ArpRequestsAnswered);
-            }
-            (ArpOp::Reply, _) => {}
-            _ => self.counters.drop(Drop::ArpNotForUs),
-        }
-    }
-
-    fn count_tx(&mut self, sent: bool, what: Event) {
-        if sent {
-            self.counters.event(what);
-            self.counters.event(Event::TxFrames);
-        } else {
-            self.counters.drop(Drop::TxNoMbuf);
-        }
-    }
-
-    fn on_ipv4<F: FrameSink + ?Sized>(&mut self, now: Instant, frame: &[u8], src_mac: MacAddr, tx: &mut F) {
-        let l3 = &frame[ethernet::HEADER_LEN..];
-        let ip = match Ipv4Packet::new_checked(l3) {
-            Ok(p) => p,
-            Err(WireError::BadChecksum) => return self.counters.drop(Drop::BadIpv4Checksum),
-            Err(_) => return self.counters.drop(Drop::BadIpv4Header),
-        };
-        let (src, dst) = (ip.src(), ip.dst());
-        let Some(vip_mac) = self.vip_mac(dst) else {
-            return self.counters.drop(Drop::NotOurIp);
-        };
-        if ip.is_fragment() {
-            return self.counters.drop(Drop::Ipv4Fragment);
-        }
-        if ip.has_options() {
-            return self.counters.drop(Drop::Ipv4Options);
-        }
-        if ip.ttl() == 0 {
-            return self.counters.drop(Drop::BadTtl);
-        }
-        // A source that is one of our own addresses is a LAND attack or a loop: answering it
-        // would send frames to ourselves through the client's MAC.
-        if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || src.is_loopback() || self.vip_mac(src).is_some() {
-            return self.counters.drop(Drop::BadSourceAddress);
-        }
-        match ip.protocol() {
-            protocol::ICMP => {
-                let len = ethernet::HEADER_LEN + ip.total_len();
-                let mut built = 0;
-                let sent = tx.emit(&mut |buf: &mut [u8]| {
-                    let Some(out) = buf.get_mut(..len) else { return 0 };
-                    out.copy_from_slice(&frame[..len]);
-                    built = echo_reply_in_place(out).unwrap_or(0);
-                    built
-                });
-                // echo_reply_in_place refuses anything but a valid echo request (checksum,
-                // code 0); then the builder returned 0 and nothing left.
-                if built > 0 {
-                    self.count_tx(sent, Event::IcmpEchoAnswered);
-                } else {
-                    self.counters.drop(Drop::IcmpIgnored);
-                }
-            }
-            protocol::TCP => self.on_tcp(now, src, dst, src_mac, vip_mac, ip.payload(), tx),
-            _ => self.counters.drop(Drop::OtherProtocol),
-        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -869,7 +343,7 @@ impl Stack {
             // that is lagging progress replication (see `commit_tag`): catch up. Not only on
             // the first ACK: an older ACK still in flight may arrive first.
             let spec = &cfg.listeners[flow.listener as usize].spec;
-            let tx_end = bind(&mut flow.svc, spec, &mut self.http).tx_end();
+            let tx_end = flow.svc.bind(spec, &mut self.svc_stats).tx_end();
             if flow.tcb.catch_up_sent(hdr.ack, tx_end) {
                 self.counters.event(Event::FlowsCaughtUp);
             }
@@ -894,7 +368,7 @@ impl Stack {
         let spec = &cfg.listeners[flow.listener as usize].spec;
         let mut out = TcpTx { sink: tx, addrs: *addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
         let verdict = {
-            let mut svc = Recorder { inner: bind(&mut flow.svc, spec, &mut self.http), log: &mut self.rx_log };
+            let mut svc = Recorder { inner: flow.svc.bind(spec, &mut self.svc_stats), log: &mut self.rx_log };
             let v = flow.tcb.on_segment(now, &cfg.tcp, hdr, payload, &mut svc, &mut out);
             flow.tcb.poll_send(now, &cfg.tcp, &mut svc, &mut out);
             v
@@ -963,10 +437,7 @@ impl Stack {
             Err(_) => return self.counters.drop(Drop::BadSyn),
         };
         let (frames, failed) = (out.frames, out.failed);
-        let svc = match &cfg.listeners[li].spec {
-            ServiceSpec::Object(_) => ServiceState::Object(HttpState::default()),
-            ServiceSpec::Echo(c) => ServiceState::Echo(EchoState::new(*c)),
-        };
+        let svc = ServiceState::for_spec(&cfg.listeners[li].spec);
         let state = tcb.state();
         let deadline = tcb.next_deadline();
         let flow = Flow { tcb, svc, listener: li as u16, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, needs_image: false };
@@ -1068,7 +539,7 @@ impl Stack {
             let spec = &cfg.listeners[flow.listener as usize].spec;
             let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
             {
-                let mut svc = Recorder { inner: bind(&mut flow.svc, spec, &mut self.http), log: &mut self.rx_log };
+                let mut svc = Recorder { inner: flow.svc.bind(spec, &mut self.svc_stats), log: &mut self.rx_log };
                 flow.tcb.on_timer(now, &cfg.tcp, &mut svc, &mut out);
             }
             let (frames, failed) = (out.frames, out.failed);
@@ -1083,6 +554,8 @@ impl Stack {
 #[cfg(test)]
 mod size_tests {
     use super::*;
+    use crate::service::echo::EchoState;
+    use crate::service::http::HttpState;
 
     /// Memory per flow is a figure operators judge us by (BENCHMARKS "memory per flow"). The
     /// flow table preallocates one `Flow` per slot plus its index; this pins the size so a

@@ -8,7 +8,7 @@
 //! `on_acked` frees. For replication, the unacknowledged bytes are exactly the received data
 //! the standby needs (DESIGN §4: "echoed bytes already replicated"); see [`EchoCursor`].
 
-use super::ByteStream;
+use super::{ByteStream, Kind};
 
 /// Default per-connection buffer.
 pub const DEFAULT_BUF_SIZE: usize = 64 * 1024;
@@ -169,6 +169,57 @@ impl ByteStream for EchoState {
             return 0;
         }
         self.buf_size - self.in_flight()
+    }
+}
+
+/// The `echo` kind (see the module docs).
+pub struct EchoKind;
+
+/// The config of a state bound to a non-echo listener (cannot occur; see `Kind`).
+static DETACHED: EchoConfig = EchoConfig { buf_size: DEFAULT_BUF_SIZE };
+
+impl Kind for EchoKind {
+    const NAME: &'static str = "echo";
+    const IMAGE_TAG: u8 = 1;
+    type Spec = EchoConfig;
+    type State = EchoState;
+    type Counters = ();
+    type Conn<'a> = &'a mut EchoState;
+
+    fn new_state(spec: &EchoConfig) -> EchoState {
+        EchoState::new(*spec)
+    }
+
+    #[inline]
+    fn bind<'a>(state: &'a mut EchoState, _spec: &'a EchoConfig, _stats: &'a mut ()) -> &'a mut EchoState {
+        // The ring was sized from the spec when the connection opened.
+        state
+    }
+
+    fn detached_spec() -> &'static EchoConfig {
+        &DETACHED
+    }
+
+    fn peer_fin(state: &EchoState) -> bool {
+        state.peer_fin
+    }
+
+    /// The cursor, then the unacknowledged bytes (ring order):
+    /// `received u64 | acked u64 | peer_fin u8 | unacked bytes`, little-endian.
+    fn image(state: &EchoState, out: &mut Vec<u8>) {
+        let c = state.cursor();
+        out.extend_from_slice(&c.received.to_le_bytes());
+        out.extend_from_slice(&c.acked.to_le_bytes());
+        out.push(c.peer_fin as u8);
+        let (a, b) = state.unacked();
+        out.extend_from_slice(a);
+        out.extend_from_slice(b);
+    }
+
+    fn from_image(spec: &EchoConfig, b: &[u8]) -> Option<EchoState> {
+        let u64_at = |o: usize| b.get(o..o + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])));
+        let c = EchoCursor { received: u64_at(0)?, acked: u64_at(8)?, peer_fin: *b.get(16)? != 0 };
+        EchoState::from_cursor(*spec, &c, b.get(17..)?)
     }
 }
 

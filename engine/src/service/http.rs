@@ -28,144 +28,22 @@
 //! - After a closing response is queued, or after the peer's FIN, `tx_closed()` is true and
 //!   further received bytes are consumed and discarded.
 
+mod request;
+mod response;
+#[cfg(test)]
+mod tests;
+
+use self::request::{find_header_end, is_forbidden_ctl, parse_request};
+use self::response::{status_text, status_text_len, Queued};
+pub use self::response::{ResponseRecord, FLAG_CLOSE, FLAG_HEAD, MAX_HEADER_LEN, STATUS_TEXT_BODY};
 use super::object::{ObjectId, ObjectStore};
-use super::ByteStream;
+use super::{ByteStream, Kind};
+use crate::counters::{Counters, Event};
 
 /// Request buffer: the longest header section accepted.
 pub const REQ_BUF_LEN: usize = 2048;
 /// Responses queued per connection (pipelining depth).
 pub const MAX_PIPELINE: usize = 4;
-/// Upper bound of a generated response header.
-pub const MAX_HEADER_LEN: usize = 192;
-/// Body marker for error responses: the body is the status text, e.g. `404 Not Found\n`.
-pub const STATUS_TEXT_BODY: ObjectId = ObjectId(u32::MAX - 1);
-
-/// Response flag: the request was `HEAD` (header only, `Content-Length` of the would-be body).
-pub const FLAG_HEAD: u8 = 1;
-/// Response flag: `Connection: close`; no response follows.
-pub const FLAG_CLOSE: u8 = 2;
-
-/// Status codes this service emits, with their reason phrases (RFC 9110 §15).
-fn reason(status: u16) -> Option<&'static str> {
-    Some(match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        505 => "HTTP Version Not Supported",
-        _ => return None,
-    })
-}
-
-/// One queued response, as replicated: everything else is derived.
-#[derive(Copy, Clone, PartialEq, Eq, Debug)]
-pub struct ResponseRecord {
-    /// Stream offset of the first header byte.
-    pub start: u64,
-    /// Value of `Content-Length`.
-    pub content_len: u64,
-    /// Body source: a store object, [`ObjectId::GENERATED`], or [`STATUS_TEXT_BODY`].
-    pub obj: ObjectId,
-    pub status: u16,
-    /// [`FLAG_HEAD`] | [`FLAG_CLOSE`].
-    pub flags: u8,
-}
-
-impl Default for ResponseRecord {
-    fn default() -> Self {
-        ResponseRecord { start: 0, content_len: 0, obj: STATUS_TEXT_BODY, status: 400, flags: 0 }
-    }
-}
-
-impl ResponseRecord {
-    /// Body bytes on the wire (0 for HEAD).
-    #[inline]
-    pub fn body_len(&self) -> u64 {
-        if self.flags & FLAG_HEAD != 0 {
-            0
-        } else {
-            self.content_len
-        }
-    }
-
-    /// Header bytes; `None` if the record is not one this service produces.
-    pub fn header(&self, out: &mut [u8; MAX_HEADER_LEN]) -> Option<usize> {
-        let reason = reason(self.status)?;
-        let mut w = Writer { buf: out, len: 0 };
-        w.put(b"HTTP/1.1 ");
-        w.num(u64::from(self.status));
-        w.put(b" ");
-        w.put(reason.as_bytes());
-        w.put(b"\r\nContent-Type: ");
-        w.put(if self.obj == STATUS_TEXT_BODY { b"text/plain" } else { b"application/octet-stream" });
-        w.put(b"\r\nContent-Length: ");
-        w.num(self.content_len);
-        if self.status == 405 {
-            w.put(b"\r\nAllow: GET, HEAD");
-        }
-        w.put(if self.flags & FLAG_CLOSE != 0 {
-            b"\r\nConnection: close\r\n\r\n"
-        } else {
-            b"\r\nConnection: keep-alive\r\n\r\n"
-        });
-        (!w.overflow()).then_some(w.len)
-    }
-}
-
-/// Status text body (`"404 Not Found\n"`) of an error response.
-fn status_text(status: u16, out: &mut [u8; 64]) -> usize {
-    let mut w = Writer { buf: out, len: 0 };
-    w.num(u64::from(status));
-    w.put(b" ");
-    w.put(reason(status).unwrap_or("").as_bytes());
-    w.put(b"\n");
-    w.len.min(64)
-}
-
-/// Bounded writer into a fixed array; records overflow instead of panicking.
-struct Writer<'a> {
-    buf: &'a mut [u8],
-    len: usize,
-}
-
-impl Writer<'_> {
-    fn put(&mut self, s: &[u8]) {
-        if let Some(dst) = self.buf.get_mut(self.len..self.len + s.len()) {
-            dst.copy_from_slice(s);
-        }
-        self.len += s.len();
-    }
-    fn num(&mut self, mut v: u64) {
-        let mut tmp = [0u8; 20];
-        let mut i = tmp.len();
-        loop {
-            i -= 1;
-            tmp[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.put(&tmp[i..]);
-    }
-    fn overflow(&self) -> bool {
-        self.len > self.buf.len()
-    }
-}
-
-#[derive(Copy, Clone, Debug, Default)]
-struct Queued {
-    rec: ResponseRecord,
-    hdr_len: u16,
-}
-
-impl Queued {
-    #[inline]
-    fn end(&self) -> u64 {
-        self.rec.start + u64::from(self.hdr_len) + self.rec.body_len()
-    }
-}
 
 /// Replicable state of one connection's response queue (DESIGN §4 "service cursor"), oldest
 /// response first. The incomplete request bytes travel separately (as received-data chunks),
@@ -222,15 +100,6 @@ impl core::fmt::Debug for HttpState {
             .field("cursor", &self.cursor())
             .finish()
     }
-}
-
-/// What a complete header section asks for.
-struct Request {
-    status: u16,
-    close: bool,
-    head: bool,
-    obj: ObjectId,
-    content_len: u64,
 }
 
 impl HttpState {
@@ -474,155 +343,6 @@ impl HttpState {
     }
 }
 
-fn status_text_len(status: u16) -> u64 {
-    let mut t = [0u8; 64];
-    status_text(status, &mut t) as u64
-}
-
-/// Control characters that never appear in a request header section (HTAB, CR, LF allowed;
-/// RFC 9110 §5.5 field values exclude CTLs; obs-text ≥ 0x80 is allowed).
-#[inline]
-fn is_forbidden_ctl(c: u8) -> bool {
-    (c < 0x20 && !matches!(c, b'\t' | b'\r' | b'\n')) || c == 0x7f
-}
-
-/// End (one past the final LF) of the header section in `buf`, searching from `from`: the
-/// first LF followed by LF or CR LF.
-fn find_header_end(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while i < buf.len() {
-        if buf[i] == b'\n' {
-            match (buf.get(i + 1), buf.get(i + 2)) {
-                (Some(b'\n'), _) => return Some(i + 2),
-                (Some(b'\r'), Some(b'\n')) => return Some(i + 3),
-                _ => {}
-            }
-        }
-        i += 1;
-    }
-    None
-}
-
-/// RFC 9110 §5.6.2 tchar.
-#[inline]
-fn is_tchar(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
-}
-
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
-
-fn bad(status: u16) -> Request {
-    Request { status, close: true, head: false, obj: STATUS_TEXT_BODY, content_len: status_text_len(status) }
-}
-
-/// Parse a complete header section (ending in an empty line) and decide the response.
-fn parse_request(section: &[u8], store: &ObjectStore) -> Request {
-    let mut lines = section.split(|&c| c == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let Some(request_line) = lines.next() else {
-        return bad(400);
-    };
-    if section.iter().any(|&c| is_forbidden_ctl(c)) {
-        return bad(400);
-    }
-    // request-line = method SP request-target SP HTTP-version (RFC 9112 §3)
-    let mut parts = request_line.split(|&c| c == b' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return bad(400);
-    };
-    if method.is_empty() || !method.iter().all(|&c| is_tchar(c)) || target.is_empty() {
-        return bad(400);
-    }
-    // HTTP-version = "HTTP/" DIGIT "." DIGIT (RFC 9112 §2.3)
-    let minor = match version {
-        [b'H', b'T', b'T', b'P', b'/', maj, b'.', min] if maj.is_ascii_digit() && min.is_ascii_digit() => {
-            if *maj != b'1' {
-                return bad(505);
-            }
-            *min - b'0'
-        }
-        _ => return bad(400),
-    };
-    // HTTP/1.0 closes after the response; 1.1 and later 1.x persist by default.
-    let mut close = minor == 0;
-    for line in lines {
-        if line.is_empty() {
-            break;
-        }
-        // No obs-fold (RFC 9112 §5.2), no bare CR, no whitespace before the colon (§5.1).
-        if matches!(line[0], b' ' | b'\t') || line.contains(&b'\r') {
-            return bad(400);
-        }
-        let Some(colon) = line.iter().position(|&c| c == b':') else {
-            return bad(400);
-        };
-        let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
-        if name.is_empty() || !name.iter().all(|&c| is_tchar(c)) {
-            return bad(400);
-        }
-        if name.eq_ignore_ascii_case(b"connection") {
-            for opt in value.split(|&c| c == b',') {
-                if trim_ows(opt).eq_ignore_ascii_case(b"close") {
-                    close = true;
-                }
-            }
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            let zero = !value.is_empty() && value.iter().all(|&c| c == b'0');
-            if !zero {
-                return bad(400);
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            return bad(400);
-        }
-    }
-    let head = match method {
-        b"GET" => false,
-        b"HEAD" => true,
-        _ => {
-            return Request { status: 405, close, head: false, obj: STATUS_TEXT_BODY, content_len: status_text_len(405) };
-        }
-    };
-    let Some(path) = request_path(target) else {
-        return bad(400);
-    };
-    match path.strip_prefix(b"/").and_then(|name| store.resolve(name)) {
-        Some((obj, len)) => Request { status: 200, close, head, obj, content_len: len },
-        None => Request { status: 404, close, head, obj: STATUS_TEXT_BODY, content_len: status_text_len(404) },
-    }
-}
-
-/// Path of an origin-form or absolute-form request-target, query removed.
-fn request_path(target: &[u8]) -> Option<&[u8]> {
-    let path = if target.first() == Some(&b'/') {
-        target
-    } else {
-        let scheme_len = if target.len() >= 7 && target[..7].eq_ignore_ascii_case(b"http://") {
-            7
-        } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case(b"https://") {
-            8
-        } else {
-            return None;
-        };
-        let rest = &target[scheme_len..];
-        match rest.iter().position(|&c| c == b'/') {
-            Some(i) => &rest[i..],
-            None => b"/",
-        }
-    };
-    Some(match path.iter().position(|&c| c == b'?') {
-        Some(q) => &path[..q],
-        None => path,
-    })
-}
-
 /// The `object` service bound to one connection: per-flow state, the worker's shared store
 /// and the worker's counters.
 pub struct ObjectConn<'a> {
@@ -669,325 +389,91 @@ impl ByteStream for ObjectConn<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::object::{gen_byte_range, StoreConfig};
-    use super::*;
-    use proptest::prelude::*;
+/// The `object` kind (see the module docs): listeners hold the store, connections an
+/// [`HttpState`].
+pub struct ObjectKind;
 
-    fn store() -> ObjectStore {
-        ObjectStore::from_objects(
-            StoreConfig { max_gen_bytes: 1 << 20, ..Default::default() },
-            [("hello.txt", b"hello world\n".to_vec()), ("empty", Vec::new())],
-        )
-        .0
+/// One [`ResponseRecord`] in a service image: `start u64 | content_len u64 | obj u32 |
+/// status u16 | flags u8`.
+const IMAGE_RECORD_LEN: usize = 23;
+
+impl Kind for ObjectKind {
+    const NAME: &'static str = "object";
+    const IMAGE_TAG: u8 = 2;
+    type Spec = std::sync::Arc<ObjectStore>;
+    type State = HttpState;
+    type Counters = HttpCounters;
+    type Conn<'a> = ObjectConn<'a>;
+
+    fn new_state(_spec: &Self::Spec) -> HttpState {
+        HttpState::default()
     }
 
-    /// Read everything in [acked, tx_end) with `chunk`-sized reads, then ack it all.
-    fn drain(c: &mut ObjectConn<'_>, chunk: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut off = c.state.acked;
-        let mut buf = vec![0u8; chunk];
-        while off < c.tx_end() {
-            let n = c.read_at(off, &mut buf);
-            assert!(n > 0 && n <= chunk);
-            assert!(n == chunk || off + n as u64 == c.tx_end(), "short read mid-stream");
-            out.extend_from_slice(&buf[..n]);
-            off += n as u64;
+    #[inline]
+    fn bind<'a>(state: &'a mut HttpState, spec: &'a Self::Spec, stats: &'a mut HttpCounters) -> ObjectConn<'a> {
+        ObjectConn::new(state, spec, stats)
+    }
+
+    /// An object state without a store serves from an empty one.
+    fn detached_spec() -> &'static Self::Spec {
+        static EMPTY: std::sync::OnceLock<std::sync::Arc<ObjectStore>> = std::sync::OnceLock::new();
+        EMPTY.get_or_init(|| std::sync::Arc::new(ObjectStore::empty(Default::default())))
+    }
+
+    fn peer_fin(state: &HttpState) -> bool {
+        state.peer_fin
+    }
+
+    /// The response queue, then the partial request: `count u8 | acked u64 | tx_end u64 |
+    /// flags u8 (1 closing, 2 peer_fin) | count records | partial request bytes`,
+    /// little-endian.
+    fn image(state: &HttpState, out: &mut Vec<u8>) {
+        let c = state.cursor();
+        out.push(c.count);
+        out.extend_from_slice(&c.acked.to_le_bytes());
+        out.extend_from_slice(&c.tx_end.to_le_bytes());
+        out.push(c.closing as u8 | (c.peer_fin as u8) << 1);
+        for r in &c.responses[..(c.count as usize).min(MAX_PIPELINE)] {
+            out.extend_from_slice(&r.start.to_le_bytes());
+            out.extend_from_slice(&r.content_len.to_le_bytes());
+            out.extend_from_slice(&r.obj.0.to_le_bytes());
+            out.extend_from_slice(&r.status.to_le_bytes());
+            out.push(r.flags);
         }
-        assert_eq!(c.read_at(off, &mut buf), 0);
-        c.on_acked(off);
-        out
+        out.extend_from_slice(state.partial_request());
     }
 
-    fn run(reqs: &[u8]) -> (Vec<u8>, bool, HttpCounters) {
-        let s = store();
-        let mut st = HttpState::new();
-        let mut stats = HttpCounters::default();
-        let mut c = ObjectConn::new(&mut st, &s, &mut stats);
-        let mut out = Vec::new();
-        let mut rest = reqs;
-        for _ in 0..1000 {
-            let n = c.on_recv(rest);
-            rest = &rest[n..];
-            out.extend(drain(&mut c, 1000));
-            if rest.is_empty() {
-                break;
-            }
+    fn from_image(_spec: &Self::Spec, b: &[u8]) -> Option<HttpState> {
+        let u64_at = |o: usize| b.get(o..o + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])));
+        let count = *b.first()? as usize;
+        if count > MAX_PIPELINE {
+            return None;
         }
-        let closed = c.tx_closed();
-        (out, closed, stats)
-    }
-
-    fn text(b: &[u8]) -> String {
-        String::from_utf8_lossy(b).into_owned()
-    }
-
-    #[test]
-    fn get_and_head() {
-        let (out, closed, stats) = run(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\nHEAD /hello.txt HTTP/1.1\r\n\r\n");
-        let want = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 12\r\n\
-                    Connection: keep-alive\r\n\r\nhello world\n\
-                    HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 12\r\n\
-                    Connection: keep-alive\r\n\r\n";
-        assert_eq!(text(&out), want);
-        assert!(!closed);
-        assert_eq!(stats.requests, 2);
-        assert_eq!(stats.resp_2xx, 2);
-        assert_eq!(stats.bytes_out, out.len() as u64);
-    }
-
-    #[test]
-    fn not_found_and_method_not_allowed_keep_alive() {
-        let (out, closed, stats) = run(b"GET /nope HTTP/1.1\r\n\r\nPOST /hello.txt HTTP/1.1\r\n\r\nGET /empty HTTP/1.1\r\n\r\n");
-        let t = text(&out);
-        assert!(t.starts_with("HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 14\r\nConnection: keep-alive\r\n\r\n404 Not Found\n"), "{t}");
-        assert!(t.contains("HTTP/1.1 405 Method Not Allowed\r\n"), "{t}");
-        assert!(t.contains("Allow: GET, HEAD\r\n"), "{t}");
-        assert!(t.ends_with("Content-Length: 0\r\nConnection: keep-alive\r\n\r\n"), "{t}");
-        assert!(!closed);
-        assert_eq!((stats.resp_2xx, stats.resp_4xx), (1, 2));
-    }
-
-    #[test]
-    fn connection_close_and_http10() {
-        let (out, closed, _) = run(b"GET /hello.txt HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\nGET /hello.txt HTTP/1.1\r\n\r\n");
-        let t = text(&out);
-        assert!(t.contains("Connection: close\r\n"));
-        assert_eq!(t.matches("HTTP/1.1 200").count(), 1, "nothing after close");
-        assert!(closed);
-        let (out, closed, _) = run(b"GET /hello.txt HTTP/1.0\r\n\r\n");
-        assert!(text(&out).contains("Connection: close\r\n\r\nhello world\n"));
-        assert!(closed);
-    }
-
-    #[test]
-    fn bad_requests_close() {
-        for req in [
-            &b"GARBAGE\r\n\r\n"[..],
-            b"GET /x\r\n\r\n",
-            b"GET  /x HTTP/1.1\r\n\r\n",
-            b"GET /x HTTP/1.1\r\nNoColon\r\n\r\n",
-            b"GET /x HTTP/1.1\r\nBad Name: v\r\n\r\n",
-            b"GET /x HTTP/1.1\r\nA: b\r\n folded\r\n\r\n",
-            b"GET /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-            b"GET /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"GET x HTTP/1.1\r\n\r\n",
-            b"GET /x HTTP/1.1\r\nA: \x01\r\n\r\n",
-            b"\x00\x01\x02\x03binary",
-        ] {
-            let (out, closed, stats) = run(req);
-            assert!(text(&out).starts_with("HTTP/1.1 400 Bad Request\r\n"), "{:?} -> {}", text(req), text(&out));
-            assert!(text(&out).contains("Connection: close"));
-            assert!(closed, "{:?}", text(req));
-            assert_eq!(stats.resp_4xx, 1);
+        let flags = *b.get(17)?;
+        let mut c = HttpCursor {
+            count: count as u8,
+            acked: u64_at(1)?,
+            tx_end: u64_at(9)?,
+            closing: flags & 1 != 0,
+            peer_fin: flags & 2 != 0,
+            ..HttpCursor::default()
+        };
+        let mut o = 18;
+        for r in c.responses[..count].iter_mut() {
+            let rec = b.get(o..o + IMAGE_RECORD_LEN)?;
+            *r = ResponseRecord {
+                start: u64::from_le_bytes(rec[0..8].try_into().ok()?),
+                content_len: u64::from_le_bytes(rec[8..16].try_into().ok()?),
+                obj: ObjectId(u32::from_le_bytes(rec[16..20].try_into().ok()?)),
+                status: u16::from_le_bytes(rec[20..22].try_into().ok()?),
+                flags: rec[22],
+            };
+            o += IMAGE_RECORD_LEN;
         }
-        let (out, closed, stats) = run(b"GET /x HTTP/2.0\r\n\r\n");
-        assert!(text(&out).starts_with("HTTP/1.1 505 "));
-        assert!(closed);
-        assert_eq!(stats.resp_5xx, 1);
+        HttpState::from_cursor(&c, b.get(o..)?)
     }
 
-    #[test]
-    fn oversized_header_section_is_431() {
-        let mut req = b"GET /hello.txt HTTP/1.1\r\nX: ".to_vec();
-        req.extend_from_slice(&[b'a'; 3000]);
-        let (out, closed, _) = run(&req);
-        assert!(text(&out).starts_with("HTTP/1.1 431 "), "{}", text(&out));
-        assert!(closed);
-    }
-
-    #[test]
-    fn lenient_forms() {
-        // Leading empty lines, bare LF, absolute-form, query string, Content-Length: 0.
-        let (out, _, stats) = run(b"\r\n\r\nGET http://vip.example/hello.txt?x=1 HTTP/1.1\nContent-Length: 0\n\nGET /gen/5 HTTP/1.1\n\r\n");
-        let t = text(&out);
-        assert_eq!(stats.resp_2xx, 2, "{t}");
-        assert!(t.contains("hello world\n"));
-    }
-
-    #[test]
-    fn generated_body_matches() {
-        let s = store();
-        let mut st = HttpState::new();
-        let mut stats = HttpCounters::default();
-        let mut c = ObjectConn::new(&mut st, &s, &mut stats);
-        let req = b"GET /gen/100000 HTTP/1.1\r\n\r\n";
-        assert_eq!(c.on_recv(req), req.len());
-        let out = drain(&mut c, 1460);
-        let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        assert!(text(&out[..split]).contains("Content-Length: 100000\r\n"));
-        let mut want = vec![0u8; 100_000];
-        gen_byte_range(0, &mut want);
-        assert_eq!(&out[split..], &want[..]);
-        // Too large a generated object is simply not found.
-        let big = b"GET /gen/1048577 HTTP/1.1\r\n\r\n";
-        assert_eq!(c.on_recv(big), big.len());
-        assert!(text(&drain(&mut c, 1460)).starts_with("HTTP/1.1 404 "));
-    }
-
-    #[test]
-    fn pipeline_backpressure() {
-        let s = store();
-        let mut st = HttpState::new();
-        let mut stats = HttpCounters::default();
-        let mut c = ObjectConn::new(&mut st, &s, &mut stats);
-        let one = b"GET /hello.txt HTTP/1.1\r\n\r\n";
-        let many: Vec<u8> = one.iter().copied().cycle().take(one.len() * 6).collect();
-        let n = c.on_recv(&many);
-        assert_eq!(n, one.len() * MAX_PIPELINE, "stops at a request boundary when the queue is full");
-        assert_eq!(c.rx_space(), 0);
-        assert_eq!(c.on_recv(&many[n..]), 0);
-        let per = c.tx_end() / MAX_PIPELINE as u64;
-        // Acking part of the first response frees nothing; acking all of it frees one slot.
-        c.on_acked(per - 1);
-        assert_eq!(c.rx_space(), 0);
-        c.on_acked(per);
-        assert!(c.rx_space() > 0);
-        assert_eq!(c.on_recv(&many[n..]), one.len());
-        assert_eq!(c.state.queued(), MAX_PIPELINE);
-        // Retransmission of unacked data is byte-identical.
-        let mut a = vec![0u8; 50];
-        let mut b = vec![0u8; 50];
-        assert_eq!(c.read_at(per + 10, &mut a), 50);
-        assert_eq!(c.read_at(per + 10, &mut b), 50);
-        assert_eq!(a, b);
-        // Below acked: nothing (contract violation, no panic).
-        assert_eq!(c.read_at(0, &mut a), 0);
-    }
-
-    #[test]
-    fn request_split_across_segments() {
-        let s = store();
-        let mut st = HttpState::new();
-        let mut stats = HttpCounters::default();
-        let mut c = ObjectConn::new(&mut st, &s, &mut stats);
-        let req = b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n";
-        for b in req.iter() {
-            assert_eq!(c.on_recv(std::slice::from_ref(b)), 1);
-        }
-        assert!(text(&drain(&mut c, 7)).ends_with("hello world\n"));
-    }
-
-    #[test]
-    fn peer_fin_closes_after_queued_responses() {
-        let s = store();
-        let mut st = HttpState::new();
-        let mut stats = HttpCounters::default();
-        let mut c = ObjectConn::new(&mut st, &s, &mut stats);
-        c.on_recv(b"GET /hello.txt HTTP/1.1\r\n\r\nGET /hel");
-        c.on_peer_fin();
-        assert!(c.tx_closed());
-        assert_eq!(c.state.partial_request(), b"");
-        assert!(text(&drain(&mut c, 100)).ends_with("hello world\n"));
-    }
-
-    #[test]
-    fn cursor_round_trip_reproduces_output() {
-        let s = store();
-        let mut st = HttpState::new();
-        let mut stats = HttpCounters::default();
-        let mut c = ObjectConn::new(&mut st, &s, &mut stats);
-        c.on_recv(b"GET /gen/3000 HTTP/1.1\r\n\r\nHEAD /nope HTTP/1.1\r\n\r\nGET /hello.txt HTTP/1.1\r\nConnection: close\r\n\r\n");
-        c.on_acked(500);
-        let cur = c.state.cursor();
-        let mut st2 = HttpState::from_cursor(&cur, b"").unwrap();
-        assert_eq!(st2.cursor(), cur);
-        let mut stats2 = HttpCounters::default();
-        let mut c2 = ObjectConn::new(&mut st2, &s, &mut stats2);
-        assert_eq!(c2.tx_end(), c.tx_end());
-        assert!(c2.tx_closed());
-        assert_eq!(drain(&mut c2, 333), drain(&mut c, 1460));
-
-        // Inconsistent cursors are rejected.
-        let mut bad = cur;
-        bad.count = 9;
-        assert!(HttpState::from_cursor(&bad, b"").is_none());
-        let mut bad = cur;
-        bad.responses[1].start += 1;
-        assert!(HttpState::from_cursor(&bad, b"").is_none());
-        let mut bad = cur;
-        bad.responses[0].status = 999;
-        assert!(HttpState::from_cursor(&bad, b"").is_none());
-        let mut bad = cur;
-        bad.tx_end += 1;
-        assert!(HttpState::from_cursor(&bad, b"").is_none());
-        let mut bad = cur;
-        bad.responses[0].content_len = u64::MAX;
-        assert!(HttpState::from_cursor(&bad, b"").is_none());
-        assert!(HttpState::from_cursor(&cur, &[0u8; REQ_BUF_LEN]).is_none());
-    }
-
-    #[test]
-    fn partial_request_survives_cursor() {
-        let s = store();
-        let mut st = HttpState::new();
-        let mut stats = HttpCounters::default();
-        ObjectConn::new(&mut st, &s, &mut stats).on_recv(b"GET /hello.t");
-        let mut st2 = HttpState::from_cursor(&st.cursor(), st.partial_request()).unwrap();
-        let mut c2 = ObjectConn::new(&mut st2, &s, &mut stats);
-        c2.on_recv(b"xt HTTP/1.1\r\n\r\n");
-        assert!(text(&drain(&mut c2, 100)).ends_with("hello world\n"));
-    }
-
-    #[test]
-    fn state_is_small() {
-        assert!(core::mem::size_of::<HttpState>() <= REQ_BUF_LEN + 256, "{}", core::mem::size_of::<HttpState>());
-        assert!(core::mem::size_of::<HttpCursor>() <= 160, "{}", core::mem::size_of::<HttpCursor>());
-    }
-
-    proptest! {
-        /// Arbitrary bytes in arbitrary segmentation: no panic, output always well-formed
-        /// (every read in [acked, tx_end) is full and repeatable), queue bounded.
-        #[test]
-        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..5000),
-                                cuts in proptest::collection::vec(1usize..700, 1..20)) {
-            let s = store();
-            let mut st = HttpState::new();
-            let mut stats = HttpCounters::default();
-            let mut c = ObjectConn::new(&mut st, &s, &mut stats);
-            let mut rest = &data[..];
-            for cut in cuts.iter().cycle().take(200) {
-                if rest.is_empty() { break; }
-                let seg = &rest[..(*cut).min(rest.len())];
-                let n = c.on_recv(seg);
-                prop_assert!(n <= seg.len());
-                rest = &rest[n..];
-                prop_assert!(c.state.queued() <= MAX_PIPELINE);
-                let _ = drain(&mut c, *cut);
-            }
-        }
-
-        /// Valid-looking requests from a small grammar, pipelined and cut anywhere: the output
-        /// equals the output for the same requests sent one at a time.
-        #[test]
-        fn segmentation_does_not_matter(reqs in proptest::collection::vec(
-                prop_oneof![
-                    Just("GET /hello.txt HTTP/1.1\r\n\r\n"),
-                    Just("HEAD /gen/777 HTTP/1.1\r\nAccept: */*\r\n\r\n"),
-                    Just("GET /gen/70000 HTTP/1.1\r\n\r\n"),
-                    Just("GET /missing HTTP/1.1\r\n\r\n"),
-                    Just("PUT /x HTTP/1.1\r\n\r\n"),
-                    Just("GET /empty HTTP/1.1\nHost: h\n\n"),
-                ], 1..10),
-                cut in 1usize..200, chunk in 1usize..3000) {
-            let all: String = reqs.concat();
-            let s = store();
-            let mut st = HttpState::new();
-            let mut stats = HttpCounters::default();
-            let mut c = ObjectConn::new(&mut st, &s, &mut stats);
-            let mut out = Vec::new();
-            let mut rest = all.as_bytes();
-            while !rest.is_empty() {
-                let n = c.on_recv(&rest[..cut.min(rest.len())]);
-                rest = &rest[n..];
-                out.extend(drain(&mut c, chunk));
-            }
-            let mut want = Vec::new();
-            for r in &reqs {
-                want.extend(run(r.as_bytes()).0);
-            }
-            prop_assert_eq!(out, want);
-        }
+    fn publish(stats: &HttpCounters, into: &mut Counters) {
+        into.events[Event::HttpRequests as usize] = stats.requests;
     }
 }

@@ -8,10 +8,21 @@
 //!
 //! Stream offsets count payload bytes from 0 (the first byte after the SYN), independent of
 //! sequence numbers; TCP maps `seq = iss + 1 + off` (mod 2^32).
+//!
+//! **One kind, one module.** A service kind implements [`Kind`] in its own module: its
+//! listener spec, its per-connection state, binding the two into a [`ByteStream`], its
+//! counters, and its image for replication (encoded on the active, rebuilt on the standby).
+//! The `kinds!` registry below is the one place the engine dispatches over kinds: it
+//! generates [`ServiceSpec`], [`ServiceState`], [`Bound`] and [`ServiceCounters`] as enums
+//! (and a struct) over the registered kinds, so the per-packet path is a `match`, with no
+//! allocation and no vtable. Adding a kind is its module, one line in the registry, and its
+//! config section (`src/config.rs`).
 
 pub mod echo;
 pub mod http;
 pub mod object;
+
+use crate::counters::Counters;
 
 /// What TCP sees of a service bound to one connection.
 pub trait ByteStream {
@@ -33,4 +44,277 @@ pub trait ByteStream {
     fn on_acked(&mut self, off: u64);
     /// How many more bytes `on_recv` would accept now (drives the advertised receive window).
     fn rx_space(&self) -> usize;
+}
+
+/// A service whose state is borrowed whole (it needs neither a spec nor counters to run, as
+/// echo) is its own bound stream.
+impl<S: ByteStream + ?Sized> ByteStream for &mut S {
+    #[inline]
+    fn on_recv(&mut self, data: &[u8]) -> usize {
+        (**self).on_recv(data)
+    }
+    #[inline]
+    fn on_peer_fin(&mut self) {
+        (**self).on_peer_fin()
+    }
+    #[inline]
+    fn tx_end(&self) -> u64 {
+        (**self).tx_end()
+    }
+    #[inline]
+    fn tx_closed(&self) -> bool {
+        (**self).tx_closed()
+    }
+    #[inline]
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
+        (**self).read_at(off, buf)
+    }
+    #[inline]
+    fn on_acked(&mut self, off: u64) {
+        (**self).on_acked(off)
+    }
+    #[inline]
+    fn rx_space(&self) -> usize {
+        (**self).rx_space()
+    }
+}
+
+/// One service kind: everything the engine needs to serve it and to replicate it.
+///
+/// The active and the standby run the same `Kind` code: the standby rebuilds a connection's
+/// state by replaying its inputs through [`Kind::bind`], or, for a flow that joined late, from
+/// its image ([`Kind::image`] on the active, [`Kind::from_image`] on the standby).
+pub trait Kind {
+    /// The kind's name in the configuration (`kind = "..."`) and in status output.
+    const NAME: &'static str;
+    /// First byte of this kind's service image: names the kind, so that an image is never
+    /// rebuilt as another kind's state. Part of the replication wire format: never reuse one.
+    const IMAGE_TAG: u8;
+    /// What a listener of this kind is configured with, shared by all its connections.
+    type Spec: Clone + std::fmt::Debug;
+    /// Per-connection state, stored inline in the preallocated flow slot.
+    type State: std::fmt::Debug;
+    /// Per-worker counters the kind's connections update.
+    type Counters: Copy + Default + std::fmt::Debug;
+    /// A connection's state bound to its listener's spec and the worker's counters: what TCP
+    /// drives.
+    type Conn<'a>: ByteStream
+    where
+        Self: 'a;
+
+    /// A fresh connection (SYN accepted).
+    fn new_state(spec: &Self::Spec) -> Self::State;
+    /// Bind a connection's state for one TCP call.
+    fn bind<'a>(state: &'a mut Self::State, spec: &'a Self::Spec, stats: &'a mut Self::Counters) -> Self::Conn<'a>;
+    /// The spec a state is bound with when its flow's listener is of another kind. A flow's
+    /// state is created from its listener's spec, so this cannot occur; it only keeps `bind`
+    /// total.
+    fn detached_spec() -> &'static Self::Spec;
+    /// Whether the peer's FIN has been delivered to this connection.
+    fn peer_fin(state: &Self::State) -> bool;
+    /// Append the complete state (join snapshot), after the kind's [`Kind::IMAGE_TAG`].
+    fn image(state: &Self::State, out: &mut Vec<u8>);
+    /// Rebuild a state from [`Kind::image`]'s bytes (the tag stripped). `None` if the bytes
+    /// are inconsistent (never trust the wire).
+    fn from_image(spec: &Self::Spec, body: &[u8]) -> Option<Self::State>;
+    /// Fold the worker's counters of this kind into the published worker counters.
+    fn publish(_stats: &Self::Counters, _into: &mut Counters) {}
+}
+
+/// The registry of service kinds: `Variant => kind type, counters field`. Generates the
+/// dispatch enums; every `match` over kinds in the engine is in here.
+macro_rules! kinds {
+    ($( $(#[$doc:meta])* $V:ident => $K:ty, $field:ident; )+) => {
+        /// What listens on a VIP:port: a registered kind's spec.
+        #[derive(Clone, Debug)]
+        pub enum ServiceSpec {
+            $( $(#[$doc])* $V(<$K as Kind>::Spec), )+
+        }
+
+        /// A service instance bound to one flow.
+        ///
+        /// Inline on purpose: the flow table preallocates every slot, so no allocation happens
+        /// per connection (the HTTP request buffer dominates the size; see BENCHMARKS "memory
+        /// per flow").
+        #[derive(Debug)]
+        #[allow(clippy::large_enum_variant)]
+        pub enum ServiceState {
+            $( $V(<$K as Kind>::State), )+
+        }
+
+        /// The service of one flow seen as a byte stream (enum dispatch: no allocation, no
+        /// vtable).
+        pub enum Bound<'a> {
+            $( $V(<$K as Kind>::Conn<'a>), )+
+        }
+
+        /// Per-worker counters of every kind.
+        #[derive(Copy, Clone, Debug, Default)]
+        pub struct ServiceCounters {
+            $( pub $field: <$K as Kind>::Counters, )+
+        }
+
+        impl ServiceCounters {
+            /// Fold every kind's counters into the worker's published counters.
+            pub fn publish(&self, into: &mut Counters) {
+                $( <$K as Kind>::publish(&self.$field, into); )+
+            }
+        }
+
+        impl ServiceSpec {
+            /// The kind's configuration name.
+            pub fn kind_name(&self) -> &'static str {
+                match self {
+                    $( ServiceSpec::$V(_) => <$K as Kind>::NAME, )+
+                }
+            }
+        }
+
+        impl ServiceState {
+            /// A fresh service instance for a flow of listener `spec`.
+            pub fn for_spec(spec: &ServiceSpec) -> ServiceState {
+                match spec {
+                    $( ServiceSpec::$V(s) => ServiceState::$V(<$K as Kind>::new_state(s)), )+
+                }
+            }
+
+            /// Bind this state to its listener's spec and the worker's counters for one call.
+            #[inline]
+            #[allow(unreachable_patterns)]
+            pub fn bind<'a>(&'a mut self, spec: &'a ServiceSpec, stats: &'a mut ServiceCounters) -> Bound<'a> {
+                match (self, spec) {
+                    $( (ServiceState::$V(st), ServiceSpec::$V(sp)) => Bound::$V(<$K as Kind>::bind(st, sp, &mut stats.$field)), )+
+                    $( (ServiceState::$V(st), _) => Bound::$V(<$K as Kind>::bind(st, <$K as Kind>::detached_spec(), &mut stats.$field)), )+
+                }
+            }
+
+            /// Whether the peer's FIN has reached the service.
+            pub fn peer_fin(&self) -> bool {
+                match self {
+                    $( ServiceState::$V(s) => <$K as Kind>::peer_fin(s), )+
+                }
+            }
+
+            /// Serialize the complete service state (join snapshot): the kind's image tag,
+            /// then its image.
+            pub fn image(&self, out: &mut Vec<u8>) {
+                match self {
+                    $( ServiceState::$V(s) => {
+                        out.push(<$K as Kind>::IMAGE_TAG);
+                        <$K as Kind>::image(s, out);
+                    } )+
+                }
+            }
+
+            /// Rebuild from [`ServiceState::image`] bytes for a flow of listener `spec`.
+            /// `None` if the bytes are inconsistent or of another kind (never trust the wire).
+            pub fn from_image(spec: &ServiceSpec, b: &[u8]) -> Option<ServiceState> {
+                let (&tag, body) = b.split_first()?;
+                match spec {
+                    $( ServiceSpec::$V(s) if tag == <$K as Kind>::IMAGE_TAG => {
+                        <$K as Kind>::from_image(s, body).map(ServiceState::$V)
+                    } )+
+                    _ => None,
+                }
+            }
+        }
+
+        impl ByteStream for Bound<'_> {
+            #[inline]
+            fn on_recv(&mut self, data: &[u8]) -> usize {
+                match self { $( Bound::$V(s) => s.on_recv(data), )+ }
+            }
+            #[inline]
+            fn on_peer_fin(&mut self) {
+                match self { $( Bound::$V(s) => s.on_peer_fin(), )+ }
+            }
+            #[inline]
+            fn tx_end(&self) -> u64 {
+                match self { $( Bound::$V(s) => s.tx_end(), )+ }
+            }
+            #[inline]
+            fn tx_closed(&self) -> bool {
+                match self { $( Bound::$V(s) => s.tx_closed(), )+ }
+            }
+            #[inline]
+            fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
+                match self { $( Bound::$V(s) => s.read_at(off, buf), )+ }
+            }
+            #[inline]
+            fn on_acked(&mut self, off: u64) {
+                match self { $( Bound::$V(s) => s.on_acked(off), )+ }
+            }
+            #[inline]
+            fn rx_space(&self) -> usize {
+                match self { $( Bound::$V(s) => s.rx_space(), )+ }
+            }
+        }
+    };
+}
+
+kinds! {
+    /// HTTP/1.1 objects from a store shared read-only by all workers.
+    Object => http::ObjectKind, object;
+    /// Bytes back.
+    Echo => echo::EchoKind, echo;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::echo::{EchoConfig, EchoCursor};
+    use super::http::{HttpCounters, HttpState, ObjectConn};
+    use super::object::{ObjectId, ObjectStore};
+    use super::*;
+
+    /// The image bytes are replication wire format (SvcImage chunks): pin the layout, tag
+    /// byte first, so that moving code between kinds cannot change it unnoticed.
+    #[test]
+    fn image_layout_is_pinned() {
+        let spec = ServiceSpec::Echo(EchoConfig { buf_size: 1024 });
+        let mut st = ServiceState::for_spec(&spec);
+        let mut stats = ServiceCounters::default();
+        {
+            let mut s = st.bind(&spec, &mut stats);
+            assert_eq!(s.on_recv(b"abc"), 3);
+            s.on_acked(1);
+        }
+        let mut img = Vec::new();
+        st.image(&mut img);
+        let mut want = vec![1u8];
+        want.extend_from_slice(&3u64.to_le_bytes());
+        want.extend_from_slice(&1u64.to_le_bytes());
+        want.push(0);
+        want.extend_from_slice(b"bc");
+        assert_eq!(img, want);
+        let back = ServiceState::from_image(&spec, &img).expect("echo image");
+        let cursor = EchoCursor { received: 3, acked: 1, peer_fin: false };
+        assert!(matches!(back, ServiceState::Echo(ref e) if e.cursor() == cursor && e.unacked() == (&b"bc"[..], &b""[..])));
+
+        let store = std::sync::Arc::new(ObjectStore::empty(Default::default()));
+        let spec = ServiceSpec::Object(store.clone());
+        let mut h = HttpState::default();
+        let mut hs = HttpCounters::default();
+        ObjectConn::new(&mut h, &store, &mut hs).on_recv(b"GET /gen/10 HTTP/1.1\r\n\r\nGET /x");
+        let c = h.cursor();
+        let st = ServiceState::Object(h);
+        let mut img = Vec::new();
+        st.image(&mut img);
+        let mut want = vec![2u8, 1];
+        want.extend_from_slice(&0u64.to_le_bytes());
+        want.extend_from_slice(&c.tx_end.to_le_bytes());
+        want.push(0);
+        want.extend_from_slice(&0u64.to_le_bytes());
+        want.extend_from_slice(&10u64.to_le_bytes());
+        want.extend_from_slice(&ObjectId::GENERATED.0.to_le_bytes());
+        want.extend_from_slice(&200u16.to_le_bytes());
+        want.push(0);
+        want.extend_from_slice(b"GET /x");
+        assert_eq!(img, want);
+        let back = ServiceState::from_image(&spec, &img).expect("object image");
+        assert!(matches!(back, ServiceState::Object(ref b) if b.cursor() == c && b.partial_request() == b"GET /x"));
+
+        // An image is never rebuilt as another kind's state.
+        assert!(ServiceState::from_image(&ServiceSpec::Echo(EchoConfig::default()), &img).is_none());
+        assert!(ServiceState::from_image(&spec, &[]).is_none());
+    }
 }

@@ -1,0 +1,205 @@
+//! L2/L3 classification of a worker's stack (DESIGN §2): Ethernet → ARP (answer for our
+//! VIPs, learn peers, notice another engine's claim of a VIP) | IPv4 → validate → ICMP echo
+//! (answer) | TCP to a VIP (handed to the flow code in `stack`) | anything else (counted
+//! drop). Also the gratuitous ARP a new active announces its VIPs with.
+
+use std::net::Ipv4Addr;
+
+use super::{FrameSink, Stack};
+use crate::counters::{Drop, Event};
+use crate::time::Instant;
+use crate::wire::arp::{self, AnnounceTag, ArpOp, ArpRepr};
+use crate::wire::ethernet::{self, ethertype, EthernetFrame, MacAddr};
+use crate::wire::icmp::echo_reply_in_place;
+use crate::wire::ipv4::{protocol, Ipv4Packet};
+use crate::wire::WireError;
+
+/// A small direct-mapped IPv4 → MAC cache of peers heard from (ARP requests/replies). Fixed
+/// memory; a collision simply replaces the older entry.
+pub(super) struct ArpCache {
+    slots: Box<[(Ipv4Addr, MacAddr)]>,
+}
+
+impl ArpCache {
+    const SLOTS: usize = 1024;
+    pub(super) fn new() -> ArpCache {
+        ArpCache { slots: vec![(Ipv4Addr::UNSPECIFIED, MacAddr::ZERO); Self::SLOTS].into_boxed_slice() }
+    }
+    fn slot(ip: Ipv4Addr) -> usize {
+        (u32::from(ip).wrapping_mul(0x9e37_79b1) >> 22) as usize % Self::SLOTS
+    }
+    /// Returns true if this was new information.
+    pub(super) fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr) -> bool {
+        let s = &mut self.slots[Self::slot(ip)];
+        let new = *s != (ip, mac);
+        *s = (ip, mac);
+        new
+    }
+    pub(super) fn get(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        let (i, m) = self.slots[Self::slot(ip)];
+        (i == ip && !ip.is_unspecified()).then_some(m)
+    }
+}
+
+impl Stack {
+    /// Gratuitous ARP for every VIP from its MAC, so the switch relearns where the VIP lives
+    /// (VRRP does the same, RFC 5798 §6.4.1). With an identity ([`Stack::set_identity`]) each
+    /// carries an [`AnnounceTag`]: an old active that still lives (the sync link was cut)
+    /// learns from it that it was taken over.
+    pub fn announce<F: FrameSink + ?Sized>(&mut self, tx: &mut F) {
+        let vips = self.cfg.vips.clone();
+        let tag = self.identity;
+        for v in &vips {
+            let sent = tx.emit(&mut |buf: &mut [u8]| match tag {
+                Some(t) => t.emit_gratuitous(v.mac, v.addr, buf).unwrap_or(0),
+                None => ArpRepr::gratuitous(v.mac, v.addr).emit_frame(buf).unwrap_or(0),
+            });
+            self.count_tx(sent, Event::GratuitousArps);
+        }
+    }
+
+    /// This engine's node id and current epoch, for its announcements.
+    pub fn set_identity(&mut self, node_id: u32, epoch: u64) {
+        self.identity = Some(AnnounceTag { node_id, epoch });
+    }
+
+    /// The newest claim of one of our VIPs by another engine since the last call.
+    pub fn take_vip_claim(&mut self) -> Option<AnnounceTag> {
+        self.vip_claim.take()
+    }
+
+    /// The MAC we learned for `ip`, if any.
+    pub fn arp_lookup(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.arp.get(ip)
+    }
+
+    pub(super) fn vip_mac(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.cfg.vips.iter().find(|v| v.addr == ip).map(|v| v.mac)
+    }
+
+    fn is_our_mac(&self, mac: MacAddr) -> bool {
+        self.cfg.vips.iter().any(|v| v.mac == mac)
+    }
+
+    /// Process one received frame.
+    pub fn process<F: FrameSink + ?Sized>(&mut self, now: Instant, frame: &[u8], tx: &mut F) {
+        self.counters.event(Event::RxFrames);
+        if !self.active {
+            return self.counters.drop(Drop::Standby);
+        }
+        let eth = match EthernetFrame::new_checked(frame) {
+            Ok(e) => e,
+            Err(_) => return self.counters.drop(Drop::RuntFrame),
+        };
+        let dst = eth.dst();
+        if eth.src().is_multicast() {
+            // IEEE 802: a group address is never a source; learning it as a flow's peer MAC
+            // would flood every later reply.
+            return self.counters.drop(Drop::BadSourceMac);
+        }
+        if !dst.is_broadcast() && !self.is_our_mac(dst) {
+            // Multicast we do not join, or unicast for another host (promiscuous ports on a
+            // shared segment see those).
+            return self.counters.drop(Drop::NotOurMac);
+        }
+        match eth.ethertype() {
+            ethertype::ARP => self.on_arp(eth.src(), eth.payload(), tx),
+            ethertype::IPV4 => self.on_ipv4(now, frame, eth.src(), tx),
+            _ => self.counters.drop(Drop::OtherEthertype),
+        }
+    }
+
+    fn on_arp<F: FrameSink + ?Sized>(&mut self, src: MacAddr, payload: &[u8], tx: &mut F) {
+        let arp = match ArpRepr::parse(payload) {
+            Ok(a) => a,
+            Err(_) => return self.counters.drop(Drop::BadArp),
+        };
+        if arp.sender_mac != src || arp.sender_mac.is_multicast() {
+            // RFC 826 leaves this open; a mismatch is spoofing or a proxy. Do not learn it.
+            return self.counters.drop(Drop::BadArp);
+        }
+        if self.vip_mac(arp.sender_ip).is_some() {
+            // Someone announces one of our VIPs. Another engine's tagged announcement says it
+            // took the VIP over; anything else (a misconfigured host) is not ours to act on.
+            if let Some(tag) = payload.get(arp::PACKET_LEN..).and_then(AnnounceTag::read) {
+                if self.identity.is_some_and(|me| me.node_id != tag.node_id)
+                    && self.vip_claim.is_none_or(|c| tag.epoch > c.epoch)
+                {
+                    self.vip_claim = Some(tag);
+                    self.counters.event(Event::VipClaimsSeen);
+                }
+            }
+            // Not a question for us, and not a neighbour to learn.
+            return self.counters.drop(Drop::ArpFromOurVip);
+        }
+        if !arp.sender_ip.is_unspecified() && self.arp.learn(arp.sender_ip, arp.sender_mac) {
+            self.counters.event(Event::ArpLearned);
+        }
+        match (arp.op, self.vip_mac(arp.target_ip)) {
+            (ArpOp::Request, Some(mac)) => {
+                let reply = arp.reply(mac);
+                let sent = tx.emit(&mut |buf: &mut [u8]| reply.emit_frame(buf).unwrap_or(0));
+                self.count_tx(sent, Event::ArpRequestsAnswered);
+            }
+            (ArpOp::Reply, _) => {}
+            _ => self.counters.drop(Drop::ArpNotForUs),
+        }
+    }
+
+    pub(super) fn count_tx(&mut self, sent: bool, what: Event) {
+        if sent {
+            self.counters.event(what);
+            self.counters.event(Event::TxFrames);
+        } else {
+            self.counters.drop(Drop::TxNoMbuf);
+        }
+    }
+
+    fn on_ipv4<F: FrameSink + ?Sized>(&mut self, now: Instant, frame: &[u8], src_mac: MacAddr, tx: &mut F) {
+        let l3 = &frame[ethernet::HEADER_LEN..];
+        let ip = match Ipv4Packet::new_checked(l3) {
+            Ok(p) => p,
+            Err(WireError::BadChecksum) => return self.counters.drop(Drop::BadIpv4Checksum),
+            Err(_) => return self.counters.drop(Drop::BadIpv4Header),
+        };
+        let (src, dst) = (ip.src(), ip.dst());
+        let Some(vip_mac) = self.vip_mac(dst) else {
+            return self.counters.drop(Drop::NotOurIp);
+        };
+        if ip.is_fragment() {
+            return self.counters.drop(Drop::Ipv4Fragment);
+        }
+        if ip.has_options() {
+            return self.counters.drop(Drop::Ipv4Options);
+        }
+        if ip.ttl() == 0 {
+            return self.counters.drop(Drop::BadTtl);
+        }
+        // A source that is one of our own addresses is a LAND attack or a loop: answering it
+        // would send frames to ourselves through the client's MAC.
+        if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || src.is_loopback() || self.vip_mac(src).is_some() {
+            return self.counters.drop(Drop::BadSourceAddress);
+        }
+        match ip.protocol() {
+            protocol::ICMP => {
+                let len = ethernet::HEADER_LEN + ip.total_len();
+                let mut built = 0;
+                let sent = tx.emit(&mut |buf: &mut [u8]| {
+                    let Some(out) = buf.get_mut(..len) else { return 0 };
+                    out.copy_from_slice(&frame[..len]);
+                    built = echo_reply_in_place(out).unwrap_or(0);
+                    built
+                });
+                // echo_reply_in_place refuses anything but a valid echo request (checksum,
+                // code 0); then the builder returned 0 and nothing left.
+                if built > 0 {
+                    self.count_tx(sent, Event::IcmpEchoAnswered);
+                } else {
+                    self.counters.drop(Drop::IcmpIgnored);
+                }
+            }
+            protocol::TCP => self.on_tcp(now, src, dst, src_mac, vip_mac, ip.payload(), tx),
+            _ => self.counters.drop(Drop::OtherProtocol),
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Replication as a worker's stack does it (DESIGN §4): after every TCP call, the flow's
+//! image and the bytes its service consumed go to the [`Replicator`]; the output the call
+//! built is tagged with the change it depends on (output commit); flows whose delta was lost
+//! to a full ring are re-imaged; a joining standby gets a paced snapshot of every flow.
+
+use super::{Stack, SNAPSHOT_WINDOW};
+use crate::commit::{CommitTag, Lane};
+use crate::counters::Event;
+use crate::flow::FlowId;
+use crate::replica::{FlowImage, ReplEvent};
+use crate::service::{Bound, ByteStream};
+use crate::tcp::DirtyFlags;
+
+/// Records the bytes a service consumes so they can be replicated (the standby replays them).
+pub(super) struct Recorder<'a, 'b> {
+    pub(super) inner: Bound<'a>,
+    pub(super) log: &'b mut Vec<u8>,
+}
+
+impl ByteStream for Recorder<'_, '_> {
+    fn on_recv(&mut self, data: &[u8]) -> usize {
+        let n = self.inner.on_recv(data);
+        self.log.extend_from_slice(&data[..n.min(data.len())]);
+        n
+    }
+    fn on_peer_fin(&mut self) {
+        self.inner.on_peer_fin()
+    }
+    fn tx_end(&self) -> u64 {
+        self.inner.tx_end()
+    }
+    fn tx_closed(&self) -> bool {
+        self.inner.tx_closed()
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
+        self.inner.read_at(off, buf)
+    }
+    fn on_acked(&mut self, off: u64) {
+        self.inner.on_acked(off)
+    }
+    fn rx_space(&self) -> usize {
+        self.inner.rx_space()
+    }
+}
+
+impl Stack {
+    /// The sequence number the output built since the previous tag depends on: it may leave
+    /// once the standby acknowledged it. `None` while some flow's replica is incomplete (hold
+    /// everything; the next tag covers it). Returning a tag starts the next interval, so call
+    /// it exactly once per batch of output handed to the output-commit hold.
+    ///
+    /// The tag is the newest *commit-relevant* change of the flows that produced output, not
+    /// the newest change of the worker: a flow's creation, the bytes it received, its state
+    /// changes. Pure send progress (the client acknowledged bytes, windows, timestamps) is
+    /// replicated too, but output does not wait for it: what a flow sends is a deterministic
+    /// function of its service stream offset, and a standby whose progress image lags behind
+    /// catches up from the client's ACK at takeover (`flow_input`, [`Tcb::catch_up_sent`]).
+    /// A download's segments therefore leave at once instead of one sync round trip later.
+    ///
+    /// The tag also names the flow that built the output ([`Lane`]), so that output of
+    /// other flows need not wait behind it (`commit::OutputHold`): `Lane::Any` when several
+    /// flows or none did.
+    pub fn commit_tag(&self) -> Option<CommitTag> {
+        match &self.repl {
+            None => {
+                self.lane.set(None);
+                Some(CommitTag::NONE)
+            }
+            Some(_) if !self.resync.is_empty() => None,
+            Some(_) => Some(CommitTag { seq: self.tag.replace(0), lane: self.lane.take().unwrap_or(Lane::Any) }),
+        }
+    }
+
+    /// Flow `id` built (or may have built) output in this interval, which depends on its
+    /// change `seq`.
+    pub(super) fn touch_tag(&self, seq: u64, id: FlowId) {
+        if seq > self.tag.get() {
+            self.tag.set(seq);
+        }
+        let lane = match self.lane.get() {
+            None => Lane::Flow(id.index()),
+            Some(Lane::Flow(i)) if i == id.index() => Lane::Flow(i),
+            Some(_) => Lane::Any,
+        };
+        self.lane.set(Some(lane));
+    }
+
+    /// Give the replicator a chance to drain its backlog and re-image flows whose delta was
+    /// lost to a full ring; continue a join snapshot.
+    pub fn replication_tick(&mut self) {
+        let Some(r) = self.repl.as_mut() else { return };
+        r.flush();
+        while let Some(&id) = self.resync.last() {
+            if !self.emit_full_image(id) {
+                return;
+            }
+            self.resync.pop();
+        }
+        if let Some((token, mut todo)) = self.snapshot.take() {
+            while let Some(&id) = todo.last() {
+                if self.snapshot_window_full() || !self.emit_full_image(id) {
+                    self.snapshot = Some((token, todo));
+                    return;
+                }
+                todo.pop();
+            }
+            let done = self.repl.as_mut().map(|r| r.emit((0, 0), ReplEvent::Barrier(token)).is_ok()).unwrap_or(true);
+            if done {
+                self.counters.event(Event::SnapshotsEmitted);
+            } else {
+                self.snapshot = Some((token, todo));
+            }
+        }
+    }
+
+    /// The standby acknowledged every delta up to `seq` (the output-commit watermark;
+    /// `u64::MAX` when output does not wait for it): paces a join snapshot.
+    pub fn set_standby_acked(&mut self, seq: u64) {
+        self.standby_acked = seq;
+    }
+
+    fn snapshot_window_full(&self) -> bool {
+        let Some(r) = self.repl.as_ref() else { return false };
+        if self.standby_acked == u64::MAX {
+            return false;
+        }
+        r.last_seq().saturating_sub(self.standby_acked.max(self.snapshot_base)) >= SNAPSHOT_WINDOW
+    }
+
+    /// A standby joined: image every flow (New + SvcImage), then `Barrier(token)`.
+    pub fn request_snapshot(&mut self, token: u64) {
+        let ids: Vec<FlowId> = self.flows.iter().map(|(id, _, _)| id).collect();
+        self.snapshot = Some((token, ids));
+        self.snapshot_base = self.repl.as_ref().map_or(0, |r| r.last_seq());
+        self.replication_tick();
+    }
+
+    fn image_of(&self, id: FlowId) -> Option<FlowImage> {
+        let (key, f) = (self.flows.key(id)?, self.flows.get(id)?);
+        Some(FlowImage { key: *key, tcb: f.tcb.snapshot(), peer_mac: f.peer_mac, vip_mac: f.vip_mac, listener: f.listener })
+    }
+
+    /// New + SvcImage for one flow; false if the ring is full (retry later).
+    fn emit_full_image(&mut self, id: FlowId) -> bool {
+        let Some(img) = self.image_of(id) else { return true };
+        let mut bytes = Vec::new();
+        if let Some(f) = self.flows.get(id) {
+            f.svc.image(&mut bytes);
+        }
+        let slot = (id.index(), id.generation());
+        let Some(r) = self.repl.as_mut() else { return true };
+        let seq = match r.emit(slot, ReplEvent::New(&img)).and_then(|_| r.emit(slot, ReplEvent::SvcImage(&bytes))) {
+            Ok(seq) => seq,
+            Err(_) => return false,
+        };
+        if let Some(f) = self.flows.get_mut(id) {
+            f.repl_seq = seq;
+            f.needs_image = false;
+        }
+        self.touch_tag(seq, id);
+        self.counters.add(Event::DeltasEmitted, 2);
+        true
+    }
+
+    /// After a TCP call on flow `id`: replicate what changed (image first, then the bytes
+    /// the service consumed, in that order; see `replica`), and fold the flow's commit tag
+    /// into the tag of the output this call built.
+    pub(super) fn replicate(&mut self, id: FlowId, new: bool) {
+        if self.repl.is_none() {
+            self.rx_log.clear();
+            if let Some(f) = self.flows.get_mut(id) {
+                f.tcb.dirty.take();
+            }
+            return;
+        }
+        let (dirty, last, needs_image) = match self.flows.get_mut(id) {
+            Some(f) => (f.tcb.dirty.take(), f.repl_seq, f.needs_image),
+            None => (DirtyFlags::default(), 0, false),
+        };
+        if needs_image {
+            // Its re-image (`replication_tick`) carries this change too; its output waits
+            // for it (`commit_tag` holds everything while a flow awaits one).
+            self.rx_log.clear();
+            return;
+        }
+        if !(new || !dirty.is_empty() || !self.rx_log.is_empty()) {
+            self.touch_tag(last, id);
+            return;
+        }
+        let Some(img) = self.image_of(id) else {
+            self.rx_log.clear();
+            return;
+        };
+        // Output waits for a change unless the change is pure send progress (see commit_tag).
+        let commit = new || !self.rx_log.is_empty() || !DirtyFlags::PROGRESS.contains(dirty);
+        let slot = (id.index(), id.generation());
+        let log = std::mem::take(&mut self.rx_log);
+        let mut ok = true;
+        let mut seq = 0;
+        if let Some(r) = self.repl.as_mut() {
+            let ev = if new {
+                ReplEvent::New(&img)
+            } else if dirty.intersects(DirtyFlags::IDENTITY) {
+                ReplEvent::Update(&img)
+            } else {
+                ReplEvent::Step(&img)
+            };
+            match r.emit(slot, ev) {
+                Ok(s) => seq = s,
+                Err(_) => ok = false,
+            }
+            if ok && !log.is_empty() {
+                let offset = img.tcb.rx_delivered - log.len() as u64;
+                match r.emit(slot, ReplEvent::Data { offset, bytes: &log }) {
+                    Ok(s) => seq = s,
+                    Err(_) => ok = false,
+                }
+            }
+        }
+        self.rx_log = log;
+        self.rx_log.clear();
+        if ok {
+            self.counters.event(Event::DeltasEmitted);
+            let tag = if commit { seq } else { last };
+            if let Some(f) = self.flows.get_mut(id) {
+                f.repl_seq = tag;
+            }
+            self.touch_tag(tag, id);
+        } else {
+            self.counters.event(Event::ReplicationFull);
+            if let Some(f) = self.flows.get_mut(id) {
+                f.needs_image = true;
+            }
+            if !self.resync.contains(&id) {
+                self.resync.push(id);
+            }
+        }
+    }
+}
