@@ -98,6 +98,14 @@ reasons! {
         TxFrames => "tx_frames",
         ArpRequestsAnswered => "arp_requests_answered",
         ArpLearned => "arp_learned",
+        /// ARP requests this engine sent to resolve a next hop (first requests, retransmits
+        /// and unicast probes of stale entries; `neighbor`).
+        ArpRequestsSent => "arp_requests_sent",
+        /// Next hops resolved: an ARP reply answered a request of ours.
+        NeighborsResolved => "neighbors_resolved",
+        /// Next hops that did not answer `max_requests` requests: frames to them are dropped
+        /// for `failed_hold` (the connection that needed them fails).
+        NeighborFailures => "neighbor_failures",
         IcmpEchoAnswered => "icmp_echo_answered",
         FlowsOpened => "flows_opened",
         FlowsClosed => "flows_closed",

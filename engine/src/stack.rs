@@ -19,7 +19,7 @@ use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use self::l2::ArpCache;
+use crate::neighbor::{NeighborConfig, NeighborTable};
 use self::repl::Recorder;
 
 use crate::commit::{CommitTag, Lane};
@@ -92,7 +92,9 @@ pub struct Stack {
     flows: FlowTable<Flow>,
     timers: TimerWheel,
     isn: IsnGenerator,
-    arp: ArpCache,
+    /// Neighbours: learned from ARP heard (replies, requests, announcements), resolved on
+    /// demand for frames this engine originates (bounded, states and counters: `neighbor`).
+    arp: NeighborTable,
     counters: Counters,
     /// Counters of the services, updated by the flows' bound services.
     svc_stats: ServiceCounters,
@@ -165,7 +167,7 @@ impl Stack {
             flows: FlowTable::new(cap),
             timers: TimerWheel::new(cap, cfg.timer_tick, now),
             isn: IsnGenerator::new(cfg.isn_key),
-            arp: ArpCache::new(),
+            arp: NeighborTable::new(NeighborConfig::default()),
             counters: Counters::default(),
             svc_stats: ServiceCounters::default(),
             ip_id: 0,
@@ -282,7 +284,10 @@ impl Stack {
 
     /// The earliest pending timer, for the caller's idle sleep bound.
     pub fn next_timer(&self) -> Option<Instant> {
-        self.timers.next_deadline_hint()
+        match (self.timers.next_deadline_hint(), self.arp.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -526,6 +531,7 @@ impl Stack {
 
     /// Run expired timers (RTO, delayed ACK, persist, TIME-WAIT, idle).
     pub fn poll<F: FrameSink + ?Sized>(&mut self, now: Instant, tx: &mut F) {
+        self.poll_neighbors(now, tx);
         let cfg = self.cfg.clone();
         while let Some(id) = self.timers.pop_expired(now) {
             let Some((key, flow)) = self.flows.get_key_value_mut(id) else { continue };

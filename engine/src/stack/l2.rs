@@ -8,38 +8,12 @@ use std::net::Ipv4Addr;
 use super::{FrameSink, Stack};
 use crate::counters::{Drop, Event};
 use crate::time::Instant;
+use crate::neighbor::{self, Due, Evidence, Learned, Resolve};
 use crate::wire::arp::{self, AnnounceTag, ArpOp, ArpRepr};
 use crate::wire::ethernet::{self, ethertype, EthernetFrame, MacAddr};
 use crate::wire::icmp::echo_reply_in_place;
 use crate::wire::ipv4::{protocol, Ipv4Packet};
 use crate::wire::WireError;
-
-/// A small direct-mapped IPv4 → MAC cache of peers heard from (ARP requests/replies). Fixed
-/// memory; a collision simply replaces the older entry.
-pub(super) struct ArpCache {
-    slots: Box<[(Ipv4Addr, MacAddr)]>,
-}
-
-impl ArpCache {
-    const SLOTS: usize = 1024;
-    pub(super) fn new() -> ArpCache {
-        ArpCache { slots: vec![(Ipv4Addr::UNSPECIFIED, MacAddr::ZERO); Self::SLOTS].into_boxed_slice() }
-    }
-    fn slot(ip: Ipv4Addr) -> usize {
-        (u32::from(ip).wrapping_mul(0x9e37_79b1) >> 22) as usize % Self::SLOTS
-    }
-    /// Returns true if this was new information.
-    pub(super) fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr) -> bool {
-        let s = &mut self.slots[Self::slot(ip)];
-        let new = *s != (ip, mac);
-        *s = (ip, mac);
-        new
-    }
-    pub(super) fn get(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        let (i, m) = self.slots[Self::slot(ip)];
-        (i == ip && !ip.is_unspecified()).then_some(m)
-    }
-}
 
 impl Stack {
     /// Gratuitous ARP for every VIP from its MAC, so the switch relearns where the VIP lives
@@ -68,9 +42,48 @@ impl Stack {
         self.vip_claim.take()
     }
 
-    /// The MAC we learned for `ip`, if any.
+    /// The MAC we learned for `ip`, if any (in any state that has one: usable now, or to be
+    /// confirmed on use).
     pub fn arp_lookup(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.arp.get(ip)
+        self.arp.get(ip).filter(|&(st, _)| !matches!(st, neighbor::State::Incomplete | neighbor::State::Failed)).map(|(_, m)| m)
+    }
+
+    /// The neighbour table's own counters (requests, hits, misses, drops by reason).
+    pub fn neighbor_counters(&self) -> &neighbor::NeighborCounters {
+        self.arp.counters()
+    }
+
+    /// Next-hop resolution for a frame this engine originates toward `ip` (a connection it
+    /// opens) from the VIP `from`: the MAC to send to, or what to do with the frame meanwhile
+    /// ([`Resolve`]). A first miss sends a broadcast ARP request from `from`'s MAC at once;
+    /// retransmits, probes of stale entries and failures come from [`Stack::poll`].
+    pub fn resolve<F: FrameSink + ?Sized>(&mut self, now: Instant, from: Ipv4Addr, ip: Ipv4Addr, tx: &mut F) -> Resolve {
+        let r = self.arp.lookup(now, ip);
+        if r == Resolve::SendRequest {
+            self.send_arp_request(from, ip, MacAddr::BROADCAST, tx);
+        }
+        r
+    }
+
+    /// The neighbour table's timer work: request retransmits and unicast probes (from the
+    /// first VIP: the table does not remember who asked), failures counted.
+    pub(super) fn poll_neighbors<F: FrameSink + ?Sized>(&mut self, now: Instant, tx: &mut F) {
+        if self.arp.next_deadline().is_none_or(|d| d > now) {
+            return;
+        }
+        let Some(from) = self.cfg.vips.first().map(|v| v.addr) else { return };
+        while let Some(due) = self.arp.poll(now) {
+            match due {
+                Due::Request { ip, dst } => self.send_arp_request(from, ip, dst, tx),
+                Due::Failed { .. } => self.counters.event(Event::NeighborFailures),
+            }
+        }
+    }
+
+    fn send_arp_request<F: FrameSink + ?Sized>(&mut self, from: Ipv4Addr, ip: Ipv4Addr, dst: MacAddr, tx: &mut F) {
+        let Some(mac) = self.vip_mac(from).or_else(|| self.cfg.vips.first().map(|v| v.mac)) else { return };
+        let sent = tx.emit(&mut |buf: &mut [u8]| neighbor::emit_request(buf, mac, from, ip, dst).unwrap_or(0));
+        self.count_tx(sent, Event::ArpRequestsSent);
     }
 
     pub(super) fn vip_mac(&self, ip: Ipv4Addr) -> Option<MacAddr> {
@@ -103,13 +116,13 @@ impl Stack {
             return self.counters.drop(Drop::NotOurMac);
         }
         match eth.ethertype() {
-            ethertype::ARP => self.on_arp(eth.src(), eth.payload(), tx),
+            ethertype::ARP => self.on_arp(now, eth.src(), dst, eth.payload(), tx),
             ethertype::IPV4 => self.on_ipv4(now, frame, eth.src(), tx),
             _ => self.counters.drop(Drop::OtherEthertype),
         }
     }
 
-    fn on_arp<F: FrameSink + ?Sized>(&mut self, src: MacAddr, payload: &[u8], tx: &mut F) {
+    fn on_arp<F: FrameSink + ?Sized>(&mut self, now: Instant, src: MacAddr, dst: MacAddr, payload: &[u8], tx: &mut F) {
         let arp = match ArpRepr::parse(payload) {
             Ok(a) => a,
             Err(_) => return self.counters.drop(Drop::BadArp),
@@ -132,8 +145,15 @@ impl Stack {
             // Not a question for us, and not a neighbour to learn.
             return self.counters.drop(Drop::ArpFromOurVip);
         }
-        if !arp.sender_ip.is_unspecified() && self.arp.learn(arp.sender_ip, arp.sender_mac) {
-            self.counters.event(Event::ArpLearned);
+        if !arp.sender_ip.is_unspecified() {
+            match self.arp.learn(now, arp.sender_ip, arp.sender_mac, Evidence::of(&arp, dst)) {
+                Learned::Created | Learned::Updated => self.counters.event(Event::ArpLearned),
+                Learned::Resolved { .. } => {
+                    self.counters.event(Event::ArpLearned);
+                    self.counters.event(Event::NeighborsResolved);
+                }
+                Learned::Unchanged | Learned::Ignored => {}
+            }
         }
         match (arp.op, self.vip_mac(arp.target_ip)) {
             (ArpOp::Request, Some(mac)) => {
