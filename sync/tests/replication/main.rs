@@ -486,6 +486,19 @@ fn wait_until(
     t0.elapsed()
 }
 
+/// A pair's configs with heartbeat `hb`, `n` fake workers (seeded), and the active engine
+/// started on their links; returns the standby's config, the workers and the active.
+fn active_with_workers(stack: &Arc<StackConfig>, hb: Duration, n: u16, seed: u64) -> (SyncConfig, Vec<FakeWorker>, Node) {
+    let (acfg, scfg) = pair_cfgs(hb);
+    let (ws, links) = workers(n, stack, seed);
+    (scfg, ws, node(acfg, stack, links))
+}
+
+/// Waits (3 s at most) until `n` is the active.
+fn wait_active(n: &Node) {
+    wait_until("active", Duration::from_secs(3), || {}, || n.status.role() == Role::Active);
+}
+
 /// Waits for `cond` while the fake workers answer snapshots and flush their backlogs.
 fn wait_pumped(
     what: &str,

@@ -121,9 +121,7 @@ fn replay_exact_and_watermark_tracks_acks() {
 fn coalesced_updates_replay_exactly() {
     let _g = serial();
     let stack = stack_cfg();
-    let (acfg, scfg) = pair_cfgs(Duration::from_millis(10));
-    let (mut ws, links) = workers(1, &stack, 0xc0a1);
-    let active = node(acfg, &stack, links);
+    let (scfg, mut ws, active) = active_with_workers(&stack, Duration::from_millis(10), 1, 0xc0a1);
     let standby = node(scfg, &stack, idle_links(1));
     wait_until("in_sync", Duration::from_secs(5), || pump(&mut ws), || active.status.in_sync());
     for round in 0..400 {
@@ -172,12 +170,7 @@ fn watermark_without_standby_and_async() {
         let (mut ws, links) = workers(1, &stack, 42);
         let shared = ws[0].repl.shared().clone();
         let active = node(acfg, &stack, links);
-        wait_until(
-            "active",
-            Duration::from_secs(3),
-            || {},
-            || active.status.role() == Role::Active,
-        );
+        wait_active(&active);
         for _ in 0..50 {
             ws[0].random_event();
         }
@@ -303,7 +296,7 @@ fn async_lag_is_bounded_by_holding_output() {
     let (mut ws, links) = workers(1, &stack, 77);
     let shared = ws[0].repl.shared().clone();
     let active = node(acfg, &stack, links);
-    wait_until("active", Duration::from_secs(3), || {}, || active.status.role() == Role::Active);
+    wait_active(&active);
     // An async standby beating every 10 ms, as the active (a mismatch is refused).
     let peer = SilentStandby::connect(listen, &peer_hello_with(9, 0, Role::Standby, 1, 10_000));
     wait_until("in_sync", Duration::from_secs(5), || pump(&mut ws), || active.status.in_sync());
@@ -345,15 +338,8 @@ fn async_lag_is_bounded_by_holding_output() {
 fn late_standby_joins_through_snapshot() {
     let _g = serial();
     let stack = stack_cfg();
-    let (acfg, scfg) = pair_cfgs(Duration::from_millis(10));
-    let (mut ws, links) = workers(2, &stack, 0xabc);
-    let active = node(acfg, &stack, links);
-    wait_until(
-        "active",
-        Duration::from_secs(3),
-        || {},
-        || active.status.role() == Role::Active,
-    );
+    let (scfg, mut ws, active) = active_with_workers(&stack, Duration::from_millis(10), 2, 0xabc);
+    wait_active(&active);
     for i in 0..3000 {
         ws[i % 2].random_event();
     }

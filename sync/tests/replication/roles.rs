@@ -10,12 +10,7 @@ fn version_mismatch_is_refused() {
     let (acfg, _) = pair_cfgs(Duration::from_millis(10));
     let listen = acfg.listen;
     let active = node(acfg, &stack, idle_links(1));
-    wait_until(
-        "active",
-        Duration::from_secs(3),
-        || {},
-        || active.status.role() == Role::Active,
-    );
+    wait_active(&active);
     std::thread::sleep(Duration::from_millis(20));
     let mut s = TcpStream::connect(listen).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -74,15 +69,8 @@ fn version_mismatch_is_refused() {
 fn active_death_by_close_takes_over_immediately() {
     let _g = serial();
     let stack = stack_cfg();
-    let (acfg, scfg) = pair_cfgs(Duration::from_millis(5));
-    let (mut ws, links) = workers(2, &stack, 0xdead);
-    let active = node(acfg, &stack, links);
-    wait_until(
-        "active",
-        Duration::from_secs(3),
-        || {},
-        || active.status.role() == Role::Active,
-    );
+    let (scfg, mut ws, active) = active_with_workers(&stack, Duration::from_millis(5), 2, 0xdead);
+    wait_active(&active);
     let standby = node(scfg, &stack, idle_links(2));
     wait_until(
         "in_sync",
@@ -212,16 +200,9 @@ fn silent_active_detected_after_three_heartbeats() {
 fn handover_to_in_sync_standby() {
     let _g = serial();
     let stack = stack_cfg();
-    let (acfg, scfg) = pair_cfgs(Duration::from_millis(10));
-    let (mut ws, links) = workers(1, &stack, 0x4a4d);
+    let (scfg, mut ws, active) = active_with_workers(&stack, Duration::from_millis(10), 1, 0x4a4d);
     let shared = ws[0].repl.shared().clone();
-    let active = node(acfg, &stack, links);
-    wait_until(
-        "active",
-        Duration::from_secs(3),
-        || {},
-        || active.status.role() == Role::Active,
-    );
+    wait_active(&active);
     let standby = node(scfg, &stack, idle_links(1));
     wait_pumped("in_sync", Duration::from_secs(5), &mut ws, |_| {
         active.status.in_sync()
@@ -266,15 +247,8 @@ fn idle_pair_cpu() {
             + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
     }
     let stack = stack_cfg();
-    let (acfg, scfg) = pair_cfgs(Duration::from_millis(5));
-    let (mut ws, links) = workers(2, &stack, 3);
-    let active = node(acfg, &stack, links);
-    wait_until(
-        "active",
-        Duration::from_secs(3),
-        || {},
-        || active.status.role() == Role::Active,
-    );
+    let (scfg, mut ws, active) = active_with_workers(&stack, Duration::from_millis(5), 2, 3);
+    wait_active(&active);
     let standby = node(scfg, &stack, idle_links(2));
     wait_pumped("in_sync", Duration::from_secs(5), &mut ws, |_| {
         active.status.in_sync()

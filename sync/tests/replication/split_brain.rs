@@ -28,7 +28,7 @@ fn lone_active(stack: &Arc<StackConfig>) -> (Node, SocketAddr, SocketAddr) {
     let (acfg, _) = pair_cfgs(Duration::from_millis(5));
     let (listen, peer) = (acfg.listen, acfg.peer);
     let a = node(acfg, stack, idle_links(1));
-    wait_until("active", Duration::from_secs(3), || {}, || a.status.role() == Role::Active);
+    wait_active(&a);
     (a, listen, peer)
 }
 
