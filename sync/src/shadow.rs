@@ -136,7 +136,7 @@ impl WorkerReplicas {
 ///
 /// Sans-IO: batches of delta records go in ([`Replicas::apply_batch`]), the flows come out at
 /// takeover ([`Replicas::take_for_takeover`]). The sync thread drives it from its socket; the
-/// takeover simulation (`tests/takeover_space.rs`) drives the very same code without one.
+/// takeover simulation (`tests/takeover_space/`) drives the very same code without one.
 /// Counters go to a [`SyncStatus`], messages to `log`.
 pub struct Replicas {
     pub workers: Vec<WorkerReplicas>,
