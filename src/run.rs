@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use flowtwin_engine::counters::{Counters, Drop, Event, SharedCounters};
 use flowtwin_engine::dataplane::{run_worker, Fanout, IdleConfig, ReplControl, ReplHandles, RoleShared, RxSource, TxPath, Worker};
+use flowtwin_engine::iteration::CommitControl;
 use flowtwin_engine::distribute::worker_for_key;
 use flowtwin_sync::{Mode, Role, SyncConfig, SyncStatus, WorkerShared};
 use flowtwin_engine::stack::{vrrp_mac, Listener, StackConfig, Vip};
@@ -73,21 +74,24 @@ pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
 /// The sync crate's per-worker handle seen through the engine's `ReplControl` trait.
 struct SyncCtl(WorkerShared);
 
-impl ReplControl for SyncCtl {
+impl CommitControl for SyncCtl {
     fn watermark(&self) -> u64 {
         self.0.watermark()
-    }
-    fn snapshot_request(&self) -> u64 {
-        self.0.snapshot_request()
     }
     fn standby_acked(&self) -> u64 {
         self.0.standby_acked()
     }
-    fn set_held(&self, frames: u64) {
-        self.0.set_held(frames)
-    }
     fn deltas_queued(&self) {
         self.0.wake_sync()
+    }
+}
+
+impl ReplControl for SyncCtl {
+    fn snapshot_request(&self) -> u64 {
+        self.0.snapshot_request()
+    }
+    fn set_held(&self, frames: u64) {
+        self.0.set_held(frames)
     }
 }
 

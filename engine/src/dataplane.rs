@@ -51,39 +51,14 @@ pub use crate::iteration::TAKEOVER_GRACE;
 /// clients' frames would go there until something of ours passed the switch.
 const REANNOUNCE_AFTER_MS: [u64; 4] = [10, 50, 250, 1000];
 
-/// What the worker reads from (and publishes to) the sync core, besides its delta ring.
-pub trait ReplControl: Send + Sync {
-    /// Highest delta sequence the standby acknowledged (u64::MAX: nothing to wait for).
-    /// Implementations load with Acquire, pairing with the sync core's Release store.
-    fn watermark(&self) -> u64;
+/// What the worker reads from (and publishes to) the sync core, besides its delta ring: what an
+/// iteration reads ([`CommitControl`]: the watermark, what the standby acknowledged, the wake),
+/// plus the snapshot requests and the held-frames gauge.
+pub trait ReplControl: CommitControl + Send + Sync {
     /// A token the sync core bumps when a standby joins: emit a snapshot for it.
     fn snapshot_request(&self) -> u64;
-    /// Highest delta sequence the standby acknowledged, whether or not output waits for it
-    /// (u64::MAX: no standby to pace a snapshot by). Paces join snapshots.
-    fn standby_acked(&self) -> u64 {
-        self.watermark()
-    }
     /// Frames this worker holds for output commit (for metrics).
     fn set_held(&self, frames: u64);
-    /// Called after a loop pass that left output waiting for the standby: wakes the sync core
-    /// if it is parked. Never blocks; nearly free when nothing is parked.
-    fn deltas_queued(&self) {}
-}
-
-/// The iteration reads the sync core through the worker's control.
-impl<T: ReplControl + ?Sized> CommitControl for T {
-    #[inline]
-    fn watermark(&self) -> u64 {
-        ReplControl::watermark(self)
-    }
-    #[inline]
-    fn standby_acked(&self) -> u64 {
-        ReplControl::standby_acked(self)
-    }
-    #[inline]
-    fn deltas_queued(&self) {
-        ReplControl::deltas_queued(self)
-    }
 }
 
 /// The worker's end of replication.

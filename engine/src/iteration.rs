@@ -28,7 +28,8 @@ pub trait CommitSink: FrameSink {
 /// What an iteration reads from the sync core (the dataplane's `ReplControl` is one).
 pub trait CommitControl {
     /// Highest delta sequence the standby acknowledged that output waits for (u64::MAX:
-    /// nothing to wait for; `commit::HOLD_ALL`: hold everything).
+    /// nothing to wait for; `commit::HOLD_ALL`: hold everything). Implementations load with
+    /// Acquire, pairing with the sync core's Release store.
     fn watermark(&self) -> u64;
     /// Highest delta sequence the standby acknowledged at all (paces join snapshots).
     fn standby_acked(&self) -> u64;
