@@ -29,7 +29,7 @@ use crate::delta::{self, MAX_DELTA_RECORDS};
 use crate::proto::{self, Hello, Msg, Role, MAX_BATCH_RECORDS};
 use crate::replicator::{WorkerLink, RELEASE_ALL};
 use crate::ring::{Record, RECORD_BYTES, RECORD_WORDS};
-use crate::session::{Action, DialError, Incoming, Release, Session, SessionConfig};
+use crate::session::{self, Action, DialError, Incoming, Release, Session, SessionConfig};
 use crate::status::SyncStatus;
 use crate::wait::{Parking, Waiter, Woken};
 
@@ -338,11 +338,7 @@ impl Driver {
     }
 
     fn log(&self, msg: &str) {
-        eprintln!("flowtwin-sync[node {}]: {msg}", self.cfg.node_id);
-    }
-
-    fn dead_limit(&self) -> Duration {
-        self.cfg.heartbeat * self.cfg.dead_after
+        session::log(self.cfg.node_id, msg);
     }
 
     fn run(&mut self) {
@@ -357,7 +353,7 @@ impl Driver {
             let drained = self.drain_rings(self.session.replicating());
             busy |= drained;
             // A peer that stops reading for longer than it may stay silent is dead.
-            let limit = self.dead_limit().max(Duration::from_millis(50));
+            let limit = self.session.dead_limit().max(Duration::from_millis(50));
             if let Some(c) = self.conn.as_mut() {
                 busy |= !c.wbuf.is_empty();
                 if let Err(e) = c.flush(limit) {
@@ -587,7 +583,7 @@ impl Driver {
                 }
             }
         }
-        if self.session.replicating() || self.session.wants_accept() {
+        if self.session.serving() {
             for (w, l) in self.links.iter().enumerate() {
                 l.shared.set_standby_acked(self.session.pacing(w));
             }
@@ -600,7 +596,7 @@ impl Driver {
     /// that every ring is empty. Without: sleep a little.
     fn idle(&mut self, pacer: &Pacer) {
         let now = Instant::now();
-        let active = self.session.replicating() || self.session.wants_accept();
+        let active = self.session.serving();
         // An active never blocks past park_max, so no delta depends on the doorbell alone; a
         // standby looks at stop and takeover requests at least every STANDBY_WAIT_MAX.
         let cap = if active { self.cfg.park_max } else { STANDBY_WAIT_MAX };
@@ -680,7 +676,7 @@ impl Driver {
                         Err(e) => {
                             // Cannot happen with our producer; skip one record, count it.
                             self.status.decode_errors.fetch_add(1, Relaxed);
-                            eprintln!("flowtwin-sync[node {}]: worker {w}: bad delta on ring: {e}", self.cfg.node_id);
+                            session::log(self.cfg.node_id, &format!("worker {w}: bad delta on ring: {e}"));
                             if used == 0 {
                                 used = 1;
                             }

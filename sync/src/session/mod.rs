@@ -313,6 +313,11 @@ fn silence(st: &SyncStatus, heartbeat: Duration, now: Instant, last_rx: Instant,
     silent
 }
 
+/// A line of the sync thread's log (stderr), naming this engine's node.
+pub(crate) fn log(node_id: u32, msg: &str) {
+    eprintln!("flowtwin-sync[node {node_id}]: {msg}");
+}
+
 fn newer(epoch_a: u64, node_a: u32, epoch_b: u64, node_b: u32) -> bool {
     epoch_a > epoch_b || (epoch_a == epoch_b && node_a < node_b)
 }
@@ -390,14 +395,14 @@ impl Session {
         self.epoch
     }
 
-    /// The role as the status reports it.
-    pub fn role(&self) -> Role {
-        self.status.role()
-    }
-
     /// Active and ready to admit a standby (the driver accepts only then).
     pub fn wants_accept(&self) -> bool {
         matches!(self.state, State::Active { peer: None, .. })
+    }
+
+    /// Active, with or without a standby (the driver paces snapshots and parks on the rings).
+    pub fn serving(&self) -> bool {
+        matches!(self.state, State::Active { .. })
     }
 
     /// Active with a standby: drained deltas go to it (else the driver discards them).
@@ -424,15 +429,11 @@ impl Session {
     /// The mark that paces worker `w`'s join snapshot: what the standby acknowledged (strict),
     /// else no limit ([`RELEASE_ALL`]). Meaningful while active.
     pub fn pacing(&self, w: usize) -> u64 {
-        match &self.state {
-            State::Active { peer: Some(p), .. } if self.cfg.mode == Mode::Strict => p.acked.get(w).copied().unwrap_or(0),
-            _ => RELEASE_ALL,
+        if self.cfg.mode == Mode::Strict && self.replicating() {
+            self.acked(w)
+        } else {
+            RELEASE_ALL
         }
-    }
-
-    /// Replicas held by this standby.
-    pub fn shadow_flows(&self) -> usize {
-        self.shadow.flows()
     }
 
     /// The next message for the peer.
@@ -459,18 +460,16 @@ impl Session {
             State::Following { last_hb_tx, last_rx, .. } => Some((*last_hb_tx + hb).min(*last_rx + dead)),
             State::HandingOver | State::TakingOver { .. } | State::Connecting { dialing: true, .. } => None,
         };
-        match (t, self.handover_hold_until) {
-            (Some(t), Some(h)) => Some(t.min(h)),
-            (t, h) => t.or(h),
-        }
+        t.into_iter().chain(self.handover_hold_until).min()
     }
 
-    fn dead_limit(&self) -> Duration {
+    /// How long the peer may stay silent: `dead_after` heartbeat intervals.
+    pub fn dead_limit(&self) -> Duration {
         self.cfg.heartbeat * self.cfg.dead_after
     }
 
     fn log(&self, msg: &str) {
-        eprintln!("flowtwin-sync[node {}]: {msg}", self.cfg.node_id);
+        log(self.cfg.node_id, msg);
     }
 
     fn refuse(&mut self, reason: &str) {

@@ -67,9 +67,7 @@ impl Session {
         match m {
             Incoming::Batch { worker, first, last, records } => {
                 let node = self.cfg.node_id;
-                self.shadow.apply_batch(&self.stack_cfg, &self.status, worker, (first, last), records, &|msg| {
-                    eprintln!("flowtwin-sync[node {node}]: {msg}")
-                });
+                self.shadow.apply_batch(&self.stack_cfg, &self.status, worker, (first, last), records, &|msg| log(node, msg));
             }
             Incoming::Snapshot { token } => self.shadow.begin_join(token),
             _ if taking_over => {}
