@@ -284,10 +284,7 @@ impl Stack {
 
     /// The earliest pending timer, for the caller's idle sleep bound.
     pub fn next_timer(&self) -> Option<Instant> {
-        match (self.timers.next_deadline_hint(), self.arp.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.timers.next_deadline_hint().into_iter().chain(self.arp.next_deadline()).min()
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -71,18 +71,21 @@ impl Stack {
         if self.arp.next_deadline().is_none_or(|d| d > now) {
             return;
         }
-        let Some(from) = self.cfg.vips.first().map(|v| v.addr) else { return };
         while let Some(due) = self.arp.poll(now) {
             match due {
-                Due::Request { ip, dst } => self.send_arp_request(from, ip, dst, tx),
+                Due::Request { ip, dst } => self.send_arp_request(Ipv4Addr::UNSPECIFIED, ip, dst, tx),
                 Due::Failed { .. } => self.counters.event(Event::NeighborFailures),
             }
         }
     }
 
+    /// An ARP request for `ip` to `dst`, from the VIP `from` (its address and MAC; the first
+    /// VIP's if `from` is none of ours, so that sender address and MAC always belong together).
     fn send_arp_request<F: FrameSink + ?Sized>(&mut self, from: Ipv4Addr, ip: Ipv4Addr, dst: MacAddr, tx: &mut F) {
-        let Some(mac) = self.vip_mac(from).or_else(|| self.cfg.vips.first().map(|v| v.mac)) else { return };
-        let sent = tx.emit(&mut |buf: &mut [u8]| neighbor::emit_request(buf, mac, from, ip, dst).unwrap_or(0));
+        let Some((src_ip, src_mac)) = self.vip_mac(from).map(|m| (from, m)).or_else(|| self.cfg.vips.first().map(|v| (v.addr, v.mac))) else {
+            return;
+        };
+        let sent = tx.emit(&mut |buf: &mut [u8]| neighbor::emit_request(buf, src_mac, src_ip, ip, dst).unwrap_or(0));
         self.count_tx(sent, Event::ArpRequestsSent);
     }
 
