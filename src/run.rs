@@ -11,8 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use flowtwin_engine::counters::{Counters, Drop, Event, SharedCounters};
-use flowtwin_engine::dataplane::{run_worker, Fanout, IdleConfig, ReplControl, ReplHandles, RoleShared, RxSource, TxPath, Worker};
-use flowtwin_engine::iteration::CommitControl;
+use flowtwin_engine::dataplane::{run_worker, Fanout, IdleConfig, ReplHandles, RoleShared, RxSource, TxPath, Worker};
 use flowtwin_engine::distribute::worker_for_key;
 use flowtwin_sync::{Mode, Role, SyncConfig, SyncStatus, WorkerShared};
 use flowtwin_engine::stack::{vrrp_mac, Listener, StackConfig, Vip};
@@ -69,30 +68,6 @@ pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
         isn_key: random_key(),
         timer_tick: FtDuration::from_micros(100),
     })
-}
-
-/// The sync crate's per-worker handle seen through the engine's `ReplControl` trait.
-struct SyncCtl(WorkerShared);
-
-impl CommitControl for SyncCtl {
-    fn watermark(&self) -> u64 {
-        self.0.watermark()
-    }
-    fn standby_acked(&self) -> u64 {
-        self.0.standby_acked()
-    }
-    fn deltas_queued(&self) {
-        self.0.wake_sync()
-    }
-}
-
-impl ReplControl for SyncCtl {
-    fn snapshot_request(&self) -> u64 {
-        self.0.snapshot_request()
-    }
-    fn set_held(&self, frames: u64) {
-        self.0.set_held(frames)
-    }
 }
 
 /// Timer slack of the sync thread: its timed waits (next heartbeat, park bound, a full
@@ -425,7 +400,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         match &cfg.sync {
             Some(y) => {
                 let (r, link) = flowtwin_sync::worker_channel(i as u16, y.ring_records);
-                repls.push(Some(ReplHandles { replicator: Box::new(r), control: Arc::new(SyncCtl(link.shared.clone())) }));
+                repls.push(Some(ReplHandles { replicator: Box::new(r), control: Arc::new(link.shared.clone()) }));
                 links.push(link);
             }
             None => repls.push(None),

@@ -18,6 +18,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use flowtwin_engine::dataplane::ReplControl;
+use flowtwin_engine::iteration::CommitControl;
 use flowtwin_engine::replica::{ReplEvent, ReplFull, Replicator};
 
 use crate::delta::{
@@ -179,6 +181,29 @@ impl WorkerShared {
     /// Last sequence number the worker assigned (metric; the ring is the source of truth).
     pub fn last_seq(&self) -> u64 {
         self.0.last_seq.load(Ordering::Relaxed)
+    }
+}
+
+/// What a worker's iteration reads from the sync core: this handle (the engine's traits, so
+/// that the worker loop and the tests read it alike, with nothing in between).
+impl CommitControl for WorkerShared {
+    fn watermark(&self) -> u64 {
+        WorkerShared::watermark(self)
+    }
+    fn standby_acked(&self) -> u64 {
+        WorkerShared::standby_acked(self)
+    }
+    fn deltas_queued(&self) {
+        self.wake_sync()
+    }
+}
+
+impl ReplControl for WorkerShared {
+    fn snapshot_request(&self) -> u64 {
+        WorkerShared::snapshot_request(self)
+    }
+    fn set_held(&self, frames: u64) {
+        WorkerShared::set_held(self, frames)
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
-use flowtwin_engine::iteration::{resume, Acked, CommitControl, CommitSink, Iteration, RxFrames};
+use flowtwin_engine::iteration::{resume, Acked, CommitSink, Iteration, RxFrames};
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{gen_byte_range, ObjectStore, StoreConfig};
 use flowtwin_engine::service::ByteStream;
@@ -43,21 +43,6 @@ fn stack_cfg() -> Arc<StackConfig> {
 
 fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// The sync core's per-worker handle, read as the engine's workers read it (`src/run.rs`).
-struct Ctl<'a>(&'a WorkerShared);
-
-impl CommitControl for Ctl<'_> {
-    fn watermark(&self) -> u64 {
-        self.0.watermark()
-    }
-    fn standby_acked(&self) -> u64 {
-        self.0.standby_acked()
-    }
-    fn deltas_queued(&self) {
-        self.0.wake_sync()
-    }
 }
 
 /// The client's application: sends `upload` bytes (an HTTP request or echo data), records
@@ -201,7 +186,7 @@ fn failover_case(port: u16, upload: Vec<u8>, expect: Vec<u8>, kill_after: usize)
             }
             (None, true) => vec![], // in flight while nobody owns the VIP: lost
             _ => {
-                Iteration::new(Some(&Ctl(&shared))).run(&mut a, n, &mut frames, &mut a_out);
+                Iteration::new(Some(&shared)).run(&mut a, n, &mut frames, &mut a_out);
                 a_out.take_sent()
             }
         };
