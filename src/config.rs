@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use flowtwin_engine::service::echo::{EchoConfig, EchoKind};
 use flowtwin_engine::service::http::ObjectKind;
 use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
+use flowtwin_engine::config::vrrp_mac;
+use flowtwin_engine::group::{GroupId, MAX_GROUPS};
+use flowtwin_engine::wire::MacAddr;
 use flowtwin_engine::service::{Kind, ServiceSpec};
 use serde::Deserialize;
 
@@ -26,6 +29,10 @@ pub struct Config {
     /// Service addresses owned by this engine.
     #[serde(rename = "vip", default)]
     pub vips: Vec<VipSection>,
+    /// Ownership groups: sets of VIPs that move between engines together (omit: one group
+    /// of every VIP).
+    #[serde(rename = "group", default)]
+    pub groups: Vec<GroupSection>,
     /// Services bound to VIP:port.
     #[serde(rename = "service", default)]
     pub services: Vec<ServiceSection>,
@@ -205,6 +212,23 @@ pub struct VipSection {
     pub mac: Option<String>,
 }
 
+/// `[[group]]`: an ownership group, the unit of role, epoch, replication and failover.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSection {
+    /// Its name in logs, metrics (`group="..."`) and `flowtwin ctl`: letters, digits, `-`, `_`.
+    pub name: String,
+    /// The VIPs of the group (each a `[[vip]]` addr, each in exactly one group).
+    pub vips: Vec<Ipv4Addr>,
+}
+
+impl VipSection {
+    /// The MAC the VIP answers from: `mac` if set (validated), else the VRRP MAC of `vrid`.
+    pub fn mac_bytes(&self) -> [u8; 6] {
+        self.mac.as_deref().and_then(parse_mac).unwrap_or(vrrp_mac(self.vrid).0)
+    }
+}
+
 fn default_vrid() -> u8 {
     1
 }
@@ -358,6 +382,65 @@ impl Config {
         Ok(c)
     }
 
+    /// `[[group]]`: named once each, at most `MAX_GROUPS`, and with groups every VIP in
+    /// exactly one of them (a VIP nobody owns would never be answered or failed over).
+    fn validate_groups(&self) -> Result<(), String> {
+        if self.groups.len() > MAX_GROUPS {
+            return Err(format!("{} [[group]] sections: at most {MAX_GROUPS} per engine", self.groups.len()));
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            if g.name.is_empty() || g.name.len() > 64 || !g.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(format!("group[{i}].name = {:?}: 1 to 64 letters, digits, '-' or '_'", g.name));
+            }
+            if self.groups[..i].iter().any(|o| o.name == g.name) {
+                return Err(format!("group[{i}].name = {:?}: two groups have that name", g.name));
+            }
+            if g.vips.is_empty() {
+                return Err(format!("group[{i}].vips is empty: a group is a set of VIPs, name at least one"));
+            }
+            for (j, a) in g.vips.iter().enumerate() {
+                if !self.vips.iter().any(|v| v.addr == *a) {
+                    return Err(format!("group[{i}].vips[{j}] = {a}: no [[vip]] with that addr"));
+                }
+                if let Some(o) = self.groups[..i].iter().find(|o| o.vips.contains(a)) {
+                    return Err(format!("group[{i}].vips[{j}] = {a}: already in group {:?} (a VIP belongs to one group)", o.name));
+                }
+                if g.vips[..j].contains(a) {
+                    return Err(format!("group[{i}].vips[{j}] = {a}: listed twice"));
+                }
+            }
+        }
+        if !self.groups.is_empty() {
+            for (i, v) in self.vips.iter().enumerate() {
+                if !self.groups.iter().any(|g| g.vips.contains(&v.addr)) {
+                    return Err(format!(
+                        "vip[{i}].addr = {}: in no [[group]] (with [[group]] sections every VIP must be in one)",
+                        v.addr
+                    ));
+                }
+            }
+        }
+        // The switch learns one port per MAC: VIPs that move between engines apart (two
+        // groups) must not share one, or owning one group would pull the other's traffic.
+        for (i, v) in self.vips.iter().enumerate() {
+            let mac = v.mac_bytes();
+            if let Some(o) = self.vips[..i].iter().find(|o| o.mac_bytes() == mac && self.group_of(o.addr) != self.group_of(v.addr)) {
+                return Err(format!(
+                    "vip[{i}].addr = {}: shares MAC {} with {} of another group (give each group its own vrid or mac: the switch learns one port per MAC)",
+                    v.addr,
+                    MacAddr(mac),
+                    o.addr
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The group of VIP `addr` (index into `groups`; 0 without groups).
+    pub fn group_of(&self, addr: Ipv4Addr) -> GroupId {
+        GroupId(self.groups.iter().position(|g| g.vips.contains(&addr)).unwrap_or(0) as u8)
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.eal.args.is_empty() {
             return Err("eal.args is empty: give at least the lcores, e.g. [\"-l\", \"0-1\", \"--no-pci\", ...]".into());
@@ -397,6 +480,7 @@ impl Config {
                 return Err(format!("vip[{i}].addr = {}: listed twice", v.addr));
             }
         }
+        self.validate_groups()?;
         if self.services.len() > flowtwin_engine::counters::MAX_SERVICES {
             return Err(format!(
                 "{} [[service]] sections: at most {} per engine",
@@ -517,6 +601,60 @@ mod tests {
         assert!(Config::parse(&bad_kind).unwrap_err().contains("ftp"));
         let bad_mac = MIN.replace("addr = \"198.18.0.100\"", "addr = \"198.18.0.100\"\nmac = \"zz\"");
         assert!(Config::parse(&bad_mac).unwrap_err().contains("vip[0].mac"));
+    }
+
+    const TWO: &str = r#"
+        [eal]
+        args = ["-l", "0-1", "--no-pci"]
+        [[port]]
+        name = "net_null0"
+        [[vip]]
+        addr = "198.18.0.100"
+        [[vip]]
+        addr = "198.18.0.101"
+        vrid = 2
+        [[vip]]
+        addr = "198.18.0.102"
+        vrid = 2
+        [[group]]
+        name = "web"
+        vips = ["198.18.0.100"]
+        [[group]]
+        name = "api-2"
+        vips = ["198.18.0.101", "198.18.0.102"]
+    "#;
+
+    #[test]
+    fn groups_parse_and_map_every_vip() {
+        let c = Config::parse(TWO).unwrap();
+        assert_eq!(c.groups.len(), 2);
+        let ids: Vec<u8> = c.vips.iter().map(|v| c.group_of(v.addr).0).collect();
+        assert_eq!(ids, vec![0, 1, 1]);
+        // Without groups: one group of every VIP (what every existing file means).
+        let c = Config::parse(MIN).unwrap();
+        assert!(c.groups.is_empty());
+        assert_eq!(c.group_of("198.18.0.100".parse().unwrap()).0, 0);
+    }
+
+    #[test]
+    fn group_errors_name_the_key() {
+        let err = |text: &str| Config::parse(text).unwrap_err();
+        let unknown = TWO.replace(r#"vips = ["198.18.0.100"]"#, r#"vips = ["198.18.0.100", "198.18.0.9"]"#);
+        assert!(err(&unknown).contains("group[0].vips[1] = 198.18.0.9: no [[vip]]"), "{}", err(&unknown));
+        let twice = TWO.replace(r#"vips = ["198.18.0.100"]"#, r#"vips = ["198.18.0.100", "198.18.0.101"]"#);
+        assert!(err(&twice).contains("group[1].vips[0] = 198.18.0.101: already in group \"web\""), "{}", err(&twice));
+        let orphan = TWO.replace(r#"vips = ["198.18.0.101", "198.18.0.102"]"#, r#"vips = ["198.18.0.101"]"#);
+        assert!(err(&orphan).contains("vip[2].addr = 198.18.0.102: in no [[group]]"), "{}", err(&orphan));
+        let empty = TWO.replace(r#"vips = ["198.18.0.100"]"#, "vips = []");
+        assert!(err(&empty).contains("group[0].vips is empty"), "{}", err(&empty));
+        let name = TWO.replace(r#"name = "web""#, r#"name = "web site""#);
+        assert!(err(&name).contains("group[0].name = \"web site\""), "{}", err(&name));
+        let dup = TWO.replace(r#"name = "api-2""#, r#"name = "web""#);
+        assert!(err(&dup).contains("group[1].name = \"web\": two groups"), "{}", err(&dup));
+        let shared_mac = TWO.replacen("vrid = 2", "vrid = 1", 1);
+        assert!(err(&shared_mac).contains("vip[1].addr = 198.18.0.101: shares MAC 00:00:5e:00:01:01 with 198.18.0.100"), "{}", err(&shared_mac));
+        let typo = TWO.replace(r#"name = "web""#, "name = \"web\"\nvip = []");
+        assert!(err(&typo).contains("unknown field `vip`"), "{}", err(&typo));
     }
 
     #[test]

@@ -117,8 +117,10 @@ fn main() -> ExitCode {
             }
         }),
         Cmd::CheckConfig { config } => config::Config::load(&config).and_then(|c| {
-            run::stack_config(&c)?;
+            let sc = run::stack_config(&c)?;
             println!("{}: ok", config.display());
+            // Both engines of a pair must print the same layout (the sync Hello compares it).
+            println!("groups: {} (layout {:016x})", sc.group_layout(), sc.group_digest());
             Ok(())
         }),
         Cmd::Bench { mode, duration, queues, mbufs, desc, json, quiet, eal } => {

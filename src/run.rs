@@ -14,7 +14,7 @@ use flowtwin_engine::counters::{Counters, Drop, Event, SharedCounters};
 use flowtwin_engine::dataplane::{run_worker, Fanout, IdleConfig, ReplHandles, RoleShared, RxSource, TxPath, Worker};
 use flowtwin_engine::distribute::worker_for_key;
 use flowtwin_sync::{Mode, Role, SyncConfig, SyncStatus, WorkerShared};
-use flowtwin_engine::stack::{vrrp_mac, Listener, StackConfig, Vip};
+use flowtwin_engine::stack::{vrrp_mac, Group, GroupSet, Listener, StackConfig, Vip};
 use flowtwin_engine::tcp::TcpConfig;
 use flowtwin_engine::time::Duration as FtDuration;
 use flowtwin_engine::wire::MacAddr;
@@ -36,8 +36,13 @@ pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
     let vips = cfg
         .vips
         .iter()
-        .map(|v| Vip { addr: v.addr, mac: MacAddr(v.mac.as_deref().and_then(parse_mac).unwrap_or(vrrp_mac(v.vrid).0)) })
+        .map(|v| Vip {
+            addr: v.addr,
+            mac: MacAddr(v.mac.as_deref().and_then(parse_mac).unwrap_or(vrrp_mac(v.vrid).0)),
+            group: cfg.group_of(v.addr),
+        })
         .collect();
+    let groups = cfg.groups.iter().map(|g| Group::new(g.name.clone())).collect();
     let mut listeners = Vec::new();
     for (i, s) in cfg.services.iter().enumerate() {
         let spec = s.spec(i)?;
@@ -62,6 +67,7 @@ pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
     };
     Ok(StackConfig {
         vips,
+        groups,
         listeners,
         tcp,
         flow_capacity: cfg.engine.flow_capacity as usize,
@@ -155,7 +161,10 @@ fn random_key() -> [u8; 16] {
 struct Observed {
     ports: OnceLock<Vec<StatsReader>>,
     workers: OnceLock<Vec<Arc<SharedCounters>>>,
-    vips: Vec<Ipv4Addr>,
+    /// Each VIP and the name of its ownership group.
+    vips: Vec<(Ipv4Addr, String)>,
+    /// The ownership groups' names, by `GroupId`.
+    groups: Vec<String>,
     sync: Option<Arc<SyncStatus>>,
     /// Per listener: ("vip:port", kind), for per-service metrics.
     services: Vec<(String, &'static str)>,
@@ -276,7 +285,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     let observed = Arc::new(Observed {
         ports: OnceLock::new(),
         workers: OnceLock::new(),
-        vips: cfg.vips.iter().map(|v| v.addr).collect(),
+        vips: stack_cfg.vips.iter().map(|v| (v.addr, stack_cfg.group_name(v.group).to_string())).collect(),
+        groups: stack_cfg.all_groups().iter().map(|g| stack_cfg.group_name(g).to_string()).collect(),
         sync: sync_status.clone(),
         services: cfg
             .services
@@ -389,7 +399,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     };
     // Without replication the engine is active from the start; with it, the sync thread
     // decides (an engine that finds an active peer joins as its standby).
-    let role = Arc::new(RoleShared::new(nworkers, cfg.sync.is_none()));
+    // Without a standby the engine owns every group from the start; with one, the sync
+    // thread's role decides.
+    let all_groups = stack_cfg.all_groups();
+    let role = Arc::new(RoleShared::new(nworkers, if cfg.sync.is_none() { all_groups } else { GroupSet::NONE }));
     if let Some(y) = &cfg.sync {
         role.node_id.store(y.node_id, Ordering::Relaxed);
     }
@@ -452,7 +465,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             // The announcement carries the new epoch (an old active that still lives fences
             // itself when it hears it).
             r.epoch.store(t.epoch, Ordering::Relaxed);
-            r.take_over(flows, t.retained);
+            // The one sync session covers every group.
+            r.take_over(all_groups, flows, t.retained);
         });
         sync_handle = Some(
             flowtwin_sync::start(sc, stack_cfg.clone(), links, st.clone(), on_takeover)
@@ -491,7 +505,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         handles.push(eal.launch(*lcore, move || run_worker(w)).map_err(|e| e.to_string())?);
     }
     for v in &stack_cfg.vips {
-        eprintln!("flowtwin: serving VIP {} (MAC {})", v.addr, v.mac);
+        eprintln!("flowtwin: serving VIP {} (MAC {}, group {})", v.addr, v.mac, stack_cfg.group_name(v.group));
     }
     for l in &stack_cfg.listeners {
         eprintln!("flowtwin:   {}:{} -> {}", l.vip, l.port, l.spec.kind_name());
@@ -512,12 +526,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
                 last_role = Some(r);
                 role.epoch.store(st.epoch(), Ordering::Relaxed);
                 match r {
-                    Role::Active => role.active.store(true, Ordering::Release),
+                    Role::Active => role.own(all_groups),
                     Role::Standby | Role::Fenced => {
                         // Before the workers see "inactive": after a handover they keep
                         // their flows.
                         role.retain.store(st.retain_flows(), Ordering::Release);
-                        role.active.store(false, Ordering::Release);
+                        role.disown(all_groups);
                     }
                 }
             }

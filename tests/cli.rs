@@ -63,6 +63,8 @@ fn good_config_checks_ok() {
     let (code, text) = flowtwin(&["check-config", "-c", p.to_str().unwrap()]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("ok"));
+    // Without [[group]]: one group of every VIP, printed with its digest.
+    assert!(text.contains("groups: default=198.18.0.100 (layout "), "{text}");
 }
 
 #[test]

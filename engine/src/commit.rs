@@ -182,6 +182,21 @@ impl<T> OutputHold<T> {
         self.tagged = false;
     }
 
+    /// Drop the frames `drop` picks (those of a group no longer owned: its new owner's
+    /// standby image is what the client will be answered from, so they must never leave),
+    /// keeping the others in order. Dropping never lets a kept frame pass one it waited
+    /// behind out of turn: lanes are per flow, and a flow's frames all go or all stay.
+    pub fn drop_where(&mut self, mut drop: impl FnMut(&T) -> bool) {
+        self.pending.retain(|f| !drop(f));
+        self.held.retain(|h| !drop(&h.frame));
+        self.tagged = true;
+    }
+
+    /// Every frame not yet released, pending ones last (for tests and diagnostics).
+    pub fn frames(&self) -> impl Iterator<Item = &T> + '_ {
+        self.held.iter().map(|h| &h.frame).chain(self.pending.iter())
+    }
+
     /// Tagged frames and their tags, oldest first (for tests and diagnostics).
     pub fn held_tags(&self) -> impl Iterator<Item = u64> + '_ {
         self.held.iter().map(|h| h.seq)

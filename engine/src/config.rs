@@ -4,6 +4,7 @@
 
 use std::net::Ipv4Addr;
 
+pub use crate::group::{Group, GroupId, GroupSet, MAX_GROUPS};
 use crate::service::ServiceSpec;
 use crate::tcp::TcpConfig;
 use crate::time::Duration;
@@ -20,6 +21,8 @@ pub struct Vip {
     pub addr: Ipv4Addr,
     /// The MAC that answers ARP for `addr` and sources its frames.
     pub mac: MacAddr,
+    /// The ownership group the address belongs to (index into `StackConfig::groups`).
+    pub group: GroupId,
 }
 
 /// A bound service.
@@ -34,6 +37,9 @@ pub struct Listener {
 #[derive(Clone, Debug)]
 pub struct StackConfig {
     pub vips: Vec<Vip>,
+    /// Ownership groups (names; each VIP names its group). Empty: one group of every VIP,
+    /// [`GroupId::DEFAULT`], as in a configuration without `[[group]]` sections.
+    pub groups: Vec<Group>,
     pub listeners: Vec<Listener>,
     pub tcp: TcpConfig,
     /// Flows this worker can hold (preallocated).
@@ -42,4 +48,48 @@ pub struct StackConfig {
     pub isn_key: [u8; 16],
     /// Timer wheel resolution.
     pub timer_tick: Duration,
+}
+
+impl StackConfig {
+    /// How many groups there are (at least the default one).
+    pub fn group_count(&self) -> usize {
+        self.groups.len().max(1)
+    }
+
+    /// Every group of this engine.
+    pub fn all_groups(&self) -> GroupSet {
+        GroupSet::first(self.group_count())
+    }
+
+    /// A group's name ("default" for the implicit one).
+    pub fn group_name(&self, g: GroupId) -> &str {
+        self.groups.get(g.0 as usize).map_or("default", |x| x.name.as_str())
+    }
+
+    /// The group of the VIP `ip` (None: not one of ours).
+    pub fn group_of(&self, ip: Ipv4Addr) -> Option<GroupId> {
+        self.vips.iter().find(|v| v.addr == ip).map(|v| v.group)
+    }
+
+    /// The groups in canonical text, `name=vip,vip;name=vip`, VIPs in configured order:
+    /// both engines of a pair must agree on it (the sync Hello carries its digest).
+    pub fn group_layout(&self) -> String {
+        let mut out = String::new();
+        for g in self.all_groups().iter() {
+            if !out.is_empty() {
+                out.push(';');
+            }
+            out.push_str(self.group_name(g));
+            out.push('=');
+            let vips: Vec<String> = self.vips.iter().filter(|v| v.group == g).map(|v| v.addr.to_string()).collect();
+            out.push_str(&vips.join(","));
+        }
+        out
+    }
+
+    /// A digest of [`group_layout`](Self::group_layout) (64-bit FNV-1a: a fingerprint for
+    /// agreement, not a secret), carried in the sync Hello.
+    pub fn group_digest(&self) -> u64 {
+        self.group_layout().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    }
 }

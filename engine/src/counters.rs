@@ -80,7 +80,8 @@ reasons! {
         TxNoMbuf => "tx_no_mbuf",
         /// The driver did not take a frame (TX ring full): freed.
         TxFull => "tx_full",
-        /// Received while this engine is the standby: the active answers, not us.
+        /// Received for a group this engine stands by for (or while it owns none): its
+        /// owner answers, not us.
         Standby => "standby",
         /// Segment of an unknown flow during the takeover grace period: dropped, never reset
         /// (it may belong to a flow whose replica is still being installed).

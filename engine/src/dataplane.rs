@@ -29,8 +29,8 @@
 //! packet is freed and counted (`handoff_ring_full`); TCP retransmission recovers it. Output
 //! commit is unaffected: a worker puts a frame into its egress ring only once it is released.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use flowtwin_ffi::ring::{RingConsumer, RingProducer};
 use flowtwin_ffi::{pause, rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue, BURST_MAX};
@@ -38,18 +38,14 @@ use flowtwin_ffi::{pause, rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, RxQueue, TxQu
 use crate::commit::{CommitTag, OutputHold};
 use crate::counters::{latency_bucket, Counters, Drop, Event, SharedCounters, LATENCY_SLOTS};
 use crate::distribute::worker_for_frame;
-use crate::iteration::{resume, CommitControl, CommitSink, Iteration, RxFrames};
-use crate::replica::{Replicator, ShadowFlow};
+use crate::iteration::{CommitControl, CommitSink, Iteration, RxFrames};
+pub use crate::roles::RoleShared;
+use crate::roles::{RoleFollower, RoleSink};
+use crate::replica::Replicator;
 use crate::stack::{FrameSink, Stack, StackConfig, MAX_FRAME};
-use crate::time::{Duration, Instant};
+use crate::time::Instant;
 
 pub use crate::iteration::TAKEOVER_GRACE;
-
-/// After an announcement, repeat it this long after the first (keepalived repeats its
-/// gratuitous ARPs too): the old active's last frames, sent from the VIP's MAC between our
-/// first announcement and its fencing, would otherwise teach the switch its port again, and
-/// clients' frames would go there until something of ours passed the switch.
-const REANNOUNCE_AFTER_MS: [u64; 4] = [10, 50, 250, 1000];
 
 /// What the worker reads from (and publishes to) the sync core, besides its delta ring: what an
 /// iteration reads ([`CommitControl`]: the watermark, what the standby acknowledged, the wake),
@@ -65,72 +61,6 @@ pub trait ReplControl: CommitControl + Send + Sync {
 pub struct ReplHandles {
     pub replicator: Box<dyn Replicator>,
     pub control: Arc<dyn ReplControl>,
-}
-
-/// Engine-wide role, shared by the workers and the control plane.
-#[derive(Default)]
-pub struct RoleShared {
-    /// False on a standby: workers drop everything they receive.
-    pub active: AtomicBool,
-    /// Set by the takeover: per-worker replicas to install, then become active.
-    pub takeover: Vec<Mutex<Option<Vec<ShadowFlow>>>>,
-    pub takeover_pending: Vec<AtomicBool>,
-    /// The pending takeover resumes the flows the workers kept (after a handover) instead of
-    /// replacing them. Set before `takeover_pending`.
-    pub takeover_retained: AtomicBool,
-    /// While not active, keep the flows (and their held output) instead of forgetting them:
-    /// this engine handed over and may have to resume them. The control plane sets it
-    /// before it makes the workers inactive, and clears it when they are no longer needed.
-    pub retain: AtomicBool,
-    /// Flows installed at the last takeover (all workers).
-    pub flows_resumed: AtomicU64,
-    pub flows_abandoned: AtomicU64,
-    /// TSC-independent µs timestamp (worker clock) when the last takeover finished installing.
-    pub takeover_done_us: AtomicU64,
-    /// This engine's node id and epoch, tagged on its announcements (0: untagged). The
-    /// control plane sets the epoch before it makes the workers active.
-    pub node_id: AtomicU32,
-    pub epoch: AtomicU64,
-    /// The highest epoch with which another engine announced one of our VIPs (0: none): the
-    /// control plane fences this engine if it is newer than its own.
-    pub vip_claim_epoch: AtomicU64,
-}
-
-impl RoleShared {
-    pub fn new(workers: usize, active: bool) -> RoleShared {
-        RoleShared {
-            active: AtomicBool::new(active),
-            takeover: (0..workers).map(|_| Mutex::new(None)).collect(),
-            takeover_pending: (0..workers).map(|_| AtomicBool::new(false)).collect(),
-            ..RoleShared::default()
-        }
-    }
-
-    /// Hand replicas to the workers and make the engine active (called by the sync thread).
-    /// `retained`: resume the flows the workers kept since a handover (`flows` is empty).
-    pub fn take_over(&self, flows: Vec<Vec<ShadowFlow>>, retained: bool) {
-        self.takeover_retained.store(retained, Ordering::Relaxed);
-        for (i, f) in flows.into_iter().enumerate() {
-            if let Some(slot) = self.takeover.get(i) {
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
-            } else {
-                self.flows_abandoned.fetch_add(f.len() as u64, Ordering::Relaxed);
-            }
-        }
-        for p in &self.takeover_pending {
-            // Release: pairs with the worker's Acquire swap, so it sees the flows stored above.
-            p.store(true, Ordering::Release);
-        }
-        self.active.store(true, Ordering::Release);
-    }
-}
-
-/// Tag this worker's announcements with the engine's node id and epoch (if it has one).
-fn set_identity(stack: &mut Stack, role: &RoleShared) {
-    let node = role.node_id.load(Ordering::Relaxed);
-    if node != 0 {
-        stack.set_identity(node, role.epoch.load(Ordering::Relaxed));
-    }
 }
 
 /// Longest idle sleep of a standby's worker (µs).
@@ -326,14 +256,6 @@ impl MbufSink<'_> {
         }
     }
 
-    /// Send `stack`'s VIP announcements now, not held: they carry no flow state.
-    fn announce(&mut self, stack: &mut Stack) {
-        let was = std::mem::replace(&mut self.hold, false);
-        stack.announce(self);
-        self.flush();
-        self.hold = was;
-    }
-
     /// Move the hold histogram into the worker's counters.
     fn fold_holds(&mut self, c: &mut Counters) {
         for (a, b) in c.hold_us.iter_mut().zip(self.hold_us.iter_mut()) {
@@ -391,6 +313,23 @@ impl FrameSink for MbufSink<'_> {
     }
 }
 
+impl RoleSink for MbufSink<'_> {
+    fn announce_now(&mut self, stack: &mut Stack) {
+        let was = std::mem::replace(&mut self.hold, false);
+        stack.announce(self);
+        self.flush();
+        self.hold = was;
+    }
+
+    fn clear_held(&mut self) {
+        self.held.clear();
+    }
+
+    fn drop_held(&mut self, drop: &mut dyn FnMut(&[u8]) -> bool) {
+        self.held.drop_where(|m| drop(m.data()));
+    }
+}
+
 impl CommitSink for MbufSink<'_> {
     /// Send every held frame whose tag the standby has acknowledged.
     fn release(&mut self, watermark: u64, now: Instant) {
@@ -444,7 +383,6 @@ pub fn run_worker(mut w: Worker) -> i32 {
     let hold = control.is_some();
     let iteration = Iteration::new(control.as_deref());
     let mut snapshot_token = control.as_ref().map(|c| c.snapshot_request()).unwrap_or(0);
-    stack.set_active(w.role.active.load(Ordering::Acquire));
     // engine.burst: how many packets one RX poll takes.
     let burst = w.burst.clamp(1, flowtwin_ffi::BURST_MAX);
     let mut rx = MbufBurst::with_capacity(burst);
@@ -469,72 +407,13 @@ pub fn run_worker(mut w: Worker) -> i32 {
         hold_us_sum: 0,
     };
     let me = w.index;
-    // Repeats still due of this worker's last announcement: (time of the first, repeats sent).
-    let mut reannounce: Option<(Instant, usize)> = None;
+    let mut roles = RoleFollower::new(me);
+    roles.start(&mut stack, &w.role);
     while !w.stop.load(Ordering::Relaxed) {
         let now = clock.now();
-        // Role changes: a takeover hands us replicas; install them, announce the VIPs, and
-        // answer traffic from now on. (Acquire pairs with RoleShared::take_over's Release.)
-        if w.role.takeover_pending.get(me).is_some_and(|p| p.swap(false, Ordering::Acquire)) {
-            let flows = w.role.takeover.get(me).and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).take()).unwrap_or_default();
-            let mut kept = 0u64;
-            if w.role.takeover_retained.load(Ordering::Relaxed) {
-                // Resume the flows kept since our handover, as they are: their held output
-                // leaves with the watermark.
-                kept = stack.flows().len() as u64;
-            } else if !stack.flows().is_empty() {
-                // Flows kept for a fallback that did not come: the replicas replace them.
-                stack.clear_flows();
-                sink.held.clear();
-            }
-            set_identity(&mut stack, &w.role);
-            // The announcement goes first (not held: it carries no flow state).
-            sink.announce(&mut stack);
-            reannounce = Some((now, 0));
-            let (installed, lost) = resume(&mut stack, now, flows, &mut sink);
-            w.role.flows_resumed.fetch_add(kept + installed, Ordering::Relaxed);
-            w.role.flows_abandoned.fetch_add(lost, Ordering::Relaxed);
-            w.role.takeover_done_us.store(now.0, Ordering::Relaxed);
-        } else if !stack.is_active() && w.role.active.load(Ordering::Relaxed) {
-            stack.set_active(true);
-            set_identity(&mut stack, &w.role);
-            // The control plane may make us active a moment before a takeover's replicas
-            // reach this worker (the sync thread says "active" first): segments of flows not
-            // installed yet must be dropped, never reset. (Seen: 3 RSTs in 24 000 flows.)
-            stack.set_grace_until(now + TAKEOVER_GRACE);
-            // Becoming active without a takeover (start-up, or after a rejoin): the switch may
-            // still send the VIP to the peer's port, so announce it (worker 0 speaks for all).
-            if me == 0 {
-                sink.announce(&mut stack);
-                reannounce = Some((now, 0));
-            }
-        } else if stack.is_active() && !w.role.active.load(Ordering::Acquire) {
-            // Fenced or demoted: stop answering and forget the flows (the peer owns them now;
-            // this engine rejoins as its standby). Held output must never leave. After a
-            // handover the flows are kept (output still held) until the rejoin is in sync:
-            // should the new active die first, this engine resumes them.
-            stack.set_active(false);
-            if !w.role.retain.load(Ordering::Acquire) {
-                stack.clear_flows();
-                sink.held.clear();
-            }
-            reannounce = None;
-        } else if !stack.is_active()
-            && !w.role.retain.load(Ordering::Acquire)
-            && !stack.flows().is_empty()
-            && !w.role.takeover_pending.get(me).is_some_and(|p| p.load(Ordering::Acquire))
-        {
-            // The kept flows are no longer needed (or no longer valid). (A takeover that
-            // resumes them is never pending here: its flag is set before `retain` clears.)
-            stack.clear_flows();
-            sink.held.clear();
-        }
-        if let Some((first, sent)) = reannounce {
-            if stack.is_active() && now >= first + Duration::from_millis(REANNOUNCE_AFTER_MS[sent]) {
-                sink.announce(&mut stack);
-                reannounce = (sent + 1 < REANNOUNCE_AFTER_MS.len()).then_some((first, sent + 1));
-            }
-        }
+        // Role changes, per ownership group (`roles`): a takeover's replicas installed and
+        // the VIPs announced, a group gained or lost.
+        roles.follow(&mut stack, &w.role, now, &mut sink);
         if let Some(c) = &control {
             let t = c.snapshot_request();
             if t != snapshot_token {

@@ -9,6 +9,7 @@
 //!
 //! At a takeover, [`resume`] installs the replicas before the next pass.
 
+use crate::group::GroupSet;
 use crate::replica::ShadowFlow;
 use crate::stack::{FrameSink, Stack};
 use crate::time::{Duration, Instant};
@@ -145,14 +146,27 @@ impl<'c, C: CommitControl + ?Sized> Iteration<'c, C> {
     }
 }
 
-/// A takeover: make `stack` active, drop segments of flows it does not know for
+/// A takeover: make `stack` own every group, drop segments of flows it does not know for
 /// [`TAKEOVER_GRACE`] (their replicas may still be on their way; a reset would kill them),
 /// install every replica (each probes its client and resends from SND.UNA,
 /// [`Stack::install`]) and seal what they built, so the probes leave with the next release.
 /// Announcing the VIPs is the caller's, before this (announcements are not held). Returns
 /// (flows installed, flows abandoned because the table was full).
 pub fn resume<S: FrameSink + ?Sized>(stack: &mut Stack, now: Instant, flows: impl IntoIterator<Item = ShadowFlow>, sink: &mut S) -> (u64, u64) {
-    stack.set_active(true);
+    let all = stack.config().all_groups();
+    resume_groups(stack, all, now, flows, sink)
+}
+
+/// [`resume`] for the groups `groups` only: the stack owns them too from now on (and keeps
+/// owning the others it owned).
+pub fn resume_groups<S: FrameSink + ?Sized>(
+    stack: &mut Stack,
+    groups: GroupSet,
+    now: Instant,
+    flows: impl IntoIterator<Item = ShadowFlow>,
+    sink: &mut S,
+) -> (u64, u64) {
+    stack.set_owned(stack.owned().union(groups));
     stack.set_grace_until(now + TAKEOVER_GRACE);
     let (mut ok, mut lost) = (0u64, 0u64);
     for f in flows {

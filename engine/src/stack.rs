@@ -23,7 +23,7 @@ use crate::neighbor::{NeighborConfig, NeighborTable};
 use self::repl::Recorder;
 
 use crate::commit::{CommitTag, Lane};
-pub use crate::config::{vrrp_mac, Listener, StackConfig, Vip};
+pub use crate::config::{vrrp_mac, Group, GroupId, GroupSet, Listener, StackConfig, Vip};
 use crate::counters::{Counters, Drop, Event};
 use crate::flow::{FlowId, FlowKey, FlowTable};
 use crate::replica::{ReplEvent, Replicator, ShadowFlow};
@@ -120,8 +120,9 @@ pub struct Stack {
     tag: Cell<u64>,
     /// The flow(s) touched since then (`None`: none yet).
     lane: Cell<Option<Lane>>,
-    /// Standby engines answer nothing.
-    active: bool,
+    /// The ownership groups this engine serves now: frames for a VIP of another group are
+    /// the standby's (dropped, counted). Empty: a standby, which answers nothing.
+    owned: GroupSet,
     /// Until then, segments of unknown flows are dropped instead of reset (takeover).
     grace_until: Instant,
     /// Who this engine is in its announcements (node id, epoch): `None` sends plain ones.
@@ -179,7 +180,7 @@ impl Stack {
             standby_acked: u64::MAX,
             tag: Cell::new(0),
             lane: Cell::new(None),
-            active: true,
+            owned: cfg.all_groups(),
             grace_until: Instant::ZERO,
             identity: None,
             vip_claim: None,
@@ -192,19 +193,56 @@ impl Stack {
         self.repl = Some(r);
     }
 
-    /// Active engines answer traffic; a standby drops everything it receives.
-    pub fn set_active(&mut self, active: bool) {
-        self.active = active;
+    /// Serve the groups of `owned` from now on: answer frames for their VIPs, drop (count)
+    /// the others'. Flows of groups no longer owned stay until [`Stack::clear_groups`].
+    pub fn set_owned(&mut self, owned: GroupSet) {
+        self.owned = GroupSet(owned.0 & self.cfg.all_groups().0);
     }
 
+    /// The configuration this stack runs.
+    pub fn config(&self) -> &Arc<StackConfig> {
+        &self.cfg
+    }
+
+    /// The groups this stack serves now.
+    pub fn owned(&self) -> GroupSet {
+        self.owned
+    }
+
+    /// Whether the stack serves the group of VIP `ip` now.
+    pub fn owns(&self, ip: Ipv4Addr) -> bool {
+        self.cfg.group_of(ip).is_some_and(|g| self.owned.contains(g))
+    }
+
+    /// All groups (active) or none (standby): the pair of one group, as before groups.
+    pub fn set_active(&mut self, active: bool) {
+        self.set_owned(if active { self.cfg.all_groups() } else { GroupSet::NONE });
+    }
+
+    /// Whether the stack serves any group.
     pub fn is_active(&self) -> bool {
-        self.active
+        !self.owned.is_empty()
     }
 
     /// Forget every flow (fenced or demoted: the peer now owns them). Not replicated: the new
     /// active's standby learns its flows through a join snapshot.
     pub fn clear_flows(&mut self) {
-        let ids: Vec<FlowId> = self.flows.iter().map(|(id, _, _)| id).collect();
+        self.clear_groups(GroupSet(u64::MAX));
+        self.resync.clear();
+        self.snapshot = None;
+        self.rx_log.clear();
+    }
+
+    /// Forget the flows of the groups in `groups` (the peer now owns them), and nothing of
+    /// the others'. A join snapshot in progress goes on without them (an image of a flow
+    /// that is gone is skipped).
+    pub fn clear_groups(&mut self, groups: GroupSet) {
+        let cfg = self.cfg.clone();
+        let of = |k: &FlowKey| k.local_ip.to_ipv4_mapped().and_then(|ip| cfg.group_of(ip)).is_none_or(|g| groups.contains(g));
+        let ids: Vec<FlowId> = self.flows.iter().filter(|(_, k, _)| of(k)).map(|(id, _, _)| id).collect();
+        if ids.is_empty() {
+            return;
+        }
         for id in ids {
             self.timers.cancel(id);
             if let Some(f) = self.flows.remove(id) {
@@ -212,9 +250,8 @@ impl Stack {
                 self.counters.flows_by_state[s] = self.counters.flows_by_state[s].saturating_sub(1);
             }
         }
-        self.resync.clear();
-        self.snapshot = None;
-        self.rx_log.clear();
+        let flows = &self.flows;
+        self.resync.retain(|&id| flows.get(id).is_some());
     }
 
     /// Drop (not reset) segments of unknown flows until `t` (takeover grace, DESIGN §4).

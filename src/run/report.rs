@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use flowtwin_engine::counters::{write_latency_histogram, Counters, Drop, Event, LATENCY_SLOTS};
 use flowtwin_engine::dataplane::RoleShared;
+use flowtwin_engine::group::GroupId;
 use flowtwin_engine::tcp::State;
 use flowtwin_sync::{Role, SyncStatus};
 
@@ -41,11 +42,16 @@ pub(super) fn render(o: &Observed, out: &mut String) {
             "replicated flows lost at takeovers: not installable, or found stale by the client's first ACK",
         );
         sample(out, "flowtwin_flows_abandoned_total", &[], abandoned(o, r));
-        family(out, "flowtwin_active", "gauge", "1 if this engine answers for its VIPs");
-        sample(out, "flowtwin_active", &[], r.active.load(Ordering::Relaxed) as u8);
+        family(out, "flowtwin_active", "gauge", "1 if this engine answers for (owns) any of its ownership groups");
+        sample(out, "flowtwin_active", &[], r.is_active() as u8);
+        family(out, "flowtwin_group_owned", "gauge", "1 if this engine owns the ownership group now (answers for its VIPs)");
+        let owned = r.owned();
+        for (i, g) in o.groups.iter().enumerate() {
+            sample(out, "flowtwin_group_owned", &[("group", g)], owned.contains(GroupId(i as u8)) as u8);
+        }
     }
-    for v in &o.vips {
-        sample(out, "flowtwin_vip_info", &[("vip", &v.to_string())], 1);
+    for (v, g) in &o.vips {
+        sample(out, "flowtwin_vip_info", &[("vip", &v.to_string()), ("group", g)], 1);
     }
     if let Some(ports) = o.ports.get() {
         let fams: [PortFamily; 8] = [
@@ -206,8 +212,15 @@ pub(super) fn control(o: &Observed, st: &SyncStatus, cmd: &str) -> String {
             let (resumed, abandoned, active) = o
                 .role
                 .get()
-                .map(|r| (r.flows_resumed.load(Ordering::Relaxed), abandoned(o, r), r.active.load(Ordering::Relaxed)))
+                .map(|r| (r.flows_resumed.load(Ordering::Relaxed), abandoned(o, r), r.is_active()))
                 .unwrap_or((0, 0, false));
+            let owned = o.role.get().map(|r| r.owned()).unwrap_or_default();
+            let groups: serde_json::Map<String, serde_json::Value> = o
+                .groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (g.clone(), serde_json::json!(if owned.contains(GroupId(i as u8)) { "owned" } else { "standby" })))
+                .collect();
             let mut prom = String::new();
             st.render_prometheus(&mut prom);
             let metric = |name: &str| -> f64 {
@@ -220,6 +233,7 @@ pub(super) fn control(o: &Observed, st: &SyncStatus, cmd: &str) -> String {
             serde_json::json!({
                 "role": st.role().name(),
                 "active": active,
+                "groups": groups,
                 "epoch": st.epoch(),
                 "peer": st.peer_state().name(),
                 "in_sync": st.in_sync(),

@@ -10,7 +10,8 @@
 //! # Messages
 //! ```text
 //! 1 Hello      magic u32 "FTWN" | version u16 | node_id u32 | epoch u64 | role u8 | mode u8
-//!              | workers u16 | heartbeat_us u32                        both ways, first frame
+//!              | workers u16 | heartbeat_us u32 | groups u64 (digest of the ownership
+//!              groups' layout, `StackConfig::group_digest`)             both ways, first frame
 //! 2 Batch      worker u16 | first_seq u64 | last_seq u64 | records u32 | records × 64 B
 //!              (whole deltas in ring byte order, see `delta`)          active → standby
 //! 3 Ack        worker u16 | seq u64  (highest seq applied)             standby → active
@@ -31,8 +32,9 @@ use std::fmt;
 /// Protocol magic, "FTWN" read as little-endian bytes.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"FTWN");
 /// Protocol version this build speaks. It covers the delta layout inside batches
-/// (`delta::DELTA_VERSION`): version 2 came with delta layout 3 (`FlowStep`).
-pub const PROTO_VERSION: u16 = 2;
+/// (`delta::DELTA_VERSION`): version 2 came with delta layout 3 (`FlowStep`), version 3
+/// added the group layout digest to `Hello`.
+pub const PROTO_VERSION: u16 = 3;
 /// Largest frame body accepted (bytes after the length field).
 pub const MAX_FRAME: usize = 4 << 20;
 /// Most records one `Batch` carries (64 KiB of records).
@@ -91,6 +93,9 @@ pub struct Hello {
     pub mode: u8,
     pub workers: u16,
     pub heartbeat_us: u32,
+    /// Digest of the ownership groups (names and VIPs): both engines must agree on which
+    /// VIP moves with which group.
+    pub groups: u64,
 }
 
 impl Hello {
@@ -206,6 +211,7 @@ pub fn encode(m: &Msg<'_>, out: &mut Vec<u8>) {
             out.push(h.mode);
             out.extend_from_slice(&h.workers.to_le_bytes());
             out.extend_from_slice(&h.heartbeat_us.to_le_bytes());
+            out.extend_from_slice(&h.groups.to_le_bytes());
             finish(out, at);
         }
         Msg::Batch {
@@ -379,6 +385,7 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
                     mode: 0,
                     workers: 0,
                     heartbeat_us: 0,
+                    groups: 0,
                 }));
             }
             let node_id = r.u32()?;
@@ -387,6 +394,7 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
             let mode = r.u8()?;
             let workers = r.u16()?;
             let heartbeat_us = r.u32()?;
+            let groups = r.u64()?;
             Msg::Hello(Hello {
                 magic,
                 version,
@@ -396,6 +404,7 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
                 mode,
                 workers,
                 heartbeat_us,
+                groups,
             })
         }
         T_BATCH => {
@@ -501,6 +510,7 @@ mod tests {
             mode: 1,
             workers: 2,
             heartbeat_us: 5000,
+            groups: 0x1234_5678_9abc_def0,
         }));
         let recs = [7u8; 128];
         roundtrip(Msg::Batch {
@@ -542,6 +552,7 @@ mod tests {
             mode: 0,
             workers: 1,
             heartbeat_us: 1,
+            groups: 0,
         };
         encode(&Msg::Hello(h), &mut b);
         let Msg::Hello(got) = decode(&b).unwrap().unwrap().0 else {

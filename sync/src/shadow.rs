@@ -385,6 +385,7 @@ mod tests {
     fn cfg() -> StackConfig {
         StackConfig {
             vips: Vec::new(),
+            groups: Vec::new(),
             listeners: vec![Listener { vip: VIP, port: 7, spec: ServiceSpec::Echo(Default::default()) }],
             tcp: TcpConfig::default(),
             flow_capacity: 16,

@@ -16,7 +16,7 @@ use flowtwin_engine::iteration::{resume, Acked, CommitSink, Iteration, RxFrames}
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{gen_byte_range, ObjectStore, StoreConfig};
 use flowtwin_engine::service::ByteStream;
-use flowtwin_engine::stack::{vrrp_mac, Listener, ServiceSpec, Stack, StackConfig, Vip};
+use flowtwin_engine::stack::{vrrp_mac, GroupId, Listener, ServiceSpec, Stack, StackConfig, Vip};
 use flowtwin_engine::tcp::{Tcb, TcpConfig};
 use flowtwin_engine::time::{Duration, Instant};
 use flowtwin_engine::wire::tcp::TcpPacket;
@@ -29,7 +29,8 @@ use common::{ClientOut, Held, CLIENT, VIP};
 
 fn stack_cfg() -> Arc<StackConfig> {
     Arc::new(StackConfig {
-        vips: vec![Vip { addr: VIP, mac: vrrp_mac(1) }],
+        vips: vec![Vip { addr: VIP, mac: vrrp_mac(1), group: GroupId::DEFAULT }],
+        groups: Vec::new(),
         listeners: vec![
             Listener { vip: VIP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) },
             Listener { vip: VIP, port: 7, spec: ServiceSpec::Echo(EchoConfig { buf_size: 16 * 1024 }) },

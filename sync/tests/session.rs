@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowtwin_engine::stack::{vrrp_mac, StackConfig, Vip};
+use flowtwin_engine::stack::{vrrp_mac, GroupId, StackConfig, Vip};
 use flowtwin_engine::tcp::TcpConfig;
 use flowtwin_sync::delta::{self, DeltaBody};
 use flowtwin_sync::proto::{Heartbeat, Hello, Msg, MAGIC, PROTO_VERSION};
@@ -22,7 +22,8 @@ const DEAD: u32 = 3;
 
 fn stack() -> Arc<StackConfig> {
     Arc::new(StackConfig {
-        vips: vec![Vip { addr: [10, 9, 0, 1].into(), mac: vrrp_mac(1) }],
+        vips: vec![Vip { addr: [10, 9, 0, 1].into(), mac: vrrp_mac(1), group: GroupId::DEFAULT }],
+        groups: Vec::new(),
         listeners: vec![],
         tcp: TcpConfig::default(),
         flow_capacity: 64,
@@ -173,7 +174,7 @@ impl Rig {
 }
 
 fn hello(node_id: u32, epoch: u64, role: Role) -> Hello {
-    Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 2, heartbeat_us: 5000 }
+    Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 2, heartbeat_us: 5000, groups: stack().group_digest() }
 }
 
 fn barrier(worker: u16, token: u64) -> Vec<Record> {
@@ -312,6 +313,27 @@ fn a_peer_with_another_heartbeat_is_refused_naming_both() {
     assert!(why.contains("heartbeat interval mismatch") && why.contains("2000 µs") && why.contains("5000 µs"), "{why}");
     assert!(matches!(a[..], [Action::Close { .. }]));
     assert_eq!(r.st.peer_state(), PeerState::Connecting, "keeps trying: the operator may fix either side");
+}
+
+#[test]
+fn a_peer_with_other_ownership_groups_is_refused_naming_both() {
+    let mut r = Rig::active(8);
+    let mut h = hello(9, 0, Role::Standby);
+    h.groups ^= 1;
+    let now = r.now;
+    r.s.on_accept(now, "10.0.0.9:1", &h);
+    let (m, a) = r.out();
+    let why = refused(&m);
+    let ours = stack().group_digest();
+    assert!(
+        why.contains("ownership group mismatch")
+            && why.contains(&format!("{:016x}", ours ^ 1))
+            && why.contains(&format!("{ours:016x}"))
+            && why.contains("default=10.9.0.1"),
+        "{why}"
+    );
+    assert!(matches!(a[..], [Action::Close { .. }]));
+    assert!(!r.s.replicating());
 }
 
 #[test]

@@ -31,6 +31,7 @@ fn serial() -> MutexGuard<'static, ()> {
 fn stack_cfg() -> Arc<StackConfig> {
     Arc::new(StackConfig {
         vips: Vec::new(),
+        groups: Vec::new(),
         listeners: Vec::new(),
         tcp: TcpConfig::default(),
         flow_capacity: 16,

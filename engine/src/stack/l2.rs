@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{FrameSink, Stack};
+use super::{FrameSink, GroupId, Stack};
 use crate::counters::{Drop, Event};
 use crate::time::Instant;
 use crate::neighbor::{self, Due, Evidence, Learned, Resolve};
@@ -16,14 +16,13 @@ use crate::wire::ipv4::{protocol, Ipv4Packet};
 use crate::wire::WireError;
 
 impl Stack {
-    /// Gratuitous ARP for every VIP from its MAC, so the switch relearns where the VIP lives
+    /// Gratuitous ARP for every VIP of the groups this stack owns, from its MAC, so the switch relearns where the VIP lives
     /// (VRRP does the same, RFC 5798 §6.4.1). With an identity ([`Stack::set_identity`]) each
     /// carries an [`AnnounceTag`]: an old active that still lives (the sync link was cut)
     /// learns from it that it was taken over.
     pub fn announce<F: FrameSink + ?Sized>(&mut self, tx: &mut F) {
-        let vips = self.cfg.vips.clone();
-        let tag = self.identity;
-        for v in &vips {
+        let (cfg, owned, tag) = (self.cfg.clone(), self.owned, self.identity);
+        for v in cfg.vips.iter().filter(|v| owned.contains(v.group)) {
             let sent = tx.emit(&mut |buf: &mut [u8]| match tag {
                 Some(t) => t.emit_gratuitous(v.mac, v.addr, buf).unwrap_or(0),
                 None => ArpRepr::gratuitous(v.mac, v.addr).emit_frame(buf).unwrap_or(0),
@@ -89,6 +88,18 @@ impl Stack {
         self.count_tx(sent, Event::ArpRequestsSent);
     }
 
+    /// The group a frame this stack built belongs to: that of its IPv4 source (one of our
+    /// VIPs) or of its ARP sender; None for anything else.
+    pub fn group_of_frame(&self, frame: &[u8]) -> Option<GroupId> {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        let src = match eth.ethertype() {
+            ethertype::IPV4 => Ipv4Packet::new_checked(eth.payload()).ok()?.src(),
+            ethertype::ARP => ArpRepr::parse(eth.payload()).ok()?.sender_ip,
+            _ => return None,
+        };
+        self.cfg.group_of(src)
+    }
+
     pub(super) fn vip_mac(&self, ip: Ipv4Addr) -> Option<MacAddr> {
         self.cfg.vips.iter().find(|v| v.addr == ip).map(|v| v.mac)
     }
@@ -100,7 +111,8 @@ impl Stack {
     /// Process one received frame.
     pub fn process<F: FrameSink + ?Sized>(&mut self, now: Instant, frame: &[u8], tx: &mut F) {
         self.counters.event(Event::RxFrames);
-        if !self.active {
+        if self.owned.is_empty() {
+            // A standby of every group answers nothing (and learns nothing: the active does).
             return self.counters.drop(Drop::Standby);
         }
         let eth = match EthernetFrame::new_checked(frame) {
@@ -134,10 +146,12 @@ impl Stack {
             // RFC 826 leaves this open; a mismatch is spoofing or a proxy. Do not learn it.
             return self.counters.drop(Drop::BadArp);
         }
-        if self.vip_mac(arp.sender_ip).is_some() {
+        if let Some(g) = self.cfg.group_of(arp.sender_ip) {
             // Someone announces one of our VIPs. Another engine's tagged announcement says it
-            // took the VIP over; anything else (a misconfigured host) is not ours to act on.
-            if let Some(tag) = payload.get(arp::PACKET_LEN..).and_then(AnnounceTag::read) {
+            // took the VIP over; anything else (a misconfigured host) is not ours to act on,
+            // and neither is the announcement of a group we do not own (its owner speaks).
+            let owned = self.owned.contains(g);
+            if let Some(tag) = payload.get(arp::PACKET_LEN..).and_then(AnnounceTag::read).filter(|_| owned) {
                 if self.identity.is_some_and(|me| me.node_id != tag.node_id)
                     && self.vip_claim.is_none_or(|c| tag.epoch > c.epoch)
                 {
@@ -158,8 +172,10 @@ impl Stack {
                 Learned::Unchanged | Learned::Ignored => {}
             }
         }
-        match (arp.op, self.vip_mac(arp.target_ip)) {
-            (ArpOp::Request, Some(mac)) => {
+        match (arp.op, self.cfg.vips.iter().find(|v| v.addr == arp.target_ip)) {
+            (ArpOp::Request, Some(v)) if !self.owned.contains(v.group) => self.counters.drop(Drop::Standby),
+            (ArpOp::Request, Some(v)) => {
+                let mac = v.mac;
                 let reply = arp.reply(mac);
                 let sent = tx.emit(&mut |buf: &mut [u8]| reply.emit_frame(buf).unwrap_or(0));
                 self.count_tx(sent, Event::ArpRequestsAnswered);
@@ -186,9 +202,14 @@ impl Stack {
             Err(_) => return self.counters.drop(Drop::BadIpv4Header),
         };
         let (src, dst) = (ip.src(), ip.dst());
-        let Some(vip_mac) = self.vip_mac(dst) else {
+        let Some(vip) = self.cfg.vips.iter().find(|v| v.addr == dst) else {
             return self.counters.drop(Drop::NotOurIp);
         };
+        if !self.owned.contains(vip.group) {
+            // Its group's owner (our peer) answers it; we stand by for it.
+            return self.counters.drop(Drop::Standby);
+        }
+        let vip_mac = vip.mac;
         if ip.is_fragment() {
             return self.counters.drop(Drop::Ipv4Fragment);
         }

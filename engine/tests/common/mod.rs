@@ -12,7 +12,7 @@ use flowtwin_engine::flow::FlowKey;
 use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
-use flowtwin_engine::stack::{vrrp_mac, FrameSink, Listener, ServiceSpec, Stack, StackConfig, Vip, MAX_FRAME};
+use flowtwin_engine::stack::{vrrp_mac, FrameSink, GroupId, Listener, ServiceSpec, Stack, StackConfig, Vip, MAX_FRAME};
 use flowtwin_engine::tcp::{State, TcpConfig};
 use flowtwin_engine::time::{Duration, Instant};
 use flowtwin_engine::wire::checksum::{self, ChecksumStatus};
@@ -51,7 +51,8 @@ pub fn store() -> ObjectStore {
 
 pub fn config(flow_capacity: usize, tcp: TcpConfig) -> StackConfig {
     StackConfig {
-        vips: vec![Vip { addr: VIP, mac: vip_mac() }],
+        vips: vec![Vip { addr: VIP, mac: vip_mac(), group: GroupId::DEFAULT }],
+        groups: Vec::new(),
         listeners: vec![
             Listener { vip: VIP, port: HTTP_PORT, spec: ServiceSpec::Object(Arc::new(store())) },
             Listener { vip: VIP, port: ECHO_PORT, spec: ServiceSpec::Echo(EchoConfig::default()) },

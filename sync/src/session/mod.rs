@@ -365,12 +365,14 @@ impl Session {
             mode: self.cfg.mode.wire(),
             workers: self.cfg.workers as u16,
             heartbeat_us: self.cfg.heartbeat.as_micros().min(u32::MAX as u128) as u32,
+            groups: self.stack_cfg.group_digest(),
         }
     }
 
     /// Whether a peer's Hello can start a session with this engine: same protocol, same
     /// output-commit mode, same heartbeat interval (a standby that expects heartbeats every
-    /// 2 ms would declare an active beating every 5 ms dead). The error names both values.
+    /// 2 ms would declare an active beating every 5 ms dead), same ownership groups. The
+    /// error names both values.
     pub fn check_peer(&self, h: &Hello) -> Result<(), String> {
         h.check()?;
         if h.mode != self.cfg.mode.wire() {
@@ -386,6 +388,18 @@ impl Session {
             return Err(format!(
                 "heartbeat interval mismatch: peer node {} beats every {} µs, this engine every {} µs",
                 h.node_id, h.heartbeat_us, ours
+            ));
+        }
+        let groups = self.stack_cfg.group_digest();
+        if h.groups != groups {
+            // Which VIP moves with which group must be the same on both: a flow replicated
+            // for one group would be resumed under another's ownership.
+            return Err(format!(
+                "ownership group mismatch: peer node {} has group layout {:016x}, this engine {:016x} ({}); `flowtwin check-config` prints a file's layout",
+                h.node_id,
+                h.groups,
+                groups,
+                self.stack_cfg.group_layout()
             ));
         }
         Ok(())

@@ -19,7 +19,7 @@ use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::http::{HttpCounters, ObjectConn};
 use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
 use flowtwin_engine::service::ByteStream;
-use flowtwin_engine::stack::{vrrp_mac, Listener, ServiceSpec, ServiceState, StackConfig, Vip};
+use flowtwin_engine::stack::{vrrp_mac, GroupId, Listener, ServiceSpec, ServiceState, StackConfig, Vip};
 use flowtwin_engine::tcp::{State, TcbSnapshot, TcpConfig};
 use flowtwin_engine::wire::MacAddr;
 use flowtwin_sync::delta::{self, DeltaBody, FlowStateRec};
@@ -53,7 +53,9 @@ fn stack_cfg() -> Arc<StackConfig> {
         vips: vec![Vip {
             addr: VIP,
             mac: vrrp_mac(1),
+            group: GroupId::DEFAULT,
         }],
+        groups: Vec::new(),
         listeners: vec![
             Listener {
                 vip: VIP,
@@ -530,7 +532,7 @@ fn peer_hello(node_id: u32, epoch: u64, role: Role) -> Vec<u8> {
 /// A Hello with the given mode (0 strict, 1 async) and heartbeat interval.
 fn peer_hello_with(node_id: u32, epoch: u64, role: Role, mode: u8, heartbeat_us: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    let h = Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode, workers: 1, heartbeat_us };
+    let h = Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode, workers: 1, heartbeat_us, groups: stack_cfg().group_digest() };
     proto::encode(&Msg::Hello(h), &mut out);
     out
 }

@@ -24,6 +24,7 @@ fn version_mismatch_is_refused() {
         mode: 0,
         workers: 1,
         heartbeat_us: 5000,
+        groups: 0,
     };
     proto::encode(&Msg::Hello(bogus), &mut out);
     s.write_all(&out).unwrap();
@@ -147,6 +148,7 @@ fn silent_active_detected_after_three_heartbeats() {
         mode: 0,
         workers: 1,
         heartbeat_us: 20_000,
+        groups: stack.group_digest(),
     };
     proto::encode(&Msg::Hello(hello), &mut out);
     proto::encode(&Msg::Snapshot { token: 1 }, &mut out);

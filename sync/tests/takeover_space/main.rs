@@ -36,7 +36,7 @@ use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
 use flowtwin_engine::service::ByteStream;
-use flowtwin_engine::stack::{vrrp_mac, Listener, ServiceSpec, Stack, StackConfig, Vip};
+use flowtwin_engine::stack::{vrrp_mac, GroupId, Listener, ServiceSpec, Stack, StackConfig, Vip};
 use flowtwin_engine::tcp::{State, Tcb, TcpConfig};
 use flowtwin_engine::time::{Duration, Instant};
 use flowtwin_engine::wire::tcp::TcpPacket;
@@ -82,7 +82,8 @@ fn t0() -> u64 {
 
 fn stack_cfg() -> Arc<StackConfig> {
     Arc::new(StackConfig {
-        vips: vec![Vip { addr: VIP, mac: vrrp_mac(1) }],
+        vips: vec![Vip { addr: VIP, mac: vrrp_mac(1), group: GroupId::DEFAULT }],
+        groups: Vec::new(),
         listeners: vec![
             Listener { vip: VIP, port: HTTP, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) },
             Listener { vip: VIP, port: ECHO, spec: ServiceSpec::Echo(EchoConfig { buf_size: 16 * 1024 }) },
