@@ -79,6 +79,10 @@ EOF
     local extra="FL_SYNC_EXTRA_$who"
     [[ -n ${!extra:-} ]] && echo "${!extra}" >>"$TMP/$who.toml"
   fi
+  # FL_CONFIG_EXTRA_a / FL_CONFIG_EXTRA_b: more sections for that engine ([[vip]], [[group]],
+  # [[service]]; appended last, so they follow whatever table came before).
+  local more="FL_CONFIG_EXTRA_$who"
+  [[ -n ${!more:-} ]] && echo "${!more}" >>"$TMP/$who.toml"
   echo "$TMP/$who.toml"
 }
 
