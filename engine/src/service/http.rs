@@ -1,9 +1,11 @@
 //! The `object` service: HTTP/1.1 `GET`/`HEAD` of named objects (RFC 9110, RFC 9112) over
 //! persistent connections, as a pull-based [`ByteStream`].
 //!
-//! Per-connection state ([`HttpState`]) is fixed-size and heap-free: a 2 KiB request buffer
-//! that holds at most one incomplete request header section, and a ring of up to
-//! [`MAX_PIPELINE`] queued responses. A queued response is a small record — start stream
+//! Per-connection state ([`HttpState`]) is fixed-size (~300 B): a request that arrives whole
+//! is parsed in place in the received segment; only the tail of a header section split
+//! across segments is kept (inline up to [`TAIL_INLINE`] bytes, a heap spill up to 2 KiB
+//! beyond, freed when the request completes); and a ring of up to [`MAX_PIPELINE`] queued
+//! responses. A queued response is a small record — start stream
 //! offset, status, `Content-Length`, object id, flags — from which both the header bytes and
 //! the body bytes are regenerated on every `read_at`, so TCP keeps no send buffer and a
 //! standby holding the same [`HttpCursor`] and [`ObjectStore`] produces identical bytes.
@@ -73,11 +75,68 @@ pub struct HttpCounters {
     pub bytes_out: u64,
 }
 
-/// Per-connection HTTP state: fixed size (~2.3 KiB), no heap.
+/// Bytes of an incomplete request kept inline; a longer one spills to the heap.
+pub const TAIL_INLINE: usize = 96;
+
+/// The received bytes of an incomplete request header section (consumed from TCP, not yet
+/// answered). A request that arrives whole in one segment is parsed where it lies and never
+/// lands here; only the tail of a section split across segments does: inline up to
+/// [`TAIL_INLINE`] bytes (a request line cut by a small MSS, a slow client), on the heap
+/// beyond that (a header section over ~100 bytes split across segments: rare), at most
+/// [`REQ_BUF_LEN`] bytes, and freed as soon as the request is complete. So an idle or busy
+/// connection costs its slot and nothing else (issue 16: memory per flow).
+#[derive(Clone)]
+struct Partial {
+    inline: [u8; TAIL_INLINE],
+    spill: Option<Box<[u8; REQ_BUF_LEN]>>,
+    len: u16,
+}
+
+impl Partial {
+    const fn new() -> Partial {
+        Partial { inline: [0; TAIL_INLINE], spill: None, len: 0 }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match &self.spill {
+            Some(b) => &b[..self.len()],
+            None => &self.inline[..self.len()],
+        }
+    }
+
+    /// Append `bytes`; the caller keeps the total within [`REQ_BUF_LEN`].
+    fn extend(&mut self, bytes: &[u8]) {
+        let (old, new) = (self.len(), self.len() + bytes.len());
+        debug_assert!(new <= REQ_BUF_LEN);
+        if self.spill.is_none() && new > TAIL_INLINE {
+            let mut b = Box::new([0u8; REQ_BUF_LEN]);
+            b[..old].copy_from_slice(&self.inline[..old]);
+            self.spill = Some(b);
+        }
+        match &mut self.spill {
+            Some(b) => b[old..new].copy_from_slice(bytes),
+            None => self.inline[old..new].copy_from_slice(bytes),
+        }
+        self.len = new as u16;
+    }
+
+    /// Forget the bytes (the request was answered) and give a spill back.
+    fn clear(&mut self) {
+        self.len = 0;
+        self.spill = None;
+    }
+}
+
+/// Per-connection HTTP state: fixed size (~300 B) and no heap, except while a long request
+/// header section is split across segments ([`Partial`]).
 #[derive(Clone)]
 pub struct HttpState {
-    req: [u8; REQ_BUF_LEN],
-    req_len: u16,
+    partial: Partial,
     queue: [Queued; MAX_PIPELINE],
     head: u8,
     count: u8,
@@ -96,7 +155,7 @@ impl Default for HttpState {
 impl core::fmt::Debug for HttpState {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("HttpState")
-            .field("req_len", &self.req_len)
+            .field("partial", &self.partial.len())
             .field("cursor", &self.cursor())
             .finish()
     }
@@ -105,8 +164,7 @@ impl core::fmt::Debug for HttpState {
 impl HttpState {
     pub const fn new() -> Self {
         HttpState {
-            req: [0; REQ_BUF_LEN],
-            req_len: 0,
+            partial: Partial::new(),
             queue: [Queued {
                 rec: ResponseRecord { start: 0, content_len: 0, obj: STATUS_TEXT_BODY, status: 400, flags: 0 },
                 hdr_len: 0,
@@ -138,7 +196,7 @@ impl HttpState {
 
     /// Received bytes of an incomplete request (consumed from TCP, not yet answered).
     pub fn partial_request(&self) -> &[u8] {
-        &self.req[..self.req_len as usize]
+        self.partial.as_slice()
     }
 
     /// Rebuild the state from a replicated cursor and partial request. `None` if the cursor
@@ -179,8 +237,7 @@ impl HttpState {
         s.tx_end = c.tx_end;
         s.closing = c.closing;
         s.peer_fin = c.peer_fin;
-        s.req[..partial_request.len()].copy_from_slice(partial_request);
-        s.req_len = partial_request.len() as u16;
+        s.partial.extend(partial_request);
         Some(s)
     }
 
@@ -222,7 +279,8 @@ impl HttpState {
         }
         let mut used = 0;
         while used < data.len() && (self.count as usize) < MAX_PIPELINE {
-            if self.req_len == 0 {
+            let old = self.partial.len();
+            if old == 0 {
                 // RFC 9112 §2.2: ignore empty lines received before the request-line.
                 while used < data.len() && matches!(data[used], b'\r' | b'\n') {
                     used += 1;
@@ -230,20 +288,38 @@ impl HttpState {
                 if used == data.len() {
                     break;
                 }
+                // A whole header section in this segment is parsed where it lies.
+                let rest = &data[used..];
+                let window = &rest[..rest.len().min(REQ_BUF_LEN)];
+                if let Some(end) = find_header_end(window, 0) {
+                    used += end;
+                    stats.requests += 1;
+                    let r = parse_request(&window[..end], store);
+                    self.enqueue(r.status, r.obj, r.content_len, r.head, r.close, stats);
+                    if self.closing {
+                        return data.len();
+                    }
+                    continue;
+                }
+                // Incomplete: its tail waits for the next segment.
+                if window.len() == REQ_BUF_LEN || window.iter().any(|&c| is_forbidden_ctl(c)) {
+                    return self.refuse(window.len() != REQ_BUF_LEN, data.len(), stats);
+                }
+                self.partial.extend(window);
+                used += window.len();
+                continue;
             }
-            let old = self.req_len as usize;
             let take = (REQ_BUF_LEN - old).min(data.len() - used);
-            self.req[old..old + take].copy_from_slice(&data[used..used + take]);
+            self.partial.extend(&data[used..used + take]);
             let len = old + take;
-            self.req_len = len as u16;
-            match find_header_end(&self.req[..len], old.saturating_sub(2)) {
+            match find_header_end(self.partial.as_slice(), old.saturating_sub(2)) {
                 Some(end) => {
                     // Bytes after the header section belong to the next request: consume only
                     // up to `end` and go round again.
                     used += end - old;
-                    self.req_len = 0;
                     stats.requests += 1;
-                    let r = parse_request(&self.req[..end], store);
+                    let r = parse_request(&self.partial.as_slice()[..end], store);
+                    self.partial.clear();
                     self.enqueue(r.status, r.obj, r.content_len, r.head, r.close, stats);
                     if self.closing {
                         return data.len();
@@ -251,20 +327,24 @@ impl HttpState {
                 }
                 None => {
                     used += take;
-                    let fresh = &self.req[old..len];
-                    let junk = fresh.iter().any(|&c| is_forbidden_ctl(c));
+                    let junk = self.partial.as_slice()[old..len].iter().any(|&c| is_forbidden_ctl(c));
                     if len == REQ_BUF_LEN || junk {
-                        // Fail fast on binary junk; 431 when the section is just too long.
-                        stats.requests += 1;
-                        self.req_len = 0;
-                        let status = if junk { 400 } else { 431 };
-                        self.enqueue(status, STATUS_TEXT_BODY, status_text_len(status), false, true, stats);
-                        return data.len();
+                        return self.refuse(junk, data.len(), stats);
                     }
                 }
             }
         }
         used
+    }
+
+    /// An unparsable header section: fail fast on binary junk (400), 431 when the section is
+    /// just too long; either closes the connection, so the rest of `n` bytes is consumed.
+    fn refuse(&mut self, junk: bool, n: usize, stats: &mut HttpCounters) -> usize {
+        stats.requests += 1;
+        self.partial.clear();
+        let status = if junk { 400 } else { 431 };
+        self.enqueue(status, STATUS_TEXT_BODY, status_text_len(status), false, true, stats);
+        n
     }
 
     fn read(&self, off: u64, buf: &mut [u8], store: &ObjectStore) -> usize {
@@ -339,7 +419,7 @@ impl HttpState {
         if self.count as usize == MAX_PIPELINE {
             return 0;
         }
-        REQ_BUF_LEN - self.req_len as usize
+        REQ_BUF_LEN - self.partial.len()
     }
 }
 
@@ -365,7 +445,7 @@ impl ByteStream for ObjectConn<'_> {
     fn on_peer_fin(&mut self) {
         // An incomplete request can never complete: drop it.
         self.state.peer_fin = true;
-        self.state.req_len = 0;
+        self.state.partial.clear();
     }
 
     fn tx_end(&self) -> u64 {
