@@ -567,18 +567,29 @@ impl Config {
 mod tests {
     use super::*;
 
-    const MIN: &str = r#"
+    /// The EAL and port every test file starts with.
+    macro_rules! head {
+        () => {
+            r#"
         [eal]
         args = ["-l", "0-1", "--no-pci"]
         [[port]]
         name = "net_null0"
+"#
+        };
+    }
+
+    const MIN: &str = concat!(
+        head!(),
+        r#"
         [[vip]]
         addr = "198.18.0.100"
         [[service]]
         vip = "198.18.0.100"
         port = 80
         kind = "object"
-    "#;
+    "#
+    );
 
     #[test]
     fn minimal_config_parses_with_defaults() {
@@ -603,11 +614,9 @@ mod tests {
         assert!(Config::parse(&bad_mac).unwrap_err().contains("vip[0].mac"));
     }
 
-    const TWO: &str = r#"
-        [eal]
-        args = ["-l", "0-1", "--no-pci"]
-        [[port]]
-        name = "net_null0"
+    const TWO: &str = concat!(
+        head!(),
+        r#"
         [[vip]]
         addr = "198.18.0.100"
         [[vip]]
@@ -622,7 +631,8 @@ mod tests {
         [[group]]
         name = "api-2"
         vips = ["198.18.0.101", "198.18.0.102"]
-    "#;
+    "#
+    );
 
     #[test]
     fn groups_parse_and_map_every_vip() {

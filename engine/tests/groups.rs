@@ -246,13 +246,19 @@ fn hold_one_each(h: &mut Harness, sink: &mut HeldSink, pa: &mut Peer, pb: &mut P
     assert_eq!(sink.held.len(), 2, "one response per flow, held");
 }
 
-/// The group of every frame still held, oldest first.
-fn groups_held(h: &Harness, sink: &HeldSink) -> Vec<GroupId> {
-    sink.held.frames().map(|f| h.stack.group_of_frame(f).expect("every held frame is from a VIP")).collect()
+/// A worker owning both groups (from the start: no announcement), one established flow on
+/// each VIP, and one held response of each.
+struct Worker {
+    h: Harness,
+    role: Arc<RoleShared>,
+    roles: RoleFollower,
+    sink: HeldSink,
+    pa: Peer,
+    #[allow(dead_code)]
+    pb: Peer,
 }
 
-#[test]
-fn a_worker_that_loses_one_group_keeps_serving_the_other() {
+fn worker_with_one_flow_each() -> Worker {
     let mut h = Harness::new(two_groups());
     let role = Arc::new(RoleShared::new(1, GroupSet::first(2)));
     let mut roles = RoleFollower::new(0);
@@ -260,12 +266,22 @@ fn a_worker_that_loses_one_group_keeps_serving_the_other() {
     roles.start(&mut h.stack, &role);
     roles.follow(&mut h.stack, &role, h.now, &mut sink);
     assert!(sink.sent.is_empty(), "owning from the start: no announcement needed");
-
     let mut pa = Peer::linux(40000, HTTP_PORT);
     let mut pb = Peer::linux(40001, HTTP_PORT);
     h.connect(&mut pa);
     connect_b(&mut h, &mut pb);
     hold_one_each(&mut h, &mut sink, &mut pa, &mut pb);
+    Worker { h, role, roles, sink, pa, pb }
+}
+
+/// The group of every frame still held, oldest first.
+fn groups_held(h: &Harness, sink: &HeldSink) -> Vec<GroupId> {
+    sink.held.frames().map(|f| h.stack.group_of_frame(f).expect("every held frame is from a VIP")).collect()
+}
+
+#[test]
+fn a_worker_that_loses_one_group_keeps_serving_the_other() {
+    let Worker { mut h, role, mut roles, mut sink, mut pa, .. } = worker_with_one_flow_each();
 
     // Group B is lost (fenced): its flow and its held output go, A's stay.
     role.disown(GroupSet::of(B));
@@ -288,16 +304,7 @@ fn a_worker_that_loses_one_group_keeps_serving_the_other() {
 
 #[test]
 fn kept_groups_are_forgotten_when_no_longer_needed() {
-    let mut h = Harness::new(two_groups());
-    let role = Arc::new(RoleShared::new(1, GroupSet::first(2)));
-    let mut roles = RoleFollower::new(0);
-    let mut sink = HeldSink::default();
-    roles.start(&mut h.stack, &role);
-    let mut pa = Peer::linux(40000, HTTP_PORT);
-    let mut pb = Peer::linux(40001, HTTP_PORT);
-    h.connect(&mut pa);
-    connect_b(&mut h, &mut pb);
-    hold_one_each(&mut h, &mut sink, &mut pa, &mut pb);
+    let Worker { mut h, role, mut roles, mut sink, .. } = worker_with_one_flow_each();
 
     // A handover of B: its flow and held output are kept while `retain` says so.
     role.retain.store(true, std::sync::atomic::Ordering::Release);
