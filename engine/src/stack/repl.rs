@@ -7,7 +7,7 @@ use super::{Stack, SNAPSHOT_WINDOW};
 use crate::commit::{CommitTag, Lane};
 use crate::counters::Event;
 use crate::flow::FlowId;
-use crate::replica::{FlowImage, ReplEvent};
+use crate::replica::{FlowImage, Origin, ReplEvent};
 use crate::service::{Bound, ByteStream};
 use crate::tcp::DirtyFlags;
 
@@ -137,7 +137,7 @@ impl Stack {
 
     fn image_of(&self, id: FlowId) -> Option<FlowImage> {
         let (key, f) = (self.flows.key(id)?, self.flows.get(id)?);
-        Some(FlowImage { key: *key, tcb: f.tcb.snapshot(), peer_mac: f.peer_mac, vip_mac: f.vip_mac, listener: f.listener })
+        Some(FlowImage { key: *key, tcb: f.tcb.snapshot(), peer_mac: f.peer_mac, vip_mac: f.vip_mac, listener: f.listener, origin: Origin::Accepted, link: None })
     }
 
     /// New + SvcImage for one flow; false if the ring is full (retry later).
