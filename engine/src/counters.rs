@@ -154,6 +154,37 @@ reasons! {
         /// Software distribution: packets this worker took over from another one (worker k:
         /// received frames from worker 0; worker 0: other workers' frames it transmitted).
         HandoffIn => "handoff_in",
+        /// Connections this engine opened itself (`Stack::connect`; Linux `ActiveOpens`): the
+        /// SYN left, or waits for the next hop. Also counted in `flows_opened`.
+        ActiveOpens => "active_opens",
+        /// `Stack::connect` refused: this engine is not active (a standby opens nothing).
+        ConnectNotActive => "connect_not_active",
+        /// `Stack::connect` refused: the source address is not one of our VIPs.
+        ConnectNoVip => "connect_no_vip",
+        /// `Stack::connect` refused a request it cannot serve: no such listener, a service
+        /// state of another kind, a remote that is not a unicast host and port, a worker the
+        /// steering does not have, a call from inside a TCP call.
+        ConnectInvalid => "connect_invalid",
+        /// `Stack::connect` refused: every local port whose reply reaches this worker is in use
+        /// toward that remote address and port.
+        ConnectPortsExhausted => "connect_ports_exhausted",
+        /// `Stack::connect` refused: the flow table is full.
+        ConnectTableFull => "connect_table_full",
+        /// `Stack::connect` refused: the next hop failed to resolve recently (neighbour
+        /// hold-down), or too many frames already wait for it, or the neighbour table is full.
+        ConnectNextHopDown => "connect_next_hop_down",
+        /// Opened flows ended before their SYN left: the next hop never answered ARP.
+        OpensNextHopFailed => "opens_next_hop_failed",
+        /// Pairs of flows linked into one unit (`Stack::link`).
+        FlowsLinked => "flows_linked",
+        /// One half of a linked pair ended; the other was told (`Stack::take_link_event`).
+        LinkPartnerEnded => "link_partner_ended",
+        /// Takeover: a linked half whose partner was not among the replicas (or could not be
+        /// installed with it). Not resumed if it was opening (SYN-SENT); else installed and
+        /// reset at its peer's first ACK, with the sequence number that ACK names.
+        LinkOrphans => "link_orphans",
+        /// Link events nobody took: the oldest was dropped (the queue holds one per flow).
+        LinkEventsDropped => "link_events_dropped",
     }
 }
 

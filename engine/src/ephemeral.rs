@@ -13,8 +13,9 @@
 //!   Assumption: the software hash decides the worker, i.e. worker 0 polls the only RX queue
 //!   and fans flows out (DESIGN §2 "software RSS"). When the NIC spreads flows itself, the
 //!   worker is `RETA[Toeplitz(key, tuple) mod RETA size]` instead, and the port must be
-//!   searched with that function: a `Steering` that computes the Toeplitz hash with the
-//!   port's key and reads the redirection table. With the symmetric key the port is
+//!   searched with that function: [`RssSteering`] computes the Toeplitz hash with the
+//!   port's key and reads the redirection table ([`ReplySteering`] is either, as a worker's
+//!   stack holds it: `Stack::set_worker`). With the symmetric key the port is
 //!   configured with, the SYN and the reply hash alike, so searching over either direction's
 //!   tuple gives the same answer; an asymmetric key would make the search depend on the
 //!   direction (it must be run over the reply's tuple, src = R:rport, dst = L:port) and break
@@ -40,6 +41,9 @@ use std::net::Ipv4Addr;
 
 use crate::distribute;
 use crate::tcp::isn::SipHasher24;
+
+mod rss;
+pub use self::rss::{rss_hash_tcp_v4, toeplitz, ReplySteering, RssSteering, SYMMETRIC_RSS_KEY};
 
 /// An inclusive range of local ports (Linux `net.ipv4.ip_local_port_range`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

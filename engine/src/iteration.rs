@@ -9,8 +9,11 @@
 //!
 //! At a takeover, [`resume`] installs the replicas before the next pass.
 
+use std::collections::HashMap;
+
+use crate::flow::FlowKey;
 use crate::group::GroupSet;
-use crate::replica::ShadowFlow;
+use crate::replica::{Partner, ShadowFlow};
 use crate::stack::{FrameSink, Stack};
 use crate::time::{Duration, Instant};
 
@@ -151,7 +154,12 @@ impl<'c, C: CommitControl + ?Sized> Iteration<'c, C> {
 /// install every replica (each probes its client and resends from SND.UNA,
 /// [`Stack::install`]) and seal what they built, so the probes leave with the next release.
 /// Announcing the VIPs is the caller's, before this (announcements are not held). Returns
-/// (flows installed, flows abandoned because the table was full).
+/// (flows installed, flows not installed: the table was full, or an orphaned link half that
+/// was still opening).
+///
+/// The two halves of a linked pair ([`Partner::Key`], found by the standby:
+/// `replica::pair_links`) are installed together or not at all ([`Stack::install_pair`]); a
+/// half whose partner is not among `flows` is installed as an orphan (`stack::open`).
 pub fn resume<S: FrameSink + ?Sized>(stack: &mut Stack, now: Instant, flows: impl IntoIterator<Item = ShadowFlow>, sink: &mut S) -> (u64, u64) {
     let all = stack.config().all_groups();
     resume_groups(stack, all, now, flows, sink)
@@ -169,12 +177,30 @@ pub fn resume_groups<S: FrameSink + ?Sized>(
     stack.set_owned(stack.owned().union(groups));
     stack.set_grace_until(now + TAKEOVER_GRACE);
     let (mut ok, mut lost) = (0u64, 0u64);
+    let mut count = |installed: bool, n: u64| if installed { ok += n } else { lost += n };
+    // Linked halves whose partner has not come by yet, by their own key.
+    let mut halves: HashMap<FlowKey, ShadowFlow> = HashMap::new();
     for f in flows {
-        if stack.install(now, f, sink) {
-            ok += 1;
-        } else {
-            lost += 1;
+        let Partner::Key(other) = f.partner else {
+            count(stack.install(now, f, sink), 1);
+            continue;
+        };
+        match halves.remove(&other) {
+            Some(p) if p.partner == Partner::Key(f.image.key) => count(stack.install_pair(now, p, f, sink), 2),
+            Some(p) => {
+                // Not each other's partner: both are orphans.
+                count(stack.install(now, p, sink), 1);
+                count(stack.install(now, f, sink), 1);
+            }
+            None => {
+                halves.insert(f.image.key, f);
+            }
         }
+    }
+    let mut rest: Vec<ShadowFlow> = halves.into_values().collect();
+    rest.sort_by_key(|f| (f.image.key.remote_ip, f.image.key.remote_port, f.image.key.local_ip, f.image.key.local_port));
+    for f in rest {
+        count(stack.install(now, f, sink), 1);
     }
     sink.seal(stack.commit_tag(), now);
     (ok, lost)

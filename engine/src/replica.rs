@@ -16,6 +16,8 @@
 //! sequence number of the last change the frame depends on: its flow's creation, received
 //! bytes or state change, not its send progress (`Stack::commit_tag`; see `dataplane`).
 
+use std::collections::HashMap;
+
 use crate::config::StackConfig;
 use crate::flow::FlowKey;
 use crate::service::{ByteStream, ServiceCounters, ServiceState};
@@ -31,20 +33,95 @@ pub struct FlowImage {
     pub peer_mac: MacAddr,
     /// The VIP MAC frames are sourced from.
     pub vip_mac: MacAddr,
-    /// Index into `StackConfig::listeners` (same config on both engines).
+    /// Index into `StackConfig::listeners` (same config on both engines): the listener
+    /// whose service runs on the flow, the one that accepted it or the one on whose behalf
+    /// this engine opened it ([`Origin`]).
     pub listener: u16,
+    /// How the flow came to be.
+    pub origin: Origin,
+    /// The other half of a linked pair (`Stack::link`), by its slot (flow-table index and
+    /// generation) on the same worker, as [`Replicator::emit`] names flows. Replication,
+    /// output commit and takeover treat the two as one unit.
+    pub link: Option<(u32, u32)>,
+}
+
+/// How a flow came to be. Both kinds run the service of their listener
+/// ([`FlowImage::listener`]); the standby rebuilds either from its images the same way. An
+/// opened flow's first image is always followed by its service image (its service may hold
+/// output before the first byte is received: a proxy's buffered request), so the standby
+/// resumes it only once it has both.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// Passive open: a SYN reached its listener.
+    #[default]
+    Accepted,
+    /// Active open by this engine (`Stack::connect`), from a VIP and an ephemeral port.
+    Opened,
+}
+
+/// A replica's link partner as the standby found it among its replicas at takeover
+/// ([`pair_links`]): install the two together, or close the survivor.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Partner {
+    /// Not linked.
+    #[default]
+    None,
+    /// Linked to the replica with this key (both are resumed, as one pair:
+    /// `iteration::resume`).
+    Key(FlowKey),
+    /// Linked, but the partner is not among the replicas: an orphan. `Stack::install` does
+    /// not resume it (SYN-SENT) or resets it at its peer's first ACK (counted).
+    Missing,
+}
+
+/// Takeover, per worker: find each linked replica's partner among `flows` (each with its slot
+/// on the active) and record it in [`ShadowFlow::partner`]. A pair is two replicas that name
+/// each other; a replica whose partner exists but names no flow completes the pair (the
+/// second half of `Stack::link`'s two updates had not arrived: nothing that depended on the
+/// link had left the active, whose output waited for both). Every other link is an orphan.
+/// Returns the number of orphans.
+pub fn pair_links(flows: &mut [((u32, u32), ShadowFlow)]) -> usize {
+    let at: HashMap<(u32, u32), usize> = flows.iter().enumerate().map(|(i, (slot, _))| (*slot, i)).collect();
+    for (_, f) in flows.iter_mut() {
+        f.partner = Partner::None;
+    }
+    let mut orphans = 0;
+    for i in 0..flows.len() {
+        let (slot, f) = (&flows[i].0, &flows[i].1);
+        let Some(p) = f.image.link else { continue };
+        if f.partner != Partner::None {
+            continue; // completed as the partner of an earlier one
+        }
+        let j = at.get(&p).copied().filter(|&j| {
+            j != i && flows[j].1.partner == Partner::None && flows[j].1.image.link.is_none_or(|back| back == *slot)
+        });
+        match j {
+            Some(j) => {
+                let (ki, kj) = (flows[i].1.image.key, flows[j].1.image.key);
+                flows[i].1.partner = Partner::Key(kj);
+                flows[j].1.partner = Partner::Key(ki);
+            }
+            None => {
+                flows[i].1.partner = Partner::Missing;
+                orphans += 1;
+            }
+        }
+    }
+    orphans
 }
 
 /// A replicated change of one flow. `slot` identifies the flow within its worker (flow-table
 /// index and generation), stable for the flow's life.
 #[derive(Debug)]
 pub enum ReplEvent<'a> {
-    /// A flow was created (SYN accepted): its first image.
+    /// A flow was created (SYN accepted, or opened by the engine): its first image. An
+    /// opened flow's is followed by its `SvcImage`.
     New(&'a FlowImage),
-    /// Replicated TCP fields changed, the flow's identity among them (its next hop).
+    /// Replicated TCP fields changed, the flow's identity among them (its next hop, its
+    /// link).
     Update(&'a FlowImage),
     /// Replicated TCP fields changed, its identity did not (key, addresses, ISS/IRS,
-    /// negotiated options, listener: as in the last `New`/`Update`). The image is complete;
+    /// negotiated options, listener, origin, link: as in the last `New`/`Update`). The image is complete;
     /// the replicator may send only what can change (one record instead of three).
     Step(&'a FlowImage),
     /// Bytes the service consumed, starting at service stream offset `offset`.
@@ -124,6 +201,8 @@ pub struct ShadowFlow {
     imaged: bool,
     /// Per-standby scratch counters the replayed services update (not reported).
     stats: ServiceCounters,
+    /// Where its link partner is, found at takeover ([`pair_links`]).
+    pub partner: Partner,
 }
 
 /// States in which the peer's FIN has been received (RFC 9293 §3.3.2).
@@ -140,9 +219,12 @@ impl ShadowFlow {
             rx_replayed: image.tcb.rx_delivered,
             fin_pending: false,
             fin_delivered: false,
-            svc_known: image.tcb.rx_delivered == 0,
+            // An opened flow's service may hold output from the start: known once its
+            // service image (which follows its first image) arrived.
+            svc_known: image.tcb.rx_delivered == 0 && image.origin == Origin::Accepted,
             imaged: false,
             stats: ServiceCounters::default(),
+            partner: Partner::None,
             image,
         };
         f.update(cfg, image);

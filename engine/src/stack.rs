@@ -9,11 +9,14 @@
 //! its flow (or opening one on a SYN to a listener), driving TCP with the flow's service,
 //! timers, close, and installing replicated flows at takeover. L2/L3 classification (ARP,
 //! IPv4 checks, ICMP echo) is in `l2`; replication of every flow change and output-commit
-//! tagging in `repl`; the services themselves behind [`crate::service`]. Every drop has a
-//! reason in [`Drop`].
+//! tagging in `repl`; flows the engine opens itself and linked pairs in `open`; the services
+//! themselves behind [`crate::service`]. Every drop has a reason in [`Drop`].
 
 mod l2;
+mod open;
 mod repl;
+
+pub use self::open::{ConnectError, Link, LinkError, LinkEvent, PartnerEnd};
 
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
@@ -26,7 +29,7 @@ use crate::commit::{CommitTag, Lane};
 pub use crate::config::{vrrp_mac, Group, GroupId, GroupSet, Listener, StackConfig, Vip};
 use crate::counters::{Counters, Drop, Event};
 use crate::flow::{FlowId, FlowKey, FlowTable};
-use crate::replica::{ReplEvent, Replicator, ShadowFlow};
+use crate::replica::{Origin, ReplEvent, Replicator, ShadowFlow};
 pub use crate::service::{ServiceSpec, ServiceState};
 use crate::service::{ByteStream, ServiceCounters};
 use crate::tcp::isn::IsnGenerator;
@@ -61,8 +64,12 @@ pub trait FrameSink {
 pub struct Flow {
     pub tcb: Tcb,
     pub svc: ServiceState,
-    /// Index into `StackConfig::listeners`.
+    /// Index into `StackConfig::listeners`: the listener whose service runs on the flow.
     pub listener: u16,
+    /// Accepted by that listener, or opened by this engine (`Stack::connect`).
+    pub origin: Origin,
+    /// The other half of a linked pair (`Stack::link`), if any.
+    pub link: Link,
     /// The client's (or next hop's) MAC, learned from its frames: replicated flow state.
     pub peer_mac: MacAddr,
     /// Our VIP's MAC.
@@ -130,6 +137,8 @@ pub struct Stack {
     /// The newest claim of one of our VIPs by another engine seen since the last
     /// `take_vip_claim` (a tagged gratuitous ARP from a node that took over).
     vip_claim: Option<AnnounceTag>,
+    /// Flows this worker opens and links (`open`).
+    open: open::Opener,
 }
 
 /// Turns TCP's segments into Ethernet frames in the sink.
@@ -184,6 +193,7 @@ impl Stack {
             grace_until: Instant::ZERO,
             identity: None,
             vip_claim: None,
+            open: open::Opener::new(&cfg.isn_key),
             cfg,
         }
     }
@@ -231,6 +241,7 @@ impl Stack {
         self.resync.clear();
         self.snapshot = None;
         self.rx_log.clear();
+        self.open.clear();
     }
 
     /// Forget the flows of the groups in `groups` (the peer now owns them), and nothing of
@@ -252,6 +263,7 @@ impl Stack {
         }
         let flows = &self.flows;
         self.resync.retain(|&id| flows.get(id).is_some());
+        self.open.forget_gone(|id| flows.get(id).is_some());
     }
 
     /// Drop (not reset) segments of unknown flows until `t` (takeover grace, DESIGN §4).
@@ -262,14 +274,26 @@ impl Stack {
     /// Takeover: install a replicated flow, probe the client with a pure ACK it must answer
     /// ([`crate::tcp::Tcb::send_probe`]; its answer re-validates our sequence state through
     /// the normal RFC 5961 ACK checks and brings the current window) and resume sending from
-    /// SND.UNA. Returns false if the table is full (the flow is abandoned).
-    pub fn install<F: FrameSink + ?Sized>(&mut self, now: Instant, mut sh: ShadowFlow, tx: &mut F) -> bool {
+    /// SND.UNA; a flow that was opening (SYN-SENT) sends its SYN again. Returns false if the
+    /// table is full (the flow is abandoned). One half of a linked pair installed alone is an
+    /// orphan (`open`; pairs go through [`Stack::install_pair`]): returns false while opening.
+    pub fn install<F: FrameSink + ?Sized>(&mut self, now: Instant, sh: ShadowFlow, tx: &mut F) -> bool {
+        let link = if sh.image.link.is_some() { Link::Orphan } else { Link::None };
+        self.install_flow(now, sh, link, tx).is_some()
+    }
+
+    fn install_flow<F: FrameSink + ?Sized>(&mut self, now: Instant, mut sh: ShadowFlow, link: Link, tx: &mut F) -> Option<FlowId> {
         let cfg = self.cfg.clone();
         sh.deliver_fin(&cfg);
         let img = sh.image;
-        let Some(l) = cfg.listeners.get(img.listener as usize) else { return false };
+        if link == Link::Orphan && img.tcb.state == State::SynSent {
+            // Nobody but its peer saw it: not resumed.
+            self.counters.event(Event::LinkOrphans);
+            return None;
+        }
+        let l = cfg.listeners.get(img.listener as usize)?;
         let (Some(remote), Some(local)) = (img.key.remote_ip.to_ipv4_mapped(), img.key.local_ip.to_ipv4_mapped()) else {
-            return false;
+            return None;
         };
         let closed_at = {
             let svc = sh.svc.bind(&l.spec, &mut self.svc_stats);
@@ -277,12 +301,15 @@ impl Stack {
         };
         let tcb = Tcb::restore(&cfg.tcp, &img.tcb, now, closed_at);
         let state = tcb.state();
-        let flow = Flow { tcb, svc: sh.svc, listener: img.listener, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, needs_image: false };
-        let Ok(id) = self.flows.insert(img.key, flow) else { return false };
+        let flow = Flow { tcb, svc: sh.svc, listener: img.listener, origin: img.origin, link, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, needs_image: false };
+        let Ok(id) = self.flows.insert(img.key, flow) else { return None };
         self.counters.flows_by_state[state as usize] += 1;
         self.counters.event(Event::FlowsResumed);
+        if link == Link::Orphan {
+            self.orphan_installed(id);
+        }
         let addrs = FrameAddrs { src_mac: img.vip_mac, dst_mac: img.peer_mac, src_ip: local, dst_ip: remote, ttl: ipv4::DEFAULT_TTL, ip_id: 0 };
-        let Some(flow) = self.flows.get_mut(id) else { return false };
+        let flow = self.flows.get_mut(id)?;
         let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
         {
             let mut svc = flow.svc.bind(&l.spec, &mut self.svc_stats);
@@ -296,13 +323,16 @@ impl Stack {
         self.counters.add(Event::TxFrames, frames);
         self.counters.drops[Drop::TxNoMbuf as usize] += failed;
         self.schedule(id, deadline);
+        if state == State::SynSent {
+            self.resume_open(now, id, tx);
+        }
         // A later standby learns this flow through a join snapshot.
         if let Some(f) = self.flows.get_mut(id) {
             f.tcb.dirty.take();
         }
         // Its probe and resent data are this flow's output (ordered with its later frames).
         self.touch_tag(0, id);
-        true
+        self.flows.contains(id).then_some(id)
     }
 
     pub fn counters(&self) -> &Counters {
@@ -376,6 +406,13 @@ impl Stack {
     ) -> SegmentVerdict {
         let cfg = self.cfg.clone();
         let Some(flow) = self.flows.get_mut(id) else { return SegmentVerdict::Closed };
+        if flow.link == Link::Orphan && hdr.flags.ack() && !hdr.flags.rst() {
+            // Resumed without its link partner (`open`): it cannot go on. Its peer's ACK
+            // names the one sequence number a reset must carry to be accepted.
+            self.send_reset(addrs, hdr, payload.len(), tx);
+            self.close_flow(id);
+            return SegmentVerdict::Closed;
+        }
         let catching_up = flow.unready || (flow.installed && now < self.grace_until);
         if catching_up && hdr.flags.ack() && !hdr.flags.rst() && hdr.ack.gt(flow.tcb.snd_max()) {
             // Beyond what the replica recorded as sent. Within what the service produced,
@@ -479,7 +516,7 @@ impl Stack {
         let svc = ServiceState::for_spec(&cfg.listeners[li].spec);
         let state = tcb.state();
         let deadline = tcb.next_deadline();
-        let flow = Flow { tcb, svc, listener: li as u16, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, needs_image: false };
+        let flow = Flow { tcb, svc, listener: li as u16, origin: Origin::Accepted, link: Link::None, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, needs_image: false };
         match self.flows.insert(key, flow) {
             Ok(id) => {
                 self.counters.event(Event::FlowsOpened);
@@ -556,6 +593,7 @@ impl Stack {
             }
         }
         self.resync.retain(|&r| r != id);
+        self.unlink_closing(id);
         if let Some(f) = self.flows.remove(id) {
             let s = f.tcb.state() as usize;
             self.counters.flows_by_state[s] = self.counters.flows_by_state[s].saturating_sub(1);

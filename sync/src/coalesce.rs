@@ -130,6 +130,8 @@ mod tests {
             peer_mac: MacAddr([2, 0, 0, 0, 0, 2]),
             vip_mac: MacAddr([0, 0, 0x5e, 0, 1, 1]),
             listener: 0,
+            origin: Default::default(),
+            link: None,
         };
         let s = FlowStateRec::from_image(&img);
         let body = match kind {

@@ -38,7 +38,11 @@
 //!   service_cursor as written from an engine FlowImage (FlowStateRec::from_image):
 //!     128 tcb.local_port u16 | 130 tcb.remote_port u16 | 132 vip_mac [6] | 138 reserved [2]
 //!     140 ts_last_sent u32 | 144 tx_acked u64 | 152 tx_sent u64 | 160 rx_delivered u64
-//!     168..192 reserved; service_id (30) holds the listener index
+//!     168 origin u8 (0 accepted by its listener, 1 opened by the engine)
+//!     169 linked u8 (0 no, 1 yes) | 170 reserved [2]
+//!     172 link_slot u32 | 176 link_generation u32 (the other half of a linked pair, by its
+//!       slot on the same worker; 0 when not linked) | 180..192 reserved
+//!     service_id (30) holds the listener index (for an opened flow: whose service it runs)
 //! Data (1..=MAX_DATA_RECORDS records)
 //!   24 offset u64 | 32 payload [body_len], zero-padded to the record boundary
 //! SvcImage (the Data layout; one chunk of a service image, join snapshot)
@@ -63,10 +67,12 @@ use std::fmt;
 
 /// Layout version written in byte 0 of every delta. Decoding any other value fails with
 /// [`DeltaError::Version`].
-/// Version 2 added the `SvcImage` kind, version 3 `FlowStep`. The sync protocol's
-/// `PROTO_VERSION` changes with it, so that peers of different layouts are refused at their
-/// hello instead of failing on their first delta.
-pub const DELTA_VERSION: u8 = 3;
+/// Version 2 added the `SvcImage` kind, version 3 `FlowStep`, version 4 a flow state's
+/// origin and link (bytes 168..180, reserved before: a version-3 standby would read an opened
+/// or linked flow as a plain accepted one). The sync protocol's `PROTO_VERSION` changes with
+/// it, so that peers of different layouts are refused at their hello instead of failing on
+/// their first delta.
+pub const DELTA_VERSION: u8 = 4;
 /// Bytes of the common header at the start of every delta.
 pub const HEADER_BYTES: usize = 24;
 /// Records of a `FlowNew` / `FlowUpdate` delta.

@@ -32,8 +32,8 @@ use std::fmt;
 /// Protocol magic, "FTWN" read as little-endian bytes.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"FTWN");
 /// Protocol version this build speaks. It covers the delta layout inside batches
-/// (`delta::DELTA_VERSION`): version 2 came with delta layout 3 (`FlowStep`), version 3
-/// added the group layout digest to `Hello`.
+/// (`delta::DELTA_VERSION`): version 2 came with delta layout 3 (`FlowStep`), version 3 with
+/// layout 4 (a flow's origin and link) and the group layout digest in `Hello`.
 pub const PROTO_VERSION: u16 = 3;
 /// Largest frame body accepted (bytes after the length field).
 pub const MAX_FRAME: usize = 4 << 20;

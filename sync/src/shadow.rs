@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
-use flowtwin_engine::replica::ShadowFlow;
+use flowtwin_engine::replica::{pair_links, ShadowFlow};
 use flowtwin_engine::stack::StackConfig;
 
 use crate::delta::{self, DeltaBody};
@@ -95,8 +95,17 @@ impl ShadowSlots {
 
     /// Take every replica out (takeover, reset), in slot order.
     pub fn drain(&mut self) -> Vec<ShadowFlow> {
+        self.drain_keyed().into_iter().map(|(_, f)| f).collect()
+    }
+
+    /// [`ShadowSlots::drain`], each replica with its `(slot, generation)`.
+    pub fn drain_keyed(&mut self) -> Vec<(SlotKey, ShadowFlow)> {
         self.live = 0;
-        std::mem::take(&mut self.slots).into_iter().flatten().map(|(_, f)| *f).collect()
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(slot, e)| e.map(|(g, f)| ((slot as u32, g), *f)))
+            .collect()
     }
 }
 
@@ -317,7 +326,14 @@ impl Replicas {
                     }
                 }
                 DeltaBody::FlowClose(_) => {
-                    ws.flows.remove(key);
+                    // Its link partner is unlinked with it, as on the active
+                    // (`Stack::link`): a takeover now resumes the partner alone, not as an
+                    // orphan.
+                    if let Some(partner) = ws.flows.remove(key).and_then(|f| f.image.link) {
+                        if let Some(p) = ws.flows.get_mut(partner).filter(|p| p.image.link == Some(key)) {
+                            p.image.link = None;
+                        }
+                    }
                     ws.forget_image(key);
                 }
                 DeltaBody::Barrier { token } => {
@@ -334,7 +350,10 @@ impl Replicas {
     /// Takeover: every replica, per worker (at least `workers` lists), with owed FINs
     /// delivered to their services. A flow whose join image is still incomplete (part of its
     /// service image, or none of it, arrived) cannot be resumed: it is dropped and counted as
-    /// abandoned.
+    /// abandoned. The two halves of a linked pair find each other here, while their slots
+    /// still name them (`ShadowFlow::partner`, `replica::pair_links`), so that they are
+    /// installed together; a half whose partner is missing is counted
+    /// (`takeover_link_orphans`) and closed by the engine.
     pub fn take_for_takeover(&mut self, cfg: &StackConfig, st: &SyncStatus, workers: usize) -> Vec<Vec<ShadowFlow>> {
         let mut flows: Vec<Vec<ShadowFlow>> = Vec::with_capacity(self.workers.len().max(workers));
         for ws in self.workers.iter_mut() {
@@ -346,12 +365,16 @@ impl Replicas {
                 }
             }
             ws.reimages.clear();
-            let mut v: Vec<ShadowFlow> = ws.flows.drain();
+            let mut v = ws.flows.drain_keyed();
             // A join image whose service part never arrived (the active died between the
             // two): resuming it would replay into the wrong service state.
             let before = v.len();
-            v.retain(ShadowFlow::service_known);
+            v.retain(|(_, f)| f.service_known());
             st.flows_abandoned.fetch_add((before - v.len()) as u64, Relaxed);
+            // Linked halves find each other while their slots still name them.
+            let orphans = pair_links(&mut v);
+            st.takeover_link_orphans.fetch_add(orphans as u64, Relaxed);
+            let mut v: Vec<ShadowFlow> = v.into_iter().map(|(_, f)| f).collect();
             for f in v.iter_mut() {
                 if f.rewind_to_replayed(cfg) {
                     st.takeover_rewound_flows.fetch_add(1, Relaxed);
@@ -401,6 +424,8 @@ mod tests {
             peer_mac: MacAddr::default(),
             vip_mac: MacAddr::default(),
             listener: 0,
+            origin: Default::default(),
+            link: None,
         };
         ShadowFlow::new(&cfg(), image).expect("listener 0 exists")
     }

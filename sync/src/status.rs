@@ -84,6 +84,9 @@ pub struct SyncStatus {
     /// Replicas taken over with bytes their image counted but whose data never arrived (a
     /// delta lost to a full ring before its re-image): resumed from what the service got.
     pub takeover_rewound_flows: AtomicU64,
+    /// Replicas taken over as one half of a linked pair whose other half was not among them
+    /// (the engine closes them: `link_orphans`).
+    pub takeover_link_orphans: AtomicU64,
     pub replay_errors: AtomicU64,
     /// Standby: updates/data for flows it does not hold (the join snapshot brings them).
     pub unknown_flow_deltas: AtomicU64,
@@ -160,6 +163,7 @@ impl SyncStatus {
             flows_abandoned: AtomicU64::new(0),
             takeover_imaged_flows: AtomicU64::new(0),
             takeover_rewound_flows: AtomicU64::new(0),
+            takeover_link_orphans: AtomicU64::new(0),
             replay_errors: AtomicU64::new(0),
             unknown_flow_deltas: AtomicU64::new(0),
             seq_gaps: AtomicU64::new(0),
@@ -354,6 +358,12 @@ impl SyncStatus {
             "takeover_rewound_flows_total",
             "counter",
             self.takeover_rewound_flows.load(Relaxed),
+        );
+        g(
+            out,
+            "takeover_link_orphans_total",
+            "counter",
+            self.takeover_link_orphans.load(Relaxed),
         );
         g(
             out,

@@ -552,6 +552,8 @@ mod step {
             peer_mac: MacAddr([2, 0, 0, 0, 0, 7]),
             vip_mac: MacAddr([0, 0, 0x5e, 0, 1, 1]),
             listener: 1,
+            origin: Default::default(),
+            link: None,
         }
     }
 

@@ -188,6 +188,13 @@ macro_rules! kinds {
                 }
             }
 
+            /// The kind's configuration name (as [`ServiceSpec::kind_name`] of its spec).
+            pub fn kind_name(&self) -> &'static str {
+                match self {
+                    $( ServiceState::$V(_) => <$K as Kind>::NAME, )+
+                }
+            }
+
             /// Whether the peer's FIN has reached the service.
             pub fn peer_fin(&self) -> bool {
                 match self {

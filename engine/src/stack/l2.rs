@@ -73,7 +73,10 @@ impl Stack {
         while let Some(due) = self.arp.poll(now) {
             match due {
                 Due::Request { ip, dst } => self.send_arp_request(Ipv4Addr::UNSPECIFIED, ip, dst, tx),
-                Due::Failed { .. } => self.counters.event(Event::NeighborFailures),
+                Due::Failed { ip, .. } => {
+                    self.counters.event(Event::NeighborFailures);
+                    self.next_hop_failed(ip);
+                }
             }
         }
     }
@@ -165,9 +168,10 @@ impl Stack {
         if !arp.sender_ip.is_unspecified() {
             match self.arp.learn(now, arp.sender_ip, arp.sender_mac, Evidence::of(&arp, dst)) {
                 Learned::Created | Learned::Updated => self.counters.event(Event::ArpLearned),
-                Learned::Resolved { .. } => {
+                Learned::Resolved { mac, .. } => {
                     self.counters.event(Event::ArpLearned);
                     self.counters.event(Event::NeighborsResolved);
+                    self.next_hop_resolved(now, arp.sender_ip, mac, tx);
                 }
                 Learned::Unchanged | Learned::Ignored => {}
             }

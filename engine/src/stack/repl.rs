@@ -72,8 +72,10 @@ impl Stack {
     }
 
     /// Flow `id` built (or may have built) output in this interval, which depends on its
-    /// change `seq`.
+    /// change `seq` and, for one half of a linked pair, on its partner's latest change
+    /// (`open`: what one half sends may be what the other received).
     pub(super) fn touch_tag(&self, seq: u64, id: FlowId) {
+        let seq = seq.max(self.partner_seq(id));
         if seq > self.tag.get() {
             self.tag.set(seq);
         }
@@ -137,11 +139,12 @@ impl Stack {
 
     fn image_of(&self, id: FlowId) -> Option<FlowImage> {
         let (key, f) = (self.flows.key(id)?, self.flows.get(id)?);
-        Some(FlowImage { key: *key, tcb: f.tcb.snapshot(), peer_mac: f.peer_mac, vip_mac: f.vip_mac, listener: f.listener })
+        let link = self.partner(id).map(|p| (p.index(), p.generation()));
+        Some(FlowImage { key: *key, tcb: f.tcb.snapshot(), peer_mac: f.peer_mac, vip_mac: f.vip_mac, listener: f.listener, origin: f.origin, link })
     }
 
     /// New + SvcImage for one flow; false if the ring is full (retry later).
-    fn emit_full_image(&mut self, id: FlowId) -> bool {
+    pub(super) fn emit_full_image(&mut self, id: FlowId) -> bool {
         let Some(img) = self.image_of(id) else { return true };
         let mut bytes = Vec::new();
         if let Some(f) = self.flows.get(id) {

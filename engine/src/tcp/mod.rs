@@ -206,9 +206,13 @@ impl DirtyFlags {
     /// The flow's next hop (the peer's MAC) moved. Set by the stack, not by TCP.
     pub const PEER: DirtyFlags = DirtyFlags(1 << 9);
     pub const ALL: DirtyFlags = DirtyFlags(0x3ff);
+    /// The flow was linked to another flow, or its partner ended (`Stack::link`). Set by the
+    /// stack, not by TCP; not in `ALL` (a new flow's first image carries its link anyway).
+    pub const LINK: DirtyFlags = DirtyFlags(1 << 10);
     /// What a flow is, rather than where it stands: fixed at its creation except for a
-    /// re-learned next hop. A change without these travels as a one-record step delta.
-    pub const IDENTITY: DirtyFlags = DirtyFlags(Self::ISS_IRS.0 | Self::OPTIONS.0 | Self::PEER.0);
+    /// re-learned next hop and its link. A change without these travels as a one-record step
+    /// delta.
+    pub const IDENTITY: DirtyFlags = DirtyFlags(Self::ISS_IRS.0 | Self::OPTIONS.0 | Self::PEER.0 | Self::LINK.0);
     /// Pure send progress: what the client acknowledged, what was sent, windows, the peer's
     /// timestamp. Output need not wait for the standby to have these (`Stack::commit_tag`).
     pub const PROGRESS: DirtyFlags = DirtyFlags(

@@ -238,13 +238,37 @@ impl Tcb {
         isn: SeqNum,
         out: &mut impl SegmentSink,
     ) -> Tcb {
+        let mut t = Tcb::syn_sent(now, cfg, local_port, remote_port, isn);
+        t.send_syn_now(now, cfg, out);
+        t
+    }
+
+    /// Active open whose SYN is not sent yet: SYN-SENT with ISS chosen, nothing sent, no
+    /// timer running (so nothing can fire). The engine opens a connection this way while the
+    /// next hop is being resolved; [`Tcb::send_syn_now`] sends the SYN once it is.
+    pub fn syn_sent(now: Instant, cfg: &TcpConfig, local_port: u16, remote_port: u16, isn: SeqNum) -> Tcb {
         let mut t = Tcb::blank(cfg, now, local_port, remote_port, isn);
         t.set_state(State::SynSent);
-        t.send_syn(now, cfg, out);
+        // SND.NXT = ISS + 1 (RFC 9293 §3.10.1): the SYN occupies abs 0, sent or not.
         t.snd_nxt = 1;
         t.set_snd_max(1);
-        t.timers.rto = Some(now + t.rtt.rto(cfg));
         t
+    }
+
+    /// SYN-SENT: send our SYN (ISS, ports, our options) and restart the retransmission
+    /// timer from `now`. For the first SYN of [`Tcb::syn_sent`], and at a takeover, where the
+    /// replica's SYN is sent again unchanged (to the peer it is a retransmission: same ISS,
+    /// same ports). Returns false, sending nothing, in any other state.
+    pub fn send_syn_now(&mut self, now: Instant, cfg: &TcpConfig, out: &mut impl SegmentSink) -> bool {
+        if self.state() != State::SynSent {
+            return false;
+        }
+        self.send_syn(now, cfg, out);
+        // SND.NXT = ISS + 1 (RFC 9293 §3.10.1), also for a SYN-SENT replica (`restore`
+        // leaves SND.NXT at SND.UNA, the SYN).
+        self.snd_nxt = self.snd_nxt.max(1);
+        self.timers.rto = Some(now + self.rtt.rto(cfg));
+        true
     }
 
     /// Record the peer's SYN options and derive the negotiated ones (RFC 9293 §3.7.1 MSS,
@@ -341,6 +365,11 @@ impl Tcb {
     }
     pub fn stats(&self) -> &TcbStats {
         &self.stats
+    }
+    /// Our SYN (or SYN-ACK) was acknowledged: the connection was synchronized at some point,
+    /// whatever its state now.
+    pub fn syn_acked(&self) -> bool {
+        self.r.snd_una > 0
     }
     pub fn local_port(&self) -> u16 {
         self.r.local_port

@@ -5,7 +5,7 @@
 
 use super::{DeltaError, FlowKeyRec, FlowStateRec, FlowStepRec, SERVICE_CURSOR_LEN};
 use flowtwin_engine::flow::FlowKey;
-use flowtwin_engine::replica::FlowImage;
+use flowtwin_engine::replica::{FlowImage, Origin};
 use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::tcp::{State, TcbSnapshot};
 use flowtwin_engine::wire::MacAddr;
@@ -21,6 +21,18 @@ mod cursor {
     pub const TX_ACKED: usize = 16;
     pub const TX_SENT: usize = 24;
     pub const RX_DELIVERED: usize = 32;
+    pub const ORIGIN: usize = 40;
+    pub const LINKED: usize = 41;
+    pub const LINK_SLOT: usize = 44;
+    pub const LINK_GENERATION: usize = 48;
+}
+
+/// The origin byte: 0 accepted (what every earlier layout wrote there), 1 opened.
+fn origin_byte(o: Origin) -> u8 {
+    match o {
+        Origin::Accepted => 0,
+        Origin::Opened => 1,
+    }
 }
 
 /// The engine state a state byte names; `Field("state")` if it names none (never trust the
@@ -95,6 +107,12 @@ impl FlowStateRec {
         c[cursor::TX_ACKED..][..8].copy_from_slice(&t.tx_acked.to_le_bytes());
         c[cursor::TX_SENT..][..8].copy_from_slice(&t.tx_sent.to_le_bytes());
         c[cursor::RX_DELIVERED..][..8].copy_from_slice(&t.rx_delivered.to_le_bytes());
+        c[cursor::ORIGIN] = origin_byte(img.origin);
+        if let Some((slot, generation)) = img.link {
+            c[cursor::LINKED] = 1;
+            c[cursor::LINK_SLOT..][..4].copy_from_slice(&slot.to_le_bytes());
+            c[cursor::LINK_GENERATION..][..4].copy_from_slice(&generation.to_le_bytes());
+        }
         FlowStateRec {
             state: t.state as u8,
             iss: t.iss.0,
@@ -129,16 +147,27 @@ impl FlowStateRec {
     }
 
     /// The engine [`FlowImage`] this record carries; `Field("state")` if the state byte is
-    /// not an engine state (never trust the wire).
+    /// not an engine state, `Field("origin")` / `Field("link")` for an origin or link byte
+    /// this layout does not define (never trust the wire).
     pub fn to_image(&self) -> Result<FlowImage, DeltaError> {
         let state = engine_state(self.state)?;
         let c = &self.service_cursor;
+        let origin = match c[cursor::ORIGIN] {
+            0 => Origin::Accepted,
+            1 => Origin::Opened,
+            _ => return Err(DeltaError::Field("origin")),
+        };
         let u16_at = |o: usize| u16::from_le_bytes([c[o], c[o + 1]]);
         let u32_at = |o: usize| u32::from_le_bytes([c[o], c[o + 1], c[o + 2], c[o + 3]]);
         let u64_at = |o: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&c[o..o + 8]);
             u64::from_le_bytes(b)
+        };
+        let link = match c[cursor::LINKED] {
+            0 => None,
+            1 => Some((u32_at(cursor::LINK_SLOT), u32_at(cursor::LINK_GENERATION))),
+            _ => return Err(DeltaError::Field("link")),
         };
         let mut vip_mac = [0u8; 6];
         vip_mac.copy_from_slice(&c[cursor::VIP_MAC..cursor::VIP_MAC + 6]);
@@ -175,6 +204,8 @@ impl FlowStateRec {
             peer_mac: MacAddr(self.peer_mac),
             vip_mac: MacAddr(vip_mac),
             listener: self.service_id,
+            origin,
+            link,
         })
     }
 }

@@ -216,6 +216,8 @@ impl FakeWorker {
             peer_mac: MacAddr([2, 0, 0, 0, (port >> 8) as u8, port as u8]),
             vip_mac: vrrp_mac(1),
             listener,
+            origin: Default::default(),
+            link: None,
         };
         let slot = (self.next_slot, self.rng.below(1000) as u32);
         self.next_slot += 1;
