@@ -78,6 +78,20 @@ pub fn tsc_hz() -> u64 {
     unsafe { sys::ft_tsc_hz() }
 }
 
+/// The DPDK this process runs on, as DPDK names itself (`rte_version()`, e.g. "DPDK 22.11.11"):
+/// the shared library loaded now, which may be a newer stable release than the headers the
+/// build used. Needs no EAL init.
+pub fn dpdk_version() -> String {
+    // SAFETY: rte_version returns a pointer to a static NUL-terminated string built into
+    // librte_eal; it reads no EAL state, so it is valid before (and without) init.
+    let p = unsafe { sys::rte_version() };
+    if p.is_null() {
+        return "DPDK (unknown version)".into();
+    }
+    // SAFETY: non-null, NUL-terminated and static (see above); copied before returning.
+    unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
 /// A spin-loop hint (`rte_pause`), for idle backoff.
 #[inline]
 pub fn pause() {
