@@ -107,3 +107,13 @@ fn ctl_without_engine_names_the_socket() {
     assert_ne!(code, 0);
     assert!(text.contains("/tmp/flowtwin-no-such.sock"), "{text}");
 }
+
+#[test]
+fn bad_eal_flag_is_named_without_dpdk_usage_dump() {
+    let (code, text) = flowtwin(&["bench", "--duration", "1", "--", "-l", "0", "--no-pci", "--bogus-flag"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("EAL argument \"--bogus-flag\"") && text.contains("no option --bogus-flag"), "{text}");
+    assert!(!text.contains("EAL common options") && text.lines().count() <= 3, "DPDK's usage dump leaked:\n{text}");
+    let (_, text) = flowtwin(&["bench", "--duration", "1", "--", "-l", "0", "--no-pic"]);
+    assert!(text.contains("did you mean --no-pci?"), "{text}");
+}

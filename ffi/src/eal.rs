@@ -3,6 +3,7 @@
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::eal_args::EalArgs;
 use crate::error::{Error, Result};
 use crate::{sys, LcoreId};
 
@@ -19,7 +20,12 @@ pub struct Eal {
 impl Eal {
     /// Initialise EAL with `args` as on a DPDK command line (the program name is prepended).
     /// A second call in the same process is an error, not undefined behaviour.
+    ///
+    /// The arguments are checked first ([`EalArgs::parse`]): an option DPDK 22.11's EAL does
+    /// not know is named in the error, and `rte_eal_init` (which would print its whole usage
+    /// instead) is not called.
     pub fn init<S: AsRef<str>>(args: &[S]) -> Result<Eal> {
+        let parsed = EalArgs::parse(args).map_err(|e| Error::refused(e.to_string()))?;
         if EAL_STARTED.swap(true, Ordering::SeqCst) {
             return Err(Error::invalid(
                 "rte_eal_init",
@@ -52,8 +58,7 @@ impl Eal {
         let ret = unsafe { sys::rte_eal_init(argc, argv.as_mut_ptr()) };
         if ret < 0 {
             let mut err = Error::last("rte_eal_init");
-            let argline = args.iter().map(|a| a.as_ref()).collect::<Vec<_>>().join(" ");
-            if let Some(h) = eal_hint(&argline, err.errno) {
+            if let Some(h) = eal_hint(&parsed, err.errno) {
                 err = err.with_hint(h);
             }
             return Err(err);
@@ -178,22 +183,21 @@ impl Drop for LaunchHandle {
 }
 
 /// What an operator should try after an EAL init failure, from the args and errno.
-fn eal_hint(args: &str, errno: i32) -> Option<String> {
-    let no_huge = args.contains("--no-huge");
-    if !no_huge && hugepages_free() == Some(0) {
+fn eal_hint(args: &EalArgs, errno: i32) -> Option<String> {
+    if !args.no_huge && hugepages_free() == Some(0) {
         return Some(
             "no hugepages: run scripts/setup, or add --no-huge --no-shconf -m 512 to the EAL args".into(),
         );
     }
-    if args.contains("--no-huge") && args.contains("--in-memory") {
+    if args.no_huge && args.in_memory {
         return Some("--no-huge and --in-memory cannot be combined: use --no-huge --no-shconf".into());
     }
-    if errno == 0 || errno == 11 || errno == 114 {
+    if errno == 0 || errno == libc::EAGAIN || errno == libc::EALREADY {
         return Some(
             "if another DPDK process is running, give each a distinct --file-prefix (or --in-memory / --no-shconf)".into(),
         );
     }
-    if errno == 22 {
+    if errno == libc::EINVAL {
         return Some("check the EAL arguments (lcore list -l / --lcores must name existing CPUs; see the EAL log above)".into());
     }
     None

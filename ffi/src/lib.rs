@@ -2,7 +2,8 @@
 //! headers pkg-config `libdpdk` points at) and thin safe wrappers. This is the only crate of
 //! flowtwin with `unsafe`; every `unsafe` block says why it is sound.
 //!
-//! Wrappers: [`eal`] (init once per process, lcore launch), typed ids ([`PortId`], [`QueueId`],
+//! Wrappers: [`eal`] (init once per process, lcore launch), [`eal_args`] (EAL's command line,
+//! checked before DPDK sees it), typed ids ([`PortId`], [`QueueId`],
 //! [`LcoreId`]), [`mempool`], owned [`mbuf`]s and bursts, [`port`] setup/stats, [`ring`]; and
 //! [`wait`], the few Linux calls a control thread blocks with (ppoll, eventfd, timer slack).
 //! Errors carry DPDK's own message ([`Error`]).
@@ -17,6 +18,7 @@ pub mod sys {
 }
 
 pub mod eal;
+pub mod eal_args;
 pub mod error;
 pub mod mbuf;
 pub mod mempool;
@@ -25,6 +27,7 @@ pub mod ring;
 pub mod wait;
 
 pub use eal::{Eal, LaunchHandle};
+pub use eal_args::EalArgs;
 pub use error::{Error, Result};
 pub use mbuf::{Mbuf, MbufBurst, BURST_MAX};
 pub use mempool::Mempool;
