@@ -117,3 +117,26 @@ fn bad_eal_flag_is_named_without_dpdk_usage_dump() {
     let (_, text) = flowtwin(&["bench", "--duration", "1", "--", "-l", "0", "--no-pic"]);
     assert!(text.contains("did you mean --no-pci?"), "{text}");
 }
+
+#[test]
+fn missing_hugepages_name_the_cause_and_the_fix() {
+    // A --huge-dir that is not a hugetlbfs mount is what a missing mount looks like to EAL
+    // (its hugepage setup fails with EACCES), whatever this machine has mounted.
+    let dir = std::env::temp_dir().join(format!("flowtwin-cli-nohuge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let (code, text) = flowtwin(&["bench", "--duration", "1", "--", "-l", "0", "--no-pci", "--no-shconf", "--huge-dir", d, "--log-level", "error"]);
+    let _ = std::fs::remove_dir(&dir);
+    assert_ne!(code, 0);
+    assert!(!text.contains("Permission denied"), "EACCES is not a permission problem here: {text}");
+    let reserved = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("HugePages_Total:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .unwrap_or(0);
+    if reserved > 0 {
+        assert!(text.contains(&format!("--huge-dir {d} is not a hugetlbfs mount")), "{text}");
+        assert!(text.contains("mount -t hugetlbfs") && text.contains("--in-memory"), "{text}");
+    } else {
+        assert!(text.contains("no hugepages are reserved") && text.contains("--no-huge"), "{text}");
+    }
+}
