@@ -21,7 +21,7 @@ fn write_cfg(name: &str, body: &str) -> std::path::PathBuf {
 
 const GOOD: &str = r#"
 [eal]
-args = ["-l", "0-1", "--no-pci", "--in-memory"]
+args = ["-l", "0-1", "--no-pci", "--in-memory", "--vdev", "net_null0"]
 [[port]]
 name = "net_null0"
 [[vip]]
@@ -139,4 +139,21 @@ fn missing_hugepages_name_the_cause_and_the_fix() {
     } else {
         assert!(text.contains("no hugepages are reserved") && text.contains("--no-huge"), "{text}");
     }
+}
+
+#[test]
+fn check_config_finds_a_port_no_eal_argument_creates() {
+    let body = GOOD.replace(", \"--vdev\", \"net_null0\"", "").replace("net_null0", "net_af_packet0");
+    let p = write_cfg("novdev.toml", &body);
+    let (code, text) = flowtwin(&["check-config", "-c", p.to_str().unwrap()]);
+    assert_ne!(code, 0, "accepted a port nothing creates:\n{body}");
+    assert!(text.contains("port[0].name = \"net_af_packet0\"") && text.contains("\"--vdev\", \"net_af_packet0,"), "{text}");
+    let p = write_cfg("pci.toml", &GOOD.replace("\"net_null0\"\n", "\"0000:01:00.0\"\n"));
+    let (code, text) = flowtwin(&["check-config", "-c", p.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(text.contains("port[0].name = \"0000:01:00.0\"") && text.contains("--no-pci"), "{text}");
+    let p = write_cfg("flag.toml", &GOOD.replace("\"--in-memory\"", "\"--in-memroy\""));
+    let (code, text) = flowtwin(&["check-config", "-c", p.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(text.contains("eal.args") && text.contains("did you mean --in-memory?"), "{text}");
 }
