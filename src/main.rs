@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Parser, Subcommand};
 
 /// flowtwin — a kernel-bypass DPDK TCP engine whose connections survive the death of the
@@ -44,6 +45,7 @@ enum Cmd {
         #[arg(long, short, default_value = "/run/flowtwin/flowtwin.sock")]
         socket: std::path::PathBuf,
         /// status | takeover | failback | flows
+        #[arg(value_parser = CtlCommand)]
         command: String,
     },
     /// Validate a config file without starting anything; errors name the offending key.
@@ -84,6 +86,29 @@ enum Cmd {
         #[arg(last = true, required = true)]
         eal: Vec<String>,
     },
+}
+
+/// `flowtwin ctl`'s command: one of [`ctl::COMMANDS`], checked before anything is sent, so a
+/// typo is "unknown command", not "cannot reach the engine". Completions offer the commands.
+#[derive(Clone)]
+struct CtlCommand;
+
+impl TypedValueParser for CtlCommand {
+    type Value = String;
+
+    fn parse_ref(&self, cmd: &clap::Command, _arg: Option<&clap::Arg>, value: &std::ffi::OsStr) -> Result<String, clap::Error> {
+        let v = value.to_string_lossy();
+        if ctl::COMMANDS.iter().any(|(c, _)| *c == v) {
+            return Ok(v.into_owned());
+        }
+        let list: Vec<_> = ctl::COMMANDS.iter().map(|(c, h)| format!("  {c:<9} {h}")).collect();
+        let msg = format!("unknown command {v:?} (nothing was sent to the engine); the commands are:\n{}\n", list.join("\n"));
+        Err(clap::Error::raw(clap::error::ErrorKind::InvalidValue, msg).with_cmd(cmd))
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(ctl::COMMANDS.iter().map(|(c, h)| PossibleValue::new(*c).help(*h))))
+    }
 }
 
 fn parse_mode(s: &str) -> Result<&'static bench::FwdMode, String> {

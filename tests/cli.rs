@@ -157,3 +157,12 @@ fn check_config_finds_a_port_no_eal_argument_creates() {
     assert_ne!(code, 0);
     assert!(text.contains("eal.args") && text.contains("did you mean --in-memory?"), "{text}");
 }
+
+#[test]
+fn ctl_unknown_command_is_named_before_connecting() {
+    let (code, text) = flowtwin(&["ctl", "-s", "/tmp/flowtwin-no-such.sock", "bogus"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("unknown command \"bogus\""), "{text}");
+    assert!(text.contains("status") && text.contains("failback"), "the error lists the commands: {text}");
+    assert!(!text.contains("cannot reach"), "a typo is not a connection problem: {text}");
+}
