@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::{PossibleValue, TypedValueParser};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// flowtwin — a kernel-bypass DPDK TCP engine whose connections survive the death of the
 /// machine serving them.
 #[derive(Parser)]
-#[command(name = "flowtwin", version, about, long_about = None)]
+#[command(name = "flowtwin", about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -111,6 +111,27 @@ impl TypedValueParser for CtlCommand {
     }
 }
 
+/// What `flowtwin --version` prints after the name: the crate version, the git revision it was
+/// built from (build.rs), the DPDK it runs on (the loaded librte_eal, no EAL init) and the one
+/// it was built against.
+fn version() -> String {
+    let running = flowtwin_ffi::dpdk_version();
+    let running = running.strip_prefix("DPDK ").unwrap_or(&running);
+    format!(
+        "{} (git {}) on DPDK {running}, built with DPDK {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("FLOWTWIN_GIT_REV"),
+        env!("FLOWTWIN_BUILD_DPDK")
+    )
+}
+
+/// The command line's definition, with the version filled in.
+fn command() -> clap::Command {
+    // Built once per process; clap keeps a &'static str.
+    let v: &'static str = Box::leak(version().into_boxed_str());
+    Cli::command().version(v)
+}
+
 fn parse_mode(s: &str) -> Result<&'static bench::FwdMode, String> {
     bench::mode_by_name(s).ok_or_else(|| {
         let names: Vec<_> = bench::MODES.iter().map(|m| format!("{} ({})", m.name, m.help)).collect();
@@ -130,7 +151,7 @@ fn stop_flag() -> Arc<AtomicBool> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     let result = match cli.cmd {
         Cmd::Run { config } => config::Config::load(&config).and_then(|c| run::run(c, stop_flag())),
         Cmd::Ctl { socket, command } => ctl::request(&socket, &command).and_then(|r| {

@@ -166,3 +166,24 @@ fn ctl_unknown_command_is_named_before_connecting() {
     assert!(text.contains("status") && text.contains("failback"), "the error lists the commands: {text}");
     assert!(!text.contains("cannot reach"), "a typo is not a connection problem: {text}");
 }
+
+#[test]
+fn version_names_the_git_revision_and_the_dpdk_it_runs_on() {
+    let start = std::time::Instant::now();
+    let (code, text) = flowtwin(&["--version"]);
+    assert_eq!(code, 0, "{text}");
+    // No EAL init behind it: an operator can ask any time, also while an engine runs.
+    assert!(start.elapsed() < std::time::Duration::from_secs(2), "--version took {:?}", start.elapsed());
+    assert!(text.starts_with(&format!("flowtwin {} (git ", env!("CARGO_PKG_VERSION"))), "{text}");
+    let running = text.split(" on DPDK ").nth(1).unwrap_or_default();
+    assert!(running.starts_with(|c: char| c.is_ascii_digit()), "no running DPDK version: {text}");
+    assert!(text.contains(", built with DPDK "), "{text}");
+    // Built inside git: the revision is the checkout's (HEAD moved since? cargo reran build.rs).
+    let head = Command::new("git").args(["describe", "--always"]).current_dir(env!("CARGO_MANIFEST_DIR")).output();
+    if let Some(h) = head.ok().filter(|h| h.status.success()) {
+        let h = String::from_utf8_lossy(&h.stdout).trim().to_string();
+        if std::env::var_os("FLOWTWIN_GIT_REV").is_none() {
+            assert!(text.contains(&format!("(git {h}")), "HEAD is {h}: {text}");
+        }
+    }
+}
