@@ -13,12 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::{PossibleValue, TypedValueParser};
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+/// `flowtwin --help` and the man page's description.
+const LONG_ABOUT: &str = "flowtwin terminates TCP on DPDK poll-mode cores and replicates every change of every flow \
+to a hot standby before anything that depends on it leaves the machine; when the active engine dies, the standby \
+announces the VIP and resumes every connection. One TOML file configures an engine (`flowtwin check-config` \
+validates it); under systemd, `flowtwin@NAME.service` runs /etc/flowtwin/NAME.toml.";
 
 /// flowtwin — a kernel-bypass DPDK TCP engine whose connections survive the death of the
 /// machine serving them.
 #[derive(Parser)]
-#[command(name = "flowtwin", about, long_about = None)]
+#[command(name = "flowtwin", about, long_about = LONG_ABOUT)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -88,6 +94,24 @@ enum Cmd {
     },
 }
 
+/// `flowtwin generate`, hidden: a packaging helper kept out of [`Cli`] so that the man pages
+/// and completions it writes do not describe it.
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// man: flowtwin.1 and one page per command; completions: bash (flowtwin.bash),
+    /// zsh (_flowtwin), fish (flowtwin.fish).
+    #[arg(value_enum)]
+    what: Generated,
+    /// The directory (created if missing).
+    dir: std::path::PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Generated {
+    Man,
+    Completions,
+}
+
 /// `flowtwin ctl`'s command: one of [`ctl::COMMANDS`], checked before anything is sent, so a
 /// typo is "unknown command", not "cannot reach the engine". Completions offer the commands.
 #[derive(Clone)]
@@ -125,11 +149,37 @@ fn version() -> String {
     )
 }
 
-/// The command line's definition, with the version filled in.
-fn command() -> clap::Command {
+/// The documented command line (what the man pages and completions describe), with the
+/// version filled in.
+fn public_command() -> clap::Command {
     // Built once per process; clap keeps a &'static str.
     let v: &'static str = Box::leak(version().into_boxed_str());
     Cli::command().version(v)
+}
+
+/// What parses: the documented command line plus the hidden `generate`.
+fn command() -> clap::Command {
+    let generate = clap::Command::new("generate")
+        .about("Write the man pages or the shell completions into a directory (for packaging)")
+        .hide(true);
+    public_command().subcommand(<GenerateArgs as clap::Args>::augment_args(generate))
+}
+
+/// `flowtwin generate`: man pages or completions, from the same definition that parses.
+fn generate(what: Generated, dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut cmd = public_command();
+    match what {
+        Generated::Man => clap_mangen::generate_to(cmd, dir).map_err(|e| format!("man pages into {}: {e}", dir.display()))?,
+        Generated::Completions => {
+            use clap_complete::Shell;
+            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+                clap_complete::generate_to(shell, &mut cmd, "flowtwin", dir)
+                    .map_err(|e| format!("{shell} completions into {}: {e}", dir.display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_mode(s: &str) -> Result<&'static bench::FwdMode, String> {
@@ -151,8 +201,22 @@ fn stop_flag() -> Arc<AtomicBool> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
-    let result = match cli.cmd {
+    let matches = command().get_matches();
+    let result = match matches.subcommand() {
+        Some(("generate", m)) => GenerateArgs::from_arg_matches(m).map_err(|e| e.to_string()).and_then(|g| generate(g.what, &g.dir)),
+        _ => run_command(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flowtwin: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
         Cmd::Run { config } => config::Config::load(&config).and_then(|c| run::run(c, stop_flag())),
         Cmd::Ctl { socket, command } => ctl::request(&socket, &command).and_then(|r| {
             println!("{r}");
@@ -189,13 +253,6 @@ fn main() -> ExitCode {
                     ),
                 }
             }
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("flowtwin: error: {e}");
-            ExitCode::FAILURE
         }
     }
 }

@@ -187,3 +187,26 @@ fn version_names_the_git_revision_and_the_dpdk_it_runs_on() {
         }
     }
 }
+
+#[test]
+fn man_pages_and_completions_come_from_the_cli() {
+    let dir = std::env::temp_dir().join(format!("flowtwin-cli-gen-{}", std::process::id()));
+    let (man, comp) = (dir.join("man"), dir.join("completions"));
+    let (code, text) = flowtwin(&["generate", "man", man.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = flowtwin(&["generate", "completions", comp.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    for page in ["flowtwin", "flowtwin-run", "flowtwin-ctl", "flowtwin-check-config", "flowtwin-bench"] {
+        assert!(read(man.join(format!("{page}.1"))).starts_with(".ie"), "{page}.1 is not roff");
+    }
+    assert!(read(man.join("flowtwin-ctl.1")).contains("failback"), "the ctl page lists the commands");
+    let bash = read(comp.join("flowtwin.bash"));
+    assert!(bash.contains("check-config") && bash.contains("failback"), "{bash}");
+    assert!(read(comp.join("_flowtwin")).contains("check-config"));
+    assert!(read(comp.join("flowtwin.fish")).contains("check-config"));
+    // The packaging helper itself is documented nowhere an operator looks.
+    assert!(!bash.contains("generate") && !read(man.join("flowtwin.1")).contains("generate"));
+    assert!(!flowtwin(&["--help"]).1.contains("generate"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
