@@ -448,6 +448,10 @@ impl Config {
         if self.ports.is_empty() {
             return Err("no [[port]]: name at least one DPDK device, e.g. [[port]] name = \"net_af_packet0\"".into());
         }
+        let eal = flowtwin_ffi::EalArgs::parse(&self.eal.args).map_err(|e| format!("eal.args: {e}"))?;
+        for (i, p) in self.ports.iter().enumerate() {
+            eal.check_port(&p.name).map_err(|e| format!("port[{i}].name = {:?}: {e}", p.name))?;
+        }
         if self.ports.len() > 1 {
             return Err(format!(
                 "{} [[port]] sections: one port per engine is supported in this version (put the VIPs behind one port)",
@@ -572,7 +576,7 @@ mod tests {
         () => {
             r#"
         [eal]
-        args = ["-l", "0-1", "--no-pci"]
+        args = ["-l", "0-1", "--no-pci", "--vdev", "net_null0"]
         [[port]]
         name = "net_null0"
 "#
@@ -665,6 +669,19 @@ mod tests {
         assert!(err(&shared_mac).contains("vip[1].addr = 198.18.0.101: shares MAC 00:00:5e:00:01:01 with 198.18.0.100"), "{}", err(&shared_mac));
         let typo = TWO.replace(r#"name = "web""#, "name = \"web\"\nvip = []");
         assert!(err(&typo).contains("unknown field `vip`"), "{}", err(&typo));
+    }
+
+    #[test]
+    fn eal_args_are_checked_and_must_create_the_port() {
+        let no_vdev = MIN.replace(", \"--vdev\", \"net_null0\"", "");
+        let e = Config::parse(&no_vdev).unwrap_err();
+        assert!(e.contains("port[0].name = \"net_null0\"") && e.contains("--vdev"), "{e}");
+        let other = MIN.replace("\"--vdev\", \"net_null0\"", "\"--vdev=net_af_packet0,iface=a0\"");
+        let e = Config::parse(&other).unwrap_err();
+        assert!(e.contains("creates only net_af_packet0"), "{e}");
+        let bogus = MIN.replace("\"--no-pci\"", "\"--no-pci\", \"--bogus-flag\"");
+        let e = Config::parse(&bogus).unwrap_err();
+        assert!(e.contains("eal.args") && e.contains("--bogus-flag"), "{e}");
     }
 
     #[test]

@@ -12,12 +12,19 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+/// `flowtwin --help` and the man page's description.
+const LONG_ABOUT: &str = "flowtwin terminates TCP on DPDK poll-mode cores and replicates every change of every flow \
+to a hot standby before anything that depends on it leaves the machine; when the active engine dies, the standby \
+announces the VIP and resumes every connection. One TOML file configures an engine (`flowtwin check-config` \
+validates it); under systemd, `flowtwin@NAME.service` runs /etc/flowtwin/NAME.toml.";
 
 /// flowtwin — a kernel-bypass DPDK TCP engine whose connections survive the death of the
 /// machine serving them.
 #[derive(Parser)]
-#[command(name = "flowtwin", version, about, long_about = None)]
+#[command(name = "flowtwin", about, long_about = LONG_ABOUT)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -44,6 +51,7 @@ enum Cmd {
         #[arg(long, short, default_value = "/run/flowtwin/flowtwin.sock")]
         socket: std::path::PathBuf,
         /// status | takeover | failback | flows
+        #[arg(value_parser = CtlCommand)]
         command: String,
     },
     /// Validate a config file without starting anything; errors name the offending key.
@@ -86,6 +94,94 @@ enum Cmd {
     },
 }
 
+/// `flowtwin generate`, hidden: a packaging helper kept out of [`Cli`] so that the man pages
+/// and completions it writes do not describe it.
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// man: flowtwin.1 and one page per command; completions: bash (flowtwin.bash),
+    /// zsh (_flowtwin), fish (flowtwin.fish).
+    #[arg(value_enum)]
+    what: Generated,
+    /// The directory (created if missing).
+    dir: std::path::PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Generated {
+    Man,
+    Completions,
+}
+
+/// `flowtwin ctl`'s command: one of [`ctl::COMMANDS`], checked before anything is sent, so a
+/// typo is "unknown command", not "cannot reach the engine". Completions offer the commands.
+#[derive(Clone)]
+struct CtlCommand;
+
+impl TypedValueParser for CtlCommand {
+    type Value = String;
+
+    fn parse_ref(&self, cmd: &clap::Command, _arg: Option<&clap::Arg>, value: &std::ffi::OsStr) -> Result<String, clap::Error> {
+        let v = value.to_string_lossy();
+        if ctl::COMMANDS.iter().any(|(c, _)| *c == v) {
+            return Ok(v.into_owned());
+        }
+        let list: Vec<_> = ctl::COMMANDS.iter().map(|(c, h)| format!("  {c:<9} {h}")).collect();
+        let msg = format!("unknown command {v:?} (nothing was sent to the engine); the commands are:\n{}\n", list.join("\n"));
+        Err(clap::Error::raw(clap::error::ErrorKind::InvalidValue, msg).with_cmd(cmd))
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(ctl::COMMANDS.iter().map(|(c, h)| PossibleValue::new(*c).help(*h))))
+    }
+}
+
+/// What `flowtwin --version` prints after the name: the crate version, the git revision it was
+/// built from (build.rs), the DPDK it runs on (the loaded librte_eal, no EAL init) and the one
+/// it was built against.
+fn version() -> String {
+    let running = flowtwin_ffi::dpdk_version();
+    let running = running.strip_prefix("DPDK ").unwrap_or(&running);
+    format!(
+        "{} (git {}) on DPDK {running}, built with DPDK {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("FLOWTWIN_GIT_REV"),
+        env!("FLOWTWIN_BUILD_DPDK")
+    )
+}
+
+/// The documented command line (what the man pages and completions describe), with the
+/// version filled in.
+fn public_command() -> clap::Command {
+    // Built once per process; clap keeps a &'static str.
+    let v: &'static str = Box::leak(version().into_boxed_str());
+    Cli::command().version(v)
+}
+
+/// What parses: the documented command line plus the hidden `generate`.
+fn command() -> clap::Command {
+    let generate = clap::Command::new("generate")
+        .about("Write the man pages or the shell completions into a directory (for packaging)")
+        .hide(true);
+    public_command().subcommand(<GenerateArgs as clap::Args>::augment_args(generate))
+}
+
+/// `flowtwin generate`: man pages or completions, from the same definition that parses.
+fn generate(what: Generated, dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut cmd = public_command();
+    match what {
+        Generated::Man => clap_mangen::generate_to(cmd, dir).map_err(|e| format!("man pages into {}: {e}", dir.display()))?,
+        Generated::Completions => {
+            use clap_complete::Shell;
+            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+                clap_complete::generate_to(shell, &mut cmd, "flowtwin", dir)
+                    .map_err(|e| format!("{shell} completions into {}: {e}", dir.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn parse_mode(s: &str) -> Result<&'static bench::FwdMode, String> {
     bench::mode_by_name(s).ok_or_else(|| {
         let names: Vec<_> = bench::MODES.iter().map(|m| format!("{} ({})", m.name, m.help)).collect();
@@ -105,8 +201,22 @@ fn stop_flag() -> Arc<AtomicBool> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.cmd {
+    let matches = command().get_matches();
+    let result = match matches.subcommand() {
+        Some(("generate", m)) => GenerateArgs::from_arg_matches(m).map_err(|e| e.to_string()).and_then(|g| generate(g.what, &g.dir)),
+        _ => run_command(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flowtwin: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
         Cmd::Run { config } => config::Config::load(&config).and_then(|c| run::run(c, stop_flag())),
         Cmd::Ctl { socket, command } => ctl::request(&socket, &command).and_then(|r| {
             println!("{r}");
@@ -145,13 +255,6 @@ fn main() -> ExitCode {
                     ),
                 }
             }
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("flowtwin: error: {e}");
-            ExitCode::FAILURE
         }
     }
 }

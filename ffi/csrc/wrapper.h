@@ -11,4 +11,5 @@
 #include <rte_ring.h>
 #include <rte_eth_ring.h>
 #include <rte_log.h>
+#include <rte_version.h>
 #include "shim.h"

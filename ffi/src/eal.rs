@@ -3,6 +3,7 @@
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::eal_args::EalArgs;
 use crate::error::{Error, Result};
 use crate::{sys, LcoreId};
 
@@ -19,7 +20,12 @@ pub struct Eal {
 impl Eal {
     /// Initialise EAL with `args` as on a DPDK command line (the program name is prepended).
     /// A second call in the same process is an error, not undefined behaviour.
+    ///
+    /// The arguments are checked first ([`EalArgs::parse`]): an option DPDK 22.11's EAL does
+    /// not know is named in the error, and `rte_eal_init` (which would print its whole usage
+    /// instead) is not called.
     pub fn init<S: AsRef<str>>(args: &[S]) -> Result<Eal> {
+        let parsed = EalArgs::parse(args).map_err(|e| Error::refused(e.to_string()))?;
         if EAL_STARTED.swap(true, Ordering::SeqCst) {
             return Err(Error::invalid(
                 "rte_eal_init",
@@ -52,8 +58,15 @@ impl Eal {
         let ret = unsafe { sys::rte_eal_init(argc, argv.as_mut_ptr()) };
         if ret < 0 {
             let mut err = Error::last("rte_eal_init");
-            let argline = args.iter().map(|a| a.as_ref()).collect::<Vec<_>>().join(" ");
-            if let Some(h) = eal_hint(&argline, err.errno) {
+            if err.errno == libc::EACCES {
+                // EAL reports every hugepage setup it cannot use as EACCES ("Cannot get
+                // hugepage information"); "Permission denied" would send the operator after
+                // file permissions.
+                if let Some(p) = hugepage_problem(&parsed, &HugeFacts::read()) {
+                    err.message = p.cause;
+                    err = err.with_hint(p.fix);
+                }
+            } else if let Some(h) = eal_hint(&parsed, err.errno) {
                 err = err.with_hint(h);
             }
             return Err(err);
@@ -177,34 +190,160 @@ impl Drop for LaunchHandle {
     }
 }
 
-/// What an operator should try after an EAL init failure, from the args and errno.
-fn eal_hint(args: &str, errno: i32) -> Option<String> {
-    let no_huge = args.contains("--no-huge");
-    if !no_huge && hugepages_free() == Some(0) {
+/// What an operator should try after an EAL init failure other than EACCES, from the args and
+/// errno.
+fn eal_hint(args: &EalArgs, errno: i32) -> Option<String> {
+    if !args.no_huge && hugepages_free() == Some(0) {
         return Some(
             "no hugepages: run scripts/setup, or add --no-huge --no-shconf -m 512 to the EAL args".into(),
         );
     }
-    if args.contains("--no-huge") && args.contains("--in-memory") {
+    if args.no_huge && args.in_memory {
         return Some("--no-huge and --in-memory cannot be combined: use --no-huge --no-shconf".into());
     }
-    if errno == 0 || errno == 11 || errno == 114 {
+    if errno == 0 || errno == libc::EAGAIN || errno == libc::EALREADY {
         return Some(
             "if another DPDK process is running, give each a distinct --file-prefix (or --in-memory / --no-shconf)".into(),
         );
     }
-    if errno == 22 {
+    if errno == libc::EINVAL {
         return Some("check the EAL arguments (lcore list -l / --lcores must name existing CPUs; see the EAL log above)".into());
     }
     None
 }
 
 fn hugepages_free() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    s.lines()
-        .find(|l| l.starts_with("HugePages_Free:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    HugeFacts::read().free
+}
+
+/// The machine's hugepages, as EAL's hugepage setup sees them.
+#[derive(Debug, Default, Clone)]
+struct HugeFacts {
+    /// `HugePages_Total` / `HugePages_Free` of /proc/meminfo (default page size).
+    total: Option<u64>,
+    free: Option<u64>,
+    /// Mount points of hugetlbfs file systems (/proc/mounts).
+    mounts: Vec<String>,
+}
+
+impl HugeFacts {
+    fn read() -> HugeFacts {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |name: &str| {
+            meminfo.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()
+        };
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        HugeFacts {
+            total: field("HugePages_Total:"),
+            free: field("HugePages_Free:"),
+            mounts: mounts
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    (f.get(2) == Some(&"hugetlbfs")).then(|| f[1].replace("\\040", " "))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Why EAL found no hugepages it can use, and what to do, in an operator's words.
+#[derive(Debug, PartialEq, Eq)]
+struct HugeProblem {
+    cause: String,
+    fix: String,
+}
+
+const WITHOUT_HUGEPAGES: &str = "--no-huge --no-shconf -m 512";
+
+/// The cause of an EACCES from `rte_eal_init` (EAL's "Cannot get hugepage information").
+fn hugepage_problem(args: &EalArgs, f: &HugeFacts) -> Option<HugeProblem> {
+    if args.no_huge {
+        return None;
+    }
+    let p = |cause: String, fix: String| Some(HugeProblem { cause, fix });
+    let mounted = if f.mounts.is_empty() {
+        "no hugetlbfs is mounted".to_string()
+    } else {
+        format!("hugetlbfs is mounted at {}", f.mounts.join(", "))
+    };
+    let point_at = f.mounts.first().map_or("a hugetlbfs mount", String::as_str);
+    if f.total == Some(0) {
+        return p(
+            "no hugepages are reserved (HugePages_Total is 0 in /proc/meminfo)".into(),
+            format!("reserve some (sysctl -w vm.nr_hugepages=512, or scripts/setup), or run without them: add {WITHOUT_HUGEPAGES} to the EAL args"),
+        );
+    }
+    if !args.in_memory {
+        if let Some(d) = &args.huge_dir {
+            if !f.mounts.iter().any(|m| same_dir(m, d)) {
+                return p(
+                    format!("--huge-dir {d} is not a hugetlbfs mount ({mounted})"),
+                    format!(
+                        "mount hugetlbfs there (mount -t hugetlbfs nodev {d}), point --huge-dir at {point_at}, \
+                         or drop --huge-dir and add --in-memory (DPDK then maps hugepages without a mount)"
+                    ),
+                );
+            }
+        } else if f.mounts.is_empty() {
+            return p(
+                "hugepages are reserved but no hugetlbfs is mounted".into(),
+                "mount hugetlbfs (mount -t hugetlbfs nodev /dev/hugepages; under systemd: systemctl start dev-hugepages.mount), \
+                 or add --in-memory to the EAL args (DPDK then maps hugepages without a mount)"
+                    .into(),
+            );
+        }
+    }
+    if f.free == Some(0) {
+        return p(
+            format!("all {} reserved hugepages are in use (HugePages_Free is 0)", f.total.unwrap_or(0)),
+            format!(
+                "stop the DPDK process holding them, reserve more (sysctl -w vm.nr_hugepages=N), or run without them: add {WITHOUT_HUGEPAGES} to the EAL args"
+            ),
+        );
+    }
+    p(
+        format!("EAL could not use the hugepages ({mounted}; DPDK reports any hugepage setup it cannot use as EACCES)"),
+        format!(
+            "check the EAL log above for the page size it wanted, that the hugetlbfs mount is writable by this user and mounted for the \
+             reserved page size; or add --in-memory, or run without hugepages: {WITHOUT_HUGEPAGES}"
+        ),
+    )
+}
+
+fn same_dir(a: &str, b: &str) -> bool {
+    let canon = |p: &str| std::fs::canonicalize(p).unwrap_or_else(|_| std::path::PathBuf::from(p.trim_end_matches('/')));
+    canon(a) == canon(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> EalArgs {
+        EalArgs::parse(&s.split_whitespace().collect::<Vec<_>>()).unwrap()
+    }
+
+    fn facts(total: u64, free: u64, mounts: &[&str]) -> HugeFacts {
+        HugeFacts { total: Some(total), free: Some(free), mounts: mounts.iter().map(|m| m.to_string()).collect() }
+    }
+
+    #[test]
+    fn eacces_names_the_hugepage_cause_and_the_fix() {
+        let mounted = facts(512, 512, &["/dev/hugepages"]);
+        let e = hugepage_problem(&args("-l 0 --huge-dir /tmp/not-huge-xyz"), &mounted).unwrap();
+        assert!(e.cause.contains("--huge-dir /tmp/not-huge-xyz is not a hugetlbfs mount"), "{e:?}");
+        assert!(e.fix.contains("mount -t hugetlbfs") && e.fix.contains("--in-memory"), "{e:?}");
+        let e = hugepage_problem(&args("-l 0"), &facts(512, 512, &[])).unwrap();
+        assert!(e.cause.contains("no hugetlbfs is mounted"), "{e:?}");
+        assert!(e.fix.contains("dev-hugepages.mount") && e.fix.contains("--in-memory"), "{e:?}");
+        let e = hugepage_problem(&args("-l 0 --in-memory"), &facts(0, 0, &[])).unwrap();
+        assert!(e.cause.contains("no hugepages are reserved") && e.fix.contains("--no-huge"), "{e:?}");
+        let e = hugepage_problem(&args("-l 0"), &facts(512, 0, &["/dev/hugepages"])).unwrap();
+        assert!(e.cause.contains("in use"), "{e:?}");
+        // --in-memory needs no mount: not the cause then.
+        let e = hugepage_problem(&args("-l 0 --in-memory"), &facts(512, 0, &[])).unwrap();
+        assert!(e.cause.contains("in use"), "{e:?}");
+        assert_eq!(hugepage_problem(&args("-l 0 --no-huge"), &mounted), None);
+    }
 }

@@ -67,6 +67,17 @@ impl Error {
         }
     }
 
+    /// A refusal on our side before DPDK was called, whose message says everything (no
+    /// operation "failed").
+    pub fn refused(message: impl Into<String>) -> Error {
+        Error {
+            op: String::new(),
+            errno: 0,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
     pub fn with_hint(mut self, hint: impl Into<String>) -> Error {
         self.hint = Some(hint.into());
         self
@@ -79,7 +90,11 @@ const fn libc_einval() -> i32 {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed: {}", self.op, self.message)?;
+        if self.op.is_empty() {
+            write!(f, "{}", self.message)?;
+        } else {
+            write!(f, "{} failed: {}", self.op, self.message)?;
+        }
         if self.errno != 0 {
             write!(f, " (errno {})", self.errno)?;
         }

@@ -2,7 +2,8 @@
 //! headers pkg-config `libdpdk` points at) and thin safe wrappers. This is the only crate of
 //! flowtwin with `unsafe`; every `unsafe` block says why it is sound.
 //!
-//! Wrappers: [`eal`] (init once per process, lcore launch), typed ids ([`PortId`], [`QueueId`],
+//! Wrappers: [`eal`] (init once per process, lcore launch), [`eal_args`] (EAL's command line,
+//! checked before DPDK sees it), typed ids ([`PortId`], [`QueueId`],
 //! [`LcoreId`]), [`mempool`], owned [`mbuf`]s and bursts, [`port`] setup/stats, [`ring`]; and
 //! [`wait`], the few Linux calls a control thread blocks with (ppoll, eventfd, timer slack).
 //! Errors carry DPDK's own message ([`Error`]).
@@ -17,6 +18,7 @@ pub mod sys {
 }
 
 pub mod eal;
+pub mod eal_args;
 pub mod error;
 pub mod mbuf;
 pub mod mempool;
@@ -25,6 +27,7 @@ pub mod ring;
 pub mod wait;
 
 pub use eal::{Eal, LaunchHandle};
+pub use eal_args::EalArgs;
 pub use error::{Error, Result};
 pub use mbuf::{Mbuf, MbufBurst, BURST_MAX};
 pub use mempool::Mempool;
@@ -76,6 +79,20 @@ pub fn tsc_hz() -> u64 {
     // SAFETY: reads a value EAL computed at init; returns 0-ish garbage before init but is
     // memory-safe either way.
     unsafe { sys::ft_tsc_hz() }
+}
+
+/// The DPDK this process runs on, as DPDK names itself (`rte_version()`, e.g. "DPDK 22.11.11"):
+/// the shared library loaded now, which may be a newer stable release than the headers the
+/// build used. Needs no EAL init.
+pub fn dpdk_version() -> String {
+    // SAFETY: rte_version returns a pointer to a static NUL-terminated string built into
+    // librte_eal; it reads no EAL state, so it is valid before (and without) init.
+    let p = unsafe { sys::rte_version() };
+    if p.is_null() {
+        return "DPDK (unknown version)".into();
+    }
+    // SAFETY: non-null, NUL-terminated and static (see above); copied before returning.
+    unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
 /// A spin-loop hint (`rte_pause`), for idle backoff.
