@@ -52,6 +52,8 @@
 #                    (failed flows == flows the standby did not resume; flows_abandoned reported).
 #   sync_cpu         [sync] cpu: A refuses to start with it on its worker's CPU (error names the
 #                    key and the lcore); with cpu = 0 the flowtwin-sync thread may run on CPU 0 only.
+#   peer_mismatch    B starts in async mode against a strict A, then with 7 ms heartbeats: A refuses
+#                    each with both values named (ctl status last_error), stays active, B never in sync.
 #
 # Per run: flows, completed, resets, max stall (client, midflow = after the first byte),
 # takeover time = kill -> B's `flowtwin: TAKEOVER` stderr line (stamped on arrival by
@@ -63,7 +65,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FT_PROG=failover
-ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut port_down kill_standby late_join join_kill rejoin_failback failback_kill_new failback_kill_old async_mode sync_cpu)
+ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut port_down kill_standby late_join join_kill rejoin_failback failback_kill_new failback_kill_old async_mode sync_cpu peer_mismatch)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
 RUNS=5
@@ -612,7 +614,7 @@ EOF
   else fail "$name" "$v; $desc"; record "$dir" "$name" 0; fi
 }
 
-# late_join, join_kill, failback_kill_*, sync_cpu, rejoin_failback
+# late_join, join_kill, failback_kill_*, sync_cpu, rejoin_failback, peer_mismatch
 # shellcheck source=tests/e2e/failover_joins.sh
 . "$E2E/failover_joins.sh"
 

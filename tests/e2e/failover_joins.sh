@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # tests/e2e/failover_joins.sh — the failover suite's tests of joins and handovers: late_join,
-# join_kill, failback_kill_new / failback_kill_old, sync_cpu and rejoin_failback (their
+# join_kill, failback_kill_new / failback_kill_old, sync_cpu, rejoin_failback and
+# peer_mismatch (their
 # descriptions are in tests/e2e/failover.sh's header). Sourced by tests/e2e/failover.sh after
 # its helpers (pair_up, kill_a, evaluate, verdict, describe, record, hold_metrics ...); do not
 # execute it.
@@ -348,5 +349,42 @@ EOF
     [[ $v == ok ]] || problems+=("$v")
     local IFS=';'
     fail "$name" "${problems[*]}; $summary"; record "$dir" "$name" 0
+  fi
+}
+
+# peer_mismatch — a standby that differs from the active in output-commit mode, then in its
+# heartbeat interval, is refused with both values named and never gets in sync.
+test_peer_mismatch() {
+  local name=peer_mismatch dir=$TMP/peer_mismatch problems=() i err
+  mkdir -p "$dir"
+  fl_rig_reset
+  fl_start_engine a "$dir/a.log" strict || { fail "$name" "engine A did not start"; fl_cleanup; return; }
+  fl_wait_status a 's["role"] == "active"' 10 || { fail "$name" "A not active: $(fl_status a)"; fl_cleanup; return; }
+  local what want
+  for what in mode heartbeat; do
+    if [[ $what == mode ]]; then
+      fl_start_engine b "$dir/b_mode.log" async || problems+=("B (async) did not start")
+      want="sync mode mismatch: peer node 2 runs async, this engine runs strict"
+    else
+      FT_HEARTBEAT_MS=7 fl_start_engine b "$dir/b_hb.log" strict || problems+=("B (7 ms heartbeats) did not start")
+      want="heartbeat interval mismatch: peer node 2 beats every 7000 µs, this engine every $((FT_HEARTBEAT_MS * 1000)) µs"
+    fi
+    err=""
+    for ((i = 0; i < 60; i++)); do
+      err=$(fl_jq "$(fl_status a)" 's["last_error"]')
+      [[ $err == *"$want"* ]] && break
+      sleep 0.1
+    done
+    [[ $err == *"$want"* ]] || problems+=("$what: A's last_error '$err', want '$want'")
+    [[ $(fl_jq "$(fl_status b)" 's["in_sync"]') != True ]] || problems+=("$what: B got in sync")
+    [[ $(fl_jq "$(fl_status a)" 's["role"]') == active ]] || problems+=("$what: A is no longer active: $(fl_status a)")
+    fl_stop_engine b
+  done
+  fl_cleanup
+  if [[ ${#problems[@]} -eq 0 ]]; then
+    pass "$name" "a standby in async mode and one beating every 7 ms were each refused by name; A stayed active"
+  else
+    local IFS=';'
+    fail "$name" "${problems[*]}"
   fi
 }
