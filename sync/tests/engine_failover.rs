@@ -15,7 +15,6 @@ use std::time::{Duration as StdDuration, Instant as StdInstant};
 use flowtwin_engine::iteration::{resume, Acked, CommitSink, Iteration, RxFrames};
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{gen_byte_range, ObjectStore, StoreConfig};
-use flowtwin_engine::service::ByteStream;
 use flowtwin_engine::stack::{vrrp_mac, GroupId, Listener, ServiceSpec, Stack, StackConfig, Vip};
 use flowtwin_engine::tcp::{Tcb, TcpConfig};
 use flowtwin_engine::time::{Duration, Instant};
@@ -25,7 +24,7 @@ use flowtwin_engine::stack::FrameSink;
 use flowtwin_sync::{start, worker_channel, Mode, Role, SyncConfig, SyncStatus, Takeover, WorkerShared};
 
 mod common;
-use common::{ClientOut, Held, CLIENT, VIP};
+use common::{App, ClientOut, Held, CLIENT, VIP};
 
 fn stack_cfg() -> Arc<StackConfig> {
     Arc::new(StackConfig {
@@ -44,43 +43,6 @@ fn stack_cfg() -> Arc<StackConfig> {
 
 fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// The client's application: sends `upload` bytes (an HTTP request or echo data), records
-/// everything it receives.
-struct App {
-    upload: Vec<u8>,
-    acked: u64,
-    received: Vec<u8>,
-    fin: bool,
-}
-
-impl ByteStream for App {
-    fn on_recv(&mut self, data: &[u8]) -> usize {
-        self.received.extend_from_slice(data);
-        data.len()
-    }
-    fn on_peer_fin(&mut self) {
-        self.fin = true;
-    }
-    fn tx_end(&self) -> u64 {
-        self.upload.len() as u64
-    }
-    fn tx_closed(&self) -> bool {
-        false
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
-        let s = &self.upload[(off as usize).min(self.upload.len())..];
-        let n = s.len().min(buf.len());
-        buf[..n].copy_from_slice(&s[..n]);
-        n
-    }
-    fn on_acked(&mut self, off: u64) {
-        self.acked = off;
-    }
-    fn rx_space(&self) -> usize {
-        1 << 20
-    }
 }
 
 struct Client {
@@ -163,7 +125,7 @@ fn failover_case(port: u16, upload: Vec<u8>, expect: Vec<u8>, kill_after: usize)
     // The client opens a connection.
     let mut c = Client {
         tcb: Tcb::connect(now(), &tcpc, 40000, port, SeqNum(0x8000_0000), &mut ClientOut { frames: vec![], src_port: 40000, dst_port: port }),
-        app: App { upload, acked: 0, received: vec![], fin: false },
+        app: App::new(upload),
         out: ClientOut { frames: vec![], src_port: 40000, dst_port: port },
         rsts: 0,
     };
@@ -339,7 +301,7 @@ fn lagging_progress_case(port: u16, upload: Vec<u8>, expect: Vec<u8>, kill_after
     };
     let mut c = Client {
         tcb: Tcb::connect(Instant(clock), &tcpc, 40000, port, SeqNum(0x8000_0000), &mut ClientOut { frames: vec![], src_port: 40000, dst_port: port }),
-        app: App { upload, acked: 0, received: vec![], fin: false },
+        app: App::new(upload),
         out: ClientOut { frames: vec![], src_port: 40000, dst_port: port },
         rsts: 0,
     };

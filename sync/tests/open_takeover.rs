@@ -16,7 +16,6 @@ use flowtwin_engine::replica::{FlowImage, Origin};
 use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::service::echo::{EchoConfig, EchoCursor, EchoState};
 use flowtwin_engine::service::object::{gen_byte_range, ObjectStore, StoreConfig};
-use flowtwin_engine::service::ByteStream;
 use flowtwin_engine::stack::{vrrp_mac, FrameSink, GroupId, Link, LinkEvent, Listener, PartnerEnd, ServiceSpec, ServiceState, Stack, StackConfig, Vip};
 use flowtwin_engine::counters::Event;
 use flowtwin_engine::flow::FlowId;
@@ -33,7 +32,7 @@ use flowtwin_sync::{worker_channel, SyncStatus, WorkerLink};
 use std::sync::atomic::Ordering::Relaxed;
 
 mod common;
-use common::{ClientOut, Held, CLIENT_MAC, VIP};
+use common::{App, ClientOut, Held, CLIENT_MAC, VIP};
 
 const B_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 9);
 const B_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 2, 9]);
@@ -139,36 +138,6 @@ fn tcp_of(f: &[u8]) -> Option<(TcpHeader, Vec<u8>)> {
     let (src, dst) = (Ipv4Addr::new(f[26], f[27], f[28], f[29]), Ipv4Addr::new(f[30], f[31], f[32], f[33]));
     assert_eq!(p.checksum_status(IpAddr::V4(src), IpAddr::V4(dst)), ChecksumStatus::Valid);
     Some((p.header(), p.payload().to_vec()))
-}
-
-/// The passive half's client: sends `upload`, keeps what comes back.
-struct App {
-    upload: Vec<u8>,
-    received: Vec<u8>,
-}
-
-impl ByteStream for App {
-    fn on_recv(&mut self, d: &[u8]) -> usize {
-        self.received.extend_from_slice(d);
-        d.len()
-    }
-    fn on_peer_fin(&mut self) {}
-    fn tx_end(&self) -> u64 {
-        self.upload.len() as u64
-    }
-    fn tx_closed(&self) -> bool {
-        false
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
-        let s = &self.upload[(off as usize).min(self.upload.len())..];
-        let n = s.len().min(buf.len());
-        buf[..n].copy_from_slice(&s[..n]);
-        n
-    }
-    fn on_acked(&mut self, _: u64) {}
-    fn rx_space(&self) -> usize {
-        1 << 20
-    }
 }
 
 struct Client {
@@ -383,7 +352,7 @@ impl World {
         let mut out = ClientOut { frames: vec![], src_port: 41000, dst_port: 7 };
         let tcb = Tcb::connect(Instant(self.now), &tcp(), 41000, 7, SeqNum(0x1000), &mut out);
         self.to_engine.append(&mut out.frames);
-        self.client = Some(Client { tcb, app: App { upload: upload.to_vec(), received: vec![] }, out, rsts: 0 });
+        self.client = Some(Client { tcb, app: App::new(upload.to_vec()), out, rsts: 0 });
         self.run_until("client established", |w| w.client.as_ref().unwrap().tcb.state() == State::Established);
         self.engine().flows().iter().find(|(_, k, _)| k.remote_port == 41000).unwrap().0
     }

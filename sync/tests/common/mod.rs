@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use flowtwin_engine::commit::{CommitTag, OutputHold};
 use flowtwin_engine::iteration::CommitSink;
+use flowtwin_engine::service::ByteStream;
 use flowtwin_engine::stack::{vrrp_mac, FrameSink};
 use flowtwin_engine::tcp::SegmentSink;
 use flowtwin_engine::time::Instant;
@@ -82,5 +83,49 @@ impl Held {
     /// The frames released since the last call, in order.
     pub fn take_sent(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.sent)
+    }
+}
+
+/// A client's application over the engine's own `Tcb`: sends `upload` (an HTTP request, echo
+/// data), records everything it receives, its peer's FIN and how much of its upload was
+/// acknowledged.
+pub struct App {
+    pub upload: Vec<u8>,
+    pub acked: u64,
+    pub received: Vec<u8>,
+    pub fin: bool,
+}
+
+impl App {
+    pub fn new(upload: Vec<u8>) -> App {
+        App { upload, acked: 0, received: Vec::new(), fin: false }
+    }
+}
+
+impl ByteStream for App {
+    fn on_recv(&mut self, data: &[u8]) -> usize {
+        self.received.extend_from_slice(data);
+        data.len()
+    }
+    fn on_peer_fin(&mut self) {
+        self.fin = true;
+    }
+    fn tx_end(&self) -> u64 {
+        self.upload.len() as u64
+    }
+    fn tx_closed(&self) -> bool {
+        false
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
+        let s = &self.upload[(off as usize).min(self.upload.len())..];
+        let n = s.len().min(buf.len());
+        buf[..n].copy_from_slice(&s[..n]);
+        n
+    }
+    fn on_acked(&mut self, off: u64) {
+        self.acked = off;
+    }
+    fn rx_space(&self) -> usize {
+        1 << 20
     }
 }
