@@ -13,6 +13,7 @@ use std::time::Duration;
 use flowtwin_engine::counters::{Counters, Drop, Event, SharedCounters};
 use flowtwin_engine::dataplane::{run_worker, Fanout, IdleConfig, ReplHandles, RoleShared, RxSource, TxPath, Worker};
 use flowtwin_engine::distribute::worker_for_key;
+use flowtwin_engine::ephemeral::{ReplySteering, RssSteering, SoftwareSteering};
 use flowtwin_sync::{Mode, Role, SyncConfig, SyncStatus, WorkerShared};
 use flowtwin_engine::stack::{vrrp_mac, Group, GroupSet, Listener, StackConfig, Vip};
 use flowtwin_engine::tcp::TcpConfig;
@@ -375,6 +376,21 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         eprintln!("flowtwin: warning: {} queues without RSS: the device must spread flows symmetrically itself", nworkers);
     }
     let _ = observed.software.set((lay.rx_fanout, lay.tx_fanin));
+    // How a reply reaches a worker, so the local ports of connections a worker opens bring
+    // their replies back to it: the software flow hash, or the NIC's symmetric RSS with the
+    // redirection table drivers program by default. af_packet's kernel fanout hashes with a
+    // per-boot seed: not predictable.
+    let steering: Option<ReplySteering> = if nworkers == 1 || lay.rx_fanout {
+        Some(SoftwareSteering::new(nworkers).into())
+    } else if info.rss_active && info.reta_size > 0 {
+        Some(RssSteering::round_robin(nworkers, usize::from(info.reta_size)).into())
+    } else {
+        eprintln!(
+            "flowtwin: note: {} spreads flows itself ({}): a connection a worker opens may be answered on another worker",
+            info.name, info.driver
+        );
+        None
+    };
     // Handoff rings (SPSC: one producer lcore, one consumer lcore each).
     let mut ingress: Vec<(Option<RingProducer>, Option<RingConsumer>)> = (0..nworkers).map(|_| (None, None)).collect();
     let mut egress: Vec<(Option<RingProducer>, Option<RingConsumer>)> = (0..nworkers).map(|_| (None, None)).collect();
@@ -501,6 +517,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             burst: cfg.engine.burst as usize,
             repl: repls[i].take(),
             role: role.clone(),
+            steering: steering.clone(),
         };
         handles.push(eal.launch(*lcore, move || run_worker(w)).map_err(|e| e.to_string())?);
     }

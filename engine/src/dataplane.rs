@@ -38,6 +38,7 @@ use flowtwin_ffi::{pause, rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, RxQueue, TxQu
 use crate::commit::{CommitTag, OutputHold};
 use crate::counters::{latency_bucket, Counters, Drop, Event, SharedCounters, LATENCY_SLOTS};
 use crate::distribute::worker_for_frame;
+use crate::ephemeral::ReplySteering;
 use crate::iteration::{CommitControl, CommitSink, Iteration, RxFrames};
 pub use crate::roles::RoleShared;
 use crate::roles::{RoleFollower, RoleSink};
@@ -197,6 +198,10 @@ pub struct Worker {
     pub burst: usize,
     pub repl: Option<ReplHandles>,
     pub role: Arc<RoleShared>,
+    /// How segments reach the workers, for the local ports of connections this worker opens
+    /// (`Stack::set_worker`); `None`: not predictable (af_packet's kernel fanout), the stack
+    /// keeps its default (worker 0 of 1).
+    pub steering: Option<ReplySteering>,
 }
 
 /// Monotonic µs from the TSC (EAL calibrated its rate). A multiply and a shift per call, not a
@@ -375,6 +380,11 @@ impl RxFrames for BurstFrames<'_> {
 pub fn run_worker(mut w: Worker) -> i32 {
     let clock = Clock::new();
     let mut stack = Stack::new(w.stack_cfg.clone(), clock.now());
+    if let Some(s) = w.steering.take() {
+        if let Err(e) = stack.set_worker(w.index, s) {
+            eprintln!("flowtwin: worker {}: connections it opens cannot be steered back to it: {e}", w.index);
+        }
+    }
     let mut repl = w.repl.take();
     let control = repl.as_ref().map(|r| r.control.clone());
     if let Some(r) = repl.take() {

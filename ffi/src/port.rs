@@ -52,6 +52,8 @@ pub struct PortInfo {
     pub max_tx_queues: u16,
     /// True when RSS was enabled (symmetric key) on this port.
     pub rss_active: bool,
+    /// Entries of the device's RSS redirection table (0: none reported).
+    pub reta_size: u16,
     pub socket: i32,
 }
 
@@ -262,6 +264,7 @@ impl Port {
             max_rx_queues: dev_info.max_rx_queues,
             max_tx_queues: dev_info.max_tx_queues,
             rss_active,
+            reta_size: dev_info.reta_size,
             socket,
         };
         let inner = Arc::new(PortInner { id, info, started: Mutex::new(true) });
