@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use crate::flow::FlowKey;
 use crate::group::GroupSet;
 use crate::replica::{Partner, ShadowFlow};
-use crate::stack::{FrameSink, Stack};
+use crate::stack::{FrameSink, Stack, KICK_BURST};
 use crate::time::{Duration, Instant};
 
 /// How long after a takeover segments of unknown flows are dropped instead of reset.
@@ -176,6 +176,9 @@ pub fn resume_groups<S: FrameSink + ?Sized>(
 ) -> (u64, u64) {
     stack.set_owned(stack.owned().union(groups));
     stack.set_grace_until(now + TAKEOVER_GRACE);
+    // The first burst of flows probes now; the rest from the next passes' `Stack::poll`, a
+    // burst each, so that thousands of probes do not exhaust the mbuf pool at once.
+    stack.set_kicks_now(KICK_BURST);
     let (mut ok, mut lost) = (0u64, 0u64);
     let mut count = |installed: bool, n: u64| if installed { ok += n } else { lost += n };
     // Linked halves whose partner has not come by yet, by their own key.
@@ -202,6 +205,7 @@ pub fn resume_groups<S: FrameSink + ?Sized>(
     for f in rest {
         count(stack.install(now, f, sink), 1);
     }
+    stack.set_kicks_now(usize::MAX);
     sink.seal(stack.commit_tag(), now);
     (ok, lost)
 }

@@ -89,6 +89,11 @@ pub struct Flow {
     pub needs_image: bool,
 }
 
+/// Resumed flows kicked (probed, resent from SND.UNA) per pass at a takeover: a burst the
+/// mbuf pool and TX ring absorb (each kick is a probe plus up to a window of data), 40 passes
+/// for 10 000 flows.
+pub const KICK_BURST: usize = 256;
+
 /// Deltas of a join snapshot that may await the standby's acknowledgement at once (about
 /// half as many flows: an image is a `New` and a `SvcImage`).
 pub const SNAPSHOT_WINDOW: u64 = 1024;
@@ -130,6 +135,10 @@ pub struct Stack {
     /// The ownership groups this engine serves now: frames for a VIP of another group are
     /// the standby's (dropped, counted). Empty: a standby, which answers nothing.
     owned: GroupSet,
+    /// Installs that still kick their flow at once, and the resumed flows waiting for their
+    /// kick in a later pass (`KICK_BURST` per `poll`).
+    kicks_now: usize,
+    kicks: std::collections::VecDeque<FlowId>,
     /// Until then, segments of unknown flows are dropped instead of reset (takeover).
     grace_until: Instant,
     /// Who this engine is in its announcements (node id, epoch): `None` sends plain ones.
@@ -190,6 +199,8 @@ impl Stack {
             tag: Cell::new(0),
             lane: Cell::new(None),
             owned: cfg.all_groups(),
+            kicks_now: usize::MAX,
+            kicks: std::collections::VecDeque::new(),
             grace_until: Instant::ZERO,
             identity: None,
             vip_claim: None,
@@ -242,6 +253,7 @@ impl Stack {
         self.snapshot = None;
         self.rx_log.clear();
         self.open.clear();
+        self.kicks.clear();
     }
 
     /// Forget the flows of the groups in `groups` (the peer now owns them), and nothing of
@@ -264,6 +276,7 @@ impl Stack {
         let flows = &self.flows;
         self.resync.retain(|&id| flows.get(id).is_some());
         self.open.forget_gone(|id| flows.get(id).is_some());
+        self.kicks.retain(|&id| flows.get(id).is_some());
     }
 
     /// Drop (not reset) segments of unknown flows until `t` (takeover grace, DESIGN §4).
@@ -292,9 +305,9 @@ impl Stack {
             return None;
         }
         let l = cfg.listeners.get(img.listener as usize)?;
-        let (Some(remote), Some(local)) = (img.key.remote_ip.to_ipv4_mapped(), img.key.local_ip.to_ipv4_mapped()) else {
+        if img.key.remote_ip.to_ipv4_mapped().is_none() || img.key.local_ip.to_ipv4_mapped().is_none() {
             return None;
-        };
+        }
         let closed_at = {
             let svc = sh.svc.bind(&l.spec, &mut self.svc_stats);
             svc.tx_closed().then(|| svc.tx_end())
@@ -308,8 +321,30 @@ impl Stack {
         if link == Link::Orphan {
             self.orphan_installed(id);
         }
-        let addrs = FrameAddrs { src_mac: img.vip_mac, dst_mac: img.peer_mac, src_ip: local, dst_ip: remote, ttl: ipv4::DEFAULT_TTL, ip_id: 0 };
-        let flow = self.flows.get_mut(id)?;
+        // A later standby learns this flow through a join snapshot.
+        if let Some(f) = self.flows.get_mut(id) {
+            f.tcb.dirty.take();
+        }
+        if self.kicks_now > 0 || link != Link::None || state == State::SynSent {
+            self.kicks_now = self.kicks_now.saturating_sub(1);
+            self.kick(now, id, tx);
+        } else {
+            // Beyond this pass's burst: probed from `poll`, a burst per pass (issue 16: the
+            // probes of 10 000 flows at once exhausted the mbuf pool).
+            self.kicks.push_back(id);
+        }
+        self.flows.contains(id).then_some(id)
+    }
+
+    /// A resumed flow's first output: the probe its client must answer, and the resend from
+    /// SND.UNA; then its timer.
+    fn kick<F: FrameSink + ?Sized>(&mut self, now: Instant, id: FlowId, tx: &mut F) {
+        let cfg = self.cfg.clone();
+        let Some((key, flow)) = self.flows.get_key_value_mut(id) else { return };
+        let (Some(remote), Some(local)) = (key.remote_ip.to_ipv4_mapped(), key.local_ip.to_ipv4_mapped()) else { return };
+        let Some(l) = cfg.listeners.get(flow.listener as usize) else { return };
+        let state = flow.tcb.state();
+        let addrs = FrameAddrs { src_mac: flow.vip_mac, dst_mac: flow.peer_mac, src_ip: local, dst_ip: remote, ttl: ipv4::DEFAULT_TTL, ip_id: 0 };
         let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
         {
             let mut svc = flow.svc.bind(&l.spec, &mut self.svc_stats);
@@ -332,7 +367,32 @@ impl Stack {
         }
         // Its probe and resent data are this flow's output (ordered with its later frames).
         self.touch_tag(0, id);
-        self.flows.contains(id).then_some(id)
+    }
+
+    /// Takeover: the next `n` installs kick their flow at once ([`Stack::install`]); later
+    /// ones wait for [`Stack::poll`], which kicks [`KICK_BURST`] per pass. `usize::MAX` (the
+    /// default): every install kicks at once.
+    pub fn set_kicks_now(&mut self, n: usize) {
+        self.kicks_now = n;
+    }
+
+    /// Resumed flows whose probe waits for a later pass.
+    pub fn kicks_pending(&self) -> usize {
+        self.kicks.len()
+    }
+
+    /// Kick up to [`KICK_BURST`] waiting flows, each sealed apart (like timers). A flow whose
+    /// client spoke meanwhile needs no probe: its segment already re-validated it and made it
+    /// send.
+    fn kick_waiting<F: FrameSink + ?Sized>(&mut self, now: Instant, tx: &mut F) {
+        for _ in 0..KICK_BURST {
+            let Some(id) = self.kicks.pop_front() else { break };
+            if !self.flows.get(id).is_some_and(|f| f.unready) {
+                continue;
+            }
+            self.kick(now, id, tx);
+            tx.seal(self.commit_tag(), now);
+        }
     }
 
     pub fn counters(&self) -> &Counters {
@@ -604,6 +664,9 @@ impl Stack {
     /// Run expired timers (RTO, delayed ACK, persist, TIME-WAIT, idle).
     pub fn poll<F: FrameSink + ?Sized>(&mut self, now: Instant, tx: &mut F) {
         self.poll_neighbors(now, tx);
+        if !self.kicks.is_empty() {
+            self.kick_waiting(now, tx);
+        }
         let cfg = self.cfg.clone();
         while let Some(id) = self.timers.pop_expired(now) {
             let Some((key, flow)) = self.flows.get_key_value_mut(id) else { continue };
