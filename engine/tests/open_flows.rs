@@ -23,7 +23,7 @@ use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::service::echo::{EchoConfig, EchoCursor, EchoState};
 use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
 use flowtwin_engine::stack::{ConnectError, FrameSink, GroupId, Link, LinkEvent, Listener, PartnerEnd, ServiceSpec, ServiceState, Stack, StackConfig, Vip, MAX_FRAME};
-use flowtwin_engine::tcp::{State, TcbSnapshot};
+use flowtwin_engine::tcp::State;
 use flowtwin_engine::time::{Duration, Instant};
 use flowtwin_engine::wire::arp::ArpRepr;
 use flowtwin_engine::wire::ethernet::{ethertype, EthernetFrame, MacAddr};
@@ -463,20 +463,7 @@ fn a_linked_halfs_output_waits_for_its_partners_latest_change() {
 
 /// Two replicas that name each other (as the standby's `pair_links` leaves them).
 fn pair(cfg: &StackConfig) -> (ShadowFlow, ShadowFlow) {
-    let est = |lport: u16, rport: u16| TcbSnapshot {
-        state: State::Established,
-        local_port: lport,
-        remote_port: rport,
-        iss: SeqNum(1000),
-        irs: SeqNum(5000),
-        snd_una: SeqNum(1001),
-        snd_nxt: SeqNum(1001),
-        rcv_nxt: SeqNum(5001),
-        snd_wnd: 65535,
-        rcv_wnd: 65535,
-        mss: 1460,
-        ..Default::default()
-    };
+    let est = established;
     let client = FlowImage {
         key: FlowKey::v4(CLIENT_IP, 41000, VIP, ECHO_PORT),
         tcb: est(ECHO_PORT, 41000),

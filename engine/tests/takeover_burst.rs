@@ -12,7 +12,6 @@ use flowtwin_engine::iteration::{resume, Acked, CommitSink, Iteration};
 use flowtwin_engine::replica::{FlowImage, Origin, ShadowFlow};
 use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::stack::{FrameSink, Stack, KICK_BURST, MAX_FRAME};
-use flowtwin_engine::tcp::{State, TcbSnapshot};
 use flowtwin_engine::time::Duration;
 use std::sync::Arc;
 
@@ -62,20 +61,7 @@ fn replicas(cfg: &flowtwin_engine::stack::StackConfig, n: usize) -> Vec<ShadowFl
     (0..n)
         .map(|i| {
             let port = 10_000 + i as u16;
-            let tcb = TcbSnapshot {
-                state: State::Established,
-                local_port: ECHO_PORT,
-                remote_port: port,
-                iss: SeqNum(1000),
-                irs: SeqNum(5000),
-                snd_una: SeqNum(1001),
-                snd_nxt: SeqNum(1001),
-                rcv_nxt: SeqNum(5001),
-                snd_wnd: 65535,
-                rcv_wnd: 65535,
-                mss: 1460,
-                ..Default::default()
-            };
+            let tcb = established(ECHO_PORT, port);
             let image = FlowImage {
                 key: FlowKey::v4(CLIENT_IP, port, VIP, ECHO_PORT),
                 tcb,

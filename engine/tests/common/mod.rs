@@ -13,7 +13,7 @@ use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::service::echo::EchoConfig;
 use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
 use flowtwin_engine::stack::{vrrp_mac, FrameSink, GroupId, Listener, ServiceSpec, Stack, StackConfig, Vip, MAX_FRAME};
-use flowtwin_engine::tcp::{State, TcpConfig};
+use flowtwin_engine::tcp::{State, TcbSnapshot, TcpConfig};
 use flowtwin_engine::time::{Duration, Instant};
 use flowtwin_engine::wire::checksum::{self, ChecksumStatus};
 use flowtwin_engine::wire::ethernet::{ethertype, EthernetFrame, MacAddr};
@@ -498,4 +498,23 @@ pub fn gen_response(n: usize) -> Vec<u8> {
     v.resize(at + n, 0);
     flowtwin_engine::service::object::gen_byte_range(0, &mut v[at..]);
     v
+}
+
+/// The replicated TCB of an established, idle connection between ports `lport` (ours) and
+/// `rport`: our ISS 1000 and the peer's 5000, nothing in flight.
+pub fn established(lport: u16, rport: u16) -> TcbSnapshot {
+    TcbSnapshot {
+        state: State::Established,
+        local_port: lport,
+        remote_port: rport,
+        iss: SeqNum(1000),
+        irs: SeqNum(5000),
+        snd_una: SeqNum(1001),
+        snd_nxt: SeqNum(1001),
+        rcv_nxt: SeqNum(5001),
+        snd_wnd: 65535,
+        rcv_wnd: 65535,
+        mss: 1460,
+        ..Default::default()
+    }
 }
