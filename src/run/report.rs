@@ -50,6 +50,7 @@ pub(super) fn render(o: &Observed, out: &mut String) {
             sample(out, "flowtwin_group_owned", &[("group", g)], owned.contains(GroupId(i as u8)) as u8);
         }
     }
+    family(out, "flowtwin_vip_info", "gauge", "1 for each VIP this engine serves, with its ownership group");
     for (v, g) in &o.vips {
         sample(out, "flowtwin_vip_info", &[("vip", &v.to_string()), ("group", g)], 1);
     }

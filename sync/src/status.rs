@@ -280,201 +280,58 @@ impl SyncStatus {
     /// Appends the status as Prometheus text exposition (`flowtwin_sync_*`).
     pub fn render_prometheus(&self, out: &mut String) {
         let role = self.role();
+        let _ = writeln!(out, "# HELP flowtwin_sync_role this engine's replication role (1 for the current one)");
         let _ = writeln!(out, "# TYPE flowtwin_sync_role gauge");
         for r in [Role::Active, Role::Standby, Role::Fenced] {
-            let _ = writeln!(
-                out,
-                "flowtwin_sync_role{{role=\"{}\"}} {}",
-                r.name(),
-                (r == role) as u8
-            );
+            let _ = writeln!(out, "flowtwin_sync_role{{role=\"{}\"}} {}", r.name(), (r == role) as u8);
         }
         let peer = self.peer_state();
+        let _ = writeln!(out, "# HELP flowtwin_sync_peer_state the peer as this engine sees it (1 for the current state)");
         let _ = writeln!(out, "# TYPE flowtwin_sync_peer_state gauge");
-        for p in [
-            PeerState::None,
-            PeerState::Connecting,
-            PeerState::Joining,
-            PeerState::InSync,
-            PeerState::Dead,
-        ] {
-            let _ = writeln!(
-                out,
-                "flowtwin_sync_peer_state{{state=\"{}\"}} {}",
-                p.name(),
-                (p == peer) as u8
-            );
+        for p in [PeerState::None, PeerState::Connecting, PeerState::Joining, PeerState::InSync, PeerState::Dead] {
+            let _ = writeln!(out, "flowtwin_sync_peer_state{{state=\"{}\"}} {}", p.name(), (p == peer) as u8);
         }
-        let g = |out: &mut String, name: &str, kind: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# TYPE flowtwin_sync_{name} {kind}\nflowtwin_sync_{name} {v}"
-            );
-        };
-        g(out, "epoch", "gauge", self.epoch());
-        g(out, "in_sync", "gauge", self.in_sync() as u64);
-        g(out, "lag_records", "gauge", self.lag_records.load(Relaxed));
-        g(out, "lag_us", "gauge", self.lag_us.load(Relaxed));
-        g(out, "flows_at_risk", "gauge", self.flows_at_risk.load(Relaxed));
-        g(out, "async_lag_holds_total", "counter", self.async_lag_holds.load(Relaxed));
-        g(
-            out,
-            "heartbeats_missed",
-            "gauge",
-            self.heartbeats_missed.load(Relaxed),
-        );
-        g(
-            out,
-            "heartbeats_missed_total",
-            "counter",
-            self.heartbeats_missed_total.load(Relaxed),
-        );
-        g(
-            out,
-            "takeovers_total",
-            "counter",
-            self.takeovers.load(Relaxed),
-        );
-        g(
-            out,
-            "flows_resumed",
-            "gauge",
-            self.flows_resumed.load(Relaxed),
-        );
-        g(
-            out,
-            "flows_abandoned_total",
-            "counter",
-            self.flows_abandoned.load(Relaxed),
-        );
-        g(
-            out,
-            "takeover_imaged_flows",
-            "gauge",
-            self.takeover_imaged_flows.load(Relaxed),
-        );
-        g(
-            out,
-            "takeover_rewound_flows_total",
-            "counter",
-            self.takeover_rewound_flows.load(Relaxed),
-        );
-        g(
-            out,
-            "takeover_link_orphans_total",
-            "counter",
-            self.takeover_link_orphans.load(Relaxed),
-        );
-        g(
-            out,
-            "replay_errors_total",
-            "counter",
-            self.replay_errors.load(Relaxed),
-        );
-        g(
-            out,
-            "unknown_flow_deltas_total",
-            "counter",
-            self.unknown_flow_deltas.load(Relaxed),
-        );
-        g(
-            out,
-            "seq_gaps_total",
-            "counter",
-            self.seq_gaps.load(Relaxed),
-        );
-        g(
-            out,
-            "decode_errors_total",
-            "counter",
-            self.decode_errors.load(Relaxed),
-        );
-        g(
-            out,
-            "unprotected",
-            "gauge",
-            self.unprotected.load(Relaxed) as u64,
-        );
-        g(
-            out,
-            "unprotected_seconds_total",
-            "counter",
-            self.unprotected_us.load(Relaxed) / 1_000_000,
-        );
-        g(
-            out,
-            "bytes_replicated_total",
-            "counter",
-            self.bytes_replicated.load(Relaxed),
-        );
-        g(
-            out,
-            "deltas_sent_total",
-            "counter",
-            self.deltas_sent.load(Relaxed),
-        );
-        g(
-            out,
-            "deltas_coalesced_total",
-            "counter",
-            self.deltas_coalesced.load(Relaxed),
-        );
-        g(
-            out,
-            "deltas_applied_total",
-            "counter",
-            self.deltas_applied.load(Relaxed),
-        );
-        g(
-            out,
-            "batches_sent_total",
-            "counter",
-            self.batches_sent.load(Relaxed),
-        );
-        g(
-            out,
-            "shadow_flows",
-            "gauge",
-            self.shadow_flows.load(Relaxed),
-        );
-        g(
-            out,
-            "fenced_by_announcement_total",
-            "counter",
-            self.fenced_by_announcement.load(Relaxed),
-        );
-        g(
-            out,
-            "handover_fallbacks_total",
-            "counter",
-            self.handover_fallbacks.load(Relaxed),
-        );
-        g(
-            out,
-            "sessions_total",
-            "counter",
-            self.sessions.load(Relaxed),
-        );
-        g(
-            out,
-            "peers_refused_total",
-            "counter",
-            self.refused.load(Relaxed),
-        );
-        g(
-            out,
-            "last_detect_us",
-            "gauge",
-            self.last_detect_us.load(Relaxed),
-        );
-        g(
-            out,
-            "last_takeover_us",
-            "gauge",
-            self.last_takeover_us.load(Relaxed),
-        );
-        g(out, "waits_total", "counter", self.waits.load(Relaxed));
-        g(out, "doorbell_wakes_total", "counter", self.doorbell_wakes.load(Relaxed));
+        // (name after flowtwin_sync_, type, help, value): one HELP and TYPE line each, as
+        // promtool check metrics wants.
+        let rows: &[(&str, &str, &str, u64)] = &[
+            ("epoch", "gauge", "the current epoch (raised by every takeover)", self.epoch()),
+            ("in_sync", "gauge", "1 while the standby holds every flow of the active", self.in_sync() as u64),
+            ("lag_records", "gauge", "delta records the standby has not acknowledged", self.lag_records.load(Relaxed)),
+            ("lag_us", "gauge", "age of the oldest unacknowledged batch, microseconds", self.lag_us.load(Relaxed)),
+            ("flows_at_risk", "gauge", "async mode: flows a failover now would lose", self.flows_at_risk.load(Relaxed)),
+            ("async_lag_holds_total", "counter", "async mode: times output was held because the standby lagged more than async_max_lag_ms", self.async_lag_holds.load(Relaxed)),
+            ("heartbeats_missed", "gauge", "heartbeat intervals since the peer was last heard", self.heartbeats_missed.load(Relaxed)),
+            ("heartbeats_missed_total", "counter", "heartbeat intervals the peer stayed silent", self.heartbeats_missed_total.load(Relaxed)),
+            ("takeovers_total", "counter", "takeovers by this engine", self.takeovers.load(Relaxed)),
+            ("flows_resumed", "gauge", "flows resumed at the last takeover", self.flows_resumed.load(Relaxed)),
+            ("flows_abandoned_total", "counter", "replicas not resumable at takeovers", self.flows_abandoned.load(Relaxed)),
+            ("takeover_imaged_flows", "gauge", "of the last takeover's flows, those from a join snapshot", self.takeover_imaged_flows.load(Relaxed)),
+            ("takeover_rewound_flows_total", "counter", "replicas resumed from what their service received (a delta lost to a full ring)", self.takeover_rewound_flows.load(Relaxed)),
+            ("takeover_link_orphans_total", "counter", "linked flows taken over without their partner", self.takeover_link_orphans.load(Relaxed)),
+            ("replay_errors_total", "counter", "standby: deltas that could not be replayed", self.replay_errors.load(Relaxed)),
+            ("unknown_flow_deltas_total", "counter", "standby: deltas of a flow it does not hold", self.unknown_flow_deltas.load(Relaxed)),
+            ("seq_gaps_total", "counter", "standby: gaps in a worker's delta sequence", self.seq_gaps.load(Relaxed)),
+            ("decode_errors_total", "counter", "frames or deltas from the peer that did not decode", self.decode_errors.load(Relaxed)),
+            ("unprotected", "gauge", "1 while the active serves without an in-sync standby", self.unprotected.load(Relaxed) as u64),
+            ("unprotected_seconds_total", "counter", "seconds served without an in-sync standby", self.unprotected_us.load(Relaxed) / 1_000_000),
+            ("bytes_replicated_total", "counter", "bytes sent to the standby", self.bytes_replicated.load(Relaxed)),
+            ("deltas_sent_total", "counter", "delta records sent to the standby", self.deltas_sent.load(Relaxed)),
+            ("deltas_coalesced_total", "counter", "deltas merged into a later one of the same flow before sending", self.deltas_coalesced.load(Relaxed)),
+            ("deltas_applied_total", "counter", "standby: deltas applied", self.deltas_applied.load(Relaxed)),
+            ("batches_sent_total", "counter", "batches sent to the standby", self.batches_sent.load(Relaxed)),
+            ("shadow_flows", "gauge", "standby: replicas held", self.shadow_flows.load(Relaxed)),
+            ("fenced_by_announcement_total", "counter", "times this engine fenced itself on another engine's tagged announcement", self.fenced_by_announcement.load(Relaxed)),
+            ("handover_fallbacks_total", "counter", "flows kept after a handover resumed because the new active died first", self.handover_fallbacks.load(Relaxed)),
+            ("sessions_total", "counter", "peer sessions started", self.sessions.load(Relaxed)),
+            ("peers_refused_total", "counter", "peers refused (version, mode, heartbeat or group mismatch)", self.refused.load(Relaxed)),
+            ("last_detect_us", "gauge", "last takeover: peer silence at detection, microseconds", self.last_detect_us.load(Relaxed)),
+            ("last_takeover_us", "gauge", "last takeover: detection to flows handed to the workers, microseconds", self.last_takeover_us.load(Relaxed)),
+            ("waits_total", "counter", "times the idle sync thread blocked", self.waits.load(Relaxed)),
+            ("doorbell_wakes_total", "counter", "times a worker's doorbell woke the sync thread", self.doorbell_wakes.load(Relaxed)),
+        ];
+        for &(name, kind, help, v) in rows {
+            let _ = writeln!(out, "# HELP flowtwin_sync_{name} {help}\n# TYPE flowtwin_sync_{name} {kind}\nflowtwin_sync_{name} {v}");
+        }
         self.ack_rtt.render(
             out,
             "flowtwin_sync_ack_rtt_us",

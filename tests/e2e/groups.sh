@@ -13,7 +13,8 @@
 #                    streams on both VIPs; kill -9 A. PASS iff every transfer on both VIPs is
 #                    byte-exact, the client saw 0 RSTs, and B owns both groups afterwards (its
 #                    metrics and status), with each VIP announced from its own MAC (the client's
-#                    neighbour entries).
+#                    neighbour entries); and `promtool check metrics` passes on both engines'
+#                    expositions (before and after; but for the microsecond names kept on purpose).
 #   idle_group       the same pair; VIP2's group has no flow at the kill (one request before it
 #                    taught the switch where VIP2 lives), downloads on VIP span it. PASS iff new
 #                    connections to both VIPs connect within 2 s of B's takeover (B's gratuitous
@@ -51,6 +52,20 @@ groups_extra() { # LAYOUT: "split" ("web" = VIP, "alt" = VIP2) or "merged" (both
   fi
   printf '[[vip]]\naddr = "%s"\nvrid = 2\n[[service]]\nvip = "%s"\nport = 80\nkind = "object"\n[[service]]\nvip = "%s"\nport = 7\nkind = "echo"\n%s\n' \
     "$FT_VIP2" "$FT_VIP2" "$FT_VIP2" "$g"
+}
+
+# promtool_problems FILE — what Prometheus's own linter (promtool check metrics, from Debian's
+# prometheus package, installed on first use) says of an exposition, but for the names that
+# keep their microsecond unit on purpose (renaming them would break every dashboard and script
+# that reads them; README "Metrics"). Prints nothing when clean.
+KEEP_US_NAMES="flowtwin_output_hold_us|flowtwin_sync_ack_rtt_us|flowtwin_sync_lag_us|flowtwin_sync_last_detect_us|flowtwin_sync_last_takeover_us"
+promtool_problems() {
+  if ! command -v promtool >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >"$TMP/apt-prometheus.log" 2>&1 \
+      || { apt-get update -q >>"$TMP/apt-prometheus.log" 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >>"$TMP/apt-prometheus.log" 2>&1; } \
+      || { echo "promtool: cannot install Debian's prometheus package (see $TMP/apt-prometheus.log)"; return; }
+  fi
+  promtool check metrics <"$1" 2>&1 | grep -Ev "^($KEEP_US_NAMES) metric names should not contain abbreviated units$" | tr '\n' ' ' || true
 }
 
 # owned FILE GROUP — flowtwin_group_owned{group=GROUP} in a metrics file
@@ -121,6 +136,11 @@ test_two_groups_kill() {
   fl_clients_wait
   fl_rst_stop
   fl_metrics b "$dir/b_after.metrics"
+  local lint
+  for f in a_before b_after; do
+    lint=$(promtool_problems "$dir/$f.metrics")
+    [[ -z $lint ]] || problems+=("promtool check metrics on ${f%_*}'s exposition: $lint")
+  done
   local st rst
   st=$(fl_status b)
   for g in web/dl web/echo alt/dl alt/echo; do
