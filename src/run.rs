@@ -15,7 +15,7 @@ use flowtwin_engine::dataplane::{run_worker, Fanout, IdleConfig, ReplHandles, Ro
 use flowtwin_engine::distribute::worker_for_key;
 use flowtwin_engine::ephemeral::{ReplySteering, RssSteering, SoftwareSteering};
 use flowtwin_sync::{Mode, Role, SyncConfig, SyncStatus, WorkerShared};
-use flowtwin_engine::stack::{vrrp_mac, Group, GroupSet, Listener, StackConfig, Vip};
+use flowtwin_engine::stack::{Group, GroupSet, Listener, StackConfig, Vip};
 use flowtwin_engine::tcp::TcpConfig;
 use flowtwin_engine::time::Duration as FtDuration;
 use flowtwin_engine::wire::MacAddr;
@@ -24,7 +24,7 @@ use flowtwin_ffi::ring::{RingConsumer, RingProducer};
 use flowtwin_ffi::wait::{set_timer_slack, wait_readable, Doorbell, MAX_WAIT_FDS};
 use flowtwin_ffi::{Eal, LcoreId, Mempool, Port, Ring};
 
-use crate::config::{parse_mac, Config, SyncMode, SyncRole};
+use crate::config::{Config, SyncMode, SyncRole};
 use crate::ctl;
 use crate::metrics;
 
@@ -39,7 +39,7 @@ pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
         .iter()
         .map(|v| Vip {
             addr: v.addr,
-            mac: MacAddr(v.mac.as_deref().and_then(parse_mac).unwrap_or(vrrp_mac(v.vrid).0)),
+            mac: MacAddr(v.mac_bytes()),
             group: cfg.group_of(v.addr),
         })
         .collect();

@@ -66,9 +66,14 @@ impl StackConfig {
         self.groups.get(g.0 as usize).map_or("default", |x| x.name.as_str())
     }
 
+    /// The VIP `ip` (None: not one of ours).
+    pub fn vip(&self, ip: Ipv4Addr) -> Option<&Vip> {
+        self.vips.iter().find(|v| v.addr == ip)
+    }
+
     /// The group of the VIP `ip` (None: not one of ours).
     pub fn group_of(&self, ip: Ipv4Addr) -> Option<GroupId> {
-        self.vips.iter().find(|v| v.addr == ip).map(|v| v.group)
+        self.vip(ip).map(|v| v.group)
     }
 
     /// The groups in canonical text, `name=vip,vip;name=vip`, VIPs in configured order:

@@ -104,7 +104,7 @@ impl Stack {
     }
 
     pub(super) fn vip_mac(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.cfg.vips.iter().find(|v| v.addr == ip).map(|v| v.mac)
+        self.cfg.vip(ip).map(|v| v.mac)
     }
 
     fn is_our_mac(&self, mac: MacAddr) -> bool {
@@ -176,7 +176,7 @@ impl Stack {
                 Learned::Unchanged | Learned::Ignored => {}
             }
         }
-        match (arp.op, self.cfg.vips.iter().find(|v| v.addr == arp.target_ip)) {
+        match (arp.op, self.cfg.vip(arp.target_ip)) {
             (ArpOp::Request, Some(v)) if !self.owned.contains(v.group) => self.counters.drop(Drop::Standby),
             (ArpOp::Request, Some(v)) => {
                 let mac = v.mac;
@@ -206,7 +206,7 @@ impl Stack {
             Err(_) => return self.counters.drop(Drop::BadIpv4Header),
         };
         let (src, dst) = (ip.src(), ip.dst());
-        let Some(vip) = self.cfg.vips.iter().find(|v| v.addr == dst) else {
+        let Some(vip) = self.cfg.vip(dst) else {
             return self.counters.drop(Drop::NotOurIp);
         };
         if !self.owned.contains(vip.group) {
