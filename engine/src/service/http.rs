@@ -35,7 +35,7 @@ mod response;
 #[cfg(test)]
 mod tests;
 
-use self::request::{find_header_end, is_forbidden_ctl, parse_request};
+use self::request::{find_header_end, is_forbidden_ctl, parse_request, Request};
 use self::response::{status_text, status_text_len, Queued};
 pub use self::response::{ResponseRecord, FLAG_CLOSE, FLAG_HEAD, MAX_HEADER_LEN, STATUS_TEXT_BODY};
 use super::object::{ObjectId, ObjectStore};
@@ -293,9 +293,7 @@ impl HttpState {
                 let window = &rest[..rest.len().min(REQ_BUF_LEN)];
                 if let Some(end) = find_header_end(window, 0) {
                     used += end;
-                    stats.requests += 1;
-                    let r = parse_request(&window[..end], store);
-                    self.enqueue(r.status, r.obj, r.content_len, r.head, r.close, stats);
+                    self.answer(parse_request(&window[..end], store), stats);
                     if self.closing {
                         return data.len();
                     }
@@ -317,10 +315,9 @@ impl HttpState {
                     // Bytes after the header section belong to the next request: consume only
                     // up to `end` and go round again.
                     used += end - old;
-                    stats.requests += 1;
                     let r = parse_request(&self.partial.as_slice()[..end], store);
                     self.partial.clear();
-                    self.enqueue(r.status, r.obj, r.content_len, r.head, r.close, stats);
+                    self.answer(r, stats);
                     if self.closing {
                         return data.len();
                     }
@@ -335,6 +332,12 @@ impl HttpState {
             }
         }
         used
+    }
+
+    /// A complete header section, parsed: queue its response.
+    fn answer(&mut self, r: Request, stats: &mut HttpCounters) {
+        stats.requests += 1;
+        self.enqueue(r.status, r.obj, r.content_len, r.head, r.close, stats);
     }
 
     /// An unparsable header section: fail fast on binary junk (400), 431 when the section is
