@@ -13,9 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use flowtwin_engine::iteration::{resume, Acked, CommitSink, Iteration, RxFrames};
-use flowtwin_engine::service::echo::EchoConfig;
-use flowtwin_engine::service::object::{gen_byte_range, ObjectStore, StoreConfig};
-use flowtwin_engine::stack::{vrrp_mac, GroupId, Listener, ServiceSpec, Stack, StackConfig, Vip};
+use flowtwin_engine::service::object::gen_byte_range;
+use flowtwin_engine::stack::{Stack, StackConfig};
 use flowtwin_engine::tcp::{Tcb, TcpConfig};
 use flowtwin_engine::time::{Duration, Instant};
 use flowtwin_engine::wire::tcp::TcpPacket;
@@ -27,18 +26,7 @@ mod common;
 use common::{App, ClientOut, Held, CLIENT, VIP};
 
 fn stack_cfg() -> Arc<StackConfig> {
-    Arc::new(StackConfig {
-        vips: vec![Vip { addr: VIP, mac: vrrp_mac(1), group: GroupId::DEFAULT }],
-        groups: Vec::new(),
-        listeners: vec![
-            Listener { vip: VIP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) },
-            Listener { vip: VIP, port: 7, spec: ServiceSpec::Echo(EchoConfig { buf_size: 16 * 1024 }) },
-        ],
-        tcp: TcpConfig { delayed_ack: Duration::from_millis(0), ..TcpConfig::default() },
-        flow_capacity: 64,
-        isn_key: [7; 16],
-        timer_tick: Duration::from_micros(100),
-    })
+    common::engine_cfg()
 }
 
 fn free_addr() -> SocketAddr {

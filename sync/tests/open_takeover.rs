@@ -46,18 +46,7 @@ fn tcp() -> TcpConfig {
 }
 
 fn a_cfg() -> Arc<StackConfig> {
-    Arc::new(StackConfig {
-        vips: vec![Vip { addr: VIP, mac: vrrp_mac(1), group: GroupId::DEFAULT }],
-        groups: Vec::new(),
-        listeners: vec![
-            Listener { vip: VIP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) },
-            Listener { vip: VIP, port: 7, spec: ServiceSpec::Echo(EchoConfig { buf_size: 16 * 1024 }) },
-        ],
-        tcp: tcp(),
-        flow_capacity: 64,
-        isn_key: [7; 16],
-        timer_tick: Duration::from_micros(100),
-    })
+    common::engine_cfg()
 }
 
 fn b_cfg() -> Arc<StackConfig> {

@@ -9,7 +9,13 @@ use std::net::Ipv4Addr;
 use flowtwin_engine::commit::{CommitTag, OutputHold};
 use flowtwin_engine::iteration::CommitSink;
 use flowtwin_engine::service::ByteStream;
-use flowtwin_engine::stack::{vrrp_mac, FrameSink};
+use std::sync::Arc;
+
+use flowtwin_engine::service::echo::EchoConfig;
+use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
+use flowtwin_engine::stack::{vrrp_mac, FrameSink, GroupId, Listener, ServiceSpec, StackConfig, Vip};
+use flowtwin_engine::tcp::TcpConfig;
+use flowtwin_engine::time::Duration;
 use flowtwin_engine::tcp::SegmentSink;
 use flowtwin_engine::time::Instant;
 use flowtwin_engine::wire::tcp::{build_tcp_frame, tcp_payload_offset, FrameAddrs};
@@ -128,4 +134,21 @@ impl ByteStream for App {
     fn rx_space(&self) -> usize {
         1 << 20
     }
+}
+
+/// The engine of these tests: `VIP` with an empty object store on :80 and a 16 KiB echo on :7
+/// (listeners 0 and 1), no delayed ACKs, 64 flows.
+pub fn engine_cfg() -> Arc<StackConfig> {
+    Arc::new(StackConfig {
+        vips: vec![Vip { addr: VIP, mac: vrrp_mac(1), group: GroupId::DEFAULT }],
+        groups: Vec::new(),
+        listeners: vec![
+            Listener { vip: VIP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) },
+            Listener { vip: VIP, port: 7, spec: ServiceSpec::Echo(EchoConfig { buf_size: 16 * 1024 }) },
+        ],
+        tcp: TcpConfig { delayed_ack: Duration::ZERO, ..TcpConfig::default() },
+        flow_capacity: 64,
+        isn_key: [7; 16],
+        timer_tick: Duration::from_micros(100),
+    })
 }
