@@ -22,6 +22,8 @@
 
 use std::collections::VecDeque;
 
+use crate::group::{GroupSet, MAX_GROUPS};
+
 /// Which flow built a batch of frames.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Lane {
@@ -37,21 +39,102 @@ pub enum Lane {
 /// old (PAWS), so neither may speak until one of them owns the flows again.
 pub const HOLD_ALL: u64 = u64::MAX - 1;
 
-/// What a batch of frames waits for: the watermark to reach `seq`, in `lane`'s order.
+/// What a batch of frames waits for: the watermark of each group in `groups` to reach
+/// `seq`, in `lane`'s order.
+///
+/// Sequence numbers are the worker's (one space for all its flows, whatever their group),
+/// but each ownership group may be replicated by another session to another peer, whose
+/// acknowledgements move that group's watermark only ([`Watermarks`]). `groups` names the
+/// groups of the flows that built the batch; empty (ARP, a reset for an unknown flow) means
+/// every group's watermark, the one order that was there before groups.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct CommitTag {
     pub seq: u64,
     pub lane: Lane,
+    pub groups: GroupSet,
 }
 
 impl CommitTag {
     /// Output that depends on nothing replicated (no standby): leaves at once, in order.
-    pub const NONE: CommitTag = CommitTag { seq: 0, lane: Lane::Any };
+    pub const NONE: CommitTag = CommitTag { seq: 0, lane: Lane::Any, groups: GroupSet::NONE };
 }
+
+/// How far the standby of each ownership group acknowledged the worker's deltas: one
+/// watermark per group, or one for all ([`Watermarks::uniform`], an engine with one session
+/// for every group, and every simulation of one). [`HOLD_ALL`] and `u64::MAX` (release
+/// everything) keep their meaning per group.
+#[derive(Copy, Clone, Debug)]
+pub struct Watermarks {
+    /// Groups with a watermark of their own, `w[..n]`; 0: `w[0]` is every group's.
+    n: u8,
+    w: [u64; MAX_GROUPS],
+}
+
+impl Watermarks {
+    /// One watermark for every group.
+    pub const fn uniform(w: u64) -> Watermarks {
+        let mut a = [0; MAX_GROUPS];
+        a[0] = w;
+        Watermarks { n: 0, w: a }
+    }
+
+    /// Group `g`'s watermark is `per_group[g]` (at most [`MAX_GROUPS`]; an empty slice is
+    /// `uniform(u64::MAX)`). A group beyond the slice has the lowest of them.
+    pub fn per_group(per_group: &[u64]) -> Watermarks {
+        let n = per_group.len().min(MAX_GROUPS);
+        if n == 0 {
+            return Watermarks::uniform(u64::MAX);
+        }
+        let mut a = [0; MAX_GROUPS];
+        a[..n].copy_from_slice(&per_group[..n]);
+        Watermarks { n: n as u8, w: a }
+    }
+
+    /// The watermark output of the flows of `groups` waits for: the lowest of theirs (of
+    /// every group's, for an empty set or one outside the configured groups).
+    #[inline]
+    pub fn of(&self, groups: GroupSet) -> u64 {
+        if self.n == 0 {
+            return self.w[0];
+        }
+        let n = self.n as usize;
+        let inside = groups.0 & GroupSet::first(n).0;
+        let mut bits = if inside == 0 { GroupSet::first(n).0 } else { inside };
+        let mut low = u64::MAX;
+        while bits != 0 {
+            let g = bits.trailing_zeros() as usize;
+            low = low.min(self.w[g]);
+            bits &= bits - 1;
+        }
+        low
+    }
+
+    /// Every group holds everything ([`HOLD_ALL`]).
+    fn all_hold(&self) -> bool {
+        let n = (self.n as usize).max(1);
+        self.w[..n].iter().all(|&w| w == HOLD_ALL)
+    }
+}
+
+impl From<u64> for Watermarks {
+    fn from(w: u64) -> Watermarks {
+        Watermarks::uniform(w)
+    }
+}
+
+impl PartialEq for Watermarks {
+    fn eq(&self, o: &Watermarks) -> bool {
+        let n = (self.n as usize).max(1);
+        self.n == o.n && self.w[..n] == o.w[..n]
+    }
+}
+
+impl Eq for Watermarks {}
 
 struct Held<T> {
     seq: u64,
     lane: Lane,
+    groups: GroupSet,
     /// µs (worker clock) when the frame was tagged.
     since_us: u64,
     frame: T,
@@ -65,7 +148,7 @@ pub struct OutputHold<T> {
     /// Frames were tagged since the last release scan (the watermark moving is the other
     /// reason to scan again).
     tagged: bool,
-    last_wm: u64,
+    last_wm: Watermarks,
     /// Scratch for a release scan: the lanes of the frames it kept, up to [`KEPT_EXACT`]
     /// of them (a 64-bit filter of all of them first, so the common miss costs one AND).
     kept: Vec<u32>,
@@ -90,7 +173,7 @@ impl<T> OutputHold<T> {
             pending: Vec::with_capacity(n / 4),
             held: VecDeque::with_capacity(n),
             tagged: false,
-            last_wm: 0,
+            last_wm: Watermarks::uniform(0),
             kept: Vec::with_capacity(if n == 0 { 0 } else { KEPT_EXACT }),
         }
     }
@@ -108,15 +191,17 @@ impl<T> OutputHold<T> {
             return;
         }
         for frame in self.pending.drain(..) {
-            self.held.push_back(Held { seq: t.seq, lane: t.lane, since_us: now_us, frame });
+            self.held.push_back(Held { seq: t.seq, lane: t.lane, groups: t.groups, since_us: now_us, frame });
         }
         self.tagged = true;
     }
 
-    /// Hand every frame the standby has covered (`watermark`) to `send`, with how long it was
-    /// held (µs), unless an older frame of its flow still waits. Returns how many left.
-    pub fn release(&mut self, watermark: u64, now_us: u64, mut send: impl FnMut(T, u64)) -> usize {
-        if watermark == HOLD_ALL {
+    /// Hand every frame the standby has covered (the watermark of its groups) to `send`,
+    /// with how long it was held (µs), unless an older frame of its flow still waits.
+    /// Returns how many left.
+    pub fn release(&mut self, watermark: impl Into<Watermarks>, now_us: u64, mut send: impl FnMut(T, u64)) -> usize {
+        let watermark = watermark.into();
+        if watermark.all_hold() {
             // Not even output that depends on nothing leaves (a handover in progress).
             self.last_wm = watermark;
             return 0;
@@ -133,7 +218,9 @@ impl<T> OutputHold<T> {
         let (mut filter, mut overflow) = (0u64, false);
         for i in 0..n {
             let Some(h) = self.held.pop_front() else { break };
-            let ready = h.seq <= watermark
+            let wm = watermark.of(h.groups);
+            let ready = h.seq <= wm
+                && wm != HOLD_ALL
                 && match h.lane {
                     Lane::Flow(f) => filter & (1 << (f % 64)) == 0 || !(overflow || self.kept.contains(&f)),
                     Lane::Any => filter == 0,
@@ -208,7 +295,7 @@ mod tests {
     use super::*;
 
     fn tag(seq: u64, flow: Option<u32>) -> Option<CommitTag> {
-        Some(CommitTag { seq, lane: flow.map_or(Lane::Any, Lane::Flow) })
+        Some(CommitTag { seq, lane: flow.map_or(Lane::Any, Lane::Flow), groups: GroupSet::NONE })
     }
 
     /// Push one frame named `name`, tagged `seq` in `flow`'s lane (None: Any).
@@ -332,6 +419,52 @@ mod tests {
         assert_eq!(waited, [("a", 150), ("b", 120)]);
     }
 
+    fn put_in(h: &mut OutputHold<&'static str>, name: &'static str, seq: u64, flow: u32, groups: u64) {
+        h.push(name);
+        h.commit(Some(CommitTag { seq, lane: Lane::Flow(flow), groups: GroupSet(groups) }), 0);
+    }
+
+    fn release_wm(h: &mut OutputHold<&'static str>, wm: Watermarks) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        h.release(wm, 0, |f, _| out.push(f));
+        out
+    }
+
+    #[test]
+    fn each_group_waits_for_its_own_watermark() {
+        // Groups 0 and 1 replicated by two sessions: group 1's standby acknowledged up to 8,
+        // group 0's only up to 2.
+        let mut h = OutputHold::default();
+        put_in(&mut h, "g0 flow", 5, 1, 0b01);
+        put_in(&mut h, "g1 flow", 7, 2, 0b10);
+        put_in(&mut h, "both", 4, 3, 0b11);
+        assert_eq!(release_wm(&mut h, Watermarks::per_group(&[2, 8])), ["g1 flow"]);
+        assert_eq!(release_wm(&mut h, Watermarks::per_group(&[4, 8])), ["both"], "both groups covered it");
+        assert_eq!(release_wm(&mut h, Watermarks::per_group(&[5, 8])), ["g0 flow"]);
+    }
+
+    #[test]
+    fn output_of_no_group_waits_for_every_group() {
+        let wm = Watermarks::per_group(&[3, 9]);
+        assert_eq!(wm.of(GroupSet::NONE), 3);
+        assert_eq!(wm.of(GroupSet(0b100)), 3, "a group beyond the configured ones: the lowest");
+        assert_eq!(wm.of(GroupSet(0b10)), 9);
+        assert_eq!(Watermarks::uniform(6).of(GroupSet(0b10)), 6);
+        assert_eq!(Watermarks::per_group(&[]).of(GroupSet::NONE), u64::MAX);
+    }
+
+    #[test]
+    fn one_group_held_whole_holds_only_its_own_frames() {
+        // Group 0 is being handed over (HOLD_ALL); group 1 serves on.
+        let mut h = OutputHold::default();
+        put_in(&mut h, "g0 probe", 0, 1, 0b01);
+        put_in(&mut h, "g1 probe", 0, 2, 0b10);
+        let wm = Watermarks::per_group(&[HOLD_ALL, u64::MAX]);
+        assert_eq!(release_wm(&mut h, wm), ["g1 probe"]);
+        assert_eq!(release_wm(&mut h, Watermarks::per_group(&[HOLD_ALL, HOLD_ALL])), Vec::<&str>::new());
+        assert_eq!(release_wm(&mut h, Watermarks::per_group(&[0, HOLD_ALL])), ["g0 probe"]);
+    }
+
     #[test]
     fn clear_drops_everything() {
         let mut h = OutputHold::default();
@@ -372,7 +505,7 @@ mod tests {
                             built.push((id, lane, t));
                         }
                         let l = if lane == u32::MAX { Lane::Any } else { Lane::Flow(lane) };
-                        h.commit(Some(CommitTag { seq: t, lane: l }), 0);
+                        h.commit(Some(CommitTag { seq: t, lane: l, groups: GroupSet::NONE }), 0);
                     }
                     _ => {
                         wm = (wm + next() % 4).min(seq);

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use flowtwin_ffi::ring::{RingConsumer, RingProducer};
 use flowtwin_ffi::{pause, rdtsc, tsc_hz, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue, BURST_MAX};
 
-use crate::commit::{CommitTag, OutputHold};
+use crate::commit::{CommitTag, OutputHold, Watermarks};
 use crate::counters::{latency_bucket, Counters, Drop, Event, SharedCounters, LATENCY_SLOTS};
 use crate::distribute::worker_for_frame;
 use crate::ephemeral::ReplySteering;
@@ -337,7 +337,7 @@ impl RoleSink for MbufSink<'_> {
 
 impl CommitSink for MbufSink<'_> {
     /// Send every held frame whose tag the standby has acknowledged.
-    fn release(&mut self, watermark: u64, now: Instant) {
+    fn release(&mut self, watermark: Watermarks, now: Instant) {
         let mut held = std::mem::take(&mut self.held);
         held.release(watermark, now.0, |m, us| {
             self.hold_us[latency_bucket(us)] += 1;

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use crate::commit::Watermarks;
 use crate::flow::FlowKey;
 use crate::group::GroupSet;
 use crate::replica::{Partner, ShadowFlow};
@@ -23,18 +24,19 @@ pub const TAKEOVER_GRACE: Duration = Duration::from_secs(3);
 /// A [`FrameSink`] that holds output for the standby ([`crate::commit`]): what it was given
 /// leaves in [`release`](Self::release), once the watermark covers the frames' seals.
 pub trait CommitSink: FrameSink {
-    /// Send every held frame whose tag `watermark` covers (`OutputHold::release` order).
-    fn release(&mut self, watermark: u64, now: Instant);
+    /// Send every held frame whose tag the watermark of its groups covers
+    /// (`OutputHold::release` order).
+    fn release(&mut self, watermark: Watermarks, now: Instant);
     /// Frames built and not yet released: output waits for the standby.
     fn waiting(&self) -> bool;
 }
 
 /// What an iteration reads from the sync core (the dataplane's `ReplControl` is one).
 pub trait CommitControl {
-    /// Highest delta sequence the standby acknowledged that output waits for (u64::MAX:
-    /// nothing to wait for; `commit::HOLD_ALL`: hold everything). Implementations load with
-    /// Acquire, pairing with the sync core's Release store.
-    fn watermark(&self) -> u64;
+    /// Per ownership group, the highest delta sequence its standby acknowledged that output
+    /// waits for (u64::MAX: nothing to wait for; `commit::HOLD_ALL`: hold everything).
+    /// Implementations load with Acquire, pairing with the sync core's Release stores.
+    fn watermarks(&self) -> Watermarks;
     /// Highest delta sequence the standby acknowledged at all (paces join snapshots).
     fn standby_acked(&self) -> u64;
     /// Output waits for the standby after this pass: wake the sync core if it is parked.
@@ -48,8 +50,8 @@ pub trait CommitControl {
 pub struct Acked(pub u64);
 
 impl CommitControl for Acked {
-    fn watermark(&self) -> u64 {
-        self.0
+    fn watermarks(&self) -> Watermarks {
+        Watermarks::uniform(self.0)
     }
     fn standby_acked(&self) -> u64 {
         self.0
@@ -141,7 +143,7 @@ impl<'c, C: CommitControl + ?Sized> Iteration<'c, C> {
             stack.set_standby_acked(c.standby_acked());
             stack.replication_tick();
             sink.seal(stack.commit_tag(), now);
-            sink.release(c.watermark(), now);
+            sink.release(c.watermarks(), now);
             if sink.waiting() {
                 c.deltas_queued();
             }

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 
 use crate::config::StackConfig;
 use crate::flow::FlowKey;
+use crate::group::GroupId;
 use crate::service::{ByteStream, ServiceCounters, ServiceState};
 use crate::tcp::{State, TcbSnapshot};
 use crate::wire::MacAddr;
@@ -145,6 +146,13 @@ pub trait Replicator: Send {
     /// Queue one event for flow `slot` (`(index, generation)` of its flow-table entry).
     /// Returns the event's sequence number.
     fn emit(&mut self, slot: (u32, u32), ev: ReplEvent<'_>) -> Result<u64, ReplFull>;
+    /// [`emit`](Self::emit) for a flow of ownership group `group`: the sync core routes the
+    /// delta to the session that replicates that group. A replicator of one session (every
+    /// test replicator) ignores the group.
+    fn emit_in(&mut self, group: GroupId, slot: (u32, u32), ev: ReplEvent<'_>) -> Result<u64, ReplFull> {
+        let _ = group;
+        self.emit(slot, ev)
+    }
     /// The sequence number of the last event queued (0 before the first): once the standby
     /// acknowledged it, it has everything queued so far. (Output waits for less: the last
     /// change it depends on, `Stack::commit_tag`.)

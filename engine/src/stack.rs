@@ -132,6 +132,11 @@ pub struct Stack {
     tag: Cell<u64>,
     /// The flow(s) touched since then (`None`: none yet).
     lane: Cell<Option<Lane>>,
+    /// The ownership groups of the flows touched since then: whose watermarks the output
+    /// waits for (`CommitTag::groups`).
+    tag_groups: Cell<GroupSet>,
+    /// The group of each listener's VIP (`StackConfig::listeners` order): a flow's group.
+    listener_groups: Vec<GroupId>,
     /// The ownership groups this engine serves now: frames for a VIP of another group are
     /// the standby's (dropped, counted). Empty: a standby, which answers nothing.
     owned: GroupSet,
@@ -198,6 +203,8 @@ impl Stack {
             standby_acked: u64::MAX,
             tag: Cell::new(0),
             lane: Cell::new(None),
+            tag_groups: Cell::new(GroupSet::NONE),
+            listener_groups: cfg.listeners.iter().map(|l| cfg.group_of(l.vip).unwrap_or(GroupId::DEFAULT)).collect(),
             owned: cfg.all_groups(),
             kicks_now: usize::MAX,
             kicks: std::collections::VecDeque::new(),
@@ -644,8 +651,9 @@ impl Stack {
     fn close_flow(&mut self, id: FlowId) {
         self.timers.cancel(id);
         self.rx_log.clear();
+        let group = self.flow_group(id);
         if let Some(r) = self.repl.as_mut() {
-            match r.emit((id.index(), id.generation()), ReplEvent::Close) {
+            match r.emit_in(group, (id.index(), id.generation()), ReplEvent::Close) {
                 // A closing flow's last output (its RST, a final ACK) goes after the close.
                 Ok(seq) => self.touch_tag(seq, id),
                 // The standby keeps a dead flow until its idle timeout; harmless, counted.

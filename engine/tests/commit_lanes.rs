@@ -56,7 +56,7 @@ fn index_of(h: &Harness, p: &Peer) -> u32 {
 fn each_flows_output_is_tagged_in_its_own_lane_and_timers_seal_per_flow() {
     let mut h = Harness::standard();
     h.stack.set_replicator(Box::new(Numbering::default()));
-    assert_eq!(h.stack.commit_tag(), Some(CommitTag { seq: 0, lane: Lane::Any }), "nothing built yet: ordered against all");
+    assert_eq!(h.stack.commit_tag(), Some(CommitTag { seq: 0, lane: Lane::Any, groups: flowtwin_engine::group::GroupSet::NONE }), "nothing built yet: ordered against all");
 
     let (mut p1, mut p2) = (Peer::linux(40001, HTTP_PORT), Peer::linux(40002, HTTP_PORT));
     let out = h.step("SYN 1", &p1.syn(), Verdict::Event(flowtwin_engine::counters::Event::FlowsOpened));
@@ -88,7 +88,7 @@ fn each_flows_output_is_tagged_in_its_own_lane_and_timers_seal_per_flow() {
         want.reverse();
     }
     assert_eq!(lanes, want);
-    assert_eq!(h.stack.commit_tag().unwrap(), CommitTag { seq: 0, lane: Lane::Any }, "nothing left untagged");
+    assert_eq!(h.stack.commit_tag().unwrap(), CommitTag { seq: 0, lane: Lane::Any, groups: flowtwin_engine::group::GroupSet::NONE }, "nothing left untagged");
 }
 
 #[test]

@@ -210,7 +210,7 @@ impl FrameSink for HeldSink {
 }
 
 impl CommitSink for HeldSink {
-    fn release(&mut self, wm: u64, now: Instant) {
+    fn release(&mut self, wm: flowtwin_engine::commit::Watermarks, now: Instant) {
         let sent = &mut self.sent;
         self.held.release(wm, now.0, |f, _| sent.push(f));
     }
@@ -240,9 +240,9 @@ impl RoleSink for HeldSink {
 fn hold_one_each(h: &mut Harness, sink: &mut HeldSink, pa: &mut Peer, pb: &mut Peer) {
     sink.hold = true;
     h.stack.process(h.now, &pa.data(b"GET /gen/10 HTTP/1.1\r\n\r\n"), sink);
-    sink.seal(Some(CommitTag { seq: 100, lane: flowtwin_engine::commit::Lane::Flow(1) }), h.now);
+    sink.seal(Some(CommitTag { seq: 100, lane: flowtwin_engine::commit::Lane::Flow(1), groups: GroupSet::NONE }), h.now);
     h.stack.process(h.now, &to_b(&pb.data(b"GET /gen/20 HTTP/1.1\r\n\r\n")), sink);
-    sink.seal(Some(CommitTag { seq: 101, lane: flowtwin_engine::commit::Lane::Flow(2) }), h.now);
+    sink.seal(Some(CommitTag { seq: 101, lane: flowtwin_engine::commit::Lane::Flow(2), groups: GroupSet::NONE }), h.now);
     assert_eq!(sink.held.len(), 2, "one response per flow, held");
 }
 
@@ -289,7 +289,7 @@ fn a_worker_that_loses_one_group_keeps_serving_the_other() {
     assert_eq!(h.stack.owned(), GroupSet::of(A));
     assert_eq!(h.stack.flows().len(), 1);
     assert_eq!(groups_held(&h, &sink), vec![A], "B's held response must never leave; A's still waits");
-    sink.release(u64::MAX, h.now);
+    sink.release(u64::MAX.into(), h.now);
     assert_eq!(sink.sent.len(), 1);
     pa.absorb_all(&sink.sent);
     assert_eq!(pa.received, gen_response(10), "A's response left, whole");
@@ -343,4 +343,49 @@ fn a_takeover_of_one_group_leaves_the_other_alone() {
     let a = ArpRepr::parse(e.payload()).unwrap();
     assert_eq!(a.op, ArpOp::Request, "a gratuitous ARP");
     assert_eq!(AnnounceTag::read(&e.payload()[28..]), Some(AnnounceTag { node_id: 1, epoch: 7 }));
+}
+
+/// Records the group each event was emitted in (`Replicator::emit_in`).
+#[derive(Clone, Default)]
+struct GroupLog(Arc<std::sync::Mutex<Vec<(u8, u32)>>>, Arc<std::sync::atomic::AtomicU64>);
+
+impl flowtwin_engine::replica::Replicator for GroupLog {
+    fn emit(&mut self, slot: (u32, u32), ev: flowtwin_engine::replica::ReplEvent<'_>) -> Result<u64, flowtwin_engine::replica::ReplFull> {
+        self.emit_in(GroupId(0xff), slot, ev)
+    }
+    fn emit_in(&mut self, g: GroupId, slot: (u32, u32), _ev: flowtwin_engine::replica::ReplEvent<'_>) -> Result<u64, flowtwin_engine::replica::ReplFull> {
+        self.0.lock().unwrap().push((g.0, slot.0));
+        Ok(self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+    }
+    fn last_seq(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[test]
+fn a_flows_deltas_and_output_name_its_group() {
+    // The group is the unit of replication: each session carries its group's deltas
+    // (`emit_in`), and output waits for the watermark of its own group (`CommitTag::groups`).
+    let mut h = Harness::new(two_groups());
+    let log = GroupLog::default();
+    h.stack.set_replicator(Box::new(log.clone()));
+    let mut pb = Peer::linux(40001, HTTP_PORT);
+    let (out, _) = h.feed(&to_b(&pb.syn()));
+    assert_eq!(out.len(), 1, "a SYN-ACK from B");
+    let tag = h.stack.commit_tag().unwrap();
+    assert_eq!(tag.groups, GroupSet::of(B), "B's SYN-ACK waits for group b's standby only");
+    assert!(tag.seq > 0);
+    let mut pa = Peer::linux(40000, HTTP_PORT);
+    h.feed(&pa.syn());
+    assert_eq!(h.stack.commit_tag().unwrap().groups, GroupSet::of(A));
+    let emitted = log.0.lock().unwrap().clone();
+    assert!(!emitted.is_empty());
+    assert!(emitted.iter().all(|&(g, _)| g == A.0 || g == B.0), "every event names its flow's group: {emitted:?}");
+    let slot_b = emitted[0].1;
+    assert!(emitted.iter().filter(|e| e.1 == slot_b).all(|&(g, _)| g == B.0), "{emitted:?}");
+    assert!(emitted.iter().any(|&(g, _)| g == A.0));
+    // Output of both groups in one interval waits for both watermarks.
+    h.feed(&to_b(&pb.syn()));
+    h.feed(&pa.syn());
+    assert_eq!(h.stack.commit_tag().unwrap().groups, GroupSet::of(A).union(GroupSet::of(B)));
 }

@@ -447,7 +447,7 @@ fn a_linked_halfs_output_waits_for_its_partners_latest_change() {
     h.stack.poll(h.now, &mut sink);
     assert_eq!(sink.frames.len(), 1, "the SYN again");
     assert!(parse_seg(&sink.frames[0]).flags().syn());
-    assert_eq!(sink.seals, [(1, CommitTag { seq: client_seq, lane: Lane::Flow(backend.index()) })]);
+    assert_eq!(sink.seals, [(1, CommitTag { seq: client_seq, lane: Lane::Flow(backend.index()), groups: flowtwin_engine::group::GroupSet(1) })]);
     // Unlinked (its partner ended), it waits for its own changes only.
     let rst = peer.send(flowtwin_engine::wire::TcpFlags::RST, &[]);
     h.feed(&rst);
@@ -457,7 +457,7 @@ fn a_linked_halfs_output_waits_for_its_partners_latest_change() {
     h.now = h.now + Duration::from_millis(2001);
     h.stack.poll(h.now, &mut sink);
     let own = last_of(&events, backend);
-    assert_eq!(sink.seals, [(1, CommitTag { seq: own, lane: Lane::Flow(backend.index()) })]);
+    assert_eq!(sink.seals, [(1, CommitTag { seq: own, lane: Lane::Flow(backend.index()), groups: flowtwin_engine::group::GroupSet(1) })]);
     assert!(own > client_seq);
 }
 

@@ -47,7 +47,7 @@ impl FrameSink for Pool {
 }
 
 impl CommitSink for Pool {
-    fn release(&mut self, _watermark: u64, _now: flowtwin_engine::time::Instant) {}
+    fn release(&mut self, _watermark: flowtwin_engine::commit::Watermarks, _now: flowtwin_engine::time::Instant) {}
     fn waiting(&self) -> bool {
         false
     }

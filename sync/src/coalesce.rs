@@ -116,7 +116,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn enc(slot: u32, seq: u64, body: DeltaBody) -> Vec<Record> {
-        let header = DeltaHeader { worker: 0, slot, generation: 1, seq };
+        let header = DeltaHeader { worker: 0, group: 0, slot, generation: 1, seq };
         let mut out = Vec::new();
         delta::encode(&Delta { header, body }, &mut out).unwrap();
         out

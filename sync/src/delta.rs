@@ -19,7 +19,9 @@
 //! byte  2      records      u8   records in this delta, header included
 //! byte  3      state / rsvd u8   FlowStep: the TCP state; other kinds: 0 on encode,
 //!                                 ignored on decode
-//! bytes 4..6   worker       u16  worker (lcore) index that produced the delta
+//! byte  4      worker       u8   worker (lcore) index that produced the delta
+//! byte  5      group        u8   ownership group of the flow (its VIP's); the session
+//!                                 replicating that group carries the delta. Barrier: 0
 //! bytes 6..8   body_len     u16  Data: payload bytes; other kinds: 0
 //! bytes 8..12  slot         u32  flow-table slot
 //! bytes 12..16 generation   u32  slot generation (a reused slot gets a new one)
@@ -71,8 +73,10 @@ use std::fmt;
 /// origin and link (bytes 168..180, reserved before: a version-3 standby would read an opened
 /// or linked flow as a plain accepted one). The sync protocol's `PROTO_VERSION` changes with
 /// it, so that peers of different layouts are refused at their hello instead of failing on
-/// their first delta.
-pub const DELTA_VERSION: u8 = 4;
+/// their first delta. Version 5 splits the worker field (bytes 4..6) into the worker (byte 4)
+/// and the flow's ownership group (byte 5), by which the sync core routes a delta to the
+/// session that replicates its group.
+pub const DELTA_VERSION: u8 = 5;
 /// Bytes of the common header at the start of every delta.
 pub const HEADER_BYTES: usize = 24;
 /// Records of a `FlowNew` / `FlowUpdate` delta.
@@ -219,8 +223,11 @@ impl std::error::Error for DeltaError {}
 /// Fields every delta carries besides its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct DeltaHeader {
-    /// Worker (lcore) index that produced the delta; also its ring index.
+    /// Worker (lcore) index that produced the delta; also its ring index. Encoded in one
+    /// byte: an engine has fewer than 256 workers (DPDK's `RTE_MAX_LCORE` is 128).
     pub worker: u16,
+    /// Ownership group of the flow (`flowtwin_engine::group::GroupId`); 0 for a `Barrier`.
+    pub group: u8,
     /// Flow-table slot (0 for `Barrier`).
     pub slot: u32,
     /// Generation of `slot`, so a delta for a closed flow never lands on the slot's next

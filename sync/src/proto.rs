@@ -33,8 +33,9 @@ use std::fmt;
 pub const MAGIC: u32 = u32::from_le_bytes(*b"FTWN");
 /// Protocol version this build speaks. It covers the delta layout inside batches
 /// (`delta::DELTA_VERSION`): version 2 came with delta layout 3 (`FlowStep`), version 3 with
-/// layout 4 (a flow's origin and link) and the group layout digest in `Hello`.
-pub const PROTO_VERSION: u16 = 3;
+/// layout 4 (a flow's origin and link) and the group layout digest in `Hello`, version 4 with
+/// layout 5 (a delta names its flow's ownership group).
+pub const PROTO_VERSION: u16 = 4;
 /// Largest frame body accepted (bytes after the length field).
 pub const MAX_FRAME: usize = 4 << 20;
 /// Most records one `Batch` carries (64 KiB of records).

@@ -18,7 +18,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use flowtwin_engine::commit::Watermarks;
 use flowtwin_engine::dataplane::ReplControl;
+use flowtwin_engine::group::GroupId;
 use flowtwin_engine::iteration::CommitControl;
 use flowtwin_engine::replica::{ReplEvent, ReplFull, Replicator};
 
@@ -187,8 +189,8 @@ impl WorkerShared {
 /// What a worker's iteration reads from the sync core: this handle (the engine's traits, so
 /// that the worker loop and the tests read it alike, with nothing in between).
 impl CommitControl for WorkerShared {
-    fn watermark(&self) -> u64 {
-        WorkerShared::watermark(self)
+    fn watermarks(&self) -> Watermarks {
+        Watermarks::uniform(WorkerShared::watermark(self))
     }
     fn standby_acked(&self) -> u64 {
         WorkerShared::standby_acked(self)
@@ -231,6 +233,7 @@ pub fn worker_channel_with_backlog(
     ring_records: usize,
     backlog_records: usize,
 ) -> (RingReplicator, WorkerLink) {
+    assert!(worker < 256, "a delta names its worker in one byte (DeltaHeader::worker)");
     let (producer, consumer) = ring::channel(ring_records);
     let shared = WorkerShared::new();
     let r = RingReplicator {
@@ -243,6 +246,7 @@ pub fn worker_channel_with_backlog(
         scratch: [[0; RECORD_WORDS]; MAX_DELTA_RECORDS],
         shared: shared.clone(),
         pushed: 0,
+        group: 0,
     };
     (
         r,
@@ -285,6 +289,8 @@ pub struct RingReplicator {
     shared: WorkerShared,
     /// Records pushed onto the ring, all time (published to `Shared::pushed`).
     pushed: u64,
+    /// The group written into the headers of the event being emitted (`emit_in`; 0 else).
+    group: u8,
 }
 
 impl std::fmt::Debug for RingReplicator {
@@ -326,6 +332,7 @@ impl RingReplicator {
         self.seq += 1;
         DeltaHeader {
             worker: self.worker,
+            group: self.group,
             slot: slot.0,
             generation: slot.1,
             seq: self.seq,
@@ -381,6 +388,13 @@ impl RingReplicator {
 }
 
 impl Replicator for RingReplicator {
+    fn emit_in(&mut self, group: GroupId, slot: (u32, u32), ev: ReplEvent<'_>) -> Result<u64, ReplFull> {
+        self.group = group.0;
+        let r = self.emit(slot, ev);
+        self.group = 0;
+        r
+    }
+
     fn emit(&mut self, slot: (u32, u32), ev: ReplEvent<'_>) -> Result<u64, ReplFull> {
         if !self.backlog.is_empty() {
             self.flush();

@@ -9,7 +9,9 @@ use proptest::prelude::*;
 
 fn hdr() -> DeltaHeader {
     DeltaHeader {
-        worker: 0x0302,
+        // Bytes 4 and 5: the worker, then the group.
+        worker: 0x02,
+        group: 0x03,
         slot: 0x0706_0504,
         generation: 0x0b0a_0908,
         seq: 0x1312_1110_0f0e_0d0c,
@@ -412,9 +414,10 @@ fn arb_state() -> impl Strategy<Value = FlowStateRec> {
 }
 
 fn arb_delta() -> impl Strategy<Value = Delta> {
-    let header = (any::<u16>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
-        |(worker, slot, generation, seq)| DeltaHeader {
-            worker,
+    let header = (any::<u8>(), any::<u8>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
+        |(worker, group, slot, generation, seq)| DeltaHeader {
+            worker: u16::from(worker),
+            group,
             slot,
             generation,
             seq,
@@ -597,4 +600,26 @@ mod step {
         t.state = 200;
         assert_eq!(t.apply_to(&base), Err(DeltaError::Field("state")));
     }
+}
+
+/// A worker's replicator writes the flow's ownership group into each delta's header (byte
+/// 5), by which the sync core routes the delta to the session of that group.
+#[test]
+fn a_worker_names_each_deltas_group() {
+    use flowtwin_engine::group::GroupId;
+    use flowtwin_engine::replica::{ReplEvent, Replicator};
+    let (mut repl, mut link) = flowtwin_sync::replicator::worker_channel(7, 64);
+    repl.emit_in(GroupId(3), (5, 1), ReplEvent::Close).unwrap();
+    repl.emit((6, 1), ReplEvent::Close).unwrap();
+    repl.emit_in(GroupId(63), (7, 1), ReplEvent::Data { offset: 0, bytes: b"abc" }).unwrap();
+    let mut recs = vec![[0u64; RECORD_WORDS]; 16];
+    let n = link.consumer.peek_burst(&mut recs);
+    let mut at = 0;
+    let mut seen = Vec::new();
+    while at < n {
+        let p = peek_header(&recs[at..n]).unwrap();
+        seen.push((p.header.worker, p.header.group, p.header.slot, p.header.seq));
+        at += p.records;
+    }
+    assert_eq!(seen, [(7, 3, 5, 1), (7, 0, 6, 2), (7, 63, 7, 3)]);
 }

@@ -324,7 +324,7 @@ fn lagging_progress_case(port: u16, upload: Vec<u8>, expect: Vec<u8>, kill_after
                     waited += a_out.held.held_tags().filter(|t| *t > applied).count() as u64;
                 }
                 apply_to(need.max(applied), &mut applied, &mut shadow);
-                a_out.release(applied, n);
+                a_out.release(applied.into(), n);
                 a_out.take_sent()
             }
             Some(bs) => {

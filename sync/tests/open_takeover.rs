@@ -259,7 +259,7 @@ impl World {
             Iteration::new(Some(&Acked(self.wm))).run(stack, now, &mut rx, held);
             self.replicate();
             let (_, held, _) = self.a.as_mut().unwrap();
-            held.release(self.wm, now);
+            held.release(self.wm.into(), now);
             held.take_sent()
         } else if let Some((stack, held)) = self.s_stack.as_mut() {
             Iteration::new(Some(&Acked(u64::MAX))).run(stack, now, &mut rx, held);
@@ -276,7 +276,7 @@ impl World {
         }
         self.b.poll(now, &mut out);
         out.seal(self.b.commit_tag(), now);
-        out.release(u64::MAX, now);
+        out.release(u64::MAX.into(), now);
         for f in out.take_sent() {
             if let Some((h, p)) = tcp_of(&f) {
                 self.be.take(&h, &p);
@@ -367,7 +367,7 @@ fn a_syn_sent_flow_taken_over_sends_its_syn_again_unchanged_and_completes() {
         if syn_left {
             // The standby has the flow; the SYN leaves; B's SYN-ACK finds A dead.
             let (_, held, _) = w.a.as_mut().unwrap();
-            held.release(w.wm, Instant(w.now));
+            held.release(w.wm.into(), Instant(w.now));
             let sent = held.take_sent();
             w.route_from_engine(sent);
             assert_eq!(w.eb.syns, [(isn, lport)]);
@@ -544,7 +544,7 @@ fn image(origin: Origin, link: Option<(u32, u32)>) -> FlowImage {
 }
 
 fn round_trip(img: &FlowImage) -> Result<FlowImage, DeltaError> {
-    let d = Delta { header: DeltaHeader { worker: 0, slot: 3, generation: 9, seq: 77 }, body: DeltaBody::FlowNew(FlowStateRec::from_image(img)) };
+    let d = Delta { header: DeltaHeader { worker: 0, group: 0, slot: 3, generation: 9, seq: 77 }, body: DeltaBody::FlowNew(FlowStateRec::from_image(img)) };
     let mut recs: Vec<Record> = Vec::new();
     delta::encode(&d, &mut recs).unwrap();
     let (back, used) = delta::decode(&recs).unwrap();
@@ -560,10 +560,10 @@ fn origin_and_link_survive_encode_decode_and_bad_bytes_are_refused() {
     for img in [image(Origin::Opened, None), image(Origin::Opened, Some((5, 0xffff_fff0))), image(Origin::Accepted, Some((0, 1)))] {
         assert_eq!(round_trip(&img), Ok(img));
     }
-    // Layout: byte 168 origin, 169 linked, 172 slot, 176 generation (version 4).
+    // Layout: byte 168 origin, 169 linked, 172 slot, 176 generation (since version 4).
     let r = FlowStateRec::from_image(&image(Origin::Opened, Some((0x0102_0304, 0x0a0b_0c0d))));
     assert_eq!(&r.service_cursor[40..52], &[1, 1, 0, 0, 4, 3, 2, 1, 0x0d, 0x0c, 0x0b, 0x0a]);
-    assert_eq!(delta::DELTA_VERSION, 4);
+    const { assert!(delta::DELTA_VERSION >= 4) };
     // A plain accepted flow writes what the reserved bytes always held.
     assert!(FlowStateRec::from_image(&image(Origin::Accepted, None)).service_cursor[40..].iter().all(|&b| b == 0));
     let mut bad = r;

@@ -179,7 +179,7 @@ fn hello(node_id: u32, epoch: u64, role: Role) -> Hello {
 
 fn barrier(worker: u16, token: u64) -> Vec<Record> {
     let d = delta::Delta {
-        header: delta::DeltaHeader { worker, slot: 0, generation: 0, seq: 1 },
+        header: delta::DeltaHeader { worker, group: 0, slot: 0, generation: 0, seq: 1 },
         body: DeltaBody::Barrier { token },
     };
     let mut recs = Vec::new();

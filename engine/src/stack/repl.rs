@@ -5,6 +5,7 @@
 
 use super::{Stack, SNAPSHOT_WINDOW};
 use crate::commit::{CommitTag, Lane};
+use crate::group::{GroupId, GroupSet};
 use crate::counters::Event;
 use crate::flow::FlowId;
 use crate::replica::{FlowImage, ReplEvent};
@@ -64,11 +65,25 @@ impl Stack {
         match &self.repl {
             None => {
                 self.lane.set(None);
+                self.tag_groups.set(GroupSet::NONE);
                 Some(CommitTag::NONE)
             }
             Some(_) if !self.resync.is_empty() => None,
-            Some(_) => Some(CommitTag { seq: self.tag.replace(0), lane: self.lane.take().unwrap_or(Lane::Any) }),
+            Some(_) => Some(CommitTag {
+                seq: self.tag.replace(0),
+                lane: self.lane.take().unwrap_or(Lane::Any),
+                groups: self.tag_groups.replace(GroupSet::NONE),
+            }),
         }
+    }
+
+    /// The ownership group of flow `id`: its listener's VIP's (the default group for a flow
+    /// that is gone).
+    pub(super) fn flow_group(&self, id: FlowId) -> GroupId {
+        self.flows
+            .get(id)
+            .and_then(|f| self.listener_groups.get(f.listener as usize).copied())
+            .unwrap_or_default()
     }
 
     /// Flow `id` built (or may have built) output in this interval, which depends on its
@@ -79,6 +94,11 @@ impl Stack {
         if seq > self.tag.get() {
             self.tag.set(seq);
         }
+        let mut groups = self.tag_groups.get().union(GroupSet::of(self.flow_group(id)));
+        if let Some(p) = self.partner(id) {
+            groups = groups.union(GroupSet::of(self.flow_group(p)));
+        }
+        self.tag_groups.set(groups);
         let lane = match self.lane.get() {
             None => Lane::Flow(id.index()),
             Some(Lane::Flow(i)) if i == id.index() => Lane::Flow(i),
@@ -106,7 +126,7 @@ impl Stack {
                 }
                 todo.pop();
             }
-            let done = self.repl.as_mut().map(|r| r.emit((0, 0), ReplEvent::Barrier(token)).is_ok()).unwrap_or(true);
+            let done = self.repl.as_mut().map(|r| r.emit_in(GroupId::DEFAULT, (0, 0), ReplEvent::Barrier(token)).is_ok()).unwrap_or(true);
             if done {
                 self.counters.event(Event::SnapshotsEmitted);
             } else {
@@ -151,8 +171,9 @@ impl Stack {
             f.svc.image(&mut bytes);
         }
         let slot = (id.index(), id.generation());
+        let group = self.flow_group(id);
         let Some(r) = self.repl.as_mut() else { return true };
-        let seq = match r.emit(slot, ReplEvent::New(&img)).and_then(|_| r.emit(slot, ReplEvent::SvcImage(&bytes))) {
+        let seq = match r.emit_in(group, slot, ReplEvent::New(&img)).and_then(|_| r.emit_in(group, slot, ReplEvent::SvcImage(&bytes))) {
             Ok(seq) => seq,
             Err(_) => return false,
         };
@@ -198,6 +219,7 @@ impl Stack {
         let commit = new || !self.rx_log.is_empty() || !DirtyFlags::PROGRESS.contains(dirty);
         let slot = (id.index(), id.generation());
         let log = std::mem::take(&mut self.rx_log);
+        let group = self.flow_group(id);
         let mut ok = true;
         let mut seq = 0;
         if let Some(r) = self.repl.as_mut() {
@@ -208,13 +230,13 @@ impl Stack {
             } else {
                 ReplEvent::Step(&img)
             };
-            match r.emit(slot, ev) {
+            match r.emit_in(group, slot, ev) {
                 Ok(s) => seq = s,
                 Err(_) => ok = false,
             }
             if ok && !log.is_empty() {
                 let offset = img.tcb.rx_delivered - log.len() as u64;
-                match r.emit(slot, ReplEvent::Data { offset, bytes: &log }) {
+                match r.emit_in(group, slot, ReplEvent::Data { offset, bytes: &log }) {
                     Ok(s) => seq = s,
                     Err(_) => ok = false,
                 }

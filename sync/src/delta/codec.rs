@@ -103,7 +103,8 @@ fn write_header(recs: &mut [Record], kind: DeltaKind, nrec: usize, body_len: u16
     w.u8(kind as u8);
     w.u8(nrec as u8); // nrec <= MAX_DELTA_RECORDS <= 255, asserted at compile time
     w.u8(state);
-    w.u16(h.worker);
+    w.u8(h.worker as u8); // < 256 workers (DeltaHeader::worker)
+    w.u8(h.group);
     w.u16(body_len);
     w.u32(h.slot);
     w.u32(h.generation);
@@ -315,10 +316,12 @@ pub fn peek_header(recs: &[Record]) -> Result<PeekedHeader, DeltaError> {
     let kind = DeltaKind::from_u8(kind_byte).ok_or(DeltaError::Kind(kind_byte))?;
     let nrec = r.u8();
     let _reserved = r.u8();
-    let worker = r.u16();
+    let worker = u16::from(r.u8());
+    let group = r.u8();
     let body_len = usize::from(r.u16());
     let header = DeltaHeader {
         worker,
+        group,
         slot: r.u32(),
         generation: r.u32(),
         seq: r.u64(),

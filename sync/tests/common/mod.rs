@@ -75,7 +75,7 @@ impl FrameSink for Held {
 
 impl CommitSink for Held {
     /// The held frames the standby's acknowledgement `wm` releases go to `sent`, in order.
-    fn release(&mut self, wm: u64, _now: Instant) {
+    fn release(&mut self, wm: flowtwin_engine::commit::Watermarks, _now: Instant) {
         let sent = &mut self.sent;
         self.held.release(wm, 0, |f, _| sent.push(f));
     }

@@ -487,6 +487,7 @@ fn flow_image_roundtrip() {
     let d = delta::Delta {
         header: delta::DeltaHeader {
             worker: 1,
+            group: 0,
             slot: 2,
             generation: 3,
             seq: 4,

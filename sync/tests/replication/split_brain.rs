@@ -118,7 +118,7 @@ fn standby_dropped_by_an_active_that_then_dies_takes_over() {
     proto::encode(&Msg::Snapshot { token: 1 }, &mut out);
     // The join snapshot of an empty worker: just its barrier. The standby is in sync.
     let barrier = delta::Delta {
-        header: delta::DeltaHeader { worker: 0, slot: 0, generation: 0, seq: 1 },
+        header: delta::DeltaHeader { worker: 0, group: 0, slot: 0, generation: 0, seq: 1 },
         body: DeltaBody::Barrier { token: 1 },
     };
     let mut recs: Vec<Record> = Vec::new();
