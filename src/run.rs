@@ -449,6 +449,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
                 SyncRole::Active => Role::Active,
                 SyncRole::Standby => Role::Standby,
             },
+            sessions: Vec::new(),
             mode: match y.mode {
                 SyncMode::Strict => Mode::Strict,
                 SyncMode::Async => Mode::Async,
@@ -481,8 +482,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             // The announcement carries the new epoch (an old active that still lives fences
             // itself when it hears it).
             r.epoch.store(t.epoch, Ordering::Relaxed);
-            // The one sync session covers every group.
-            r.take_over(all_groups, flows, t.retained);
+            r.take_over(t.groups, flows, t.retained);
         });
         sync_handle = Some(
             flowtwin_sync::start(sc, stack_cfg.clone(), links, st.clone(), on_takeover)

@@ -14,7 +14,7 @@ pub mod shadow;
 pub mod status;
 pub mod wait;
 
-pub use crate::node::{start, Mode, SyncConfig, SyncHandle, Takeover, TakeoverFn, TakeoverReason};
+pub use crate::node::{start, start_sessions, Mode, SessionSpec, SyncConfig, SyncHandle, Takeover, TakeoverFn, TakeoverReason};
 pub use proto::Role;
 pub use replicator::{
     worker_channel, worker_channel_with_backlog, RingReplicator, WorkerLink, WorkerShared,

@@ -1,9 +1,21 @@
-//! The sync thread: the driver of a [`Session`] (the sans-IO replication protocol, which
-//! decides every role change, message and hold). The driver owns what the session must not:
-//! the clock, the listener and the connection to the peer ([`Conn`]), the worker rings
-//! (drained into batches for the standby), the workers' release watermarks (published from
-//! [`Session::release`]), the engine's takeover callback, and the waiting. One plain std
-//! thread per engine (not an lcore).
+//! The sync thread: the driver of the engine's [`Session`]s (the sans-IO replication
+//! protocol of one group of VIPs and one peer, which decides every role change, message and
+//! hold). The driver owns what a session must not: the clock, the listener and each
+//! session's connection to its peer ([`Conn`]), the worker rings (drained into batches for
+//! the standbys), the workers' release watermarks (published from [`Session::release`]),
+//! the engine's takeover callback, and the waiting. One plain std thread per engine (not an
+//! lcore), whatever the number of sessions.
+//!
+//! **Sessions** ([`SyncConfig::sessions`]): each replicates a set of ownership groups and has
+//! its own role, epoch and connection, so that an engine can be active for some groups and
+//! standby for others (active-active pairs). A worker's ring carries the deltas of every
+//! group, in one sequence space; the driver routes each delta to the session of its group
+//! (the delta header names it) and a `Barrier` to the session whose join snapshot it ends
+//! (by its token, [`TOKEN_SHIFT`]). Each session's acknowledgements move the watermarks of
+//! its own groups only (`commit::Watermarks`). One listener serves every session: a dialing
+//! peer names the session in its Hello (`Hello::session`). Join snapshots run one at a time
+//! (a worker answers one request at a time). An engine of one session, the default, runs
+//! exactly as before sessions: one uniform watermark, every delta to the one peer.
 //!
 //! Sockets are non-blocking, so a write blocked by a slow peer keeps reading (acks and
 //! heartbeats cannot deadlock against our own batches). When a pass did nothing the loop
@@ -12,6 +24,7 @@
 //! timer is due (heartbeat, dead-peer deadline, at most `park_max`); without one it sleeps
 //! ~50–100 µs and looks again.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -21,6 +34,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use flowtwin_engine::commit::HOLD_ALL;
+use flowtwin_engine::group::{GroupSet, MAX_GROUPS};
 use flowtwin_engine::stack::StackConfig;
 
 use crate::coalesce::Coalescer;
@@ -33,7 +47,16 @@ use crate::session::{self, Action, DialError, Incoming, Release, Session, Sessio
 use crate::status::SyncStatus;
 use crate::wait::{Parking, Waiter, Woken};
 
-pub use crate::session::{Mode, Takeover, TakeoverReason};
+pub use crate::session::{Mode, Takeover, TakeoverReason, TOKEN_SHIFT};
+
+/// One session of an engine: the ownership groups it replicates and this engine's initial
+/// preference for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSpec {
+    pub groups: GroupSet,
+    /// `Active` or `Standby` (`Fenced` is refused).
+    pub role: Role,
+}
 
 /// Replication configuration of one engine.
 #[derive(Debug, Clone)]
@@ -43,8 +66,12 @@ pub struct SyncConfig {
     pub listen: SocketAddr,
     /// The other engine's `listen` address.
     pub peer: SocketAddr,
-    /// Initial preference: `Active` or `Standby` (`Fenced` is refused).
+    /// Initial preference: `Active` or `Standby` (`Fenced` is refused), of the one session
+    /// of an engine whose `sessions` is empty.
     pub role: Role,
+    /// The engine's sessions, each replicating its groups to the peer; together they must
+    /// cover every group once. Empty: one session of every group, preferring `role`.
+    pub sessions: Vec<SessionSpec>,
     pub mode: Mode,
     /// Heartbeat interval (default 5 ms).
     pub heartbeat: Duration,
@@ -88,6 +115,7 @@ impl Default for SyncConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7701)),
             peer: SocketAddr::from(([127, 0, 0, 1], 7702)),
             role: Role::Active,
+            sessions: Vec::new(),
             mode: Mode::Strict,
             heartbeat: Duration::from_millis(5),
             dead_after: 3,
@@ -109,18 +137,21 @@ pub type TakeoverFn = Box<dyn FnMut(Takeover) + Send>;
 #[derive(Debug)]
 pub struct SyncHandle {
     thread: Option<JoinHandle<()>>,
-    status: Arc<SyncStatus>,
+    /// One per session, in `SyncConfig::sessions` order.
+    statuses: Vec<Arc<SyncStatus>>,
     /// To end the thread's wait at once when stopping.
     parking: Option<Arc<Parking>>,
 }
 
 impl SyncHandle {
-    /// Stop the thread and wait for it (closes the sync stream: a standby takes over).
+    /// Stop the thread and wait for it (closes the sync streams: a standby takes over).
     pub fn stop(mut self) {
         self.shutdown();
     }
     fn shutdown(&mut self) {
-        self.status.stop.store(true, Relaxed);
+        for s in &self.statuses {
+            s.stop.store(true, Relaxed);
+        }
         if let Some(p) = &self.parking {
             p.wake();
         }
@@ -128,8 +159,13 @@ impl SyncHandle {
             let _ = t.join();
         }
     }
+    /// The first session's status (the only one of an engine with one session).
     pub fn status(&self) -> &Arc<SyncStatus> {
-        &self.status
+        &self.statuses[0]
+    }
+    /// Every session's status, in `SyncConfig::sessions` order.
+    pub fn statuses(&self) -> &[Arc<SyncStatus>] {
+        &self.statuses
     }
     pub fn is_finished(&self) -> bool {
         !matches!(&self.thread, Some(t) if !t.is_finished())
@@ -142,7 +178,12 @@ impl Drop for SyncHandle {
     }
 }
 
-/// Starts the sync thread. `links` are the workers' [`WorkerLink`]s, index = worker.
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// Starts the sync thread of an engine with one session of every group (`cfg.sessions`
+/// empty). `links` are the workers' [`WorkerLink`]s, index = worker.
 pub fn start(
     cfg: SyncConfig,
     stack_cfg: Arc<StackConfig>,
@@ -150,29 +191,63 @@ pub fn start(
     status: Arc<SyncStatus>,
     on_takeover: TakeoverFn,
 ) -> io::Result<SyncHandle> {
-    if cfg.role == Role::Fenced {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "initial role must be active or standby",
-        ));
+    start_sessions(cfg, stack_cfg, links, vec![status], on_takeover)
+}
+
+/// The sessions `cfg` describes: its `sessions`, or one of every group.
+fn session_specs(cfg: &SyncConfig, stack_cfg: &StackConfig) -> Vec<SessionSpec> {
+    if cfg.sessions.is_empty() {
+        vec![SessionSpec { groups: stack_cfg.all_groups(), role: cfg.role }]
+    } else {
+        cfg.sessions.clone()
+    }
+}
+
+/// Starts the sync thread with one session per `cfg.sessions` entry (one of every group if
+/// it is empty), `statuses[i]` the status of session `i`. The sessions' groups must cover
+/// every group of `stack_cfg` exactly once.
+pub fn start_sessions(
+    cfg: SyncConfig,
+    stack_cfg: Arc<StackConfig>,
+    links: Vec<WorkerLink>,
+    statuses: Vec<Arc<SyncStatus>>,
+    on_takeover: TakeoverFn,
+) -> io::Result<SyncHandle> {
+    let specs = session_specs(&cfg, &stack_cfg);
+    if statuses.len() != specs.len() {
+        return Err(invalid(format!("{} sessions but {} statuses", specs.len(), statuses.len())));
+    }
+    if specs.iter().any(|s| s.role == Role::Fenced) {
+        return Err(invalid("initial role must be active or standby".into()));
+    }
+    if specs.len() >= 1 << (64 - TOKEN_SHIFT) {
+        return Err(invalid(format!("too many sessions: {}", specs.len())));
+    }
+    let mut covered = GroupSet::NONE;
+    for s in &specs {
+        if s.groups.is_empty() || covered.0 & s.groups.0 != 0 {
+            return Err(invalid(format!("session groups {:#x} are empty or overlap another session's", s.groups.0)));
+        }
+        covered = covered.union(s.groups);
+    }
+    if covered != stack_cfg.all_groups() {
+        return Err(invalid(format!(
+            "the sessions replicate groups {:#x}, the engine has groups {:#x}: each group needs exactly one session",
+            covered.0,
+            stack_cfg.all_groups().0
+        )));
     }
     if cfg.heartbeat.is_zero() || cfg.dead_after == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "heartbeat and dead_after must be non-zero",
-        ));
+        return Err(invalid("heartbeat and dead_after must be non-zero".into()));
     }
-    if links
-        .iter()
-        .enumerate()
-        .any(|(i, l)| usize::from(l.worker) != i)
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "links must be ordered by worker index",
-        ));
+    if links.iter().enumerate().any(|(i, l)| usize::from(l.worker) != i) {
+        return Err(invalid("links must be ordered by worker index".into()));
     }
+    let per_group = specs.len() > 1;
     for l in &links {
+        if per_group {
+            l.shared.use_group_watermarks(stack_cfg.all_groups().len());
+        }
         l.shared.set_watermark(RELEASE_ALL);
     }
     let parking = cfg.waiter.clone().map(|w| Arc::new(Parking::new(w)));
@@ -181,7 +256,7 @@ pub fn start(
             l.shared.set_parking(p.clone());
         }
     }
-    let st = status.clone();
+    let sts = statuses.clone();
     let pk = parking.clone();
     let thread = thread::Builder::new()
         .name("flowtwin-sync".into())
@@ -190,45 +265,54 @@ pub fn start(
                 p.waiter.on_sync_thread();
             }
             let now = Instant::now();
-            let session = Session::new(
-                SessionConfig {
-                    node_id: cfg.node_id,
-                    role: cfg.role,
-                    mode: cfg.mode,
-                    heartbeat: cfg.heartbeat,
-                    dead_after: cfg.dead_after,
-                    async_max_lag: cfg.async_max_lag,
-                    fence_hold: cfg.fence_hold,
-                    handover_hold: cfg.handover_hold,
-                    workers: links.len(),
-                },
-                stack_cfg,
-                st.clone(),
-                now,
-            );
+            let mut group_slot = [NO_SLOT; MAX_GROUPS];
+            let slots: Vec<Slot> = specs
+                .iter()
+                .zip(sts)
+                .enumerate()
+                .map(|(i, (spec, status))| {
+                    for g in spec.groups.iter() {
+                        group_slot[usize::from(g.0)] = i as u8;
+                    }
+                    let session = Session::new(
+                        SessionConfig {
+                            node_id: cfg.node_id,
+                            role: spec.role,
+                            mode: cfg.mode,
+                            heartbeat: cfg.heartbeat,
+                            dead_after: cfg.dead_after,
+                            async_max_lag: cfg.async_max_lag,
+                            fence_hold: cfg.fence_hold,
+                            handover_hold: cfg.handover_hold,
+                            workers: links.len(),
+                            groups: spec.groups,
+                            token_base: (i as u64) << TOKEN_SHIFT,
+                        },
+                        stack_cfg.clone(),
+                        status.clone(),
+                        now,
+                    );
+                    Slot::new(session, status, spec.groups, links.len())
+                })
+                .collect();
             let mut d = Driver {
                 parking: pk,
+                drained: vec![0; links.len()],
                 cfg,
                 links,
-                status: st,
                 on_takeover,
-                session,
+                slots,
+                group_slot,
                 listener: None,
                 bind_retry_at: now,
-                conn: None,
                 peek: vec![[0; RECORD_WORDS]; MAX_BATCH_RECORDS],
-                batch: Vec::with_capacity(MAX_BATCH_RECORDS),
-                new_flows: Vec::new(),
                 recs: Vec::new(),
-                coalescer: Coalescer::default(),
+                snapshots: VecDeque::new(),
+                snapshot_running: None,
             };
             d.run();
         })?;
-    Ok(SyncHandle {
-        thread: Some(thread),
-        status,
-        parking,
-    })
+    Ok(SyncHandle { thread: Some(thread), statuses, parking })
 }
 
 // ---- connection ---------------------------------------------------------------------
@@ -308,74 +392,59 @@ impl Pacer {
 /// heartbeats and acks).
 const FRAMES_PER_PASS: usize = 256;
 
-/// The sync thread's state: one session, its I/O.
-struct Driver {
-    /// Present with a [`SyncConfig::waiter`].
-    parking: Option<Arc<Parking>>,
-    cfg: SyncConfig,
-    links: Vec<WorkerLink>,
-    status: Arc<SyncStatus>,
-    on_takeover: TakeoverFn,
+/// A group that no session replicates (never, once `start_sessions` checked the specs).
+const NO_SLOT: u8 = u8::MAX;
+
+/// One session and its I/O.
+struct Slot {
     session: Session,
-    /// While active.
-    listener: Option<TcpListener>,
-    bind_retry_at: Instant,
-    /// The connection to the peer (a standby's, the active's, or a dial in progress).
+    status: Arc<SyncStatus>,
+    groups: GroupSet,
+    /// The connection to the peer's session of these groups (a standby's, the active's, or a
+    /// dial in progress).
     conn: Option<Conn>,
-    peek: Vec<Record>,
-    /// The batch being built from `peek` (coalesced).
+    /// The batch being built for the standby from one worker's burst (coalesced), its flow
+    /// creations (their sequence numbers), and its first and last sequence numbers, deltas
+    /// walked and deltas coalesced away.
     batch: Vec<Record>,
-    /// Flow creations in the batch being built (their sequence numbers).
     new_flows: Vec<u64>,
-    /// Records of the last batch read.
-    recs: Vec<Record>,
     coalescer: Coalescer,
+    first: u64,
+    last: u64,
+    deltas: u64,
+    dropped: u64,
+    /// Per worker: the last sequence number drained when the current standby was admitted.
+    /// Until it acknowledged something beyond, deltas drained before (never sent to it) do
+    /// not count as covered.
+    joined_at: Vec<u64>,
 }
 
-impl Driver {
-    fn stopping(&self) -> bool {
-        self.status.stop.load(Relaxed)
+impl Slot {
+    fn new(session: Session, status: Arc<SyncStatus>, groups: GroupSet, workers: usize) -> Slot {
+        Slot {
+            session,
+            status,
+            groups,
+            conn: None,
+            batch: Vec::with_capacity(MAX_BATCH_RECORDS),
+            new_flows: Vec::new(),
+            coalescer: Coalescer::default(),
+            first: 0,
+            last: 0,
+            deltas: 0,
+            dropped: 0,
+            joined_at: vec![0; workers],
+        }
     }
 
-    fn log(&self, msg: &str) {
-        session::log(self.cfg.node_id, msg);
-    }
-
-    fn run(&mut self) {
-        let mut pacer = Pacer::new(self.cfg.busy_poll);
-        while !self.stopping() {
-            let mut busy = self.outputs();
-            let (got, frames, batches) = self.read(Some(FRAMES_PER_PASS));
-            busy |= got || frames > 0;
-            self.session.tick(Instant::now());
-            busy |= self.outputs();
-            busy |= self.accept();
-            let drained = self.drain_rings(self.session.replicating());
-            busy |= drained;
-            // A peer that stops reading for longer than it may stay silent is dead.
-            let limit = self.session.dead_limit().max(Duration::from_millis(50));
-            if let Some(c) = self.conn.as_mut() {
-                busy |= !c.wbuf.is_empty();
-                if let Err(e) = c.flush(limit) {
-                    self.session.on_closed(Instant::now(), &e.to_string());
-                    busy |= self.outputs();
-                }
-            }
-            self.publish();
-            let hot = drained || batches > 0 || self.session.awaiting_ack();
-            if pacer.pass(hot, busy) {
-                self.idle(&pacer);
-            }
-        }
-        for l in &self.links {
-            l.shared.set_watermark(RELEASE_ALL);
-        }
+    fn log(&self, node_id: u32, msg: &str) {
+        session::log(node_id, msg);
     }
 
     /// Delivers what the connection has: at most `limit` frames (all with `None`), then the
     /// end of the stream once every complete frame was delivered. Returns (bytes arrived,
     /// frames, batches).
-    fn read(&mut self, limit: Option<usize>) -> (bool, usize, usize) {
+    fn read(&mut self, recs: &mut Vec<Record>, node_id: u32, limit: Option<usize>) -> (bool, usize, usize) {
         let Some(c) = self.conn.as_mut() else { return (false, 0, 0) };
         let got = match c.fill() {
             Ok(n) => n > 0,
@@ -389,7 +458,7 @@ impl Driver {
         let (mut frames, mut batches) = (0, 0);
         let mut bad = None;
         while limit.is_none_or(|l| frames < l) {
-            let m = match c.next(&mut self.recs) {
+            let m = match c.next(recs) {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
@@ -405,73 +474,13 @@ impl Driver {
         }
         let ended = c.eof && c.start >= c.end;
         if let Some(e) = bad {
-            self.log(&format!("bad frame from the peer: {e}"));
+            self.log(node_id, &format!("bad frame from the peer: {e}"));
             self.status.decode_errors.fetch_add(1, Relaxed);
             self.session.on_closed(Instant::now(), &e.to_string());
         } else if ended {
             self.session.on_closed(Instant::now(), "connection closed");
         }
         (got, frames, batches)
-    }
-
-    /// Carries out what the session asked for: its messages into the connection's write
-    /// buffer, then its actions in order (each one's own messages before the next action).
-    /// Returns whether there was anything.
-    fn outputs(&mut self) -> bool {
-        let mut any = self.queue_transmit();
-        while let Some(a) = self.session.poll_action() {
-            any = true;
-            match a {
-                Action::Connect { role, probe } => self.dial(role, probe),
-                Action::Listen => {
-                    self.bind_retry_at = Instant::now();
-                    self.listen();
-                }
-                Action::Close { linger } => self.close(linger),
-                Action::RequestSnapshot { token, pace, hold } => {
-                    // Release/Acquire order both marks before the request.
-                    for l in &self.links {
-                        if hold {
-                            l.shared.set_watermark(0);
-                        }
-                        if pace {
-                            l.shared.set_standby_acked(0);
-                        }
-                        l.shared.request_snapshot(token);
-                    }
-                }
-                Action::FinalDrain => {
-                    // Hold all output from now on: the standby speaks for the VIPs after this.
-                    for l in &self.links {
-                        l.shared.set_watermark(HOLD_ALL);
-                    }
-                    self.drain_rings(true);
-                    self.session.on_drained(Instant::now());
-                }
-                Action::ReadRest => {
-                    self.read(None);
-                    self.session.on_rest_read(Instant::now());
-                }
-                Action::TakeOver { takeover, detect, started, hold_all } => {
-                    if hold_all {
-                        for l in &self.links {
-                            l.shared.set_watermark(HOLD_ALL);
-                        }
-                    }
-                    (self.on_takeover)(takeover);
-                    // After the callback: the engine's workers have the takeover (and keep
-                    // what they kept) before they may see the flag cleared.
-                    self.status.set_retain_flows(false);
-                    self.status.mark_takeover(detect, started.elapsed());
-                }
-            }
-            self.queue_transmit();
-        }
-        if self.status.role() != Role::Active {
-            // Only an active engine listens: a fenced one must not answer a prober.
-            self.listener = None;
-        }
-        any
     }
 
     fn queue_transmit(&mut self) -> bool {
@@ -495,37 +504,243 @@ impl Driver {
         }
     }
 
-    /// Opens the active's listener (retried every 100 ms while the address is taken; the
+    /// How far worker `w`'s deltas of this session's groups are acknowledged, given that
+    /// the driver drained that worker up to `drained`: with nothing in flight and the
+    /// standby past its join, every delta of these groups up to `drained` was sent and
+    /// acknowledged, so output tagged with another group's sequence number that also
+    /// depends on these groups need not wait for their next delta.
+    fn covered(&self, w: usize, drained: u64) -> u64 {
+        let acked = self.session.acked(w);
+        if !self.session.awaiting_ack_of(w) && acked > self.joined_at[w] {
+            acked.max(drained)
+        } else {
+            acked
+        }
+    }
+}
+
+/// The sync thread's state: the sessions, their I/O.
+struct Driver {
+    /// Present with a [`SyncConfig::waiter`].
+    parking: Option<Arc<Parking>>,
+    cfg: SyncConfig,
+    links: Vec<WorkerLink>,
+    on_takeover: TakeoverFn,
+    slots: Vec<Slot>,
+    /// The slot of each group.
+    group_slot: [u8; MAX_GROUPS],
+    /// Per worker: the last sequence number drained from its ring.
+    drained: Vec<u64>,
+    /// While some session is active.
+    listener: Option<TcpListener>,
+    bind_retry_at: Instant,
+    peek: Vec<Record>,
+    /// Records of the last batch read.
+    recs: Vec<Record>,
+    /// Join snapshots asked for while another ran: (slot, token, pace).
+    snapshots: VecDeque<(usize, u64, bool)>,
+    /// The join snapshot the workers are emitting: its token and the workers whose
+    /// `Barrier` has not been drained yet.
+    snapshot_running: Option<(u64, Vec<bool>)>,
+}
+
+impl Driver {
+    fn stopping(&self) -> bool {
+        self.slots[0].status.stop.load(Relaxed)
+    }
+
+    fn log(&self, msg: &str) {
+        session::log(self.cfg.node_id, msg);
+    }
+
+    fn single(&self) -> bool {
+        self.slots.len() == 1
+    }
+
+    /// Sets the watermark of slot `i`'s groups on worker `w`.
+    fn set_watermark(&self, i: usize, w: usize, v: u64) {
+        if self.single() {
+            self.links[w].shared.set_watermark(v);
+        } else {
+            self.links[w].shared.set_watermark_of(self.slots[i].groups, v);
+        }
+    }
+
+    fn set_watermarks(&self, i: usize, v: u64) {
+        for w in 0..self.links.len() {
+            self.set_watermark(i, w, v);
+        }
+    }
+
+    fn run(&mut self) {
+        let mut pacer = Pacer::new(self.cfg.busy_poll);
+        while !self.stopping() {
+            let mut busy = false;
+            let mut batches = 0;
+            for i in 0..self.slots.len() {
+                busy |= self.outputs(i);
+                let (got, frames, b) = self.slots[i].read(&mut self.recs, self.cfg.node_id, Some(FRAMES_PER_PASS));
+                busy |= got || frames > 0;
+                batches += b;
+                self.slots[i].session.tick(Instant::now());
+                busy |= self.outputs(i);
+            }
+            busy |= self.accept();
+            let drained = self.drain_rings(None);
+            busy |= drained;
+            for i in 0..self.slots.len() {
+                let s = &mut self.slots[i];
+                // A peer that stops reading for longer than it may stay silent is dead.
+                let limit = s.session.dead_limit().max(Duration::from_millis(50));
+                let Some(c) = s.conn.as_mut() else { continue };
+                busy |= !c.wbuf.is_empty();
+                if let Err(e) = c.flush(limit) {
+                    s.session.on_closed(Instant::now(), &e.to_string());
+                    busy |= self.outputs(i);
+                }
+            }
+            self.publish();
+            let hot = drained || batches > 0 || self.slots.iter().any(|s| s.session.awaiting_ack());
+            if pacer.pass(hot, busy) {
+                self.idle(&pacer);
+            }
+        }
+        for l in &self.links {
+            l.shared.set_watermark(RELEASE_ALL);
+        }
+    }
+
+    /// Carries out what session `i` asked for: its messages into its connection's write
+    /// buffer, then its actions in order (each one's own messages before the next action).
+    /// Returns whether there was anything.
+    fn outputs(&mut self, i: usize) -> bool {
+        let mut any = self.slots[i].queue_transmit();
+        while let Some(a) = self.slots[i].session.poll_action() {
+            any = true;
+            match a {
+                Action::Connect { role, probe } => self.dial(i, role, probe),
+                Action::Listen => {
+                    self.bind_retry_at = Instant::now();
+                    self.listen();
+                }
+                Action::Close { linger } => self.slots[i].close(linger),
+                Action::RequestSnapshot { token, pace, hold } => {
+                    // Release/Acquire order both marks before the request.
+                    if hold {
+                        self.set_watermarks(i, 0);
+                    }
+                    let drained = self.drained.clone();
+                    self.slots[i].joined_at = drained;
+                    // A newer request of the same session replaces its older one; so does
+                    // any request of the one session of an engine (as before sessions).
+                    self.snapshots.retain(|q| q.0 != i);
+                    let own = self.snapshot_running.as_ref().is_some_and(|(t, _)| (t >> TOKEN_SHIFT) as usize == i);
+                    if own || self.single() {
+                        self.snapshot_running = None;
+                    }
+                    self.snapshots.push_back((i, token, pace));
+                    self.next_snapshot();
+                }
+                Action::FinalDrain => {
+                    // Hold all output from now on: the standby speaks for the VIPs after this.
+                    self.set_watermarks(i, HOLD_ALL);
+                    self.drain_rings(Some(i));
+                    self.slots[i].session.on_drained(Instant::now());
+                }
+                Action::ReadRest => {
+                    self.slots[i].read(&mut self.recs, self.cfg.node_id, None);
+                    self.slots[i].session.on_rest_read(Instant::now());
+                }
+                Action::TakeOver { takeover, detect, started, hold_all } => {
+                    if hold_all {
+                        self.set_watermarks(i, HOLD_ALL);
+                    }
+                    (self.on_takeover)(takeover);
+                    // After the callback: the engine's workers have the takeover (and keep
+                    // what they kept) before they may see the flag cleared.
+                    let st = &self.slots[i].status;
+                    st.set_retain_flows(false);
+                    st.mark_takeover(detect, started.elapsed());
+                }
+            }
+            self.slots[i].queue_transmit();
+        }
+        if !self.slots.iter().any(|s| s.status.role() == Role::Active) {
+            // Only an active engine listens: a fenced one must not answer a prober.
+            self.listener = None;
+        }
+        any
+    }
+
+    /// Starts the next queued join snapshot unless one runs (a worker answers one request
+    /// at a time: a second would replace the first, whose standby would wait forever).
+    fn next_snapshot(&mut self) {
+        if self.snapshot_running.is_some() {
+            return;
+        }
+        let Some((i, token, pace)) = self.snapshots.pop_front() else { return };
+        if !self.slots[i].session.replicating() {
+            // Its standby left meanwhile.
+            return self.next_snapshot();
+        }
+        for l in &self.links {
+            if pace {
+                l.shared.set_standby_acked(0);
+            }
+            l.shared.request_snapshot(token);
+        }
+        self.snapshot_running = Some((token, vec![false; self.links.len()]));
+    }
+
+    /// A `Barrier(token)` of worker `w` was drained.
+    fn barrier_drained(&mut self, w: usize, token: u64) {
+        if let Some((t, seen)) = self.snapshot_running.as_mut() {
+            if *t == token && w < seen.len() {
+                seen[w] = true;
+                if seen.iter().all(|&s| s) {
+                    self.snapshot_running = None;
+                    self.next_snapshot();
+                }
+            }
+        }
+    }
+
+    /// Opens the listener (retried every 100 ms while the address is taken; an active
     /// session serves unprotected meanwhile: no standby, everything released).
     fn listen(&mut self) {
-        if self.listener.is_some() || self.status.role() != Role::Active || Instant::now() < self.bind_retry_at {
+        let active = self.slots.iter().any(|s| s.status.role() == Role::Active);
+        if self.listener.is_some() || !active || Instant::now() < self.bind_retry_at {
             return;
         }
         match TcpListener::bind(self.cfg.listen).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
             Ok(l) => {
                 self.listener = Some(l);
-                self.log(&format!("active (epoch {}), listening on {}", self.session.epoch(), self.cfg.listen));
+                let epoch = self.slots.iter().find(|s| s.status.role() == Role::Active).map_or(0, |s| s.session.epoch());
+                self.log(&format!("active (epoch {epoch}), listening on {}", self.cfg.listen));
             }
             Err(e) => {
-                self.status.set_error(format!("bind {}: {e}", self.cfg.listen));
+                for s in self.slots.iter().filter(|s| s.status.role() == Role::Active) {
+                    s.status.set_error(format!("bind {}: {e}", self.cfg.listen));
+                }
                 self.bind_retry_at = Instant::now() + Duration::from_millis(100);
             }
         }
     }
 
-    /// Dials the peer and exchanges Hello as `role`; the session hears how it went.
-    fn dial(&mut self, role: Role, probe: bool) {
-        self.close(Duration::ZERO);
+    /// Dials the peer for session `i` and exchanges Hello as `role`; the session hears how
+    /// it went.
+    fn dial(&mut self, i: usize, role: Role, probe: bool) {
+        self.slots[i].close(Duration::ZERO);
         // A probe runs on the active's sync thread, which must keep draining the rings.
         let (limit, hello_limit) = if probe {
             (Duration::from_millis(20), Duration::from_millis(50))
         } else {
             (Duration::from_millis(100), HELLO_TIMEOUT)
         };
-        match self.handshake(role, limit, hello_limit) {
+        match self.handshake(i, role, limit, hello_limit) {
             Ok((c, h)) => {
-                self.conn = Some(c);
-                self.session.on_connected(Instant::now(), &h);
+                self.slots[i].conn = Some(c);
+                self.slots[i].session.on_connected(Instant::now(), &h);
             }
             Err(e) => {
                 let kind = match e.kind() {
@@ -533,113 +748,153 @@ impl Driver {
                     io::ErrorKind::InvalidData => DialError::Invalid,
                     _ => DialError::Other,
                 };
-                self.session.on_connect_failed(Instant::now(), kind);
+                self.slots[i].session.on_connect_failed(Instant::now(), kind);
             }
         }
     }
 
     /// Dials the peer and exchanges Hello as `role`, each step bounded by `limit` (the Hello
     /// reply by `hello_limit`). The peer's Hello is returned unchecked.
-    fn handshake(&mut self, role: Role, limit: Duration, hello_limit: Duration) -> io::Result<(Conn, Hello)> {
+    fn handshake(&mut self, i: usize, role: Role, limit: Duration, hello_limit: Duration) -> io::Result<(Conn, Hello)> {
         let s = TcpStream::connect_timeout(&self.cfg.peer, limit)?;
         let mut c = Conn::new(s)?;
-        c.send_now(&Msg::Hello(self.session.hello(role)), limit)?;
-        let status = self.status.clone();
+        c.send_now(&Msg::Hello(self.slots[i].session.hello(role)), limit)?;
+        let status = self.slots[i].status.clone();
         let h = c.recv_hello_within(&mut self.recs, &|| status.stop.load(Relaxed), hello_limit)?;
         Ok((c, h))
     }
 
-    /// An active without a standby takes the next connection on its listener.
+    /// A session that is active without a standby takes the next connection on the
+    /// listener that is for it.
+    ///
+    /// With one session, our Hello goes out first (as before sessions). With several, the
+    /// peer's Hello names the session it is for, so it is read first; a connection for a
+    /// session that admits no standby now is closed without a word (the peer retries).
     fn accept(&mut self) -> bool {
         self.listen();
-        if !self.session.wants_accept() || self.conn.is_some() {
+        if !self.slots.iter().any(|s| s.session.wants_accept() && s.conn.is_none()) {
             return false;
         }
         let Some(Ok((s, addr))) = self.listener.as_ref().map(TcpListener::accept) else { return false };
         let Ok(mut conn) = Conn::new(s) else { return true };
-        let _ = conn.send_now(&Msg::Hello(self.session.hello(Role::Active)), HELLO_TIMEOUT);
-        let status = self.status.clone();
-        match conn.recv_hello(&mut self.recs, &|| status.stop.load(Relaxed)) {
-            Ok(h) => {
-                self.conn = Some(conn);
-                self.session.on_accept(Instant::now(), &addr.to_string(), &h);
-                self.outputs();
+        let status = self.slots[0].status.clone();
+        let stop = || status.stop.load(Relaxed);
+        let i = if self.single() {
+            let _ = conn.send_now(&Msg::Hello(self.slots[0].session.hello(Role::Active)), HELLO_TIMEOUT);
+            match conn.recv_hello(&mut self.recs, &stop) {
+                Ok(h) => Some((0, h)),
+                Err(e) => {
+                    self.log(&format!("standby {addr}: handshake failed: {e}"));
+                    None
+                }
             }
-            Err(e) => self.log(&format!("standby {addr}: handshake failed: {e}")),
+        } else {
+            match conn.recv_hello(&mut self.recs, &stop) {
+                Ok(h) => match self.slots.iter().position(|s| s.groups.0 == h.session) {
+                    Some(i) if self.slots[i].session.wants_accept() && self.slots[i].conn.is_none() => {
+                        let _ = conn.send_now(&Msg::Hello(self.slots[i].session.hello(Role::Active)), HELLO_TIMEOUT);
+                        Some((i, h))
+                    }
+                    Some(_) => None,
+                    None => {
+                        self.log(&format!("peer {addr}: no session replicates groups {:#x}", h.session));
+                        None
+                    }
+                },
+                Err(e) => {
+                    self.log(&format!("standby {addr}: handshake failed: {e}"));
+                    None
+                }
+            }
+        };
+        if let Some((i, h)) = i {
+            self.slots[i].conn = Some(conn);
+            self.slots[i].session.on_accept(Instant::now(), &addr.to_string(), &h);
+            self.outputs(i);
         }
         true
     }
 
-    /// Publishes the session's release plan to the workers' watermarks, and (active) what
-    /// the standby acknowledged, which paces join snapshots, held output or not.
+    /// Publishes each session's release plan to the watermarks of its groups, and (while
+    /// some session is active) what the standbys acknowledged, which paces join snapshots.
     fn publish(&mut self) {
-        match self.session.release(Instant::now()) {
-            Release::Keep => {}
-            Release::All => self.links.iter().for_each(|l| l.shared.set_watermark(RELEASE_ALL)),
-            Release::Nothing => self.links.iter().for_each(|l| l.shared.set_watermark(0)),
-            Release::Acked => {
-                for (w, l) in self.links.iter().enumerate() {
-                    l.shared.set_watermark(self.session.acked(w));
+        for i in 0..self.slots.len() {
+            match self.slots[i].session.release(Instant::now()) {
+                Release::Keep => {}
+                Release::All => self.set_watermarks(i, RELEASE_ALL),
+                Release::Nothing => self.set_watermarks(i, 0),
+                Release::Acked => {
+                    for w in 0..self.links.len() {
+                        let s = &self.slots[i];
+                        let v = if self.single() { s.session.acked(w) } else { s.covered(w, self.drained[w]) };
+                        self.set_watermark(i, w, v);
+                    }
                 }
             }
         }
-        if self.session.serving() {
+        if self.slots.iter().any(|s| s.session.serving()) {
             for (w, l) in self.links.iter().enumerate() {
-                l.shared.set_standby_acked(self.session.pacing(w));
+                let pace = self.slots.iter().filter(|s| s.session.serving()).map(|s| s.session.pacing(w)).min();
+                l.shared.set_standby_acked(pace.unwrap_or(RELEASE_ALL));
             }
         }
     }
 
-    /// An idle pass's wait, until the session's next deadline at the most. With a waiter:
-    /// block until the connection (or the listener) is readable, the doorbell rings, or the
+    /// An idle pass's wait, until the sessions' next deadline at the most. With a waiter:
+    /// block until a connection (or the listener) is readable, the doorbell rings, or the
     /// timeout; an active parks (workers ring when they publish deltas) after re-checking
     /// that every ring is empty. Without: sleep a little.
     fn idle(&mut self, pacer: &Pacer) {
         let now = Instant::now();
-        let active = self.session.serving();
+        let active = self.slots.iter().any(|s| s.session.serving());
         // An active never blocks past park_max, so no delta depends on the doorbell alone; a
         // standby looks at stop and takeover requests at least every STANDBY_WAIT_MAX.
         let cap = if active { self.cfg.park_max } else { STANDBY_WAIT_MAX };
-        let timeout = self.session.next_deadline().map_or(cap, |d| cap.min(d.saturating_duration_since(now)));
-        let fd: Option<RawFd> = match (&self.conn, &self.listener) {
-            (Some(c), _) => Some(c.s.as_raw_fd()),
-            (None, Some(l)) if active => Some(l.as_raw_fd()),
-            _ => None,
-        };
+        let deadline = self.slots.iter().filter_map(|s| s.session.next_deadline()).min();
+        let timeout = deadline.map_or(cap, |d| cap.min(d.saturating_duration_since(now)));
+        let mut fds: Vec<RawFd> = self.slots.iter().filter_map(|s| s.conn.as_ref().map(|c| c.s.as_raw_fd())).collect();
+        if let (Some(l), true) = (&self.listener, active) {
+            if self.slots.iter().any(|s| s.session.wants_accept() && s.conn.is_none()) || fds.is_empty() {
+                fds.push(l.as_raw_fd());
+            }
+        }
         let Some(p) = self.parking.clone() else {
             // Nothing can arrive without a connection or listener: sleep to the deadline.
-            let t = if fd.is_none() { timeout } else { pacer.sleep_time().min(timeout.max(Duration::from_micros(1))) };
+            let t = if fds.is_empty() { timeout } else { pacer.sleep_time().min(timeout.max(Duration::from_micros(1))) };
             thread::sleep(t);
             return;
         };
         if timeout.is_zero() {
             return;
         }
-        let fds: &[RawFd] = match &fd {
-            Some(fd) => std::slice::from_ref(fd),
-            None => &[],
-        };
         let woken = if active {
             let links = &mut self.links;
-            p.park(|| links.iter_mut().any(|l| !l.consumer.is_empty()), fds, timeout)
+            p.park(|| links.iter_mut().any(|l| !l.consumer.is_empty()), &fds, timeout)
         } else {
-            Some(p.wait(fds, timeout))
+            Some(p.wait(&fds, timeout))
         };
         if let Some(Woken { rung, .. }) = woken {
-            self.status.waits.fetch_add(1, Relaxed);
+            let st = &self.slots[0].status;
+            st.waits.fetch_add(1, Relaxed);
             if rung {
-                self.status.doorbell_wakes.fetch_add(1, Relaxed);
+                st.doorbell_wakes.fetch_add(1, Relaxed);
             }
         }
     }
 
-    /// Moves whole deltas from every ring into batches for the standby (`to_peer`), or drops
-    /// them (no standby: the workers do not wait for one). Returns whether anything was
-    /// drained.
-    fn drain_rings(&mut self, to_peer: bool) -> bool {
+    /// Moves whole deltas from every ring into batches for the standbys of their groups'
+    /// sessions, or drops them (a session without a standby: the workers do not wait for
+    /// one). `force`: the session whose final drain this is (sent even though it may no
+    /// longer count as replicating). Returns whether anything was drained.
+    fn drain_rings(&mut self, force: Option<usize>) -> bool {
         let mut any = false;
         let now = Instant::now();
-        let mut peer = if to_peer { self.conn.as_mut() } else { None };
+        let to_peer: Vec<bool> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.conn.is_some() && (s.session.replicating() || force == Some(i)))
+            .collect();
         for w in 0..self.links.len() {
             // Bounded passes per call so heartbeats and acks keep flowing under load.
             for _ in 0..16 {
@@ -648,34 +903,53 @@ impl Driver {
                     break;
                 }
                 // Walk whole deltas (a delta is never split across batches), coalescing them
-                // into the batch for the standby as they are walked.
-                let (mut used, mut first, mut last, mut deltas) = (0usize, 0u64, 0u64, 0u64);
-                let mut dropped = 0u64;
-                if peer.is_some() {
-                    self.coalescer.begin(&mut self.batch);
-                    self.new_flows.clear();
+                // into the batch of their session as they are walked.
+                let mut used = 0usize;
+                for (i, s) in self.slots.iter_mut().enumerate() {
+                    (s.first, s.last, s.deltas, s.dropped) = (0, 0, 0, 0);
+                    if to_peer[i] {
+                        s.coalescer.begin(&mut s.batch);
+                        s.new_flows.clear();
+                    }
                 }
+                let mut barriers: Vec<u64> = Vec::new();
                 while used < got {
                     match delta::peek_header(&self.peek[used..got]) {
                         Ok(p) => {
-                            if peer.is_some() {
-                                let d = &self.peek[used..used + p.records];
-                                dropped += u64::from(self.coalescer.push(&p, d, &mut self.batch));
-                                if p.kind == delta::DeltaKind::FlowNew {
-                                    self.new_flows.push(p.header.seq);
+                            let i = if p.kind == delta::DeltaKind::Barrier {
+                                let d = delta::decode(&self.peek[used..used + p.records]).ok();
+                                let token = match d.map(|(d, _)| d.body) {
+                                    Some(delta::DeltaBody::Barrier { token }) => token,
+                                    _ => 0,
+                                };
+                                barriers.push(token);
+                                (token >> TOKEN_SHIFT) as usize
+                            } else {
+                                usize::from(self.group_slot.get(usize::from(p.header.group)).copied().unwrap_or(NO_SLOT))
+                            };
+                            if let Some(s) = self.slots.get_mut(i) {
+                                if to_peer[i] {
+                                    let d = &self.peek[used..used + p.records];
+                                    s.dropped += u64::from(s.coalescer.push(&p, d, &mut s.batch));
+                                    if p.kind == delta::DeltaKind::FlowNew {
+                                        s.new_flows.push(p.header.seq);
+                                    }
                                 }
+                                if s.first == 0 {
+                                    s.first = p.header.seq;
+                                }
+                                s.last = p.header.seq;
+                                s.deltas += 1;
+                            } else {
+                                self.slots[0].status.decode_errors.fetch_add(1, Relaxed);
                             }
-                            if first == 0 {
-                                first = p.header.seq;
-                            }
-                            last = p.header.seq;
+                            self.drained[w] = p.header.seq;
                             used += p.records;
-                            deltas += 1;
                         }
                         Err(delta::DeltaError::Truncated { .. }) => break,
                         Err(e) => {
                             // Cannot happen with our producer; skip one record, count it.
-                            self.status.decode_errors.fetch_add(1, Relaxed);
+                            self.slots[0].status.decode_errors.fetch_add(1, Relaxed);
                             session::log(self.cfg.node_id, &format!("worker {w}: bad delta on ring: {e}"));
                             if used == 0 {
                                 used = 1;
@@ -687,20 +961,26 @@ impl Driver {
                 if used == 0 {
                     break;
                 }
-                if let Some(c) = peer.as_deref_mut() {
-                    if last != 0 {
-                        let n = self.batch.len();
-                        proto::encode_batch(&mut c.wbuf, w as u16, first, last, &self.batch);
-                        self.session.on_batch_sent(now, w, last, n as u32, &self.new_flows);
-                        self.status.batches_sent.fetch_add(1, Relaxed);
-                        self.status.deltas_sent.fetch_add(deltas - dropped, Relaxed);
-                        self.status.deltas_coalesced.fetch_add(dropped, Relaxed);
-                        self.status.bytes_replicated.fetch_add((n * RECORD_BYTES) as u64, Relaxed);
+                let mut full = false;
+                for (i, s) in self.slots.iter_mut().enumerate() {
+                    let Some(c) = s.conn.as_mut().filter(|_| to_peer[i]) else { continue };
+                    if s.last != 0 {
+                        let n = s.batch.len();
+                        proto::encode_batch(&mut c.wbuf, w as u16, s.first, s.last, &s.batch);
+                        s.session.on_batch_sent(now, w, s.last, n as u32, &s.new_flows);
+                        s.status.batches_sent.fetch_add(1, Relaxed);
+                        s.status.deltas_sent.fetch_add(s.deltas - s.dropped, Relaxed);
+                        s.status.deltas_coalesced.fetch_add(s.dropped, Relaxed);
+                        s.status.bytes_replicated.fetch_add((n * RECORD_BYTES) as u64, Relaxed);
                     }
+                    full |= c.wbuf.len() >= 512 * 1024;
                 }
                 self.links[w].consumer.advance(used);
+                for t in barriers {
+                    self.barrier_drained(w, t);
+                }
                 any = true;
-                if peer.as_ref().is_some_and(|c| c.wbuf.len() >= 512 * 1024) {
+                if full {
                     break;
                 }
             }

@@ -97,6 +97,9 @@ pub struct Hello {
     /// Digest of the ownership groups (names and VIPs): both engines must agree on which
     /// VIP moves with which group.
     pub groups: u64,
+    /// The groups (`GroupSet` bits) of the session this connection is for: an engine runs one
+    /// session per set of groups, all over one listener.
+    pub session: u64,
 }
 
 impl Hello {
@@ -213,6 +216,7 @@ pub fn encode(m: &Msg<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(&h.workers.to_le_bytes());
             out.extend_from_slice(&h.heartbeat_us.to_le_bytes());
             out.extend_from_slice(&h.groups.to_le_bytes());
+            out.extend_from_slice(&h.session.to_le_bytes());
             finish(out, at);
         }
         Msg::Batch {
@@ -387,6 +391,7 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
                     workers: 0,
                     heartbeat_us: 0,
                     groups: 0,
+                    session: 0,
                 }));
             }
             let node_id = r.u32()?;
@@ -396,6 +401,7 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
             let workers = r.u16()?;
             let heartbeat_us = r.u32()?;
             let groups = r.u64()?;
+            let session = r.u64()?;
             Msg::Hello(Hello {
                 magic,
                 version,
@@ -406,6 +412,7 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
                 workers,
                 heartbeat_us,
                 groups,
+                session,
             })
         }
         T_BATCH => {
@@ -512,6 +519,7 @@ mod tests {
             workers: 2,
             heartbeat_us: 5000,
             groups: 0x1234_5678_9abc_def0,
+            session: 0b1010,
         }));
         let recs = [7u8; 128];
         roundtrip(Msg::Batch {
@@ -554,6 +562,7 @@ mod tests {
             workers: 1,
             heartbeat_us: 1,
             groups: 0,
+            session: 1,
         };
         encode(&Msg::Hello(h), &mut b);
         let Msg::Hello(got) = decode(&b).unwrap().unwrap().0 else {

@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 
 use flowtwin_engine::commit::Watermarks;
 use flowtwin_engine::dataplane::ReplControl;
-use flowtwin_engine::group::GroupId;
+use flowtwin_engine::group::{GroupId, GroupSet, MAX_GROUPS};
 use flowtwin_engine::iteration::CommitControl;
 use flowtwin_engine::replica::{ReplEvent, ReplFull, Replicator};
 
@@ -69,6 +69,10 @@ struct Shared {
     /// The sync thread's parking spot, installed by `node::start` when it was given a
     /// waiter (empty otherwise: the sync thread polls and nobody rings).
     parking: OnceLock<Arc<Parking>>,
+    /// With several sessions (`node::start_sessions`): one watermark per ownership group,
+    /// each moved by its session (writer: sync core, Release; reader: worker, Acquire).
+    /// Unset: `watermark` is every group's.
+    per_group: OnceLock<Box<[AtomicU64]>>,
 }
 
 /// A handle on one worker's shared atomics; cheap to clone into the worker and the
@@ -89,6 +93,7 @@ impl WorkerShared {
             pushed: AtomicU64::new(0),
             pushed_seen: AtomicU64::new(0),
             parking: OnceLock::new(),
+            per_group: OnceLock::new(),
         }))
     }
 
@@ -115,6 +120,38 @@ impl WorkerShared {
         p.notify();
     }
 
+    /// Sync core, before the workers run: keep one watermark per group for `groups` groups
+    /// (an engine of several sessions). Set once (later calls are ignored).
+    pub(crate) fn use_group_watermarks(&self, groups: usize) {
+        let _ = self.0.per_group.set((0..groups.max(1)).map(|_| AtomicU64::new(RELEASE_ALL)).collect());
+    }
+
+    /// Sync core: publish watermark `w` for the groups `groups` (every group without
+    /// per-group watermarks).
+    pub fn set_watermark_of(&self, groups: GroupSet, w: u64) {
+        let Some(pg) = self.0.per_group.get() else { return self.set_watermark(w) };
+        for g in groups.iter() {
+            if let Some(a) = pg.get(usize::from(g.0)) {
+                a.store(w, Ordering::Release);
+            }
+        }
+    }
+
+    /// The watermarks of every group (what a worker's release reads each pass).
+    #[inline]
+    pub fn watermarks(&self) -> Watermarks {
+        match self.0.per_group.get() {
+            None => Watermarks::uniform(self.watermark()),
+            Some(pg) => {
+                let mut w = [0u64; MAX_GROUPS];
+                for (d, a) in w.iter_mut().zip(pg.iter()) {
+                    *d = a.load(Ordering::Acquire);
+                }
+                Watermarks::per_group(&w[..pg.len()])
+            }
+        }
+    }
+
     /// The release watermark: output built at sequence `s` may leave once `s <= watermark()`.
     #[inline]
     pub fn watermark(&self) -> u64 {
@@ -133,6 +170,11 @@ impl WorkerShared {
     pub fn set_watermark(&self, w: u64) {
         // Release pairs with the Acquire load in `watermark`.
         self.0.watermark.store(w, Ordering::Release);
+        if let Some(pg) = self.0.per_group.get() {
+            for a in pg.iter() {
+                a.store(w, Ordering::Release);
+            }
+        }
     }
 
     /// What the standby acknowledged of this worker's deltas (see `Shared::standby_acked`).
@@ -190,7 +232,7 @@ impl WorkerShared {
 /// that the worker loop and the tests read it alike, with nothing in between).
 impl CommitControl for WorkerShared {
     fn watermarks(&self) -> Watermarks {
-        Watermarks::uniform(WorkerShared::watermark(self))
+        WorkerShared::watermarks(self)
     }
     fn standby_acked(&self) -> u64 {
         WorkerShared::standby_acked(self)

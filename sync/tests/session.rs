@@ -43,6 +43,8 @@ fn cfg(node_id: u32, role: Role) -> SessionConfig {
         fence_hold: Duration::from_millis(30),
         handover_hold: Duration::from_millis(500),
         workers: 2,
+        groups: flowtwin_engine::group::GroupSet::first(1),
+        token_base: 0,
     }
 }
 
@@ -174,7 +176,7 @@ impl Rig {
 }
 
 fn hello(node_id: u32, epoch: u64, role: Role) -> Hello {
-    Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 2, heartbeat_us: 5000, groups: stack().group_digest() }
+    Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 2, heartbeat_us: 5000, groups: stack().group_digest(), session: 1 }
 }
 
 fn barrier(worker: u16, token: u64) -> Vec<Record> {

@@ -41,6 +41,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowtwin_engine::group::GroupSet;
 use flowtwin_engine::replica::ShadowFlow;
 use flowtwin_engine::stack::StackConfig;
 
@@ -108,6 +109,8 @@ pub struct Takeover {
     /// `HandoverFallback`: resume the flows the engine kept since it handed over (`flows`
     /// is empty); otherwise the engine first forgets whatever flows it still has.
     pub retained: bool,
+    /// The ownership groups taken over (the session's).
+    pub groups: GroupSet,
 }
 
 impl std::fmt::Debug for Takeover {
@@ -118,6 +121,7 @@ impl std::fmt::Debug for Takeover {
             .field("reason", &self.reason)
             .field("in_sync", &self.in_sync)
             .field("retained", &self.retained)
+            .field("groups", &self.groups)
             .finish()
     }
 }
@@ -136,7 +140,16 @@ pub struct SessionConfig {
     pub handover_hold: Duration,
     /// This engine's worker count.
     pub workers: usize,
+    /// The ownership groups this session replicates (every group for an engine of one
+    /// session): its Hello names them, and its takeover gives the engine these.
+    pub groups: GroupSet,
+    /// Where this session's join-snapshot tokens start: the driver tells sessions apart by
+    /// `token >> TOKEN_SHIFT` (a worker's `Barrier` carries the token).
+    pub token_base: u64,
 }
+
+/// A join-snapshot token's bits above this name the session that asked for it.
+pub const TOKEN_SHIFT: u32 = 48;
 
 /// Startup probe of the peer before becoming active (plus a node-id tie-break).
 pub const PROBE_WINDOW: Duration = Duration::from_millis(300);
@@ -325,14 +338,14 @@ fn newer(epoch_a: u64, node_a: u32, epoch_b: u64, node_b: u32) -> bool {
 impl Session {
     /// A session starting at `now` in the role `cfg.role` prefers.
     pub fn new(cfg: SessionConfig, stack_cfg: Arc<StackConfig>, status: Arc<SyncStatus>, now: Instant) -> Session {
-        let workers = cfg.workers;
+        let (workers, token) = (cfg.workers, cfg.token_base);
         let mut s = Session {
             cfg,
             stack_cfg,
             status,
             state: State::Connecting { retry_at: now, dialing: false },
             epoch: 0,
-            token: 0,
+            token,
             shadow: Replicas::new(workers),
             transmit: VecDeque::new(),
             actions: VecDeque::new(),
@@ -366,6 +379,7 @@ impl Session {
             workers: self.cfg.workers as u16,
             heartbeat_us: self.cfg.heartbeat.as_micros().min(u32::MAX as u128) as u32,
             groups: self.stack_cfg.group_digest(),
+            session: self.cfg.groups.0,
         }
     }
 
@@ -388,6 +402,12 @@ impl Session {
             return Err(format!(
                 "heartbeat interval mismatch: peer node {} beats every {} µs, this engine every {} µs",
                 h.node_id, h.heartbeat_us, ours
+            ));
+        }
+        if h.session != self.cfg.groups.0 {
+            return Err(format!(
+                "session mismatch: peer node {} offers the session of groups {:#x}, this one replicates groups {:#x}",
+                h.node_id, h.session, self.cfg.groups.0
             ));
         }
         let groups = self.stack_cfg.group_digest();
@@ -430,6 +450,19 @@ impl Session {
             State::Active { peer: Some(p), .. } => p.unacked.iter().any(|q| !q.is_empty()),
             _ => false,
         }
+    }
+
+    /// A batch of worker `w` was sent and its ack has not arrived yet.
+    pub fn awaiting_ack_of(&self, w: usize) -> bool {
+        match &self.state {
+            State::Active { peer: Some(p), .. } => p.unacked.get(w).is_some_and(|q| !q.is_empty()),
+            _ => false,
+        }
+    }
+
+    /// The ownership groups this session replicates.
+    pub fn groups(&self) -> GroupSet {
+        self.cfg.groups
     }
 
     /// What the standby acknowledged of worker `w` (0 without a standby).

@@ -210,7 +210,7 @@ impl Session {
             self.handover_hold_until = Some(now + self.cfg.handover_hold);
         }
         self.fallback_until = None;
-        let takeover = Takeover { epoch: self.epoch, flows, reason, in_sync, retained: fallback };
+        let takeover = Takeover { epoch: self.epoch, flows, reason, in_sync, retained: fallback, groups: self.cfg.groups };
         // Active before the callback (`enter_active` sets the role now, the driver calls back
         // later): the engine follows this role, and must never see Standby after its workers
         // started installing the flows. The callback comes before `Listen`.

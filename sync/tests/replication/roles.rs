@@ -25,6 +25,7 @@ fn version_mismatch_is_refused() {
         workers: 1,
         heartbeat_us: 5000,
         groups: 0,
+        session: 1,
     };
     proto::encode(&Msg::Hello(bogus), &mut out);
     s.write_all(&out).unwrap();
@@ -149,6 +150,7 @@ fn silent_active_detected_after_three_heartbeats() {
         workers: 1,
         heartbeat_us: 20_000,
         groups: stack.group_digest(),
+        session: 1,
     };
     proto::encode(&Msg::Hello(hello), &mut out);
     proto::encode(&Msg::Snapshot { token: 1 }, &mut out);
