@@ -304,7 +304,7 @@ mod tests {
         h.commit(tag(seq, flow), 0);
     }
 
-    fn release(h: &mut OutputHold<&'static str>, wm: u64) -> Vec<&'static str> {
+    fn release(h: &mut OutputHold<&'static str>, wm: impl Into<Watermarks>) -> Vec<&'static str> {
         let mut out = Vec::new();
         h.release(wm, 0, |f, _| out.push(f));
         out
@@ -424,12 +424,6 @@ mod tests {
         h.commit(Some(CommitTag { seq, lane: Lane::Flow(flow), groups: GroupSet(groups) }), 0);
     }
 
-    fn release_wm(h: &mut OutputHold<&'static str>, wm: Watermarks) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        h.release(wm, 0, |f, _| out.push(f));
-        out
-    }
-
     #[test]
     fn each_group_waits_for_its_own_watermark() {
         // Groups 0 and 1 replicated by two sessions: group 1's standby acknowledged up to 8,
@@ -438,9 +432,9 @@ mod tests {
         put_in(&mut h, "g0 flow", 5, 1, 0b01);
         put_in(&mut h, "g1 flow", 7, 2, 0b10);
         put_in(&mut h, "both", 4, 3, 0b11);
-        assert_eq!(release_wm(&mut h, Watermarks::per_group(&[2, 8])), ["g1 flow"]);
-        assert_eq!(release_wm(&mut h, Watermarks::per_group(&[4, 8])), ["both"], "both groups covered it");
-        assert_eq!(release_wm(&mut h, Watermarks::per_group(&[5, 8])), ["g0 flow"]);
+        assert_eq!(release(&mut h, Watermarks::per_group(&[2, 8])), ["g1 flow"]);
+        assert_eq!(release(&mut h, Watermarks::per_group(&[4, 8])), ["both"], "both groups covered it");
+        assert_eq!(release(&mut h, Watermarks::per_group(&[5, 8])), ["g0 flow"]);
     }
 
     #[test]
@@ -460,9 +454,9 @@ mod tests {
         put_in(&mut h, "g0 probe", 0, 1, 0b01);
         put_in(&mut h, "g1 probe", 0, 2, 0b10);
         let wm = Watermarks::per_group(&[HOLD_ALL, u64::MAX]);
-        assert_eq!(release_wm(&mut h, wm), ["g1 probe"]);
-        assert_eq!(release_wm(&mut h, Watermarks::per_group(&[HOLD_ALL, HOLD_ALL])), Vec::<&str>::new());
-        assert_eq!(release_wm(&mut h, Watermarks::per_group(&[0, HOLD_ALL])), ["g0 probe"]);
+        assert_eq!(release(&mut h, wm), ["g1 probe"]);
+        assert_eq!(release(&mut h, Watermarks::per_group(&[HOLD_ALL, HOLD_ALL])), Vec::<&str>::new());
+        assert_eq!(release(&mut h, Watermarks::per_group(&[0, HOLD_ALL])), ["g0 probe"]);
     }
 
     #[test]
