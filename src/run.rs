@@ -70,6 +70,7 @@ pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
         vips,
         groups,
         listeners,
+        routes: cfg.route_table()?,
         tcp,
         flow_capacity: cfg.engine.flow_capacity as usize,
         isn_key: random_key(),
