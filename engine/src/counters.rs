@@ -173,7 +173,11 @@ reasons! {
         /// `Stack::connect` refused: the next hop failed to resolve recently (neighbour
         /// hold-down), or too many frames already wait for it, or the neighbour table is full.
         ConnectNextHopDown => "connect_next_hop_down",
-        /// Opened flows ended before their SYN left: the next hop never answered ARP.
+        /// `Stack::connect` refused: no route reaches the remote (in no VIP's subnet, and no
+        /// `[[route]]` covers it).
+        ConnectNoRoute => "connect_no_route",
+        /// Opened flows ended before their SYN left: the next hop never answered ARP (or, at
+        /// a takeover, the standby has no route to it).
         OpensNextHopFailed => "opens_next_hop_failed",
         /// Pairs of flows linked into one unit (`Stack::link`).
         FlowsLinked => "flows_linked",
