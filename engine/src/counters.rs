@@ -107,6 +107,16 @@ reasons! {
         /// Next hops that did not answer `max_requests` requests: frames to them are dropped
         /// for `failed_hold` (the connection that needed them fails).
         NeighborFailures => "neighbor_failures",
+        /// ARP mappings this worker heard and handed to the other workers (each counted once,
+        /// whatever the number of workers): ARP reaches one worker, every worker resolves.
+        NeighborsShared => "neighbors_shared",
+        /// Mappings another worker heard that changed this worker's neighbour table (an entry
+        /// created, updated, or resolved: then also `neighbors_resolved`).
+        NeighborsFromWorkers => "neighbors_from_workers",
+        /// A mapping not handed to a worker: its mailbox (or this worker's queue of mappings
+        /// to share) was full. That worker's own request is retransmitted; the reply to it
+        /// is shared again.
+        NeighborShareDropped => "neighbor_share_dropped",
         IcmpEchoAnswered => "icmp_echo_answered",
         FlowsOpened => "flows_opened",
         FlowsClosed => "flows_closed",
