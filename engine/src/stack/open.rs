@@ -10,7 +10,8 @@
 //!    reach it by; default worker 0 of 1) and free for that remote address and port;
 //! 2. the next hop: the gateway of the remote's route, or the remote itself on-link
 //!    ([`crate::route`], `StackConfig::routes`; no route is [`ConnectError::NoRoute`]), and
-//!    its MAC from the neighbour table ([`Stack::resolve`]). Known: the SYN leaves now. Being
+//!    its MAC from the neighbour table ([`Stack::resolve`]; a reply another worker heard
+//!    arrives through [`Stack::learn_neighbor`]). Known: the SYN leaves now. Being
 //!    resolved: the flow exists at once in SYN-SENT with its SYN *held* ([`Tcb::syn_sent`]:
 //!    no timer runs), the SYN leaves when the ARP reply arrives, and if the neighbour table
 //!    gives up (`max_requests` unanswered) the flow ends, counted (`opens_next_hop_failed`);
