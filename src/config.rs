@@ -16,6 +16,9 @@ use flowtwin_engine::wire::MacAddr;
 use flowtwin_engine::service::{Kind, ServiceSpec};
 use serde::Deserialize;
 
+mod route;
+pub use self::route::RouteSection;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -36,6 +39,9 @@ pub struct Config {
     /// Services bound to VIP:port.
     #[serde(rename = "service", default)]
     pub services: Vec<ServiceSection>,
+    /// Static routes for the connections the engine opens (`route` module).
+    #[serde(rename = "route", default)]
+    pub routes: Vec<RouteSection>,
     #[serde(default)]
     pub tcp: TcpSection,
     #[serde(default)]
@@ -210,6 +216,10 @@ pub struct VipSection {
     pub vrid: u8,
     /// Explicit MAC for this VIP (aa:bb:cc:dd:ee:ff).
     pub mac: Option<String>,
+    /// The length of the subnet the VIP is in on its port: remotes inside it are on-link
+    /// (resolved by ARP directly), others need a `[[route]]`. 32: no subnet.
+    #[serde(default = "default_prefix_len")]
+    pub prefix_len: u8,
 }
 
 /// `[[group]]`: an ownership group, the unit of role, epoch, replication and failover.
@@ -231,6 +241,10 @@ impl VipSection {
 
 fn default_vrid() -> u8 {
     1
+}
+
+fn default_prefix_len() -> u8 {
+    24
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -485,6 +499,7 @@ impl Config {
             }
         }
         self.validate_groups()?;
+        self.route_table()?;
         if self.services.len() > flowtwin_engine::counters::MAX_SERVICES {
             return Err(format!(
                 "{} [[service]] sections: at most {} per engine",
@@ -583,7 +598,7 @@ mod tests {
         };
     }
 
-    const MIN: &str = concat!(
+    pub(super) const MIN: &str = concat!(
         head!(),
         r#"
         [[vip]]

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use flowtwin_engine::counters::{Counters, Drop, Event, SharedCounters};
-use flowtwin_engine::dataplane::{run_worker, Fanout, IdleConfig, ReplHandles, RoleShared, RxSource, TxPath, Worker};
+use flowtwin_engine::dataplane::{run_worker, Fanout, IdleConfig, NeighborMail, ReplHandles, RoleShared, RxSource, TxPath, Worker, NEIGHBOR_MAILBOX};
 use flowtwin_engine::distribute::worker_for_key;
 use flowtwin_engine::ephemeral::{ReplySteering, RssSteering, SoftwareSteering};
 use flowtwin_sync::{Mode, Role, SyncConfig, SyncStatus, WorkerShared};
@@ -70,6 +70,7 @@ pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
         vips,
         groups,
         listeners,
+        routes: cfg.route_table()?,
         tcp,
         flow_capacity: cfg.engine.flow_capacity as usize,
         isn_key: random_key(),
@@ -490,6 +491,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         );
     }
     let mut handles = Vec::new();
+    let mut mail = NeighborMail::mesh(nworkers, NEIGHBOR_MAILBOX).into_iter();
     for (i, lcore) in lcores.iter().take(nworkers).enumerate() {
         let rx = match ingress[i].1.take() {
             Some(c) => RxSource::Ring(c),
@@ -518,6 +520,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             repl: repls[i].take(),
             role: role.clone(),
             steering: steering.clone(),
+            neighbors: mail.next(),
         };
         handles.push(eal.launch(*lcore, move || run_worker(w)).map_err(|e| e.to_string())?);
     }

@@ -76,6 +76,8 @@ fn bad_configs_name_the_key() {
         ("syntax.toml", "[eal\nargs=".to_string(), "TOML"),
         ("burst.toml", format!("{GOOD}\n[engine]\nburst = 99\n"), "engine.burst"),
         ("metrics.toml", format!("{GOOD}\n[metrics]\nlisten = \"nowhere\"\n"), "metrics.listen"),
+        ("route.toml", format!("{GOOD}\n[[route]]\nprefix = \"0.0.0.0/0\"\nvia = \"10.0.0.1\"\n"), "route[0].via = \"10.0.0.1\": not on-link"),
+        ("prefix.toml", format!("{GOOD}\n[[route]]\nprefix = \"10.0.0.0/40\"\nvia = \"10.0.0.1\"\n"), "route[0].prefix"),
     ];
     for (name, body, needle) in cases {
         let p = write_cfg(name, &body);

@@ -1,10 +1,11 @@
-//! What an engine is configured with: its VIPs, its listeners and their services, TCP
-//! parameters. Shared read-only by every worker's stack and by the standby's replay, which
+//! What an engine is configured with: its VIPs, its listeners and their services, its routes,
+//! TCP parameters. Shared read-only by every worker's stack and by the standby's replay, which
 //! must see the same listeners as the active (a flow names its listener by index).
 
 use std::net::Ipv4Addr;
 
 pub use crate::group::{Group, GroupId, GroupSet, MAX_GROUPS};
+use crate::route::RouteTable;
 use crate::service::ServiceSpec;
 use crate::tcp::TcpConfig;
 use crate::time::Duration;
@@ -41,6 +42,10 @@ pub struct StackConfig {
     /// [`GroupId::DEFAULT`], as in a configuration without `[[group]]` sections.
     pub groups: Vec<Group>,
     pub listeners: Vec<Listener>,
+    /// Where frames toward a remote go (the next hop of the connections the engine opens):
+    /// the VIPs' subnets on-link plus static routes; [`RouteTable::all_on_link`] for one
+    /// segment that holds everything.
+    pub routes: RouteTable,
     pub tcp: TcpConfig,
     /// Flows this worker can hold (preallocated).
     pub flow_capacity: usize,

@@ -107,6 +107,16 @@ reasons! {
         /// Next hops that did not answer `max_requests` requests: frames to them are dropped
         /// for `failed_hold` (the connection that needed them fails).
         NeighborFailures => "neighbor_failures",
+        /// ARP mappings this worker heard and handed to the other workers (each counted once,
+        /// whatever the number of workers): ARP reaches one worker, every worker resolves.
+        NeighborsShared => "neighbors_shared",
+        /// Mappings another worker heard that changed this worker's neighbour table (an entry
+        /// created, updated, or resolved: then also `neighbors_resolved`).
+        NeighborsFromWorkers => "neighbors_from_workers",
+        /// A mapping not handed to a worker: its mailbox (or this worker's queue of mappings
+        /// to share) was full. That worker's own request is retransmitted; the reply to it
+        /// is shared again.
+        NeighborShareDropped => "neighbor_share_dropped",
         IcmpEchoAnswered => "icmp_echo_answered",
         FlowsOpened => "flows_opened",
         FlowsClosed => "flows_closed",
@@ -173,7 +183,11 @@ reasons! {
         /// `Stack::connect` refused: the next hop failed to resolve recently (neighbour
         /// hold-down), or too many frames already wait for it, or the neighbour table is full.
         ConnectNextHopDown => "connect_next_hop_down",
-        /// Opened flows ended before their SYN left: the next hop never answered ARP.
+        /// `Stack::connect` refused: no route reaches the remote (in no VIP's subnet, and no
+        /// `[[route]]` covers it).
+        ConnectNoRoute => "connect_no_route",
+        /// Opened flows ended before their SYN left: the next hop never answered ARP (or, at
+        /// a takeover, the standby has no route to it).
         OpensNextHopFailed => "opens_next_hop_failed",
         /// Pairs of flows linked into one unit (`Stack::link`).
         FlowsLinked => "flows_linked",

@@ -28,8 +28,15 @@
 //! drains into its TX queue every iteration ([`Fanout::from`]). A full ring never blocks: the
 //! packet is freed and counted (`handoff_ring_full`); TCP retransmission recovers it. Output
 //! commit is unaffected: a worker puts a frame into its egress ring only once it is released.
+//!
+//! Neighbour sharing ([`NeighborMail`]): ARP reaches one worker (non-IP frames stay on worker
+//! 0, in software distribution and with RSS alike), but each worker resolves the next hops of
+//! the connections it opens. What a worker hears it posts to every other worker's bounded
+//! mailbox after each pass; each worker drains its own mailbox once per pass, before its RX
+//! burst, into its stack (`Stack::learn_neighbor`). Nothing per packet.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use flowtwin_ffi::ring::{RingConsumer, RingProducer};
@@ -40,6 +47,7 @@ use crate::counters::{latency_bucket, Counters, Drop, Event, SharedCounters, LAT
 use crate::distribute::worker_for_frame;
 use crate::ephemeral::ReplySteering;
 use crate::iteration::{CommitControl, CommitSink, Iteration, RxFrames};
+use crate::neighbor::Heard;
 pub use crate::roles::RoleShared;
 use crate::roles::{RoleFollower, RoleSink};
 use crate::replica::Replicator;
@@ -183,6 +191,84 @@ impl Fanout {
     }
 }
 
+/// Mappings a worker's mailbox holds ([`NeighborMail`]): far more than the ARP a pass hears.
+pub const NEIGHBOR_MAILBOX: usize = 256;
+
+/// One worker's end of neighbour sharing: its own mailbox, and a sender into every other
+/// worker's. A mapping (`neighbor::Heard`) one worker's stack heard is posted to all the
+/// others after the pass that heard it; each drains its mailbox at the start of its next pass
+/// (so a SYN waiting on worker k leaves at most a pass of worker 0 and one of worker k after
+/// worker 0 received the reply). Any worker may hear ARP (a device may spread it): the mesh
+/// does not assume worker 0.
+///
+/// The mailboxes are `std::sync::mpsc::sync_channel`s: bounded at [`NEIGHBOR_MAILBOX`],
+/// allocated once, several producers. `try_send` and `try_recv` never block and take no lock
+/// here: std's bounded channel is the crossbeam array queue (a CAS on its head or tail, a
+/// stamp per slot), and its waker lock is taken only when a thread sleeps in a blocking
+/// `recv`/`send`, which no worker does. A full mailbox drops the mapping, counted
+/// (`neighbor_share_dropped`): the worker that needed it retransmits its request, and the
+/// reply is shared again. What it costs: nothing per packet; per pass, one `try_recv` on an
+/// empty mailbox and a look at the stack's empty queue of mappings heard.
+pub struct NeighborMail {
+    inbox: Receiver<Heard>,
+    others: Vec<SyncSender<Heard>>,
+}
+
+impl NeighborMail {
+    /// The ends of `workers` workers, worker i's at index i; none for fewer than two (a
+    /// single worker has nobody to tell). `capacity` mappings per mailbox (at least 1).
+    pub fn mesh(workers: usize, capacity: usize) -> Vec<NeighborMail> {
+        if workers < 2 {
+            return Vec::new();
+        }
+        let (senders, inboxes): (Vec<_>, Vec<_>) = (0..workers).map(|_| sync_channel(capacity.max(1))).unzip();
+        inboxes
+            .into_iter()
+            .enumerate()
+            .map(|(me, inbox)| NeighborMail { inbox, others: senders.iter().enumerate().filter(|&(k, _)| k != me).map(|(_, s)| s.clone()).collect() })
+            .collect()
+    }
+
+    /// Turn on `stack`'s queue of mappings heard (`Stack::set_neighbor_sharing`).
+    pub fn attach(&self, stack: &mut Stack) {
+        stack.set_neighbor_sharing(!self.others.is_empty());
+    }
+
+    /// Post what `stack` heard since the last call to every other worker. Returns how many
+    /// mappings (counted `neighbors_shared`; a full mailbox `neighbor_share_dropped`).
+    pub fn publish(&self, stack: &mut Stack) -> usize {
+        let (mut posted, mut dropped) = (0, 0);
+        while let Some(h) = stack.take_heard_neighbor() {
+            posted += 1;
+            for s in &self.others {
+                // Disconnected: that worker has stopped; nothing to tell it.
+                if let Err(TrySendError::Full(_)) = s.try_send(h) {
+                    dropped += 1;
+                }
+            }
+        }
+        if posted > 0 {
+            let c = stack.counters_mut();
+            c.add(Event::NeighborsShared, posted as u64);
+            c.add(Event::NeighborShareDropped, dropped);
+        }
+        posted
+    }
+
+    /// Merge what the other workers heard into `stack` (at most a mailbox's worth per call);
+    /// the SYNs that waited for a next hop learned here go to `tx` (the caller seals them).
+    /// Returns how many mappings were taken.
+    pub fn deliver<F: FrameSink + ?Sized>(&self, stack: &mut Stack, now: Instant, tx: &mut F) -> usize {
+        let mut n = 0;
+        while n < NEIGHBOR_MAILBOX {
+            let Ok(h) = self.inbox.try_recv() else { break };
+            stack.learn_neighbor(now, h, tx);
+            n += 1;
+        }
+        n
+    }
+}
+
 /// Everything one worker lcore owns.
 pub struct Worker {
     pub index: usize,
@@ -202,6 +288,9 @@ pub struct Worker {
     /// (`Stack::set_worker`); `None`: not predictable (af_packet's kernel fanout), the stack
     /// keeps its default (worker 0 of 1).
     pub steering: Option<ReplySteering>,
+    /// Neighbour sharing with the other workers ([`NeighborMail::mesh`]); `None`: the only
+    /// worker.
+    pub neighbors: Option<NeighborMail>,
 }
 
 /// Monotonic µs from the TSC (EAL calibrated its rate). A multiply and a shift per call, not a
@@ -385,6 +474,10 @@ pub fn run_worker(mut w: Worker) -> i32 {
             eprintln!("flowtwin: worker {}: connections it opens cannot be steered back to it: {e}", w.index);
         }
     }
+    let mail = w.neighbors.take();
+    if let Some(m) = &mail {
+        m.attach(&mut stack);
+    }
     let mut repl = w.repl.take();
     let control = repl.as_ref().map(|r| r.control.clone());
     if let Some(r) = repl.take() {
@@ -434,6 +527,13 @@ pub fn run_worker(mut w: Worker) -> i32 {
             }
         }
 
+        // What the other workers heard: before this pass's frames, so that the SYNs it lets
+        // go are sealed apart (the output of their flows) and leave with this pass's release.
+        let learned = mail.as_ref().map_or(0, |m| m.deliver(&mut stack, now, &mut sink));
+        if learned > 0 && hold {
+            sink.seal(stack.commit_tag(), now);
+        }
+
         let got = w.rx.rx_burst(&mut rx);
         if let Some(f) = fanout.as_mut() {
             f.distribute(&mut rx, &mut stage, stack.counters_mut());
@@ -449,6 +549,9 @@ pub fn run_worker(mut w: Worker) -> i32 {
         iteration.run(&mut stack, now, &mut frames, &mut sink);
         if frames.multi_segment > 0 {
             stack.counters_mut().drops[Drop::MultiSegment as usize] += frames.multi_segment;
+        }
+        if let Some(m) = &mail {
+            m.publish(&mut stack);
         }
         if let Some(claim) = stack.take_vip_claim() {
             // Another engine took our VIPs over: the control plane fences us.
@@ -481,7 +584,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
         }
 
         let waiting = !sink.held.is_empty();
-        if got > 0 || drained > 0 || !w.idle.enabled || waiting {
+        if got > 0 || drained > 0 || learned > 0 || !w.idle.enabled || waiting {
             empty_polls = 0;
             continue;
         }

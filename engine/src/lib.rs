@@ -15,6 +15,7 @@ pub mod group;
 pub mod iteration;
 pub mod neighbor;
 pub mod replica;
+pub mod route;
 pub mod roles;
 pub mod seq;
 pub mod service;

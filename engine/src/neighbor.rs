@@ -188,6 +188,19 @@ impl Evidence {
     }
 }
 
+/// A mapping one worker heard in ARP, for the neighbour tables of the other workers of its
+/// engine (ARP reaches one worker only; `Stack::take_heard_neighbor` hands these out and
+/// `Stack::learn_neighbor` takes them in). The evidence travels with it: a unicast reply
+/// to one worker's request proves two-way reachability for the whole engine (every worker
+/// sends from the same VIP MACs). No time: the workers' clocks are not one time base, and the
+/// receiver applies it within a loop pass at its own `now`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Heard {
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub evidence: Evidence,
+}
+
 /// What [`NeighborTable::learn`] did with an ARP packet.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Learned {

@@ -107,6 +107,9 @@ pub struct Stack {
     /// Neighbours: learned from ARP heard (replies, requests, announcements), resolved on
     /// demand for frames this engine originates (bounded, states and counters: `neighbor`).
     arp: NeighborTable,
+    /// Sharing on (`set_neighbor_sharing`): the mappings ARP taught this worker since the
+    /// last `take_heard_neighbor`, for the other workers (bounded: `l2::HEARD_MAX`).
+    heard: Option<std::collections::VecDeque<crate::neighbor::Heard>>,
     counters: Counters,
     /// Counters of the services, updated by the flows' bound services.
     svc_stats: ServiceCounters,
@@ -192,6 +195,7 @@ impl Stack {
             timers: TimerWheel::new(cap, cfg.timer_tick, now),
             isn: IsnGenerator::new(cfg.isn_key),
             arp: NeighborTable::new(NeighborConfig::default()),
+            heard: None,
             counters: Counters::default(),
             svc_stats: ServiceCounters::default(),
             ip_id: 0,

@@ -44,6 +44,7 @@ fn b_config() -> StackConfig {
             Listener { vip: B_IP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) },
             Listener { vip: B_IP, port: 7, spec: ServiceSpec::Echo(EchoConfig::default()) },
         ],
+        routes: flowtwin_engine::route::RouteTable::all_on_link(),
         tcp: tcp_cfg(),
         flow_capacity: 16,
         isn_key: *b"flowtwin-backend",

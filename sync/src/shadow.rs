@@ -410,6 +410,7 @@ mod tests {
             vips: Vec::new(),
             groups: Vec::new(),
             listeners: vec![Listener { vip: VIP, port: 7, spec: ServiceSpec::Echo(Default::default()) }],
+            routes: flowtwin_engine::route::RouteTable::all_on_link(),
             tcp: TcpConfig::default(),
             flow_capacity: 16,
             isn_key: [0; 16],

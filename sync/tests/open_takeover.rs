@@ -54,6 +54,7 @@ fn b_cfg() -> Arc<StackConfig> {
         vips: vec![Vip { addr: B_IP, mac: B_MAC, group: GroupId::DEFAULT }],
         groups: Vec::new(),
         listeners: vec![Listener { vip: B_IP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) }],
+        routes: flowtwin_engine::route::RouteTable::all_on_link(),
         tcp: tcp(),
         flow_capacity: 64,
         isn_key: [9; 16],

@@ -25,6 +25,7 @@ fn stack() -> Arc<StackConfig> {
         vips: vec![Vip { addr: [10, 9, 0, 1].into(), mac: vrrp_mac(1), group: GroupId::DEFAULT }],
         groups: Vec::new(),
         listeners: vec![],
+        routes: flowtwin_engine::route::RouteTable::all_on_link(),
         tcp: TcpConfig::default(),
         flow_capacity: 64,
         isn_key: *b"flowtwin-sess-t!",

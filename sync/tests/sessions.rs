@@ -37,6 +37,7 @@ fn stack_cfg() -> Arc<StackConfig> {
         vips: vec![Vip { addr: VIP_A, mac: vrrp_mac(1), group: GA }, Vip { addr: VIP_B, mac: vrrp_mac(2), group: GB }],
         groups: vec![Group::new("a"), Group::new("b")],
         listeners: vec![Listener { vip: VIP_A, port: 7, spec: echo() }, Listener { vip: VIP_B, port: 7, spec: echo() }],
+        routes: flowtwin_engine::route::RouteTable::all_on_link(),
         tcp: TcpConfig::default(),
         flow_capacity: 64,
         isn_key: [3; 16],

@@ -33,6 +33,7 @@ fn stack_cfg() -> Arc<StackConfig> {
         vips: Vec::new(),
         groups: Vec::new(),
         listeners: Vec::new(),
+        routes: flowtwin_engine::route::RouteTable::all_on_link(),
         tcp: TcpConfig::default(),
         flow_capacity: 16,
         isn_key: *b"flowtwin-wait-t!",

@@ -8,12 +8,16 @@ use std::net::Ipv4Addr;
 use super::{FrameSink, GroupId, Stack};
 use crate::counters::{Drop, Event};
 use crate::time::Instant;
-use crate::neighbor::{self, Due, Evidence, Learned, Resolve};
+use crate::neighbor::{self, Due, Evidence, Heard, Learned, Resolve};
 use crate::wire::arp::{self, AnnounceTag, ArpOp, ArpRepr};
 use crate::wire::ethernet::{self, ethertype, EthernetFrame, MacAddr};
 use crate::wire::icmp::echo_reply_in_place;
 use crate::wire::ipv4::{protocol, Ipv4Packet};
 use crate::wire::WireError;
+
+/// Mappings heard and not yet taken that a stack keeps (more than an RX burst's frames: the
+/// dataplane takes them after every burst).
+pub(super) const HEARD_MAX: usize = 256;
 
 impl Stack {
     /// Gratuitous ARP for every VIP of the groups this stack owns, from its MAC, so the switch relearns where the VIP lives
@@ -50,6 +54,43 @@ impl Stack {
     /// The neighbour table's own counters (requests, hits, misses, drops by reason).
     pub fn neighbor_counters(&self) -> &neighbor::NeighborCounters {
         self.arp.counters()
+    }
+
+    /// Share what ARP teaches this worker with the other workers of the engine (`on`), or not
+    /// (the default: one worker). ARP reaches one worker only (the software distribution and
+    /// RSS leave non-IP frames on worker 0), but every worker resolves the next hops of the
+    /// connections it opens: worker k's request is answered to worker 0. With sharing on, each
+    /// mapping heard waits for [`Stack::take_heard_neighbor`] (the caller hands it to the
+    /// others' [`Stack::learn_neighbor`]): a reply (whatever this worker's table made of it:
+    /// another worker may be waiting for it) and anything that created or changed an entry.
+    pub fn set_neighbor_sharing(&mut self, on: bool) {
+        self.heard = on.then(|| std::collections::VecDeque::with_capacity(HEARD_MAX));
+    }
+
+    /// The oldest mapping heard and not taken yet (sharing on).
+    pub fn take_heard_neighbor(&mut self) -> Option<Heard> {
+        self.heard.as_mut()?.pop_front()
+    }
+
+    /// A mapping another worker of this engine heard (its [`Stack::take_heard_neighbor`]):
+    /// merged into this worker's neighbour table as if heard here, so a next hop this worker
+    /// asked for resolves, and the SYNs that waited for it leave (into `tx`, sealed by the
+    /// caller as the output of a received frame is). Not shared again.
+    pub fn learn_neighbor<F: FrameSink + ?Sized>(&mut self, now: Instant, heard: Heard, tx: &mut F) -> Learned {
+        if self.cfg.vip(heard.ip).is_some() {
+            return Learned::Ignored; // never a neighbour (`on_arp` does not pass these on)
+        }
+        let learned = self.arp.learn(now, heard.ip, heard.mac, heard.evidence);
+        match learned {
+            Learned::Created | Learned::Updated => self.counters.event(Event::NeighborsFromWorkers),
+            Learned::Resolved { mac, .. } => {
+                self.counters.event(Event::NeighborsFromWorkers);
+                self.counters.event(Event::NeighborsResolved);
+                self.next_hop_resolved(now, heard.ip, mac, tx);
+            }
+            Learned::Unchanged | Learned::Ignored => {}
+        }
+        learned
     }
 
     /// Next-hop resolution for a frame this engine originates toward `ip` (a connection it
@@ -166,7 +207,9 @@ impl Stack {
             return self.counters.drop(Drop::ArpFromOurVip);
         }
         if !arp.sender_ip.is_unspecified() {
-            match self.arp.learn(now, arp.sender_ip, arp.sender_mac, Evidence::of(&arp, dst)) {
+            let evidence = Evidence::of(&arp, dst);
+            let learned = self.arp.learn(now, arp.sender_ip, arp.sender_mac, evidence);
+            match learned {
                 Learned::Created | Learned::Updated => self.counters.event(Event::ArpLearned),
                 Learned::Resolved { mac, .. } => {
                     self.counters.event(Event::ArpLearned);
@@ -174,6 +217,14 @@ impl Stack {
                     self.next_hop_resolved(now, arp.sender_ip, mac, tx);
                 }
                 Learned::Unchanged | Learned::Ignored => {}
+            }
+            let news = !matches!(learned, Learned::Unchanged | Learned::Ignored);
+            if let Some(q) = self.heard.as_mut().filter(|_| news || arp.op == ArpOp::Reply) {
+                if q.len() == HEARD_MAX {
+                    q.pop_front();
+                    self.counters.event(Event::NeighborShareDropped);
+                }
+                q.push_back(Heard { ip: arp.sender_ip, mac: arp.sender_mac, evidence });
             }
         }
         match (arp.op, self.cfg.vip(arp.target_ip)) {

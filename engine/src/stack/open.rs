@@ -8,13 +8,15 @@
 //! 1. a local port from the worker's [`EphemeralPorts`], chosen so that the reply reaches
 //!    this worker ([`Stack::set_worker`]: its index and the [`ReplySteering`] the segments
 //!    reach it by; default worker 0 of 1) and free for that remote address and port;
-//! 2. the next hop from the neighbour table ([`Stack::resolve`]; no routing table yet: the
-//!    remote is on-link). Known: the SYN leaves now. Being resolved: the flow exists at once
-//!    in SYN-SENT with its SYN *held* ([`Tcb::syn_sent`]: no timer runs), the SYN leaves when
-//!    the ARP reply arrives, and if the neighbour table gives up (`max_requests` unanswered)
-//!    the flow ends, counted (`opens_next_hop_failed`); it never waits longer than that. A
-//!    next hop that failed recently (hold-down), or one that too many frames already wait
-//!    for, refuses the connect instead;
+//! 2. the next hop: the gateway of the remote's route, or the remote itself on-link
+//!    ([`crate::route`], `StackConfig::routes`; no route is [`ConnectError::NoRoute`]), and
+//!    its MAC from the neighbour table ([`Stack::resolve`]; a reply another worker heard
+//!    arrives through [`Stack::learn_neighbor`]). Known: the SYN leaves now. Being
+//!    resolved: the flow exists at once in SYN-SENT with its SYN *held* ([`Tcb::syn_sent`]:
+//!    no timer runs), the SYN leaves when the ARP reply arrives, and if the neighbour table
+//!    gives up (`max_requests` unanswered) the flow ends, counted (`opens_next_hop_failed`);
+//!    it never waits longer than that. A next hop that failed recently (hold-down), or one
+//!    that too many frames already wait for, refuses the connect instead;
 //! 3. an RFC 6528 ISN from the stack's generator, and the SYN of [`Tcb::send_syn_now`];
 //! 4. replication: the flow's first image and its service image together (its service may
 //!    hold output already: a proxy's buffered first request, DESIGN §7 delayed binding). The
@@ -119,6 +121,8 @@ pub enum ConnectError {
     /// The remote is not a unicast host (0.0.0.0, broadcast, multicast, loopback, one of our
     /// VIPs), or its port is 0.
     BadRemote(SocketAddrV4),
+    /// No route reaches the remote: it is in no on-link subnet and no route covers it.
+    NoRoute(Ipv4Addr),
     /// Called from inside a TCP call of another flow (see the module documentation).
     Reentrant,
     /// No free local port reaches this worker (or the worker is not one of the steering's).
@@ -137,6 +141,7 @@ impl ConnectError {
             ConnectError::Ports(PortError::Exhausted { .. }) => Event::ConnectPortsExhausted,
             ConnectError::TableFull => Event::ConnectTableFull,
             ConnectError::NextHopDown(_) => Event::ConnectNextHopDown,
+            ConnectError::NoRoute(_) => Event::ConnectNoRoute,
             ConnectError::NoService(_)
             | ConnectError::ServiceKind { .. }
             | ConnectError::BadRemote(_)
@@ -156,6 +161,7 @@ impl fmt::Display for ConnectError {
                 write!(f, "a {state} service state cannot run on a listener of kind {spec}")
             }
             ConnectError::BadRemote(r) => write!(f, "{r} is not a unicast host address and port"),
+            ConnectError::NoRoute(ip) => write!(f, "no route to {ip} (in no VIP's subnet, and no [[route]] covers it)"),
             ConnectError::Reentrant => f.write_str("connect or link called from inside a TCP call"),
             ConnectError::Ports(e) => write!(f, "no local port: {e}"),
             ConnectError::TableFull => f.write_str("flow table full"),
@@ -333,6 +339,7 @@ impl Stack {
         if rport == 0 || rip.is_unspecified() || rip.is_broadcast() || rip.is_multicast() || rip.is_loopback() || self.vip_mac(rip).is_some() {
             return Err(ConnectError::BadRemote(remote));
         }
+        let hop = cfg.routes.next_hop(rip).ok_or(ConnectError::NoRoute(rip))?;
         if self.flows.len() >= self.flows.capacity() {
             return Err(ConnectError::TableFull);
         }
@@ -343,7 +350,7 @@ impl Stack {
         };
         let lport = self.open.ports.choose(self.open.worker, from, rip, rport, in_use).map_err(ConnectError::Ports)?;
         // Last: a miss sends an ARP request and counts the SYN as held for it.
-        let next_hop = match self.resolve(now, from, rip, tx) {
+        let next_hop = match self.resolve(now, from, hop, tx) {
             Resolve::Known(mac) => Some(mac),
             Resolve::Pending | Resolve::SendRequest => None,
             r => return Err(ConnectError::NextHopDown(r)),
@@ -370,7 +377,7 @@ impl Stack {
         self.replicate_opened(id);
         match next_hop {
             Some(_) => self.send_held_syn(now, id, tx),
-            None => self.open.waiting.push((id, rip)),
+            None => self.open.waiting.push((id, hop)),
         }
         Ok(id)
     }
@@ -412,24 +419,25 @@ impl Stack {
 
     /// Takeover of a flow that was opening (SYN-SENT): send its SYN again, unchanged, to the
     /// next hop the replica names, or resolve it first if the old active was still
-    /// resolving it (the flow ends, counted, if that fails).
+    /// resolving it (the flow ends, counted, if that fails, or if no route reaches it).
     pub(super) fn resume_open<F: FrameSink + ?Sized>(&mut self, now: Instant, id: FlowId, tx: &mut F) {
         let (Some(key), Some(f)) = (self.flows.key(id), self.flows.get(id)) else { return };
         if f.peer_mac != MacAddr::ZERO {
             return self.send_held_syn(now, id, tx);
         }
         let (Some(remote), Some(local)) = (key.remote_ip.to_ipv4_mapped(), key.local_ip.to_ipv4_mapped()) else { return };
-        match self.resolve(now, local, remote, tx) {
-            Resolve::Known(mac) => {
+        let hop = self.cfg.routes.next_hop(remote);
+        match hop.map(|hop| (hop, self.resolve(now, local, hop, tx))) {
+            Some((_, Resolve::Known(mac))) => {
                 if let Some(f) = self.flows.get_mut(id) {
                     f.peer_mac = mac;
                 }
                 self.send_held_syn(now, id, tx);
             }
-            Resolve::Pending | Resolve::SendRequest => {
+            Some((hop, Resolve::Pending | Resolve::SendRequest)) => {
                 // The restored SYN-SENT retransmission timer must not send to no next hop.
                 self.timers.cancel(id);
-                self.open.waiting.push((id, remote));
+                self.open.waiting.push((id, hop));
             }
             _ => {
                 self.counters.event(Event::OpensNextHopFailed);
@@ -438,8 +446,9 @@ impl Stack {
         }
     }
 
-    /// `ip` resolved to `mac` (an ARP packet answered our request): the SYNs that waited for
-    /// it leave, after the update that records their next hop (they wait for it).
+    /// Next hop `ip` resolved to `mac` (an ARP packet answered our request, heard here or by
+    /// another worker): the SYNs that waited for it leave, after the update that records
+    /// their next hop (they wait for it).
     pub(super) fn next_hop_resolved<F: FrameSink + ?Sized>(&mut self, now: Instant, ip: Ipv4Addr, mac: MacAddr, tx: &mut F) {
         while let Some(i) = self.open.waiting.iter().position(|&(_, at)| at == ip) {
             let (id, _) = self.open.waiting.swap_remove(i);

@@ -57,6 +57,7 @@ pub fn config(flow_capacity: usize, tcp: TcpConfig) -> StackConfig {
             Listener { vip: VIP, port: HTTP_PORT, spec: ServiceSpec::Object(Arc::new(store())) },
             Listener { vip: VIP, port: ECHO_PORT, spec: ServiceSpec::Echo(EchoConfig::default()) },
         ],
+        routes: flowtwin_engine::route::RouteTable::all_on_link(),
         tcp,
         flow_capacity,
         isn_key: *b"flowtwin-golden!",

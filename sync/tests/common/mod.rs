@@ -146,6 +146,7 @@ pub fn engine_cfg() -> Arc<StackConfig> {
             Listener { vip: VIP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) },
             Listener { vip: VIP, port: 7, spec: ServiceSpec::Echo(EchoConfig { buf_size: 16 * 1024 }) },
         ],
+        routes: flowtwin_engine::route::RouteTable::all_on_link(),
         tcp: TcpConfig { delayed_ack: Duration::ZERO, ..TcpConfig::default() },
         flow_capacity: 64,
         isn_key: [7; 16],

@@ -70,6 +70,7 @@ fn stack_cfg() -> Arc<StackConfig> {
                 }),
             },
         ],
+        routes: flowtwin_engine::route::RouteTable::all_on_link(),
         tcp: TcpConfig::default(),
         flow_capacity: 1024,
         isn_key: *b"flowtwin-sync-t!",

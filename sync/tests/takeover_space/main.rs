@@ -89,6 +89,7 @@ fn stack_cfg() -> Arc<StackConfig> {
             Listener { vip: VIP, port: ECHO, spec: ServiceSpec::Echo(EchoConfig { buf_size: 16 * 1024 }) },
         ],
         // The engine's defaults (delayed ACK, RTO, TIME-WAIT) as an operator runs it.
+        routes: flowtwin_engine::route::RouteTable::all_on_link(),
         tcp: TcpConfig::default(),
         flow_capacity: 64,
         isn_key: [7; 16],
