@@ -404,12 +404,6 @@ impl Session {
                 h.node_id, h.heartbeat_us, ours
             ));
         }
-        if h.session != self.cfg.groups.0 {
-            return Err(format!(
-                "session mismatch: peer node {} offers the session of groups {:#x}, this one replicates groups {:#x}",
-                h.node_id, h.session, self.cfg.groups.0
-            ));
-        }
         let groups = self.stack_cfg.group_digest();
         if h.groups != groups {
             // Which VIP moves with which group must be the same on both: a flow replicated
@@ -420,6 +414,14 @@ impl Session {
                 h.groups,
                 groups,
                 self.stack_cfg.group_layout()
+            ));
+        }
+        // After the layout: two engines with other groups also run other sessions, and the
+        // layout names the difference better.
+        if h.session != self.cfg.groups.0 {
+            return Err(format!(
+                "session mismatch: peer node {} offers the session of groups {:#x}, this one replicates groups {:#x}",
+                h.node_id, h.session, self.cfg.groups.0
             ));
         }
         Ok(())
