@@ -30,8 +30,10 @@ use crate::config::{Config, SyncMode, SyncRole};
 use crate::ctl;
 use crate::metrics;
 
+mod drops;
 mod report;
 
+use self::drops::DropWarnings;
 use self::report::{control, render};
 
 /// Build the engine's stack configuration (loads object directories).
@@ -588,8 +590,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     let mut last_role = None;
     let mut link = LinkWatch::new(vdev_iface(&cfg.eal.args, &cfg.ports[0].name));
     let link_down_after = cfg.sync.as_ref().map(|y| Duration::from_millis(y.link_down_ms)).filter(|d| !d.is_zero());
+    let mut drop_warnings = DropWarnings::new(std::time::Instant::now());
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(if sync_status.is_some() { 1 } else { 50 }));
+        for w in drop_warnings.poll(std::time::Instant::now(), || totals(&shared)) {
+            w.log();
+        }
         if let Some(st) = &sync_status {
             // Follow the sync thread's role: active answers, standby and fenced stay silent.
             // Act on transitions only: the takeover callback activates the workers itself,
