@@ -48,6 +48,8 @@ pub struct Config {
     pub metrics: MetricsSection,
     /// Replication to a hot standby (omit for a stand-alone engine).
     pub sync: Option<SyncSection>,
+    #[serde(default)]
+    pub log: LogSection,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,16 @@ pub struct Config {
 pub enum SyncRole {
     Active,
     Standby,
+}
+
+impl SyncRole {
+    /// As in `role = "..."`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncRole::Active => "active",
+            SyncRole::Standby => "standby",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -370,6 +382,32 @@ impl MetricsSection {
     }
 }
 
+/// `[log]`: what the engine logs on stderr and how (see `crate::logs`). `FLOWTWIN_LOG` (or
+/// `RUST_LOG`) and `FLOWTWIN_LOG_FORMAT` override these.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A filter in RUST_LOG syntax: a level (`info`) and per-target levels
+    /// (`warn,flowtwin_sync=debug`).
+    pub level: String,
+    /// `human` (the lines as the engine always printed them) or `json` (one object a line).
+    pub format: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection { level: crate::logs::DEFAULT_FILTER.into(), format: "human".into() }
+    }
+}
+
+impl LogSection {
+    fn validate(&self) -> Result<(), String> {
+        crate::logs::parse_filter(&self.level).map_err(|e| format!("log.level = {:?}: {e}", self.level))?;
+        crate::logs::Format::parse(&self.format).map_err(|e| format!("log.format = {:?}: {e}", self.format))?;
+        Ok(())
+    }
+}
+
 /// Parse a MAC written as aa:bb:cc:dd:ee:ff.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];
@@ -546,6 +584,7 @@ impl Config {
             return Err(format!("tcp.delayed_ack_ms = {}: RFC 5681 allows at most 500", t.delayed_ack_ms));
         }
         self.metrics.addr()?;
+        self.log.validate()?;
         if let Some(y) = &self.sync {
             if y.heartbeat_ms == 0 || y.heartbeat_ms > 10_000 {
                 return Err(format!("sync.heartbeat_ms = {}: must be 1..=10000", y.heartbeat_ms));
@@ -721,6 +760,21 @@ mod tests {
         let e = Config::parse(&format!("{ok}cpu = 5000\n")).unwrap_err();
         assert!(e.contains("sync.cpu = 5000"), "{e}");
         assert!(Config::parse(&format!("{ok}cpu = -1\n")).is_err());
+    }
+
+    #[test]
+    fn log_section() {
+        let c = Config::parse(MIN).unwrap();
+        assert_eq!((c.log.level.as_str(), c.log.format.as_str()), ("info", "human"));
+        let c = Config::parse(&format!("{MIN}\n[log]\nlevel = \"warn,flowtwin_sync=debug\"\nformat = \"json\"\n")).unwrap();
+        assert_eq!((c.log.level.as_str(), c.log.format.as_str()), ("warn,flowtwin_sync=debug", "json"));
+        let err = |body: &str| Config::parse(&format!("{MIN}\n[log]\n{body}\n")).unwrap_err();
+        let e = err("level = \"verbose\"");
+        assert!(e.starts_with("log.level = \"verbose\": \"verbose\" is neither a level"), "{e}");
+        let e = err("level = \"flowtwin=loud\"");
+        assert!(e.starts_with("log.level = \"flowtwin=loud\": not a filter in RUST_LOG syntax"), "{e}");
+        assert_eq!(err("format = \"xml\""), "log.format = \"xml\": expected \"human\" or \"json\"");
+        assert!(err("lvl = \"info\"").contains("unknown field `lvl`"));
     }
 
     #[test]

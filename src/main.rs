@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod ctl;
+mod logs;
 mod metrics;
 mod run;
 
@@ -194,47 +195,95 @@ fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            eprintln!("flowtwin: warning: cannot install handler for signal {sig}: {e}");
+            tracing::warn!(event = "signal_handler", signal = sig, error = %e, "warning: cannot install handler for signal {sig}: {e}");
         }
     }
     stop
 }
 
+/// Why a command failed: the one event `main` logs before exiting with a failure.
+struct Failure {
+    /// `config_refused` for a config that cannot be used, else `error`.
+    event: &'static str,
+    error: String,
+}
+
+impl From<String> for Failure {
+    fn from(error: String) -> Failure {
+        Failure { event: "error", error }
+    }
+}
+
 fn main() -> ExitCode {
     let matches = command().get_matches();
+    let logs = match logs::install() {
+        Ok(l) => l,
+        Err(e) => {
+            // No log to say it in: the environment's log settings are what is wrong.
+            eprintln!("flowtwin: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match matches.subcommand() {
-        Some(("generate", m)) => GenerateArgs::from_arg_matches(m).map_err(|e| e.to_string()).and_then(|g| generate(g.what, &g.dir)),
-        _ => run_command(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())),
+        Some(("generate", m)) => {
+            GenerateArgs::from_arg_matches(m).map_err(|e| e.to_string()).and_then(|g| generate(g.what, &g.dir)).map_err(Failure::from)
+        }
+        _ => run_command(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()), &logs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("flowtwin: error: {e}");
+        Err(f) => {
+            tracing::error!(event = f.event, error = %f.error, "error: {}", f.error);
             ExitCode::FAILURE
         }
     }
 }
 
-fn run_command(cli: Cli) -> Result<(), String> {
+/// Read and check the config at `path`, apply its `[log]`, and log what was loaded.
+fn load_config(path: &std::path::Path, logs: &logs::Logs) -> Result<config::Config, Failure> {
+    let refused = |error| Failure { event: "config_refused", error };
+    let c = config::Config::load(path).map_err(refused)?;
+    logs.configure(&c.log.level, &c.log.format)?;
+    let groups = c.groups.len().max(1);
+    let (role, node_id) = c.sync.as_ref().map(|y| (y.role.name(), Some(y.node_id))).unwrap_or(("stand-alone", None));
+    tracing::info!(
+        event = "config_loaded",
+        path = %path.display(),
+        vips = c.vips.len(),
+        services = c.services.len(),
+        groups,
+        role,
+        node_id,
+        "config {} loaded: {} VIP(s), {} service(s), {groups} group(s), {}",
+        path.display(),
+        c.vips.len(),
+        c.services.len(),
+        node_id.map(|n| format!("sync node {n} ({role})")).unwrap_or_else(|| role.to_string()),
+    );
+    Ok(c)
+}
+
+fn run_command(cli: Cli, logs: &logs::Logs) -> Result<(), Failure> {
     match cli.cmd {
-        Cmd::Run { config } => config::Config::load(&config).and_then(|c| run::run(c, stop_flag())),
-        Cmd::Ctl { socket, command } => ctl::request(&socket, &command).and_then(|r| {
+        Cmd::Run { config } => Ok(run::run(load_config(&config, logs)?, stop_flag())?),
+        Cmd::Ctl { socket, command } => Ok(ctl::request(&socket, &command).and_then(|r| {
             println!("{r}");
             if r.starts_with("{\"error\"") {
                 Err("the engine refused the command (see the reply above)".into())
             } else {
                 Ok(())
             }
-        }),
-        Cmd::CheckConfig { config } => config::Config::load(&config).and_then(|c| {
-            let sc = run::stack_config(&c)?;
+        })?),
+        Cmd::CheckConfig { config } => {
+            let c = load_config(&config, logs)?;
+            let sc = run::stack_config(&c).map_err(|error| Failure { event: "config_refused", error })?;
             println!("{}: ok", config.display());
             // Both engines of a pair must print the same layout (the sync Hello compares it).
             println!("groups: {} (layout {:016x})", sc.group_layout(), sc.group_digest());
             Ok(())
-        }),
+        }
         Cmd::Bench { mode, duration, queues, mbufs, desc, json, quiet, eal } => {
-            if !(duration.is_finite() && duration > 0.0) {
+            Ok(if !(duration.is_finite() && duration > 0.0) {
                 Err(format!("--duration must be a positive number of seconds, got {duration}"))
             } else {
                 let stop = stop_flag();
@@ -254,7 +303,7 @@ fn run_command(cli: Cli) -> Result<(), String> {
                         stop,
                     ),
                 }
-            }
+            }?)
         }
     }
 }

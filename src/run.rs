@@ -24,12 +24,16 @@ use flowtwin_ffi::ring::{RingConsumer, RingProducer};
 use flowtwin_ffi::wait::{set_timer_slack, wait_readable, Doorbell, MAX_WAIT_FDS};
 use flowtwin_ffi::{Eal, LcoreId, Mempool, Port, Ring};
 
+use tracing::{info, warn};
+
 use crate::config::{Config, SyncMode, SyncRole};
 use crate::ctl;
 use crate::metrics;
 
+mod drops;
 mod report;
 
+use self::drops::DropWarnings;
 use self::report::{control, render};
 
 /// Build the engine's stack configuration (loads object directories).
@@ -132,12 +136,12 @@ impl flowtwin_sync::Waiter for PollWaiter {
     }
     fn on_sync_thread(&self) {
         if let Err(e) = set_timer_slack(SYNC_TIMER_SLACK) {
-            eprintln!("flowtwin: sync thread: cannot set timer slack: {e}");
+            warn!(event = "sync_thread", error = %e, "sync thread: cannot set timer slack: {e}");
         }
         if let Some(cpu) = self.cpu {
             match flowtwin_ffi::pin_current_thread(cpu) {
-                Ok(()) => eprintln!("flowtwin: sync thread pinned to CPU {cpu}"),
-                Err(e) => eprintln!("flowtwin: sync thread: cannot pin to CPU {cpu}: {e}"),
+                Ok(()) => info!(event = "sync_thread", cpu, "sync thread pinned to CPU {cpu}"),
+                Err(e) => warn!(event = "sync_thread", cpu, error = %e, "sync thread: cannot pin to CPU {cpu}: {e}"),
             }
         }
     }
@@ -229,9 +233,15 @@ impl LinkWatch {
             let up = self.iface.as_deref().and_then(LinkWatch::kernel_link).unwrap_or_else(dpdk_up);
             if up != self.up {
                 match (up, self.down_since) {
-                    (true, Some(t)) => eprintln!("flowtwin: port link up again after {:?}", now.duration_since(t)),
-                    _ => eprintln!(
-                        "flowtwin: port link DOWN{}",
+                    (true, Some(t)) => {
+                        let down = now.duration_since(t);
+                        info!(event = "link", up, down_ms = down.as_millis() as u64, "port link up again after {down:?}")
+                    }
+                    _ => warn!(
+                        event = "link",
+                        up,
+                        iface = self.iface.as_deref(),
+                        "port link DOWN{}",
                         self.iface.as_deref().map(|i| format!(" (kernel interface {i})")).unwrap_or_default()
                     ),
                 }
@@ -242,6 +252,37 @@ impl LinkWatch {
         }
         self.down_since.map(|t| now.duration_since(t))
     }
+}
+
+/// The engine's account of a takeover (the sync thread has logged its own, `takeover_replica`):
+/// the line `tests/e2e/failover_eval.py` times takeovers by.
+fn log_takeover(epoch: u64, reason: flowtwin_sync::TakeoverReason, flows: usize, in_sync: bool, retained: bool, groups: &str) {
+    warn!(
+        event = "takeover",
+        groups,
+        epoch,
+        reason = ?reason,
+        flows,
+        in_sync,
+        retained,
+        "TAKEOVER (epoch {epoch}, {reason:?}, {flows} flow(s), standby was {}in sync): announcing the VIPs and resuming",
+        if in_sync { "" } else { "NOT " }
+    );
+}
+
+/// The drops and events of all workers.
+fn totals(workers: &[Arc<SharedCounters>]) -> Counters {
+    let mut total = Counters::default();
+    for w in workers {
+        let c = w.snapshot();
+        for (a, b) in total.drops.iter_mut().zip(c.drops.iter()) {
+            *a += b;
+        }
+        for (a, b) in total.events.iter_mut().zip(c.events.iter()) {
+            *a += b;
+        }
+    }
+    total
 }
 
 /// Slots of each handoff ring (power of two; one burst is 32).
@@ -305,7 +346,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         let o = observed.clone();
         let bound = metrics::serve(addr, Arc::new(move |out: &mut String| render(&o, out)), stop.clone())
             .map_err(|e| format!("metrics.listen = {addr}: cannot listen: {e}"))?;
-        eprintln!("flowtwin: metrics on http://{bound}/metrics");
+        info!(event = "metrics_listen", addr = %bound, "metrics on http://{bound}/metrics");
     }
 
     if let (Some(y), Some(st)) = (&cfg.sync, &sync_status) {
@@ -313,14 +354,14 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         let st = st.clone();
         let handler: ctl::Handler = Arc::new(move |cmd: &str| control(&o, &st, cmd));
         let p = ctl::serve(&y.control, handler, stop.clone())?;
-        eprintln!("flowtwin: control socket {}", p.display());
+        info!(event = "control_listen", path = %p.display(), "control socket {}", p.display());
     }
 
     let eal = Eal::init(&cfg.eal.args).map_err(|e| format!("EAL init: {e}"))?;
     // The main lcore only supervises; unpin it so the threads it spawns next (the sync
     // thread) are not stuck on one CPU with a busy worker (starvation looks like death).
     if let Err(e) = flowtwin_ffi::float_current_thread() {
-        eprintln!("flowtwin: warning: cannot unpin the control threads: {e}");
+        warn!(event = "unpin", error = %e, "warning: cannot unpin the control threads: {e}");
     }
     let lcores = eal.worker_lcores();
     let nworkers = cfg.engine.workers.map(usize::from).unwrap_or(lcores.len());
@@ -347,8 +388,16 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     };
     let mut port = Port::start(&eal, id, &conf, &pool).map_err(|e| format!("port[0] {:?}: {e}", pc.name))?;
     let info = port.info().clone();
-    eprintln!(
-        "flowtwin: port {} ({}, driver {}) started with {} RX / {} TX queue(s){}, MAC {}",
+    info!(
+        event = "port_started",
+        port = info.id.0,
+        name = %info.name,
+        driver = %info.driver,
+        rx_queues = lay.rx_queues,
+        tx_queues = lay.tx_queues,
+        rss = info.rss_active,
+        mac = %MacAddr(info.mac),
+        "port {} ({}, driver {}) started with {} RX / {} TX queue(s){}, MAC {}",
         info.id.0,
         info.name,
         info.driver,
@@ -358,23 +407,30 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         MacAddr(info.mac)
     );
     if lay.rx_fanout {
-        eprintln!(
-            "flowtwin: device {} has {} RX queue(s): worker 0 distributes flows to {nworkers} workers in software (symmetric flow hash)",
-            info.name, max_rx
+        info!(
+            event = "software_rss",
+            rx_queues = max_rx,
+            workers = nworkers,
+            "device {} has {} RX queue(s): worker 0 distributes flows to {nworkers} workers in software (symmetric flow hash)",
+            info.name,
+            max_rx
         );
     }
     if lay.tx_fanin {
-        eprintln!(
-            "flowtwin: device {} has {} TX queue(s): the {} worker(s) other than worker 0 transmit through its TX queue (egress rings)",
+        info!(
+            event = "software_tx_fanin",
+            tx_queues = max_tx,
+            workers = nworkers,
+            "device {} has {} TX queue(s): the {} worker(s) other than worker 0 transmit through its TX queue (egress rings)",
             info.name,
             max_tx,
             nworkers - 1
         );
     } else if lay.rx_fanout {
-        eprintln!("flowtwin: each worker transmits on its own TX queue");
+        info!(event = "software_tx_fanin", workers = nworkers, "each worker transmits on its own TX queue");
     }
     if nworkers > 1 && !lay.rx_fanout && !info.rss_active && info.driver != "net_af_packet" {
-        eprintln!("flowtwin: warning: {} queues without RSS: the device must spread flows symmetrically itself", nworkers);
+        warn!(event = "no_rss", workers = nworkers, "warning: {} queues without RSS: the device must spread flows symmetrically itself", nworkers);
     }
     let _ = observed.software.set((lay.rx_fanout, lay.tx_fanin));
     // How a reply reaches a worker, so the local ports of connections a worker opens bring
@@ -386,9 +442,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     } else if info.rss_active && info.reta_size > 0 {
         Some(RssSteering::round_robin(nworkers, usize::from(info.reta_size)).into())
     } else {
-        eprintln!(
-            "flowtwin: note: {} spreads flows itself ({}): a connection a worker opens may be answered on another worker",
-            info.name, info.driver
+        info!(
+            event = "reply_steering",
+            driver = %info.driver,
+            "note: {} spreads flows itself ({}): a connection a worker opens may be answered on another worker",
+            info.name,
+            info.driver
         );
         None
     };
@@ -470,15 +529,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         };
         let r = role.clone();
         let software_rx = lay.rx_fanout;
+        let group_names = stack_cfg.clone();
         let on_takeover: flowtwin_sync::TakeoverFn = Box::new(move |t: flowtwin_sync::Takeover| {
-            let n: usize = t.flows.iter().map(Vec::len).sum();
-            eprintln!(
-                "flowtwin: TAKEOVER (epoch {}, {:?}, {} flow(s), standby was {}in sync): announcing the VIPs and resuming",
-                t.epoch,
-                t.reason,
-                n,
-                if t.in_sync { "" } else { "NOT " }
-            );
+            let groups: Vec<&str> = t.groups.iter().map(|g| group_names.group_name(g)).collect();
+            log_takeover(t.epoch, t.reason, t.flows.iter().map(Vec::len).sum(), t.in_sync, t.retained, &groups.join(","));
             let flows = if software_rx { reshard(t.flows, nworkers) } else { t.flows };
             // The announcement carries the new epoch (an old active that still lives fences
             // itself when it hears it).
@@ -525,24 +579,30 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         handles.push(eal.launch(*lcore, move || run_worker(w)).map_err(|e| e.to_string())?);
     }
     for v in &stack_cfg.vips {
-        eprintln!("flowtwin: serving VIP {} (MAC {}, group {})", v.addr, v.mac, stack_cfg.group_name(v.group));
+        let group = stack_cfg.group_name(v.group);
+        info!(event = "vip", vip = %v.addr, mac = %v.mac, group, "serving VIP {} (MAC {}, group {group})", v.addr, v.mac);
     }
     for l in &stack_cfg.listeners {
-        eprintln!("flowtwin:   {}:{} -> {}", l.vip, l.port, l.spec.kind_name());
+        let kind = l.spec.kind_name();
+        info!(event = "service", vip = %l.vip, port = l.port, kind, "  {}:{} -> {kind}", l.vip, l.port);
     }
-    eprintln!("flowtwin: running with {nworkers} worker(s); SIGINT/SIGTERM stops");
+    info!(event = "started", workers = nworkers, "running with {nworkers} worker(s); SIGINT/SIGTERM stops");
     let mut last_role = None;
     let mut link = LinkWatch::new(vdev_iface(&cfg.eal.args, &cfg.ports[0].name));
     let link_down_after = cfg.sync.as_ref().map(|y| Duration::from_millis(y.link_down_ms)).filter(|d| !d.is_zero());
+    let mut drop_warnings = DropWarnings::new(std::time::Instant::now());
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(if sync_status.is_some() { 1 } else { 50 }));
+        for w in drop_warnings.poll(std::time::Instant::now(), || totals(&shared)) {
+            w.log();
+        }
         if let Some(st) = &sync_status {
             // Follow the sync thread's role: active answers, standby and fenced stay silent.
             // Act on transitions only: the takeover callback activates the workers itself,
             // and a stale read of the role must never switch them back.
             let r = st.role();
             if last_role != Some(r) {
-                eprintln!("flowtwin: role {} (epoch {})", r.name(), st.epoch());
+                info!(event = "role", role = r.name(), epoch = st.epoch(), "role {} (epoch {})", r.name(), st.epoch());
                 last_role = Some(r);
                 role.epoch.store(st.epoch(), Ordering::Relaxed);
                 match r {
@@ -577,10 +637,14 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             let due = link.last_request.is_none_or(|t| t.elapsed() >= Duration::from_millis(100));
             if d >= after && st.role() == Role::Active && due {
                 if link.last_request.is_none() {
-                    eprintln!(
-                        "flowtwin: port link down for {d:?} (sync.link_down_ms {}): {}",
+                    let in_sync = st.in_sync();
+                    warn!(
+                        event = "link_down_handover",
+                        down_ms = d.as_millis() as u64,
+                        in_sync,
+                        "port link down for {d:?} (sync.link_down_ms {}): {}",
                         after.as_millis(),
-                        if st.in_sync() { "handing over to the standby" } else { "no in-sync standby to hand over to yet" }
+                        if in_sync { "handing over to the standby" } else { "no in-sync standby to hand over to yet" }
                     );
                 }
                 link.last_request = Some(std::time::Instant::now());
@@ -594,32 +658,39 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     if let Some(h) = sync_handle.take() {
         h.stop();
     }
-    eprintln!("flowtwin: stopping");
+    info!(event = "stopping", "stopping");
     let mut rc = 0;
     for h in handles {
         rc |= h.join();
     }
     // Final statistics, as an operator reads them after a stop.
     if let Ok(s) = port.stats() {
-        eprintln!(
-            "flowtwin: port {}: rx {} tx {} imissed {} rx_nombuf {} ierrors {} oerrors {}",
-            info.name, s.ipackets, s.opackets, s.imissed, s.rx_nombuf, s.ierrors, s.oerrors
+        info!(
+            event = "port_stats",
+            name = %info.name,
+            rx = s.ipackets,
+            tx = s.opackets,
+            imissed = s.imissed,
+            rx_nombuf = s.rx_nombuf,
+            ierrors = s.ierrors,
+            oerrors = s.oerrors,
+            "port {}: rx {} tx {} imissed {} rx_nombuf {} ierrors {} oerrors {}",
+            info.name,
+            s.ipackets,
+            s.opackets,
+            s.imissed,
+            s.rx_nombuf,
+            s.ierrors,
+            s.oerrors
         );
     }
-    let mut total = Counters::default();
-    for w in &shared {
-        let c = w.snapshot();
-        for (a, b) in total.drops.iter_mut().zip(c.drops.iter()) {
-            *a += b;
-        }
-        for (a, b) in total.events.iter_mut().zip(c.events.iter()) {
-            *a += b;
-        }
-    }
+    let total = totals(&shared);
     let ev: Vec<String> = Event::ALL.iter().filter(|e| total.get(**e) > 0).map(|e| format!("{} {}", e.as_str(), total.get(*e))).collect();
-    eprintln!("flowtwin: events: {}", ev.join(", "));
+    let ev = ev.join(", ");
+    info!(event = "events_summary", counts = %ev, "events: {ev}");
     let dr: Vec<String> = Drop::ALL.iter().filter(|r| total.dropped(**r) > 0).map(|r| format!("{} {}", r.as_str(), total.dropped(*r))).collect();
-    eprintln!("flowtwin: drops: {}", if dr.is_empty() { "none".to_string() } else { dr.join(", ") });
+    let dr = if dr.is_empty() { "none".to_string() } else { dr.join(", ") };
+    info!(event = "drops_summary", counts = %dr, "drops: {dr}");
     drop(port);
     drop(pool);
     drop(eal);
@@ -674,5 +745,43 @@ mod link_watch_tests {
         assert_eq!(vdev_iface(&args(&["--vdev=net_af_xdp0,iface=v0"]), "net_af_xdp0").as_deref(), Some("v0"));
         assert_eq!(vdev_iface(&a, "0000:01:00.0"), None, "a NIC: DPDK's link status");
         assert_eq!(vdev_iface(&args(&["--vdev", "net_af_packet0"]), "net_af_packet0"), None, "no iface= given");
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use flowtwin_sync::TakeoverReason;
+
+    use super::log_takeover;
+    use crate::logs::testing::capture;
+    use crate::logs::Format;
+
+    /// The line `tests/e2e/failover_eval.py` (`^<stamp> flowtwin: TAKEOVER \(epoch (\d+), (\w+),
+    /// (\d+) flow\(s\), standby was (NOT )?in sync\)`) and the e2e greps read, unchanged.
+    #[test]
+    fn the_takeover_line_is_the_legacy_one() {
+        let out = capture(Format::Human, "info", || log_takeover(7, TakeoverReason::HeartbeatTimeout, 42, true, false, "web"));
+        assert_eq!(out, "flowtwin: TAKEOVER (epoch 7, HeartbeatTimeout, 42 flow(s), standby was in sync): announcing the VIPs and resuming\n");
+        let out = capture(Format::Human, "info", || log_takeover(3, TakeoverReason::HandoverFallback, 0, false, true, "web"));
+        assert_eq!(out, "flowtwin: TAKEOVER (epoch 3, HandoverFallback, 0 flow(s), standby was NOT in sync): announcing the VIPs and resuming\n");
+        // A takeover is a warning: a filter of `warn` keeps it.
+        assert!(capture(Format::Human, "warn", || log_takeover(7, TakeoverReason::PeerClosed, 1, true, false, "web")).contains("TAKEOVER"));
+    }
+
+    #[test]
+    fn the_takeover_event_in_json_carries_its_fields() {
+        let out = capture(Format::Json, "info", || log_takeover(7, TakeoverReason::HeartbeatTimeout, 42, false, false, "web,api"));
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(j["event"], "takeover");
+        assert_eq!(j["level"], "WARN");
+        assert_eq!(j["groups"], "web,api");
+        assert_eq!(j["epoch"], 7);
+        assert_eq!(j["reason"], "HeartbeatTimeout");
+        assert_eq!(j["flows"], 42);
+        assert_eq!(j["in_sync"], false);
+        assert_eq!(j["retained"], false);
+        assert_eq!(j["target"], "flowtwin::run");
+        assert!(j["message"].as_str().unwrap().starts_with("TAKEOVER (epoch 7, HeartbeatTimeout, 42 flow(s), standby was NOT in sync)"), "{j}");
     }
 }

@@ -5,10 +5,19 @@
 use std::process::Command;
 
 fn flowtwin(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_flowtwin")).args(args).output().expect("spawn flowtwin");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!text.contains("panicked"), "flowtwin panicked on {args:?}:\n{text}");
-    (out.status.code().unwrap_or(-1), text)
+    let (code, stdout, stderr) = flowtwin_env(args, &[]);
+    (code, format!("{stdout}{stderr}"))
+}
+
+/// The binary's exit code, stdout and stderr, with `env` added to a log-neutral environment
+/// (whatever FLOWTWIN_LOG, RUST_LOG and FLOWTWIN_LOG_FORMAT the test runner has are removed).
+fn flowtwin_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowtwin"));
+    cmd.args(args).env_remove("FLOWTWIN_LOG").env_remove("RUST_LOG").env_remove("FLOWTWIN_LOG_FORMAT");
+    let out = cmd.envs(env.iter().copied()).output().expect("spawn flowtwin");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(!stdout.contains("panicked") && !stderr.contains("panicked"), "flowtwin panicked on {args:?}:\n{stdout}{stderr}");
+    (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
 fn write_cfg(name: &str, body: &str) -> std::path::PathBuf {
@@ -213,4 +222,87 @@ fn man_pages_and_completions_come_from_the_cli() {
     assert!(!bash.contains("generate") && !read(man.join("flowtwin.1")).contains("generate"));
     assert!(!flowtwin(&["--help"]).1.contains("generate"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every stderr line of `flowtwin_env` parsed as one JSON object.
+fn json_lines(stderr: &str) -> Vec<serde_json::Value> {
+    stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object: {l:?}: {e}"))).collect()
+}
+
+#[test]
+fn check_config_logs_the_load_as_one_event_in_either_format() {
+    let p = write_cfg("log-good.toml", GOOD);
+    let path = p.to_str().unwrap();
+    let (code, stdout, stderr) = flowtwin_env(&["check-config", "-c", path], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with(&format!("{path}: ok\n")), "the command's own output stays on stdout: {stdout}");
+    assert_eq!(stderr, format!("flowtwin: config {path} loaded: 1 VIP(s), 1 service(s), 1 group(s), stand-alone\n"));
+
+    let p = write_cfg("log-json.toml", &format!("{GOOD}\n[log]\nformat = \"json\"\n"));
+    let path = p.to_str().unwrap();
+    let (code, stdout, stderr) = flowtwin_env(&["check-config", "-c", path], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(": ok"), "{stdout}");
+    let lines = json_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let j = &lines[0];
+    assert_eq!((&j["event"], &j["level"], &j["path"]), (&"config_loaded".into(), &"INFO".into(), &path.into()));
+    assert_eq!((&j["vips"], &j["services"], &j["groups"], &j["role"]), (&1.into(), &1.into(), &1.into(), &"stand-alone".into()));
+    assert!(j["timestamp"].is_string() && j["message"].as_str().unwrap().starts_with("config "), "{j}");
+
+    // The config's level applies once it is read (the subscriber starts with the default).
+    let p = write_cfg("log-warn.toml", &format!("{GOOD}\n[log]\nlevel = \"warn\"\n"));
+    let (code, _, stderr) = flowtwin_env(&["check-config", "-c", p.to_str().unwrap()], &[]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    let (code, _, stderr) = flowtwin_env(&["check-config", "-c", p.to_str().unwrap()], &[("RUST_LOG", "info")]);
+    assert!(code == 0 && stderr.starts_with("flowtwin: config "), "RUST_LOG overrides log.level: {stderr}");
+
+    // The environment overrides the config: its filter hides the info event, its format wins.
+    let (code, _, stderr) = flowtwin_env(&["check-config", "-c", path], &[("FLOWTWIN_LOG", "warn")]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    let (code, _, stderr) = flowtwin_env(&["check-config", "-c", path], &[("RUST_LOG", "warn"), ("FLOWTWIN_LOG", "info")]);
+    assert_eq!(code, 0);
+    assert_eq!(json_lines(&stderr).len(), 1, "FLOWTWIN_LOG comes before RUST_LOG: {stderr}");
+    let (_, _, stderr) = flowtwin_env(&["check-config", "-c", path], &[("FLOWTWIN_LOG_FORMAT", "human")]);
+    assert!(stderr.starts_with("flowtwin: config "), "{stderr}");
+}
+
+#[test]
+fn a_refused_config_is_one_error_event() {
+    let p = write_cfg("log-refused.toml", &GOOD.replace("vip = \"198.18.0.100\"", "vip = \"198.18.0.9\""));
+    let path = p.to_str().unwrap();
+    let (code, stdout, stderr) = flowtwin_env(&["check-config", "-c", path], &[]);
+    assert_ne!(code, 0);
+    assert_eq!(stdout, "");
+    assert!(stderr.starts_with(&format!("flowtwin: error: config {path}: service[0].vip = 198.18.0.9")), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // A config that cannot be read has no [log] to follow: the environment's format holds.
+    let (code, _, stderr) = flowtwin_env(&["check-config", "-c", path], &[("FLOWTWIN_LOG_FORMAT", "json")]);
+    assert_ne!(code, 0);
+    let lines = json_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert_eq!((&lines[0]["event"], &lines[0]["level"]), (&"config_refused".into(), &"ERROR".into()));
+    assert!(lines[0]["error"].as_str().unwrap().contains("service[0].vip = 198.18.0.9"), "{}", lines[0]);
+}
+
+#[test]
+fn bad_log_settings_name_the_key_or_variable() {
+    let cases = [
+        ("level = \"verbose\"", "log.level = \"verbose\""),
+        ("level = \"flowtwin=loud\"", "log.level = \"flowtwin=loud\""),
+        ("format = \"xml\"", "log.format = \"xml\": expected \"human\" or \"json\""),
+    ];
+    for (body, needle) in cases {
+        let p = write_cfg("log-bad.toml", &format!("{GOOD}\n[log]\n{body}\n"));
+        let (code, text) = flowtwin(&["check-config", "-c", p.to_str().unwrap()]);
+        assert_ne!(code, 0, "{body} accepted");
+        assert!(text.contains(needle), "{body}: error does not name {needle:?}:\n{text}");
+    }
+    let p = write_cfg("log-env.toml", GOOD);
+    for (var, value) in [("FLOWTWIN_LOG", "warning"), ("RUST_LOG", "info,flowtwin=loud"), ("FLOWTWIN_LOG_FORMAT", "xml")] {
+        let (code, stdout, stderr) = flowtwin_env(&["check-config", "-c", p.to_str().unwrap()], &[(var, value)]);
+        assert_ne!(code, 0, "{var}={value} accepted");
+        assert_eq!(stdout, "");
+        assert!(stderr.starts_with(&format!("flowtwin: error: {var} = {value:?}: ")), "{var}: {stderr}");
+    }
 }

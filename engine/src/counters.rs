@@ -92,6 +92,49 @@ reasons! {
     }
 }
 
+impl Drop {
+    /// Whether drops of this reason deserve an operator's warning (rate-limited, from the
+    /// reporting thread, never the packet path): input that is malformed or hostile, a peer
+    /// misconfigured, or the engine out of a resource. The others are what a shared segment
+    /// and the internet send anyway (other hosts' traffic, scans, late segments) or what a
+    /// standby and a takeover drop by design (`arp_from_our_vip`: the peer's announcements at
+    /// every takeover and failback): counted, not worth a line.
+    pub fn warns(self) -> bool {
+        match self {
+            Drop::RuntFrame
+            | Drop::MultiSegment
+            | Drop::BadSourceMac
+            | Drop::BadArp
+            | Drop::BadIpv4Header
+            | Drop::BadIpv4Checksum
+            | Drop::Ipv4Fragment
+            | Drop::Ipv4Options
+            | Drop::BadTtl
+            | Drop::BadSourceAddress
+            | Drop::BadTcpHeader
+            | Drop::BadTcpChecksum
+            | Drop::PartialTcpChecksum
+            | Drop::FlowTableFull
+            | Drop::BadSyn
+            | Drop::TxNoMbuf
+            | Drop::TxFull
+            | Drop::HandoffRingFull => true,
+            Drop::OtherEthertype
+            | Drop::NotOurMac
+            | Drop::ArpNotForUs
+            | Drop::NotOurIp
+            | Drop::OtherProtocol
+            | Drop::IcmpIgnored
+            | Drop::NoService
+            | Drop::NoFlow
+            | Drop::TcpRejected
+            | Drop::ArpFromOurVip
+            | Drop::Standby
+            | Drop::TakeoverGrace => false,
+        }
+    }
+}
+
 reasons! {
     /// Events worth counting that are not drops.
     Event {

@@ -471,7 +471,14 @@ pub fn run_worker(mut w: Worker) -> i32 {
     let mut stack = Stack::new(w.stack_cfg.clone(), clock.now());
     if let Some(s) = w.steering.take() {
         if let Err(e) = stack.set_worker(w.index, s) {
-            eprintln!("flowtwin: worker {}: connections it opens cannot be steered back to it: {e}", w.index);
+            // Once, before the loop: the packet path never logs.
+            tracing::warn!(
+                event = "reply_steering",
+                worker = w.index,
+                error = %e,
+                "worker {}: connections it opens cannot be steered back to it: {e}",
+                w.index
+            );
         }
     }
     let mail = w.neighbors.take();

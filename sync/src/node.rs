@@ -43,7 +43,7 @@ use crate::delta::{self, MAX_DELTA_RECORDS};
 use crate::proto::{self, Hello, Msg, Role, MAX_BATCH_RECORDS};
 use crate::replicator::{WorkerLink, RELEASE_ALL};
 use crate::ring::{Record, RECORD_BYTES, RECORD_WORDS};
-use crate::session::{self, Action, DialError, Incoming, Release, Session, SessionConfig};
+use crate::session::{Action, DialError, Incoming, Release, Session, SessionConfig};
 use crate::status::SyncStatus;
 use crate::wait::{Parking, Waiter, Woken};
 
@@ -437,10 +437,6 @@ impl Slot {
         }
     }
 
-    fn log(&self, node_id: u32, msg: &str) {
-        session::log(node_id, msg);
-    }
-
     /// Delivers what the connection has: at most `limit` frames (all with `None`), then the
     /// end of the stream once every complete frame was delivered. Returns (bytes arrived,
     /// frames, batches).
@@ -474,7 +470,7 @@ impl Slot {
         }
         let ended = c.eof && c.start >= c.end;
         if let Some(e) = bad {
-            self.log(node_id, &format!("bad frame from the peer: {e}"));
+            tracing::warn!(node = node_id, event = "peer_bad_frame", error = %e, "bad frame from the peer: {e}");
             self.status.decode_errors.fetch_add(1, Relaxed);
             self.session.on_closed(Instant::now(), &e.to_string());
         } else if ended {
@@ -549,8 +545,8 @@ impl Driver {
         self.slots[0].status.stop.load(Relaxed)
     }
 
-    fn log(&self, msg: &str) {
-        session::log(self.cfg.node_id, msg);
+    fn handshake_failed(&self, addr: SocketAddr, e: &io::Error) {
+        tracing::warn!(node = self.cfg.node_id, event = "peer_handshake_failed", addr = %addr, error = %e, "standby {addr}: handshake failed: {e}");
     }
 
     fn single(&self) -> bool {
@@ -716,7 +712,14 @@ impl Driver {
             Ok(l) => {
                 self.listener = Some(l);
                 let epoch = self.slots.iter().find(|s| s.status.role() == Role::Active).map_or(0, |s| s.session.epoch());
-                self.log(&format!("active (epoch {epoch}), listening on {}", self.cfg.listen));
+                tracing::info!(
+                    node = self.cfg.node_id,
+                    event = "listening",
+                    epoch,
+                    addr = %self.cfg.listen,
+                    "active (epoch {epoch}), listening on {}",
+                    self.cfg.listen
+                );
             }
             Err(e) => {
                 for s in self.slots.iter().filter(|s| s.status.role() == Role::Active) {
@@ -784,7 +787,7 @@ impl Driver {
             match conn.recv_hello(&mut self.recs, &stop) {
                 Ok(h) => Some((0, h)),
                 Err(e) => {
-                    self.log(&format!("standby {addr}: handshake failed: {e}"));
+                    self.handshake_failed(addr, &e);
                     None
                 }
             }
@@ -797,12 +800,20 @@ impl Driver {
                     }
                     Some(_) => None,
                     None => {
-                        self.log(&format!("peer {addr}: no session replicates groups {:#x}", h.session));
+                        tracing::warn!(
+                            node = self.cfg.node_id,
+                            event = "peer_refused",
+                            addr = %addr,
+                            groups = h.session,
+                            reason = "no session replicates these groups",
+                            "peer {addr}: no session replicates groups {:#x}",
+                            h.session
+                        );
                         None
                     }
                 },
                 Err(e) => {
-                    self.log(&format!("standby {addr}: handshake failed: {e}"));
+                    self.handshake_failed(addr, &e);
                     None
                 }
             }
@@ -950,7 +961,13 @@ impl Driver {
                         Err(e) => {
                             // Cannot happen with our producer; skip one record, count it.
                             self.slots[0].status.decode_errors.fetch_add(1, Relaxed);
-                            session::log(self.cfg.node_id, &format!("worker {w}: bad delta on ring: {e}"));
+                            tracing::error!(
+                                node = self.cfg.node_id,
+                                event = "bad_delta",
+                                worker = w,
+                                error = %e,
+                                "worker {w}: bad delta on ring: {e}"
+                            );
                             if used == 0 {
                                 used = 1;
                             }

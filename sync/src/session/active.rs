@@ -23,7 +23,15 @@ impl Session {
             // id) steps down. Our Hello, already sent, tells the prober the same rule.
             self.actions.push_back(Action::Close { linger: Duration::ZERO });
             if newer(h.epoch, h.node_id, self.epoch, self.cfg.node_id) {
-                self.log(&format!("an active peer with epoch {} exists: fenced", h.epoch));
+                tracing::warn!(
+                    node = self.cfg.node_id,
+                    event = "fenced",
+                    cause = "active_peer",
+                    epoch = h.epoch,
+                    peer = h.node_id,
+                    "an active peer with epoch {} exists: fenced",
+                    h.epoch
+                );
                 self.fence(now);
             }
             return;
@@ -46,7 +54,16 @@ impl Session {
         self.actions.push_back(Action::RequestSnapshot { token, pace: strict, hold: strict && self.handover_hold_until.is_none() });
         self.status.sessions.fetch_add(1, Relaxed);
         self.status.set_peer_state(PeerState::Joining);
-        self.log(&format!("standby node {} at {from} joining (snapshot token {token})", h.node_id));
+        tracing::info!(
+            node = self.cfg.node_id,
+            event = "peer_connected",
+            peer = h.node_id,
+            peer_role = "standby",
+            addr = from,
+            token,
+            "standby node {} at {from} joining (snapshot token {token})",
+            h.node_id
+        );
         let n = self.cfg.workers;
         if let State::Active { peer, .. } = &mut self.state {
             *peer = Some(PeerView {
@@ -95,12 +112,12 @@ impl Session {
                     // Reported as in sync by `release`, once output is held for it.
                     p.in_sync = true;
                     let token = p.token;
-                    self.log(&format!("standby in sync (token {token})"));
+                    tracing::info!(node = self.cfg.node_id, event = "peer_in_sync", token, "standby in sync (token {token})");
                 }
                 self.status.shadow_flows.store(h.flows, Relaxed);
             }
             Incoming::Takeover { epoch } if epoch > self.epoch => {
-                self.log(&format!("peer took over with epoch {epoch}: fenced"));
+                tracing::warn!(node = self.cfg.node_id, event = "fenced", cause = "peer_took_over", epoch, "peer took over with epoch {epoch}: fenced");
                 self.fence(now);
             }
             Incoming::Refused(r) => self.lose_standby(now, &format!("refused: {r}")),
@@ -122,7 +139,11 @@ impl Session {
         }
         self.transmit.push_back(Msg::Handover { epoch: self.epoch });
         self.actions.push_back(Action::Close { linger: self.dead_limit() });
-        self.log(&format!(
+        tracing::info!(
+            node = self.cfg.node_id,
+            event = "handover",
+            epoch = self.epoch,
+            keep_flows = keep,
             "handed over to the standby (epoch {}){}",
             self.epoch,
             if keep {
@@ -130,7 +151,7 @@ impl Session {
             } else {
                 String::new()
             }
-        ));
+        );
         if keep {
             // Rejoin at once (the new active listens as soon as it took over).
             self.status.set_role(Role::Fenced);
@@ -144,10 +165,15 @@ impl Session {
     pub(super) fn active_tick(&mut self, now: Instant) {
         let fence = self.status.fence_epoch();
         if fence > self.epoch {
-            self.log(&format!(
+            tracing::warn!(
+                node = self.cfg.node_id,
+                event = "fenced",
+                cause = "announcement",
+                epoch = fence,
+                our_epoch = self.epoch,
                 "another engine announced our VIPs with epoch {fence} (ours {}): it took over; fenced",
                 self.epoch
-            ));
+            );
             self.status.fenced_by_announcement.fetch_add(1, Relaxed);
             self.status.set_error(format!("fenced: another engine announced our VIPs with epoch {fence}"));
             return self.fence(now);
@@ -168,7 +194,7 @@ impl Session {
                 self.actions.push_back(Action::FinalDrain);
                 return;
             }
-            self.log("handover refused: no in-sync standby");
+            tracing::warn!(node = self.cfg.node_id, event = "handover_refused", reason = "no in-sync standby", "handover refused: no in-sync standby");
         }
         let State::Active { peer, .. } = &mut self.state else { return };
         if let Some(p) = peer {
@@ -201,15 +227,20 @@ impl Session {
             let in_sync = matches!(&self.state, State::Active { peer: Some(p), .. } if p.in_sync);
             if in_sync || now >= until {
                 self.handover_hold_until = None;
-                self.log(&format!(
+                let after = now.saturating_duration_since(since);
+                tracing::info!(
+                    node = self.cfg.node_id,
+                    event = "handover_hold_over",
+                    in_sync,
+                    after_ms = after.as_millis() as u64,
                     "{} {:?} after the handover: output released",
                     if in_sync {
                         "the engine that handed over is our in-sync standby"
                     } else {
                         "handover_hold over, that engine did not rejoin in sync:"
                     },
-                    now.saturating_duration_since(since)
-                ));
+                    after
+                );
             }
         }
     }
@@ -223,7 +254,7 @@ impl Session {
         if self.cfg.mode == Mode::Strict && p.in_sync && !self.cfg.fence_hold.is_zero() {
             *hold_until = Some(now + self.cfg.fence_hold);
         }
-        self.log(&format!("standby lost: {why}"));
+        tracing::warn!(node = self.cfg.node_id, event = "peer_lost", reason = why, "standby lost: {why}");
         self.status.set_error(format!("standby lost: {why}"));
         self.status.set_peer_state(PeerState::Dead);
         self.transmit.push_back(Msg::Refused { reason: format!("dropped by the active: {why}") });

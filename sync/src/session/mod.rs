@@ -326,10 +326,9 @@ fn silence(st: &SyncStatus, heartbeat: Duration, now: Instant, last_rx: Instant,
     silent
 }
 
-/// A line of the sync thread's log (stderr), naming this engine's node.
-pub(crate) fn log(node_id: u32, msg: &str) {
-    eprintln!("flowtwin-sync[node {node_id}]: {msg}");
-}
+// The sync thread's log: `tracing` events, a facade (the binary installs the subscriber that
+// writes them; the session does no I/O), each with `node` = this engine's node id (the human
+// format prints `flowtwin-sync[node N]: <message>`) and `event` naming what happened.
 
 fn newer(epoch_a: u64, node_a: u32, epoch_b: u64, node_b: u32) -> bool {
     epoch_a > epoch_b || (epoch_a == epoch_b && node_a < node_b)
@@ -517,12 +516,8 @@ impl Session {
         self.cfg.heartbeat * self.cfg.dead_after
     }
 
-    fn log(&self, msg: &str) {
-        log(self.cfg.node_id, msg);
-    }
-
     fn refuse(&mut self, reason: &str) {
-        self.log(reason);
+        tracing::warn!(node = self.cfg.node_id, event = "peer_refused", reason, "{reason}");
         self.status.set_error(reason);
         self.status.refused.fetch_add(1, Relaxed);
         self.transmit.push_back(Msg::Refused { reason: reason.to_owned() });
@@ -597,7 +592,15 @@ impl Session {
                 *probing = false;
                 self.actions.push_back(Action::Close { linger: Duration::ZERO });
                 if h.check().is_ok() && h.role == Role::Active && newer(h.epoch, h.node_id, self.epoch, self.cfg.node_id) {
-                    self.log(&format!("peer is active with epoch {}: fenced", h.epoch));
+                    tracing::warn!(
+                        node = self.cfg.node_id,
+                        event = "fenced",
+                        cause = "active_peer",
+                        epoch = h.epoch,
+                        peer = h.node_id,
+                        "peer is active with epoch {}: fenced",
+                        h.epoch
+                    );
                     self.fence(now);
                 }
             }

@@ -16,9 +16,13 @@ impl Session {
         if self.fallback_valid(now) {
             let since = now.saturating_duration_since(self.standby_since);
             if e == DialError::Refused && since >= HANDOVER_LISTEN_GRACE {
-                self.log(&format!(
+                tracing::warn!(
+                    node = self.cfg.node_id,
+                    event = "peer_lost",
+                    reason = "refuses our rejoin after the handover",
+                    since_ms = since.as_millis() as u64,
                     "the engine we handed over to refuses our rejoin {since:?} after the handover: it is gone"
-                ));
+                );
                 return self.take_over(now, false, TakeoverReason::HandoverFallback, since);
             }
         } else if self.fallback_until.is_some() {
@@ -30,7 +34,13 @@ impl Session {
         if let Some(t) = self.dropped_at {
             let since = now.saturating_duration_since(t);
             if e == DialError::Refused && since < self.cfg.fence_hold {
-                self.log(&format!("the active that dropped us {since:?} ago refuses connections: it is gone"));
+                tracing::warn!(
+                    node = self.cfg.node_id,
+                    event = "peer_lost",
+                    reason = "refuses connections after dropping us",
+                    since_ms = since.as_millis() as u64,
+                    "the active that dropped us {since:?} ago refuses connections: it is gone"
+                );
                 return self.take_over(now, false, TakeoverReason::DroppedThenGone, since);
             }
             if since >= self.cfg.fence_hold {
@@ -56,7 +66,16 @@ impl Session {
         self.status.epoch.store(self.epoch, Relaxed);
         self.status.set_role(Role::Standby);
         self.status.sessions.fetch_add(1, Relaxed);
-        self.log(&format!("standby of node {} (epoch {})", h.node_id, h.epoch));
+        tracing::info!(
+            node = self.cfg.node_id,
+            event = "peer_connected",
+            peer = h.node_id,
+            peer_role = "active",
+            epoch = h.epoch,
+            "standby of node {} (epoch {})",
+            h.node_id,
+            h.epoch
+        );
         self.shadow.reset(usize::from(h.workers).max(self.cfg.workers));
         self.status.set_peer_state(PeerState::Joining);
         self.state = State::Following { last_hb_tx: now, last_rx: now, missed: 0 };
@@ -67,7 +86,9 @@ impl Session {
         match m {
             Incoming::Batch { worker, first, last, records } => {
                 let node = self.cfg.node_id;
-                self.shadow.apply_batch(&self.stack_cfg, &self.status, worker, (first, last), records, &|msg| log(node, msg));
+                self.shadow.apply_batch(&self.stack_cfg, &self.status, worker, (first, last), records, &|msg| {
+                    tracing::warn!(node, event = "replay_error", "{msg}")
+                });
             }
             Incoming::Snapshot { token } => self.shadow.begin_join(token),
             _ if taking_over => {}
@@ -83,7 +104,7 @@ impl Session {
             Incoming::Refused(r) => {
                 // A live active dropped us (e.g. we stalled): its state has moved on without
                 // us, so rejoin with a fresh snapshot; never take over.
-                self.log(&format!("active dropped us: {r}; rejoining"));
+                tracing::warn!(node = self.cfg.node_id, event = "peer_lost", reason = %r, "active dropped us: {r}; rejoining");
                 self.status.set_error(format!("dropped by the active: {r}"));
                 self.actions.push_back(Action::Close { linger: Duration::ZERO });
                 self.status.set_peer_state(PeerState::Connecting);
@@ -123,7 +144,7 @@ impl Session {
         let became_in_sync = self.shadow.check_in_sync();
         if became_in_sync {
             self.status.set_peer_state(PeerState::InSync);
-            self.log(&format!("in sync (token {})", self.shadow.join_token));
+            tracing::info!(node = self.cfg.node_id, event = "in_sync", token = self.shadow.join_token, "in sync (token {})", self.shadow.join_token);
             self.drop_fallback("our rejoin of the new active is in sync");
         } else if self.fallback_until.is_some() && !self.fallback_valid(now) {
             self.drop_fallback("handover_hold is over");
@@ -159,7 +180,7 @@ impl Session {
     pub(super) fn drop_fallback(&mut self, why: &str) {
         if self.fallback_until.take().is_some() {
             self.status.set_retain_flows(false);
-            self.log(&format!("forgetting the flows kept since the handover: {why}"));
+            tracing::info!(node = self.cfg.node_id, event = "fallback_dropped", reason = why, "forgetting the flows kept since the handover: {why}");
         }
     }
 
@@ -195,13 +216,28 @@ impl Session {
         let n: usize = flows.iter().map(Vec::len).sum();
         self.status.shadow_flows.store(0, Relaxed);
         if fallback {
-            self.log(&format!("takeover ({reason:?}, epoch {}): resuming the flows kept since the handover", self.epoch));
+            tracing::warn!(
+                node = self.cfg.node_id,
+                event = "takeover_replica",
+                reason = ?reason,
+                epoch = self.epoch,
+                retained = true,
+                "takeover ({reason:?}, epoch {}): resuming the flows kept since the handover",
+                self.epoch
+            );
         } else {
-            self.log(&format!(
-                "takeover ({reason:?}, epoch {}, {n} flows, {} of them from full images, in_sync {in_sync})",
-                self.epoch,
-                self.status.takeover_imaged_flows.load(Relaxed)
-            ));
+            let imaged = self.status.takeover_imaged_flows.load(Relaxed);
+            tracing::warn!(
+                node = self.cfg.node_id,
+                event = "takeover_replica",
+                reason = ?reason,
+                epoch = self.epoch,
+                flows = n,
+                imaged,
+                in_sync,
+                "takeover ({reason:?}, epoch {}, {n} flows, {imaged} of them from full images, in_sync {in_sync})",
+                self.epoch
+            );
         }
         // By handover: hold all output until the engine that handed over is our in-sync
         // standby (it keeps its flows to fall back on meanwhile), at most handover_hold.
