@@ -307,6 +307,7 @@ pub fn start_sessions(
                 bind_retry_at: now,
                 peek: vec![[0; RECORD_WORDS]; MAX_BATCH_RECORDS],
                 recs: Vec::new(),
+                fds: Vec::new(),
                 snapshots: VecDeque::new(),
                 snapshot_running: None,
             };
@@ -413,6 +414,8 @@ struct Slot {
     last: u64,
     deltas: u64,
     dropped: u64,
+    /// This drain sends the session's deltas to its standby (`Driver::drain_rings`).
+    sending: bool,
     /// Per worker: the last sequence number drained when the current standby was admitted.
     /// Until it acknowledged something beyond, deltas drained before (never sent to it) do
     /// not count as covered.
@@ -433,6 +436,7 @@ impl Slot {
             last: 0,
             deltas: 0,
             dropped: 0,
+            sending: false,
             joined_at: vec![0; workers],
         }
     }
@@ -533,6 +537,8 @@ struct Driver {
     peek: Vec<Record>,
     /// Records of the last batch read.
     recs: Vec<Record>,
+    /// What an idle pass waits on (kept: no allocation per wait).
+    fds: Vec<RawFd>,
     /// Join snapshots asked for while another ran: (slot, token, pace).
     snapshots: VecDeque<(usize, u64, bool)>,
     /// The join snapshot the workers are emitting: its token and the workers whose
@@ -863,12 +869,20 @@ impl Driver {
         let cap = if active { self.cfg.park_max } else { STANDBY_WAIT_MAX };
         let deadline = self.slots.iter().filter_map(|s| s.session.next_deadline()).min();
         let timeout = deadline.map_or(cap, |d| cap.min(d.saturating_duration_since(now)));
-        let mut fds: Vec<RawFd> = self.slots.iter().filter_map(|s| s.conn.as_ref().map(|c| c.s.as_raw_fd())).collect();
+        let mut fds = std::mem::take(&mut self.fds);
+        fds.clear();
+        fds.extend(self.slots.iter().filter_map(|s| s.conn.as_ref().map(|c| c.s.as_raw_fd())));
         if let (Some(l), true) = (&self.listener, active) {
             if self.slots.iter().any(|s| s.session.wants_accept() && s.conn.is_none()) || fds.is_empty() {
                 fds.push(l.as_raw_fd());
             }
         }
+        self.wait_on(pacer, &fds, active, timeout);
+        self.fds = fds;
+    }
+
+    /// The wait of [`idle`](Self::idle) on `fds` (the connections, maybe the listener).
+    fn wait_on(&mut self, pacer: &Pacer, fds: &[RawFd], active: bool, timeout: Duration) {
         let Some(p) = self.parking.clone() else {
             // Nothing can arrive without a connection or listener: sleep to the deadline.
             let t = if fds.is_empty() { timeout } else { pacer.sleep_time().min(timeout.max(Duration::from_micros(1))) };
@@ -880,9 +894,9 @@ impl Driver {
         }
         let woken = if active {
             let links = &mut self.links;
-            p.park(|| links.iter_mut().any(|l| !l.consumer.is_empty()), &fds, timeout)
+            p.park(|| links.iter_mut().any(|l| !l.consumer.is_empty()), fds, timeout)
         } else {
-            Some(p.wait(&fds, timeout))
+            Some(p.wait(fds, timeout))
         };
         if let Some(Woken { rung, .. }) = woken {
             let st = &self.slots[0].status;
@@ -900,12 +914,9 @@ impl Driver {
     fn drain_rings(&mut self, force: Option<usize>) -> bool {
         let mut any = false;
         let now = Instant::now();
-        let to_peer: Vec<bool> = self
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| s.conn.is_some() && (s.session.replicating() || force == Some(i)))
-            .collect();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            s.sending = s.conn.is_some() && (s.session.replicating() || force == Some(i));
+        }
         for w in 0..self.links.len() {
             // Bounded passes per call so heartbeats and acks keep flowing under load.
             for _ in 0..16 {
@@ -916,9 +927,9 @@ impl Driver {
                 // Walk whole deltas (a delta is never split across batches), coalescing them
                 // into the batch of their session as they are walked.
                 let mut used = 0usize;
-                for (i, s) in self.slots.iter_mut().enumerate() {
+                for s in self.slots.iter_mut() {
                     (s.first, s.last, s.deltas, s.dropped) = (0, 0, 0, 0);
-                    if to_peer[i] {
+                    if s.sending {
                         s.coalescer.begin(&mut s.batch);
                         s.new_flows.clear();
                     }
@@ -939,7 +950,7 @@ impl Driver {
                                 usize::from(self.group_slot.get(usize::from(p.header.group)).copied().unwrap_or(NO_SLOT))
                             };
                             if let Some(s) = self.slots.get_mut(i) {
-                                if to_peer[i] {
+                                if s.sending {
                                     let d = &self.peek[used..used + p.records];
                                     s.dropped += u64::from(s.coalescer.push(&p, d, &mut s.batch));
                                     if p.kind == delta::DeltaKind::FlowNew {
@@ -979,8 +990,8 @@ impl Driver {
                     break;
                 }
                 let mut full = false;
-                for (i, s) in self.slots.iter_mut().enumerate() {
-                    let Some(c) = s.conn.as_mut().filter(|_| to_peer[i]) else { continue };
+                for s in self.slots.iter_mut() {
+                    let Some(c) = s.conn.as_mut().filter(|_| s.sending) else { continue };
                     if s.last != 0 {
                         let n = s.batch.len();
                         proto::encode_batch(&mut c.wbuf, w as u16, s.first, s.last, &s.batch);

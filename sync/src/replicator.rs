@@ -288,7 +288,6 @@ pub fn worker_channel_with_backlog(
         scratch: [[0; RECORD_WORDS]; MAX_DELTA_RECORDS],
         shared: shared.clone(),
         pushed: 0,
-        group: 0,
     };
     (
         r,
@@ -331,8 +330,6 @@ pub struct RingReplicator {
     shared: WorkerShared,
     /// Records pushed onto the ring, all time (published to `Shared::pushed`).
     pushed: u64,
-    /// The group written into the headers of the event being emitted (`emit_in`; 0 else).
-    group: u8,
 }
 
 impl std::fmt::Debug for RingReplicator {
@@ -370,11 +367,11 @@ impl RingReplicator {
         self.shared.released(seq)
     }
 
-    fn header(&mut self, slot: (u32, u32)) -> DeltaHeader {
+    fn header(&mut self, slot: (u32, u32), group: GroupId) -> DeltaHeader {
         self.seq += 1;
         DeltaHeader {
             worker: self.worker,
-            group: self.group,
+            group: group.0,
             slot: slot.0,
             generation: slot.1,
             seq: self.seq,
@@ -382,8 +379,8 @@ impl RingReplicator {
     }
 
     /// Encode a one-piece delta of flow `slot` with the next sequence number and queue it.
-    fn push_delta(&mut self, slot: (u32, u32), body: DeltaBody) {
-        let d = Delta { header: self.header(slot), body };
+    fn push_delta(&mut self, slot: (u32, u32), group: GroupId, body: DeltaBody) {
+        let d = Delta { header: self.header(slot, group), body };
         let n = delta::encode_into(&d, &mut self.scratch).expect("scratch holds any delta");
         self.push_scratch(n);
     }
@@ -398,12 +395,12 @@ impl RingReplicator {
         self.backlog.extend(self.scratch[..n].iter().copied());
     }
 
-    fn payload_deltas(&mut self, slot: (u32, u32), bytes: &[u8], image: Option<u32>, offset: u64) {
+    fn payload_deltas(&mut self, slot: (u32, u32), group: GroupId, bytes: &[u8], image: Option<u32>, offset: u64) {
         let mut off = 0usize;
         loop {
             let end = (off + MAX_DATA_PAYLOAD).min(bytes.len());
             let chunk = &bytes[off..end];
-            let h = self.header(slot);
+            let h = self.header(slot, group);
             let n = match image {
                 Some(total) => {
                     delta::encode_svc_image_into(&h, total, off as u32, chunk, &mut self.scratch)
@@ -430,14 +427,11 @@ impl RingReplicator {
 }
 
 impl Replicator for RingReplicator {
-    fn emit_in(&mut self, group: GroupId, slot: (u32, u32), ev: ReplEvent<'_>) -> Result<u64, ReplFull> {
-        self.group = group.0;
-        let r = self.emit(slot, ev);
-        self.group = 0;
-        r
+    fn emit(&mut self, slot: (u32, u32), ev: ReplEvent<'_>) -> Result<u64, ReplFull> {
+        self.emit_in(GroupId::DEFAULT, slot, ev)
     }
 
-    fn emit(&mut self, slot: (u32, u32), ev: ReplEvent<'_>) -> Result<u64, ReplFull> {
+    fn emit_in(&mut self, group: GroupId, slot: (u32, u32), ev: ReplEvent<'_>) -> Result<u64, ReplFull> {
         if !self.backlog.is_empty() {
             self.flush();
         }
@@ -447,23 +441,24 @@ impl Replicator for RingReplicator {
             return Err(ReplFull);
         }
         match ev {
-            ReplEvent::New(img) => self.push_delta(slot, DeltaBody::FlowNew(FlowStateRec::from_image(img))),
-            ReplEvent::Update(img) => self.push_delta(slot, DeltaBody::FlowUpdate(FlowStateRec::from_image(img))),
-            ReplEvent::Step(img) => self.push_delta(slot, DeltaBody::FlowStep(FlowStepRec::from_image(img))),
+            ReplEvent::New(img) => self.push_delta(slot, group, DeltaBody::FlowNew(FlowStateRec::from_image(img))),
+            ReplEvent::Update(img) => self.push_delta(slot, group, DeltaBody::FlowUpdate(FlowStateRec::from_image(img))),
+            ReplEvent::Step(img) => self.push_delta(slot, group, DeltaBody::FlowStep(FlowStepRec::from_image(img))),
             ReplEvent::Data { offset, bytes } => {
                 if bytes.is_empty() {
                     return Ok(self.seq);
                 }
-                self.payload_deltas(slot, bytes, None, offset);
+                self.payload_deltas(slot, group, bytes, None, offset);
             }
             ReplEvent::SvcImage(bytes) => {
                 // Service images are bounded by the service's buffers (KiBs); u32 is ample.
                 let total = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-                self.payload_deltas(slot, &bytes[..total as usize], Some(total), 0);
+                self.payload_deltas(slot, group, &bytes[..total as usize], Some(total), 0);
             }
-            ReplEvent::Close => self.push_delta(slot, DeltaBody::FlowClose(CloseRec { reason: 0 })),
+            ReplEvent::Close => self.push_delta(slot, group, DeltaBody::FlowClose(CloseRec { reason: 0 })),
             ReplEvent::Barrier(token) => {
-                self.push_delta((0, 0), DeltaBody::Barrier { token });
+                // A barrier belongs to no flow: the driver routes it by its token.
+                self.push_delta((0, 0), GroupId::DEFAULT, DeltaBody::Barrier { token });
                 if token == self.shared.snapshot_request() {
                     self.answered_token = token;
                 }
