@@ -23,16 +23,7 @@ impl Session {
             // id) steps down. Our Hello, already sent, tells the prober the same rule.
             self.actions.push_back(Action::Close { linger: Duration::ZERO });
             if newer(h.epoch, h.node_id, self.epoch, self.cfg.node_id) {
-                tracing::warn!(
-                    node = self.cfg.node_id,
-                    event = "fenced",
-                    cause = "active_peer",
-                    epoch = h.epoch,
-                    peer = h.node_id,
-                    "an active peer with epoch {} exists: fenced",
-                    h.epoch
-                );
-                self.fence(now);
+                self.fenced_by_active(now, h);
             }
             return;
         }

@@ -547,6 +547,21 @@ impl Session {
     }
 
     /// A newer epoch exists: never release output again; rejoin as a standby.
+    /// Another active with a newer epoch (`newer`) exists, found by our split-brain probe or
+    /// by its own: step down.
+    fn fenced_by_active(&mut self, now: Instant, h: &Hello) {
+        tracing::warn!(
+            node = self.cfg.node_id,
+            event = "fenced",
+            cause = "active_peer",
+            epoch = h.epoch,
+            peer = h.node_id,
+            "an active peer with epoch {} exists: fenced",
+            h.epoch
+        );
+        self.fence(now);
+    }
+
     fn fence(&mut self, now: Instant) {
         self.handover_hold_until = None;
         self.status.set_role(Role::Fenced);
@@ -592,16 +607,7 @@ impl Session {
                 *probing = false;
                 self.actions.push_back(Action::Close { linger: Duration::ZERO });
                 if h.check().is_ok() && h.role == Role::Active && newer(h.epoch, h.node_id, self.epoch, self.cfg.node_id) {
-                    tracing::warn!(
-                        node = self.cfg.node_id,
-                        event = "fenced",
-                        cause = "active_peer",
-                        epoch = h.epoch,
-                        peer = h.node_id,
-                        "peer is active with epoch {}: fenced",
-                        h.epoch
-                    );
-                    self.fence(now);
+                    self.fenced_by_active(now, h);
                 }
             }
             _ => self.actions.push_back(Action::Close { linger: Duration::ZERO }),
