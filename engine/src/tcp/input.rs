@@ -71,8 +71,8 @@ impl Tcb {
         self.set_irs(hdr.seq);
         self.set_rcv_nxt(hdr.seq + 1, 0);
         self.negotiate(cfg, hdr, now);
-        // Our SYN's window (65535, unscaled) bounds what the peer may send first.
-        self.set_rcv_adv(self.rcv_nxt() + 65535);
+        // Our SYN's window (unscaled: at most the service's room) bounds what the peer may send first.
+        self.set_rcv_adv(self.rcv_nxt() + u32::from(self.syn_window));
         self.last_rx = now;
         // RFC 7323 §2.2: the SYN's window is not scaled.
         self.set_snd_wnd(hdr.window as u32);

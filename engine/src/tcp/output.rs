@@ -329,12 +329,20 @@ impl Tcb {
 
     /// Would the window we could advertise now grow enough to tell the peer unprompted
     /// (RFC 9293 §3.8.6.2.2; Linux-like: from below the SWS threshold, or at least doubling)?
+    ///
+    /// Only if [`Tcb::advertise`] would really move the window field: a pure ACK that
+    /// repeats the last window is a duplicate ACK to the peer (three of them make it
+    /// retransmit, and a peer that has closed answers one with a reset). A service whose
+    /// room grows outside a segment's arrival (a proxy half, when the other half's peer
+    /// acknowledged bytes) asks this on every poll.
     fn window_update_due(&self, rx_space: usize) -> bool {
         let ws = self.rcv_wscale() as u32;
         let space = (rx_space as u64).min(65535u64 << ws) as u32;
         let cur = self.rcv_wnd();
         let thresh = (self.rcv_space_max.max(space) / 2).min(self.mss() as u32).max(1);
-        space > cur && space - cur >= thresh.max(cur)
+        let gran = 1u32 << ws;
+        let wnd = space & !(gran - 1);
+        space > cur && space - cur >= thresh.max(cur) && wnd.div_ceil(gran) > cur.div_ceil(gran)
     }
 
     /// RFC 9293 §3.8.6.1: with a zero send window, data waiting and nothing in flight, run
@@ -394,7 +402,7 @@ impl Tcb {
             // RCV.ADV starts at 0, and comparing against it is meaningless for half of the
             // sequence space (RFC 1982 order), which once left the edge unset for every peer
             // ISN >= 2^31 and advertised 8 MB windows.
-            self.set_rcv_adv(self.rcv_nxt() + 65535);
+            self.set_rcv_adv(self.rcv_nxt() + u32::from(self.syn_window));
         }
         let hdr = TcpHeader {
             src_port: self.local_port(),
@@ -402,7 +410,7 @@ impl Tcb {
             seq: self.iss(),
             ack,
             flags,
-            window: 65535,
+            window: self.syn_window,
             options: o,
         };
         self.stats.segs_out += 1;

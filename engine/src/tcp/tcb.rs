@@ -133,6 +133,9 @@ pub struct Tcb {
     pub(super) ts_clock_from: Option<u32>,
     /// Largest `rx_space` the service ever reported (receiver SWS threshold).
     pub(super) rcv_space_max: u32,
+    /// The (unscaled) window of our SYN or SYN-ACK, which fixes the first right edge: at most
+    /// the service's room (a proxy half's buffer may be smaller than 64 KiB).
+    pub(super) syn_window: u16,
     pub(super) last_rx: Instant,
     /// Copied from the config so `next_deadline` needs none.
     pub(super) idle_timeout: Duration,
@@ -176,6 +179,7 @@ impl Tcb {
             ts_last_sent: 0,
             ts_clock_from: None,
             rcv_space_max: 0,
+            syn_window: u16::MAX,
             last_rx: now,
             idle_timeout: cfg.idle_timeout,
             timers: Timers::default(),
@@ -190,6 +194,18 @@ impl Tcb {
         cfg: &TcpConfig,
         syn: &TcpHeader,
         isn: SeqNum,
+        out: &mut impl SegmentSink,
+    ) -> Result<Tcb, TcpError> {
+        Tcb::accept_with_window(now, cfg, syn, isn, usize::MAX, out)
+    }
+
+    /// [`Tcb::accept`] whose SYN-ACK offers at most `rx_space` bytes (the service's room).
+    pub fn accept_with_window(
+        now: Instant,
+        cfg: &TcpConfig,
+        syn: &TcpHeader,
+        isn: SeqNum,
+        rx_space: usize,
         out: &mut impl SegmentSink,
     ) -> Result<Tcb, TcpError> {
         let f = syn.flags;
@@ -211,6 +227,7 @@ impl Tcb {
             return Err(TcpError::Malformed);
         }
         let mut t = Tcb::blank(cfg, now, syn.dst_port, syn.src_port, isn);
+        t.set_syn_window(rx_space);
         // §3.10.7.2 third: RCV.NXT = SEG.SEQ+1, IRS = SEG.SEQ, ISS selected, SND.NXT = ISS+1,
         // SND.UNA = ISS. (Data in the SYN is not accepted: no TFO; the peer retransmits it.)
         t.set_irs(syn.seq);
@@ -253,6 +270,12 @@ impl Tcb {
         t.snd_nxt = 1;
         t.set_snd_max(1);
         t
+    }
+
+    /// Offer at most `rx_space` bytes in our SYN (before [`Tcb::send_syn_now`]): the first
+    /// window a peer may fill before it hears from us again.
+    pub fn set_syn_window(&mut self, rx_space: usize) {
+        self.syn_window = rx_space.clamp(1, usize::from(u16::MAX)) as u16;
     }
 
     /// SYN-SENT: send our SYN (ISS, ports, our options) and restart the retransmission
@@ -483,6 +506,17 @@ impl Tcb {
         }
         self.set_snd_max(abs);
         true
+    }
+
+    /// Stream offset our peer acknowledged (`TcbSnapshot::tx_acked`).
+    pub fn tx_acked(&self) -> u64 {
+        self.r.snd_una.saturating_sub(1)
+    }
+
+    /// ABORT (RFC 9293 §3.10.5): send `<SEQ=SND.NXT><CTL=RST>` if the connection is
+    /// synchronized (or SYN-RECEIVED), then CLOSED. A linked partner's reset propagates so.
+    pub fn reset(&mut self, now: Instant, out: &mut impl SegmentSink) {
+        self.abort(now, out, true);
     }
 
     /// Image of the replicated state.
