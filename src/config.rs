@@ -19,6 +19,8 @@ use serde::Deserialize;
 mod route;
 pub use self::route::RouteSection;
 
+mod proxy;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -264,6 +266,7 @@ fn default_prefix_len() -> u8 {
 pub enum ServiceKind {
     Object,
     Echo,
+    Proxy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +283,14 @@ pub struct ServiceSection {
     /// `echo`: per-connection echo buffer.
     #[serde(default = "default_echo_buf")]
     pub echo_buffer: u32,
+    /// `proxy`: the backend servers, `"ip:port"` (see `config/proxy.rs`).
+    pub backends: Option<Vec<String>>,
+    /// `proxy`: `round-robin` (default), `least-conn` or `hash`.
+    pub balance: Option<String>,
+    /// `proxy`: bytes buffered per direction per connection.
+    pub proxy_buffer: Option<u32>,
+    /// `proxy`: the address backend connections come from (default: the service's vip).
+    pub source: Option<Ipv4Addr>,
 }
 
 impl ServiceKind {
@@ -288,6 +299,7 @@ impl ServiceKind {
         match self {
             ServiceKind::Object => ObjectKind::NAME,
             ServiceKind::Echo => EchoKind::NAME,
+            ServiceKind::Proxy => flowtwin_engine::service::proxy::ProxyKind::NAME,
         }
     }
 }
@@ -305,6 +317,7 @@ impl ServiceSection {
                 ServiceSpec::Object(std::sync::Arc::new(store))
             }
             ServiceKind::Echo => ServiceSpec::Echo(EchoConfig { buf_size: self.echo_buffer as usize }),
+            ServiceKind::Proxy => ServiceSpec::Proxy(std::sync::Arc::new(self.proxy_spec(i)?)),
         })
     }
 }
@@ -566,6 +579,7 @@ impl Config {
             if s.kind == ServiceKind::Echo && (s.echo_buffer < 1024 || s.echo_buffer > (64 << 20)) {
                 return Err(format!("service[{i}].echo_buffer = {}: must be 1024..=67108864", s.echo_buffer));
             }
+            self.validate_proxy(i, s)?;
         }
         let t = &self.tcp;
         if !(536..=9000).contains(&t.mss) {

@@ -242,6 +242,13 @@ reasons! {
         LinkOrphans => "link_orphans",
         /// Link events nobody took: the oldest was dropped (the queue holds one per flow).
         LinkEventsDropped => "link_events_dropped",
+        /// Proxy: a client connection found no backend up; it was closed (FIN) at once.
+        ProxyNoBackend => "proxy_no_backend",
+        /// Proxy: the backend connection could not be opened (`connect_*` says why); the
+        /// client connection was closed (FIN) at once.
+        ProxyConnectFailed => "proxy_connect_failed",
+        /// Proxy: one half of a connection was reset, so the other was reset too.
+        ProxyResetsPropagated => "proxy_resets_propagated",
     }
 }
 

@@ -333,6 +333,30 @@ impl<V> FlowTable<V> {
         e.value.as_mut().map(|v| (key, v))
     }
 
+    /// Key and value of a live flow, and the value of another live flow `other` (a link
+    /// partner) at the same time; `None` for `other` if it is `id` itself or not live.
+    pub fn get_key_value_and_other_mut(&mut self, id: FlowId, other: Option<FlowId>) -> Option<(&FlowKey, &mut V, Option<&mut V>)> {
+        let (i, live) = (id.index as usize, |e: &Entry<V>, gen: u32| e.gen == gen && e.value.is_some());
+        if !self.slab.get(i).is_some_and(|e| live(e, id.gen)) {
+            return None;
+        }
+        let j = other.filter(|o| o.index != id.index && self.slab.get(o.index as usize).is_some_and(|e| live(e, o.gen)));
+        let (e, o) = match j {
+            None => (&mut self.slab[i], None),
+            Some(o) => {
+                let j = o.index as usize;
+                let (lo, hi) = self.slab.split_at_mut(i.max(j));
+                if i < j {
+                    (&mut lo[i], Some(&mut hi[0]))
+                } else {
+                    (&mut hi[0], Some(&mut lo[j]))
+                }
+            }
+        };
+        let key = &e.key;
+        Some((key, e.value.as_mut()?, o.and_then(|o| o.value.as_mut())))
+    }
+
     /// True if `id` names a live flow.
     #[inline]
     pub fn contains(&self, id: FlowId) -> bool {

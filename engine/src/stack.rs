@@ -9,10 +9,12 @@
 //! its flow (or opening one on a SYN to a listener), driving TCP with the flow's service,
 //! timers, close, and installing replicated flows at takeover. L2/L3 classification (ARP,
 //! IPv4 checks, ICMP echo) is in `l2`; replication of every flow change and output-commit
-//! tagging in `repl`; flows the engine opens itself and linked pairs in `open`; the services
-//! themselves behind [`crate::service`]. Every drop has a reason in [`Drop`].
+//! tagging in `repl`; flows the engine opens itself and linked pairs in `open`, and the
+//! services whose flows come in pairs (the proxy) in `linked`; the services themselves
+//! behind [`crate::service`]. Every drop has a reason in [`Drop`].
 
 mod l2;
+mod linked;
 mod open;
 mod repl;
 
@@ -31,7 +33,7 @@ use crate::counters::{Counters, Drop, Event};
 use crate::flow::{FlowId, FlowKey, FlowTable};
 use crate::replica::{Origin, ReplEvent, Replicator, ShadowFlow};
 pub use crate::service::{ServiceSpec, ServiceState};
-use crate::service::{ByteStream, ServiceCounters};
+use crate::service::{ByteStream, Lifecycle, ServiceCounters};
 use crate::tcp::isn::IsnGenerator;
 use crate::tcp::{reset_for, DirtyFlags, SegmentSink, SegmentVerdict, State, Tcb, TcbStats, TcpError};
 use crate::time::Instant;
@@ -280,6 +282,9 @@ impl Stack {
         for id in ids {
             self.timers.cancel(id);
             if let Some(f) = self.flows.remove(id) {
+                if let Some(l) = cfg.listeners.get(usize::from(f.listener)) {
+                    f.svc.lifecycle(&l.spec, Lifecycle::Closed { connected: f.tcb.syn_acked() });
+                }
                 let s = f.tcb.state() as usize;
                 self.counters.flows_by_state[s] = self.counters.flows_by_state[s].saturating_sub(1);
             }
@@ -301,14 +306,18 @@ impl Stack {
     /// SND.UNA; a flow that was opening (SYN-SENT) sends its SYN again. Returns false if the
     /// table is full (the flow is abandoned). One half of a linked pair installed alone is an
     /// orphan (`open`; pairs go through [`Stack::install_pair`]): returns false while opening.
-    pub fn install<F: FrameSink + ?Sized>(&mut self, now: Instant, sh: ShadowFlow, tx: &mut F) -> bool {
+    pub fn install<F: FrameSink + ?Sized>(&mut self, now: Instant, mut sh: ShadowFlow, tx: &mut F) -> bool {
         let link = if sh.image.link.is_some() { Link::Orphan } else { Link::None };
-        self.install_flow(now, sh, link, tx).is_some()
-    }
-
-    fn install_flow<F: FrameSink + ?Sized>(&mut self, now: Instant, mut sh: ShadowFlow, link: Link, tx: &mut F) -> Option<FlowId> {
         let cfg = self.cfg.clone();
         sh.deliver_fin(&cfg);
+        let closed_at = self.replica_closed_at(&cfg, &mut sh, None);
+        self.install_flow(now, sh, link, closed_at, true, tx).is_some()
+    }
+
+    /// Install `sh` (its owed FIN delivered; `closed_at`: where its service's output ends if
+    /// it has closed) and, if `kick`, probe it now or in a later pass.
+    fn install_flow<F: FrameSink + ?Sized>(&mut self, now: Instant, sh: ShadowFlow, link: Link, closed_at: Option<u64>, kick: bool, tx: &mut F) -> Option<FlowId> {
+        let cfg = self.cfg.clone();
         let img = sh.image;
         if link == Link::Orphan && img.tcb.state == State::SynSent {
             // Nobody but its peer saw it: not resumed.
@@ -319,13 +328,14 @@ impl Stack {
         if img.key.remote_ip.to_ipv4_mapped().is_none() || img.key.local_ip.to_ipv4_mapped().is_none() {
             return None;
         }
-        let closed_at = {
-            let svc = sh.svc.bind(&l.spec, &mut self.svc_stats);
-            svc.tx_closed().then(|| svc.tx_end())
-        };
-        let tcb = Tcb::restore(&cfg.tcp, &img.tcb, now, closed_at);
+        let mut tcb = Tcb::restore(&cfg.tcp, &img.tcb, now, closed_at);
+        sh.svc.lifecycle(&l.spec, Lifecycle::Resumed);
+        let mut svc = sh.svc;
+        if tcb.state() == State::SynSent {
+            tcb.set_syn_window(svc.syn_window(&l.spec, &mut self.svc_stats));
+        }
         let state = tcb.state();
-        let flow = Flow { tcb, svc: sh.svc, listener: img.listener, origin: img.origin, link, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, needs_image: false };
+        let flow = Flow { tcb, svc, listener: img.listener, origin: img.origin, link, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, needs_image: false };
         let Ok(id) = self.flows.insert(img.key, flow) else { return None };
         self.counters.flows_by_state[state as usize] += 1;
         self.counters.event(Event::FlowsResumed);
@@ -336,7 +346,8 @@ impl Stack {
         if let Some(f) = self.flows.get_mut(id) {
             f.tcb.dirty.take();
         }
-        if self.kicks_now > 0 || link != Link::None || state == State::SynSent {
+        if !kick {
+        } else if self.kicks_now > 0 || link != Link::None || state == State::SynSent {
             self.kicks_now = self.kicks_now.saturating_sub(1);
             self.kick(now, id, tx);
         } else {
@@ -349,16 +360,17 @@ impl Stack {
 
     /// A resumed flow's first output: the probe its client must answer, and the resend from
     /// SND.UNA; then its timer.
-    fn kick<F: FrameSink + ?Sized>(&mut self, now: Instant, id: FlowId, tx: &mut F) {
+    pub(super) fn kick<F: FrameSink + ?Sized>(&mut self, now: Instant, id: FlowId, tx: &mut F) {
         let cfg = self.cfg.clone();
-        let Some((key, flow)) = self.flows.get_key_value_mut(id) else { return };
+        let partner = self.partner(id);
+        let Some((key, flow, mut pflow)) = self.flows.get_key_value_and_other_mut(id, partner) else { return };
         let (Some(remote), Some(local)) = (key.remote_ip.to_ipv4_mapped(), key.local_ip.to_ipv4_mapped()) else { return };
         let Some(l) = cfg.listeners.get(flow.listener as usize) else { return };
         let state = flow.tcb.state();
         let addrs = FrameAddrs { src_mac: flow.vip_mac, dst_mac: flow.peer_mac, src_ip: local, dst_ip: remote, ttl: ipv4::DEFAULT_TTL, ip_id: 0 };
         let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
         {
-            let mut svc = flow.svc.bind(&l.spec, &mut self.svc_stats);
+            let mut svc = flow.svc.bind_linked(pflow.as_mut().map(|p| &mut p.svc), &l.spec, &mut self.svc_stats);
             if state.is_synchronized() {
                 flow.tcb.send_probe(now, &svc, &mut out);
             }
@@ -476,7 +488,8 @@ impl Stack {
         tx: &mut F,
     ) -> SegmentVerdict {
         let cfg = self.cfg.clone();
-        let Some(flow) = self.flows.get_mut(id) else { return SegmentVerdict::Closed };
+        let partner = self.partner(id);
+        let Some((_, flow, mut pflow)) = self.flows.get_key_value_and_other_mut(id, partner) else { return SegmentVerdict::Closed };
         if flow.link == Link::Orphan && hdr.flags.ack() && !hdr.flags.rst() {
             // Resumed without its link partner (`open`): it cannot go on. Its peer's ACK
             // names the one sequence number a reset must carry to be accepted.
@@ -490,7 +503,7 @@ impl Stack {
             // that is lagging progress replication (see `commit_tag`): catch up. Not only on
             // the first ACK: an older ACK still in flight may arrive first.
             let spec = &cfg.listeners[flow.listener as usize].spec;
-            let tx_end = flow.svc.bind(spec, &mut self.svc_stats).tx_end();
+            let tx_end = flow.svc.bind_linked(pflow.as_mut().map(|p| &mut p.svc), spec, &mut self.svc_stats).tx_end();
             if flow.tcb.catch_up_sent(hdr.ack, tx_end) {
                 self.counters.event(Event::FlowsCaughtUp);
             }
@@ -515,7 +528,8 @@ impl Stack {
         let spec = &cfg.listeners[flow.listener as usize].spec;
         let mut out = TcpTx { sink: tx, addrs: *addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
         let verdict = {
-            let mut svc = Recorder { inner: flow.svc.bind(spec, &mut self.svc_stats), log: &mut self.rx_log };
+            let inner = flow.svc.bind_linked(pflow.as_mut().map(|p| &mut p.svc), spec, &mut self.svc_stats);
+            let mut svc = Recorder { inner, log: &mut self.rx_log };
             let v = flow.tcb.on_segment(now, &cfg.tcp, hdr, payload, &mut svc, &mut out);
             flow.tcb.poll_send(now, &cfg.tcp, &mut svc, &mut out);
             v
@@ -534,6 +548,7 @@ impl Stack {
             _ => self.counters.drop(Drop::TcpRejected),
         }
         self.after_tcp_call(id, before_state, &before, frames, failed);
+        self.poll_partner(now, id, tx);
         verdict
     }
 
@@ -552,6 +567,11 @@ impl Stack {
         tx: &mut F,
     ) {
         let listener = self.cfg.listeners.iter().position(|l| l.vip == addrs.src_ip && l.port == hdr.dst_port);
+        if listener.is_none() && !hdr.flags.syn() && !hdr.flags.rst() && now < self.grace_until {
+            // After a takeover, to an ephemeral port: maybe a flow this engine opened whose
+            // replica is still arriving, or a late segment of one that just ended. Never RST.
+            return self.counters.drop(Drop::TakeoverGrace);
+        }
         let Some(li) = listener else {
             self.counters.drop(Drop::NoService);
             return self.send_reset(addrs, hdr, payload_len, tx);
@@ -575,7 +595,9 @@ impl Stack {
         let cfg = self.cfg.clone();
         let isn = self.isn.isn(now, &addrs.src_ip.octets(), hdr.dst_port, &addrs.dst_ip.octets(), hdr.src_port);
         let mut out = TcpTx { sink: tx, addrs: *addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
-        let tcb = match Tcb::accept(now, &cfg.tcp, hdr, isn, &mut out) {
+        let mut svc = ServiceState::for_spec(&cfg.listeners[li].spec);
+        let window = svc.syn_window(&cfg.listeners[li].spec, &mut self.svc_stats);
+        let tcb = match Tcb::accept_with_window(now, &cfg.tcp, hdr, isn, window, &mut out) {
             Ok(t) => t,
             Err(TcpError::AckInListen) => {
                 self.counters.drop(Drop::BadSyn);
@@ -584,7 +606,6 @@ impl Stack {
             Err(_) => return self.counters.drop(Drop::BadSyn),
         };
         let (frames, failed) = (out.frames, out.failed);
-        let svc = ServiceState::for_spec(&cfg.listeners[li].spec);
         let state = tcb.state();
         let deadline = tcb.next_deadline();
         let flow = Flow { tcb, svc, listener: li as u16, origin: Origin::Accepted, link: Link::None, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, needs_image: false };
@@ -596,6 +617,7 @@ impl Stack {
                 self.counters.drops[Drop::TxNoMbuf as usize] += failed;
                 self.replicate(id, true);
                 self.schedule(id, deadline);
+                self.open_partner(now, id, li, tx);
             }
             Err(_) => self.counters.drop(Drop::FlowTableFull),
         }
@@ -666,6 +688,11 @@ impl Stack {
         }
         self.resync.retain(|&r| r != id);
         self.unlink_closing(id);
+        if let Some(f) = self.flows.get(id) {
+            if let Some(l) = self.cfg.listeners.get(usize::from(f.listener)) {
+                f.svc.lifecycle(&l.spec, Lifecycle::Closed { connected: f.tcb.syn_acked() });
+            }
+        }
         if let Some(f) = self.flows.remove(id) {
             let s = f.tcb.state() as usize;
             self.counters.flows_by_state[s] = self.counters.flows_by_state[s].saturating_sub(1);
@@ -679,9 +706,13 @@ impl Stack {
         if !self.kicks.is_empty() {
             self.kick_waiting(now, tx);
         }
+        if !self.open.wake.is_empty() {
+            self.wake_survivors(now, tx);
+        }
         let cfg = self.cfg.clone();
         while let Some(id) = self.timers.pop_expired(now) {
-            let Some((key, flow)) = self.flows.get_key_value_mut(id) else { continue };
+            let partner = self.partner(id);
+            let Some((key, flow, mut pflow)) = self.flows.get_key_value_and_other_mut(id, partner) else { continue };
             let (remote, local) = match (key.remote_ip.to_ipv4_mapped(), key.local_ip.to_ipv4_mapped()) {
                 (Some(r), Some(l)) => (r, l),
                 _ => continue,
@@ -692,13 +723,22 @@ impl Stack {
             let spec = &cfg.listeners[flow.listener as usize].spec;
             let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
             {
-                let mut svc = Recorder { inner: flow.svc.bind(spec, &mut self.svc_stats), log: &mut self.rx_log };
+                let inner = flow.svc.bind_linked(pflow.as_mut().map(|p| &mut p.svc), spec, &mut self.svc_stats);
+                let mut svc = Recorder { inner, log: &mut self.rx_log };
                 flow.tcb.on_timer(now, &cfg.tcp, &mut svc, &mut out);
             }
             let (frames, failed) = (out.frames, out.failed);
             self.after_tcp_call(id, before_state, &before, frames, failed);
             if frames > 0 {
                 tx.seal(self.commit_tag(), now);
+            }
+            if let Some(p) = self.partner(id) {
+                // What the timer changed may let the partner send (`linked`): its own seal.
+                let sent = self.counters.get(Event::TxFrames);
+                self.poll_linked(now, p, tx);
+                if self.counters.get(Event::TxFrames) > sent {
+                    tx.seal(self.commit_tag(), now);
+                }
             }
         }
     }

@@ -329,9 +329,14 @@ impl Replicas {
                     // Its link partner is unlinked with it, as on the active
                     // (`Stack::link`): a takeover now resumes the partner alone, not as an
                     // orphan.
-                    if let Some(partner) = ws.flows.remove(key).and_then(|f| f.image.link) {
-                        if let Some(p) = ws.flows.get_mut(partner).filter(|p| p.image.link == Some(key)) {
+                    // Its partner also adopts what it held for it (a proxy half's pipe), as the
+                    // active did (`stack::linked`).
+                    if let Some(mut closing) = ws.flows.remove(key) {
+                        if let Some(p) = closing.image.link.and_then(|l| ws.flows.get_mut(l)).filter(|p| p.image.link == Some(key)) {
                             p.image.link = None;
+                            let acked = p.image.tcb.tx_acked;
+                            p.svc.adopt(&mut closing.svc, acked);
+                            p.svc.partner_ended(flowtwin_engine::service::LinkEnd::Closed);
                         }
                     }
                     ws.forget_image(key);

@@ -21,6 +21,9 @@
 pub mod echo;
 pub mod http;
 pub mod object;
+pub mod proxy;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::counters::Counters;
 
@@ -94,6 +97,11 @@ pub trait Kind {
     type Spec: Clone + std::fmt::Debug;
     /// Per-connection state, stored inline in the preallocated flow slot.
     type State: std::fmt::Debug;
+    /// Whether the window of a connection's SYN (or SYN-ACK) is the service's room
+    /// (`ByteStream::rx_space`) rather than 64 KiB. A kind whose room may be smaller than that
+    /// says so: a peer that fills a first window the service cannot take has its excess
+    /// dropped unacknowledged and retransmits it.
+    const SYN_WINDOW_IS_ROOM: bool = false;
     /// Per-worker counters the kind's connections update.
     type Counters: Copy + Default + std::fmt::Debug;
     /// A connection's state bound to its listener's spec and the worker's counters: what TCP
@@ -119,6 +127,66 @@ pub trait Kind {
     fn from_image(spec: &Self::Spec, body: &[u8]) -> Option<Self::State>;
     /// Fold the worker's counters of this kind into the published worker counters.
     fn publish(_stats: &Self::Counters, _into: &mut Counters) {}
+
+    // ---- Linked flows (a kind whose connections come in pairs: the proxy). The defaults
+    // are those of a kind whose flows are never linked.
+
+    /// Bind a connection's state together with its link partner's (`Stack::link`; `None`
+    /// when it has none, and always on the standby's replay). A kind whose output is its
+    /// partner's input reads the partner here.
+    fn bind_linked<'a>(state: &'a mut Self::State, partner: Option<&'a mut Self::State>, spec: &'a Self::Spec, stats: &'a mut Self::Counters) -> Self::Conn<'a> {
+        let _ = partner;
+        Self::bind(state, spec, stats)
+    }
+    /// A connection was accepted (its SYN-ACK left): the flow the engine must open and link
+    /// to it, if any ([`Open`]).
+    fn on_accept(_spec: &Self::Spec, _state: &mut Self::State, _client: Ipv4Addr) -> Option<Open<Self::State>> {
+        None
+    }
+    /// A flow of this kind opened by the engine ([`Kind::on_accept`]) exists.
+    fn opened(_spec: &Self::Spec, _state: &Self::State) {}
+    /// A flow of this kind was installed at a takeover.
+    fn resumed(_spec: &Self::Spec, _state: &Self::State) {}
+    /// A flow of this kind is gone (`connected`: its handshake had completed).
+    fn closed(_spec: &Self::Spec, _state: &Self::State, _connected: bool) {}
+    /// The link partner is closing in order: keep what it held for this flow (`acked`: what
+    /// this flow's peer acknowledged of this flow's output).
+    fn adopt(_state: &mut Self::State, _closing: &mut Self::State, _acked: u64) {}
+    /// The link partner ended (after [`Kind::adopt`] for an orderly end). Returns whether
+    /// this flow must be reset too.
+    fn partner_ended(_state: &mut Self::State, _end: LinkEnd) -> bool {
+        false
+    }
+    /// Takeover: this flow and its partner were installed as a pair; `partner_acked` is
+    /// what the partner's peer acknowledged of the partner's output (its replicated send
+    /// progress), which may free this flow's buffers.
+    fn resume_linked(_state: &mut Self::State, _partner_acked: u64) {}
+}
+
+/// A flow a service asks the engine to open and link to a connection it just accepted.
+#[derive(Debug)]
+pub struct Open<S> {
+    /// The source address: one of the engine's VIPs.
+    pub from: Ipv4Addr,
+    /// Where to (`None`: no destination is available; the accepted flow is told
+    /// [`LinkEnd::NeverConnected`] at once).
+    pub to: Option<SocketAddrV4>,
+    /// The opened flow's service state.
+    pub state: S,
+}
+
+/// How the other half of a linked pair ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// It was never synchronized: no destination, its next hop failed, its SYN went
+    /// unanswered or was refused.
+    NeverConnected,
+    /// TCP reset or aborted it (RST either way, retransmission or idle timeout).
+    Reset,
+    /// It closed in order.
+    Closed,
+    /// Takeover: it was not among the replicas (this half is an orphan and will be reset).
+    Lost,
 }
 
 /// The registry of service kinds: `Variant => kind type, counters field`. Generates the
@@ -195,6 +263,74 @@ macro_rules! kinds {
                 }
             }
 
+            /// [`ServiceState::bind`] together with the link partner's state (ignored unless
+            /// it is of the same kind).
+            #[inline]
+            #[allow(unreachable_patterns)]
+            pub fn bind_linked<'a>(&'a mut self, partner: Option<&'a mut ServiceState>, spec: &'a ServiceSpec, stats: &'a mut ServiceCounters) -> Bound<'a> {
+                match (self, spec) {
+                    $( (ServiceState::$V(st), ServiceSpec::$V(sp)) => {
+                        let p = match partner { Some(ServiceState::$V(p)) => Some(p), _ => None };
+                        Bound::$V(<$K as Kind>::bind_linked(st, p, sp, &mut stats.$field))
+                    } )+
+                    $( (ServiceState::$V(st), _) => Bound::$V(<$K as Kind>::bind(st, <$K as Kind>::detached_spec(), &mut stats.$field)), )+
+                }
+            }
+
+            /// [`Kind::on_accept`] of this flow's kind.
+            #[allow(unreachable_patterns)]
+            pub fn on_accept(&mut self, spec: &ServiceSpec, client: Ipv4Addr) -> Option<Open<ServiceState>> {
+                match (self, spec) {
+                    $( (ServiceState::$V(st), ServiceSpec::$V(sp)) => <$K as Kind>::on_accept(sp, st, client)
+                        .map(|o| Open { from: o.from, to: o.to, state: ServiceState::$V(o.state) }), )+
+                    _ => None,
+                }
+            }
+
+            /// [`Kind::opened`], [`Kind::resumed`] or [`Kind::closed`] of this flow's kind.
+            #[allow(unreachable_patterns)]
+            pub fn lifecycle(&self, spec: &ServiceSpec, ev: Lifecycle) {
+                match (self, spec) {
+                    $( (ServiceState::$V(st), ServiceSpec::$V(sp)) => match ev {
+                        Lifecycle::Opened => <$K as Kind>::opened(sp, st),
+                        Lifecycle::Resumed => <$K as Kind>::resumed(sp, st),
+                        Lifecycle::Closed { connected } => <$K as Kind>::closed(sp, st, connected),
+                    }, )+
+                    _ => {}
+                }
+            }
+
+            /// [`Kind::adopt`]: the link partner `closing` (of the same kind) closes in order.
+            #[allow(unreachable_patterns)]
+            pub fn adopt(&mut self, closing: &mut ServiceState, acked: u64) {
+                match (self, closing) {
+                    $( (ServiceState::$V(st), ServiceState::$V(c)) => <$K as Kind>::adopt(st, c, acked), )+
+                    _ => {}
+                }
+            }
+
+            /// [`Kind::partner_ended`]: whether this flow must be reset too.
+            pub fn partner_ended(&mut self, end: LinkEnd) -> bool {
+                match self {
+                    $( ServiceState::$V(s) => <$K as Kind>::partner_ended(s, end), )+
+                }
+            }
+
+            /// [`Kind::resume_linked`].
+            pub fn resume_linked(&mut self, partner_acked: u64) {
+                match self {
+                    $( ServiceState::$V(s) => <$K as Kind>::resume_linked(s, partner_acked), )+
+                }
+            }
+
+            /// The window a connection's SYN or SYN-ACK offers ([`Kind::SYN_WINDOW_IS_ROOM`]).
+            pub fn syn_window(&mut self, spec: &ServiceSpec, stats: &mut ServiceCounters) -> usize {
+                let room = match self {
+                    $( ServiceState::$V(_) => <$K as Kind>::SYN_WINDOW_IS_ROOM, )+
+                };
+                if room { self.bind(spec, stats).rx_space() } else { usize::MAX }
+            }
+
             /// Whether the peer's FIN has reached the service.
             pub fn peer_fin(&self) -> bool {
                 match self {
@@ -264,6 +400,19 @@ kinds! {
     Object => http::ObjectKind, object;
     /// Bytes back.
     Echo => echo::EchoKind, echo;
+    /// A TCP load balancer: each client connection relayed to a backend connection.
+    Proxy => proxy::ProxyKind, proxy;
+}
+
+/// A point in a flow's life a kind may account for ([`ServiceState::lifecycle`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Opened by the engine ([`Kind::on_accept`]).
+    Opened,
+    /// Installed at a takeover.
+    Resumed,
+    /// Gone.
+    Closed { connected: bool },
 }
 
 #[cfg(test)]

@@ -73,19 +73,8 @@ pub enum Link {
     Orphan,
 }
 
-/// How the other half of a pair ended (see [`LinkEvent`]).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum PartnerEnd {
-    /// It was never synchronized: its next hop failed, its SYN went unanswered or was
-    /// refused (a proxy answers its client 502/503).
-    NeverConnected,
-    /// TCP reset or aborted it (RST either way, retransmission or idle timeout).
-    Reset,
-    /// It closed in order.
-    Closed,
-    /// Takeover: it was not among the replicas (this half is an orphan and will be reset).
-    Lost,
-}
+/// How the other half of a pair ended (see [`LinkEvent`]); the service's [`LinkEnd`].
+pub use crate::service::LinkEnd as PartnerEnd;
 
 impl PartnerEnd {
     fn of(tcb: &Tcb) -> PartnerEnd {
@@ -220,6 +209,9 @@ pub(super) struct Opener {
     /// Opened flows whose SYN waits for the next hop, and the address being resolved.
     waiting: Vec<(FlowId, Ipv4Addr)>,
     events: VecDeque<LinkEvent>,
+    /// Survivors of a pair whose partner ended, to be reset (`true`) or polled in the next
+    /// `Stack::poll` (`linked`).
+    pub(super) wake: Vec<(FlowId, bool)>,
 }
 
 impl Opener {
@@ -231,17 +223,20 @@ impl Opener {
             ports: EphemeralPorts::new(ports_cfg, ReplySteering::default()),
             waiting: Vec::new(),
             events: VecDeque::new(),
+            wake: Vec::new(),
         }
     }
 
     pub(super) fn clear(&mut self) {
         self.waiting.clear();
         self.events.clear();
+        self.wake.clear();
     }
 
     /// Forget the opens waiting for a next hop whose flow is gone (its group was cleared).
     pub(super) fn forget_gone(&mut self, alive: impl Fn(FlowId) -> bool) {
         self.waiting.retain(|&(id, _)| alive(id));
+        self.wake.retain(|&(id, _)| alive(id));
     }
 }
 
@@ -356,7 +351,9 @@ impl Stack {
             r => return Err(ConnectError::NextHopDown(r)),
         };
         let isn = self.isn.isn(now, &from.octets(), lport, &rip.octets(), rport);
-        let tcb = Tcb::syn_sent(now, &cfg.tcp, lport, rport, isn);
+        let mut tcb = Tcb::syn_sent(now, &cfg.tcp, lport, rport, isn);
+        let mut svc = svc;
+        tcb.set_syn_window(svc.syn_window(&l.spec, &mut self.svc_stats));
         let flow = Flow {
             tcb,
             svc,
@@ -536,6 +533,7 @@ impl Stack {
         // Its next image says so (the standby unlinks it on this flow's close already).
         pf.tcb.dirty.insert(DirtyFlags::LINK);
         self.counters.event(Event::LinkPartnerEnded);
+        self.partner_closing(id, p, end);
         self.push_link_event(LinkEvent { flow: p, end });
     }
 
@@ -549,12 +547,27 @@ impl Stack {
 
     /// Takeover: install a linked pair, both or neither (neither if the table has no room
     /// for both, or one of them could not be installed at all). Returns whether both were.
+    ///
+    /// Each half's service is bound with the other's while it is restored (a proxy half's
+    /// output is its partner's input), learns what the partner's peer acknowledged
+    /// (`Kind::resume_linked`), and both are probed once linked.
     pub fn install_pair<F: FrameSink + ?Sized>(&mut self, now: Instant, a: crate::replica::ShadowFlow, b: crate::replica::ShadowFlow, tx: &mut F) -> bool {
         let room = self.flows.capacity() - self.flows.len() >= 2;
         if !(room && self.installable(&a) && self.installable(&b)) || a.image.key == b.image.key {
             return false;
         }
-        let (Some(ia), Some(ib)) = (self.install_flow(now, a, Link::None, tx), self.install_flow(now, b, Link::None, tx)) else {
+        let cfg = self.cfg.clone();
+        let (mut a, mut b) = (a, b);
+        a.deliver_fin(&cfg);
+        b.deliver_fin(&cfg);
+        let (a_acked, b_acked) = (a.image.tcb.tx_acked, b.image.tcb.tx_acked);
+        a.svc.resume_linked(b_acked);
+        b.svc.resume_linked(a_acked);
+        let a_closed = self.replica_closed_at(&cfg, &mut a, Some(&mut b.svc));
+        let b_closed = self.replica_closed_at(&cfg, &mut b, Some(&mut a.svc));
+        let ia = self.install_flow(now, a, Link::None, a_closed, false, tx);
+        let ib = self.install_flow(now, b, Link::None, b_closed, false, tx);
+        let (Some(ia), Some(ib)) = (ia, ib) else {
             return false; // not reached: both were checked installable
         };
         for (id, other) in [(ia, ib), (ib, ia)] {
@@ -563,6 +576,8 @@ impl Stack {
                 f.link = Link::Partner(other);
             }
         }
+        self.kick(now, ia, tx);
+        self.kick(now, ib, tx);
         true
     }
 

@@ -100,11 +100,15 @@ pub struct App {
     pub acked: u64,
     pub received: Vec<u8>,
     pub fin: bool,
+    /// Close (FIN) after the upload.
+    pub close: bool,
+    /// Close (FIN) after the upload once this many bytes arrived.
+    pub close_after: Option<usize>,
 }
 
 impl App {
     pub fn new(upload: Vec<u8>) -> App {
-        App { upload, acked: 0, received: Vec::new(), fin: false }
+        App { upload, acked: 0, received: Vec::new(), fin: false, close: false, close_after: None }
     }
 }
 
@@ -120,7 +124,7 @@ impl ByteStream for App {
         self.upload.len() as u64
     }
     fn tx_closed(&self) -> bool {
-        false
+        self.close || self.close_after.is_some_and(|n| self.received.len() >= n)
     }
     fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
         let s = &self.upload[(off as usize).min(self.upload.len())..];

@@ -15,6 +15,7 @@ use flowtwin_engine::iteration::{resume, Acked, CommitSink, Iteration};
 use flowtwin_engine::replica::{FlowImage, Origin};
 use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::service::echo::{EchoConfig, EchoCursor, EchoState};
+use flowtwin_engine::service::proxy::{Balance, ProxySpec};
 use flowtwin_engine::service::object::{gen_byte_range, ObjectStore, StoreConfig};
 use flowtwin_engine::stack::{vrrp_mac, FrameSink, GroupId, Link, LinkEvent, Listener, PartnerEnd, ServiceSpec, ServiceState, Stack, StackConfig, Vip};
 use flowtwin_engine::counters::Event;
@@ -31,7 +32,9 @@ use flowtwin_sync::shadow::Replicas;
 use flowtwin_sync::{worker_channel, SyncStatus, WorkerLink};
 use std::sync::atomic::Ordering::Relaxed;
 
+#[path = "../common/mod.rs"]
 mod common;
+mod proxy;
 use common::{App, ClientOut, Held, CLIENT_MAC, VIP};
 
 const B_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 9);
@@ -45,15 +48,26 @@ fn tcp() -> TcpConfig {
     TcpConfig { delayed_ack: Duration::ZERO, ..TcpConfig::default() }
 }
 
+/// The tests' engine (`common::engine_cfg`) with a proxy on :8080 in front of B's object
+/// server (listener [`PROXY`]) and one on :8007 in front of B's echo (listener
+/// [`PROXY_ECHO`]), with small buffers so that they fill.
 fn a_cfg() -> Arc<StackConfig> {
-    common::engine_cfg()
+    let mut c = (*common::engine_cfg()).clone();
+    for (port, to) in [(8080, 80), (8007, 7)] {
+        let spec = ProxySpec::new(vec![SocketAddrV4::new(B_IP, to)], Balance::RoundRobin, VIP, proxy::BUF);
+        c.listeners.push(Listener { vip: VIP, port, spec: ServiceSpec::Proxy(Arc::new(spec)) });
+    }
+    Arc::new(c)
 }
 
 fn b_cfg() -> Arc<StackConfig> {
     Arc::new(StackConfig {
         vips: vec![Vip { addr: B_IP, mac: B_MAC, group: GroupId::DEFAULT }],
         groups: Vec::new(),
-        listeners: vec![Listener { vip: B_IP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) }],
+        listeners: vec![
+            Listener { vip: B_IP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) },
+            Listener { vip: B_IP, port: 7, spec: ServiceSpec::Echo(EchoConfig { buf_size: 64 * 1024 }) },
+        ],
         routes: flowtwin_engine::route::RouteTable::all_on_link(),
         tcp: tcp(),
         flow_capacity: 64,
@@ -157,6 +171,9 @@ struct World {
     /// Engine → B, B → engine.
     eb: Stream,
     be: Stream,
+    /// A dies in the next step right after its pass, before its ring is drained: its last
+    /// records never reach the standby and its output of that pass never leaves.
+    die_mid_step: bool,
 }
 
 impl World {
@@ -191,6 +208,7 @@ impl World {
             to_client: Vec::new(),
             eb: Stream::default(),
             be: Stream::default(),
+            die_mid_step: false,
         }
     }
 
@@ -258,6 +276,10 @@ impl World {
         let mut rx = frames.iter().map(Vec::as_slice);
         let sent = if let Some((stack, held, _)) = self.a.as_mut() {
             Iteration::new(Some(&Acked(self.wm))).run(stack, now, &mut rx, held);
+            if std::mem::take(&mut self.die_mid_step) {
+                self.a = None;
+                return;
+            }
             self.replicate();
             let (_, held, _) = self.a.as_mut().unwrap();
             held.release(self.wm.into(), now);

@@ -1,0 +1,147 @@
+//! `kind = "proxy"` services: their keys, checked with every error naming its key, and the
+//! engine's [`ProxySpec`] built from them.
+//!
+//! ```toml
+//! [[service]]
+//! vip = "198.18.0.100"
+//! port = 8080
+//! kind = "proxy"
+//! backends = ["198.18.0.11:80", "198.18.0.12:80"]
+//! balance = "round-robin"     # or "least-conn", "hash" (rendezvous hash of the client address)
+//! proxy_buffer = 262144       # bytes per direction per connection (default 256 KiB)
+//! source = "198.18.0.100"     # where backend connections come from (default: vip)
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use flowtwin_engine::service::proxy::{Balance, ProxySpec, DEFAULT_BUF_SIZE};
+
+use super::{Config, ServiceKind, ServiceSection};
+
+/// Backends one proxy service may have.
+pub const MAX_BACKENDS: usize = 256;
+
+impl ServiceSection {
+    /// The backends, parsed (errors name the key).
+    fn backend_addrs(&self, i: usize) -> Result<Vec<SocketAddrV4>, String> {
+        let list = self.backends.as_deref().unwrap_or_default();
+        if list.is_empty() {
+            return Err(format!("service[{i}].backends: a proxy needs at least one backend, e.g. backends = [\"10.0.0.11:80\"]"));
+        }
+        if list.len() > MAX_BACKENDS {
+            return Err(format!("service[{i}].backends: {} backends, at most {MAX_BACKENDS}", list.len()));
+        }
+        let mut out: Vec<SocketAddrV4> = Vec::with_capacity(list.len());
+        for (j, b) in list.iter().enumerate() {
+            let a: SocketAddrV4 = b.parse().map_err(|_| format!("service[{i}].backends[{j}] = {b:?}: expected an IPv4 address and port, like \"10.0.0.11:80\""))?;
+            let ip = *a.ip();
+            if a.port() == 0 || ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+                return Err(format!("service[{i}].backends[{j}] = {b:?}: not a unicast host address and port"));
+            }
+            if out.contains(&a) {
+                return Err(format!("service[{i}].backends[{j}] = {b:?}: listed twice"));
+            }
+            out.push(a);
+        }
+        Ok(out)
+    }
+
+    fn balance_of(&self, i: usize) -> Result<Balance, String> {
+        match self.balance.as_deref() {
+            None => Ok(Balance::default()),
+            Some(s) => Balance::parse(s).ok_or_else(|| format!("service[{i}].balance = {s:?}: expected \"round-robin\", \"least-conn\" or \"hash\"")),
+        }
+    }
+
+    /// The engine's spec of proxy `service[i]`.
+    pub(super) fn proxy_spec(&self, i: usize) -> Result<ProxySpec, String> {
+        let buf = self.proxy_buffer.map_or(DEFAULT_BUF_SIZE, |b| b as usize);
+        Ok(ProxySpec::new(self.backend_addrs(i)?, self.balance_of(i)?, self.source.unwrap_or(self.vip), buf))
+    }
+}
+
+impl Config {
+    /// The proxy keys of `service[i]`: only on a proxy, and consistent.
+    pub(super) fn validate_proxy(&self, i: usize, s: &ServiceSection) -> Result<(), String> {
+        if s.kind != ServiceKind::Proxy {
+            for (key, set) in [("backends", s.backends.is_some()), ("balance", s.balance.is_some()), ("proxy_buffer", s.proxy_buffer.is_some()), ("source", s.source.is_some())] {
+                if set {
+                    return Err(format!("service[{i}].{key}: only valid for kind = \"proxy\""));
+                }
+            }
+            return Ok(());
+        }
+        let backends = s.backend_addrs(i)?;
+        s.balance_of(i)?;
+        if let Some(b) = s.proxy_buffer {
+            if !(1024..=(64 << 20)).contains(&b) {
+                return Err(format!("service[{i}].proxy_buffer = {b}: must be 1024..=67108864"));
+            }
+        }
+        let source = s.source.unwrap_or(s.vip);
+        if !self.vips.iter().any(|v| v.addr == source) {
+            return Err(format!("service[{i}].source = {source}: no [[vip]] with that addr (backend connections come from one of the engine's VIPs)"));
+        }
+        if self.group_of(source) != self.group_of(s.vip) {
+            return Err(format!(
+                "service[{i}].source = {source}: in another [[group]] than the service's vip {} (both halves of a connection move together)",
+                s.vip
+            ));
+        }
+        let routes = self.route_table()?;
+        for (j, b) in backends.iter().enumerate() {
+            let ip: Ipv4Addr = *b.ip();
+            if self.vips.iter().any(|v| v.addr == ip) {
+                return Err(format!("service[{i}].backends[{j}] = \"{b}\": one of this engine's VIPs"));
+            }
+            if routes.next_hop(ip).is_none() {
+                return Err(format!("service[{i}].backends[{j}] = \"{b}\": no route to {ip} (in no [[vip]]'s subnet, and no [[route]] covers it)"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::MIN;
+    use super::super::Config;
+
+    fn proxy(keys: &str) -> String {
+        let vip = MIN.split("[[vip]]").nth(1).and_then(|v| v.split('"').nth(1)).unwrap_or("198.18.0.100").to_string();
+        format!("{MIN}\n[[service]]\nvip = \"{vip}\"\nport = 8080\nkind = \"proxy\"\n{keys}\n")
+    }
+
+    #[test]
+    fn proxy_parses() {
+        let c = Config::parse(&proxy("backends = [\"198.18.0.11:80\", \"198.18.0.12:80\"]\nbalance = \"least-conn\"\nproxy_buffer = 65536")).expect("valid");
+        let s = c.services.last().unwrap();
+        let spec = s.proxy_spec(c.services.len() - 1).unwrap();
+        assert_eq!(spec.backends.len(), 2);
+        assert_eq!(spec.buf_size, 65536);
+        assert_eq!(spec.balance.name(), "least-conn");
+        assert_eq!(spec.source, s.vip);
+    }
+
+    #[test]
+    fn proxy_errors_name_the_key() {
+        let cases = [
+            ("", "backends"),
+            ("backends = []", "backends"),
+            ("backends = [\"198.18.0.11\"]", "backends[0]"),
+            ("backends = [\"198.18.0.11:0\"]", "backends[0]"),
+            ("backends = [\"198.18.0.11:80\", \"198.18.0.11:80\"]", "listed twice"),
+            ("backends = [\"203.0.113.5:80\"]", "no route"),
+            ("backends = [\"198.18.0.11:80\"]\nbalance = \"random\"", "balance"),
+            ("backends = [\"198.18.0.11:80\"]\nproxy_buffer = 10", "proxy_buffer"),
+            ("backends = [\"198.18.0.11:80\"]\nsource = \"198.18.0.77\"", "source"),
+        ];
+        for (keys, want) in cases {
+            let e = Config::parse(&proxy(keys)).expect_err(keys);
+            assert!(e.contains(want) && e.contains("service["), "{keys}: {e}");
+        }
+        let echo_with_backends = format!("{MIN}\n[[service]]\nvip = \"198.18.0.100\"\nport = 9\nkind = \"echo\"\nbackends = [\"198.18.0.11:80\"]\n");
+        let e = Config::parse(&echo_with_backends).expect_err("backends on echo");
+        assert!(e.contains("only valid for kind = \"proxy\""), "{e}");
+    }
+}

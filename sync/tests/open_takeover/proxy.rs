@@ -1,0 +1,187 @@
+//! The `proxy` service through the real replication path: a client of A's proxy listener,
+//! relayed to backend B (a second `Stack`, its object server or its echo), killed at every
+//! step of the connection's life, in both cases (A's last pass reached the standby, or it
+//! did not). Every run must end with the client holding exactly B's bytes and FIN, B exactly
+//! the client's, no reset on either side, and one backend connection (never reopened).
+
+use super::*;
+use flowtwin_engine::counters::Drop;
+
+/// Bytes buffered per direction by the tests' proxies (small, so that they fill).
+pub(super) const BUF: usize = 8 * 1024;
+/// A's proxy in front of B's object server, and the one in front of B's echo.
+const PROXY_HTTP: u16 = 8080;
+const PROXY_ECHO: u16 = 8007;
+/// Listener index of the proxy in front of B's echo (after `common`'s two and PROXY_HTTP).
+const PROXY_ECHO_LISTENER: usize = 3;
+
+/// What one life ended with.
+#[derive(Debug)]
+struct End {
+    steps: u64,
+    installed: (u64, u64),
+    state_at_kill: Vec<State>,
+}
+
+impl World {
+    /// A client of A's proxy on `port` that sends `upload` and then its FIN (at once, or
+    /// once `close_after` bytes arrived).
+    fn proxy_client(&mut self, port: u16, upload: &[u8], close_after: Option<usize>) {
+        let mut out = ClientOut { frames: vec![], src_port: 42000, dst_port: port };
+        let tcb = Tcb::connect(Instant(self.now), &tcp(), 42000, port, SeqNum(0x2000), &mut out);
+        self.to_engine.append(&mut out.frames);
+        let mut app = App::new(upload.to_vec());
+        app.close = close_after.is_none();
+        app.close_after = close_after;
+        self.client = Some(Client { tcb, app, out, rsts: 0 });
+    }
+
+    fn client_done(&self, want: &[u8]) -> bool {
+        let c = self.client.as_ref().unwrap();
+        c.app.fin && c.app.received.len() >= want.len() && matches!(c.tcb.state(), State::TimeWait | State::Closed)
+    }
+
+    fn engine_flows(&self) -> usize {
+        self.a.as_ref().map(|a| a.0.flows().len()).or(self.s_stack.as_ref().map(|s| s.0.flows().len())).unwrap_or(0)
+    }
+
+    /// Every flow of the serving engine and of B has ended (or waits in TIME-WAIT).
+    fn all_closed(&self) -> bool {
+        let quiet = |s: &Stack| s.flows().iter().all(|(_, _, f)| f.tcb.state() == State::TimeWait);
+        let engine = self.a.as_ref().map(|a| &a.0).or(self.s_stack.as_ref().map(|s| &s.0));
+        engine.is_none_or(quiet) && quiet(&self.b)
+    }
+}
+
+/// One life through proxy `port`: the client uploads `upload` and closes (at once, or once
+/// it has `close_after` bytes); it must receive `want` and B's FIN. Killed after step
+/// `kill.0` (`kill.1`: that step's records reached the standby) or never.
+fn life(port: u16, upload: &[u8], want: &[u8], close_after: Option<usize>, kill: Option<(u64, bool)>) -> End {
+    let mut w = World::new();
+    w.proxy_client(port, upload, close_after);
+    let mut end = End { steps: 0, installed: (0, 0), state_at_kill: Vec::new() };
+    let mut step = 0u64;
+    let done = |w: &World| w.client_done(want) && w.all_closed();
+    while !done(&w) {
+        if kill.is_some_and(|(k, _)| k == step) {
+            end.state_at_kill = w.a_stack().flows().iter().map(|(_, _, f)| f.tcb.state()).collect();
+            if kill.is_some_and(|(_, reached)| !reached) {
+                w.die_mid_step = true;
+                w.step();
+            }
+            end.installed = w.kill_and_take_over();
+        }
+        w.step();
+        step += 1;
+        assert!(step < 200_000, "life never ended (kill {kill:?}): client has {} of {} bytes, fin {}, engine flows {}, B flows {}",
+            w.client.as_ref().unwrap().app.received.len(), want.len(), w.client.as_ref().unwrap().app.fin, w.engine_flows(), w.b.flows().len());
+    }
+    let c = w.client.as_ref().unwrap();
+    assert!(c.app.received == want, "kill {kill:?}: the client's bytes are B's, byte-exact ({} of {})", c.app.received.len(), want.len());
+    assert_eq!(c.app.acked, upload.len() as u64, "kill {kill:?}: the upload acknowledged");
+    // B may answer a retransmission that reaches it after its connection ended in order
+    // (its LAST-ACK done) with a reset, as Linux does; never one on a live connection.
+    let late = w.b.counters().drops[Drop::NoFlow as usize];
+    assert_eq!((c.rsts, w.eb.rsts, w.b.counters().get(Event::RstAccepted)), (0, 0, 0), "kill {kill:?}: no reset to the client or B, none accepted by B");
+    assert_eq!(w.be.rsts as u64, late, "kill {kill:?}: B's resets answered only segments after its connection ended");
+    assert!(w.eb.bytes == upload && w.eb.fin && w.be.fin, "kill {kill:?}: B got exactly the client's bytes and FIN ({} of {})", w.eb.bytes.len(), upload.len());
+    let first = w.eb.syns.first().copied().expect("a SYN reached B");
+    assert!(w.eb.syns.iter().all(|s| *s == first), "kill {kill:?}: one backend connection, its SYN resent unchanged: {:?}", w.eb.syns);
+    assert_eq!(w.b.counters().get(Event::FlowsOpened), 1, "kill {kill:?}: B accepted exactly one connection");
+    end.steps = step;
+    end
+}
+
+/// Every step of a proxied HTTP exchange (`Connection: close`: the response ends with B's
+/// FIN, which the proxy passes on after the last byte; the client half-closes after its
+/// request), in both cases.
+#[test]
+fn a_proxied_request_survives_a_kill_at_every_step() {
+    let mut states = std::collections::BTreeSet::new();
+    let mut points = 0;
+    let only: Option<u64> = std::env::var("PROXY_KILL").ok().and_then(|v| v.parse().ok());
+    // The client half-closes after its request, or only once it has the whole response
+    // (then B's FIN reaches it first).
+    for (n, half_close) in [(30_000, true), (200_000, false)] {
+        let (req, want) = (request(n), response(n));
+        let close_after = (!half_close).then_some(want.len());
+        let clean = life(PROXY_HTTP, &req, &want, close_after, None);
+        for k in (0..clean.steps).filter(|k| only.is_none_or(|o| o == *k)) {
+            for reached in [true, false] {
+                let e = life(PROXY_HTTP, &req, &want, close_after, Some((k, reached)));
+                states.extend(e.state_at_kill.iter().map(|s| format!("{s:?}")));
+                points += 1;
+                assert!(e.installed.1 == 0, "kill {k}/{reached}: every replica installed: {:?}", e.installed);
+            }
+        }
+    }
+    println!("proxy http: {points} kill points, A's flow states at the kills: {states:?}");
+    for s in ["SynReceived", "SynSent", "Established", "CloseWait", "FinWait1", "FinWait2", "LastAck", "TimeWait"] {
+        assert!(only.is_some() || states.contains(s), "some kill found a half in {s}: {states:?}");
+    }
+}
+
+/// An upload echoed back through the proxy while it is still being sent: both pipes fill
+/// (each is `BUF`), so both windows close and open again; killed every few steps.
+#[test]
+fn a_proxied_echo_with_full_pipes_survives_kills() {
+    let upload: Vec<u8> = (0..120_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let clean = life(PROXY_ECHO, &upload, &upload, None, None);
+    let mut points = 0;
+    for k in (0..clean.steps).step_by(3) {
+        for reached in [true, false] {
+            life(PROXY_ECHO, &upload, &upload, None, Some((k, reached)));
+            points += 1;
+        }
+    }
+    println!("proxy echo: {points} kill points over {} steps", clean.steps);
+    assert!(points > 20);
+}
+
+/// The relay is bounded: neither half ever holds more than its buffer, and the window the
+/// client sees closes while B does not read.
+#[test]
+fn the_proxy_buffers_at_most_its_buffer_per_direction() {
+    let mut w = World::new();
+    let upload = vec![7u8; 100_000];
+    w.proxy_client(PROXY_ECHO, &upload, None);
+    let mut max_held = 0u64;
+    for _ in 0..3000 {
+        w.step();
+        for (_, _, f) in w.a_stack().flows().iter() {
+            if let ServiceState::Proxy(h) = &f.svc {
+                max_held = max_held.max(h.rx.held());
+            }
+        }
+    }
+    assert!(max_held > 0 && max_held <= BUF as u64, "held at most {BUF}: {max_held}");
+    assert_eq!(w.a_stack().config().listeners[PROXY_ECHO_LISTENER].port, PROXY_ECHO);
+}
+
+/// A backend that refuses (B has nothing on :81): the client gets a FIN and no byte, no
+/// reset; the backend half is counted as never connected.
+#[test]
+fn a_refused_backend_closes_the_client_cleanly() {
+    let mut w = World::new();
+    let cfg = {
+        let mut c = (*w.cfg).clone();
+        let spec = ProxySpec::new(vec![SocketAddrV4::new(B_IP, 81)], Balance::RoundRobin, VIP, BUF);
+        c.listeners.push(Listener { vip: VIP, port: 8081, spec: ServiceSpec::Proxy(Arc::new(spec)) });
+        Arc::new(c)
+    };
+    let (repl, link) = worker_channel(0, 1 << 16);
+    let mut a = Stack::new(cfg.clone(), Instant(w.now));
+    a.set_replicator(Box::new(repl));
+    let mut f = vec![0u8; 60];
+    ArpRepr::request(B_MAC, B_IP, B_IP).emit_frame(&mut f).unwrap();
+    a.process(Instant(w.now), &f, &mut Held::default());
+    w.cfg = cfg;
+    w.a = Some((a, Held::default(), link));
+    w.proxy_client(8081, b"hello", None);
+    w.run_until("the client's FIN", |w| w.client.as_ref().unwrap().app.fin);
+    let c = w.client.as_ref().unwrap();
+    assert!(c.app.received.is_empty() && c.rsts == 0, "a FIN, no byte, no reset");
+    assert_eq!(w.be.rsts, 1, "B refused the SYN");
+    let ev = w.a_stack().counters().get(Event::LinkPartnerEnded);
+    assert_eq!(ev, 1);
+}
