@@ -276,10 +276,17 @@ fn run_command(cli: Cli, logs: &logs::Logs) -> Result<(), Failure> {
         })?),
         Cmd::CheckConfig { config } => {
             let c = load_config(&config, logs)?;
-            let sc = run::stack_config(&c).map_err(|error| Failure { event: "config_refused", error })?;
+            let refused = |error| Failure { event: "config_refused", error };
+            let sc = run::stack_config(&c).map_err(refused)?;
+            let routes = c.route_table().map_err(refused)?;
             println!("{}: ok", config.display());
             // Both engines of a pair must print the same layout (the sync Hello compares it).
             println!("groups: {} (layout {:016x})", sc.group_layout(), sc.group_digest());
+            // The routing table of the connections the engine opens, as the engine looks it up
+            // (longest prefix first): the VIPs' subnets on-link, then the [[route]]s.
+            for r in routes.routes() {
+                println!("route {r}");
+            }
             Ok(())
         }
         Cmd::Bench { mode, duration, queues, mbufs, desc, json, quiet, eal } => {

@@ -77,6 +77,44 @@ fn good_config_checks_ok() {
 }
 
 #[test]
+fn check_config_prints_the_routing_table() {
+    // GOOD's VIP has the default prefix_len (24): its subnet is the one route.
+    let p = write_cfg("routes-none.toml", GOOD);
+    let (code, stdout, stderr) = flowtwin_env(&["check-config", "-c", p.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let routes: Vec<&str> = stdout.lines().filter(|l| l.starts_with("route ")).collect();
+    assert_eq!(routes, ["route 198.18.0.0/24 on-link"], "{stdout}");
+
+    let body = format!(
+        r#"{GOOD}
+[[route]]
+prefix = "0.0.0.0/0"
+via = "198.18.0.254"
+[[route]]
+prefix = "10.0.0.0/8"
+via = "198.18.0.1"
+[[route]]
+prefix = "203.0.113.0/25"
+"#
+    );
+    let p = write_cfg("routes.toml", &body);
+    let (code, stdout, stderr) = flowtwin_env(&["check-config", "-c", p.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    // Longest prefix first, the order the engine looks them up in.
+    let routes: Vec<&str> = stdout.lines().filter(|l| l.starts_with("route ")).collect();
+    assert_eq!(
+        routes,
+        [
+            "route 203.0.113.0/25 on-link",
+            "route 198.18.0.0/24 on-link",
+            "route 10.0.0.0/8 via 198.18.0.1",
+            "route 0.0.0.0/0 via 198.18.0.254",
+        ],
+        "{stdout}"
+    );
+}
+
+#[test]
 fn bad_configs_name_the_key() {
     let cases = [
         ("typo.toml", GOOD.replace("[[port]]", "[[port]]\nrx_dsc = 5"), "rx_dsc"),
