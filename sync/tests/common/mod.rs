@@ -104,11 +104,13 @@ pub struct App {
     pub close: bool,
     /// Close (FIN) after the upload once this many bytes arrived.
     pub close_after: Option<usize>,
+    /// The receive window it offers (a slow reader's is small).
+    pub window: usize,
 }
 
 impl App {
     pub fn new(upload: Vec<u8>) -> App {
-        App { upload, acked: 0, received: Vec::new(), fin: false, close: false, close_after: None }
+        App { upload, acked: 0, received: Vec::new(), fin: false, close: false, close_after: None, window: 1 << 20 }
     }
 }
 
@@ -136,7 +138,7 @@ impl ByteStream for App {
         self.acked = off;
     }
     fn rx_space(&self) -> usize {
-        1 << 20
+        self.window
     }
 }
 

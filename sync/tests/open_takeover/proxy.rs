@@ -21,18 +21,28 @@ struct End {
     steps: u64,
     installed: (u64, u64),
     state_at_kill: Vec<State>,
+    /// A half adopted bytes its partner still held when it ended (seen on A).
+    adopted: bool,
 }
 
 impl World {
     /// A client of A's proxy on `port` that sends `upload` and then its FIN (at once, or
     /// once `close_after` bytes arrived).
     fn proxy_client(&mut self, port: u16, upload: &[u8], close_after: Option<usize>) {
+        self.proxy_client_with(port, upload, close_after, 1 << 20);
+    }
+
+    /// [`World::proxy_client`] reading through a receive window of `window` bytes.
+    fn proxy_client_with(&mut self, port: u16, upload: &[u8], close_after: Option<usize>, window: usize) {
         let mut out = ClientOut { frames: vec![], src_port: 42000, dst_port: port };
-        let tcb = Tcb::connect(Instant(self.now), &tcp(), 42000, port, SeqNum(0x2000), &mut out);
+        let mut tcb = Tcb::syn_sent(Instant(self.now), &tcp(), 42000, port, SeqNum(0x2000));
+        tcb.set_syn_window(window);
+        tcb.send_syn_now(Instant(self.now), &tcp(), &mut out);
         self.to_engine.append(&mut out.frames);
         let mut app = App::new(upload.to_vec());
         app.close = close_after.is_none();
         app.close_after = close_after;
+        app.window = window;
         self.client = Some(Client { tcb, app, out, rsts: 0 });
     }
 
@@ -57,10 +67,16 @@ impl World {
 /// it has `close_after` bytes); it must receive `want` and B's FIN. Killed after step
 /// `kill.0` (`kill.1`: that step's records reached the standby) or never.
 fn life(port: u16, upload: &[u8], want: &[u8], close_after: Option<usize>, kill: Option<(u64, bool)>) -> End {
+    life_with(port, upload, want, close_after, 1 << 20, kill)
+}
+
+/// [`life`] with a client reading through a `window`-byte receive window.
+fn life_with(port: u16, upload: &[u8], want: &[u8], close_after: Option<usize>, window: usize, kill: Option<(u64, bool)>) -> End {
     let mut w = World::new();
-    w.proxy_client(port, upload, close_after);
-    let mut end = End { steps: 0, installed: (0, 0), state_at_kill: Vec::new() };
+    w.proxy_client_with(port, upload, close_after, window);
+    let mut end = End { steps: 0, installed: (0, 0), state_at_kill: Vec::new(), adopted: false };
     let mut step = 0u64;
+    let mut adopted = false;
     let done = |w: &World| w.client_done(want) && w.all_closed();
     while !done(&w) {
         if kill.is_some_and(|(k, _)| k == step) {
@@ -73,6 +89,9 @@ fn life(port: u16, upload: &[u8], want: &[u8], close_after: Option<usize>, kill:
         }
         w.step();
         step += 1;
+        if let Some((a, _, _)) = w.a.as_ref() {
+            adopted |= a.flows().iter().any(|(_, _, f)| matches!(&f.svc, ServiceState::Proxy(h) if h.adopted().is_some_and(|p| p.held() > 0)));
+        }
         assert!(step < 200_000, "life never ended (kill {kill:?}): client has {} of {} bytes, fin {}, engine flows {}, B flows {}",
             w.client.as_ref().unwrap().app.received.len(), want.len(), w.client.as_ref().unwrap().app.fin, w.engine_flows(), w.b.flows().len());
     }
@@ -89,6 +108,7 @@ fn life(port: u16, upload: &[u8], want: &[u8], close_after: Option<usize>, kill:
     assert!(w.eb.syns.iter().all(|s| *s == first), "kill {kill:?}: one backend connection, its SYN resent unchanged: {:?}", w.eb.syns);
     assert_eq!(w.b.counters().get(Event::FlowsOpened), 1, "kill {kill:?}: B accepted exactly one connection");
     end.steps = step;
+    end.adopted = adopted;
     end
 }
 
@@ -100,15 +120,19 @@ fn a_proxied_request_survives_a_kill_at_every_step() {
     let mut states = std::collections::BTreeSet::new();
     let mut points = 0;
     let only: Option<u64> = std::env::var("PROXY_KILL").ok().and_then(|v| v.parse().ok());
-    // The client half-closes after its request, or only once it has the whole response
-    // (then B's FIN reaches it first).
-    for (n, half_close) in [(30_000, true), (200_000, false)] {
+    // The client half-closes after its request; or once it has the whole response (then
+    // B's FIN reaches it first); or after B's FIN but while B's last bytes still wait in
+    // the proxy (less than a buffer before the end): the backend half then ends first
+    // (LAST-ACK) and the client half adopts what it held.
+    // (The last reads slowly, so that the proxy holds a buffer of the response.)
+    for (n, before_end, window) in [(30_000, None, 1 << 20), (200_000, Some(0), 1 << 20), (20_000, Some(600), 300)] {
         let (req, want) = (request(n), response(n));
-        let close_after = (!half_close).then_some(want.len());
-        let clean = life(PROXY_HTTP, &req, &want, close_after, None);
+        let close_after = before_end.map(|b: usize| want.len() - b);
+        let clean = life_with(PROXY_HTTP, &req, &want, close_after, window, None);
+        assert_eq!(clean.adopted, before_end == Some(600), "the client half adopts the backend half's last bytes in the third life only");
         for k in (0..clean.steps).filter(|k| only.is_none_or(|o| o == *k)) {
             for reached in [true, false] {
-                let e = life(PROXY_HTTP, &req, &want, close_after, Some((k, reached)));
+                let e = life_with(PROXY_HTTP, &req, &want, close_after, window, Some((k, reached)));
                 states.extend(e.state_at_kill.iter().map(|s| format!("{s:?}")));
                 points += 1;
                 assert!(e.installed.1 == 0, "kill {k}/{reached}: every replica installed: {:?}", e.installed);
