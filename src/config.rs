@@ -291,6 +291,10 @@ pub struct ServiceSection {
     pub proxy_buffer: Option<u32>,
     /// `proxy`: the address backend connections come from (default: the service's vip).
     pub source: Option<Ipv4Addr>,
+    /// `proxy`: failed connections in a row that mark a backend down (0: never; default 3).
+    pub max_fails: Option<u32>,
+    /// `proxy`: how long a backend marked down gets no new connection (default 10000).
+    pub fail_timeout_ms: Option<u64>,
 }
 
 impl ServiceKind {

@@ -1,5 +1,6 @@
 //! The control socket (`flowtwin ctl`): a unix stream socket, one request line in, one reply
-//! out, served by a control-plane thread. Commands: `status`, `takeover`, `failback`, `flows`.
+//! out, served by a control-plane thread. Commands: `status`, `takeover`, `failback`, `flows`,
+//! `backends`.
 //! Replies are JSON objects; errors are `{"error": "..."}` so scripts can check them.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,6 +19,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("takeover", "on the standby: take the VIPs over now (as if the active had died)"),
     ("failback", "on the active: hand the VIPs back to the peer once it is in sync"),
     ("flows", "live flows per worker and TCP state"),
+    ("backends", "proxy services: each backend's state, connections, failures"),
 ];
 
 /// Serve `path` until `stop`. Replaces a stale socket file; refuses to run if another engine

@@ -31,6 +31,7 @@ use crate::ctl;
 use crate::metrics;
 
 mod drops;
+mod proxy;
 mod report;
 
 use self::drops::DropWarnings;
@@ -174,6 +175,8 @@ struct Observed {
     sync: Option<Arc<SyncStatus>>,
     /// Per listener: ("vip:port", kind), for per-service metrics.
     services: Vec<(String, &'static str)>,
+    /// The proxy services, for per-backend metrics and `ctl backends`.
+    proxies: Vec<(String, Arc<flowtwin_engine::service::proxy::ProxySpec>)>,
     held: OnceLock<Vec<WorkerShared>>,
     role: OnceLock<Arc<RoleShared>>,
     /// Software distribution mode: (RX fan-out by worker 0, TX fan-in through worker 0).
@@ -336,6 +339,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             .iter()
             .map(|s| (format!("{}:{}", s.vip, s.port), s.kind.name()))
             .collect(),
+        proxies: proxy::of(&stack_cfg),
         held: OnceLock::new(),
         role: OnceLock::new(),
         software: OnceLock::new(),

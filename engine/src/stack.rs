@@ -158,6 +158,8 @@ pub struct Stack {
     vip_claim: Option<AnnounceTag>,
     /// Flows this worker opens and links (`open`).
     open: open::Opener,
+    /// The latest time a packet or timer call brought (for what closes outside them).
+    now: Instant,
 }
 
 /// Turns TCP's segments into Ethernet frames in the sink.
@@ -218,6 +220,7 @@ impl Stack {
             identity: None,
             vip_claim: None,
             open: open::Opener::new(&cfg.isn_key),
+            now,
             cfg,
         }
     }
@@ -283,7 +286,7 @@ impl Stack {
             self.timers.cancel(id);
             if let Some(f) = self.flows.remove(id) {
                 if let Some(l) = cfg.listeners.get(usize::from(f.listener)) {
-                    f.svc.lifecycle(&l.spec, Lifecycle::Closed { connected: f.tcb.syn_acked() });
+                    f.svc.lifecycle(&l.spec, Lifecycle::Closed { connected: f.tcb.syn_acked(), now: self.now });
                 }
                 let s = f.tcb.state() as usize;
                 self.counters.flows_by_state[s] = self.counters.flows_by_state[s].saturating_sub(1);
@@ -690,7 +693,7 @@ impl Stack {
         self.unlink_closing(id);
         if let Some(f) = self.flows.get(id) {
             if let Some(l) = self.cfg.listeners.get(usize::from(f.listener)) {
-                f.svc.lifecycle(&l.spec, Lifecycle::Closed { connected: f.tcb.syn_acked() });
+                f.svc.lifecycle(&l.spec, Lifecycle::Closed { connected: f.tcb.syn_acked(), now: self.now });
             }
         }
         if let Some(f) = self.flows.remove(id) {
@@ -702,6 +705,7 @@ impl Stack {
 
     /// Run expired timers (RTO, delayed ACK, persist, TIME-WAIT, idle).
     pub fn poll<F: FrameSink + ?Sized>(&mut self, now: Instant, tx: &mut F) {
+        self.now = self.now.max(now);
         self.poll_neighbors(now, tx);
         if !self.kicks.is_empty() {
             self.kick_waiting(now, tx);

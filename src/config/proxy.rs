@@ -10,11 +10,14 @@
 //! balance = "round-robin"     # or "least-conn", "hash" (rendezvous hash of the client address)
 //! proxy_buffer = 262144       # bytes per direction per connection (default 256 KiB)
 //! source = "198.18.0.100"     # where backend connections come from (default: vip)
+//! max_fails = 3               # failed connects in a row that mark a backend down (0: never)
+//! fail_timeout_ms = 10000     # how long it then gets no new connection
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use flowtwin_engine::service::proxy::{Balance, ProxySpec, DEFAULT_BUF_SIZE};
+use flowtwin_engine::service::proxy::{Balance, Health, ProxySpec, DEFAULT_BUF_SIZE};
+use flowtwin_engine::time::Duration;
 
 use super::{Config, ServiceKind, ServiceSection};
 
@@ -56,7 +59,12 @@ impl ServiceSection {
     /// The engine's spec of proxy `service[i]`.
     pub(super) fn proxy_spec(&self, i: usize) -> Result<ProxySpec, String> {
         let buf = self.proxy_buffer.map_or(DEFAULT_BUF_SIZE, |b| b as usize);
-        Ok(ProxySpec::new(self.backend_addrs(i)?, self.balance_of(i)?, self.source.unwrap_or(self.vip), buf))
+        let d = Health::default();
+        let health = Health {
+            max_fails: self.max_fails.unwrap_or(d.max_fails),
+            fail_timeout: self.fail_timeout_ms.map_or(d.fail_timeout, Duration::from_millis),
+        };
+        Ok(ProxySpec::new(self.backend_addrs(i)?, self.balance_of(i)?, self.source.unwrap_or(self.vip), buf).with_health(health))
     }
 }
 
@@ -64,7 +72,15 @@ impl Config {
     /// The proxy keys of `service[i]`: only on a proxy, and consistent.
     pub(super) fn validate_proxy(&self, i: usize, s: &ServiceSection) -> Result<(), String> {
         if s.kind != ServiceKind::Proxy {
-            for (key, set) in [("backends", s.backends.is_some()), ("balance", s.balance.is_some()), ("proxy_buffer", s.proxy_buffer.is_some()), ("source", s.source.is_some())] {
+            let keys = [
+                ("backends", s.backends.is_some()),
+                ("balance", s.balance.is_some()),
+                ("proxy_buffer", s.proxy_buffer.is_some()),
+                ("source", s.source.is_some()),
+                ("max_fails", s.max_fails.is_some()),
+                ("fail_timeout_ms", s.fail_timeout_ms.is_some()),
+            ];
+            for (key, set) in keys {
                 if set {
                     return Err(format!("service[{i}].{key}: only valid for kind = \"proxy\""));
                 }
@@ -76,6 +92,11 @@ impl Config {
         if let Some(b) = s.proxy_buffer {
             if !(1024..=(64 << 20)).contains(&b) {
                 return Err(format!("service[{i}].proxy_buffer = {b}: must be 1024..=67108864"));
+            }
+        }
+        if let Some(t) = s.fail_timeout_ms {
+            if t == 0 || t > 3_600_000 {
+                return Err(format!("service[{i}].fail_timeout_ms = {t}: must be 1..=3600000"));
             }
         }
         let source = s.source.unwrap_or(s.vip);
@@ -135,6 +156,7 @@ mod tests {
             ("backends = [\"198.18.0.11:80\"]\nbalance = \"random\"", "balance"),
             ("backends = [\"198.18.0.11:80\"]\nproxy_buffer = 10", "proxy_buffer"),
             ("backends = [\"198.18.0.11:80\"]\nsource = \"198.18.0.77\"", "source"),
+            ("backends = [\"198.18.0.11:80\"]\nfail_timeout_ms = 0", "fail_timeout_ms"),
         ];
         for (keys, want) in cases {
             let e = Config::parse(&proxy(keys)).expect_err(keys);

@@ -19,6 +19,7 @@ type PortFamily = (&'static str, &'static str, fn(&flowtwin_ffi::PortStats) -> u
 pub(super) fn render(o: &Observed, out: &mut String) {
     family(out, "flowtwin_up", "gauge", "1 while the engine runs");
     sample(out, "flowtwin_up", &[], 1);
+    super::proxy::render(&o.proxies, out);
     if let Some(st) = &o.sync {
         st.render_prometheus(out);
     }
@@ -251,6 +252,7 @@ pub(super) fn control(o: &Observed, st: &SyncStatus, cmd: &str) -> String {
             .to_string()
         }
         "flows" => serde_json::json!({ "workers": flows(o) }).to_string(),
+        "backends" => super::proxy::backends_json(&o.proxies),
         "takeover" => {
             if st.role() == Role::Active {
                 return r#"{"error":"this engine is already active"}"#.into();

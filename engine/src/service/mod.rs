@@ -25,6 +25,8 @@ pub mod proxy;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use crate::time::Instant;
+
 use crate::counters::Counters;
 
 /// What TCP sees of a service bound to one connection.
@@ -140,7 +142,7 @@ pub trait Kind {
     }
     /// A connection was accepted (its SYN-ACK left): the flow the engine must open and link
     /// to it, if any ([`Open`]).
-    fn on_accept(_spec: &Self::Spec, _state: &mut Self::State, _client: Ipv4Addr) -> Option<Open<Self::State>> {
+    fn on_accept(_spec: &Self::Spec, _state: &mut Self::State, _client: Ipv4Addr, _now: Instant) -> Option<Open<Self::State>> {
         None
     }
     /// A flow of this kind opened by the engine ([`Kind::on_accept`]) exists.
@@ -148,7 +150,7 @@ pub trait Kind {
     /// A flow of this kind was installed at a takeover.
     fn resumed(_spec: &Self::Spec, _state: &Self::State) {}
     /// A flow of this kind is gone (`connected`: its handshake had completed).
-    fn closed(_spec: &Self::Spec, _state: &Self::State, _connected: bool) {}
+    fn closed(_spec: &Self::Spec, _state: &Self::State, _connected: bool, _now: Instant) {}
     /// The link partner is closing in order: keep what it held for this flow (`acked`: what
     /// this flow's peer acknowledged of this flow's output).
     fn adopt(_state: &mut Self::State, _closing: &mut Self::State, _acked: u64) {}
@@ -279,9 +281,9 @@ macro_rules! kinds {
 
             /// [`Kind::on_accept`] of this flow's kind.
             #[allow(unreachable_patterns)]
-            pub fn on_accept(&mut self, spec: &ServiceSpec, client: Ipv4Addr) -> Option<Open<ServiceState>> {
+            pub fn on_accept(&mut self, spec: &ServiceSpec, client: Ipv4Addr, now: Instant) -> Option<Open<ServiceState>> {
                 match (self, spec) {
-                    $( (ServiceState::$V(st), ServiceSpec::$V(sp)) => <$K as Kind>::on_accept(sp, st, client)
+                    $( (ServiceState::$V(st), ServiceSpec::$V(sp)) => <$K as Kind>::on_accept(sp, st, client, now)
                         .map(|o| Open { from: o.from, to: o.to, state: ServiceState::$V(o.state) }), )+
                     _ => None,
                 }
@@ -294,7 +296,7 @@ macro_rules! kinds {
                     $( (ServiceState::$V(st), ServiceSpec::$V(sp)) => match ev {
                         Lifecycle::Opened => <$K as Kind>::opened(sp, st),
                         Lifecycle::Resumed => <$K as Kind>::resumed(sp, st),
-                        Lifecycle::Closed { connected } => <$K as Kind>::closed(sp, st, connected),
+                        Lifecycle::Closed { connected, now } => <$K as Kind>::closed(sp, st, connected, now),
                     }, )+
                     _ => {}
                 }
@@ -411,8 +413,8 @@ pub enum Lifecycle {
     Opened,
     /// Installed at a takeover.
     Resumed,
-    /// Gone.
-    Closed { connected: bool },
+    /// Gone (`connected`: its handshake had completed).
+    Closed { connected: bool, now: Instant },
 }
 
 #[cfg(test)]

@@ -38,10 +38,11 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use super::{ByteStream, Kind, LinkEnd, Open};
+use crate::time::{Duration, Instant};
 
 /// Default bytes buffered per direction per connection.
 pub const DEFAULT_BUF_SIZE: usize = 256 * 1024;
@@ -80,11 +81,24 @@ impl Balance {
 }
 
 /// One backend server and what this engine knows of it (shared by every worker).
+///
+/// **Passive health** (nginx's `max_fails` / `fail_timeout`): after `max_fails` connections
+/// in a row that never connected (refused, unanswered), the backend gets no new connection
+/// for `fail_timeout`; then the next one tries it again. A connection that completes its
+/// handshake clears the count.
 #[derive(Debug)]
 pub struct Backend {
     pub addr: SocketAddrV4,
-    /// Eligible for new connections.
+    /// Eligible for new connections (an operator's switch; passive health is apart).
     pub up: AtomicBool,
+    /// Connections in a row that never connected.
+    pub fails: AtomicU32,
+    /// Engine time (µs) until which the backend is down after `max_fails` failures.
+    pub down_until: AtomicU64,
+    /// Times it was marked down so.
+    pub marked_down: AtomicU64,
+    /// The latest engine time (µs) a choice or an outcome saw (for [`Backend::resting`]).
+    seen: AtomicU64,
     /// Backend connections open now (opened here or resumed at a takeover).
     pub active: AtomicU64,
     /// Backend connections opened.
@@ -95,7 +109,59 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(addr: SocketAddrV4) -> Backend {
-        Backend { addr, up: AtomicBool::new(true), active: AtomicU64::new(0), opened: AtomicU64::new(0), failed: AtomicU64::new(0) }
+        Backend {
+            addr,
+            up: AtomicBool::new(true),
+            fails: AtomicU32::new(0),
+            down_until: AtomicU64::new(0),
+            marked_down: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether new connections may go to it at `now`.
+    pub fn usable(&self, now: Instant) -> bool {
+        self.seen.fetch_max(now.0, Relaxed);
+        self.up.load(Relaxed) && now.0 >= self.down_until.load(Relaxed)
+    }
+
+    /// Marked down by passive health, as of the latest time the engine looked at it.
+    pub fn resting(&self) -> bool {
+        self.down_until.load(Relaxed) > self.seen.load(Relaxed)
+    }
+
+    /// One of its connections ended: `connected` or not (passive health).
+    fn outcome(&self, connected: bool, now: Instant, health: Health) {
+        self.seen.fetch_max(now.0, Relaxed);
+        if connected {
+            self.fails.store(0, Relaxed);
+            return;
+        }
+        self.failed.fetch_add(1, Relaxed);
+        let n = self.fails.fetch_add(1, Relaxed) + 1;
+        if health.max_fails > 0 && n >= health.max_fails {
+            self.fails.store(0, Relaxed);
+            self.down_until.store(now.0.saturating_add(health.fail_timeout.micros()), Relaxed);
+            self.marked_down.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Passive health settings (see [`Backend`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Failed connections in a row that mark a backend down (0: never).
+    pub max_fails: u32,
+    /// How long a backend marked down gets no new connection.
+    pub fail_timeout: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { max_fails: 3, fail_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -109,6 +175,7 @@ pub struct ProxySpec {
     pub source: Ipv4Addr,
     /// Bytes buffered per direction per connection.
     pub buf_size: usize,
+    pub health: Health,
     /// Round-robin position.
     next: AtomicU64,
 }
@@ -120,14 +187,21 @@ impl ProxySpec {
             balance,
             source,
             buf_size: buf_size.max(1),
+            health: Health::default(),
             next: AtomicU64::new(0),
         }
     }
 
-    /// The backend for a new connection from `client` (None: none is up).
-    pub fn choose(&self, client: Ipv4Addr) -> Option<usize> {
+    /// With passive health settings `health`.
+    pub fn with_health(mut self, health: Health) -> ProxySpec {
+        self.health = health;
+        self
+    }
+
+    /// The backend for a new connection from `client` at `now` (None: none is usable).
+    pub fn choose(&self, client: Ipv4Addr, now: Instant) -> Option<usize> {
         let n = self.backends.len();
-        let up = |i: usize| self.backends[i].up.load(Relaxed);
+        let up = |i: usize| self.backends[i].usable(now);
         match self.balance {
             Balance::RoundRobin => {
                 let start = self.next.fetch_add(1, Relaxed) as usize;
@@ -450,8 +524,8 @@ impl Kind for ProxyKind {
         Some(ProxyHalf { side, rx, adopted, alone: alone == 1 })
     }
 
-    fn on_accept(spec: &Arc<ProxySpec>, _state: &mut ProxyHalf, client: Ipv4Addr) -> Option<Open<ProxyHalf>> {
-        let Some(i) = spec.choose(client) else {
+    fn on_accept(spec: &Arc<ProxySpec>, _state: &mut ProxyHalf, client: Ipv4Addr, now: Instant) -> Option<Open<ProxyHalf>> {
+        let Some(i) = spec.choose(client, now) else {
             return Some(Open { from: spec.source, to: None, state: ProxyHalf::new(Side::Client, spec.buf_size) });
         };
         let b = &spec.backends[i];
@@ -475,13 +549,11 @@ impl Kind for ProxyKind {
         }
     }
 
-    fn closed(spec: &Arc<ProxySpec>, state: &ProxyHalf, connected: bool) {
+    fn closed(spec: &Arc<ProxySpec>, state: &ProxyHalf, connected: bool, now: Instant) {
         if let Side::Backend(i) = state.side {
             if let Some(b) = spec.backends.get(usize::from(i)) {
                 let _ = b.active.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
-                if !connected {
-                    b.failed.fetch_add(1, Relaxed);
-                }
+                b.outcome(connected, now, spec.health);
             }
         }
     }
@@ -516,6 +588,26 @@ impl Kind for ProxyKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const T0: Instant = Instant(1_000_000);
+
+    #[test]
+    fn a_backend_that_keeps_failing_rests_for_fail_timeout() {
+        let s = spec(2, Balance::RoundRobin).with_health(Health { max_fails: 2, fail_timeout: Duration::from_secs(5) });
+        let b = &s.backends[0];
+        b.outcome(false, T0, s.health);
+        assert!(b.usable(T0), "one failure is not enough");
+        b.outcome(true, T0, s.health);
+        b.outcome(false, T0, s.health);
+        assert!(b.usable(T0), "a success clears the count");
+        b.outcome(false, T0, s.health);
+        assert!(!b.usable(T0) && b.usable(T0 + Duration::from_secs(5)));
+        assert_eq!((b.failed.load(Relaxed), b.marked_down.load(Relaxed)), (3, 1));
+        assert!((0..4).all(|_| s.choose(Ipv4Addr::LOCALHOST, T0) == Some(1)), "only the other one meanwhile");
+        let never = spec(1, Balance::RoundRobin).with_health(Health { max_fails: 0, ..Health::default() });
+        (0..10).for_each(|_| never.backends[0].outcome(false, T0, never.health));
+        assert!(never.backends[0].usable(T0), "max_fails = 0: never marked down");
+    }
 
     fn spec(n: usize, balance: Balance) -> ProxySpec {
         let b = (0..n).map(|i| SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 10 + i as u8), 80)).collect();
@@ -637,31 +729,31 @@ mod tests {
     #[test]
     fn balancing() {
         let s = spec(3, Balance::RoundRobin);
-        let picks: Vec<_> = (0..6).map(|_| s.choose(Ipv4Addr::new(1, 2, 3, 4)).unwrap()).collect();
+        let picks: Vec<_> = (0..6).map(|_| s.choose(Ipv4Addr::new(1, 2, 3, 4), T0).unwrap()).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         s.backends[1].up.store(false, Relaxed);
-        assert!((0..6).all(|_| s.choose(Ipv4Addr::LOCALHOST) != Some(1)), "a down backend gets nothing");
+        assert!((0..6).all(|_| s.choose(Ipv4Addr::LOCALHOST, T0) != Some(1)), "a down backend gets nothing");
 
         let s = spec(3, Balance::LeastConn);
         s.backends[0].active.store(5, Relaxed);
         s.backends[1].active.store(1, Relaxed);
         s.backends[2].active.store(3, Relaxed);
-        assert_eq!(s.choose(Ipv4Addr::LOCALHOST), Some(1));
+        assert_eq!(s.choose(Ipv4Addr::LOCALHOST, T0), Some(1));
 
         let s = spec(4, Balance::Hash);
         let clients: Vec<Ipv4Addr> = (0..200u32).map(|i| Ipv4Addr::from(0x0a00_0000 + i)).collect();
-        let before: Vec<_> = clients.iter().map(|&c| s.choose(c).unwrap()).collect();
-        assert_eq!(before, clients.iter().map(|&c| s.choose(c).unwrap()).collect::<Vec<_>>(), "sticky");
+        let before: Vec<_> = clients.iter().map(|&c| s.choose(c, T0).unwrap()).collect();
+        assert_eq!(before, clients.iter().map(|&c| s.choose(c, T0).unwrap()).collect::<Vec<_>>(), "sticky");
         let mut seen = [0; 4];
         before.iter().for_each(|&b| seen[b] += 1);
         assert!(seen.iter().all(|&n| n > 20), "spread: {seen:?}");
         s.backends[2].up.store(false, Relaxed);
         for (c, b) in clients.iter().zip(&before) {
-            let now = s.choose(*c).unwrap();
+            let now = s.choose(*c, T0).unwrap();
             assert!(*b == 2 || now == *b, "only backend 2's clients move");
         }
         let none = spec(2, Balance::RoundRobin);
         none.backends.iter().for_each(|b| b.up.store(false, Relaxed));
-        assert_eq!(none.choose(Ipv4Addr::LOCALHOST), None);
+        assert_eq!(none.choose(Ipv4Addr::LOCALHOST, T0), None);
     }
 }

@@ -154,6 +154,7 @@ impl Stack {
 
     /// Process one received frame.
     pub fn process<F: FrameSink + ?Sized>(&mut self, now: Instant, frame: &[u8], tx: &mut F) {
+        self.now = self.now.max(now);
         self.counters.event(Event::RxFrames);
         if self.owned.is_empty() {
             // A standby of every group answers nothing (and learns nothing: the active does).

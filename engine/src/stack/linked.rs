@@ -36,7 +36,7 @@ impl Stack {
         let Some(l) = cfg.listeners.get(li) else { return };
         let Some((key, flow)) = self.flows.get_key_value_mut(id) else { return };
         let Some(client) = key.remote_ip.to_ipv4_mapped() else { return };
-        let Some(open) = flow.svc.on_accept(&l.spec, client) else { return };
+        let Some(open) = flow.svc.on_accept(&l.spec, client, now) else { return };
         let Some(to) = open.to else {
             self.counters.event(Event::ProxyNoBackend);
             return self.accepted_alone(id);
