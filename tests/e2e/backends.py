@@ -262,6 +262,15 @@ http {{
 """
 
 
+def die_with_parent() -> None:
+    """In the nginx child before exec: SIGTERM when backends.py dies (even by SIGKILL)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def nginx_status(run: str) -> dict | None:
     """stub_status over the unix socket -> {active, accepts, handled, requests} (None: no answer)."""
     try:
@@ -353,7 +362,7 @@ def serve(a) -> int:
                              stderr=subprocess.STDOUT,
                              # its own process group: a signal to ours (timeout(1) sends one to the
                              # whole group) must not stop nginx before the final stats are read
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=die_with_parent)
 
     listeners = []
     try:
