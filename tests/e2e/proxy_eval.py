@@ -77,7 +77,7 @@ def main():
     flows, ok = cl.get("flows", 0), cl.get("ok", 0)
     out["flows"], out["ok"] = flows, ok
     if cl and (not flows or ok != flows):
-        f = (cl.get("failed") or [{}])[0]
+        f = min(cl.get("failed") or [{}], key=lambda x: x.get("t_done_s", 0))  # the earliest to fail
         bad.append(f"{flows - ok} of {flows} flows not byte-exact (first: {f.get('kind')}/{f.get('id')} "
                    f"{f.get('target')}: {f.get('error')})")
     by_kind = cl.get("by_kind") or {}
@@ -169,8 +169,10 @@ def main():
         out[f"rst_{where}"] = n
         rst_txt.append(f"{where} {n}")
         if n:
+            first = ", ".join(f"{x['src']}>{x['dst']}{' after close' if x.get('after_close') else ''}"
+                              for x in (r.get("first") or [])[:3])
             bad.append(f"{n} RST(s) in the {where} namespace ({r.get('rst_in')} in, {r.get('rst_out')} out; "
-                       f"first: {json.dumps((r.get('first') or [])[:3])})")
+                       f"first: {first})")
         if r.get("kernel_drops"):
             bad.append(f"the {where} capture dropped {r['kernel_drops']} frames")
 

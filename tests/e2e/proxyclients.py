@@ -460,8 +460,8 @@ def summarize(t_end: float) -> dict:
     return {
         "flows": len(flows),
         "ok": len(flows) - len(failed),
-        "failed": [{"kind": f.kind, "id": f.id, "target": f.info.get("target"), "error": f.error}
-                   for f in sample[:FAIL_CAP]],
+        "failed": [{"kind": f.kind, "id": f.id, "target": f.info.get("target"), "error": f.error,
+                    "t_done_s": round(f.t_done - R.t_start, 6)} for f in sample[:FAIL_CAP]],
         "failed_count": len(failed),
         "by_kind": by_kind,
         "connections": CONNS,
