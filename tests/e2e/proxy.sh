@@ -244,7 +244,7 @@ pair_up() {
 VERDICT=""
 DESC=""
 load_run() {
-  local name=$1 dir=$2 kill=$3 inj=$4 targets=() cp i d
+  local name=$1 dir=$2 kill=$3 inj=$4 targets=() cp i d cap=""
   VERDICT="not run" DESC=""
   mkdir -p "$dir"
   inject_files "$inj"
@@ -269,14 +269,18 @@ load_run() {
   local kill_args=()
   if [[ $kill -eq 1 ]]; then
     d=$(fl_random_delay)
+    if [[ $DIRECT -eq 0 ]]; then
+      # diagnostics only, in the background: under load they can take seconds, and the kill
+      # must land mid-transfer, d after every flow moved
+      { fl_status a >"$dir/a_status_before.json"; fl_status b >"$dir/b_status_before.json"
+        fl_metrics a "$dir/a_before.metrics"; } &
+      cap=$!
+    fi
     sleep "$d"
     if [[ $DIRECT -eq 1 ]]; then
       KILL_T=$(fl_now)
       info "$name: --direct: no engine to kill; the kill time is marked $d s after every flow moved"
     else
-      fl_status a >"$dir/a_status_before.json"
-      fl_status b >"$dir/b_status_before.json"
-      fl_metrics a "$dir/a_before.metrics"
       fl_kill9 a
       info "$name: killed A $d s after every flow moved (at $(date -d "@$KILL_T" +%T.%3N)); waiting for the clients"
       kill_args=(--log "b=$dir/b.log" --status "b=$dir/b_status.json")
@@ -284,6 +288,7 @@ load_run() {
     kill_args+=(--kill-t "$KILL_T")
   fi
   wait "$cp" 2>/dev/null || true
+  [[ -n $cap ]] && wait "$cap" 2>/dev/null
   CL_PIDS=()
   srv_drain "$dir"
   rst_stop
@@ -318,6 +323,7 @@ load_run() {
     [[ $kill -eq 1 ]] && who=b
     info "$name: engine ${who^^} counters: $(engine_counters "$dir/$who.metrics")"
   fi
+  info "$name: summary $(jget "$dir/eval.json" 'json.dumps({k: s.get(k) for k in ("flows", "ok", "http_client_connections", "echo_client_connections", "upload_client_connections", "rst_client", "rst_backend", "max_stall_ms", "long_flows_running_at_kill", "takeover_ms")}, separators=(",", ":"))')"
   [[ -n $inj ]] && DESC+="; injected: $(jget "$dir/eval.json" 's.get("injected")') ${inj}"
   return 0
 }
