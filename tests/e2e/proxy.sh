@@ -37,12 +37,15 @@
 #            file-truncate (/gen/1048576 one byte short).
 # --selfcheck  (implies --direct) one clean run, which must pass, then one run per --inject kind,
 #            each of which must fail for its own reason: `PASS selfcheck_<kind>` when it did.
+# FLOWTWIN=tests/e2e/stubengine.py  a kernel-socket stand-in for the engine (no DPDK, nothing
+#            replicated) to dry-run the engine paths: proxy_basic passes, proxy_kill must fail.
 #
 # Prints `PASS name (details)` / `FAIL name (details)` per test, the numbers (flows, connections
 # per service and backend, RSTs, the longest client stall, takeover time), and one closing line
 # `N passed, M failed` (exit 1 if any failed). A trap stops everything it started and runs
 # `scripts/topology down`. Environment: FLOWTWIN (the engine binary), FT_PROXY_BALANCE_*, FT_*
-# (scripts/lib.sh), FT_PROXY_CLIENT_ARGS (more proxyclients.py arguments, e.g. "--short-rate 80").
+# (scripts/lib.sh), FT_PROXY_CLIENT_ARGS (more proxyclients.py arguments: a lighter load for a slow
+# engine is e.g. "--flow-seconds 10 --big 0 --short-rate 20").
 # Needs nginx (and ping, for the engines' VIP check): apt-get installs them when missing, starting no service.
 set -euo pipefail
 
@@ -63,7 +66,7 @@ suite_opt() {
     --selfcheck) SELFCHECK=1; DIRECT=1; SUITE_TAKEN=1 ;;
   esac
 }
-suite_args proxy.sh name 2,46 ALL_TESTS "$@"
+suite_args proxy.sh name 2,49 ALL_TESTS "$@"
 ft_require_root
 for k in ${INJECT//,/ }; do
   [[ " ${INJECT_KINDS[*]} " == *" $k "* ]] || { echo "proxy.sh: unknown --inject $k (${INJECT_KINDS[*]})" >&2; exit 2; }
