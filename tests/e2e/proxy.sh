@@ -186,11 +186,12 @@ srv_stop() { # the final stats: connections drained (at most 3 s), nginx stopped
   SRV_PID=""
 }
 
-# rst_start DIR WHERE NS IFACE — rstcount.py counting every RST (both directions, any address)
+# rst_start DIR WHERE NS IFACE — rstcount.py counting every RST (received and sent: --outgoing;
+# any address)
 rst_start() {
   local dir=$1 where=$2 ns=$3 ifc=$4 i
   rm -f "$dir/rst_$where.ready"
-  ip netns exec "$ns" timeout 300 $PY "$E2E/rstcount.py" --iface "$ifc" --dst any --keep 20 --duration 290 \
+  ip netns exec "$ns" timeout 300 $PY "$E2E/rstcount.py" --iface "$ifc" --dst any --outgoing --keep 20 --duration 290 \
     --ready-file "$dir/rst_$where.ready" >"$dir/rst_$where.json" 2>"$dir/rst_$where.err" &
   RST_PIDS+=($!)
   for ((i = 0; i < 100; i++)); do [[ -s $dir/rst_$where.ready ]] && return 0; sleep 0.05; done
@@ -364,7 +365,7 @@ selfcheck_expect() {
   case $1 in
     upload-digest) echo "upload digest mismatch" ;;
     echo-byte) echo "echo byte mismatch" ;;
-    rst) echo "RST(s) in the" ;;
+    rst) echo "RST(s) in the backend namespace (0 in, 1 out" ;;   # the backend's own RST: --outgoing
     extra-conn) echo "echo: backend" ;;
     file-byte) echo "byte mismatch at" ;;
     file-truncate) echo "1048575" ;;
