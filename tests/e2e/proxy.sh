@@ -305,12 +305,15 @@ load_run() {
   srv_stop
   [[ $DIRECT -eq 1 ]] || fl_cleanup
   restore_files "$inj"
-  local rr=http
+  local rr=http metrics_args=()
+  if [[ $DIRECT -eq 0 ]]; then
+    if [[ $kill -eq 1 ]]; then metrics_args=(--metrics "b=$dir/b.metrics"); else metrics_args=(--metrics "a=$dir/a.metrics"); fi
+  fi
   [[ $DIRECT -eq 1 || $FT_PROXY_BALANCE_HTTP != round-robin ]] && rr=""
   $PY "$E2E/proxy_eval.py" --clients "$dir/clients.json" --backends "$dir/srv.json" \
     --rst "client=$dir/rst_client.json" --rst "backend=$dir/rst_backend.json" \
     --mode "$([[ $DIRECT -eq 1 ]] && echo direct || echo proxy)" --round-robin "$rr" \
-    --expect-kinds "$EXPECT_KINDS" --min-short "$MIN_SHORT" "${kill_args[@]}" \
+    --expect-kinds "$EXPECT_KINDS" --min-short "$MIN_SHORT" "${kill_args[@]}" "${metrics_args[@]}" \
     >"$dir/eval.json" 2>"$dir/eval.err" || echo '{}' >"$dir/eval.json"
   VERDICT=$(jget "$dir/eval.json" '"ok" if s["ok_verdict"] else "; ".join(s["bad"])')
   [[ $VERDICT == "?" ]] && VERDICT="no verdict (proxy_eval.py: $(tail -2 "$dir/eval.err" | tr '\n' ' '))"
@@ -344,7 +347,7 @@ except OSError:
     sys.exit(0)
 sums = {}
 for name, _labels, v in samples:
-    if re.search(r"proxy|connect|link_|neighbo|backend|resumed|abandon|client_ahead|caught_up", name) \
+    if re.search(r"proxy|connect|link|neighbo|backend|resumed|abandon|client_ahead|caught_up", name) \
             and not name.endswith(("_bucket", "_sum", "_count")):
         sums[name] = sums.get(name, 0) + v
 print(", ".join(f"{k.removeprefix('flowtwin_')} {v:.0f}" for k, v in sorted(sums.items()) if v) or "none non-zero")

@@ -21,14 +21,26 @@ tests/e2e/rstcount.py in the client and the backend namespace. Failures ("bad"):
   - any RST in either capture (rst_in + rst_out, every address), a capture that is missing or
     dropped frames;
   - with --round-robin SVC: a backend that got no connection of SVC;
+  - with --metrics ENGINE=FILE (its /metrics at the end): a non-zero count of the proxy's
+    failures (ZERO_COUNTERS: no backend, a failed backend connect, a reset carried from one half
+    to the other, a linked half resumed without its partner); an empty FILE (no answer) is
+    reported, not failed;
   - with --kill-t: a long flow (not a short connection) that had ended before the kill (the run
     did not test a kill mid-transfer); with --log, no TAKEOVER line after the kill; with
     --status, the engine not active.
 """
 import argparse
 import json
+import os
 import re
 import sys
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import evallib  # noqa: E402
+
+# engine counters (flowtwin_<name>_total, engine/src/counters.rs) that a clean proxy run leaves at 0
+ZERO_COUNTERS = ["proxy_no_backend", "proxy_connect_failed", "proxy_resets_propagated", "link_orphans"]
 
 STAMP = re.compile(r"^(\d+\.\d+) ")
 
@@ -59,6 +71,7 @@ def main():
     ap.add_argument("--kill-t", type=float)
     ap.add_argument("--log", action="append", default=[], help="ENGINE=stamped log (the TAKEOVER line)")
     ap.add_argument("--status", action="append", default=[], help="ENGINE=ctl status JSON (must be active)")
+    ap.add_argument("--metrics", action="append", default=[], help="ENGINE=its /metrics text at the end")
     ap.add_argument("--round-robin", default="")
     ap.add_argument("--expect-kinds", default="")
     ap.add_argument("--min-short", type=int, default=1)
@@ -176,6 +189,22 @@ def main():
         if r.get("kernel_drops"):
             bad.append(f"the {where} capture dropped {r['kernel_drops']} frames")
 
+    # ---- the engine's own account
+    for who, path in kv(a.metrics).items():
+        try:
+            text = open(path).read()
+        except OSError:
+            text = ""
+        if not text.strip():
+            out.setdefault("notes", []).append(f"engine {who.upper()}'s /metrics did not answer")
+            continue
+        samples = evallib.parse_metrics(text)
+        for c in ZERO_COUNTERS:
+            v = evallib.metric_sum(samples, f"flowtwin_{c}_total")
+            out[f"{who}_{c}"] = v
+            if v:
+                bad.append(f"engine {who.upper()} counted {v:.0f} flowtwin_{c}_total")
+
     # ---- the kill
     takeover_txt = ""
     if a.kill_t is not None:
@@ -214,7 +243,7 @@ def main():
                    f"connections clients = backends: {', '.join(conn_txt) or '-'}; "
                    f"RSTs: {', '.join(rst_txt) or '-'}; longest client stall {cl.get('max_stall_ms')} ms "
                    f"({cl.get('max_stall_flow')}), of a long flow {cl.get('max_stall_long_flows_ms')} ms"
-                   + takeover_txt)
+                   + takeover_txt + ("; " + "; ".join(out["notes"]) if out.get("notes") else ""))
     out["bad"] = bad
     out["ok_verdict"] = not bad
     print(json.dumps(out))
