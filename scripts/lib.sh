@@ -13,6 +13,8 @@
 : "${FT_A_NS:=fta}"               # engine A (DPDK af_packet on FT_A_IF)
 : "${FT_B_NS:=ftb}"               # engine B
 : "${FT_BRIDGE:=ftbr0}"           # bridge inside FT_SW_NS
+: "${FT_SRV_NS=ftsrv}"            # backend servers of the proxy service (kernel sockets: nginx, echo,
+                                  # upload; tests/e2e/backends.py); FT_SRV_NS= (empty) leaves it out
 
 : "${FT_CLIENT_IF:=c0}"           # in FT_CLIENT_NS, peer FT_SW_CLIENT_IF
 : "${FT_SW_CLIENT_IF:=swc}"       # in FT_SW_NS, bridge port
@@ -20,12 +22,18 @@
 : "${FT_SW_A_IF:=swa}"
 : "${FT_B_IF:=b0}"                # in FT_B_NS, no IP: DPDK attaches here
 : "${FT_SW_B_IF:=swb}"
+: "${FT_SRV_IF:=s0}"              # in FT_SRV_NS, peer FT_SW_SRV_IF (bridge port); both backend addresses
+: "${FT_SW_SRV_IF:=sws}"
 : "${FT_A_SYNC_IF:=async0}"       # in FT_A_NS, kernel sockets, peer FT_B_SYNC_IF
 : "${FT_B_SYNC_IF:=bsync0}"       # in FT_B_NS
 
 : "${FT_CLIENT_IP:=198.18.0.2}"
 : "${FT_PREFIX:=24}"
 : "${FT_VIP:=198.18.0.100}"       # owned by the engines; configured on no interface
+# The proxy's backends, on the VIP's subnet (on-link: the engines' connections to them come from
+# the VIP, and the backends reach the VIP through the switch, the engines answering its ARP).
+: "${FT_SRV_IP1:=198.18.0.11}"
+: "${FT_SRV_IP2:=198.18.0.12}"
 : "${FT_A_SYNC_IP:=198.19.0.1}"
 : "${FT_B_SYNC_IP:=198.19.0.2}"
 : "${FT_SYNC_PREFIX:=30}"
@@ -34,6 +42,7 @@
 : "${FT_CLIENT_MAC:=02:66:74:00:00:02}"
 : "${FT_A_MAC:=02:66:74:00:00:0a}"
 : "${FT_B_MAC:=02:66:74:00:00:0b}"
+: "${FT_SRV_MAC:=02:66:74:00:00:11}"
 : "${FT_A_SYNC_MAC:=02:66:74:00:01:0a}"
 : "${FT_B_SYNC_MAC:=02:66:74:00:01:0b}"
 : "${FT_VIP_MAC:=02:66:74:00:00:64}"  # suggested shared virtual MAC for the VIP (engine config)
@@ -52,6 +61,7 @@ FT_ENV_VARS=(
   FT_A_SYNC_IF FT_B_SYNC_IF
   FT_CLIENT_IP FT_PREFIX FT_VIP FT_A_SYNC_IP FT_B_SYNC_IP FT_SYNC_PREFIX
   FT_CLIENT_MAC FT_A_MAC FT_B_MAC FT_A_SYNC_MAC FT_B_SYNC_MAC FT_VIP_MAC
+  FT_SRV_NS FT_SRV_IF FT_SW_SRV_IF FT_SRV_IP1 FT_SRV_IP2 FT_SRV_MAC
   FT_MTU FT_BRIDGE_AGEING_CS FT_RUN_DIR
 )
 

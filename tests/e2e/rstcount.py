@@ -19,6 +19,10 @@ that a reordering link held back behind the FIN exchange) and cannot abort a tra
 frames appear while the userspace impairer redirects them (its re-sent copies bypass the
 capture point of --iface).
 
+--outgoing also captures the frames the namespace's kernel sends (the socket is bound to
+ETH_P_ALL: a packet socket bound to one protocol sees received frames only), so that rst_out
+counts the RSTs it sends and its own FINs are learned too. Without it rst_out stays 0.
+
 With --plain only rst_in is printed. Exit status 0 (use the count, not the status).
 """
 import argparse
@@ -93,6 +97,7 @@ def main() -> int:
     ap.add_argument("--keep", type=int, default=20, help="RSTs to list in 'first'")
     ap.add_argument("--plain", action="store_true", help="print only the rst_in count")
     ap.add_argument("--fin-iface", help="also learn FINs from this interface (see above)")
+    ap.add_argument("--outgoing", action="store_true", help="also see sent frames (rst_out; see above)")
     a = ap.parse_args()
 
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # proto 0: nothing until bound
@@ -101,7 +106,7 @@ def main() -> int:
         s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
     except OSError:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
-    s.bind((a.iface, ETH_P_IP))
+    s.bind((a.iface, ETH_P_ALL if a.outgoing else ETH_P_IP))
     socks = [s]
     if a.fin_iface:
         f = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)

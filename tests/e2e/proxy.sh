@@ -1,0 +1,412 @@
+#!/usr/bin/env bash
+# tests/e2e/proxy.sh — the proxy service (kind = "proxy") end to end: real Linux backends, the
+# engine pair in between, kill -9 of the active engine mid-transfer (issue 14).
+#
+#   tests/e2e/proxy.sh [--only NAME[,NAME...]] [--direct] [--inject KIND[,KIND...]] [--selfcheck]
+#                      [--keep-logs] [--list]
+#
+# The rig (scripts/topology up) has a backend namespace on the switch (FT_SRV_NS, ftsrv) with two
+# addresses (FT_SRV_IP1/2, 198.18.0.11 and .12). There tests/e2e/backends.py runs, on both:
+# nginx on :80 (files /gen/<n> of 1 KiB, 1 MiB, 20 MiB, 100 MiB written from tests/e2e/gen.py),
+# echo on :9000, upload (answers the SHA-256 of what it read) on :9001. Engines A (active) and B
+# (its strict standby) start with the failover_lib helpers, plus these [[service]]s on the VIP:
+#   :8080 kind = "proxy" -> the backends' :80     balance FT_PROXY_BALANCE_HTTP   (round-robin)
+#   :9000 kind = "proxy" -> the backends' :9000   balance FT_PROXY_BALANCE_ECHO   (least-conn)
+#   :9001 kind = "proxy" -> the backends' :9001   balance FT_PROXY_BALANCE_UPLOAD (hash)
+# tests/e2e/proxyclients.py in the client namespace, through the VIP: 8 downloads of 20 MiB
+# (curl --http1.0, curl Connection: close, sockets HTTP/1.0 and Connection: close), 2 keep-alive
+# clients (curl and socket, 5 GETs on one connection), one 100 MiB download, 4 uploads of 1-20 MiB,
+# 4 echo streams of 6 MB, and short connections (GET, HTTP/1.0 GET, echo, upload; one exchange
+# each, ~40/s) throughout; the long ones paced to take ~6 s. Every body is checked against gen.py,
+# every upload's digest against the client's own, every echoed byte.
+#
+# Tests (--only takes names or shell globs):
+#   proxy_basic  no kill. PASS iff every transfer is byte-exact, the connections each service's
+#                backends accepted equal the clients' (one backend connection per client one),
+#                nginx's own accept count agrees, the bytes the backends moved equal the clients',
+#                no backend socket error and no backend connection left open, 0 RSTs in the
+#                captures of the client AND the backend namespace.
+#   proxy_kill   the same load; once every flow moves, a random 0.5-2 s, then kill -9 A. PASS iff
+#                all of proxy_basic's checks hold (so: no reconnect to a backend, no RST anywhere),
+#                every long flow was still running at the kill, and B took over.
+#
+# --direct   no engines: the clients go straight to the backends (both addresses, ports 80, 9000,
+#            9001), the "kill" only marks the time. Checks the harness itself, without the engine.
+# --inject   make the harness see a fault (it must FAIL): upload-digest, echo-byte, rst, extra-conn
+#            (tests/e2e/backends.py --inject), file-byte (one byte of /gen/20971520 flipped),
+#            file-truncate (/gen/1048576 one byte short).
+# --selfcheck  (implies --direct) one clean run, which must pass, then one run per --inject kind,
+#            each of which must fail for its own reason: `PASS selfcheck_<kind>` when it did.
+# FLOWTWIN=tests/e2e/stubengine.py  a kernel-socket stand-in for the engine (no DPDK, nothing
+#            replicated) to dry-run the engine paths: proxy_basic passes, proxy_kill must fail.
+#
+# Prints `PASS name (details)` / `FAIL name (details)` per test, the numbers (flows, connections
+# per service and backend, RSTs, the longest client stall, takeover time), and one closing line
+# `N passed, M failed` (exit 1 if any failed). A trap stops everything it started and runs
+# `scripts/topology down`. Environment: FLOWTWIN (the engine binary), FT_PROXY_BALANCE_*, FT_*
+# (scripts/lib.sh), FT_PROXY_CLIENT_ARGS (more proxyclients.py arguments: a lighter load for a slow
+# engine is e.g. "--flow-seconds 10 --big 0 --short-rate 20").
+# Needs nginx (and ping, for the engines' VIP check): apt-get installs them when missing, starting no service.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+FT_PROG=proxy
+ALL_TESTS=(proxy_basic proxy_kill)
+INJECT_KINDS=(upload-digest echo-byte rst extra-conn file-byte file-truncate)
+# shellcheck source=tests/e2e/suite_lib.sh
+. "$ROOT/tests/e2e/suite_lib.sh"
+DIRECT=0
+INJECT=""
+SELFCHECK=0
+suite_opt() {
+  case $1 in
+    --direct) DIRECT=1; SUITE_TAKEN=1 ;;
+    --inject) INJECT=${2:?--inject needs a kind}; SUITE_TAKEN=2 ;;
+    --inject=*) INJECT=${1#--inject=}; SUITE_TAKEN=1 ;;
+    --selfcheck) SELFCHECK=1; DIRECT=1; SUITE_TAKEN=1 ;;
+  esac
+}
+suite_args proxy.sh name 2,49 ALL_TESTS "$@"
+ft_require_root
+for k in ${INJECT//,/ }; do
+  [[ " ${INJECT_KINDS[*]} " == *" $k "* ]] || { echo "proxy.sh: unknown --inject $k (${INJECT_KINDS[*]})" >&2; exit 2; }
+done
+
+if [[ $DIRECT -eq 1 ]]; then suite_tmp proxy; else suite_bin proxy; fi
+# shellcheck source=tests/e2e/failover_lib.sh
+. "$ROOT/tests/e2e/failover_lib.sh"
+T_START=$(date +%s.%N)
+
+: "${FT_PROXY_BALANCE_HTTP:=round-robin}"
+: "${FT_PROXY_BALANCE_ECHO:=least-conn}"
+: "${FT_PROXY_BALANCE_UPLOAD:=hash}"
+HTTP_PORT=8080 ECHO_PORT=9000 UPLOAD_PORT=9001          # on the VIP
+SRV_HTTP=80 SRV_ECHO=9000 SRV_UPLOAD=9001               # on each backend
+EXPECT_KINDS=curl10,curlclose,http10,close,curlka,sockka,big,upload,echo,short_get,short_get10,short_echo,short_upload
+MIN_SHORT=100
+
+SRV_PID=""
+RST_PIDS=()
+suite_teardown() {
+  local p
+  fl_cleanup
+  for p in "${RST_PIDS[@]}"; do stop_pid "$p"; done
+  [[ -n $SRV_PID ]] && stop_pid "$SRV_PID"
+  "$TOPO" down >/dev/null 2>&1
+}
+trap 'suite_cleanup proxy' EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------------ nginx, files
+# ensure_cmds CMD:PACKAGE... — apt-get install the packages of the missing commands (nginx; ping,
+# which fl_wait_vip uses), with a temporary policy-rc.d so that the system's nginx is not started.
+ensure_cmds() {
+  local spec pkgs=()
+  for spec in "$@"; do command -v "${spec%%:*}" >/dev/null || pkgs+=("${spec#*:}"); done
+  [[ ${#pkgs[@]} -eq 0 ]] && return 0
+  info "installing ${pkgs[*]} (apt-get; no service is started)"
+  local policy=/usr/sbin/policy-rc.d made=0
+  if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; made=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >"$TMP/apt.log" 2>&1 \
+    || { apt-get update -q >>"$TMP/apt.log" 2>&1 \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >>"$TMP/apt.log" 2>&1; } || true
+  [[ $made -eq 1 ]] && rm -f "$policy"
+  for spec in "$@"; do
+    command -v "${spec%%:*}" >/dev/null || { echo "proxy.sh: ${spec#*:} could not be installed: $(tail -3 "$TMP/apt.log")" >&2; return 1; }
+  done
+}
+
+WWW=""
+make_files() {
+  WWW=$TMP/www
+  $PY "$E2E/backends.py" files --dir "$WWW" >"$TMP/files.json" || return 1
+  chmod -R a+rX "$WWW"
+}
+
+# inject_files KINDS — the file faults (restored by restore_files)
+inject_files() {
+  local k
+  for k in ${1//,/ }; do
+    case $k in
+      file-byte) $PY -c 'import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(777777); b = f.read(1); f.seek(777777); f.write(bytes([b[0] ^ 0xFF]))' "$WWW/gen/20971520" ;;
+      file-truncate) truncate -s -1 "$WWW/gen/1048576" ;;
+    esac
+  done
+}
+restore_files() {
+  [[ $1 == *file-* ]] || return 0
+  $PY "$E2E/backends.py" files --dir "$WWW" --sizes 1048576,20971520 >/dev/null
+}
+
+# ------------------------------------------------------------------ backends, captures
+# srv_start DIR INJECT — backends.py in FT_SRV_NS; true once every server listens
+srv_start() {
+  local dir=$1 inj=$2 i kinds=""
+  local k
+  for k in ${inj//,/ }; do [[ $k == file-* ]] || kinds+="${kinds:+,}$k"; done
+  mkdir -p "$dir/srv"
+  rm -f "$dir/srv.ready" "$dir/srv.json"
+  # no timeout(1) in between: SRV_PID must be backends.py itself (SIGUSR1, SIGTERM); it ends by
+  # itself after --max-seconds, and takes nginx with it (PR_SET_PDEATHSIG)
+  ip netns exec "$FT_SRV_NS" $PY "$E2E/backends.py" serve --ips "$FT_SRV_IP1,$FT_SRV_IP2" \
+    --www "$WWW" --run-dir "$dir/srv" --http-port "$SRV_HTTP" --echo-port "$SRV_ECHO" --upload-port "$SRV_UPLOAD" \
+    --ready-file "$dir/srv.ready" --stats-file "$dir/srv.json" ${kinds:+--inject "$kinds"} --max-seconds 550 \
+    >"$dir/srv.out" 2>&1 &
+  SRV_PID=$!
+  for ((i = 0; i < 200; i++)); do
+    [[ -s $dir/srv.ready ]] && return 0
+    kill -0 "$SRV_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  info "backends did not start: $(tail -5 "$dir/srv.out" | tr '\n' ' ')"
+  return 1
+}
+# srv_drain DIR [TIMEOUT_S] — until no backend connection is open (SIGUSR1 snapshots), at most 3 s:
+# the captures must still run while the proxy closes its backend connections
+srv_drain() {
+  local dir=$1 i
+  [[ -n $SRV_PID ]] || return 0
+  for ((i = 0; i < ${2:-3} * 10; i++)); do
+    rm -f "$dir/srv.json"
+    kill -USR1 "$SRV_PID" 2>/dev/null || return 0
+    wait_file "$dir/srv.json" 1 || continue
+    [[ $(jget "$dir/srv.json" 'sum(e["active"] for v in ("echo", "upload") for e in s["services"].get(v, {}).values()) + (s["nginx"] or {}).get("active", 1)') == 0 ]] && return 0
+    sleep 0.1
+  done
+}
+srv_stop() { # the final stats: connections drained (at most 3 s), nginx stopped, its log read
+  [[ -n $SRV_PID ]] || return 0
+  kill -TERM "$SRV_PID" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 200; i++)); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.05; done
+  stop_pid "$SRV_PID"
+  wait "$SRV_PID" 2>/dev/null || true
+  SRV_PID=""
+}
+
+# rst_start DIR WHERE NS IFACE — rstcount.py counting every RST (received and sent: --outgoing;
+# any address)
+rst_start() {
+  local dir=$1 where=$2 ns=$3 ifc=$4 i
+  rm -f "$dir/rst_$where.ready"
+  ip netns exec "$ns" timeout 300 $PY "$E2E/rstcount.py" --iface "$ifc" --dst any --outgoing --keep 20 --duration 290 \
+    --ready-file "$dir/rst_$where.ready" >"$dir/rst_$where.json" 2>"$dir/rst_$where.err" &
+  RST_PIDS+=($!)
+  for ((i = 0; i < 100; i++)); do [[ -s $dir/rst_$where.ready ]] && return 0; sleep 0.05; done
+  info "rstcount in $ns did not report ready: $(tail -2 "$dir/rst_$where.err" | tr '\n' ' ')"
+  return 1
+}
+rst_stop() {
+  local p
+  sleep 0.3   # the last FINs and any late RST
+  for p in "${RST_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${RST_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  RST_PIDS=()
+}
+
+# ------------------------------------------------------------------ engines
+proxy_services() { # the [[service]] sections of the proxy on the VIP
+  local port backend_port balance
+  for spec in "$HTTP_PORT $SRV_HTTP $FT_PROXY_BALANCE_HTTP" "$ECHO_PORT $SRV_ECHO $FT_PROXY_BALANCE_ECHO" \
+              "$UPLOAD_PORT $SRV_UPLOAD $FT_PROXY_BALANCE_UPLOAD"; do
+    read -r port backend_port balance <<<"$spec"
+    cat <<EOF
+[[service]]
+vip = "$FT_VIP"
+port = $port
+kind = "proxy"
+backends = ["$FT_SRV_IP1:$backend_port", "$FT_SRV_IP2:$backend_port"]
+balance = "$balance"
+EOF
+  done
+}
+
+# pair_up DIR — A active, B its in-sync standby, the VIP answers (else false, PAIR_ERR says why)
+PAIR_ERR=""
+pair_up() {
+  local dir=$1
+  fl_rig_reset
+  ip -n "$FT_SRV_NS" neigh flush dev "$FT_SRV_IF" >/dev/null 2>&1 || true
+  FL_CONFIG_EXTRA_a=$(proxy_services)
+  FL_CONFIG_EXTRA_b=$FL_CONFIG_EXTRA_a
+  export FL_CONFIG_EXTRA_a FL_CONFIG_EXTRA_b
+  fl_start_engine a "$dir/a.log" strict 2>"$dir/a.start" \
+    || { PAIR_ERR="engine A did not start: $(tail -3 "$dir/a.start" "$dir/a.log.check" 2>/dev/null | tr '\n' ' ')"; return 1; }
+  fl_wait_status a 's["role"] == "active"' 10 || { PAIR_ERR="engine A not active after 10 s: $(fl_status a)"; return 1; }
+  fl_start_engine b "$dir/b.log" strict 2>"$dir/b.start" \
+    || { PAIR_ERR="engine B did not start: $(tail -3 "$dir/b.start" "$dir/b.log.check" 2>/dev/null | tr '\n' ' ')"; return 1; }
+  fl_wait_status b 's["role"] == "standby" and s["in_sync"]' 15 \
+    || { PAIR_ERR="engine B not in_sync after 15 s: B $(fl_status b); A $(fl_status a)"; return 1; }
+  fl_wait_vip 10 || { PAIR_ERR="VIP does not answer ping (A active): $(fl_vip_diag)"; return 1; }
+}
+
+# ------------------------------------------------------------------ one run
+# load_run NAME DIR KILL(0|1) INJECT — backends, (engines), captures, clients, (kill), verdict.
+# Sets VERDICT ("ok" or the reasons) and DESC; reports nothing itself unless it could not run.
+VERDICT=""
+DESC=""
+load_run() {
+  local name=$1 dir=$2 kill=$3 inj=$4 targets=() cp i d cap=""
+  VERDICT="not run" DESC=""
+  mkdir -p "$dir"
+  inject_files "$inj"
+  srv_start "$dir" "$inj" || { VERDICT="backends did not start"; restore_files "$inj"; return 1; }
+  if [[ $DIRECT -eq 1 ]]; then
+    targets=(--http "$FT_SRV_IP1:$SRV_HTTP,$FT_SRV_IP2:$SRV_HTTP" --echo "$FT_SRV_IP1:$SRV_ECHO,$FT_SRV_IP2:$SRV_ECHO"
+             --upload "$FT_SRV_IP1:$SRV_UPLOAD,$FT_SRV_IP2:$SRV_UPLOAD")
+  else
+    pair_up "$dir" || { VERDICT=$PAIR_ERR; srv_stop; fl_cleanup; restore_files "$inj"; return 1; }
+    targets=(--http "$FT_VIP:$HTTP_PORT" --echo "$FT_VIP:$ECHO_PORT" --upload "$FT_VIP:$UPLOAD_PORT")
+  fi
+  rst_start "$dir" client "$FT_CLIENT_NS" "$FT_CLIENT_IF" || true
+  rst_start "$dir" backend "$FT_SRV_NS" "$FT_SRV_IF" || true
+  rm -f "$dir/clients.ready"
+  # shellcheck disable=SC2086
+  ip netns exec "$FT_CLIENT_NS" timeout 60 $PY "$E2E/proxyclients.py" "${targets[@]}" --timeout 40 \
+    --ready-file "$dir/clients.ready" ${FT_PROXY_CLIENT_ARGS:-} >"$dir/clients.json" 2>"$dir/clients.err" &
+  cp=$!
+  CL_PIDS=("$cp")
+  for ((i = 0; i < 600; i++)); do [[ -s $dir/clients.ready ]] && break; kill -0 "$cp" 2>/dev/null || break; sleep 0.05; done
+  [[ -s $dir/clients.ready ]] || info "$name: not every flow had progressed after 30 s"
+  local kill_args=()
+  if [[ $kill -eq 1 ]]; then
+    d=$(fl_random_delay)
+    if [[ $DIRECT -eq 0 ]]; then
+      # diagnostics only, in the background: under load they can take seconds, and the kill
+      # must land mid-transfer, d after every flow moved
+      { fl_status a >"$dir/a_status_before.json"; fl_status b >"$dir/b_status_before.json"
+        fl_metrics a "$dir/a_before.metrics"; } &
+      cap=$!
+    fi
+    sleep "$d"
+    if [[ $DIRECT -eq 1 ]]; then
+      KILL_T=$(fl_now)
+      info "$name: --direct: no engine to kill; the kill time is marked $d s after every flow moved"
+    else
+      fl_kill9 a
+      info "$name: killed A $d s after every flow moved (at $(date -d "@$KILL_T" +%T.%3N)); waiting for the clients"
+      kill_args=(--log "b=$dir/b.log" --status "b=$dir/b_status.json")
+    fi
+    kill_args+=(--kill-t "$KILL_T")
+  fi
+  wait "$cp" 2>/dev/null || true
+  [[ -n $cap ]] && wait "$cap" 2>/dev/null
+  CL_PIDS=()
+  srv_drain "$dir"
+  rst_stop
+  if [[ $DIRECT -eq 0 ]]; then
+    fl_status b >"$dir/b_status.json"
+    [[ $kill -eq 1 ]] || fl_status a >"$dir/a_status.json"
+    fl_metrics b "$dir/b.metrics"
+    [[ $kill -eq 1 ]] || fl_metrics a "$dir/a.metrics"
+  fi
+  srv_stop
+  [[ $DIRECT -eq 1 ]] || fl_cleanup
+  restore_files "$inj"
+  local rr=http metrics_args=()
+  if [[ $DIRECT -eq 0 ]]; then
+    if [[ $kill -eq 1 ]]; then metrics_args=(--metrics "b=$dir/b.metrics"); else metrics_args=(--metrics "a=$dir/a.metrics"); fi
+  fi
+  [[ $DIRECT -eq 1 || $FT_PROXY_BALANCE_HTTP != round-robin ]] && rr=""
+  $PY "$E2E/proxy_eval.py" --clients "$dir/clients.json" --backends "$dir/srv.json" \
+    --rst "client=$dir/rst_client.json" --rst "backend=$dir/rst_backend.json" \
+    --mode "$([[ $DIRECT -eq 1 ]] && echo direct || echo proxy)" --round-robin "$rr" \
+    --expect-kinds "$EXPECT_KINDS" --min-short "$MIN_SHORT" "${kill_args[@]}" "${metrics_args[@]}" \
+    >"$dir/eval.json" 2>"$dir/eval.err" || echo '{}' >"$dir/eval.json"
+  VERDICT=$(jget "$dir/eval.json" '"ok" if s["ok_verdict"] else "; ".join(s["bad"])')
+  [[ $VERDICT == "?" ]] && VERDICT="no verdict (proxy_eval.py: $(tail -2 "$dir/eval.err" | tr '\n' ' '))"
+  DESC=$(jget "$dir/eval.json" 's["desc"]')
+  if [[ $DIRECT -eq 0 && $kill -eq 0 ]]; then
+    # no verdict: a takeover without a kill (a starved heartbeat) is the pair's business, not the proxy's
+    DESC+="; roles at the end: A $(fl_jq "$(cat "$dir/a_status.json" 2>/dev/null)" 's.get("role")'), B $(fl_jq "$(cat "$dir/b_status.json" 2>/dev/null)" 's.get("role")')"
+  fi
+  if [[ $DIRECT -eq 0 && $kill -eq 1 ]]; then
+    DESC+="; B: $(fl_jq "$(cat "$dir/b_status.json" 2>/dev/null)" '"role %s, flows_resumed %s, flows_abandoned %s" % (s.get("role"), s.get("flows_resumed"), s.get("flows_abandoned"))')"
+  fi
+  if [[ $DIRECT -eq 0 ]]; then
+    local who=a
+    [[ $kill -eq 1 ]] && who=b
+    info "$name: engine ${who^^} counters: $(engine_counters "$dir/$who.metrics")"
+  fi
+  info "$name: summary $(jget "$dir/eval.json" 'json.dumps({k: s.get(k) for k in ("flows", "ok", "http_client_connections", "echo_client_connections", "upload_client_connections", "rst_client", "rst_backend", "max_stall_ms", "long_flows_running_at_kill", "takeover_ms")}, separators=(",", ":"))')"
+  [[ -n $inj ]] && DESC+="; injected: $(jget "$dir/eval.json" 's.get("injected")') ${inj}"
+  return 0
+}
+
+# engine_counters FILE — the engine's counters of opened and linked flows, neighbours and the proxy
+# (whatever /metrics names them), non-zero sums only: for the next engineer, not a verdict
+engine_counters() {
+  PYTHONPATH="$E2E" $PY - "$1" <<'EOF' 2>/dev/null || true
+import re, sys
+import evallib
+try:
+    samples = evallib.parse_metrics(open(sys.argv[1]).read())
+except OSError:
+    sys.exit(0)
+sums = {}
+for name, _labels, v in samples:
+    if re.search(r"proxy|connect|link|neighbo|backend|resumed|abandon|client_ahead|caught_up", name) \
+            and not name.endswith(("_bucket", "_sum", "_count")):
+        sums[name] = sums.get(name, 0) + v
+print(", ".join(f"{k.removeprefix('flowtwin_')} {v:.0f}" for k, v in sorted(sums.items()) if v) or "none non-zero")
+EOF
+}
+
+report() { # NAME — PASS/FAIL from VERDICT, DESC
+  if [[ $VERDICT == ok ]]; then pass "$1" "$DESC"; else fail "$1" "$VERDICT; $DESC"; fi
+}
+
+# (a test function always returns 0: `run` runs it under set -e; a run that could not even
+# start is a FAIL with its reason, never silence)
+test_proxy_basic() { load_run proxy_basic "$TMP/proxy_basic" 0 "$INJECT" || true; report proxy_basic; }
+test_proxy_kill() { load_run proxy_kill "$TMP/proxy_kill" 1 "$INJECT" || true; report proxy_kill; }
+
+# selfcheck: what each injected fault must be reported as
+selfcheck_expect() {
+  case $1 in
+    upload-digest) echo "upload digest mismatch" ;;
+    echo-byte) echo "echo byte mismatch" ;;
+    rst) echo "RST(s) in the backend namespace (0 in, 1 out" ;;   # the backend's own RST: --outgoing
+    extra-conn) echo "echo: backend" ;;
+    file-byte) echo "byte mismatch at" ;;
+    file-truncate) echo "1048575" ;;
+  esac
+}
+selfcheck() {
+  if selected selfcheck_clean; then
+    load_run selfcheck_clean "$TMP/selfcheck_clean" 1 "" || true
+    report selfcheck_clean
+  fi
+  local k want
+  for k in "${INJECT_KINDS[@]}"; do
+    selected "selfcheck_$k" || continue
+    want=$(selfcheck_expect "$k")
+    load_run "selfcheck_$k" "$TMP/selfcheck_$k" 0 "$k" || { fail "selfcheck_$k" "could not run: $VERDICT"; continue; }
+    if [[ $VERDICT != ok && $VERDICT == *"$want"* ]]; then
+      pass "selfcheck_$k" "the harness failed as it must: ${VERDICT:0:300}"
+    else
+      fail "selfcheck_$k" "injected $k, want a failure naming '$want'; verdict: ${VERDICT:0:300}; $DESC"
+    fi
+  done
+}
+
+# ------------------------------------------------------------------ main
+if [[ $DIRECT -eq 1 ]]; then need=(nginx:nginx); else need=(nginx:nginx ping:iputils-ping); fi
+ensure_cmds "${need[@]}" || { echo "0 passed, 1 failed"; exit 1; }
+fl_init
+if [[ -z $FT_SRV_NS ]] || ! ft_ns_exists "$FT_SRV_NS"; then
+  echo "proxy.sh: the rig has no backend namespace (FT_SRV_NS='$FT_SRV_NS')" >&2; echo "0 passed, 1 failed"; exit 1
+fi
+make_files || { echo "proxy.sh: could not write the backends' files" >&2; echo "0 passed, 1 failed"; exit 1; }
+info "rig up; $([[ $DIRECT -eq 1 ]] && echo "--direct: clients straight to the backends, no engine" || echo "engines: $BIN; hugepages: $FT_HUGEPAGES_MODE"); backends $FT_SRV_NS $FT_SRV_IP1 $FT_SRV_IP2 ($(nginx -v 2>&1)); logs: $TMP"
+if [[ $SELFCHECK -eq 1 ]]; then
+  selfcheck
+else
+  for t in "${ALL_TESTS[@]}"; do
+    selected "$t" || continue
+    run "$t" "test_$t"
+  done
+fi
+suite_end proxy.sh test "$T_START"
