@@ -186,9 +186,16 @@ impl Tcb {
                 return SegmentVerdict::RstIgnored;
             }
             self.stats.out_of_window += 1;
-            // TIME-WAIT: a retransmitted FIN: ACK it and restart the 2 MSL timer.
+            // TIME-WAIT: a retransmitted FIN: ACK it and restart the 2 MSL timer. But not
+            // twice within the minimum RTO: our last ACK of it may still be on its way (or
+            // held for the standby), and a peer that has since closed answers the second
+            // with a reset. If that ACK was lost, the peer's next retransmission gets one.
             if state == State::TimeWait && f.fin() {
                 self.timers.time_wait = Some(now + cfg.time_wait);
+                if self.fin_acked_at != Instant::ZERO && now < self.fin_acked_at + cfg.rto_min {
+                    return SegmentVerdict::OutOfWindow;
+                }
+                self.fin_acked_at = now;
             }
             // "send an acknowledgment <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>"; Linux-like, a
             // SYN here is answered below as a challenge (RFC 5961 §4.2) instead.
@@ -672,6 +679,7 @@ impl Tcb {
         self.set_rcv_nxt(fin_seq + 1, 0);
         svc.on_peer_fin();
         self.ack_now(now);
+        self.fin_acked_at = now;
         if next == State::TimeWait {
             self.enter_time_wait(now, cfg);
         } else {

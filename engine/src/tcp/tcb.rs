@@ -136,6 +136,8 @@ pub struct Tcb {
     /// The (unscaled) window of our SYN or SYN-ACK, which fixes the first right edge: at most
     /// the service's room (a proxy half's buffer may be smaller than 64 KiB).
     pub(super) syn_window: u16,
+    /// When we last acknowledged the peer's FIN (TIME-WAIT re-ACKs are paced by it).
+    pub(super) fin_acked_at: Instant,
     pub(super) last_rx: Instant,
     /// Copied from the config so `next_deadline` needs none.
     pub(super) idle_timeout: Duration,
@@ -180,6 +182,7 @@ impl Tcb {
             ts_clock_from: None,
             rcv_space_max: 0,
             syn_window: u16::MAX,
+            fin_acked_at: Instant::ZERO,
             last_rx: now,
             idle_timeout: cfg.idle_timeout,
             timers: Timers::default(),

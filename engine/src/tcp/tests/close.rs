@@ -38,7 +38,14 @@ fn active_close_fin_wait_time_wait() {
     assert_eq!(tcb.state(), State::TimeWait);
     assert_eq!(out.take()[0].0.ack, seq + 1);
     assert_eq!(tcb.next_deadline(), Some(t(20) + cfg.time_wait));
-    // Retransmitted FIN: re-ACK and restart the timer.
+    // Retransmitted within the minimum RTO of our ACK (which may still be on its way, or
+    // held for the standby): the timer restarts, but no second ACK, which a peer that has
+    // closed meanwhile would answer with a reset.
+    assert!(cfg.rto_min > Duration::from_millis(10));
+    tcb.on_segment(t(30), &cfg, &hdr(F::ACK | F::FIN, seq, SISN + 12, 1000), &[], &mut svc, &mut out);
+    assert!(out.take().is_empty(), "no duplicate ACK so soon");
+    assert_eq!(tcb.next_deadline(), Some(t(30) + cfg.time_wait));
+    // Retransmitted later: re-ACK and restart the timer.
     tcb.on_segment(t(500), &cfg, &hdr(F::ACK | F::FIN, seq, SISN + 12, 1000), &[], &mut svc, &mut out);
     assert_eq!(out.take()[0].0.ack, seq + 1);
     assert_eq!(tcb.next_deadline(), Some(t(500) + cfg.time_wait));
