@@ -370,6 +370,15 @@ impl Stack {
         let (Some(remote), Some(local)) = (key.remote_ip.to_ipv4_mapped(), key.local_ip.to_ipv4_mapped()) else { return };
         let Some(l) = cfg.listeners.get(flow.listener as usize) else { return };
         let state = flow.tcb.state();
+        if state == State::TimeWait {
+            // Nothing to elicit: its peer has closed, or (its last ACK lost) is in LAST-ACK
+            // and retransmits its FIN, which TIME-WAIT acknowledges. A probe would only draw
+            // a reset from the closed peer.
+            let deadline = flow.tcb.next_deadline();
+            flow.unready = false;
+            self.schedule(id, deadline);
+            return;
+        }
         let addrs = FrameAddrs { src_mac: flow.vip_mac, dst_mac: flow.peer_mac, src_ip: local, dst_ip: remote, ttl: ipv4::DEFAULT_TTL, ip_id: 0 };
         let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
         {
