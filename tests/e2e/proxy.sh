@@ -332,6 +332,23 @@ load_run() {
   fi
   info "$name: summary $(jget "$dir/eval.json" 'json.dumps({k: s.get(k) for k in ("flows", "ok", "http_client_connections", "echo_client_connections", "upload_client_connections", "rst_client", "rst_backend", "max_stall_ms", "long_flows_running_at_kill", "takeover_ms")}, separators=(",", ":"))')"
   [[ -n $inj ]] && DESC+="; injected: $(jget "$dir/eval.json" 's.get("injected")') ${inj}"
+  if [[ -n ${FT_PROXY_JSON:-} && $kill -eq 1 ]]; then
+    # The main job's one line (scripts/demo --proxy): backend_reconnects are the backend
+    # connections beyond one per client connection, summed over the services.
+    $PY - "$dir/eval.json" >"$FT_PROXY_JSON" <<'PYEOF' || echo '{}' >"$FT_PROXY_JSON"
+import json, sys
+s = json.load(open(sys.argv[1]))
+extra = 0
+for svc in ("http", "echo", "upload"):
+    c, b = s.get(f"{svc}_client_connections"), s.get(f"{svc}_backend_connections")
+    if isinstance(c, int) and isinstance(b, dict):
+        extra += max(0, sum(b.values()) - c)
+print(json.dumps({"flows": s.get("flows", 0), "completed_byte_exact": s.get("ok", 0), "client_resets": s.get("rst_client"),
+                  "backend_resets": s.get("rst_backend"), "backend_reconnects": extra, "max_stall_ms": s.get("max_stall_ms"),
+                  "takeover_ms": s.get("takeover_ms"), "verdict": "ok" if s.get("ok_verdict") else "; ".join(s.get("bad", []))},
+                 separators=(",", ":")))
+PYEOF
+  fi
   return 0
 }
 
