@@ -453,6 +453,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             info.name,
             info.driver
         );
+        if let Some(l) = stack_cfg.listeners.iter().find(|l| matches!(l.spec, flowtwin_engine::stack::ServiceSpec::Proxy(_))) {
+            return Err(format!(
+                "service {}:{} (kind = \"proxy\"): with {nworkers} workers on {} ({}), a backend's replies may reach another worker than the one that opened the connection; use engine.workers = 1, or a device with symmetric RSS",
+                l.vip, l.port, info.name, info.driver
+            ));
+        }
         None
     };
     // Handoff rings (SPSC: one producer lcore, one consumer lcore each).
