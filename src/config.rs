@@ -295,6 +295,8 @@ pub struct ServiceSection {
     pub max_fails: Option<u32>,
     /// `proxy`: how long a backend marked down gets no new connection (default 10000).
     pub fail_timeout_ms: Option<u64>,
+    /// `proxy`: SYN retransmissions before a backend connect gives up (default 2).
+    pub connect_retries: Option<u8>,
 }
 
 impl ServiceKind {

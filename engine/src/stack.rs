@@ -336,6 +336,9 @@ impl Stack {
         let mut svc = sh.svc;
         if tcb.state() == State::SynSent {
             tcb.set_syn_window(svc.syn_window(&l.spec, &mut self.svc_stats));
+            if let Some(n) = svc.syn_retries(&l.spec) {
+                tcb.set_syn_retries(n);
+            }
         }
         let state = tcb.state();
         let flow = Flow { tcb, svc, listener: img.listener, origin: img.origin, link, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, needs_image: false };

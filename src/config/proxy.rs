@@ -12,6 +12,7 @@
 //! source = "198.18.0.100"     # where backend connections come from (default: vip)
 //! max_fails = 3               # failed connects in a row that mark a backend down (0: never)
 //! fail_timeout_ms = 10000     # how long it then gets no new connection
+//! connect_retries = 2         # SYNs resent before a backend connect fails (1 s RTO: 7 s)
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -64,7 +65,9 @@ impl ServiceSection {
             max_fails: self.max_fails.unwrap_or(d.max_fails),
             fail_timeout: self.fail_timeout_ms.map_or(d.fail_timeout, Duration::from_millis),
         };
-        Ok(ProxySpec::new(self.backend_addrs(i)?, self.balance_of(i)?, self.source.unwrap_or(self.vip), buf).with_health(health))
+        let mut spec = ProxySpec::new(self.backend_addrs(i)?, self.balance_of(i)?, self.source.unwrap_or(self.vip), buf).with_health(health);
+        spec.connect_retries = self.connect_retries.unwrap_or(spec.connect_retries);
+        Ok(spec)
     }
 }
 
@@ -79,6 +82,7 @@ impl Config {
                 ("source", s.source.is_some()),
                 ("max_fails", s.max_fails.is_some()),
                 ("fail_timeout_ms", s.fail_timeout_ms.is_some()),
+                ("connect_retries", s.connect_retries.is_some()),
             ];
             for (key, set) in keys {
                 if set {
@@ -92,6 +96,11 @@ impl Config {
         if let Some(b) = s.proxy_buffer {
             if !(1024..=(64 << 20)).contains(&b) {
                 return Err(format!("service[{i}].proxy_buffer = {b}: must be 1024..=67108864"));
+            }
+        }
+        if let Some(n) = s.connect_retries {
+            if n > 10 {
+                return Err(format!("service[{i}].connect_retries = {n}: at most 10 (the SYN backoff doubles each time)"));
             }
         }
         if let Some(t) = s.fail_timeout_ms {

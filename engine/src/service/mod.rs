@@ -145,6 +145,11 @@ pub trait Kind {
     fn on_accept(_spec: &Self::Spec, _state: &mut Self::State, _client: Ipv4Addr, _now: Instant) -> Option<Open<Self::State>> {
         None
     }
+    /// SYN retransmissions before a flow of this kind that the engine opens gives up (`None`:
+    /// the TCP default): a connect timeout.
+    fn syn_retries(_spec: &Self::Spec) -> Option<u8> {
+        None
+    }
     /// A flow of this kind opened by the engine ([`Kind::on_accept`]) exists.
     fn opened(_spec: &Self::Spec, _state: &Self::State) {}
     /// A flow of this kind was installed at a takeover.
@@ -308,6 +313,15 @@ macro_rules! kinds {
                 match (self, closing) {
                     $( (ServiceState::$V(st), ServiceState::$V(c)) => <$K as Kind>::adopt(st, c, acked), )+
                     _ => {}
+                }
+            }
+
+            /// [`Kind::syn_retries`] of this flow's kind.
+            #[allow(unreachable_patterns)]
+            pub fn syn_retries(&self, spec: &ServiceSpec) -> Option<u8> {
+                match (self, spec) {
+                    $( (ServiceState::$V(_), ServiceSpec::$V(sp)) => <$K as Kind>::syn_retries(sp), )+
+                    _ => None,
                 }
             }
 

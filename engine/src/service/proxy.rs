@@ -46,6 +46,8 @@ use crate::time::{Duration, Instant};
 
 /// Default bytes buffered per direction per connection.
 pub const DEFAULT_BUF_SIZE: usize = 256 * 1024;
+/// Default SYN retransmissions toward a backend (1 s initial RTO: it gives up after 7 s).
+pub const DEFAULT_CONNECT_RETRIES: u8 = 2;
 
 /// How a backend is chosen for a new client connection.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -176,6 +178,9 @@ pub struct ProxySpec {
     /// Bytes buffered per direction per connection.
     pub buf_size: usize,
     pub health: Health,
+    /// SYN retransmissions before a backend connection gives up (its connect timeout: with
+    /// a 1 s initial RTO, 2 gives up 7 s after the first SYN).
+    pub connect_retries: u8,
     /// Round-robin position.
     next: AtomicU64,
 }
@@ -188,6 +193,7 @@ impl ProxySpec {
             source,
             buf_size: buf_size.max(1),
             health: Health::default(),
+            connect_retries: DEFAULT_CONNECT_RETRIES,
             next: AtomicU64::new(0),
         }
     }
@@ -530,6 +536,10 @@ impl Kind for ProxyKind {
         };
         let b = &spec.backends[i];
         Some(Open { from: spec.source, to: Some(b.addr), state: ProxyHalf::new(Side::Backend(i as u16), spec.buf_size) })
+    }
+
+    fn syn_retries(spec: &Arc<ProxySpec>) -> Option<u8> {
+        Some(spec.connect_retries)
     }
 
     fn opened(spec: &Arc<ProxySpec>, state: &ProxyHalf) {

@@ -354,6 +354,9 @@ impl Stack {
         let mut tcb = Tcb::syn_sent(now, &cfg.tcp, lport, rport, isn);
         let mut svc = svc;
         tcb.set_syn_window(svc.syn_window(&l.spec, &mut self.svc_stats));
+        if let Some(n) = svc.syn_retries(&l.spec) {
+            tcb.set_syn_retries(n);
+        }
         let flow = Flow {
             tcb,
             svc,

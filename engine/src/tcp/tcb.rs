@@ -138,6 +138,8 @@ pub struct Tcb {
     pub(super) syn_window: u16,
     /// When we last acknowledged the peer's FIN (TIME-WAIT re-ACKs are paced by it).
     pub(super) fin_acked_at: Instant,
+    /// SYN retransmissions before an active open gives up (`None`: `syn_ack_retries`).
+    pub(super) syn_retries: Option<u8>,
     pub(super) last_rx: Instant,
     /// Copied from the config so `next_deadline` needs none.
     pub(super) idle_timeout: Duration,
@@ -183,6 +185,7 @@ impl Tcb {
             rcv_space_max: 0,
             syn_window: u16::MAX,
             fin_acked_at: Instant::ZERO,
+            syn_retries: None,
             last_rx: now,
             idle_timeout: cfg.idle_timeout,
             timers: Timers::default(),
@@ -279,6 +282,12 @@ impl Tcb {
     /// window a peer may fill before it hears from us again.
     pub fn set_syn_window(&mut self, rx_space: usize) {
         self.syn_window = rx_space.clamp(1, usize::from(u16::MAX)) as u16;
+    }
+
+    /// Give up an active open after `n` SYN retransmissions (instead of `syn_ack_retries`):
+    /// a proxy's connect timeout.
+    pub fn set_syn_retries(&mut self, n: u8) {
+        self.syn_retries = Some(n);
     }
 
     /// SYN-SENT: send our SYN (ISS, ports, our options) and restart the retransmission

@@ -83,7 +83,8 @@ impl Tcb {
     ) {
         self.timers.rto = None;
         let limit = match self.state() {
-            State::SynSent | State::SynReceived => cfg.syn_ack_retries,
+            State::SynSent => self.syn_retries.unwrap_or(cfg.syn_ack_retries),
+            State::SynReceived => cfg.syn_ack_retries,
             _ => cfg.max_retransmits,
         };
         if self.retries >= limit {

@@ -182,30 +182,57 @@ fn the_proxy_buffers_at_most_its_buffer_per_direction() {
     assert_eq!(w.a_stack().config().listeners[PROXY_ECHO_LISTENER].port, PROXY_ECHO);
 }
 
-/// A backend that refuses (B has nothing on :81): the client gets a FIN and no byte, no
-/// reset; the backend half is counted as never connected.
-#[test]
-fn a_refused_backend_closes_the_client_cleanly() {
+/// A world whose engine also proxies :`port` to `backend`, and has heard `backend`'s address
+/// announced from B's MAC (so its SYNs reach B, whatever B makes of them).
+fn world_with_proxy(port: u16, backend: SocketAddrV4) -> World {
     let mut w = World::new();
     let cfg = {
         let mut c = (*w.cfg).clone();
-        let spec = ProxySpec::new(vec![SocketAddrV4::new(B_IP, 81)], Balance::RoundRobin, VIP, BUF);
-        c.listeners.push(Listener { vip: VIP, port: 8081, spec: ServiceSpec::Proxy(Arc::new(spec)) });
+        let spec = ProxySpec::new(vec![backend], Balance::RoundRobin, VIP, BUF);
+        c.listeners.push(Listener { vip: VIP, port, spec: ServiceSpec::Proxy(Arc::new(spec)) });
         Arc::new(c)
     };
     let (repl, link) = worker_channel(0, 1 << 16);
     let mut a = Stack::new(cfg.clone(), Instant(w.now));
     a.set_replicator(Box::new(repl));
-    let mut f = vec![0u8; 60];
-    ArpRepr::request(B_MAC, B_IP, B_IP).emit_frame(&mut f).unwrap();
-    a.process(Instant(w.now), &f, &mut Held::default());
+    for ip in [B_IP, *backend.ip()] {
+        let mut f = vec![0u8; 60];
+        ArpRepr::request(B_MAC, ip, ip).emit_frame(&mut f).unwrap();
+        a.process(Instant(w.now), &f, &mut Held::default());
+    }
     w.cfg = cfg;
     w.a = Some((a, Held::default(), link));
+    w
+}
+
+/// A backend that refuses (B has nothing on :81): the client gets a FIN and no byte, no
+/// reset; the backend half is counted as never connected.
+#[test]
+fn a_refused_backend_closes_the_client_cleanly() {
+    let mut w = world_with_proxy(8081, SocketAddrV4::new(B_IP, 81));
     w.proxy_client(8081, b"hello", None);
     w.run_until("the client's FIN", |w| w.client.as_ref().unwrap().app.fin);
     let c = w.client.as_ref().unwrap();
     assert!(c.app.received.is_empty() && c.rsts == 0, "a FIN, no byte, no reset");
     assert_eq!(w.be.rsts, 1, "B refused the SYN");
-    let ev = w.a_stack().counters().get(Event::LinkPartnerEnded);
-    assert_eq!(ev, 1);
+    assert_eq!(w.a_stack().counters().get(Event::LinkPartnerEnded), 1);
+}
+
+/// A backend that never answers (its SYNs vanish): the backend connection gives up after the
+/// proxy's `connect_retries` (2: 1 + 2 + 4 s with the 1 s initial RTO), and the client gets a
+/// FIN then, not after TCP's default minute.
+#[test]
+fn an_unanswering_backend_closes_the_client_after_the_connect_timeout() {
+    let silent = Ipv4Addr::new(198, 18, 2, 10); // announced from B's MAC, which drops it
+    let mut w = world_with_proxy(8082, SocketAddrV4::new(silent, 80));
+    let t0 = w.now;
+    w.proxy_client(8082, b"hello", None);
+    w.run_until("the client's FIN", |w| w.client.as_ref().unwrap().app.fin);
+    let waited_ms = (w.now - t0) / 1000;
+    let rto = tcp().rto_initial.micros() / 1000;
+    assert!((7 * rto..8 * rto).contains(&waited_ms), "gave up after {waited_ms} ms (initial RTO {rto} ms)");
+    let c = w.client.as_ref().unwrap();
+    assert!(c.app.received.is_empty() && c.rsts == 0);
+    assert_eq!(w.eb.syns.len(), 3, "the SYN and its 2 retransmissions");
+    assert_eq!(w.a_stack().counters().get(Event::LinkPartnerEnded), 1);
 }
