@@ -297,6 +297,13 @@ pub struct ServiceSection {
     pub fail_timeout_ms: Option<u64>,
     /// `proxy`: SYN retransmissions before a backend connect gives up (default 2).
     pub connect_retries: Option<u8>,
+    /// `proxy`: `tcp` (default: choose at once), `http` (by Host and path), `tls` (by SNI).
+    pub mode: Option<String>,
+    /// `proxy`: the largest first request head / ClientHello read for the choice.
+    pub max_request_head: Option<u32>,
+    /// `proxy`: `[[service.pool]]`, matched in order by host and path prefix.
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<self::proxy::PoolSection>,
 }
 
 impl ServiceKind {

@@ -314,7 +314,10 @@ impl Stack {
         let cfg = self.cfg.clone();
         sh.deliver_fin(&cfg);
         let closed_at = self.replica_closed_at(&cfg, &mut sh, None);
-        self.install_flow(now, sh, link, closed_at, true, tx).is_some()
+        let Some(id) = self.install_flow(now, sh, link, closed_at, true, tx) else { return false };
+        // A proxied client whose backend was chosen but not yet opened (delayed binding).
+        self.take_open(now, id, tx);
+        true
     }
 
     /// Install `sh` (its owed FIN delivered; `closed_at`: where its service's output ends if
@@ -563,6 +566,7 @@ impl Stack {
             _ => self.counters.drop(Drop::TcpRejected),
         }
         self.after_tcp_call(id, before_state, &before, frames, failed);
+        self.take_open(now, id, tx);
         self.poll_partner(now, id, tx);
         verdict
     }

@@ -13,6 +13,12 @@
 //! max_fails = 3               # failed connects in a row that mark a backend down (0: never)
 //! fail_timeout_ms = 10000     # how long it then gets no new connection
 //! connect_retries = 2         # SYNs resent before a backend connect fails (1 s RTO: 7 s)
+//! mode = "http"               # "tcp" (at once), "http" (Host, path), "tls" (SNI)
+//! max_request_head = 16384    # bytes of the first request head / ClientHello read to choose
+//! [[service.pool]]            # in order; the first that matches wins, `backends` take the rest
+//! host = "api.example"        # exact (case-insensitive, port stripped); HTTP Host or TLS SNI
+//! path_prefix = "/v2/"        # HTTP only
+//! backends = ["198.18.0.12:80"]
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -20,34 +26,104 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use flowtwin_engine::service::proxy::{Balance, Health, ProxySpec, DEFAULT_BUF_SIZE};
 use flowtwin_engine::time::Duration;
 
+use serde::Deserialize;
+
+use flowtwin_engine::service::proxy::{Mode, Pool};
+
 use super::{Config, ServiceKind, ServiceSection};
+
+/// `[[service.pool]]` of a proxy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub backends: Vec<String>,
+}
+
+/// Every backend of a service, its default pool and its pools (indices into the first).
+type Backends = (Vec<SocketAddrV4>, Vec<usize>, Vec<Pool>);
+
+/// Pools one proxy service may have.
+pub const MAX_POOLS: usize = 64;
 
 /// Backends one proxy service may have.
 pub const MAX_BACKENDS: usize = 256;
 
 impl ServiceSection {
-    /// The backends, parsed (errors name the key).
-    fn backend_addrs(&self, i: usize) -> Result<Vec<SocketAddrV4>, String> {
-        let list = self.backends.as_deref().unwrap_or_default();
-        if list.is_empty() {
-            return Err(format!("service[{i}].backends: a proxy needs at least one backend, e.g. backends = [\"10.0.0.11:80\"]"));
-        }
+    /// One list of backends, parsed (errors name the key `key`).
+    fn parse_backends(key: &str, list: &[String]) -> Result<Vec<SocketAddrV4>, String> {
         if list.len() > MAX_BACKENDS {
-            return Err(format!("service[{i}].backends: {} backends, at most {MAX_BACKENDS}", list.len()));
+            return Err(format!("{key}: {} backends, at most {MAX_BACKENDS}", list.len()));
         }
         let mut out: Vec<SocketAddrV4> = Vec::with_capacity(list.len());
         for (j, b) in list.iter().enumerate() {
-            let a: SocketAddrV4 = b.parse().map_err(|_| format!("service[{i}].backends[{j}] = {b:?}: expected an IPv4 address and port, like \"10.0.0.11:80\""))?;
+            let a: SocketAddrV4 = b.parse().map_err(|_| format!("{key}[{j}] = {b:?}: expected an IPv4 address and port, like \"10.0.0.11:80\""))?;
             let ip = *a.ip();
             if a.port() == 0 || ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
-                return Err(format!("service[{i}].backends[{j}] = {b:?}: not a unicast host address and port"));
+                return Err(format!("{key}[{j}] = {b:?}: not a unicast host address and port"));
             }
             if out.contains(&a) {
-                return Err(format!("service[{i}].backends[{j}] = {b:?}: listed twice"));
+                return Err(format!("{key}[{j}] = {b:?}: listed twice"));
             }
             out.push(a);
         }
         Ok(out)
+    }
+
+    /// Every backend of the service (the default ones, then each pool's new ones), the
+    /// default pool and the pools as indices into it (errors name the key).
+    fn backend_addrs(&self, i: usize) -> Result<Backends, String> {
+        let list = self.backends.as_deref().unwrap_or_default();
+        if list.is_empty() && self.pools.is_empty() {
+            return Err(format!("service[{i}].backends: a proxy needs at least one backend, e.g. backends = [\"10.0.0.11:80\"]"));
+        }
+        if self.pools.len() > MAX_POOLS {
+            return Err(format!("service[{i}].pool: {} pools, at most {MAX_POOLS}", self.pools.len()));
+        }
+        let mut all = Self::parse_backends(&format!("service[{i}].backends"), list)?;
+        let default: Vec<usize> = (0..all.len()).collect();
+        let mut pools = Vec::with_capacity(self.pools.len());
+        for (k, p) in self.pools.iter().enumerate() {
+            let key = format!("service[{i}].pool[{k}]");
+            let addrs = Self::parse_backends(&format!("{key}.backends"), &p.backends)?;
+            if addrs.is_empty() {
+                return Err(format!("{key}.backends: a pool needs at least one backend"));
+            }
+            if p.host.is_none() && p.path_prefix.is_none() {
+                return Err(format!("{key}: give host, path_prefix or both (the service's backends take whatever no pool matches)"));
+            }
+            if let Some(h) = &p.host {
+                if h.is_empty() || h.contains(':') || h.bytes().any(|c| c.is_ascii_whitespace()) {
+                    return Err(format!("{key}.host = {h:?}: a host name without port"));
+                }
+            }
+            if let Some(pp) = &p.path_prefix {
+                if !pp.starts_with('/') {
+                    return Err(format!("{key}.path_prefix = {pp:?}: must start with /"));
+                }
+            }
+            let mut idx = Vec::with_capacity(addrs.len());
+            for a in addrs {
+                let at = all.iter().position(|x| *x == a).unwrap_or_else(|| {
+                    all.push(a);
+                    all.len() - 1
+                });
+                idx.push(at);
+            }
+            pools.push(Pool { host: p.host.as_ref().map(|h| h.to_ascii_lowercase()), path_prefix: p.path_prefix.clone(), backends: idx });
+        }
+        if all.len() > MAX_BACKENDS {
+            return Err(format!("service[{i}]: {} backends in all, at most {MAX_BACKENDS}", all.len()));
+        }
+        Ok((all, default, pools))
+    }
+
+    fn mode_of(&self, i: usize) -> Result<Mode, String> {
+        match self.mode.as_deref() {
+            None => Ok(Mode::Tcp),
+            Some(m) => Mode::parse(m).ok_or_else(|| format!("service[{i}].mode = {m:?}: expected \"tcp\", \"http\" or \"tls\"")),
+        }
     }
 
     fn balance_of(&self, i: usize) -> Result<Balance, String> {
@@ -65,8 +141,15 @@ impl ServiceSection {
             max_fails: self.max_fails.unwrap_or(d.max_fails),
             fail_timeout: self.fail_timeout_ms.map_or(d.fail_timeout, Duration::from_millis),
         };
-        let mut spec = ProxySpec::new(self.backend_addrs(i)?, self.balance_of(i)?, self.source.unwrap_or(self.vip), buf).with_health(health);
+        let (all, default, pools) = self.backend_addrs(i)?;
+        let mut spec = ProxySpec::new(all, self.balance_of(i)?, self.source.unwrap_or(self.vip), buf).with_health(health);
         spec.connect_retries = self.connect_retries.unwrap_or(spec.connect_retries);
+        spec.mode = self.mode_of(i)?;
+        spec.default_pool = default;
+        spec.pools = pools;
+        if let Some(m) = self.max_request_head {
+            spec.max_head = m as usize;
+        }
         Ok(spec)
     }
 }
@@ -83,6 +166,9 @@ impl Config {
                 ("max_fails", s.max_fails.is_some()),
                 ("fail_timeout_ms", s.fail_timeout_ms.is_some()),
                 ("connect_retries", s.connect_retries.is_some()),
+                ("mode", s.mode.is_some()),
+                ("max_request_head", s.max_request_head.is_some()),
+                ("pool", !s.pools.is_empty()),
             ];
             for (key, set) in keys {
                 if set {
@@ -91,8 +177,21 @@ impl Config {
             }
             return Ok(());
         }
-        let backends = s.backend_addrs(i)?;
+        let (backends, _, _) = s.backend_addrs(i)?;
         s.balance_of(i)?;
+        let mode = s.mode_of(i)?;
+        if mode == Mode::Tcp && !s.pools.is_empty() {
+            return Err(format!("service[{i}].pool: pools choose by host or path: give mode = \"http\" or \"tls\""));
+        }
+        if mode == Mode::Tls && s.pools.iter().any(|p| p.path_prefix.is_some()) {
+            return Err(format!("service[{i}].pool: path_prefix needs mode = \"http\" (a TLS ClientHello has no path)"));
+        }
+        let buf = s.proxy_buffer.unwrap_or(flowtwin_engine::service::proxy::DEFAULT_BUF_SIZE as u32);
+        if let Some(m) = s.max_request_head {
+            if m < 256 || m > buf {
+                return Err(format!("service[{i}].max_request_head = {m}: must be 256..=proxy_buffer ({buf})"));
+            }
+        }
         if let Some(b) = s.proxy_buffer {
             if !(1024..=(64 << 20)).contains(&b) {
                 return Err(format!("service[{i}].proxy_buffer = {b}: must be 1024..=67108864"));
@@ -154,6 +253,19 @@ mod tests {
     }
 
     #[test]
+    fn pools_parse_into_one_backend_list() {
+        let keys = "mode = \"http\"\nbackends = [\"198.18.0.11:80\"]\n[[service.pool]]\nhost = \"API.example\"\nbackends = [\"198.18.0.12:80\", \"198.18.0.11:80\"]\n[[service.pool]]\npath_prefix = \"/v2/\"\nbackends = [\"198.18.0.13:80\"]";
+        let c = Config::parse(&proxy(keys)).expect("valid");
+        let spec = c.services.last().unwrap().proxy_spec(c.services.len() - 1).unwrap();
+        assert_eq!(spec.backends.len(), 3, "each address once");
+        assert_eq!(spec.default_pool, [0]);
+        assert_eq!(spec.pools[0].host.as_deref(), Some("api.example"));
+        assert_eq!(spec.pools[0].backends, [1, 0]);
+        assert_eq!(spec.pools[1].backends, [2]);
+        assert_eq!(spec.mode, flowtwin_engine::service::proxy::Mode::Http);
+    }
+
+    #[test]
     fn proxy_errors_name_the_key() {
         let cases = [
             ("", "backends"),
@@ -166,6 +278,12 @@ mod tests {
             ("backends = [\"198.18.0.11:80\"]\nproxy_buffer = 10", "proxy_buffer"),
             ("backends = [\"198.18.0.11:80\"]\nsource = \"198.18.0.77\"", "source"),
             ("backends = [\"198.18.0.11:80\"]\nfail_timeout_ms = 0", "fail_timeout_ms"),
+            ("backends = [\"198.18.0.11:80\"]\nmode = \"udp\"", "mode"),
+            ("backends = [\"198.18.0.11:80\"]\n[[service.pool]]\nhost = \"a\"\nbackends = [\"198.18.0.12:80\"]", "mode = \"http\""),
+            ("mode = \"http\"\n[[service.pool]]\nbackends = [\"198.18.0.12:80\"]", "pool[0]"),
+            ("mode = \"tls\"\n[[service.pool]]\npath_prefix = \"/a\"\nbackends = [\"198.18.0.12:80\"]", "path_prefix"),
+            ("mode = \"http\"\n[[service.pool]]\nhost = \"a:80\"\nbackends = [\"198.18.0.12:80\"]", "pool[0].host"),
+            ("mode = \"http\"\nbackends = [\"198.18.0.11:80\"]\nmax_request_head = 10", "max_request_head"),
         ];
         for (keys, want) in cases {
             let e = Config::parse(&proxy(keys)).expect_err(keys);

@@ -145,6 +145,12 @@ pub trait Kind {
     fn on_accept(_spec: &Self::Spec, _state: &mut Self::State, _client: Ipv4Addr, _now: Instant) -> Option<Open<Self::State>> {
         None
     }
+    /// After a TCP call of an accepted flow that has no link partner: the flow the engine must
+    /// open and link to it now, if any (delayed binding: a proxy that chose its backend from
+    /// the client's first bytes). Also asked after a takeover installs such a flow.
+    fn take_open(_spec: &Self::Spec, _state: &mut Self::State, _client: Ipv4Addr, _now: Instant) -> Option<Open<Self::State>> {
+        None
+    }
     /// SYN retransmissions before a flow of this kind that the engine opens gives up (`None`:
     /// the TCP default): a connect timeout.
     fn syn_retries(_spec: &Self::Spec) -> Option<u8> {
@@ -313,6 +319,16 @@ macro_rules! kinds {
                 match (self, closing) {
                     $( (ServiceState::$V(st), ServiceState::$V(c)) => <$K as Kind>::adopt(st, c, acked), )+
                     _ => {}
+                }
+            }
+
+            /// [`Kind::take_open`] of this flow's kind.
+            #[allow(unreachable_patterns)]
+            pub fn take_open(&mut self, spec: &ServiceSpec, client: Ipv4Addr, now: Instant) -> Option<Open<ServiceState>> {
+                match (self, spec) {
+                    $( (ServiceState::$V(st), ServiceSpec::$V(sp)) => <$K as Kind>::take_open(sp, st, client, now)
+                        .map(|o| Open { from: o.from, to: o.to, state: ServiceState::$V(o.state) }), )+
+                    _ => None,
                 }
             }
 

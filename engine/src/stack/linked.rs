@@ -21,7 +21,9 @@ use super::{FrameSink, Stack, TcpTx};
 use crate::counters::Event;
 use crate::flow::FlowId;
 use crate::replica::ShadowFlow;
-use crate::service::{ByteStream, LinkEnd, Lifecycle, ServiceState};
+use crate::replica::Origin;
+use crate::service::{ByteStream, LinkEnd, Lifecycle, Open, ServiceState};
+use crate::stack::Link;
 use crate::stack::repl::Recorder;
 use crate::config::StackConfig;
 use crate::time::Instant;
@@ -37,6 +39,28 @@ impl Stack {
         let Some((key, flow)) = self.flows.get_key_value_mut(id) else { return };
         let Some(client) = key.remote_ip.to_ipv4_mapped() else { return };
         let Some(open) = flow.svc.on_accept(&l.spec, client, now) else { return };
+        self.open_linked(now, id, li, open, tx);
+    }
+
+    /// After a TCP call of flow `id` (or its install at a takeover): an accepted flow without
+    /// a partner whose service has now chosen one (delayed binding) gets it opened and linked.
+    pub(super) fn take_open<F: FrameSink + ?Sized>(&mut self, now: Instant, id: FlowId, tx: &mut F) {
+        let cfg = self.cfg.clone();
+        let Some((key, flow)) = self.flows.get_key_value_mut(id) else { return };
+        if flow.link != Link::None || flow.origin != Origin::Accepted {
+            return;
+        }
+        let li = usize::from(flow.listener);
+        let (Some(l), Some(client)) = (cfg.listeners.get(li), key.remote_ip.to_ipv4_mapped()) else { return };
+        let Some(open) = flow.svc.take_open(&l.spec, client, now) else { return };
+        self.open_linked(now, id, li, open, tx);
+    }
+
+    /// Open the flow `open` names for flow `id` of listener `li` and link the two; or tell
+    /// `id` that nothing could be opened.
+    fn open_linked<F: FrameSink + ?Sized>(&mut self, now: Instant, id: FlowId, li: usize, open: Open<ServiceState>, tx: &mut F) {
+        let cfg = self.cfg.clone();
+        let Some(l) = cfg.listeners.get(li) else { return };
         let Some(to) = open.to else {
             self.counters.event(Event::ProxyNoBackend);
             return self.accepted_alone(id);

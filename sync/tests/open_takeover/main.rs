@@ -174,6 +174,8 @@ struct World {
     /// A dies in the next step right after its pass, before its ring is drained: its last
     /// records never reach the standby and its output of that pass never leaves.
     die_mid_step: bool,
+    /// ... after shipping this many of that pass's deltas to the standby (0: none).
+    die_after_deltas: usize,
 }
 
 impl World {
@@ -209,6 +211,7 @@ impl World {
             eb: Stream::default(),
             be: Stream::default(),
             die_mid_step: false,
+            die_after_deltas: 0,
         }
     }
 
@@ -226,22 +229,33 @@ impl World {
 
     /// A's sync core: drain the ring into the standby, which acknowledges at once.
     fn replicate(&mut self) {
-        let Some((_, _, link)) = self.a.as_mut() else { return };
+        self.replicate_some(usize::MAX);
+    }
+
+    /// [`World::replicate`] of at most `max` deltas (a sync core that drained the ring while
+    /// the worker was still writing to it). Returns how many it shipped.
+    fn replicate_some(&mut self, max: usize) -> usize {
+        let Some((_, _, link)) = self.a.as_mut() else { return 0 };
         let mut peek = vec![[0u64; 8]; 1 << 16];
         let got = link.consumer.peek_burst(&mut peek);
         if got == 0 {
-            return;
+            return 0;
         }
-        let (mut used, mut first, mut last) = (0, 0, 0);
-        while used < got {
+        let (mut used, mut first, mut last, mut n) = (0, 0, 0, 0);
+        while used < got && n < max {
+            n += 1;
             let p = delta::peek_header(&peek[used..got]).unwrap();
             first = if first == 0 { p.header.seq } else { first };
             last = p.header.seq;
             used += p.records;
         }
         link.consumer.advance(used);
+        if used == 0 {
+            return 0;
+        }
         self.s.apply_batch(&self.cfg, &self.status, 0, (first, last), &peek[..used], &|m| panic!("standby: {m}"));
         self.wm = last;
+        n
     }
 
     fn connect(&mut self, remote: SocketAddrV4, svc: ServiceState) -> FlowId {
@@ -277,6 +291,10 @@ impl World {
         let sent = if let Some((stack, held, _)) = self.a.as_mut() {
             Iteration::new(Some(&Acked(self.wm))).run(stack, now, &mut rx, held);
             if std::mem::take(&mut self.die_mid_step) {
+                let n = std::mem::take(&mut self.die_after_deltas);
+                if n > 0 {
+                    self.replicate_some(n);
+                }
                 self.a = None;
                 return;
             }

@@ -6,6 +6,7 @@
 
 use super::*;
 use flowtwin_engine::counters::Drop;
+use flowtwin_engine::service::proxy::{Binding, Mode, Pool, BAD_REQUEST, UNAVAILABLE};
 
 /// Bytes buffered per direction by the tests' proxies (small, so that they fill).
 pub(super) const BUF: usize = 8 * 1024;
@@ -185,17 +186,23 @@ fn the_proxy_buffers_at_most_its_buffer_per_direction() {
 /// A world whose engine also proxies :`port` to `backend`, and has heard `backend`'s address
 /// announced from B's MAC (so its SYNs reach B, whatever B makes of them).
 fn world_with_proxy(port: u16, backend: SocketAddrV4) -> World {
+    world_with_spec(port, ProxySpec::new(vec![backend], Balance::RoundRobin, VIP, BUF))
+}
+
+/// A world whose engine also runs proxy `spec` on :`port` (its backends announced from B's
+/// MAC).
+fn world_with_spec(port: u16, spec: ProxySpec) -> World {
     let mut w = World::new();
+    let backends: Vec<SocketAddrV4> = spec.backends.iter().map(|b| b.addr).collect();
     let cfg = {
         let mut c = (*w.cfg).clone();
-        let spec = ProxySpec::new(vec![backend], Balance::RoundRobin, VIP, BUF);
         c.listeners.push(Listener { vip: VIP, port, spec: ServiceSpec::Proxy(Arc::new(spec)) });
         Arc::new(c)
     };
     let (repl, link) = worker_channel(0, 1 << 16);
     let mut a = Stack::new(cfg.clone(), Instant(w.now));
     a.set_replicator(Box::new(repl));
-    for ip in [B_IP, *backend.ip()] {
+    for ip in std::iter::once(B_IP).chain(backends.iter().map(|b| *b.ip())) {
         let mut f = vec![0u8; 60];
         ArpRepr::request(B_MAC, ip, ip).emit_frame(&mut f).unwrap();
         a.process(Instant(w.now), &f, &mut Held::default());
@@ -235,4 +242,89 @@ fn an_unanswering_backend_closes_the_client_after_the_connect_timeout() {
     assert!(c.app.received.is_empty() && c.rsts == 0);
     assert_eq!(w.eb.syns.len(), 3, "the SYN and its 2 retransmissions");
     assert_eq!(w.a_stack().counters().get(Event::LinkPartnerEnded), 1);
+}
+
+/// An HTTP proxy (delayed binding) on :8088: requests for `b.example` go to B's object
+/// server; nothing else has a backend (503).
+fn http_world() -> World {
+    let mut spec = ProxySpec::new(vec![SocketAddrV4::new(B_IP, 80)], Balance::RoundRobin, VIP, BUF);
+    spec.mode = Mode::Http;
+    spec.default_pool = Vec::new();
+    spec.pools = vec![Pool { host: Some("b.example".into()), path_prefix: Some("/gen/".into()), backends: vec![0] }];
+    world_with_spec(8088, spec)
+}
+
+/// A request whose head spans two segments (a long header, within what B reads), for B's `/gen/<n>`.
+fn long_request(n: usize, host: &str) -> Vec<u8> {
+    format!("GET /gen/{n} HTTP/1.1\r\nHost: {host}\r\nX-Pad: {}\r\nConnection: close\r\n\r\n", "p".repeat(1700)).into_bytes()
+}
+
+/// Delayed binding: the backend is chosen once the whole request head arrived (two
+/// segments); killed at every step, in both cases, including before the choice (the standby
+/// then chooses and opens the backend itself, once) and between the choice and the backend's
+/// SYN.
+#[test]
+fn an_http_proxied_request_chosen_by_host_survives_a_kill_at_every_step() {
+    let n = 40_000;
+    let (req, want) = (long_request(n, "B.Example:8088"), response(n));
+    // kill: (step, deltas of that step's pass the standby got; usize::MAX: all).
+    let run = |kill: Option<(u64, usize)>| -> u64 {
+        let mut w = http_world();
+        w.proxy_client(8088, &req, None);
+        let mut step = 0u64;
+        while !(w.client_done(&want) && w.all_closed()) {
+            if let Some((_, shipped)) = kill.filter(|(k, _)| *k == step) {
+                if shipped != usize::MAX {
+                    w.die_mid_step = true;
+                    w.die_after_deltas = shipped;
+                    w.step();
+                }
+                w.kill_and_take_over();
+                // A replica whose backend was chosen but not opened opens it at once (not at
+                // the client's next retransmission).
+                let s = &w.s_stack.as_ref().unwrap().0;
+                assert!(
+                    !s.flows().iter().any(|(_, _, f)| matches!(&f.svc, ServiceState::Proxy(h) if matches!(h.binding, Binding::Ready(_)))),
+                    "kill {kill:?}: a chosen backend not opened at the takeover"
+                );
+            }
+            w.step();
+            step += 1;
+            assert!(step < 200_000, "kill {kill:?}: never ended ({} of {} bytes)", w.client.as_ref().unwrap().app.received.len(), want.len());
+        }
+        let c = w.client.as_ref().unwrap();
+        assert!(c.app.received == want, "kill {kill:?}: byte-exact");
+        assert_eq!((c.rsts, w.eb.rsts), (0, 0), "kill {kill:?}: no reset");
+        assert!(w.eb.bytes == req, "kill {kill:?}: B got the request as the client sent it");
+        assert_eq!(w.b.counters().get(Event::FlowsOpened), 1, "kill {kill:?}: one backend connection");
+        step
+    };
+    let steps = run(None);
+    let mut points = 0;
+    for k in 0..steps {
+        // Everything reached the standby; none of the last pass did; or only its first
+        // deltas did (a sync core that drained the ring mid-pass: e.g. the client's request
+        // bytes, which chose the backend, without the backend flow opened for them).
+        for shipped in [usize::MAX, 0, 1, 2, 3, 4] {
+            run(Some((k, shipped)));
+            points += 1;
+        }
+    }
+    println!("http proxy: {points} kill points");
+    assert!(points > 20);
+}
+
+/// No pool for the host: `503` and a FIN, no backend connection; a request that is not HTTP:
+/// `400`.
+#[test]
+fn an_http_proxy_answers_what_it_cannot_route() {
+    for (req, want) in [(long_request(10, "other.example"), UNAVAILABLE), (b"\x16\x03\x01\x00\x10hello".to_vec(), BAD_REQUEST)] {
+        let mut w = http_world();
+        w.proxy_client(8088, &req, None);
+        w.run_until("the answer and FIN", |w| w.client.as_ref().unwrap().app.fin);
+        let c = w.client.as_ref().unwrap();
+        assert_eq!(c.app.received, want, "{}", String::from_utf8_lossy(&c.app.received));
+        assert_eq!(c.rsts, 0);
+        assert!(w.eb.syns.is_empty(), "no backend connection");
+    }
 }

@@ -44,6 +44,12 @@ use std::sync::Arc;
 use super::{ByteStream, Kind, LinkEnd, Open};
 use crate::time::{Duration, Instant};
 
+mod bind;
+pub use self::bind::{Decision, Mode, Pool, BAD_REQUEST, TOO_LARGE, UNAVAILABLE};
+
+/// Default largest first request head (HTTP) or ClientHello record (TLS) read for the choice.
+pub const DEFAULT_MAX_HEAD: usize = 16 * 1024;
+
 /// Default bytes buffered per direction per connection.
 pub const DEFAULT_BUF_SIZE: usize = 256 * 1024;
 /// Default SYN retransmissions toward a backend (1 s initial RTO: it gives up after 7 s).
@@ -181,6 +187,14 @@ pub struct ProxySpec {
     /// SYN retransmissions before a backend connection gives up (its connect timeout: with
     /// a 1 s initial RTO, 2 gives up 7 s after the first SYN).
     pub connect_retries: u8,
+    /// How the backend is chosen ([`Mode`]; `Tcp`: at once).
+    pub mode: Mode,
+    /// Pools matched by host and path, in order (`Http`, `Tls`).
+    pub pools: Vec<Pool>,
+    /// The backends of whatever no pool matches (indices into `backends`; all by default).
+    pub default_pool: Vec<usize>,
+    /// Largest first request head or ClientHello read before the choice (at most `buf_size`).
+    pub max_head: usize,
     /// Round-robin position.
     next: AtomicU64,
 }
@@ -188,6 +202,10 @@ pub struct ProxySpec {
 impl ProxySpec {
     pub fn new(backends: Vec<SocketAddrV4>, balance: Balance, source: Ipv4Addr, buf_size: usize) -> ProxySpec {
         ProxySpec {
+            default_pool: (0..backends.len()).collect(),
+            mode: Mode::Tcp,
+            pools: Vec::new(),
+            max_head: DEFAULT_MAX_HEAD.min(buf_size.max(1)),
             backends: backends.into_iter().map(Backend::new).collect(),
             balance,
             source,
@@ -206,18 +224,23 @@ impl ProxySpec {
 
     /// The backend for a new connection from `client` at `now` (None: none is usable).
     pub fn choose(&self, client: Ipv4Addr, now: Instant) -> Option<usize> {
-        let n = self.backends.len();
-        let up = |i: usize| self.backends[i].usable(now);
+        self.choose_in(&self.default_pool, client, now)
+    }
+
+    /// [`ProxySpec::choose`] among the backends `pool` (indices into `backends`).
+    pub fn choose_in(&self, pool: &[usize], client: Ipv4Addr, now: Instant) -> Option<usize> {
+        let n = pool.len();
+        let up = |i: usize| self.backends.get(i).is_some_and(|b| b.usable(now));
         match self.balance {
             Balance::RoundRobin => {
                 let start = self.next.fetch_add(1, Relaxed) as usize;
-                (0..n).map(|k| (start + k) % n.max(1)).find(|&i| up(i))
+                (0..n).map(|k| pool[(start + k) % n]).find(|&i| up(i))
             }
             Balance::LeastConn => {
                 let start = self.next.fetch_add(1, Relaxed) as usize;
-                (0..n).map(|k| (start + k) % n.max(1)).filter(|&i| up(i)).min_by_key(|&i| self.backends[i].active.load(Relaxed))
+                (0..n).map(|k| pool[(start + k) % n]).filter(|&i| up(i)).min_by_key(|&i| self.backends[i].active.load(Relaxed))
             }
-            Balance::Hash => (0..n).filter(|&i| up(i)).max_by_key(|&i| rendezvous(client, self.backends[i].addr)),
+            Balance::Hash => pool.iter().copied().filter(|&i| up(i)).max_by_key(|&i| rendezvous(client, self.backends[i].addr)),
         }
     }
 }
@@ -284,6 +307,12 @@ impl Pipe {
             off += chunk.len() as u64;
         }
         self.received += data.len() as u64;
+    }
+
+    /// Every byte received, if all of them are still held in order from offset 0 (a client's
+    /// first bytes before its backend is chosen: nothing was sent yet, and at most `cap`).
+    fn head(&self) -> Option<&[u8]> {
+        (self.released == 0 && self.received as usize <= self.cap).then(|| &self.buf[..(self.received as usize).min(self.buf.len())])
     }
 
     /// The first offset the ring still holds.
@@ -366,11 +395,42 @@ pub struct ProxyHalf {
     adopted: Option<Box<Pipe>>,
     /// The partner is gone (or never came): nothing more is accepted from this half's peer.
     alone: bool,
+    /// A client half's choice of backend (delayed binding, `bind`).
+    pub binding: Binding,
+}
+
+/// Where a client half stands in choosing its backend.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// Chosen (or `mode = "tcp"`, chosen at once; a backend half).
+    Bound,
+    /// Reading the first request or ClientHello.
+    Reading,
+    /// Read: the backend is to be chosen from pool `.0` (`u16::MAX`: the default pool) and its
+    /// connection opened, right after this TCP call (`Kind::take_open`).
+    Ready(u16),
+    /// Refused: the answer to send, then close (0: none, 1: 400, 2: 431, 3: 503).
+    Refused(u8),
+}
+
+/// The answers of [`Binding::Refused`], by code.
+const REPLIES: [&[u8]; 4] = [b"", BAD_REQUEST, TOO_LARGE, UNAVAILABLE];
+
+fn reply_code(r: &'static [u8]) -> u8 {
+    REPLIES.iter().position(|x| *x == r).unwrap_or(0) as u8
 }
 
 impl ProxyHalf {
     fn new(side: Side, cap: usize) -> ProxyHalf {
-        ProxyHalf { side, rx: Pipe::new(cap), adopted: None, alone: false }
+        ProxyHalf { side, rx: Pipe::new(cap), adopted: None, alone: false, binding: Binding::Bound }
+    }
+
+    /// What a refused client is answered.
+    fn reply(&self) -> Option<&'static [u8]> {
+        match self.binding {
+            Binding::Refused(c) => Some(REPLIES.get(usize::from(c)).copied().unwrap_or_default()),
+            _ => None,
+        }
     }
 
     /// Whether the partner is gone.
@@ -389,6 +449,7 @@ impl ProxyHalf {
 pub struct ProxyConn<'a> {
     me: &'a mut ProxyHalf,
     partner: Option<&'a mut ProxyHalf>,
+    spec: &'a ProxySpec,
 }
 
 impl ProxyConn<'_> {
@@ -401,15 +462,44 @@ impl ProxyConn<'_> {
     }
 }
 
+impl ProxyConn<'_> {
+    /// A client half still choosing its backend took bytes: decide once they suffice.
+    fn bind_step(&mut self) {
+        let Some(head) = self.me.rx.head() else {
+            self.refuse(BAD_REQUEST);
+            return;
+        };
+        match self.spec.decide(head) {
+            Decision::More => {}
+            Decision::Pool(p) => {
+                let at = self.spec.pools.iter().position(|x| x.backends == p).map_or(u16::MAX, |i| i as u16);
+                self.me.binding = Binding::Ready(at);
+            }
+            Decision::Refuse(r) => self.refuse(r),
+        }
+    }
+
+    fn refuse(&mut self, r: &'static [u8]) {
+        let r = if self.spec.mode == Mode::Http { r } else { b"" };
+        self.me.binding = Binding::Refused(reply_code(r));
+        self.me.alone = true;
+    }
+}
+
 impl ByteStream for ProxyConn<'_> {
     fn on_recv(&mut self, data: &[u8]) -> usize {
         if self.me.alone || self.me.rx.peer_fin {
             return 0;
         }
-        // Linked: bounded by the room left (the window advertised). Unlinked and not alone:
-        // the standby replaying what the active accepted (see the module documentation).
-        let n = if self.partner.is_some() { data.len().min(self.me.rx.room()) } else { data.len() };
+        // Linked, or still choosing its backend: bounded by the room left (the window
+        // advertised). Unlinked otherwise: the standby replaying what the active accepted
+        // (see the module documentation).
+        let choosing = matches!(self.me.binding, Binding::Reading | Binding::Ready(_));
+        let n = if self.partner.is_some() || choosing { data.len().min(self.me.rx.room()) } else { data.len() };
         self.me.rx.push(&data[..n]);
+        if self.me.binding == Binding::Reading && n > 0 {
+            self.bind_step();
+        }
         n
     }
 
@@ -418,10 +508,16 @@ impl ByteStream for ProxyConn<'_> {
     }
 
     fn tx_end(&self) -> u64 {
+        if let Some(r) = self.me.reply() {
+            return r.len() as u64;
+        }
         self.tx().map_or(0, |p| p.received)
     }
 
     fn tx_closed(&self) -> bool {
+        if self.me.reply().is_some() {
+            return true;
+        }
         match self.tx() {
             Some(p) => p.peer_fin || (self.me.alone && self.partner.is_none()),
             None => self.me.alone,
@@ -429,6 +525,12 @@ impl ByteStream for ProxyConn<'_> {
     }
 
     fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
+        if let Some(r) = self.me.reply() {
+            let at = (off as usize).min(r.len());
+            let n = buf.len().min(r.len() - at);
+            buf[..n].copy_from_slice(&r[at..at + n]);
+            return n;
+        }
         self.tx().map_or(0, |p| p.read_at(off, buf))
     }
 
@@ -464,15 +566,19 @@ impl Kind for ProxyKind {
     type Conn<'a> = ProxyConn<'a>;
 
     fn new_state(spec: &Arc<ProxySpec>) -> ProxyHalf {
-        ProxyHalf::new(Side::Client, spec.buf_size)
+        let mut h = ProxyHalf::new(Side::Client, spec.buf_size);
+        if spec.mode != Mode::Tcp {
+            h.binding = Binding::Reading;
+        }
+        h
     }
 
-    fn bind<'a>(state: &'a mut ProxyHalf, _spec: &'a Arc<ProxySpec>, _stats: &'a mut ()) -> ProxyConn<'a> {
-        ProxyConn { me: state, partner: None }
+    fn bind<'a>(state: &'a mut ProxyHalf, spec: &'a Arc<ProxySpec>, _stats: &'a mut ()) -> ProxyConn<'a> {
+        ProxyConn { me: state, partner: None, spec }
     }
 
-    fn bind_linked<'a>(state: &'a mut ProxyHalf, partner: Option<&'a mut ProxyHalf>, _spec: &'a Arc<ProxySpec>, _stats: &'a mut ()) -> ProxyConn<'a> {
-        ProxyConn { me: state, partner }
+    fn bind_linked<'a>(state: &'a mut ProxyHalf, partner: Option<&'a mut ProxyHalf>, spec: &'a Arc<ProxySpec>, _stats: &'a mut ()) -> ProxyConn<'a> {
+        ProxyConn { me: state, partner, spec }
     }
 
     fn detached_spec() -> &'static Arc<ProxySpec> {
@@ -483,7 +589,8 @@ impl Kind for ProxyKind {
         state.rx.peer_fin
     }
 
-    /// `side u8 (0 client, 1 backend) | backend u16 | alone u8 | rx pipe | adopted u8 | [pipe]`.
+    /// `side u8 (0 client, 1 backend) | backend u16 | alone u8 | binding u8 | its arg u16 |
+    /// rx pipe | adopted u8 | [pipe]`.
     fn image(state: &ProxyHalf, out: &mut Vec<u8>) {
         let (side, backend) = match state.side {
             Side::Client => (0u8, 0u16),
@@ -492,6 +599,14 @@ impl Kind for ProxyKind {
         out.push(side);
         out.extend_from_slice(&backend.to_le_bytes());
         out.push(state.alone as u8);
+        let (tag, arg) = match state.binding {
+            Binding::Bound => (0u8, 0u16),
+            Binding::Reading => (1, 0),
+            Binding::Ready(p) => (2, p),
+            Binding::Refused(c) => (3, u16::from(c)),
+        };
+        out.push(tag);
+        out.extend_from_slice(&arg.to_le_bytes());
         state.rx.image(out);
         match &state.adopted {
             None => out.push(0),
@@ -514,6 +629,16 @@ impl Kind for ProxyKind {
         if alone > 1 {
             return None;
         }
+        let (&tag, b) = b.split_first()?;
+        let arg = u16::from_le_bytes(b.get(..2)?.try_into().ok()?);
+        let b = b.get(2..)?;
+        let binding = match tag {
+            0 => Binding::Bound,
+            1 => Binding::Reading,
+            2 if arg == u16::MAX || usize::from(arg) < spec.pools.len() => Binding::Ready(arg),
+            3 if usize::from(arg) < REPLIES.len() => Binding::Refused(arg as u8),
+            _ => return None,
+        };
         let (rx, b) = Pipe::from_image(spec.buf_size, b)?;
         let (&has, b) = b.split_first()?;
         let adopted = match has {
@@ -527,15 +652,32 @@ impl Kind for ProxyKind {
             }
             _ => return None,
         };
-        Some(ProxyHalf { side, rx, adopted, alone: alone == 1 })
+        Some(ProxyHalf { side, rx, adopted, alone: alone == 1, binding })
     }
 
-    fn on_accept(spec: &Arc<ProxySpec>, _state: &mut ProxyHalf, client: Ipv4Addr, now: Instant) -> Option<Open<ProxyHalf>> {
+    fn on_accept(spec: &Arc<ProxySpec>, state: &mut ProxyHalf, client: Ipv4Addr, now: Instant) -> Option<Open<ProxyHalf>> {
+        if state.binding != Binding::Bound {
+            return None; // delayed binding: after the first bytes (`take_open`)
+        }
         let Some(i) = spec.choose(client, now) else {
             return Some(Open { from: spec.source, to: None, state: ProxyHalf::new(Side::Client, spec.buf_size) });
         };
         let b = &spec.backends[i];
         Some(Open { from: spec.source, to: Some(b.addr), state: ProxyHalf::new(Side::Backend(i as u16), spec.buf_size) })
+    }
+
+    fn take_open(spec: &Arc<ProxySpec>, state: &mut ProxyHalf, client: Ipv4Addr, now: Instant) -> Option<Open<ProxyHalf>> {
+        let Binding::Ready(p) = state.binding else { return None };
+        let pool = match spec.pools.get(usize::from(p)) {
+            Some(pool) => &pool.backends,
+            None => &spec.default_pool,
+        };
+        let Some(i) = spec.choose_in(pool, client, now) else {
+            state.binding = Binding::Refused(reply_code(spec.unavailable()));
+            return Some(Open { from: spec.source, to: None, state: ProxyHalf::new(Side::Client, spec.buf_size) });
+        };
+        state.binding = Binding::Bound;
+        Some(Open { from: spec.source, to: Some(spec.backends[i].addr), state: ProxyHalf::new(Side::Backend(i as u16), spec.buf_size) })
     }
 
     fn syn_retries(spec: &Arc<ProxySpec>) -> Option<u8> {
@@ -588,6 +730,10 @@ impl Kind for ProxyKind {
     }
 
     fn resume_linked(state: &mut ProxyHalf, partner_acked: u64) {
+        // Linked, so its backend was chosen and opened (the standby never saw the choice).
+        if let Binding::Ready(_) = state.binding {
+            state.binding = Binding::Bound;
+        }
         // What the partner's peer acknowledged of our pipe (its replicated send progress;
         // the ring holds the last `cap` bytes, all of them still valid).
         let first = state.rx.received.saturating_sub(state.rx.cap as u64);
@@ -600,6 +746,7 @@ mod tests {
     use super::*;
 
     const T0: Instant = Instant(1_000_000);
+    static SP: std::sync::LazyLock<ProxySpec> = std::sync::LazyLock::new(|| spec(1, Balance::RoundRobin));
 
     #[test]
     fn a_backend_that_keeps_failing_rests_for_fail_timeout() {
@@ -629,14 +776,14 @@ mod tests {
         let mut c = ProxyHalf::new(Side::Client, 8);
         let mut b = ProxyHalf::new(Side::Backend(0), 8);
         {
-            let mut cc = ProxyConn { me: &mut c, partner: Some(&mut b) };
+            let mut cc = ProxyConn { me: &mut c, partner: Some(&mut b), spec: &SP };
             assert_eq!(cc.rx_space(), 8);
             assert_eq!(cc.on_recv(b"GET / HTTP"), 8, "bounded by the pipe");
             assert_eq!(cc.rx_space(), 0);
             assert_eq!(cc.tx_end(), 0, "nothing from the backend yet");
         }
         {
-            let mut bc = ProxyConn { me: &mut b, partner: Some(&mut c) };
+            let mut bc = ProxyConn { me: &mut b, partner: Some(&mut c), spec: &SP };
             assert_eq!(bc.tx_end(), 8);
             let mut buf = [0u8; 16];
             assert_eq!(bc.read_at(0, &mut buf), 8);
@@ -645,7 +792,7 @@ mod tests {
             assert_eq!(bc.read_at(0, &mut buf), 0, "released");
             assert_eq!(bc.on_recv(b"200"), 3);
         }
-        let mut cc = ProxyConn { me: &mut c, partner: Some(&mut b) };
+        let mut cc = ProxyConn { me: &mut c, partner: Some(&mut b), spec: &SP };
         assert_eq!(cc.rx_space(), 5);
         assert_eq!(cc.on_recv(b"TP"), 2, "wraps the ring");
         assert_eq!(cc.tx_end(), 3);
@@ -656,15 +803,15 @@ mod tests {
     fn half_close_and_adoption() {
         let mut c = ProxyHalf::new(Side::Client, 16);
         let mut b = ProxyHalf::new(Side::Backend(0), 16);
-        ProxyConn { me: &mut c, partner: Some(&mut b) }.on_peer_fin();
-        assert!(ProxyConn { me: &mut b, partner: Some(&mut c) }.tx_closed(), "the client's FIN goes on to the backend");
-        assert_eq!(ProxyConn { me: &mut c, partner: Some(&mut b) }.rx_space(), 0);
+        ProxyConn { me: &mut c, partner: Some(&mut b), spec: &SP }.on_peer_fin();
+        assert!(ProxyConn { me: &mut b, partner: Some(&mut c), spec: &SP }.tx_closed(), "the client's FIN goes on to the backend");
+        assert_eq!(ProxyConn { me: &mut c, partner: Some(&mut b), spec: &SP }.rx_space(), 0);
         // The backend answers and closes; then the backend half ends in order.
-        let mut bc = ProxyConn { me: &mut b, partner: Some(&mut c) };
+        let mut bc = ProxyConn { me: &mut b, partner: Some(&mut c), spec: &SP };
         assert_eq!(bc.on_recv(b"reply"), 5);
         bc.on_peer_fin();
         ProxyKind::adopt(&mut c, &mut b, 0);
-        let mut cc = ProxyConn { me: &mut c, partner: None };
+        let mut cc = ProxyConn { me: &mut c, partner: None, spec: &SP };
         assert_eq!(cc.tx_end(), 5);
         let mut buf = [0u8; 8];
         assert_eq!(cc.read_at(0, &mut buf), 5);
@@ -679,7 +826,7 @@ mod tests {
     fn alone_without_backend_closes_at_once() {
         let mut c = ProxyHalf::new(Side::Client, 16);
         assert!(!ProxyKind::partner_ended(&mut c, LinkEnd::NeverConnected));
-        let cc = ProxyConn { me: &mut c, partner: None };
+        let cc = ProxyConn { me: &mut c, partner: None, spec: &SP };
         assert!(cc.tx_closed());
         assert_eq!(cc.tx_end(), 0);
         assert_eq!(cc.rx_space(), 0);
@@ -690,13 +837,13 @@ mod tests {
     #[test]
     fn replay_alone_takes_everything_and_keeps_the_last_cap_bytes() {
         let mut c = ProxyHalf::new(Side::Client, 4);
-        let mut cc = ProxyConn { me: &mut c, partner: None };
+        let mut cc = ProxyConn { me: &mut c, partner: None, spec: &SP };
         assert_eq!(cc.on_recv(b"abcdef"), 6);
         assert_eq!(cc.on_recv(b"gh"), 2);
         ProxyKind::resume_linked(&mut c, 1);
         assert_eq!(c.rx.released, 4, "the ring holds the last 4 bytes; all before were delivered");
         let mut b = ProxyHalf::new(Side::Backend(0), 4);
-        let bc = ProxyConn { me: &mut b, partner: Some(&mut c) };
+        let bc = ProxyConn { me: &mut b, partner: Some(&mut c), spec: &SP };
         let mut buf = [0u8; 8];
         assert_eq!(bc.read_at(4, &mut buf), 4);
         assert_eq!(&buf[..4], b"efgh");
@@ -709,11 +856,11 @@ mod tests {
         let mut c = ProxyHalf::new(Side::Backend(1), 8);
         let mut p = ProxyHalf::new(Side::Client, 8);
         {
-            let mut cc = ProxyConn { me: &mut c, partner: Some(&mut p) };
+            let mut cc = ProxyConn { me: &mut c, partner: Some(&mut p), spec: &SP };
             cc.on_recv(b"0123456");
         }
-        ProxyConn { me: &mut p, partner: Some(&mut c) }.on_acked(2);
-        ProxyConn { me: &mut p, partner: Some(&mut c) }.on_recv(b"zz");
+        ProxyConn { me: &mut p, partner: Some(&mut c), spec: &SP }.on_acked(2);
+        ProxyConn { me: &mut p, partner: Some(&mut c), spec: &SP }.on_recv(b"zz");
         ProxyKind::adopt(&mut c, &mut p, 0);
         let mut img = Vec::new();
         ProxyKind::image(&c, &mut img);
