@@ -51,7 +51,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FT_PROG=proxy
-ALL_TESTS=(proxy_basic proxy_kill)
+ALL_TESTS=(proxy_basic proxy_kill proxy_http_kill)
 INJECT_KINDS=(upload-digest echo-byte rst extra-conn file-byte file-truncate)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
@@ -81,6 +81,7 @@ T_START=$(date +%s.%N)
 : "${FT_PROXY_BALANCE_ECHO:=least-conn}"
 : "${FT_PROXY_BALANCE_UPLOAD:=hash}"
 HTTP_PORT=8080 ECHO_PORT=9000 UPLOAD_PORT=9001          # on the VIP
+L7_PORT=8088                                              # mode = "http" on the VIP (proxy_http_kill)
 SRV_HTTP=80 SRV_ECHO=9000 SRV_UPLOAD=9001               # on each backend
 EXPECT_KINDS=curl10,curlclose,http10,close,curlka,sockka,big,upload,echo,short_get,short_get10,short_echo,short_upload
 MIN_SHORT=100
@@ -221,6 +222,22 @@ backends = ["$FT_SRV_IP1:$backend_port", "$FT_SRV_IP2:$backend_port"]
 balance = "$balance"
 EOF
   done
+  # Delayed binding (proxy_http_kill): Host two.example to the second backend, the rest to the
+  # first, and nothing (503) for paths outside /gen/.
+  cat <<EOF
+[[service]]
+vip = "$FT_VIP"
+port = $L7_PORT
+kind = "proxy"
+mode = "http"
+[[service.pool]]
+host = "two.example"
+path_prefix = "/gen/"
+backends = ["$FT_SRV_IP2:$SRV_HTTP"]
+[[service.pool]]
+path_prefix = "/gen/"
+backends = ["$FT_SRV_IP1:$SRV_HTTP"]
+EOF
 }
 
 # pair_up DIR — A active, B its in-sync standby, the VIP answers (else false, PAIR_ERR says why)
@@ -379,6 +396,54 @@ report() { # NAME — PASS/FAIL from VERDICT, DESC
 # start is a FAIL with its reason, never silence)
 test_proxy_basic() { load_run proxy_basic "$TMP/proxy_basic" 0 "$INJECT" || true; report proxy_basic; }
 test_proxy_kill() { load_run proxy_kill "$TMP/proxy_kill" 1 "$INJECT" || true; report proxy_kill; }
+
+# proxy_http_kill: mode = "http" (the backend chosen from the first request's Host and path).
+# Rate-limited 20 MiB downloads with Host two.example and one.example (curl, keep-alive and
+# Connection: close), kill -9 of A mid-transfer. PASS iff every body matches gen.py's digest,
+# each backend's nginx served exactly the requests routed to it (two.example: the second
+# address; the rest: the first), a path no pool takes was answered 503, and no RST was seen
+# in the client or backend namespace.
+test_proxy_http_kill() {
+  local name=proxy_http_kill dir=$TMP/proxy_http_kill i pids=() bad="" n=6 want code
+  mkdir -p "$dir"
+  srv_start "$dir" "" || { fail $name "backends did not start"; return 0; }
+  pair_up "$dir" || { fail $name "$PAIR_ERR"; srv_stop; fl_cleanup; return 0; }
+  rst_start "$dir" client "$FT_CLIENT_NS" "$FT_CLIENT_IF" || true
+  rst_start "$dir" backend "$FT_SRV_NS" "$FT_SRV_IF" || true
+  code=$(ip netns exec "$FT_CLIENT_NS" curl -s -o /dev/null -w '%{http_code}' -m 5 -H 'Host: two.example' "http://$FT_VIP:$L7_PORT/other" || true)
+  [[ $code == 503 ]] || bad+="a path no pool takes got '$code', not 503; "
+  want=$($PY -c 'import sys; sys.path.insert(0, sys.argv[1]); import gen; print(gen.gen_sha256(20971520))' "$E2E")
+  for ((i = 0; i < n; i++)); do
+    local host=one.example hdr=()
+    ((i % 2 == 0)) && host=two.example
+    ((i % 3 == 0)) && hdr=(-H 'Connection: close')
+    ip netns exec "$FT_CLIENT_NS" timeout 40 curl -s -m 35 --limit-rate 4M -H "Host: $host" "${hdr[@]}"       "http://$FT_VIP:$L7_PORT/gen/20971520" -o "$dir/dl$i" 2>"$dir/dl$i.err" &
+    pids+=($!)
+  done
+  sleep 1.5
+  fl_kill9 a
+  info "$name: killed A 1.5 s into $n downloads"
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || bad+="download $i: curl exit $?; "; done
+  for ((i = 0; i < n; i++)); do
+    [[ $(sha256sum <"$dir/dl$i" | cut -d' ' -f1) == "$want" ]] || bad+="download $i: $(stat -c %s "$dir/dl$i" 2>/dev/null) bytes, digest differs; "
+  done
+  srv_drain "$dir"
+  rst_stop
+  fl_status b >"$dir/b_status.json"
+  srv_stop
+  fl_cleanup
+  local counts two one rc rb
+  counts=$(jget "$dir/srv.json" 'json.dumps({ip: e.get("requests", 0) for ip, e in s["services"]["http"].items()})')
+  two=$(jget "$dir/srv.json" "s['services']['http'].get('$FT_SRV_IP2', {}).get('requests', 0)")
+  one=$(jget "$dir/srv.json" "s['services']['http'].get('$FT_SRV_IP1', {}).get('requests', 0)")
+  [[ $two == $((n / 2)) && $one == $((n - n / 2)) ]] || bad+="requests per backend $counts, want $((n / 2)) on $FT_SRV_IP2 (two.example) and $((n - n / 2)) on $FT_SRV_IP1; "
+  rc=$(jget "$dir/rst_client.json" 's["rst_in"] + s["rst_out"]')
+  rb=$(jget "$dir/rst_backend.json" 's["rst_in"] + s["rst_out"]')
+  [[ $rc == 0 && $rb == 0 ]] || bad+="RSTs: client $rc, backend $rb; "
+  DESC="$n downloads of 20 MiB routed by Host, byte-exact against gen.py; requests per backend $counts; 503 for an unrouted path; RSTs client $rc, backend $rb; B: $(fl_jq "$(cat "$dir/b_status.json" 2>/dev/null)" '"role %s, flows_resumed %s" % (s.get("role"), s.get("flows_resumed"))')"
+  if [[ -z $bad ]]; then pass $name "$DESC"; else fail $name "$bad$DESC"; fi
+  return 0
+}
 
 # selfcheck: what each injected fault must be reported as
 selfcheck_expect() {
