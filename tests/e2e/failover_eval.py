@@ -86,7 +86,7 @@ def main():
             traces += load_trace(tr, s["t_start_wall"], s.get("rate"))
     out["failed_count"] = out["flows"] - out["completed"]
     r = last_json(a.rst) if a.rst else None
-    out["resets"] = r["rst_in"] if r else None
+    out["resets"] = r["rst_in"] + r.get("rst_out", 0) if r else None
     out["rst_capture_drops"] = r.get("kernel_drops") if r else None
     out["rst_sample"] = r["first"][:3] if r else []
 

@@ -255,7 +255,7 @@ fl_clients_args() { # -> --clients arguments for failover_eval.py
 # ------------------------------------------------------------------ RST counting
 fl_rst_start() { # DIR
   rm -f "$1/rst.ready"
-  ip netns exec "$FT_CLIENT_NS" timeout 300 $PY "$E2E/rstcount.py" --keep 20 --duration 290 --ready-file "$1/rst.ready" \
+  ip netns exec "$FT_CLIENT_NS" timeout 300 $PY "$E2E/rstcount.py" --outgoing --keep 20 --duration 290 --ready-file "$1/rst.ready" \
     >"$1/rst.json" 2>"$1/rst.err" &
   RST_PID=$!
   local i
