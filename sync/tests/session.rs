@@ -570,7 +570,7 @@ fn standby_takes_over_a_silent_active_after_reading_what_is_left() {
 
 #[test]
 fn standby_takes_over_when_the_stream_ends() {
-    let mut r = Rig::following(1);
+    let mut r = Rig::in_sync_standby();
     r.advance(Duration::from_millis(2));
     let now = r.now;
     r.s.on_closed(now, "connection closed");
@@ -580,6 +580,39 @@ fn standby_takes_over_when_the_stream_ends() {
     assert_eq!(takeover(&a).0, TakeoverReason::PeerClosed);
     let Some(Action::TakeOver { detect, takeover, .. }) = a.iter().find(|a| matches!(a, Action::TakeOver { .. })) else { unreachable!() };
     assert_eq!(*detect, Duration::from_millis(2), "detection: since the last bytes");
+    assert!(takeover.in_sync);
+}
+
+/// A stream that ends while the standby is still joining may be a live active's drop whose
+/// `Refused` never got out from behind the snapshot: redial; take over only if the active
+/// then refuses the connection (it is gone), with what the standby has.
+#[test]
+fn a_joining_standby_whose_stream_ends_redials_before_it_takes_over() {
+    let mut r = Rig::following(1);
+    r.advance(Duration::from_millis(2));
+    let now = r.now;
+    r.s.on_closed(now, "connection closed");
+    assert!(r.actions().is_empty(), "no takeover yet");
+    assert_eq!((r.st.role(), r.st.peer_state()), (Role::Standby, PeerState::Connecting));
+    assert_eq!(r.s.next_deadline(), Some(r.now + Duration::from_millis(1)), "redials at once");
+    // The active lives: a plain rejoin.
+    r.advance(Duration::from_millis(1));
+    r.tick();
+    assert!(matches!(r.actions()[..], [Action::Connect { role: Role::Standby, probe: false }]));
+    let now = r.now;
+    r.s.on_connected(now, &hello(8, 1, Role::Active));
+    assert_eq!((r.st.role(), r.st.peer_state()), (Role::Standby, PeerState::Joining));
+    // The active is gone: its port refuses, and the standby takes over with what it has.
+    let mut r = Rig::following(1);
+    let now = r.now;
+    r.s.on_closed(now, "connection closed");
+    r.advance(Duration::from_millis(1));
+    r.tick();
+    r.actions();
+    r.s.on_connect_failed(r.now, DialError::Refused);
+    let a = r.actions();
+    assert_eq!(takeover(&a).0, TakeoverReason::DroppedThenGone);
+    let Some(Action::TakeOver { takeover, .. }) = a.iter().find(|a| matches!(a, Action::TakeOver { .. })) else { unreachable!() };
     assert!(!takeover.in_sync);
 }
 

@@ -645,6 +645,9 @@ impl Session {
     pub fn on_closed(&mut self, now: Instant, why: &str) {
         match self.state {
             State::Active { peer: Some(_), .. } => self.lose_standby(now, why),
+            State::Following { .. } if !self.shadow.in_sync && self.fallback_until.is_none() && self.cfg.mode == Mode::Strict => {
+                self.closed_while_joining(now, why)
+            }
             State::Following { last_rx, .. } => {
                 self.take_over(now, true, TakeoverReason::PeerClosed, now.saturating_duration_since(last_rx))
             }

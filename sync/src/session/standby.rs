@@ -53,6 +53,27 @@ impl Session {
         self.state = State::Connecting { retry_at, dialing: false };
     }
 
+    /// The active closed the connection while we were still joining (not in sync). A live
+    /// active that dropped us mid-snapshot may have had its last word (`Refused`) stuck
+    /// behind the snapshot it was sending when it closed (seen on the rig: a starved
+    /// standby, dropped twice, took over from an active that still served, and both answered
+    /// until the old one heard the announcement). Redial first: a live active takes us back;
+    /// one that is gone refuses the connection, and then we take over at once with what we
+    /// have (`dial_failed`, `dropped_at`), as before, a millisecond later.
+    pub(super) fn closed_while_joining(&mut self, now: Instant, why: &str) {
+        tracing::warn!(
+            node = self.cfg.node_id,
+            event = "peer_lost",
+            reason = why,
+            "the active closed the connection before we were in sync ({why}): redialing; a refusal means it is gone"
+        );
+        self.status.set_error(format!("connection closed while joining: {why}"));
+        self.status.set_peer_state(PeerState::Connecting);
+        self.dropped_at = Some(now);
+        self.backoff = Duration::from_millis(1);
+        self.state = State::Connecting { retry_at: now + Duration::from_millis(1), dialing: false };
+    }
+
     /// Connected to the peer as a would-be standby, its Hello checked.
     pub(super) fn follow(&mut self, now: Instant, h: &Hello) {
         self.backoff = Duration::from_millis(10);
