@@ -79,9 +79,7 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import selectors  # noqa: E402
 import shutil  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -121,9 +119,8 @@ ZEROWIN_NOKILL_PAUSE = 1.5
 CURL_POLL = 0.002
 import lives_core  # noqa: E402
 from lives_core import (  # noqa: E402 — the kinds below use these names
-    ECHO_MAXREAD, ECHO_PERIOD, Conn, Flow, FlowError, Run, check_header, echo_pattern, echo_shift,
-    expect_eof, expected, expected_sha256, first_diff, get, oserr, rate_for, read_body,
-    read_header, request, run_flow,
+    Conn, Flow, FlowError, Run, check_header, echo_pattern, echo_stream, expect_eof, expected,
+    expected_sha256, first_diff, get, rate_for, read_body, read_header, request, run_flow,
 )
 
 R: Run  # set in main() (and in lives_core, whose helpers read it too)
@@ -231,78 +228,8 @@ def flow_halfclose(fl: Flow, n: int) -> None:
 
 def flow_echo(fl: Flow) -> None:
     """Paced writes, FIN after the last byte, echo read concurrently (one selectors loop)."""
-    total = ECHO_SIZE
     pat = memoryview(echo_pattern(R.args.seed, fl.id))
-    conn = Conn(fl, R.echo_addr)
-    s = conn.sock
-    sel = selectors.DefaultSelector()
-    try:
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
-        writing = True
-        sent = recvd = 0
-        fl.pace(R.args.rate)  # the writer's schedule; the reader's lead is measured against it too
-        fl.step = f"echo {total} bytes"
-        while True:
-            t = now()
-            if t >= R.deadline:
-                raise FlowError(f"timeout at {recvd} of {total} (sent {sent})")
-            w_lead = sent / R.args.rate - (t - fl.seg_t0) if sent < total else 0.0
-            want_write = sent < total and w_lead <= 0
-            if want_write != writing:
-                sel.modify(s, selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0))
-                writing = want_write
-            wait = min(R.deadline - t, w_lead if w_lead > 0 else 0.5)
-            for _key, mask in sel.select(max(0.0, wait)):
-                if mask & selectors.EVENT_WRITE and sent < total:
-                    o = sent % ECHO_PERIOD
-                    try:
-                        sent += s.send(pat[o:o + min(ECHO_CHUNK, total - sent)])
-                    except (BlockingIOError, InterruptedError):
-                        pass
-                    except OSError as e:
-                        raise FlowError(f"send at {sent} of {total}: {oserr(e)}") from None
-                    if sent == total:
-                        try:
-                            s.shutdown(socket.SHUT_WR)  # FIN right after the last byte
-                        except OSError as e:
-                            raise FlowError(f"shutdown(SHUT_WR) at {recvd} of {total} echoed: {oserr(e)}") from None
-                if mask & selectors.EVENT_READ:
-                    try:
-                        data = s.recv(ECHO_MAXREAD)
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    except OSError as e:
-                        raise FlowError(f"{oserr(e)} at {recvd} of {total} (sent {sent})") from None
-                    if not data:
-                        if recvd < total:
-                            raise FlowError(f"EOF at {recvd} of {total} (sent {sent})")
-                        return  # everything echoed, then the server's FIN
-                    if recvd + len(data) > total:
-                        raise FlowError(f"extra bytes after echo: {recvd + len(data) - total} beyond {total}")
-                    if recvd + len(data) > sent:
-                        raise FlowError(f"received {recvd + len(data)} bytes but sent only {sent}")
-                    fl.got(len(data))
-                    o = recvd % ECHO_PERIOD
-                    exp = pat[o:o + len(data)]
-                    if data != exp:
-                        k = first_diff(data, exp)
-                        raise FlowError(f"echo byte mismatch at {recvd + k} of {total}: "
-                                        f"got 0x{data[k]:02x} expected 0x{exp[k]:02x}"
-                                        f"{echo_shift(pat, data, k, recvd)}")
-                    recvd += len(data)
-                    fl.payload += len(data)
-                    if recvd == total:
-                        fl.step = f"echo {total} bytes done, waiting for EOF"
-                        fl.pace(None)
-                        s.setblocking(True)
-                        sel.unregister(s)
-                        conn.buf.clear()
-                        expect_eof(conn, "echo")
-                        return
-    finally:
-        sel.close()
-        conn.close()
+    echo_stream(fl, Conn(fl, R.echo_addr), pat, ECHO_SIZE, R.args.rate, ECHO_CHUNK)
 
 
 def curl_env() -> dict:

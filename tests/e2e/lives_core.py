@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import selectors
 import socket
 import subprocess
 import sys
@@ -443,3 +444,79 @@ def get(conn: Conn, n: int, want_conn: str, version: str = "1.1", close: bool = 
     conn.fl.pace(rate_for(n))
     check_header(read_header(conn), n, want_conn)
     read_body(conn, n)
+
+
+# ----------------------------------------------------------------------------- echo
+def echo_stream(fl: Flow, conn: Conn, pat: memoryview, total: int, rate: float | None, chunk: int) -> None:
+    """total bytes of pat (echo_pattern) to conn in writes of at most chunk, paced to rate (None:
+    unpaced), FIN after the last byte, the echo read concurrently (one selectors loop); every byte
+    back must equal the byte sent at that offset, then EOF. Closes conn."""
+    s = conn.sock
+    sel = selectors.DefaultSelector()
+    try:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        writing = True
+        sent = recvd = 0
+        fl.pace(rate)  # the writer's schedule; the reader's lead is measured against it too
+        fl.step = f"echo {total} bytes"
+        while True:
+            t = now()
+            if t >= R.deadline:
+                raise FlowError(f"timeout at {recvd} of {total} (sent {sent})")
+            w_lead = (sent / rate - (t - fl.seg_t0)) if (rate and sent < total) else 0.0
+            want_write = sent < total and w_lead <= 0
+            if want_write != writing:
+                sel.modify(s, selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0))
+                writing = want_write
+            wait = min(R.deadline - t, w_lead if w_lead > 0 else 0.5)
+            for _key, mask in sel.select(max(0.0, wait)):
+                if mask & selectors.EVENT_WRITE and sent < total:
+                    o = sent % ECHO_PERIOD
+                    try:
+                        sent += s.send(pat[o:o + min(chunk, total - sent)])
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                    except OSError as e:
+                        raise FlowError(f"send at {sent} of {total}: {oserr(e)}") from None
+                    if sent == total:
+                        try:
+                            s.shutdown(socket.SHUT_WR)  # FIN right after the last byte
+                        except OSError as e:
+                            raise FlowError(f"shutdown(SHUT_WR) at {recvd} of {total} echoed: {oserr(e)}") from None
+                if mask & selectors.EVENT_READ:
+                    try:
+                        data = s.recv(ECHO_MAXREAD)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError as e:
+                        raise FlowError(f"{oserr(e)} at {recvd} of {total} (sent {sent})") from None
+                    if not data:
+                        if recvd < total:
+                            raise FlowError(f"EOF at {recvd} of {total} (sent {sent})")
+                        return  # everything echoed, then the server's FIN
+                    if recvd + len(data) > total:
+                        raise FlowError(f"extra bytes after echo: {recvd + len(data) - total} beyond {total}")
+                    if recvd + len(data) > sent:
+                        raise FlowError(f"received {recvd + len(data)} bytes but sent only {sent}")
+                    fl.got(len(data))
+                    o = recvd % ECHO_PERIOD
+                    exp = pat[o:o + len(data)]
+                    if data != exp:
+                        k = first_diff(data, exp)
+                        raise FlowError(f"echo byte mismatch at {recvd + k} of {total}: "
+                                        f"got 0x{data[k]:02x} expected 0x{exp[k]:02x}"
+                                        f"{echo_shift(pat, data, k, recvd)}")
+                    recvd += len(data)
+                    fl.payload += len(data)
+                    if recvd == total:
+                        fl.step = f"echo {total} bytes done, waiting for EOF"
+                        fl.pace(None)
+                        s.setblocking(True)
+                        sel.unregister(s)
+                        conn.buf.clear()
+                        expect_eof(conn, "echo")
+                        return
+    finally:
+        sel.close()
+        conn.close()

@@ -56,7 +56,6 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import selectors  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -68,8 +67,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen  # noqa: E402
 import lives_core  # noqa: E402
 from lives_core import (  # noqa: E402
-    ECHO_MAXREAD, ECHO_PERIOD, Conn, Flow, FlowError, Run, check_header, echo_pattern, echo_shift,
-    expect_eof, expected, expected_sha256, first_diff, oserr, read_body, read_header, run_flow,
+    ECHO_PERIOD, Conn, Flow, FlowError, Run, check_header, echo_pattern, echo_stream, expect_eof,
+    expected, expected_sha256, first_diff, read_body, read_header, run_flow,
 )
 
 now = time.monotonic
@@ -215,74 +214,8 @@ def flow_echo(fl: Flow, t: Target, total: int, paced: bool = True, chunk: int = 
     """Paced writes, FIN after the last byte, echo read concurrently; every byte checked."""
     pat = memoryview(echo_pattern(A.seed, fl.id if fl.kind == "echo" else 100000 + fl.id))
     conn = connect(fl, t)
-    s = conn.sock
-    sel = selectors.DefaultSelector()
     rate = total / A.flow_seconds if paced and A.flow_seconds > 0 else None
-    try:
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
-        writing = True
-        sent = recvd = 0
-        fl.pace(rate)
-        fl.step = f"echo {total} bytes"
-        while True:
-            tnow = now()
-            if tnow >= R.deadline:
-                raise FlowError(f"timeout at {recvd} of {total} (sent {sent})")
-            w_lead = (sent / rate - (tnow - fl.seg_t0)) if (rate and sent < total) else 0.0
-            want_write = sent < total and w_lead <= 0
-            if want_write != writing:
-                sel.modify(s, selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0))
-                writing = want_write
-            wait = min(R.deadline - tnow, w_lead if w_lead > 0 else 0.5)
-            for _key, mask in sel.select(max(0.0, wait)):
-                if mask & selectors.EVENT_WRITE and sent < total:
-                    o = sent % ECHO_PERIOD
-                    try:
-                        sent += s.send(pat[o:o + min(chunk, total - sent)])
-                    except (BlockingIOError, InterruptedError):
-                        pass
-                    except OSError as e:
-                        raise FlowError(f"send at {sent} of {total}: {oserr(e)}") from None
-                    if sent == total:
-                        try:
-                            s.shutdown(socket.SHUT_WR)
-                        except OSError as e:
-                            raise FlowError(f"shutdown(SHUT_WR) at {recvd} of {total} echoed: {oserr(e)}") from None
-                if mask & selectors.EVENT_READ:
-                    try:
-                        data = s.recv(ECHO_MAXREAD)
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    except OSError as e:
-                        raise FlowError(f"{oserr(e)} at {recvd} of {total} (sent {sent})") from None
-                    if not data:
-                        if recvd < total:
-                            raise FlowError(f"EOF at {recvd} of {total} (sent {sent})")
-                        return
-                    if recvd + len(data) > total:
-                        raise FlowError(f"extra bytes after echo: {recvd + len(data) - total} beyond {total}")
-                    if recvd + len(data) > sent:
-                        raise FlowError(f"received {recvd + len(data)} bytes but sent only {sent}")
-                    fl.got(len(data))
-                    o = recvd % ECHO_PERIOD
-                    exp = pat[o:o + len(data)]
-                    if data != exp:
-                        k = first_diff(data, exp)
-                        raise FlowError(f"echo byte mismatch at {recvd + k} of {total}: got 0x{data[k]:02x} "
-                                        f"expected 0x{exp[k]:02x}{echo_shift(pat, data, k, recvd)}")
-                    recvd += len(data)
-                    fl.payload += len(data)
-                    if recvd == total:
-                        fl.step = f"echo {total} bytes done, waiting for EOF"
-                        fl.pace(None)
-                        s.setblocking(True)
-                        sel.unregister(s)
-                        expect_eof(conn, "echo")
-                        return
-    finally:
-        sel.close()
-        conn.close()
+    echo_stream(fl, conn, pat, total, rate, chunk)
 
 
 # ----------------------------------------------------------------------------- curl
