@@ -75,7 +75,6 @@ import sys
 sys.dont_write_bytecode = True  # imports gen.py: no __pycache__ in the checkout
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -116,11 +115,10 @@ IDLE_FIRST, IDLE_SECOND = 1000, 2000
 FAIL_CAP = 50
 ZEROWIN_KILL_PAUSE = 0.4  # zerowin: reopen the window this long after the kill file appears
 ZEROWIN_NOKILL_PAUSE = 1.5
-CURL_POLL = 0.002
 import lives_core  # noqa: E402
 from lives_core import (  # noqa: E402 — the kinds below use these names
-    Conn, Flow, FlowError, Run, check_header, echo_pattern, echo_stream, expect_eof, expected,
-    expected_sha256, first_diff, get, rate_for, read_body, read_header, request, run_flow,
+    Conn, Flow, FlowError, Run, check_file, check_header, curl_progress, echo_pattern, echo_stream,
+    expect_eof, get, rate_for, read_body, read_header, request, run_flow, start_curl,
 )
 
 R: Run  # set in main() (and in lives_core, whose helpers read it too)
@@ -232,10 +230,6 @@ def flow_echo(fl: Flow) -> None:
     echo_stream(fl, Conn(fl, R.echo_addr), pat, ECHO_SIZE, R.args.rate, ECHO_CHUNK)
 
 
-def curl_env() -> dict:
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-
-
 def flow_curl(fl: Flow, n: int, http10: bool) -> None:
     """One curl process; progress = output file size polled every 2 ms; the file is hashed here."""
     path = os.path.join(R.tmpdir, f"{fl.kind}-{fl.id}.body")
@@ -254,28 +248,9 @@ def flow_curl(fl: Flow, n: int, http10: bool) -> None:
     cmd.append(url)
     fl.step = f"curl {'--http1.0' if http10 else '-H Connection:close'} GET /gen/{n}"
     fl.pace(rate)
-    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=curl_env())
-    with R.lock:
-        R.procs.append(p)
+    p = start_curl(cmd, subprocess.DEVNULL, subprocess.PIPE)
     try:
-        last = 0
-        while True:
-            exited = p.poll() is not None
-            try:
-                size = os.stat(path).st_size
-            except FileNotFoundError:
-                size = 0
-            if size > last:
-                fl.got(size - last)
-                last = size
-            if exited:
-                break
-            if now() >= R.deadline:
-                p.kill()
-                p.wait()
-                raise FlowError(f"timeout at {last} of {n} (curl killed)")
-            time.sleep(CURL_POLL)
+        last = curl_progress(fl, p, [path], f" of {n}")
         out, err = p.communicate()
         out = out.decode(errors="replace").strip()
         err = err.decode(errors="replace").strip().replace("\n", " | ")
@@ -286,25 +261,7 @@ def flow_curl(fl: Flow, n: int, http10: bool) -> None:
             raise FlowError(f"http status {code!r} (expected 200)")
         if not dl.isdigit() or int(dl) != n:
             raise FlowError(f"curl size_download {dl!r} (expected {n})")
-        h = hashlib.sha256()
-        length = 0
-        with open(path, "rb") as f:
-            while b := f.read(MiB):
-                h.update(b)
-                length += len(b)
-        if length != n:
-            raise FlowError(f"file size {length} (expected {n})")
-        if h.hexdigest() != expected_sha256(n):
-            with open(path, "rb") as f:  # locate the first wrong byte for the report
-                off = 0
-                while b := f.read(MiB):
-                    exp = expected(off, len(b))
-                    if b != exp:
-                        k = first_diff(b, exp)
-                        raise FlowError(f"sha256 mismatch; byte mismatch at {off + k} of {n}: "
-                                        f"got 0x{b[k]:02x} expected 0x{exp[k]:02x}")
-                    off += len(b)
-            raise FlowError("sha256 mismatch")
+        check_file(path, n)
         fl.payload = n
     finally:
         if p.poll() is None:

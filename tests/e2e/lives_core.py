@@ -23,6 +23,7 @@ MiB = 1 << 20
 PACE_MIN = 1_000_000      # downloads larger than this are paced to --rate
 BIG_MIN = 64 * MiB        # downloads at least this large are paced to --big-rate
 MAX_HEADER = 8192
+CURL_POLL = 0.002         # curl's progress: its output files' sizes, polled this often, s
 
 
 _flip = os.environ.get("LIVES_SELFTEST_FLIP")
@@ -520,3 +521,66 @@ def echo_stream(fl: Flow, conn: Conn, pat: memoryview, total: int, rate: float |
     finally:
         sel.close()
         conn.close()
+
+
+# ----------------------------------------------------------------------------- curl
+def curl_env() -> dict:
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+def start_curl(cmd: list[str], stdin: int, stdout: int) -> subprocess.Popen:
+    """curl, without the environment's proxy settings (curl_env), in R.procs: killed at the end
+    of the run if it is still running then."""
+    p = subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=curl_env())
+    with R.lock:
+        R.procs.append(p)
+    return p
+
+
+def curl_progress(fl: Flow, p: subprocess.Popen, files: list[str], of: str) -> int:
+    """Until curl p exits: the total size of its output files, polled every CURL_POLL s, is fl's
+    progress. At the deadline curl is killed: FlowError "timeout at <bytes><of> (curl killed)".
+    Returns the bytes seen."""
+    last = 0
+    while True:
+        exited = p.poll() is not None
+        size = 0
+        for f in files:
+            try:
+                size += os.stat(f).st_size
+            except FileNotFoundError:
+                pass
+        if size > last:
+            fl.got(size - last)
+            last = size
+        if exited:
+            break
+        if now() >= R.deadline:
+            p.kill()
+            p.wait()
+            raise FlowError(f"timeout at {last}{of} (curl killed)")
+        time.sleep(CURL_POLL)
+    return last
+
+
+def check_file(path: str, n: int) -> None:
+    """A downloaded /gen/<n>: n bytes whose sha256 is expected_sha256(n); else the first wrong byte."""
+    h = hashlib.sha256()
+    length = 0
+    with open(path, "rb") as f:
+        while b := f.read(MiB):
+            h.update(b)
+            length += len(b)
+    if length != n:
+        raise FlowError(f"file size {length} (expected {n})")
+    if h.hexdigest() != expected_sha256(n):
+        with open(path, "rb") as f:  # locate the first wrong byte for the report
+            off = 0
+            while b := f.read(MiB):
+                exp = expected(off, len(b))
+                if b != exp:
+                    k = first_diff(b, exp)
+                    raise FlowError(f"sha256 mismatch; byte mismatch at {off + k} of {n}: "
+                                    f"got 0x{b[k]:02x} expected 0x{exp[k]:02x}")
+                off += len(b)
+        raise FlowError("sha256 mismatch")

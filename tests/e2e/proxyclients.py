@@ -67,8 +67,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen  # noqa: E402
 import lives_core  # noqa: E402
 from lives_core import (  # noqa: E402
-    ECHO_PERIOD, Conn, Flow, FlowError, Run, check_header, echo_pattern, echo_stream, expect_eof,
-    expected, expected_sha256, first_diff, read_body, read_header, run_flow,
+    ECHO_PERIOD, Conn, Flow, FlowError, Run, check_file, check_header, curl_progress, echo_pattern,
+    echo_stream, expect_eof, expected_sha256, read_body, read_header, run_flow, start_curl,
 )
 
 now = time.monotonic
@@ -81,7 +81,6 @@ UPLOAD_READY = 64 * 1024
 ECHO_CHUNK = 16 * 1024
 SHORT_KINDS = ["short_get", "short_echo", "short_get10", "short_upload"]
 SHORT_GET, SHORT_ECHO, SHORT_UPLOAD = 1024, 1500, 4000
-CURL_POLL = 0.002
 FAIL_CAP = 50
 
 R: Run
@@ -219,32 +218,6 @@ def flow_echo(fl: Flow, t: Target, total: int, paced: bool = True, chunk: int = 
 
 
 # ----------------------------------------------------------------------------- curl
-def curl_env() -> dict:
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-
-
-def check_file(path: str, n: int) -> None:
-    h = hashlib.sha256()
-    length = 0
-    with open(path, "rb") as f:
-        while b := f.read(MiB):
-            h.update(b)
-            length += len(b)
-    if length != n:
-        raise FlowError(f"file size {length} (expected {n})")
-    if h.hexdigest() != expected_sha256(n):
-        with open(path, "rb") as f:
-            off = 0
-            while b := f.read(MiB):
-                exp = expected(off, len(b))
-                if b != exp:
-                    k = first_diff(b, exp)
-                    raise FlowError(f"sha256 mismatch; byte mismatch at {off + k} of {n}: "
-                                    f"got 0x{b[k]:02x} expected 0x{exp[k]:02x}")
-                off += len(b)
-        raise FlowError("sha256 mismatch")
-
-
 def flow_curl(fl: Flow, t: Target, sizes: list[int], how: str) -> None:
     """One curl process for len(sizes) GETs (how: http10, close, keepalive); progress = the output
     files' sizes polled every 2 ms; each file checked against gen.py."""
@@ -266,32 +239,11 @@ def flow_curl(fl: Flow, t: Target, sizes: list[int], how: str) -> None:
     cmd += ["-K", "-"]
     fl.step = f"curl {how} GET " + ",".join(f"/gen/{n}" for n in sizes)
     fl.pace(rate)
-    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         env=curl_env())
-    with R.lock:
-        R.procs.append(p)
+    p = start_curl(cmd, subprocess.PIPE, subprocess.DEVNULL)
     try:
         p.stdin.write(cfg.encode())
         p.stdin.close()
-        last = 0
-        while True:
-            exited = p.poll() is not None
-            size = 0
-            for f in files:
-                try:
-                    size += os.stat(f).st_size
-                except FileNotFoundError:
-                    pass
-            if size > last:
-                fl.got(size - last)
-                last = size
-            if exited:
-                break
-            if now() >= R.deadline:
-                p.kill()
-                p.wait()
-                raise FlowError(f"timeout at {last} bytes (curl killed)")
-            time.sleep(CURL_POLL)
+        last = curl_progress(fl, p, files, " bytes")
         err = p.stderr.read().decode(errors="replace")
         lines = [ln[4:].split() for ln in err.splitlines() if ln.startswith("FTW ")]
         other = " | ".join(ln for ln in err.splitlines() if ln and not ln.startswith("FTW "))
