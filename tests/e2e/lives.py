@@ -118,7 +118,8 @@ ZEROWIN_NOKILL_PAUSE = 1.5
 import lives_core  # noqa: E402
 from lives_core import (  # noqa: E402 — the kinds below use these names
     Conn, Flow, FlowError, Run, check_file, check_header, curl_progress, echo_pattern, echo_stream,
-    expect_eof, get, rate_for, read_body, read_header, request, run_flow, start_curl,
+    expect_eof, get, keepalive_gets, rate_for, read_body, read_header, request, run_flow,
+    start_curl,
 )
 
 R: Run  # set in main() (and in lives_core, whose helpers read it too)
@@ -163,18 +164,8 @@ def flow_zerowin(fl: Flow) -> None:
 
 
 def flow_keepalive(fl: Flow) -> None:
-    conn = Conn(fl, R.http_addr)
-    try:
-        for j in range(KEEPALIVE_REQS):
-            n = KEEPALIVE_SIZES[j % len(KEEPALIVE_SIZES)]
-            get(conn, n, "keep-alive", label=f"req {j} ")
-            fl.info["requests_done"] = j + 1
-        fl.step = f"after {KEEPALIVE_REQS} requests, client FIN"
-        fl.pace(None)
-        conn.shutdown_wr()
-        expect_eof(conn, "client FIN")
-    finally:
-        conn.close()
+    sizes = [KEEPALIVE_SIZES[j % len(KEEPALIVE_SIZES)] for j in range(KEEPALIVE_REQS)]
+    keepalive_gets(Conn(fl, R.http_addr), sizes)
 
 
 def flow_pipelined(fl: Flow) -> None:

@@ -447,6 +447,23 @@ def get(conn: Conn, n: int, want_conn: str, version: str = "1.1", close: bool = 
     read_body(conn, n)
 
 
+def keepalive_gets(conn: Conn, sizes: list[int], get1=get) -> None:
+    """GET /gen/<n> for each n of sizes in turn on conn, each by get1(conn, n, "keep-alive", label=...)
+    (get's signature), fl.info["requests_done"] counting them; then the client's FIN and the
+    server's EOF. Closes conn."""
+    fl = conn.fl
+    try:
+        for j, n in enumerate(sizes):
+            get1(conn, n, "keep-alive", label=f"req {j} ")
+            fl.info["requests_done"] = j + 1
+        fl.step = f"after {len(sizes)} requests, client FIN"
+        fl.pace(None)
+        conn.shutdown_wr()
+        expect_eof(conn, "client FIN")
+    finally:
+        conn.close()
+
+
 # ----------------------------------------------------------------------------- echo
 def echo_stream(fl: Flow, conn: Conn, pat: memoryview, total: int, rate: float | None, chunk: int) -> None:
     """total bytes of pat (echo_pattern) to conn in writes of at most chunk, paced to rate (None:

@@ -68,7 +68,8 @@ import gen  # noqa: E402
 import lives_core  # noqa: E402
 from lives_core import (  # noqa: E402
     ECHO_PERIOD, Conn, Flow, FlowError, Run, check_file, check_header, curl_progress, echo_pattern,
-    echo_stream, expect_eof, expected_sha256, read_body, read_header, run_flow, start_curl,
+    echo_stream, expect_eof, expected_sha256, keepalive_gets, read_body, read_header, run_flow,
+    start_curl,
 )
 
 now = time.monotonic
@@ -147,17 +148,8 @@ def flow_single(fl: Flow, t: Target, n: int, version: str, close: bool) -> None:
 
 
 def flow_sockka(fl: Flow, t: Target, sizes: list[int]) -> None:
-    conn = connect(fl, t)
-    try:
-        for j, n in enumerate(sizes):
-            http_get(conn, t, n, "keep-alive", label=f"req {j} ")
-            fl.info["requests_done"] = j + 1
-        fl.step = f"after {len(sizes)} requests, client FIN"
-        fl.pace(None)
-        conn.shutdown_wr()
-        expect_eof(conn, "client FIN")
-    finally:
-        conn.close()
+    keepalive_gets(connect(fl, t), sizes,
+                   lambda conn, n, want_conn, label: http_get(conn, t, n, want_conn, label=label))
 
 
 def upload_bytes(fid: int, seed: int) -> memoryview:
