@@ -118,7 +118,7 @@ ZEROWIN_NOKILL_PAUSE = 1.5
 import lives_core  # noqa: E402
 from lives_core import (  # noqa: E402 — the kinds below use these names
     Conn, Flow, FlowError, Run, check_file, check_header, curl_progress, echo_pattern, echo_stream,
-    expect_eof, get, keepalive_gets, rate_for, read_body, read_header, request, run_flow,
+    expect_eof, get, keepalive_gets, rate_for, read_body, read_header, request, run_flow, run_jobs,
     start_curl,
 )
 
@@ -334,12 +334,6 @@ def watcher() -> None:
             R.kill_event.set()
 
 
-def touch(path: str | None) -> None:
-    if path:
-        with open(path, "w") as f:
-            f.write(f"{time.time()}\n")
-
-
 def pct(xs: list[float], p: float) -> float | None:
     if not xs:
         return None
@@ -467,40 +461,7 @@ def main(argv=None) -> int:
             jobs.append((run_flow, job))
 
     threading.Thread(target=watcher, name="kill-watcher", daemon=True).start()
-    threads = [threading.Thread(target=t, args=ar, daemon=True) for t, ar in jobs]
-    for th in threads:
-        th.start()
-
-    ready_done = a.ready_file is None
-    try:
-        while any(th.is_alive() for th in threads) and now() < R.deadline:
-            if not ready_done:
-                with R.lock:
-                    units = list(R.ready_units)
-                if all(ev.is_set() for ev in units):
-                    touch(a.ready_file)
-                    ready_done = True
-            time.sleep(0.005)
-        t_end = now()
-        # the hard deadline: whatever is still running has failed
-        with R.lock:
-            flows = list(R.flows)
-        for f in flows:
-            if not f.done:
-                msg = f"timeout: {f.step or 'not started'}, {f.nbytes} bytes received"
-                f.step = ""
-                f.finish(False, msg)
-    finally:
-        R.stop.set()
-        with R.lock:
-            procs = list(R.procs)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        shutil.rmtree(R.tmpdir, ignore_errors=True)
-    if not ready_done:
-        touch(a.ready_file)
+    t_end = run_jobs(jobs, a.ready_file, "received")
     res = summarize(kinds, t_end)
     print(json.dumps(res), flush=True)
     return 0 if res["flows"] > 0 and res["ok"] == res["flows"] else 1

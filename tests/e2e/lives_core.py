@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import selectors
+import shutil
 import socket
 import subprocess
 import sys
@@ -601,3 +602,52 @@ def check_file(path: str, n: int) -> None:
                                     f"got 0x{b[k]:02x} expected 0x{exp[k]:02x}")
                 off += len(b)
         raise FlowError("sha256 mismatch")
+
+
+# ----------------------------------------------------------------------------- the run
+def touch(path: str | None) -> None:
+    if path:
+        with open(path, "w") as f:
+            f.write(f"{time.time()}\n")
+
+
+def run_jobs(jobs: list[tuple], ready_file: str | None, moved: str) -> float:
+    """One daemon thread per (target, args) of jobs, until all have ended or the deadline. ready_file
+    is written once every ready unit is set (at the latest at the end); a flow not done at the end
+    fails "timeout: <step>, <n> bytes <moved>"; then curl processes still running are killed and
+    R.tmpdir is removed. Returns the (monotonic) end of the run."""
+    threads = [threading.Thread(target=t, args=ar, daemon=True) for t, ar in jobs]
+    for th in threads:
+        th.start()
+
+    ready_done = ready_file is None
+    try:
+        while any(th.is_alive() for th in threads) and now() < R.deadline:
+            if not ready_done:
+                with R.lock:
+                    units = list(R.ready_units)
+                if all(ev.is_set() for ev in units):
+                    touch(ready_file)
+                    ready_done = True
+            time.sleep(0.005)
+        t_end = now()
+        # the hard deadline: whatever is still running has failed
+        with R.lock:
+            flows = list(R.flows)
+        for f in flows:
+            if not f.done:
+                msg = f"timeout: {f.step or 'not started'}, {f.nbytes} bytes {moved}"
+                f.step = ""
+                f.finish(False, msg)
+    finally:
+        R.stop.set()
+        with R.lock:
+            procs = list(R.procs)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        shutil.rmtree(R.tmpdir, ignore_errors=True)
+    if not ready_done:
+        touch(ready_file)
+    return t_end

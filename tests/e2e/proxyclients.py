@@ -69,7 +69,7 @@ import lives_core  # noqa: E402
 from lives_core import (  # noqa: E402
     ECHO_PERIOD, Conn, Flow, FlowError, Run, check_file, check_header, curl_progress, echo_pattern,
     echo_stream, expect_eof, expected_sha256, keepalive_gets, read_body, read_header, run_flow,
-    start_curl,
+    run_jobs, start_curl,
 )
 
 now = time.monotonic
@@ -440,47 +440,10 @@ def main(argv=None) -> int:
         R.ready_units.append(ev)
         jobs.append((short_worker, (ti, ev, targets)))
 
-    threads = [threading.Thread(target=t, args=ar, daemon=True) for t, ar in jobs]
-    for th in threads:
-        th.start()
-    ready_done = a.ready_file is None
-    try:
-        while any(th.is_alive() for th in threads) and now() < R.deadline:
-            if not ready_done:
-                with R.lock:
-                    units = list(R.ready_units)
-                if all(ev.is_set() for ev in units):
-                    lives_core_touch(a.ready_file)
-                    ready_done = True
-            time.sleep(0.005)
-        t_end = now()
-        with R.lock:
-            flows = list(R.flows)
-        for f in flows:
-            if not f.done:
-                msg = f"timeout: {f.step or 'not started'}, {f.nbytes} bytes moved"
-                f.step = ""
-                f.finish(False, msg)
-    finally:
-        R.stop.set()
-        with R.lock:
-            procs = list(R.procs)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        shutil.rmtree(R.tmpdir, ignore_errors=True)
-    if not ready_done:
-        lives_core_touch(a.ready_file)
+    t_end = run_jobs(jobs, a.ready_file, "moved")
     res = summarize(t_end)
     print(json.dumps(res), flush=True)
     return 0 if res["flows"] > 0 and res["ok"] == res["flows"] else 1
-
-
-def lives_core_touch(path: str | None) -> None:
-    if path:
-        with open(path, "w") as f:
-            f.write(f"{time.time()}\n")
 
 
 if __name__ == "__main__":
