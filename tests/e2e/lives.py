@@ -112,14 +112,13 @@ ZEROWIN_SIZE, ZEROWIN_FIRST, ZEROWIN_RCVBUF = 6_000_000, 300_000, 16384
 CHURN_SIZES = [1024, 5000, 30000, 70000]
 IDLE_FIRST, IDLE_SECOND = 1000, 2000
 
-FAIL_CAP = 50
 ZEROWIN_KILL_PAUSE = 0.4  # zerowin: reopen the window this long after the kill file appears
 ZEROWIN_NOKILL_PAUSE = 1.5
 import lives_core  # noqa: E402
 from lives_core import (  # noqa: E402 — the kinds below use these names
     Conn, Flow, FlowError, Run, check_file, check_header, curl_progress, echo_pattern, echo_stream,
-    expect_eof, get, keepalive_gets, rate_for, read_body, read_header, request, run_flow, run_jobs,
-    start_curl,
+    expect_eof, failed_sample, get, keepalive_gets, kind_stats, rate_for, read_body, read_header,
+    request, run_flow, run_jobs, start_curl, worst_stall,
 )
 
 R: Run  # set in main() (and in lives_core, whose helpers read it too)
@@ -340,32 +339,14 @@ def pct(xs: list[float], p: float) -> float | None:
     return round(xs[max(0, math.ceil(p * len(xs)) - 1)] * 1000, 3)
 
 
-def failed_sample(failed: list[Flow], kinds: list[str]) -> list[Flow]:
-    """At most FAIL_CAP failures: round-robin over the kinds (each kind's earliest failures first),
-    so 200 idle failures cannot hide the one echo failure."""
-    per = [sorted((f for f in failed if f.kind == k), key=lambda f: f.t_done) for k in kinds]
-    out: list[Flow] = []
-    i = 0
-    while len(out) < FAIL_CAP and any(i < len(p) for p in per):
-        out += [p[i] for p in per if i < len(p)]
-        i += 1
-    return out[:FAIL_CAP]
-
-
 def summarize(kinds: list[str], t_end: float) -> dict:
     flows = list(R.flows)
     failed = [f for f in flows if not f.ok]
-    by_kind = {}
-    for k in kinds:
-        fk = [f for f in flows if f.kind == k]
-        by_kind[k] = {"flows": len(fk), "ok": sum(f.ok for f in fk), "bytes": sum(f.payload for f in fk),
-                      "max_stall_ms": round(max((f.max_stall for f in fk), default=0.0) * 1000, 3)}
+    by_kind = kind_stats(flows, kinds)
     # Streams that were moving when the engine died, apart from the idle connections whose
     # requests may have gone into the outage (those wait for the client's own loss probe).
     streaming = max((f.max_stall for f in flows if f.kind != "idle"), default=0.0)
-    worst = max(flows, key=lambda f: f.max_stall, default=None)
-    if worst is not None and worst.max_stall <= 0:
-        worst = None
+    worst = worst_stall(flows)
     idle = [f for f in flows if f.kind == "idle"]
     lat = sorted(f.info["after_kill"] for f in idle if f.ok and "after_kill" in f.info)
     return {

@@ -1,7 +1,9 @@
-"""The core of tests/e2e/lives.py (the "many lives" client): the expected bytes, the run state
-shared by the flow threads (`Run`; lives.main sets `R`), a flow's outcome and stall tracking
-(`Flow`), and the socket helpers every kind uses (`Conn`, `get`, `read_body`, ...). The kinds,
-the mix and the summary are in lives.py. Python 3.11 stdlib only.
+"""The core of tests/e2e/lives.py (the "many lives" client) and tests/e2e/proxyclients.py (the
+proxy's clients): the expected bytes, the run state shared by the flow threads (`Run`; each
+client's main sets `R`), a flow's outcome and stall tracking (`Flow`), the socket helpers every
+kind uses (`Conn`, `get`, `read_body`, ...), the echo stream, curl's progress and file check, the
+run of the flow threads (`run_jobs`) and the parts of the summary both clients share. The kinds,
+the mix and the summary are in lives.py and proxyclients.py. Python 3.11 stdlib only.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ PACE_MIN = 1_000_000      # downloads larger than this are paced to --rate
 BIG_MIN = 64 * MiB        # downloads at least this large are paced to --big-rate
 MAX_HEADER = 8192
 CURL_POLL = 0.002         # curl's progress: its output files' sizes, polled this often, s
+FAIL_CAP = 50             # failures listed in a summary
 
 
 _flip = os.environ.get("LIVES_SELFTEST_FLIP")
@@ -651,3 +654,34 @@ def run_jobs(jobs: list[tuple], ready_file: str | None, moved: str) -> float:
     if not ready_done:
         touch(ready_file)
     return t_end
+
+
+# ----------------------------------------------------------------------------- summary
+def kind_stats(flows: list[Flow], kinds: list[str]) -> dict:
+    """Per kind: flows, ok, verified bytes, the longest stall (ms)."""
+    by_kind = {}
+    for k in kinds:
+        fk = [f for f in flows if f.kind == k]
+        by_kind[k] = {"flows": len(fk), "ok": sum(f.ok for f in fk), "bytes": sum(f.payload for f in fk),
+                      "max_stall_ms": round(max((f.max_stall for f in fk), default=0.0) * 1000, 3)}
+    return by_kind
+
+
+def failed_sample(failed: list[Flow], kinds: list[str]) -> list[Flow]:
+    """At most FAIL_CAP failures: round-robin over the kinds (each kind's earliest failures first),
+    so 200 idle failures cannot hide the one echo failure."""
+    per = [sorted((f for f in failed if f.kind == k), key=lambda f: f.t_done) for k in kinds]
+    out: list[Flow] = []
+    i = 0
+    while len(out) < FAIL_CAP and any(i < len(p) for p in per):
+        out += [p[i] for p in per if i < len(p)]
+        i += 1
+    return out[:FAIL_CAP]
+
+
+def worst_stall(flows: list[Flow]) -> Flow | None:
+    """The flow with the longest stall (None if no flow stalled at all)."""
+    worst = max(flows, key=lambda f: f.max_stall, default=None)
+    if worst is not None and worst.max_stall <= 0:
+        worst = None
+    return worst

@@ -68,8 +68,8 @@ import gen  # noqa: E402
 import lives_core  # noqa: E402
 from lives_core import (  # noqa: E402
     ECHO_PERIOD, Conn, Flow, FlowError, Run, check_file, check_header, curl_progress, echo_pattern,
-    echo_stream, expect_eof, expected_sha256, keepalive_gets, read_body, read_header, run_flow,
-    run_jobs, start_curl,
+    echo_stream, expect_eof, expected_sha256, failed_sample, keepalive_gets, kind_stats, read_body,
+    read_header, run_flow, run_jobs, start_curl, worst_stall,
 )
 
 now = time.monotonic
@@ -82,7 +82,6 @@ UPLOAD_READY = 64 * 1024
 ECHO_CHUNK = 16 * 1024
 SHORT_KINDS = ["short_get", "short_echo", "short_get10", "short_upload"]
 SHORT_GET, SHORT_ECHO, SHORT_UPLOAD = 1024, 1500, 4000
-FAIL_CAP = 50
 
 R: Run
 A: argparse.Namespace
@@ -318,27 +317,15 @@ def summarize(t_end: float) -> dict:
     flows = list(R.flows)
     failed = [f for f in flows if not f.ok]
     kinds = sorted({f.kind for f in flows})
-    by_kind = {}
-    for k in kinds:
-        fk = [f for f in flows if f.kind == k]
-        by_kind[k] = {"flows": len(fk), "ok": sum(f.ok for f in fk), "bytes": sum(f.payload for f in fk),
-                      "max_stall_ms": round(max((f.max_stall for f in fk), default=0.0) * 1000, 3)}
-    per = [sorted((f for f in failed if f.kind == k), key=lambda f: f.t_done) for k in kinds]
-    sample: list[Flow] = []
-    i = 0
-    while len(sample) < FAIL_CAP and any(i < len(p) for p in per):
-        sample += [p[i] for p in per if i < len(p)]
-        i += 1
-    worst = max(flows, key=lambda f: f.max_stall, default=None)
-    if worst is not None and worst.max_stall <= 0:
-        worst = None
+    by_kind = kind_stats(flows, kinds)
+    worst = worst_stall(flows)
     off = R.t_start_wall - R.t_start
     long_stall = max((f.max_stall for f in flows if not f.kind.startswith("short_")), default=0.0)
     return {
         "flows": len(flows),
         "ok": len(flows) - len(failed),
         "failed": [{"kind": f.kind, "id": f.id, "target": f.info.get("target"), "error": f.error,
-                    "t_done_s": round(f.t_done - R.t_start, 6)} for f in sample[:FAIL_CAP]],
+                    "t_done_s": round(f.t_done - R.t_start, 6)} for f in failed_sample(failed, kinds)],
         "failed_count": len(failed),
         "by_kind": by_kind,
         "connections": CONNS,
