@@ -27,6 +27,17 @@ def last(path: str) -> dict:
         return {}
 
 
+def last_json(path: str):
+    """The last line of a file that starts with "{", as JSON (None if none, unreadable or not JSON);
+    the summaries of the clients, backends, rstcount and `ctl status` (proxy_eval, failover_eval)."""
+    try:
+        with open(path) as f:
+            lines = [ln for ln in f.read().strip().splitlines() if ln.strip().startswith("{")]
+        return json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        return None
+
+
 def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
     """The samples of a Prometheus text exposition as (name, labels, value), in order.
 

@@ -27,20 +27,12 @@ import os
 import re
 import sys
 
-sys.dont_write_bytecode = True  # it imports clients.py: no __pycache__ in the checkout
+sys.dont_write_bytecode = True  # it imports clients.py, evallib.py: no __pycache__ in the checkout
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from clients import schedule_lead  # noqa: E402
+from evallib import last_json  # noqa: E402
 
 TK = re.compile(r"^(\d+\.\d+) flowtwin: TAKEOVER \(epoch (\d+), (\w+), (\d+) flow\(s\), standby was (NOT )?in sync\)")
-
-
-def last_json(path):
-    try:
-        with open(path) as f:
-            lines = [ln for ln in f.read().strip().splitlines() if ln.strip().startswith("{")]
-        return json.loads(lines[-1]) if lines else None
-    except (OSError, ValueError):
-        return None
 
 
 def load_trace(path, t0, rate=None):

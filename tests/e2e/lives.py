@@ -75,13 +75,10 @@ import sys
 sys.dont_write_bytecode = True  # imports gen.py: no __pycache__ in the checkout
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import selectors  # noqa: E402
 import shutil  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -115,15 +112,13 @@ ZEROWIN_SIZE, ZEROWIN_FIRST, ZEROWIN_RCVBUF = 6_000_000, 300_000, 16384
 CHURN_SIZES = [1024, 5000, 30000, 70000]
 IDLE_FIRST, IDLE_SECOND = 1000, 2000
 
-FAIL_CAP = 50
 ZEROWIN_KILL_PAUSE = 0.4  # zerowin: reopen the window this long after the kill file appears
 ZEROWIN_NOKILL_PAUSE = 1.5
-CURL_POLL = 0.002
 import lives_core  # noqa: E402
 from lives_core import (  # noqa: E402 — the kinds below use these names
-    ECHO_MAXREAD, ECHO_PERIOD, Conn, Flow, FlowError, Run, check_header, echo_pattern, echo_shift,
-    expect_eof, expected, expected_sha256, first_diff, get, oserr, rate_for, read_body,
-    read_header, request, run_flow,
+    Conn, Flow, FlowError, Run, check_file, check_header, curl_progress, echo_pattern, echo_stream,
+    expect_eof, failed_sample, get, keepalive_gets, kind_stats, rate_for, read_body, read_header,
+    request, run_flow, run_jobs, start_curl, worst_stall,
 )
 
 R: Run  # set in main() (and in lives_core, whose helpers read it too)
@@ -168,18 +163,8 @@ def flow_zerowin(fl: Flow) -> None:
 
 
 def flow_keepalive(fl: Flow) -> None:
-    conn = Conn(fl, R.http_addr)
-    try:
-        for j in range(KEEPALIVE_REQS):
-            n = KEEPALIVE_SIZES[j % len(KEEPALIVE_SIZES)]
-            get(conn, n, "keep-alive", label=f"req {j} ")
-            fl.info["requests_done"] = j + 1
-        fl.step = f"after {KEEPALIVE_REQS} requests, client FIN"
-        fl.pace(None)
-        conn.shutdown_wr()
-        expect_eof(conn, "client FIN")
-    finally:
-        conn.close()
+    sizes = [KEEPALIVE_SIZES[j % len(KEEPALIVE_SIZES)] for j in range(KEEPALIVE_REQS)]
+    keepalive_gets(Conn(fl, R.http_addr), sizes)
 
 
 def flow_pipelined(fl: Flow) -> None:
@@ -231,82 +216,8 @@ def flow_halfclose(fl: Flow, n: int) -> None:
 
 def flow_echo(fl: Flow) -> None:
     """Paced writes, FIN after the last byte, echo read concurrently (one selectors loop)."""
-    total = ECHO_SIZE
     pat = memoryview(echo_pattern(R.args.seed, fl.id))
-    conn = Conn(fl, R.echo_addr)
-    s = conn.sock
-    sel = selectors.DefaultSelector()
-    try:
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
-        writing = True
-        sent = recvd = 0
-        fl.pace(R.args.rate)  # the writer's schedule; the reader's lead is measured against it too
-        fl.step = f"echo {total} bytes"
-        while True:
-            t = now()
-            if t >= R.deadline:
-                raise FlowError(f"timeout at {recvd} of {total} (sent {sent})")
-            w_lead = sent / R.args.rate - (t - fl.seg_t0) if sent < total else 0.0
-            want_write = sent < total and w_lead <= 0
-            if want_write != writing:
-                sel.modify(s, selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0))
-                writing = want_write
-            wait = min(R.deadline - t, w_lead if w_lead > 0 else 0.5)
-            for _key, mask in sel.select(max(0.0, wait)):
-                if mask & selectors.EVENT_WRITE and sent < total:
-                    o = sent % ECHO_PERIOD
-                    try:
-                        sent += s.send(pat[o:o + min(ECHO_CHUNK, total - sent)])
-                    except (BlockingIOError, InterruptedError):
-                        pass
-                    except OSError as e:
-                        raise FlowError(f"send at {sent} of {total}: {oserr(e)}") from None
-                    if sent == total:
-                        try:
-                            s.shutdown(socket.SHUT_WR)  # FIN right after the last byte
-                        except OSError as e:
-                            raise FlowError(f"shutdown(SHUT_WR) at {recvd} of {total} echoed: {oserr(e)}") from None
-                if mask & selectors.EVENT_READ:
-                    try:
-                        data = s.recv(ECHO_MAXREAD)
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    except OSError as e:
-                        raise FlowError(f"{oserr(e)} at {recvd} of {total} (sent {sent})") from None
-                    if not data:
-                        if recvd < total:
-                            raise FlowError(f"EOF at {recvd} of {total} (sent {sent})")
-                        return  # everything echoed, then the server's FIN
-                    if recvd + len(data) > total:
-                        raise FlowError(f"extra bytes after echo: {recvd + len(data) - total} beyond {total}")
-                    if recvd + len(data) > sent:
-                        raise FlowError(f"received {recvd + len(data)} bytes but sent only {sent}")
-                    fl.got(len(data))
-                    o = recvd % ECHO_PERIOD
-                    exp = pat[o:o + len(data)]
-                    if data != exp:
-                        k = first_diff(data, exp)
-                        raise FlowError(f"echo byte mismatch at {recvd + k} of {total}: "
-                                        f"got 0x{data[k]:02x} expected 0x{exp[k]:02x}"
-                                        f"{echo_shift(pat, data, k, recvd)}")
-                    recvd += len(data)
-                    fl.payload += len(data)
-                    if recvd == total:
-                        fl.step = f"echo {total} bytes done, waiting for EOF"
-                        fl.pace(None)
-                        s.setblocking(True)
-                        sel.unregister(s)
-                        conn.buf.clear()
-                        expect_eof(conn, "echo")
-                        return
-    finally:
-        sel.close()
-        conn.close()
-
-
-def curl_env() -> dict:
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    echo_stream(fl, Conn(fl, R.echo_addr), pat, ECHO_SIZE, R.args.rate, ECHO_CHUNK)
 
 
 def flow_curl(fl: Flow, n: int, http10: bool) -> None:
@@ -327,28 +238,9 @@ def flow_curl(fl: Flow, n: int, http10: bool) -> None:
     cmd.append(url)
     fl.step = f"curl {'--http1.0' if http10 else '-H Connection:close'} GET /gen/{n}"
     fl.pace(rate)
-    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=curl_env())
-    with R.lock:
-        R.procs.append(p)
+    p = start_curl(cmd, subprocess.DEVNULL, subprocess.PIPE)
     try:
-        last = 0
-        while True:
-            exited = p.poll() is not None
-            try:
-                size = os.stat(path).st_size
-            except FileNotFoundError:
-                size = 0
-            if size > last:
-                fl.got(size - last)
-                last = size
-            if exited:
-                break
-            if now() >= R.deadline:
-                p.kill()
-                p.wait()
-                raise FlowError(f"timeout at {last} of {n} (curl killed)")
-            time.sleep(CURL_POLL)
+        last = curl_progress(fl, p, [path], f" of {n}")
         out, err = p.communicate()
         out = out.decode(errors="replace").strip()
         err = err.decode(errors="replace").strip().replace("\n", " | ")
@@ -359,25 +251,7 @@ def flow_curl(fl: Flow, n: int, http10: bool) -> None:
             raise FlowError(f"http status {code!r} (expected 200)")
         if not dl.isdigit() or int(dl) != n:
             raise FlowError(f"curl size_download {dl!r} (expected {n})")
-        h = hashlib.sha256()
-        length = 0
-        with open(path, "rb") as f:
-            while b := f.read(MiB):
-                h.update(b)
-                length += len(b)
-        if length != n:
-            raise FlowError(f"file size {length} (expected {n})")
-        if h.hexdigest() != expected_sha256(n):
-            with open(path, "rb") as f:  # locate the first wrong byte for the report
-                off = 0
-                while b := f.read(MiB):
-                    exp = expected(off, len(b))
-                    if b != exp:
-                        k = first_diff(b, exp)
-                        raise FlowError(f"sha256 mismatch; byte mismatch at {off + k} of {n}: "
-                                        f"got 0x{b[k]:02x} expected 0x{exp[k]:02x}")
-                    off += len(b)
-            raise FlowError("sha256 mismatch")
+        check_file(path, n)
         fl.payload = n
     finally:
         if p.poll() is None:
@@ -459,44 +333,20 @@ def watcher() -> None:
             R.kill_event.set()
 
 
-def touch(path: str | None) -> None:
-    if path:
-        with open(path, "w") as f:
-            f.write(f"{time.time()}\n")
-
-
 def pct(xs: list[float], p: float) -> float | None:
     if not xs:
         return None
     return round(xs[max(0, math.ceil(p * len(xs)) - 1)] * 1000, 3)
 
 
-def failed_sample(failed: list[Flow], kinds: list[str]) -> list[Flow]:
-    """At most FAIL_CAP failures: round-robin over the kinds (each kind's earliest failures first),
-    so 200 idle failures cannot hide the one echo failure."""
-    per = [sorted((f for f in failed if f.kind == k), key=lambda f: f.t_done) for k in kinds]
-    out: list[Flow] = []
-    i = 0
-    while len(out) < FAIL_CAP and any(i < len(p) for p in per):
-        out += [p[i] for p in per if i < len(p)]
-        i += 1
-    return out[:FAIL_CAP]
-
-
 def summarize(kinds: list[str], t_end: float) -> dict:
     flows = list(R.flows)
     failed = [f for f in flows if not f.ok]
-    by_kind = {}
-    for k in kinds:
-        fk = [f for f in flows if f.kind == k]
-        by_kind[k] = {"flows": len(fk), "ok": sum(f.ok for f in fk), "bytes": sum(f.payload for f in fk),
-                      "max_stall_ms": round(max((f.max_stall for f in fk), default=0.0) * 1000, 3)}
+    by_kind = kind_stats(flows, kinds)
     # Streams that were moving when the engine died, apart from the idle connections whose
     # requests may have gone into the outage (those wait for the client's own loss probe).
     streaming = max((f.max_stall for f in flows if f.kind != "idle"), default=0.0)
-    worst = max(flows, key=lambda f: f.max_stall, default=None)
-    if worst is not None and worst.max_stall <= 0:
-        worst = None
+    worst = worst_stall(flows)
     idle = [f for f in flows if f.kind == "idle"]
     lat = sorted(f.info["after_kill"] for f in idle if f.ok and "after_kill" in f.info)
     return {
@@ -592,40 +442,7 @@ def main(argv=None) -> int:
             jobs.append((run_flow, job))
 
     threading.Thread(target=watcher, name="kill-watcher", daemon=True).start()
-    threads = [threading.Thread(target=t, args=ar, daemon=True) for t, ar in jobs]
-    for th in threads:
-        th.start()
-
-    ready_done = a.ready_file is None
-    try:
-        while any(th.is_alive() for th in threads) and now() < R.deadline:
-            if not ready_done:
-                with R.lock:
-                    units = list(R.ready_units)
-                if all(ev.is_set() for ev in units):
-                    touch(a.ready_file)
-                    ready_done = True
-            time.sleep(0.005)
-        t_end = now()
-        # the hard deadline: whatever is still running has failed
-        with R.lock:
-            flows = list(R.flows)
-        for f in flows:
-            if not f.done:
-                msg = f"timeout: {f.step or 'not started'}, {f.nbytes} bytes received"
-                f.step = ""
-                f.finish(False, msg)
-    finally:
-        R.stop.set()
-        with R.lock:
-            procs = list(R.procs)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        shutil.rmtree(R.tmpdir, ignore_errors=True)
-    if not ready_done:
-        touch(a.ready_file)
+    t_end = run_jobs(jobs, a.ready_file, "received")
     res = summarize(kinds, t_end)
     print(json.dumps(res), flush=True)
     return 0 if res["flows"] > 0 and res["ok"] == res["flows"] else 1

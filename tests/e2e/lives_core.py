@@ -1,12 +1,16 @@
-"""The core of tests/e2e/lives.py (the "many lives" client): the expected bytes, the run state
-shared by the flow threads (`Run`; lives.main sets `R`), a flow's outcome and stall tracking
-(`Flow`), and the socket helpers every kind uses (`Conn`, `get`, `read_body`, ...). The kinds,
-the mix and the summary are in lives.py. Python 3.11 stdlib only.
+"""The core of tests/e2e/lives.py (the "many lives" client) and tests/e2e/proxyclients.py (the
+proxy's clients): the expected bytes, the run state shared by the flow threads (`Run`; each
+client's main sets `R`), a flow's outcome and stall tracking (`Flow`), the socket helpers every
+kind uses (`Conn`, `get`, `read_body`, ...), the echo stream, curl's progress and file check, the
+run of the flow threads (`run_jobs`) and the parts of the summary both clients share. The kinds,
+the mix and the summary are in lives.py and proxyclients.py. Python 3.11 stdlib only.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import selectors
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +26,8 @@ MiB = 1 << 20
 PACE_MIN = 1_000_000      # downloads larger than this are paced to --rate
 BIG_MIN = 64 * MiB        # downloads at least this large are paced to --big-rate
 MAX_HEADER = 8192
+CURL_POLL = 0.002         # curl's progress: its output files' sizes, polled this often, s
+FAIL_CAP = 50             # failures listed in a summary
 
 
 _flip = os.environ.get("LIVES_SELFTEST_FLIP")
@@ -443,3 +449,239 @@ def get(conn: Conn, n: int, want_conn: str, version: str = "1.1", close: bool = 
     conn.fl.pace(rate_for(n))
     check_header(read_header(conn), n, want_conn)
     read_body(conn, n)
+
+
+def keepalive_gets(conn: Conn, sizes: list[int], get1=get) -> None:
+    """GET /gen/<n> for each n of sizes in turn on conn, each by get1(conn, n, "keep-alive", label=...)
+    (get's signature), fl.info["requests_done"] counting them; then the client's FIN and the
+    server's EOF. Closes conn."""
+    fl = conn.fl
+    try:
+        for j, n in enumerate(sizes):
+            get1(conn, n, "keep-alive", label=f"req {j} ")
+            fl.info["requests_done"] = j + 1
+        fl.step = f"after {len(sizes)} requests, client FIN"
+        fl.pace(None)
+        conn.shutdown_wr()
+        expect_eof(conn, "client FIN")
+    finally:
+        conn.close()
+
+
+# ----------------------------------------------------------------------------- echo
+def echo_stream(fl: Flow, conn: Conn, pat: memoryview, total: int, rate: float | None, chunk: int) -> None:
+    """total bytes of pat (echo_pattern) to conn in writes of at most chunk, paced to rate (None:
+    unpaced), FIN after the last byte, the echo read concurrently (one selectors loop); every byte
+    back must equal the byte sent at that offset, then EOF. Closes conn."""
+    s = conn.sock
+    sel = selectors.DefaultSelector()
+    try:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        writing = True
+        sent = recvd = 0
+        fl.pace(rate)  # the writer's schedule; the reader's lead is measured against it too
+        fl.step = f"echo {total} bytes"
+        while True:
+            t = now()
+            if t >= R.deadline:
+                raise FlowError(f"timeout at {recvd} of {total} (sent {sent})")
+            w_lead = (sent / rate - (t - fl.seg_t0)) if (rate and sent < total) else 0.0
+            want_write = sent < total and w_lead <= 0
+            if want_write != writing:
+                sel.modify(s, selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0))
+                writing = want_write
+            wait = min(R.deadline - t, w_lead if w_lead > 0 else 0.5)
+            for _key, mask in sel.select(max(0.0, wait)):
+                if mask & selectors.EVENT_WRITE and sent < total:
+                    o = sent % ECHO_PERIOD
+                    try:
+                        sent += s.send(pat[o:o + min(chunk, total - sent)])
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                    except OSError as e:
+                        raise FlowError(f"send at {sent} of {total}: {oserr(e)}") from None
+                    if sent == total:
+                        try:
+                            s.shutdown(socket.SHUT_WR)  # FIN right after the last byte
+                        except OSError as e:
+                            raise FlowError(f"shutdown(SHUT_WR) at {recvd} of {total} echoed: {oserr(e)}") from None
+                if mask & selectors.EVENT_READ:
+                    try:
+                        data = s.recv(ECHO_MAXREAD)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError as e:
+                        raise FlowError(f"{oserr(e)} at {recvd} of {total} (sent {sent})") from None
+                    if not data:
+                        if recvd < total:
+                            raise FlowError(f"EOF at {recvd} of {total} (sent {sent})")
+                        return  # everything echoed, then the server's FIN
+                    if recvd + len(data) > total:
+                        raise FlowError(f"extra bytes after echo: {recvd + len(data) - total} beyond {total}")
+                    if recvd + len(data) > sent:
+                        raise FlowError(f"received {recvd + len(data)} bytes but sent only {sent}")
+                    fl.got(len(data))
+                    o = recvd % ECHO_PERIOD
+                    exp = pat[o:o + len(data)]
+                    if data != exp:
+                        k = first_diff(data, exp)
+                        raise FlowError(f"echo byte mismatch at {recvd + k} of {total}: "
+                                        f"got 0x{data[k]:02x} expected 0x{exp[k]:02x}"
+                                        f"{echo_shift(pat, data, k, recvd)}")
+                    recvd += len(data)
+                    fl.payload += len(data)
+                    if recvd == total:
+                        fl.step = f"echo {total} bytes done, waiting for EOF"
+                        fl.pace(None)
+                        s.setblocking(True)
+                        sel.unregister(s)
+                        conn.buf.clear()
+                        expect_eof(conn, "echo")
+                        return
+    finally:
+        sel.close()
+        conn.close()
+
+
+# ----------------------------------------------------------------------------- curl
+def curl_env() -> dict:
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+def start_curl(cmd: list[str], stdin: int, stdout: int) -> subprocess.Popen:
+    """curl, without the environment's proxy settings (curl_env), in R.procs: killed at the end
+    of the run if it is still running then."""
+    p = subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=curl_env())
+    with R.lock:
+        R.procs.append(p)
+    return p
+
+
+def curl_progress(fl: Flow, p: subprocess.Popen, files: list[str], of: str) -> int:
+    """Until curl p exits: the total size of its output files, polled every CURL_POLL s, is fl's
+    progress. At the deadline curl is killed: FlowError "timeout at <bytes><of> (curl killed)".
+    Returns the bytes seen."""
+    last = 0
+    while True:
+        exited = p.poll() is not None
+        size = 0
+        for f in files:
+            try:
+                size += os.stat(f).st_size
+            except FileNotFoundError:
+                pass
+        if size > last:
+            fl.got(size - last)
+            last = size
+        if exited:
+            break
+        if now() >= R.deadline:
+            p.kill()
+            p.wait()
+            raise FlowError(f"timeout at {last}{of} (curl killed)")
+        time.sleep(CURL_POLL)
+    return last
+
+
+def check_file(path: str, n: int) -> None:
+    """A downloaded /gen/<n>: n bytes whose sha256 is expected_sha256(n); else the first wrong byte."""
+    h = hashlib.sha256()
+    length = 0
+    with open(path, "rb") as f:
+        while b := f.read(MiB):
+            h.update(b)
+            length += len(b)
+    if length != n:
+        raise FlowError(f"file size {length} (expected {n})")
+    if h.hexdigest() != expected_sha256(n):
+        with open(path, "rb") as f:  # locate the first wrong byte for the report
+            off = 0
+            while b := f.read(MiB):
+                exp = expected(off, len(b))
+                if b != exp:
+                    k = first_diff(b, exp)
+                    raise FlowError(f"sha256 mismatch; byte mismatch at {off + k} of {n}: "
+                                    f"got 0x{b[k]:02x} expected 0x{exp[k]:02x}")
+                off += len(b)
+        raise FlowError("sha256 mismatch")
+
+
+# ----------------------------------------------------------------------------- the run
+def touch(path: str | None) -> None:
+    if path:
+        with open(path, "w") as f:
+            f.write(f"{time.time()}\n")
+
+
+def run_jobs(jobs: list[tuple], ready_file: str | None, moved: str) -> float:
+    """One daemon thread per (target, args) of jobs, until all have ended or the deadline. ready_file
+    is written once every ready unit is set (at the latest at the end); a flow not done at the end
+    fails "timeout: <step>, <n> bytes <moved>"; then curl processes still running are killed and
+    R.tmpdir is removed. Returns the (monotonic) end of the run."""
+    threads = [threading.Thread(target=t, args=ar, daemon=True) for t, ar in jobs]
+    for th in threads:
+        th.start()
+
+    ready_done = ready_file is None
+    try:
+        while any(th.is_alive() for th in threads) and now() < R.deadline:
+            if not ready_done:
+                with R.lock:
+                    units = list(R.ready_units)
+                if all(ev.is_set() for ev in units):
+                    touch(ready_file)
+                    ready_done = True
+            time.sleep(0.005)
+        t_end = now()
+        # the hard deadline: whatever is still running has failed
+        with R.lock:
+            flows = list(R.flows)
+        for f in flows:
+            if not f.done:
+                msg = f"timeout: {f.step or 'not started'}, {f.nbytes} bytes {moved}"
+                f.step = ""
+                f.finish(False, msg)
+    finally:
+        R.stop.set()
+        with R.lock:
+            procs = list(R.procs)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        shutil.rmtree(R.tmpdir, ignore_errors=True)
+    if not ready_done:
+        touch(ready_file)
+    return t_end
+
+
+# ----------------------------------------------------------------------------- summary
+def kind_stats(flows: list[Flow], kinds: list[str]) -> dict:
+    """Per kind: flows, ok, verified bytes, the longest stall (ms)."""
+    by_kind = {}
+    for k in kinds:
+        fk = [f for f in flows if f.kind == k]
+        by_kind[k] = {"flows": len(fk), "ok": sum(f.ok for f in fk), "bytes": sum(f.payload for f in fk),
+                      "max_stall_ms": round(max((f.max_stall for f in fk), default=0.0) * 1000, 3)}
+    return by_kind
+
+
+def failed_sample(failed: list[Flow], kinds: list[str]) -> list[Flow]:
+    """At most FAIL_CAP failures: round-robin over the kinds (each kind's earliest failures first),
+    so 200 idle failures cannot hide the one echo failure."""
+    per = [sorted((f for f in failed if f.kind == k), key=lambda f: f.t_done) for k in kinds]
+    out: list[Flow] = []
+    i = 0
+    while len(out) < FAIL_CAP and any(i < len(p) for p in per):
+        out += [p[i] for p in per if i < len(p)]
+        i += 1
+    return out[:FAIL_CAP]
+
+
+def worst_stall(flows: list[Flow]) -> Flow | None:
+    """The flow with the longest stall (None if no flow stalled at all)."""
+    worst = max(flows, key=lambda f: f.max_stall, default=None)
+    if worst is not None and worst.max_stall <= 0:
+        worst = None
+    return worst

@@ -38,20 +38,12 @@ import sys
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import evallib  # noqa: E402
+from evallib import last_json  # noqa: E402
 
 # engine counters (flowtwin_<name>_total, engine/src/counters.rs) that a clean proxy run leaves at 0
 ZERO_COUNTERS = ["proxy_no_backend", "proxy_connect_failed", "proxy_resets_propagated", "link_orphans"]
 
 STAMP = re.compile(r"^(\d+\.\d+) ")
-
-
-def last_json(path):
-    try:
-        with open(path) as f:
-            lines = [ln for ln in f.read().strip().splitlines() if ln.strip().startswith("{")]
-        return json.loads(lines[-1]) if lines else None
-    except (OSError, ValueError):
-        return None
 
 
 def kv(specs):

@@ -56,7 +56,6 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import selectors  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -68,8 +67,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen  # noqa: E402
 import lives_core  # noqa: E402
 from lives_core import (  # noqa: E402
-    ECHO_MAXREAD, ECHO_PERIOD, Conn, Flow, FlowError, Run, check_header, echo_pattern, echo_shift,
-    expect_eof, expected, expected_sha256, first_diff, oserr, read_body, read_header, run_flow,
+    ECHO_PERIOD, Conn, Flow, FlowError, Run, check_file, check_header, curl_progress, echo_pattern,
+    echo_stream, expect_eof, expected_sha256, failed_sample, keepalive_gets, kind_stats, read_body,
+    read_header, run_flow, run_jobs, start_curl, worst_stall,
 )
 
 now = time.monotonic
@@ -82,8 +82,6 @@ UPLOAD_READY = 64 * 1024
 ECHO_CHUNK = 16 * 1024
 SHORT_KINDS = ["short_get", "short_echo", "short_get10", "short_upload"]
 SHORT_GET, SHORT_ECHO, SHORT_UPLOAD = 1024, 1500, 4000
-CURL_POLL = 0.002
-FAIL_CAP = 50
 
 R: Run
 A: argparse.Namespace
@@ -149,17 +147,8 @@ def flow_single(fl: Flow, t: Target, n: int, version: str, close: bool) -> None:
 
 
 def flow_sockka(fl: Flow, t: Target, sizes: list[int]) -> None:
-    conn = connect(fl, t)
-    try:
-        for j, n in enumerate(sizes):
-            http_get(conn, t, n, "keep-alive", label=f"req {j} ")
-            fl.info["requests_done"] = j + 1
-        fl.step = f"after {len(sizes)} requests, client FIN"
-        fl.pace(None)
-        conn.shutdown_wr()
-        expect_eof(conn, "client FIN")
-    finally:
-        conn.close()
+    keepalive_gets(connect(fl, t), sizes,
+                   lambda conn, n, want_conn, label: http_get(conn, t, n, want_conn, label=label))
 
 
 def upload_bytes(fid: int, seed: int) -> memoryview:
@@ -215,103 +204,11 @@ def flow_echo(fl: Flow, t: Target, total: int, paced: bool = True, chunk: int = 
     """Paced writes, FIN after the last byte, echo read concurrently; every byte checked."""
     pat = memoryview(echo_pattern(A.seed, fl.id if fl.kind == "echo" else 100000 + fl.id))
     conn = connect(fl, t)
-    s = conn.sock
-    sel = selectors.DefaultSelector()
     rate = total / A.flow_seconds if paced and A.flow_seconds > 0 else None
-    try:
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
-        writing = True
-        sent = recvd = 0
-        fl.pace(rate)
-        fl.step = f"echo {total} bytes"
-        while True:
-            tnow = now()
-            if tnow >= R.deadline:
-                raise FlowError(f"timeout at {recvd} of {total} (sent {sent})")
-            w_lead = (sent / rate - (tnow - fl.seg_t0)) if (rate and sent < total) else 0.0
-            want_write = sent < total and w_lead <= 0
-            if want_write != writing:
-                sel.modify(s, selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0))
-                writing = want_write
-            wait = min(R.deadline - tnow, w_lead if w_lead > 0 else 0.5)
-            for _key, mask in sel.select(max(0.0, wait)):
-                if mask & selectors.EVENT_WRITE and sent < total:
-                    o = sent % ECHO_PERIOD
-                    try:
-                        sent += s.send(pat[o:o + min(chunk, total - sent)])
-                    except (BlockingIOError, InterruptedError):
-                        pass
-                    except OSError as e:
-                        raise FlowError(f"send at {sent} of {total}: {oserr(e)}") from None
-                    if sent == total:
-                        try:
-                            s.shutdown(socket.SHUT_WR)
-                        except OSError as e:
-                            raise FlowError(f"shutdown(SHUT_WR) at {recvd} of {total} echoed: {oserr(e)}") from None
-                if mask & selectors.EVENT_READ:
-                    try:
-                        data = s.recv(ECHO_MAXREAD)
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    except OSError as e:
-                        raise FlowError(f"{oserr(e)} at {recvd} of {total} (sent {sent})") from None
-                    if not data:
-                        if recvd < total:
-                            raise FlowError(f"EOF at {recvd} of {total} (sent {sent})")
-                        return
-                    if recvd + len(data) > total:
-                        raise FlowError(f"extra bytes after echo: {recvd + len(data) - total} beyond {total}")
-                    if recvd + len(data) > sent:
-                        raise FlowError(f"received {recvd + len(data)} bytes but sent only {sent}")
-                    fl.got(len(data))
-                    o = recvd % ECHO_PERIOD
-                    exp = pat[o:o + len(data)]
-                    if data != exp:
-                        k = first_diff(data, exp)
-                        raise FlowError(f"echo byte mismatch at {recvd + k} of {total}: got 0x{data[k]:02x} "
-                                        f"expected 0x{exp[k]:02x}{echo_shift(pat, data, k, recvd)}")
-                    recvd += len(data)
-                    fl.payload += len(data)
-                    if recvd == total:
-                        fl.step = f"echo {total} bytes done, waiting for EOF"
-                        fl.pace(None)
-                        s.setblocking(True)
-                        sel.unregister(s)
-                        expect_eof(conn, "echo")
-                        return
-    finally:
-        sel.close()
-        conn.close()
+    echo_stream(fl, conn, pat, total, rate, chunk)
 
 
 # ----------------------------------------------------------------------------- curl
-def curl_env() -> dict:
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-
-
-def check_file(path: str, n: int) -> None:
-    h = hashlib.sha256()
-    length = 0
-    with open(path, "rb") as f:
-        while b := f.read(MiB):
-            h.update(b)
-            length += len(b)
-    if length != n:
-        raise FlowError(f"file size {length} (expected {n})")
-    if h.hexdigest() != expected_sha256(n):
-        with open(path, "rb") as f:
-            off = 0
-            while b := f.read(MiB):
-                exp = expected(off, len(b))
-                if b != exp:
-                    k = first_diff(b, exp)
-                    raise FlowError(f"sha256 mismatch; byte mismatch at {off + k} of {n}: "
-                                    f"got 0x{b[k]:02x} expected 0x{exp[k]:02x}")
-                off += len(b)
-        raise FlowError("sha256 mismatch")
-
-
 def flow_curl(fl: Flow, t: Target, sizes: list[int], how: str) -> None:
     """One curl process for len(sizes) GETs (how: http10, close, keepalive); progress = the output
     files' sizes polled every 2 ms; each file checked against gen.py."""
@@ -333,32 +230,11 @@ def flow_curl(fl: Flow, t: Target, sizes: list[int], how: str) -> None:
     cmd += ["-K", "-"]
     fl.step = f"curl {how} GET " + ",".join(f"/gen/{n}" for n in sizes)
     fl.pace(rate)
-    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         env=curl_env())
-    with R.lock:
-        R.procs.append(p)
+    p = start_curl(cmd, subprocess.PIPE, subprocess.DEVNULL)
     try:
         p.stdin.write(cfg.encode())
         p.stdin.close()
-        last = 0
-        while True:
-            exited = p.poll() is not None
-            size = 0
-            for f in files:
-                try:
-                    size += os.stat(f).st_size
-                except FileNotFoundError:
-                    pass
-            if size > last:
-                fl.got(size - last)
-                last = size
-            if exited:
-                break
-            if now() >= R.deadline:
-                p.kill()
-                p.wait()
-                raise FlowError(f"timeout at {last} bytes (curl killed)")
-            time.sleep(CURL_POLL)
+        last = curl_progress(fl, p, files, " bytes")
         err = p.stderr.read().decode(errors="replace")
         lines = [ln[4:].split() for ln in err.splitlines() if ln.startswith("FTW ")]
         other = " | ".join(ln for ln in err.splitlines() if ln and not ln.startswith("FTW "))
@@ -441,27 +317,15 @@ def summarize(t_end: float) -> dict:
     flows = list(R.flows)
     failed = [f for f in flows if not f.ok]
     kinds = sorted({f.kind for f in flows})
-    by_kind = {}
-    for k in kinds:
-        fk = [f for f in flows if f.kind == k]
-        by_kind[k] = {"flows": len(fk), "ok": sum(f.ok for f in fk), "bytes": sum(f.payload for f in fk),
-                      "max_stall_ms": round(max((f.max_stall for f in fk), default=0.0) * 1000, 3)}
-    per = [sorted((f for f in failed if f.kind == k), key=lambda f: f.t_done) for k in kinds]
-    sample: list[Flow] = []
-    i = 0
-    while len(sample) < FAIL_CAP and any(i < len(p) for p in per):
-        sample += [p[i] for p in per if i < len(p)]
-        i += 1
-    worst = max(flows, key=lambda f: f.max_stall, default=None)
-    if worst is not None and worst.max_stall <= 0:
-        worst = None
+    by_kind = kind_stats(flows, kinds)
+    worst = worst_stall(flows)
     off = R.t_start_wall - R.t_start
     long_stall = max((f.max_stall for f in flows if not f.kind.startswith("short_")), default=0.0)
     return {
         "flows": len(flows),
         "ok": len(flows) - len(failed),
         "failed": [{"kind": f.kind, "id": f.id, "target": f.info.get("target"), "error": f.error,
-                    "t_done_s": round(f.t_done - R.t_start, 6)} for f in sample[:FAIL_CAP]],
+                    "t_done_s": round(f.t_done - R.t_start, 6)} for f in failed_sample(failed, kinds)],
         "failed_count": len(failed),
         "by_kind": by_kind,
         "connections": CONNS,
@@ -563,47 +427,10 @@ def main(argv=None) -> int:
         R.ready_units.append(ev)
         jobs.append((short_worker, (ti, ev, targets)))
 
-    threads = [threading.Thread(target=t, args=ar, daemon=True) for t, ar in jobs]
-    for th in threads:
-        th.start()
-    ready_done = a.ready_file is None
-    try:
-        while any(th.is_alive() for th in threads) and now() < R.deadline:
-            if not ready_done:
-                with R.lock:
-                    units = list(R.ready_units)
-                if all(ev.is_set() for ev in units):
-                    lives_core_touch(a.ready_file)
-                    ready_done = True
-            time.sleep(0.005)
-        t_end = now()
-        with R.lock:
-            flows = list(R.flows)
-        for f in flows:
-            if not f.done:
-                msg = f"timeout: {f.step or 'not started'}, {f.nbytes} bytes moved"
-                f.step = ""
-                f.finish(False, msg)
-    finally:
-        R.stop.set()
-        with R.lock:
-            procs = list(R.procs)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        shutil.rmtree(R.tmpdir, ignore_errors=True)
-    if not ready_done:
-        lives_core_touch(a.ready_file)
+    t_end = run_jobs(jobs, a.ready_file, "moved")
     res = summarize(t_end)
     print(json.dumps(res), flush=True)
     return 0 if res["flows"] > 0 and res["ok"] == res["flows"] else 1
-
-
-def lives_core_touch(path: str | None) -> None:
-    if path:
-        with open(path, "w") as f:
-            f.write(f"{time.time()}\n")
 
 
 if __name__ == "__main__":

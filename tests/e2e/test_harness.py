@@ -183,6 +183,21 @@ class MetricsText(unittest.TestCase):
             self.assertEqual(evallib.metric(a, "flowtwin_drops_total", {"worker": "1"}), 5)
 
 
+class LastJson(unittest.TestCase):
+    """evallib.last_json: how proxy_eval.py and failover_eval.py read every summary file."""
+
+    def test_the_last_object_line_wins_and_other_lines_are_skipped(self):
+        with tempfile.TemporaryDirectory() as d:
+            p = os.path.join(d, "s.json")
+            open(p, "w").write('{"a": 1}\nnoise\n  {"a": 2}\ntrailing text\n\n')
+            self.assertEqual(evallib.last_json(p), {"a": 2})
+            open(p, "w").write("no json here\n")
+            self.assertIsNone(evallib.last_json(p))
+            open(p, "w").write('{"a": 1}\n{"cut": \n')
+            self.assertIsNone(evallib.last_json(p))  # a torn last line: no summary, not the one before
+            self.assertIsNone(evallib.last_json(os.path.join(d, "missing")))
+
+
 if __name__ == "__main__":
     r = unittest.main(exit=False, verbosity=2).result
     bad = len(r.failures) + len(r.errors)
