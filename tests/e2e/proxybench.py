@@ -2,9 +2,10 @@
 """The arithmetic of scripts/bench-proxy (Python 3.11 stdlib): CPU snapshots, one JSON row per
 test or kill run, and the summaries with the flowtwin/HAProxy ratios.
 
-  proxybench.py cpu [--proxy PID,...] [--backend PID,...]
-      one JSON line: the machine's busy and total clock ticks (/proc/stat, all CPUs) and the
-      utime+stime ticks of the proxy's processes and of the backends' (every thread)
+  proxybench.py cpu [--proxy PID,...] [--backend PID,...] [--shell PID]
+      one JSON line: the machine's busy and total clock ticks (/proc/stat, all CPUs), the
+      utime+stime ticks of the proxy's processes and of the backends' (every thread), the
+      children's ticks of the shell PID (its waited-for clients) and of the ksoftirqd threads
   proxybench.py ab FILE            ApacheBench's output -> {"conns","failed","conns_per_s",...}
   proxybench.py row --config C --round R --test T --client F --t0 T --t1 T --cpu0 J --cpu1 J
       [--srv0 F --srv1 F] [--metrics0 F --metrics1 F] [--link0 N --link1 N --idle-link-bps X]
@@ -14,7 +15,11 @@ test or kill run, and the summaries with the flowtwin/HAProxy ratios.
       [--takeover-ms X] [--status F] [--delay S]      one kill run -> one JSON line
   proxybench.py killsummary FILE   the kill rows -> a line per system, then one JSON object
 
-Units: MB are 10^6 bytes. "per proxy CPU-s" divides a test's units (MB, connections) by the
+Units: MB are 10^6 bytes. "per rig CPU-s" divides a test's units by the CPU seconds of everything
+the rig ran during it: the proxy's processes, the backends' (every process in their namespace),
+the clients (the children the driver waited for: cutime/cstime of its shell, --shell) and the
+kernel's ksoftirqd threads; what else runs on the machine (a build, another suite) is left out,
+so it is the count this shared VM moves least. "per proxy CPU-s" divides a test's units (MB, connections) by the
 CPU seconds the proxy's processes used during it (HAProxy; engine A, plus B in strict): a
 count, not wall clock, so another load on the machine does not move it much. It does include
 what the kernel runs inside the proxy's system calls (for veths: the peer's receive path), and
@@ -64,12 +69,35 @@ def pids(spec: str | None) -> list[str]:
     return [p for p in (spec or "").replace(" ", ",").split(",") if p.isdigit()]
 
 
+def child_ticks(pid: str) -> int:
+    """cutime + cstime: what the children that PID waited for used (the clients of a test)."""
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(f[13]) + int(f[14])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def softirq_pids() -> list[str]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if open(f"/proc/{d}/comm").read().startswith("ksoftirqd/"):
+                    out.append(d)
+            except OSError:
+                pass
+    return out
+
+
 def cmd_cpu(a) -> int:
     c = [int(x) for x in open("/proc/stat").readline().split()[1:]]
     idle = c[3] + c[4]
     print(json.dumps({"busy": sum(c) - idle, "total": sum(c),
                       "proxy": {p: ticks(p) for p in pids(a.proxy)},
-                      "backend": {p: ticks(p) for p in pids(a.backend)}}))
+                      "backend": {p: ticks(p) for p in pids(a.backend)},
+                      "clients": child_ticks(a.shell) if a.shell else 0,
+                      "softirq": sum(ticks(p) for p in softirq_pids())}))
     return 0
 
 
@@ -141,8 +169,15 @@ def cmd_row(a) -> int:
     row["machine_busy_pct"] = rnd(100 * (c1["busy"] - c0["busy"]) / max(1, c1["total"] - c0["total"]))
     pr = sum(c1["proxy"].get(p, 0) - t for p, t in c0["proxy"].items()) / HZ
     bk = sum(c1["backend"].get(p, 0) - t for p, t in c0["backend"].items()) / HZ
+    cl = (c1.get("clients", 0) - c0.get("clients", 0)) / HZ
+    si = (c1.get("softirq", 0) - c0.get("softirq", 0)) / HZ
+    rig = pr + bk + cl + si
     row["proxy_cpu_pct"] = rnd(100 * pr / dur) if c0["proxy"] else None
     row["backend_cpu_pct"] = rnd(100 * bk / dur) if c0["backend"] else None
+    row["client_cpu_pct"] = rnd(100 * cl / dur)
+    row["softirq_cpu_pct"] = rnd(100 * si / dur)
+    row["rig_cpu_pct"] = rnd(100 * rig / dur)
+    row["per_rig_cpu_s"] = rnd(units / rig) if rig > 0 and units else None
     row["per_proxy_cpu_s"] = rnd(units / pr) if c0["proxy"] and pr > 0 and units else None
     row["per_machine_cpu_s"] = rnd(units / busy) if busy > 0 and units else None
     if a.srv0 and a.srv1:
@@ -186,6 +221,8 @@ def cmd_summary(a) -> int:
             rc = [r for r in rs if r["config"] == c]
             d[c] = med([r.get(k) for r in rc])
             d[f"{c}_rounds"] = [r.get(k) for r in rc]
+            d[f"{c}_per_rig_cpu_s"] = med([r.get("per_rig_cpu_s") for r in rc])
+            d[f"{c}_rig_cpu_pct"] = med([r.get("rig_cpu_pct") for r in rc])
             d[f"{c}_per_proxy_cpu_s"] = med([r.get("per_proxy_cpu_s") for r in rc])
             d[f"{c}_proxy_cpu_pct"] = med([r.get("proxy_cpu_pct") for r in rc])
             d[f"{c}_per_machine_cpu_s"] = med([r.get("per_machine_cpu_s") for r in rc])
@@ -193,6 +230,7 @@ def cmd_summary(a) -> int:
         for x, y in (("off", "haproxy"), ("strict", "haproxy"), ("strict", "off"), ("haproxy", "direct")):
             if x in cfgs and y in cfgs:
                 d[f"ratio_{x}_{y}"] = ratio(d[x], d[y])
+                d[f"ratio_{x}_{y}_per_rig_cpu"] = ratio(d[f"{x}_per_rig_cpu_s"], d[f"{y}_per_rig_cpu_s"])
                 if y != "direct":
                     d[f"ratio_{x}_{y}_per_proxy_cpu"] = ratio(d[f"{x}_per_proxy_cpu_s"], d[f"{y}_per_proxy_cpu_s"])
         d["failures"] = sum(r.get("failed") or 0 for r in rs) + sum(1 for r in rs if r.get("error"))
@@ -202,9 +240,14 @@ def cmd_summary(a) -> int:
         figs = ", ".join(f"{c} {d[c]}" for c in cfgs)
         rat = ", ".join(f"{x}/{y} {d[f'ratio_{x}_{y}']}" for x, y in (("off", "haproxy"), ("strict", "haproxy"), ("strict", "off"))
                         if f"ratio_{x}_{y}" in d)
+        unit = "MB" if k == "MB_s" else "conns"
+        rig = ", ".join(f"{c} {d[f'{c}_per_rig_cpu_s']}" for c in cfgs)
+        rrat = ", ".join(f"{x}/{y} {d[f'ratio_{x}_{y}_per_rig_cpu']}" for x, y in (("off", "haproxy"), ("strict", "haproxy"), ("strict", "off"))
+                         if f"ratio_{x}_{y}" in d)
         cpu = ", ".join(f"{c} {d[f'{c}_per_proxy_cpu_s']} ({d[f'{c}_proxy_cpu_pct']} %)" for c in cfgs if c != "direct")
         print(f"{LABEL[t]}: {figs}" + (f" | {rat}" if rat else "")
-              + f" | per proxy CPU-s: {cpu} | failures {d['failures']}, engine failure counters {d['engine_failures']:.0f}"
+              + f" | {unit} per rig CPU-s: {rig}" + (f" ({rrat})" if rrat else "")
+              + f" | per proxy CPU-s (its % of a CPU): {cpu} | failures {d['failures']}, engine failure counters {d['engine_failures']:.0f}"
               + (f", spurious takeovers {d['spurious_takeovers']}" if "strict" in cfgs else ""))
     print(json.dumps({"bench_proxy": out}))
     return 0
@@ -312,6 +355,7 @@ def main() -> int:
     p = sub.add_parser("cpu")
     p.add_argument("--proxy")
     p.add_argument("--backend")
+    p.add_argument("--shell")
     p = sub.add_parser("ab")
     p.add_argument("file")
     p = sub.add_parser("row")
