@@ -295,6 +295,8 @@ def cmd_killrow(a) -> int:
            "lost_by": classes, "rst_client": ev.get("rst_client"), "rst_backend": ev.get("rst_backend"),
            "backend_reconnects": extra, "backend_open_at_end": srv.get("open_at_end"),
            "backend_socket_errors": srv.get("error_count"),
+           # the new active's own proxy failure counters (proxy_eval.py --metrics b=...; absent: none read)
+           "engine_failures": ({c: ev[f"b_{c}"] for c in ZERO_COUNTERS if f"b_{c}" in ev} or None),
            "max_stall_long_ms": cl.get("max_stall_long_flows_ms"),
            "takeover_ms": float(a.takeover_ms) if a.takeover_ms not in (None, "", "None") else ev.get("takeover_ms"),
            "verdict": "ok" if ev.get("ok_verdict") else "; ".join(ev.get("bad") or ["no verdict"])[:400]}
@@ -334,6 +336,8 @@ def cmd_killsummary(a) -> int:
              "backend_open_at_end": sum(sum(v for v in (r.get("backend_open_at_end") or {}).values() if isinstance(v, int)) for r in rs),
              "takeover_ms": dist([r.get("takeover_ms") for r in rs]),
              "max_stall_long_ms": dist([r.get("max_stall_long_ms") for r in rs]),
+             "engine_failures": sum(sum((r.get("engine_failures") or {}).values()) for r in rs) if c == "strict" else None,
+             "verdicts_ok": sum(1 for r in rs if r.get("verdict") == "ok"),
              "runs_with_errors": sum(1 for r in rs if r.get("error"))}
         out[c] = d
         to = d["takeover_ms"] or {}
@@ -344,7 +348,10 @@ def cmd_killsummary(a) -> int:
               f"lost by {json.dumps(d['lost_by'])}; RSTs client {d['rst_client']}, backend {d['rst_backend']}; "
               f"backend reconnects {d['backend_reconnects']}; backend connections left open {d['backend_open_at_end']}; "
               f"takeover p50 {to.get('p50')} / max {to.get('max')} ms; longest stall of a long flow "
-              + (f"p50 {ms.get('p50')} / max {ms.get('max')} ms" if not d["long_in_flight_lost"] else "- (flows lost)"))
+              + (f"p50 {ms.get('p50')} / max {ms.get('max')} ms" if not d["long_in_flight_lost"] else "- (flows lost)")
+              + (f"; engine proxy failure counters {d['engine_failures']:.0f}; proxy_eval verdict ok in "
+                 f"{d['verdicts_ok']}/{d['runs']}" if c == "strict" else "")
+              + (f"; {d['runs_with_errors']} run(s) could not run" if d["runs_with_errors"] else ""))
     print(json.dumps({"bench_proxy_kill": out}))
     return 0
 
