@@ -259,7 +259,7 @@ def classify(err: str) -> str:
     # (the texts are proxyclients.py's failed_errors keys, digits already N: "curl exit N")
     for key, cls in (("reset", "reset"), ("broken pipe", "reset"), ("refused", "refused"), ("timeout", "timeout"),
                      ("timed out", "timeout"), ("eof", "eof"), ("transfer closed", "eof"), ("closed", "eof"),
-                     ("empty reply", "eof"), ("mismatch", "corrupt")):
+                     ("empty reply", "eof"), ("size_download", "eof"), ("mismatch", "corrupt")):
         if key in e:
             return cls
     return "other"
@@ -279,11 +279,16 @@ def cmd_killrow(a) -> int:
     for e, n in (cl.get("failed_errors") or {}).items():
         c = classify(e.split(": ", 1)[-1])
         classes[c] = classes.get(c, 0) + n
-    extra = 0
-    for svc in ("http", "echo", "upload"):
-        c, b = ev.get(f"{svc}_client_connections"), ev.get(f"{svc}_backend_connections")
-        if isinstance(c, int) and isinstance(b, dict):
-            extra += max(0, sum(b.values()) - c)
+    # Backend connections beyond the clients' own, per service: echo and upload from the socket
+    # clients' connect()s and the servers' accepts; http from nginx's accept count, but only when
+    # every curl flow ended by itself (a curl killed at the deadline reports no num_connects).
+    cc = {svc: sum((cl.get("connections") or {}).get(svc, {}).values()) for svc in ("http", "echo", "upload")}
+    sv = srv.get("services") or {}
+    bc = {svc: sum(e.get("connections", 0) for e in (sv.get(svc) or {}).values()) for svc in ("echo", "upload")}
+    bc["http"] = (srv.get("nginx") or {}).get("accepts")
+    curl_ok = all(v.get("ok") == v.get("flows") for k, v in by_kind.items() if k.startswith("curl"))
+    extra = {svc: (bc[svc] - cc[svc]) if bc.get(svc) is not None and (svc != "http" or curl_ok) else None
+             for svc in ("http", "echo", "upload")}
     flows, ok = cl.get("flows"), cl.get("ok")
     row = {"config": a.config, "run": a.run, "kill_delay_s": a.delay, "flows": flows, "byte_exact": ok,
            "lost": (flows - ok) if isinstance(flows, int) and isinstance(ok, int) else None,
@@ -293,7 +298,8 @@ def cmd_killrow(a) -> int:
            "short_connections": sum(v.get("flows", 0) for v in short.values()),
            "short_lost": sum(v.get("flows", 0) - v.get("ok", 0) for v in short.values()),
            "lost_by": classes, "rst_client": ev.get("rst_client"), "rst_backend": ev.get("rst_backend"),
-           "backend_reconnects": extra, "backend_open_at_end": srv.get("open_at_end"),
+           "backend_reconnects": sum(max(0, v) for v in extra.values() if v is not None),
+           "backend_minus_client_connections": extra, "backend_open_at_end": srv.get("open_at_end"),
            "backend_socket_errors": srv.get("error_count"),
            # the new active's own proxy failure counters (proxy_eval.py --metrics b=...; absent: none read)
            "engine_failures": ({c: ev[f"b_{c}"] for c in ZERO_COUNTERS if f"b_{c}" in ev} or None),
@@ -333,6 +339,7 @@ def cmd_killsummary(a) -> int:
              "lost_by": dict(sorted(lost_by.items(), key=lambda kv: -kv[1])),
              "rst_client": s("rst_client"), "rst_backend": s("rst_backend"),
              "backend_reconnects": s("backend_reconnects"),
+             "runs_http_not_counted": sum(1 for r in rs if (r.get("backend_minus_client_connections") or {}).get("http") is None),
              "backend_open_at_end": sum(sum(v for v in (r.get("backend_open_at_end") or {}).values() if isinstance(v, int)) for r in rs),
              "takeover_ms": dist([r.get("takeover_ms") for r in rs]),
              "max_stall_long_ms": dist([r.get("max_stall_long_ms") for r in rs]),
@@ -346,7 +353,10 @@ def cmd_killsummary(a) -> int:
               f"{d['lost']} lost; long flows in flight at the kill: {d['long_in_flight']}, of them lost "
               f"{d['long_in_flight_lost']}; short connections {d['short_connections']}, lost {d['short_lost']}; "
               f"lost by {json.dumps(d['lost_by'])}; RSTs client {d['rst_client']}, backend {d['rst_backend']}; "
-              f"backend reconnects {d['backend_reconnects']}; backend connections left open {d['backend_open_at_end']}; "
+              f"backend reconnects {d['backend_reconnects']}"
+              + (f" (http not counted in {d['runs_http_not_counted']} run(s): a curl killed at the deadline reports no connection)"
+                 if d["runs_http_not_counted"] else "")
+              + f"; backend connections left open {d['backend_open_at_end']}; "
               f"takeover p50 {to.get('p50')} / max {to.get('max')} ms; longest stall of a long flow "
               + (f"p50 {ms.get('p50')} / max {ms.get('max')} ms" if not d["long_in_flight_lost"] else "- (flows lost)")
               + (f"; engine proxy failure counters {d['engine_failures']:.0f}; proxy_eval verdict ok in "
