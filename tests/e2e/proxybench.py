@@ -281,7 +281,7 @@ def cmd_killrow(a) -> int:
         classes[c] = classes.get(c, 0) + n
     # Backend connections beyond the clients' own, per service: echo and upload from the socket
     # clients' connect()s and the servers' accepts; http from nginx's accept count, but only when
-    # every curl flow ended by itself (a curl killed at the deadline reports no num_connects).
+    # every curl flow succeeded (a curl killed at the deadline reports no num_connects).
     cc = {svc: sum((cl.get("connections") or {}).get(svc, {}).values()) for svc in ("http", "echo", "upload")}
     sv = srv.get("services") or {}
     bc = {svc: sum(e.get("connections", 0) for e in (sv.get(svc) or {}).values()) for svc in ("echo", "upload")}
@@ -290,7 +290,8 @@ def cmd_killrow(a) -> int:
     extra = {svc: (bc[svc] - cc[svc]) if bc.get(svc) is not None and (svc != "http" or curl_ok) else None
              for svc in ("http", "echo", "upload")}
     flows, ok = cl.get("flows"), cl.get("ok")
-    row = {"config": a.config, "run": a.run, "kill_delay_s": a.delay, "flows": flows, "byte_exact": ok,
+    row = {"config": a.config, "run": a.run, **({"ka_kill": a.ka_kill} if a.ka_kill else {}),
+           "kill_delay_s": a.delay, "flows": flows, "byte_exact": ok,
            "lost": (flows - ok) if isinstance(flows, int) and isinstance(ok, int) else None,
            "long_flows": len(longf), "long_in_flight": len(inflight),
            "long_in_flight_lost": sum(1 for f in inflight if not f.get("ok")),
@@ -324,7 +325,8 @@ def dist(v):
 def cmd_killsummary(a) -> int:
     rows = [json.loads(ln) for ln in open(a.file) if ln.startswith("{") and '"config"' in ln]
     names = {"strict": "flowtwin pair (strict), kill -9 of A",
-             "haproxy": "HAProxy + keepalived, the active box dies (link down, SIGKILL)"}
+             "haproxy": "HAProxy + keepalived, the active box dies (link down, SIGKILL)",
+             "haproxy-processes": "HAProxy + keepalived, SIGKILL of the active's processes (its kernel lives)"}
     out = {}
     for c in [c for c in ("strict", "haproxy") if any(r["config"] == c for r in rows)]:
         rs = [r for r in rows if r["config"] == c]
@@ -346,6 +348,8 @@ def cmd_killsummary(a) -> int:
              "engine_failures": sum(sum((r.get("engine_failures") or {}).values()) for r in rs) if c == "strict" else None,
              "verdicts_ok": sum(1 for r in rs if r.get("verdict") == "ok"),
              "runs_with_errors": sum(1 for r in rs if r.get("error"))}
+        if c == "haproxy" and all(r.get("ka_kill") == "processes" for r in rs):
+            c = "haproxy-processes"
         out[c] = d
         to = d["takeover_ms"] or {}
         ms = d["max_stall_long_ms"] or {}
@@ -354,7 +358,7 @@ def cmd_killsummary(a) -> int:
               f"{d['long_in_flight_lost']}; short connections {d['short_connections']}, lost {d['short_lost']}; "
               f"lost by {json.dumps(d['lost_by'])}; RSTs client {d['rst_client']}, backend {d['rst_backend']}; "
               f"backend reconnects {d['backend_reconnects']}"
-              + (f" (http not counted in {d['runs_http_not_counted']} run(s): a curl killed at the deadline reports no connection)"
+              + (f" (http not counted in {d['runs_http_not_counted']} run(s): a curl that failed may not report its connections)"
                  if d["runs_http_not_counted"] else "")
               + f"; backend connections left open {d['backend_open_at_end']}; "
               f"takeover p50 {to.get('p50')} / max {to.get('max')} ms; longest stall of a long flow "
@@ -390,6 +394,7 @@ def main() -> int:
     for k in ("kill-t", "takeover-ms", "status"):
         p.add_argument("--" + k)
     p.add_argument("--delay", type=float)
+    p.add_argument("--ka-kill", help="haproxy: box (link down + SIGKILL) or processes (SIGKILL only)")
     p = sub.add_parser("killsummary")
     p.add_argument("file")
     a = ap.parse_args()
