@@ -12,7 +12,7 @@ test or kill run, and the summaries with the flowtwin/HAProxy ratios.
       [--tko0 N --tko1 N]              one throughput/connrate test -> one JSON line
   proxybench.py summary RESULTS    the rows -> a line per test, then one JSON object
   proxybench.py killrow --config C --run N --clients F --eval F --srv F --kill-t T
-      [--takeover-ms X] [--status F] [--delay S]      one kill run -> one JSON line
+      [--takeover-log F --takeover-re RE] [--status F] [--delay S]   one kill run -> one JSON line
   proxybench.py killsummary FILE   the kill rows -> a line per system, then one JSON object
 
 Units: MB are 10^6 bytes. "per rig CPU-s" divides a test's units by the CPU seconds of everything
@@ -290,6 +290,23 @@ def cmd_killrow(a) -> int:
     extra = {svc: (bc[svc] - cc[svc]) if bc.get(svc) is not None and (svc != "http" or curl_ok) else None
              for svc in ("http", "echo", "upload")}
     flows, ok = cl.get("flows"), cl.get("ok")
+    # the standby's takeover: its first line matching --takeover-re after the kill (B's TAKEOVER,
+    # the backup keepalived's "Entering MASTER STATE"); one before the kill is a spurious takeover
+    # (a starved heartbeat or VRRP advert): the run did not test a clean kill
+    takeover, spurious = None, 0
+    if a.takeover_log and a.takeover_re and kill is not None:
+        try:
+            for ln in open(a.takeover_log, errors="replace"):
+                m = re.match(r"^(\d+\.\d+) ", ln)
+                if not m or not re.search(a.takeover_re, ln):
+                    continue
+                t = float(m.group(1))
+                if t < kill:
+                    spurious += 1
+                elif takeover is None:
+                    takeover = round((t - kill) * 1000, 1)
+        except OSError:
+            pass
     row = {"config": a.config, "run": a.run, **({"ka_kill": a.ka_kill} if a.ka_kill else {}),
            "kill_delay_s": a.delay, "flows": flows, "byte_exact": ok,
            "lost": (flows - ok) if isinstance(flows, int) and isinstance(ok, int) else None,
@@ -305,7 +322,7 @@ def cmd_killrow(a) -> int:
            # the new active's own proxy failure counters (proxy_eval.py --metrics b=...; absent: none read)
            "engine_failures": ({c: ev[f"b_{c}"] for c in ZERO_COUNTERS if f"b_{c}" in ev} or None),
            "max_stall_long_ms": cl.get("max_stall_long_flows_ms"),
-           "takeover_ms": float(a.takeover_ms) if a.takeover_ms not in (None, "", "None") else ev.get("takeover_ms"),
+           "takeover_ms": takeover, "spurious_takeovers": spurious,
            "verdict": "ok" if ev.get("ok_verdict") else "; ".join(ev.get("bad") or ["no verdict"])[:400]}
     if st:
         row.update(b_role=st.get("role"), flows_resumed=st.get("flows_resumed"), flows_abandoned=st.get("flows_abandoned"))
@@ -319,7 +336,7 @@ def dist(v):
     v = sorted(x for x in v if isinstance(x, (int, float)))
     if not v:
         return None
-    return {"p50": v[len(v) // 2], "max": v[-1], "n": len(v)}
+    return {"p50": round(statistics.median(v), 1), "max": v[-1], "n": len(v), **({"all": v} if len(v) <= 10 else {})}
 
 
 def cmd_killsummary(a) -> int:
@@ -341,6 +358,7 @@ def cmd_killsummary(a) -> int:
              "lost_by": dict(sorted(lost_by.items(), key=lambda kv: -kv[1])),
              "rst_client": s("rst_client"), "rst_backend": s("rst_backend"),
              "backend_reconnects": s("backend_reconnects"),
+             "spurious_takeovers": s("spurious_takeovers"),
              "runs_http_not_counted": sum(1 for r in rs if (r.get("backend_minus_client_connections") or {}).get("http") is None),
              "backend_open_at_end": sum(sum(v for v in (r.get("backend_open_at_end") or {}).values() if isinstance(v, int)) for r in rs),
              "takeover_ms": dist([r.get("takeover_ms") for r in rs]),
@@ -365,6 +383,8 @@ def cmd_killsummary(a) -> int:
               + (f"p50 {ms.get('p50')} / max {ms.get('max')} ms" if not d["long_in_flight_lost"] else "- (flows lost)")
               + (f"; engine proxy failure counters {d['engine_failures']:.0f}; proxy_eval verdict ok in "
                  f"{d['verdicts_ok']}/{d['runs']}" if c == "strict" else "")
+              + (f"; SPURIOUS takeovers before the kill: {d['spurious_takeovers']} (such a run is no clean kill)"
+                 if d["spurious_takeovers"] else "; no spurious takeover")
               + (f"; {d['runs_with_errors']} run(s) could not run" if d["runs_with_errors"] else ""))
     print(json.dumps({"bench_proxy_kill": out}))
     return 0
@@ -391,7 +411,7 @@ def main() -> int:
     for k in ("config", "clients", "eval", "srv"):
         p.add_argument("--" + k, required=True)
     p.add_argument("--run", type=int, required=True)
-    for k in ("kill-t", "takeover-ms", "status"):
+    for k in ("kill-t", "takeover-log", "takeover-re", "status"):
         p.add_argument("--" + k)
     p.add_argument("--delay", type=float)
     p.add_argument("--ka-kill", help="haproxy: box (link down + SIGKILL) or processes (SIGKILL only)")
