@@ -257,7 +257,7 @@ def cmd_summary(a) -> int:
 def classify(err: str) -> str:
     e = err.lower()
     # (the texts are proxyclients.py's failed_errors keys, digits already N: "curl exit N")
-    for key, cls in (("reset", "reset"), ("broken pipe", "reset"), ("refused", "refused"), ("timeout", "timeout"),
+    for key, cls in (("server said b''", "eof"), ("reset", "reset"), ("broken pipe", "reset"), ("refused", "refused"), ("timeout", "timeout"),
                      ("timed out", "timeout"), ("eof", "eof"), ("transfer closed", "eof"), ("closed", "eof"),
                      ("empty reply", "eof"), ("size_download", "eof"), ("mismatch", "corrupt")):
         if key in e:
