@@ -41,6 +41,7 @@ test can compare them with what each backend accepted.
 each short thread one connection done). One JSON line on stdout; exit 0 iff every flow succeeded:
 
   {"flows":N,"ok":N,"failed":[{"kind","id","target","error"}],"failed_count":N,
+   "failed_errors":{"<kind>: <error, digits as N>":N,...} (every failure, not only the sample),
    "by_kind":{"curl10":{"flows","ok","bytes","max_stall_ms"},...},
    "connections":{"http":{"198.18.0.100:8080":N},"echo":{...},"upload":{...}},
    "short_connections":N,"max_stall_ms":X,"max_stall_flow":"kind/id target","max_stall_end_wall":t,
@@ -56,6 +57,7 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -313,6 +315,14 @@ def short_worker(ti: int, ready: threading.Event, targets: dict[str, list[Target
 
 
 # ----------------------------------------------------------------------------- main
+def error_counts(failed: list[Flow]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for f in failed:
+        k = re.sub(r"\d+", "N", f"{f.kind}: {f.error or '?'}")[:100]
+        out[k] = out.get(k, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def summarize(t_end: float) -> dict:
     flows = list(R.flows)
     failed = [f for f in flows if not f.ok]
@@ -327,6 +337,9 @@ def summarize(t_end: float) -> dict:
         "failed": [{"kind": f.kind, "id": f.id, "target": f.info.get("target"), "error": f.error,
                     "t_done_s": round(f.t_done - R.t_start, 6)} for f in failed_sample(failed, kinds)],
         "failed_count": len(failed),
+        # every failure (not only the sample above) by its error text, digits as N: how the flows
+        # ended (scripts/bench-proxy kill tells resets from timeouts with it)
+        "failed_errors": error_counts(failed),
         "by_kind": by_kind,
         "connections": CONNS,
         "short_connections": sum(1 for f in flows if f.kind.startswith("short_")),

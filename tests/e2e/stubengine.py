@@ -9,7 +9,8 @@ proxy keys; `run -c F` serves `ctl status` on [sync] control and, while active, 
 its namespace's port (FT_A_IF / FT_B_IF) and runs a threaded L4 proxy (kernel sockets, from the
 VIP, round-robin whatever the balance) for every kind = "proxy" service; the standby polls the
 active's control socket and, once it is gone, removes the VIP from the active's port, prints a
-TAKEOVER line and serves. `ctl -s SOCK status` prints the status JSON. So with it proxy_basic
+TAKEOVER line and serves. `ctl -s SOCK status` prints the status JSON. A config without [sync]
+runs as a stand-alone active engine with no control socket (scripts/bench-proxy's "off"). So with it proxy_basic
 passes, and proxy_kill must FAIL (the kill resets every connection of the dead process: RSTs
 in both captures, transfers cut, reconnects): a check that the kill test can fail at all.
 """
@@ -81,8 +82,9 @@ def proxy(vip, port, backends):
 
 def run(argv):
     c = load(argv)
-    sync = c["sync"]
-    ctl_path = sync["control"]
+    # no [sync]: a stand-alone engine (scripts/bench-proxy's "off"): active, no control socket
+    sync = c.get("sync") or {"node_id": 1, "role": "active"}
+    ctl_path = sync.get("control")
     me_a = sync["node_id"] == 1
     iface = os.environ.get("FT_A_IF" if me_a else "FT_B_IF", "a0" if me_a else "b0")
     vip = c["vip"][0]["addr"]
@@ -104,7 +106,8 @@ def run(argv):
             except OSError:
                 pass
             s.close()
-    threading.Thread(target=serve_ctl, daemon=True).start()
+    if ctl_path:
+        threading.Thread(target=serve_ctl, daemon=True).start()
 
     def activate():
         subprocess.run(["ip", "addr", "add", f"{vip}/24", "dev", iface], stderr=subprocess.DEVNULL)

@@ -3,6 +3,7 @@
 
   python3 tests/e2e/test_harness.py      # prints "N passed, M failed" last
 """
+import json
 import os
 import subprocess
 import tempfile
@@ -196,6 +197,78 @@ class LastJson(unittest.TestCase):
             open(p, "w").write('{"a": 1}\n{"cut": \n')
             self.assertIsNone(evallib.last_json(p))  # a torn last line: no summary, not the one before
             self.assertIsNone(evallib.last_json(os.path.join(d, "missing")))
+
+
+class ProxyBench(unittest.TestCase):
+    """tests/e2e/proxybench.py (scripts/bench-proxy): what a kill cost each system, and the ratios."""
+
+    PB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "proxybench.py")
+
+    def run_pb(self, *args):
+        return subprocess.run([sys.executable, self.PB, *args], check=True, capture_output=True, text=True).stdout
+
+    def write(self, d, name, obj):
+        path = os.path.join(d, name)
+        with open(path, "w") as f:
+            f.write(obj if isinstance(obj, str) else json.dumps(obj) + "\n")
+        return path
+
+    def killrow(self, d, clients, srv, log=""):
+        return json.loads(self.run_pb(
+            "killrow", "--config", "haproxy", "--run", "1", "--clients", self.write(d, "c.json", clients),
+            "--eval", self.write(d, "e.json", {"rst_client": 3, "rst_backend": 0}), "--srv", self.write(d, "s.json", srv),
+            "--kill-t", "100.0", "--takeover-log", self.write(d, "ka.log", log), "--takeover-re", "Entering MASTER STATE"))
+
+    CLIENTS = {"flows": 4, "ok": 2, "by_kind": {"curl10": {"flows": 1, "ok": 1}, "echo": {"flows": 2, "ok": 1},
+                                                "short_get": {"flows": 1, "ok": 0}},
+               "connections": {"http": {"v:8080": 1}, "echo": {"v:9000": 2}, "upload": {}},
+               "long_flows": [{"kind": "curl10", "ok": True, "t_done_wall": 99.0},
+                              {"kind": "echo", "ok": True, "t_done_wall": 101.0},
+                              {"kind": "echo", "ok": False, "t_done_wall": 130.0}],
+               "failed_errors": {"echo: echo N bytes: connection reset at N of N (sent N)": 1,
+                                 "short_get: GET /gen/N + close: timeout waiting for EOF after body": 1}}
+
+    def test_a_kill_row_counts_in_flight_losses_reconnects_and_a_spurious_takeover(self):
+        srv = {"final": True, "nginx": {"accepts": 2}, "open_at_end": {"http": 0, "echo": 1, "upload": 0},
+               "services": {"echo": {"a": {"connections": 2}, "b": {"connections": 1}}, "upload": {}}}
+        log = "90.000000 x Entering MASTER STATE\n100.040000 x Entering MASTER STATE\n"
+        with tempfile.TemporaryDirectory() as d:
+            r = self.killrow(d, self.CLIENTS, srv, log)
+        self.assertEqual((r["long_in_flight"], r["long_in_flight_lost"], r["lost"], r["short_lost"]), (2, 1, 2, 1))
+        self.assertEqual(r["lost_by"], {"reset": 1, "timeout": 1})
+        # echo: 3 accepted for 2 connects; http: nginx's accepts, every curl ended by itself
+        self.assertEqual(r["backend_minus_client_connections"], {"http": 1, "echo": 1, "upload": 0})
+        self.assertEqual(r["backend_reconnects"], 2)
+        self.assertEqual((r["takeover_ms"], r["spurious_takeovers"]), (40.0, 1))
+
+    def test_http_reconnects_are_not_counted_when_a_curl_failed(self):
+        c = dict(self.CLIENTS, by_kind=dict(self.CLIENTS["by_kind"], curl10={"flows": 1, "ok": 0}))
+        with tempfile.TemporaryDirectory() as d:
+            r = self.killrow(d, c, {"final": True, "nginx": {"accepts": 5}, "services": {}})
+        self.assertIsNone(r["backend_minus_client_connections"]["http"])
+        self.assertIsNone(r["takeover_ms"])
+
+    def test_errors_are_classified_from_their_normalized_text(self):
+        sys.path.insert(0, os.path.dirname(self.PB))
+        import proxybench
+        for text, cls in (("curl httpN GET /gen/N: curl exit N at N bytes: curl: (N) Recv failure: Connection reset by pe", "reset"),
+                          ("upload N bytes: send: broken pipe at N of N", "reset"),
+                          ("timeout: GET /gen/N HTTP/N.N, N bytes moved", "timeout"),
+                          ("curl: (N) transfer closed with N bytes remaining", "eof"),
+                          ("upload digest mismatch: server said b'', sent b'ab N'", "eof"),
+                          ("echo byte mismatch at N of N", "corrupt"),
+                          ("connect N.N.N.N:N: connection refused", "refused")):
+            self.assertEqual(proxybench.classify(text), cls, text)
+
+    def test_the_summary_gives_the_ratios_to_haproxy(self):
+        rows = [{"config": c, "round": 1, "test": "conn-ab", "conns_per_s": v, "per_rig_cpu_s": v / 2, "failed": 0}
+                for c, v in (("off", 3000.0), ("strict", 2000.0), ("haproxy", 2500.0))]
+        with tempfile.TemporaryDirectory() as d:
+            out = self.run_pb("summary", self.write(d, "r.jsonl", "".join(json.dumps(r) + "\n" for r in rows)))
+        s = json.loads(out.strip().splitlines()[-1])["bench_proxy"]["conn-ab"]
+        self.assertEqual((s["ratio_off_haproxy"], s["ratio_strict_haproxy"], s["ratio_strict_off"]), (1.2, 0.8, 0.667))
+        self.assertEqual(s["ratio_off_haproxy_per_rig_cpu"], 1.2)
+        self.assertIn("off/haproxy 1.2", out)
 
 
 if __name__ == "__main__":
