@@ -352,6 +352,7 @@ impl Stack {
         };
         let isn = self.isn.isn(now, &from.octets(), lport, &rip.octets(), rport);
         let mut tcb = Tcb::syn_sent(now, &cfg.tcp, lport, rport, isn);
+        tcb.set_ts_offset(self.isn.ts_offset(&from.octets(), lport, &rip.octets(), rport));
         let mut svc = svc;
         tcb.set_syn_window(svc.syn_window(&l.spec, &mut self.svc_stats));
         if let Some(n) = svc.syn_retries(&l.spec) {

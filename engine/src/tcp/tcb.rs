@@ -284,6 +284,12 @@ impl Tcb {
         self.syn_window = rx_space.clamp(1, usize::from(u16::MAX)) as u16;
     }
 
+    /// The timestamp offset of an active open, before its SYN is sent
+    /// ([`crate::tcp::isn::IsnGenerator::ts_offset`]).
+    pub fn set_ts_offset(&mut self, offset: u32) {
+        self.r.ts_offset = offset;
+    }
+
     /// Give up an active open after `n` SYN retransmissions (instead of `syn_ack_retries`):
     /// a proxy's connect timeout.
     pub fn set_syn_retries(&mut self, n: u8) {
