@@ -45,13 +45,14 @@ impl Stack {
     /// After a TCP call of flow `id` (or its install at a takeover): an accepted flow without
     /// a partner whose service has now chosen one (delayed binding) gets it opened and linked.
     pub(super) fn take_open<F: FrameSink + ?Sized>(&mut self, now: Instant, id: FlowId, tx: &mut F) {
-        let cfg = self.cfg.clone();
+        // Called after every segment of every flow: no `Arc` clone of the config on the way to
+        // the common answer (no partner wanted).
         let Some((key, flow)) = self.flows.get_key_value_mut(id) else { return };
         if flow.link != Link::None || flow.origin != Origin::Accepted {
             return;
         }
         let li = usize::from(flow.listener);
-        let (Some(l), Some(client)) = (cfg.listeners.get(li), key.remote_ip.to_ipv4_mapped()) else { return };
+        let (Some(l), Some(client)) = (self.cfg.listeners.get(li), key.remote_ip.to_ipv4_mapped()) else { return };
         let Some(open) = flow.svc.take_open(&l.spec, client, now) else { return };
         self.open_linked(now, id, li, open, tx);
     }
