@@ -12,6 +12,7 @@ Python 3.11 stdlib, plus Debian's nginx.
   ip netns exec ftsrv backends.py serve --ips 198.18.0.11,198.18.0.12 --www WWW --run-dir RUN
       [--http-port 80] [--echo-port 9000] [--upload-port 9001] [--ready-file F] [--stats-file F]
       [--inject KIND[,KIND...]] [--drain-s 3] [--max-seconds 600]
+      [--tls IP:PORT:NAME[,...] --tls-dir DIR] [--banner-port P]
 
 Servers, each on every --ips address:
   :http-port    nginx (own config, pid, error and access logs, temp dirs under RUN; never the
@@ -23,8 +24,14 @@ Servers, each on every --ips address:
   :echo-port    echo: every byte back; at the client's FIN, the rest, then FIN.
   :upload-port  upload: reads until the client's FIN, then answers "<sha256 hex> <bytes>\\n" and
                 closes.
-Echo and upload count their accepted connections, bytes, and socket errors (a reset seen by a
-backend is one) per address.
+  --tls         more nginx servers (same nginx, same root): IP:PORT with TLS, presenting
+                DIR/NAME.pem (key DIR/NAME.key), one name per listener, so that a client that
+                verifies the name knows which listener it reached; their own access log
+                (RUN/tls-access.log) records the SNI ($ssl_server_name) of every request.
+  :banner-port  server speaks first (like SMTP): at accept it writes "220 <ip> flowtwin-banner\r\n",
+                then echoes as :echo-port does.
+Echo, upload and banner count their accepted connections, bytes, and socket errors (a reset seen
+by a backend is one) per address.
 
 Stats (JSON, written atomically to --stats-file) on SIGUSR1 and at the end (SIGTERM/SIGINT or
 --max-seconds). At the end it first waits up to --drain-s for every backend connection to be
@@ -32,7 +39,9 @@ closed (a proxy that leaves backend connections open is seen as "open_at_end"), 
 nginx and reads its access log:
 
   {"final": true, "services": {"http": {"198.18.0.11": {"connections": N, "requests": N,
-     "incomplete": N, "statuses": {"200": N}, "bytes": N}, ...}, "echo": {...}, "upload": {...}},
+     "incomplete": N, "statuses": {"200": N}, "bytes": N}, ...}, "echo": {...}, "upload": {...},
+     "tls": {"198.18.0.11:443": {"connections", "requests", "incomplete", "statuses", "bytes",
+     "sni": {"one.example": N}}, ...}, "banner": {...}},
    "nginx": {"accepts": N, "handled": N, "requests": N, "active": N} (status queries left out),
    "open_at_end": {"http": N, "echo": N, "upload": N}, "errors": [...], "injected": {...}}
    (echo/upload per address: connections = accepted, bytes_in, bytes_out, errors, active)
@@ -42,6 +51,7 @@ nginx and reads its access log:
   echo-byte      the first echo connection that reaches 100000 bytes echoes that byte flipped
   rst            the first upload connection is closed with a RST (SO_LINGER 0) instead of answered
   extra-conn     the echo server reports one accepted connection more than it accepted
+  banner-byte    the first banner connection that reaches 100000 echoed bytes echoes that byte flipped
 """
 from __future__ import annotations
 
@@ -63,7 +73,7 @@ import gen  # noqa: E402
 
 MiB = 1 << 20
 DEFAULT_SIZES = [1024, MiB, 20 * MiB, 100 * MiB]
-INJECT_KINDS = ("upload-digest", "echo-byte", "rst", "extra-conn")
+INJECT_KINDS = ("upload-digest", "echo-byte", "rst", "extra-conn", "banner-byte")
 ECHO_FLIP_AT = 100_000
 
 
@@ -98,7 +108,7 @@ class Stats:
 
     def entry(self, svc: str, ip: str) -> dict:
         return self.svc.setdefault(svc, {}).setdefault(
-            ip, {"connections": 0, "active": 0, "bytes_in": 0, "bytes_out": 0, "errors": 0})
+            ip, {"connections": 0, "active": 0, "bytes_in": 0, "bytes_out": 0, "errors": 0, "banners": 0})
 
     def add(self, svc: str, ip: str, **kv) -> None:
         with self.lock:
@@ -135,26 +145,43 @@ class Injector:
 
 
 # ----------------------------------------------------------------------------- echo, upload
-def echo_conn(s: socket.socket, peer, ip: str, st: Stats, inj: Injector) -> None:
+def echo_conn(s: socket.socket, peer, ip: str, st: Stats, inj: Injector, svc: str = "echo") -> None:
     total = 0
     flip = None
+    fault = "echo-byte" if svc == "echo" else f"{svc}-byte"
     try:
         while True:
             b = s.recv(65536)
             if not b:
                 break
-            st.add("echo", ip, bytes_in=len(b))
-            if flip is None and total + len(b) > ECHO_FLIP_AT and inj.take("echo-byte", f"{peer[0]}:{peer[1]} byte {ECHO_FLIP_AT}"):
+            st.add(svc, ip, bytes_in=len(b))
+            if flip is None and total + len(b) > ECHO_FLIP_AT and inj.take(fault, f"{peer[0]}:{peer[1]} byte {ECHO_FLIP_AT}"):
                 flip = ECHO_FLIP_AT
                 x = bytearray(b)
                 x[ECHO_FLIP_AT - total] ^= 0xFF
                 b = bytes(x)
             s.sendall(b)
             total += len(b)
-            st.add("echo", ip, bytes_out=len(b))
+            st.add(svc, ip, bytes_out=len(b))
         s.shutdown(socket.SHUT_WR)
     except OSError as e:
-        st.error("echo", ip, f"{peer[0]}:{peer[1]} after {total} bytes: {type(e).__name__}: {e}")
+        st.error(svc, ip, f"{peer[0]}:{peer[1]} after {total} bytes: {type(e).__name__}: {e}")
+
+
+def banner_line(ip: str) -> bytes:
+    return f"220 {ip} flowtwin-banner\r\n".encode()
+
+
+def banner_conn(s: socket.socket, peer, ip: str, st: Stats, inj: Injector) -> None:
+    """Server speaks first: the banner at once, before reading anything; then echo."""
+    b = banner_line(ip)
+    try:
+        s.sendall(b)
+    except OSError as e:
+        st.error("banner", ip, f"{peer[0]}:{peer[1]} banner: {type(e).__name__}: {e}")
+        return
+    st.add("banner", ip, bytes_out=len(b), banners=1)
+    echo_conn(s, peer, ip, st, inj, svc="banner")
 
 
 def upload_conn(s: socket.socket, peer, ip: str, st: Stats, inj: Injector) -> None:
@@ -234,6 +261,9 @@ events {{ worker_connections 8192; }}
 http {{
     log_format ft '$msec $server_addr $server_port $connection $connection_requests '
                   '$remote_addr $remote_port $status $body_bytes_sent $request_completion "$request"';
+    log_format fttls '$msec $server_addr $server_port $connection $connection_requests '
+                     '$remote_addr $remote_port $status $body_bytes_sent $request_completion '
+                     '$ssl_server_name $ssl_protocol "$request"';
     access_log {run}/access.log ft;
     default_type application/octet-stream;
     types {{ }}
@@ -253,6 +283,7 @@ http {{
         root {www};
         location / {{ }}
     }}
+{tls_servers}
     server {{
         listen unix:{run}/status.sock;
         access_log off;
@@ -306,6 +337,50 @@ def listening(addrs: list[tuple[str, int]]) -> bool:
     return want <= have
 
 
+TLS_SERVER = """    server {{
+        listen {addr} ssl backlog=4096;
+        ssl_certificate {dir}/{name}.pem;
+        ssl_certificate_key {dir}/{name}.key;
+        access_log {run}/tls-access.log fttls;
+        # after the response nginx sends close_notify and its FIN, then reads until the client's
+        # FIN: a client that answers with its own close_notify (openssl s_client does) would else
+        # meet a closed socket, whose kernel answers with a RST (seen without any proxy)
+        lingering_close always;
+        root {www};
+        location / {{ }}
+    }}
+"""
+
+
+def parse_tls_log(path: str) -> dict:
+    """Per TLS listener (ip:port): distinct connections, requests, incomplete, statuses, body
+    bytes, and the SNI names the requests came with ("-": none)."""
+    out: dict[str, dict] = {}
+    conns: dict[str, set] = {}
+    try:
+        f = open(path)
+    except OSError:
+        return out
+    with f:
+        for ln in f:
+            p = ln.split(" ", 12)
+            if len(p) < 13:
+                continue
+            _msec, addr, port, conn, _creq, _ra, _rp, status, body, complete, sni, _proto = p[:12]
+            key = f"{addr}:{port}"
+            e = out.setdefault(key, {"connections": 0, "requests": 0, "incomplete": 0, "statuses": {}, "bytes": 0, "sni": {}})
+            conns.setdefault(key, set()).add(conn)
+            e["requests"] += 1
+            e["statuses"][status] = e["statuses"].get(status, 0) + 1
+            e["sni"][sni] = e["sni"].get(sni, 0) + 1
+            e["bytes"] += int(body) if body.isdigit() else 0
+            if complete != "OK":
+                e["incomplete"] += 1
+    for key, e in out.items():
+        e["connections"] = len(conns[key])
+    return out
+
+
 def parse_access_log(path: str) -> dict:
     """Per server address: distinct connections, requests, incomplete, statuses, body bytes."""
     out: dict[str, dict] = {}
@@ -349,10 +424,20 @@ def serve(a) -> int:
     status_queries = 0
 
     listens = "\n".join(f"        listen {ip}:{a.http_port} backlog=4096;" for ip in ips)
+    tls = []
+    for spec in (a.tls or "").split(","):
+        if not spec:
+            continue
+        ip, port, name = spec.split(":")
+        tls.append((ip, int(port), name))
+    if tls and not a.tls_dir:
+        raise SystemExit("backends.py: --tls needs --tls-dir")
+    tls_servers = "".join(TLS_SERVER.format(addr=f"{ip}:{port}", dir=os.path.abspath(a.tls_dir), name=name, run=run, www=www)
+                          for ip, port, name in tls)
     conf = os.path.join(run, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(run=run, www=www, listens=listens))
-    for p in ("access.log", "status.sock"):
+        f.write(NGINX_CONF.format(run=run, www=www, listens=listens, tls_servers=tls_servers))
+    for p in ("access.log", "tls-access.log", "status.sock"):
         try:
             os.unlink(os.path.join(run, p))
         except FileNotFoundError:
@@ -371,6 +456,8 @@ def serve(a) -> int:
                 listeners.append(("echo", ip, listen(ip, a.echo_port), echo_conn))
             if a.upload_port:
                 listeners.append(("upload", ip, listen(ip, a.upload_port), upload_conn))
+            if a.banner_port:
+                listeners.append(("banner", ip, listen(ip, a.banner_port), banner_conn))
     except OSError as e:
         nginx.terminate()
         raise SystemExit(f"backends.py: cannot listen: {e}")
@@ -379,7 +466,7 @@ def serve(a) -> int:
         threading.Thread(target=serve_listener, args=(ls, svc, ip, h, st, inj, stop), daemon=True).start()
 
     t0 = time.monotonic()
-    while not listening([(ip, a.http_port) for ip in ips]) or not os.path.exists(os.path.join(run, "status.sock")):
+    while not listening([(ip, a.http_port) for ip in ips] + [(ip, port) for ip, port, _n in tls]) or not os.path.exists(os.path.join(run, "status.sock")):
         if nginx.poll() is not None or time.monotonic() - t0 > 10:
             try:
                 err = open(os.path.join(run, "nginx-error.log")).read()[-600:] + open(os.path.join(run, "nginx.out")).read()[-600:]
@@ -414,12 +501,16 @@ def serve(a) -> int:
                        for ip in ips}
         for ip in http:
             svc["http"].setdefault(ip, http[ip])
+        if tls:
+            svc["tls"] = {f"{ip}:{port}": {"connections": 0, "requests": 0, "incomplete": 0, "statuses": {}, "bytes": 0, "sni": {}}
+                          for ip, port, _n in tls}
+            svc["tls"].update(parse_tls_log(os.path.join(run, "tls-access.log")))
         if ng is not None:
             # each stub_status query is a connection and a request of nginx's own: not a client's
             ng = dict(ng, accepts=ng["accepts"] - status_queries, handled=ng["handled"] - status_queries,
                       requests=ng["requests"] - status_queries, active=ng["active"] - 1)
         return {"final": final, "t_wall": round(time.time(), 6), "ips": ips,
-                "ports": {"http": a.http_port, "echo": a.echo_port, "upload": a.upload_port},
+                "ports": {"http": a.http_port, "echo": a.echo_port, "upload": a.upload_port, "banner": a.banner_port},
                 "services": svc, "nginx": ng, "open_at_end": open_at_end, "errors": errors,
                 "error_count": nerr, "injected": dict(inj.fired), "inject": kinds}
 
@@ -454,7 +545,8 @@ def serve(a) -> int:
         ng = nginx_status(run) if nginx.poll() is None else None
         if ng is not None:
             status_queries += 1
-        open_now = {"http": (ng["active"] - 1) if ng else None, "echo": st.active("echo"), "upload": st.active("upload")}
+        open_now = {"http": (ng["active"] - 1) if ng else None, "echo": st.active("echo"), "upload": st.active("upload"),
+                    "banner": st.active("banner")}
         if all(v == 0 for v in open_now.values()) or time.monotonic() >= t_end:
             break
         time.sleep(0.05)
@@ -471,6 +563,8 @@ def serve(a) -> int:
     http = parse_access_log(os.path.join(run, "access.log"))
     for ip, e in http.items():
         final["services"]["http"][ip] = e
+    if tls:
+        final["services"]["tls"].update(parse_tls_log(os.path.join(run, "tls-access.log")))
     write(final)
     for _svc, _ip, ls, _h in listeners:
         ls.close()
@@ -490,6 +584,9 @@ def main() -> int:
     s.add_argument("--http-port", type=int, default=80)
     s.add_argument("--echo-port", type=int, default=9000)
     s.add_argument("--upload-port", type=int, default=9001)
+    s.add_argument("--banner-port", type=int, default=0, help="server-speaks-first banner + echo (0: none)")
+    s.add_argument("--tls", help="nginx TLS listeners IP:PORT:NAME[,...] (certificate --tls-dir/NAME.pem)")
+    s.add_argument("--tls-dir", help="certificates and keys of --tls")
     s.add_argument("--nginx", default="/usr/sbin/nginx")
     s.add_argument("--ready-file", help="written once every server listens")
     s.add_argument("--stats-file", help="stats JSON (SIGUSR1, and at the end); default stdout")
