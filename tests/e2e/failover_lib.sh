@@ -18,6 +18,8 @@
 #                            "" leaves it). Rate-limited readers with multi-MB receive buffers
 #                            keep reading buffered bytes through an outage and hide the stall.
 #   FT_HEARTBEAT_MS / FT_DEAD_AFTER   [sync] timers (default 5 / 3)
+#   FL_LCORES_a / FL_LCORES_b  the engine's EAL lcore arguments instead of the above
+#   FL_CONFIG_EXTRA_a / FL_CONFIG_EXTRA_b, FL_SYNC_EXTRA_a / FL_SYNC_EXTRA_b  more config
 
 : "${BIN:=$ROOT/target/release/flowtwin}"
 : "${PY:=python3}"
@@ -61,6 +63,10 @@ fl_write_config() {
   else
     lc="--lcores=0@0,1@0"; ifv=$FT_B_EAL_VDEV; node=2; role=standby; listen=$FT_B_SYNC_IP; peer=$FT_A_SYNC_IP
   fi
+  # FL_LCORES_a / FL_LCORES_b: other EAL lcore arguments for that engine (more workers: one
+  # lcore each, plus the main one; tests/e2e/proxy.sh proxy_workers)
+  local lcv="FL_LCORES_$who"
+  [[ -n ${!lcv:-} ]] && lc=${!lcv}
   ft_engine_toml "$TMP/$who.toml" "$lc" "$FL_PREFIX$who" "$ifv"
   if [[ $mode != off ]]; then
     cat >>"$TMP/$who.toml" <<EOF
