@@ -194,16 +194,21 @@ def main() -> int:
                        f"(first: {early[0]['kind']}/{early[0]['id']}): not a kill mid-transfer")
         for who, path in kv(a.log).items():
             t = None
+            early_line = None
             try:
                 for ln in open(path, errors="replace"):
                     m = STAMP.match(ln)
+                    if m and "TAKEOVER" in ln and float(m.group(1)) < a.kill_t and early_line is None:
+                        early_line = (float(m.group(1)), ln.split("TAKEOVER", 1)[1].strip()[:80])
                     if m and "TAKEOVER" in ln and float(m.group(1)) >= a.kill_t:
                         t = float(m.group(1))
                         break
             except OSError:
                 pass
             if t is None:
-                bad.append(f"no TAKEOVER line of engine {who.upper()} after the kill")
+                bad.append(f"no TAKEOVER line of engine {who.upper()} after the kill"
+                           + (f" (it took over {(a.kill_t - early_line[0]) * 1000:.0f} ms BEFORE the kill, "
+                              f"{early_line[1]}: a starved heartbeat; the kill hit the standby)" if early_line else ""))
             else:
                 out["takeover_ms"] = round((t - a.kill_t) * 1000)
         for who, path in kv(a.status).items():
