@@ -283,8 +283,11 @@ pub struct ServiceSection {
     /// `echo`: per-connection echo buffer.
     #[serde(default = "default_echo_buf")]
     pub echo_buffer: u32,
-    /// `proxy`: the backend servers, `"ip:port"` (see `config/proxy.rs`).
+    /// `proxy`: the backend servers, `"ip:port"` or `"ip:port weight=N"` (see `config/proxy.rs`).
     pub backends: Option<Vec<String>>,
+    /// `proxy`: backend slots in all, for `ctl backend add` (default 64, at least the
+    /// configured backends).
+    pub max_backends: Option<u32>,
     /// `proxy`: `round-robin` (default), `least-conn` or `hash`.
     pub balance: Option<String>,
     /// `proxy`: bytes buffered per direction per connection.

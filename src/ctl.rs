@@ -1,6 +1,6 @@
 //! The control socket (`flowtwin ctl`): a unix stream socket, one request line in, one reply
 //! out, served by a control-plane thread. Commands: `status`, `takeover`, `failback`, `flows`,
-//! `backends`.
+//! `backends`, `backend ...` (the one that takes arguments: a pool change).
 //! Replies are JSON objects; errors are `{"error": "..."}` so scripts can check them.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,8 +19,12 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("takeover", "on the standby: take the VIPs over now (as if the active had died)"),
     ("failback", "on the active: hand the VIPs back to the peer once it is in sync"),
     ("flows", "live flows per worker and TCP state"),
-    ("backends", "proxy services: each backend's state, connections, failures"),
+    ("backends", "proxy services: each backend's state, weight, connections, failures, bytes"),
+    ("backend", "on the active: add|drain|undrain|remove SERVICE ADDR:PORT [--weight W] [--pool N] [--force]"),
 ];
+
+/// Commands that take arguments after their name.
+pub const WITH_ARGS: &[&str] = &["backend"];
 
 /// Serve `path` until `stop`. Replaces a stale socket file; refuses to run if another engine
 /// answers on it.
@@ -49,7 +53,9 @@ pub fn serve(path: &Path, handler: Handler, stop: Arc<AtomicBool>) -> Result<Pat
                         let mut r = BufReader::new(&s);
                         if r.read_line(&mut line).is_ok() {
                             let cmd = line.trim();
-                            let reply = if COMMANDS.iter().any(|(c, _)| *c == cmd) {
+                            let name = cmd.split_whitespace().next().unwrap_or_default();
+                            let args_ok = name == cmd || WITH_ARGS.contains(&name);
+                            let reply = if COMMANDS.iter().any(|(c, _)| *c == name) && args_ok {
                                 handler(cmd)
                             } else {
                                 let names: Vec<_> = COMMANDS.iter().map(|(c, _)| *c).collect();
@@ -91,6 +97,8 @@ mod tests {
         let h: Handler = Arc::new(|c: &str| format!("{{\"cmd\":\"{c}\"}}"));
         serve(&path, h.clone(), stop.clone()).unwrap();
         assert_eq!(request(&path, "status").unwrap(), "{\"cmd\":\"status\"}");
+        assert_eq!(request(&path, "backend drain a b").unwrap(), "{\"cmd\":\"backend drain a b\"}", "backend takes arguments");
+        assert!(request(&path, "status now").unwrap().contains("unknown command"), "status takes none");
         let e = request(&path, "reboot").unwrap();
         assert!(e.contains("unknown command") && e.contains("failback"), "{e}");
         // A second engine on the same socket is refused.

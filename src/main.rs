@@ -46,14 +46,20 @@ enum Cmd {
     ///
     /// Commands: status (role, epoch, peer, in_sync, lag, held outputs, takeovers), takeover
     /// (standby: take the VIPs now), failback (active: hand back once the peer is in sync),
-    /// flows (per worker and state). Prints the engine's JSON reply.
+    /// flows (per worker and state), backends (proxy pools), backend add|drain|undrain|remove
+    /// (change a proxy's pool on the active; its standby follows). Prints the engine's JSON
+    /// reply.
     Ctl {
         /// The engine's control socket (`[sync] control` in its config).
         #[arg(long, short, default_value = "/run/flowtwin/flowtwin.sock")]
         socket: std::path::PathBuf,
-        /// status | takeover | failback | flows
+        /// status | takeover | failback | flows | backends | backend
         #[arg(value_parser = CtlCommand)]
         command: String,
+        /// `backend`'s: add|drain|undrain|ready|remove SERVICE ADDR:PORT [--weight W] [--pool
+        /// N|default] [--force] (SERVICE as `ctl backends` prints it, vip:port).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Validate a config file without starting anything; errors name the offending key.
     CheckConfig {
@@ -266,7 +272,7 @@ fn load_config(path: &std::path::Path, logs: &logs::Logs) -> Result<config::Conf
 fn run_command(cli: Cli, logs: &logs::Logs) -> Result<(), Failure> {
     match cli.cmd {
         Cmd::Run { config } => Ok(run::run(load_config(&config, logs)?, stop_flag())?),
-        Cmd::Ctl { socket, command } => Ok(ctl::request(&socket, &command).and_then(|r| {
+        Cmd::Ctl { socket, command, args } => Ok(ctl::request(&socket, &std::iter::once(command).chain(args).collect::<Vec<_>>().join(" ")).and_then(|r| {
             println!("{r}");
             if r.starts_with("{\"error\"") {
                 Err("the engine refused the command (see the reply above)".into())

@@ -286,7 +286,7 @@ impl Stack {
             self.timers.cancel(id);
             if let Some(f) = self.flows.remove(id) {
                 if let Some(l) = cfg.listeners.get(usize::from(f.listener)) {
-                    f.svc.lifecycle(&l.spec, Lifecycle::Closed { connected: f.tcb.syn_acked(), now: self.now });
+                    f.svc.lifecycle(&l.spec, Lifecycle::closed(&f.tcb, self.now));
                 }
                 let s = f.tcb.state() as usize;
                 self.counters.flows_by_state[s] = self.counters.flows_by_state[s].saturating_sub(1);
@@ -663,6 +663,11 @@ impl Stack {
         if s0 != s1 {
             c.flows_by_state[s0 as usize] = c.flows_by_state[s0 as usize].saturating_sub(1);
             c.flows_by_state[s1 as usize] += 1;
+            if s0 == State::SynSent && s1 == State::Established {
+                if let Some(l) = self.cfg.listeners.get(usize::from(flow.listener)) {
+                    flow.svc.lifecycle(&l.spec, Lifecycle::Connected { now: self.now });
+                }
+            }
         }
         c.add(Event::TxFrames, frames);
         c.drops[Drop::TxNoMbuf as usize] += failed;
@@ -709,7 +714,7 @@ impl Stack {
         self.unlink_closing(id);
         if let Some(f) = self.flows.get(id) {
             if let Some(l) = self.cfg.listeners.get(usize::from(f.listener)) {
-                f.svc.lifecycle(&l.spec, Lifecycle::Closed { connected: f.tcb.syn_acked(), now: self.now });
+                f.svc.lifecycle(&l.spec, Lifecycle::closed(&f.tcb, self.now));
             }
         }
         if let Some(f) = self.flows.remove(id) {

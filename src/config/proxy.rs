@@ -6,7 +6,8 @@
 //! vip = "198.18.0.100"
 //! port = 8080
 //! kind = "proxy"
-//! backends = ["198.18.0.11:80", "198.18.0.12:80"]
+//! backends = ["198.18.0.11:80", "198.18.0.12:80 weight=3"]   # weight 1..=256, default 1
+//! max_backends = 64           # backend slots in all: room for `flowtwin ctl backend add`
 //! balance = "round-robin"     # or "least-conn", "hash" (rendezvous hash of the client address)
 //! proxy_buffer = 262144       # bytes per direction per connection (default 256 KiB)
 //! source = "198.18.0.100"     # where backend connections come from (default: vip)
@@ -23,7 +24,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use flowtwin_engine::service::proxy::{Balance, Health, ProxySpec, DEFAULT_BUF_SIZE};
+use flowtwin_engine::service::proxy::{Balance, Health, ProxySpec, DEFAULT_BUF_SIZE, DEFAULT_MAX_BACKENDS, MAX_WEIGHT};
 use flowtwin_engine::time::Duration;
 
 use serde::Deserialize;
@@ -41,8 +42,9 @@ pub struct PoolSection {
     pub backends: Vec<String>,
 }
 
-/// Every backend of a service, its default pool and its pools (indices into the first).
-type Backends = (Vec<SocketAddrV4>, Vec<usize>, Vec<Pool>);
+/// Every backend of a service with its weight, its default pool and its pools (indices into
+/// the first).
+type Backends = (Vec<(SocketAddrV4, u32)>, Vec<usize>, Vec<Pool>);
 
 /// Pools one proxy service may have.
 pub const MAX_POOLS: usize = 64;
@@ -52,21 +54,34 @@ pub const MAX_BACKENDS: usize = 256;
 
 impl ServiceSection {
     /// One list of backends, parsed (errors name the key `key`).
-    fn parse_backends(key: &str, list: &[String]) -> Result<Vec<SocketAddrV4>, String> {
+    fn parse_backends(key: &str, list: &[String]) -> Result<Vec<(SocketAddrV4, u32)>, String> {
         if list.len() > MAX_BACKENDS {
             return Err(format!("{key}: {} backends, at most {MAX_BACKENDS}", list.len()));
         }
-        let mut out: Vec<SocketAddrV4> = Vec::with_capacity(list.len());
+        let mut out: Vec<(SocketAddrV4, u32)> = Vec::with_capacity(list.len());
         for (j, b) in list.iter().enumerate() {
-            let a: SocketAddrV4 = b.parse().map_err(|_| format!("{key}[{j}] = {b:?}: expected an IPv4 address and port, like \"10.0.0.11:80\""))?;
+            let mut words = b.split_whitespace();
+            let a: SocketAddrV4 = words
+                .next()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|_| format!("{key}[{j}] = {b:?}: expected an IPv4 address and port, like \"10.0.0.11:80\" or \"10.0.0.11:80 weight=2\""))?;
+            let mut weight = 1;
+            for w in words {
+                weight = w
+                    .strip_prefix("weight=")
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=MAX_WEIGHT).contains(n))
+                    .ok_or_else(|| format!("{key}[{j}] = {b:?}: {w:?}: expected weight=N, N in 1..={MAX_WEIGHT}"))?;
+            }
             let ip = *a.ip();
             if a.port() == 0 || ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
                 return Err(format!("{key}[{j}] = {b:?}: not a unicast host address and port"));
             }
-            if out.contains(&a) {
+            if out.iter().any(|(x, _)| *x == a) {
                 return Err(format!("{key}[{j}] = {b:?}: listed twice"));
             }
-            out.push(a);
+            out.push((a, weight));
         }
         Ok(out)
     }
@@ -104,11 +119,17 @@ impl ServiceSection {
                 }
             }
             let mut idx = Vec::with_capacity(addrs.len());
-            for a in addrs {
-                let at = all.iter().position(|x| *x == a).unwrap_or_else(|| {
-                    all.push(a);
-                    all.len() - 1
-                });
+            for (a, w) in addrs {
+                let at = match all.iter().position(|x| x.0 == a) {
+                    Some(at) if all[at].1 != w => {
+                        return Err(format!("{key}.backends: {a} has weight {w} here and {} elsewhere (one backend, one weight)", all[at].1))
+                    }
+                    Some(at) => at,
+                    None => {
+                        all.push((a, w));
+                        all.len() - 1
+                    }
+                };
                 idx.push(at);
             }
             pools.push(Pool { host: p.host.as_ref().map(|h| h.to_ascii_lowercase()), path_prefix: p.path_prefix.clone(), backends: idx });
@@ -142,11 +163,16 @@ impl ServiceSection {
             fail_timeout: self.fail_timeout_ms.map_or(d.fail_timeout, Duration::from_millis),
         };
         let (all, default, pools) = self.backend_addrs(i)?;
-        let mut spec = ProxySpec::new(all, self.balance_of(i)?, self.source.unwrap_or(self.vip), buf).with_health(health);
+        let slots = self.max_backends.map_or(DEFAULT_MAX_BACKENDS.max(all.len()), |m| m as usize);
+        let mut spec = ProxySpec::new(all.iter().map(|b| b.0).collect(), self.balance_of(i)?, self.source.unwrap_or(self.vip), buf)
+            .with_health(health)
+            .with_slots(slots)
+            .with_pools(&default, pools);
+        for (b, (_, w)) in spec.backends.iter().zip(&all) {
+            b.weight.store(*w, std::sync::atomic::Ordering::Relaxed);
+        }
         spec.connect_retries = self.connect_retries.unwrap_or(spec.connect_retries);
         spec.mode = self.mode_of(i)?;
-        spec.default_pool = default;
-        spec.pools = pools;
         if let Some(m) = self.max_request_head {
             spec.max_head = m as usize;
         }
@@ -168,6 +194,7 @@ impl Config {
                 ("connect_retries", s.connect_retries.is_some()),
                 ("mode", s.mode.is_some()),
                 ("max_request_head", s.max_request_head.is_some()),
+                ("max_backends", s.max_backends.is_some()),
                 ("pool", !s.pools.is_empty()),
             ];
             for (key, set) in keys {
@@ -178,6 +205,11 @@ impl Config {
             return Ok(());
         }
         let (backends, _, _) = s.backend_addrs(i)?;
+        if let Some(m) = s.max_backends {
+            if (m as usize) < backends.len() || m as usize > MAX_BACKENDS {
+                return Err(format!("service[{i}].max_backends = {m}: must be {}..={MAX_BACKENDS} (at least the configured backends)", backends.len().max(1)));
+            }
+        }
         s.balance_of(i)?;
         let mode = s.mode_of(i)?;
         if mode == Mode::Tcp && !s.pools.is_empty() {
@@ -218,7 +250,7 @@ impl Config {
             ));
         }
         let routes = self.route_table()?;
-        for (j, b) in backends.iter().enumerate() {
+        for (j, (b, _)) in backends.iter().enumerate() {
             let ip: Ipv4Addr = *b.ip();
             if self.vips.iter().any(|v| v.addr == ip) {
                 return Err(format!("service[{i}].backends[{j}] = \"{b}\": one of this engine's VIPs"));
@@ -246,10 +278,25 @@ mod tests {
         let c = Config::parse(&proxy("backends = [\"198.18.0.11:80\", \"198.18.0.12:80\"]\nbalance = \"least-conn\"\nproxy_buffer = 65536")).expect("valid");
         let s = c.services.last().unwrap();
         let spec = s.proxy_spec(c.services.len() - 1).unwrap();
-        assert_eq!(spec.backends.len(), 2);
+        assert_eq!(spec.backends.len(), 64, "2 configured, the rest spare slots");
+        assert_eq!(spec.backends[1].addr().to_string(), "198.18.0.12:80");
+        assert_eq!(spec.backends[2].admin(), flowtwin_engine::service::proxy::Admin::Empty);
         assert_eq!(spec.buf_size, 65536);
         assert_eq!(spec.balance.name(), "least-conn");
         assert_eq!(spec.source, s.vip);
+    }
+
+    #[test]
+    fn weights_and_slots_parse() {
+        let c = Config::parse(&proxy("backends = [\"198.18.0.11:80 weight=5\", \"198.18.0.12:80\", \" 198.18.0.13:80   weight=256 \"]\nmax_backends = 8")).expect("valid");
+        let spec = c.services.last().unwrap().proxy_spec(c.services.len() - 1).unwrap();
+        let w: Vec<u32> = spec.backends.iter().take(3).map(|b| b.weight.load(std::sync::atomic::Ordering::Relaxed)).collect();
+        assert_eq!(w, [5, 1, 256]);
+        assert_eq!(spec.backends.len(), 8);
+        // Old configs (plain "ip:port") keep weight 1 and get the default slots.
+        let c = Config::parse(&proxy("backends = [\"198.18.0.11:80\"]")).expect("valid");
+        let spec = c.services.last().unwrap().proxy_spec(c.services.len() - 1).unwrap();
+        assert_eq!((spec.backends.len(), spec.backends[0].weight.load(std::sync::atomic::Ordering::Relaxed)), (64, 1));
     }
 
     #[test]
@@ -257,8 +304,10 @@ mod tests {
         let keys = "mode = \"http\"\nbackends = [\"198.18.0.11:80\"]\n[[service.pool]]\nhost = \"API.example\"\nbackends = [\"198.18.0.12:80\", \"198.18.0.11:80\"]\n[[service.pool]]\npath_prefix = \"/v2/\"\nbackends = [\"198.18.0.13:80\"]";
         let c = Config::parse(&proxy(keys)).expect("valid");
         let spec = c.services.last().unwrap().proxy_spec(c.services.len() - 1).unwrap();
-        assert_eq!(spec.backends.len(), 3, "each address once");
-        assert_eq!(spec.default_pool, [0]);
+        assert_eq!(spec.find("198.18.0.13:80".parse().unwrap()), Some(2), "each address once");
+        let members = |p: u16| (0..3).filter(|&i| spec.backends[i].member(p)).collect::<Vec<_>>();
+        assert_eq!(members(flowtwin_engine::service::proxy::DEFAULT_POOL), [0]);
+        assert_eq!((members(0), members(1)), (vec![0, 1], vec![2]));
         assert_eq!(spec.pools[0].host.as_deref(), Some("api.example"));
         assert_eq!(spec.pools[0].backends, [1, 0]);
         assert_eq!(spec.pools[1].backends, [2]);
@@ -284,6 +333,12 @@ mod tests {
             ("mode = \"tls\"\n[[service.pool]]\npath_prefix = \"/a\"\nbackends = [\"198.18.0.12:80\"]", "path_prefix"),
             ("mode = \"http\"\n[[service.pool]]\nhost = \"a:80\"\nbackends = [\"198.18.0.12:80\"]", "pool[0].host"),
             ("mode = \"http\"\nbackends = [\"198.18.0.11:80\"]\nmax_request_head = 10", "max_request_head"),
+            ("backends = [\"198.18.0.11:80 weight=0\"]", "weight=N"),
+            ("backends = [\"198.18.0.11:80 weight=257\"]", "weight=N"),
+            ("backends = [\"198.18.0.11:80 wait=2\"]", "weight=N"),
+            ("backends = [\"198.18.0.11:80\", \"198.18.0.12:80\"]\nmax_backends = 1", "max_backends"),
+            ("backends = [\"198.18.0.11:80\"]\nmax_backends = 300", "max_backends"),
+            ("mode = \"http\"\nbackends = [\"198.18.0.11:80 weight=2\"]\n[[service.pool]]\nhost = \"a\"\nbackends = [\"198.18.0.11:80\"]", "one backend, one weight"),
         ];
         for (keys, want) in cases {
             let e = Config::parse(&proxy(keys)).expect_err(keys);

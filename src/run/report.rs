@@ -253,6 +253,16 @@ pub(super) fn control(o: &Observed, st: &SyncStatus, cmd: &str) -> String {
         }
         "flows" => serde_json::json!({ "workers": flows(o) }).to_string(),
         "backends" => super::proxy::backends_json(&o.proxies),
+        c if c.starts_with("backend ") => {
+            let words: Vec<&str> = c.split_whitespace().skip(1).collect();
+            let owned = |svc: &str| -> bool {
+                let Some(r) = o.role.get() else { return false };
+                let vip: Option<std::net::Ipv4Addr> = svc.rsplit_once(':').and_then(|(v, _)| v.parse().ok());
+                let group = vip.and_then(|v| o.vips.iter().find(|(a, _)| *a == v)).and_then(|(_, g)| o.groups.iter().position(|n| n == g));
+                group.is_some_and(|g| r.owned().contains(GroupId(g as u8)))
+            };
+            super::proxy::backend_cmd(&o.proxies, &owned, &words)
+        }
         "takeover" => {
             if st.role() == Role::Active {
                 return r#"{"error":"this engine is already active"}"#.into();

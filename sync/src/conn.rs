@@ -121,6 +121,7 @@ impl Conn {
             Msg::Handover { epoch } => Incoming::Handover { epoch },
             Msg::Takeover { epoch } => Incoming::Takeover { epoch },
             Msg::Refused { reason } => Incoming::Refused(reason),
+            Msg::Pool(t) => Incoming::Pool(t),
         };
         self.start += used;
         if self.start == self.end {

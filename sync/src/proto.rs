@@ -22,11 +22,16 @@
 //! 6 Handover   epoch u64  (take over now; ctl failback)                active → standby
 //! 7 Takeover   epoch u64  (I took over: you are fenced)                standby → active
 //! 8 Refused    reason utf-8 (then close)                               both ways
+//! 9 Pool       vip u32 | port u16 | version u64 | slots u16 | slots × (admin u8 | ip u32
+//!              | port u16 | weight u16 | pools u64 | in_default u8)   active → standby
+//!              (a proxy service's whole backend table: at a join, after `Snapshot`, and
+//!              whenever an operator changed it; the standby's slots become these)
 //! ```
 //! `Hello` keeps `magic` and `version` first in every version so that a peer speaking
 //! another version is recognised and refused with both version numbers named.
 
 use crate::ring::{Record, RECORD_BYTES, RECORD_WORDS};
+use flowtwin_engine::service::proxy::SlotImage;
 use std::fmt;
 
 /// Protocol magic, "FTWN" read as little-endian bytes.
@@ -34,8 +39,9 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"FTWN");
 /// Protocol version this build speaks. It covers the delta layout inside batches
 /// (`delta::DELTA_VERSION`): version 2 came with delta layout 3 (`FlowStep`), version 3 with
 /// layout 4 (a flow's origin and link) and the group layout digest in `Hello`, version 4 with
-/// layout 5 (a delta names its flow's ownership group).
-pub const PROTO_VERSION: u16 = 4;
+/// layout 5 (a delta names its flow's ownership group), version 5 with the `Pool` message
+/// (runtime backend pools; a version-4 peer would not know it, so it is refused at `Hello`).
+pub const PROTO_VERSION: u16 = 5;
 /// Largest frame body accepted (bytes after the length field).
 pub const MAX_FRAME: usize = 4 << 20;
 /// Most records one `Batch` carries (64 KiB of records).
@@ -49,6 +55,9 @@ const T_SNAPSHOT: u8 = 5;
 const T_HANDOVER: u8 = 6;
 const T_TAKEOVER: u8 = 7;
 const T_REFUSED: u8 = 8;
+const T_POOL: u8 = 9;
+/// Bytes of one slot in a `Pool` message.
+const POOL_SLOT_BYTES: usize = 18;
 
 /// An engine's replication role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -161,6 +170,17 @@ pub enum Msg<'a> {
     Refused {
         reason: String,
     },
+    /// A proxy service's backend table (`vip:port`), as of its `version`.
+    Pool(PoolTable),
+}
+
+/// The body of a `Pool` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolTable {
+    pub vip: std::net::Ipv4Addr,
+    pub port: u16,
+    pub version: u64,
+    pub slots: Vec<SlotImage>,
 }
 
 /// A frame that does not decode.
@@ -257,6 +277,22 @@ pub fn encode(m: &Msg<'_>, out: &mut Vec<u8>) {
         Msg::Refused { reason } => {
             let at = begin(out, T_REFUSED);
             out.extend_from_slice(reason.as_bytes());
+            finish(out, at);
+        }
+        Msg::Pool(t) => {
+            let at = begin(out, T_POOL);
+            out.extend_from_slice(&u32::from(t.vip).to_le_bytes());
+            out.extend_from_slice(&t.port.to_le_bytes());
+            out.extend_from_slice(&t.version.to_le_bytes());
+            out.extend_from_slice(&(t.slots.len() as u16).to_le_bytes());
+            for sl in &t.slots {
+                out.push(sl.admin);
+                out.extend_from_slice(&u32::from(*sl.addr.ip()).to_le_bytes());
+                out.extend_from_slice(&sl.addr.port().to_le_bytes());
+                out.extend_from_slice(&(sl.weight.min(u32::from(u16::MAX)) as u16).to_le_bytes());
+                out.extend_from_slice(&sl.pools.to_le_bytes());
+                out.push(sl.in_default as u8);
+            }
             finish(out, at);
         }
     }
@@ -487,6 +523,31 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
         T_REFUSED => Msg::Refused {
             reason: String::from_utf8_lossy(body).into_owned(),
         },
+        T_POOL => {
+            let mut r = Rd { b: body, what: "Pool" };
+            let vip = std::net::Ipv4Addr::from(r.u32()?);
+            let port = r.u16()?;
+            let version = r.u64()?;
+            let n = usize::from(r.u16()?);
+            if r.b.len() != n * POOL_SLOT_BYTES {
+                return Err(ProtoError::Body("Pool (slot count)"));
+            }
+            let mut slots = Vec::with_capacity(n);
+            for _ in 0..n {
+                let admin = r.u8()?;
+                let ip = std::net::Ipv4Addr::from(r.u32()?);
+                let p = r.u16()?;
+                let weight = u32::from(r.u16()?);
+                let pools = r.u64()?;
+                let in_default = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(ProtoError::Body("Pool (in_default)")),
+                };
+                slots.push(SlotImage { admin, addr: std::net::SocketAddrV4::new(ip, p), weight, pools, in_default });
+            }
+            Msg::Pool(PoolTable { vip, port, version, slots })
+        }
         t => return Err(ProtoError::Type(t)),
     })
 }
@@ -547,6 +608,20 @@ mod tests {
         roundtrip(Msg::Refused {
             reason: "no".into(),
         });
+        let slot = |admin, last, weight, pools, in_default| SlotImage {
+            admin,
+            addr: std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 0, last), 80),
+            weight,
+            pools,
+            in_default,
+        };
+        roundtrip(Msg::Pool(PoolTable {
+            vip: std::net::Ipv4Addr::new(198, 18, 0, 100),
+            port: 8080,
+            version: 7,
+            slots: vec![slot(1, 11, 1, 0, true), slot(2, 12, 256, 1 << 63, false), slot(0, 0, 1, 0, false)],
+        }));
+        roundtrip(Msg::Pool(PoolTable { vip: std::net::Ipv4Addr::UNSPECIFIED, port: 1, version: 0, slots: Vec::new() }));
     }
 
     #[test]
@@ -576,6 +651,15 @@ mod tests {
         );
         h.version = PROTO_VERSION;
         assert!(h.check().is_ok());
+    }
+
+    #[test]
+    fn bad_pool_tables_error() {
+        let mut b = Vec::new();
+        encode(&Msg::Pool(PoolTable { vip: std::net::Ipv4Addr::LOCALHOST, port: 1, version: 1, slots: Vec::new() }), &mut b);
+        // Claim a slot that is not there, then one too many bytes.
+        b[4 + 1 + 14] = 1;
+        assert_eq!(decode(&b), Err(ProtoError::Body("Pool (slot count)")));
     }
 
     #[test]

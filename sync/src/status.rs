@@ -112,6 +112,8 @@ pub struct SyncStatus {
     pub sessions: AtomicU64,
     /// Peers refused (version mismatch, bad hello).
     pub refused: AtomicU64,
+    /// Proxy pool tables applied (standby: the active's `Pool` messages).
+    pub pool_tables: AtomicU64,
     /// Last takeover: unix time (ns), detection latency (µs: last frame from the dead
     /// active → declared dead) and takeover duration (µs: declared dead → callback done).
     pub takeover_at_unix_ns: AtomicU64,
@@ -178,6 +180,7 @@ impl SyncStatus {
             shadow_flows: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            pool_tables: AtomicU64::new(0),
             takeover_at_unix_ns: AtomicU64::new(0),
             last_detect_us: AtomicU64::new(0),
             last_takeover_us: AtomicU64::new(0),
@@ -324,6 +327,7 @@ impl SyncStatus {
             ("handover_fallbacks_total", "counter", "flows kept after a handover resumed because the new active died first", self.handover_fallbacks.load(Relaxed)),
             ("sessions_total", "counter", "peer sessions started", self.sessions.load(Relaxed)),
             ("peers_refused_total", "counter", "peers refused (version, mode, heartbeat or group mismatch)", self.refused.load(Relaxed)),
+            ("pool_tables_applied_total", "counter", "proxy backend tables applied from the active (standby)", self.pool_tables.load(Relaxed)),
             ("last_detect_us", "gauge", "last takeover: peer silence at detection, microseconds", self.last_detect_us.load(Relaxed)),
             ("last_takeover_us", "gauge", "last takeover: detection to flows handed to the workers, microseconds", self.last_takeover_us.load(Relaxed)),
             ("waits_total", "counter", "times the idle sync thread blocked", self.waits.load(Relaxed)),

@@ -162,6 +162,11 @@ pub trait Kind {
     fn resumed(_spec: &Self::Spec, _state: &Self::State) {}
     /// A flow of this kind is gone (`connected`: its handshake had completed).
     fn closed(_spec: &Self::Spec, _state: &Self::State, _connected: bool, _now: Instant) {}
+    /// A flow of this kind that the engine opened completed its handshake (SYN-ACK) at `now`.
+    fn connected(_spec: &Self::Spec, _state: &Self::State, _now: Instant) {}
+    /// A flow of this kind is gone, having delivered `bytes_in` payload bytes to it and sent
+    /// `bytes_out` new ones (before [`Kind::closed`]).
+    fn transferred(_spec: &Self::Spec, _state: &Self::State, _bytes_in: u64, _bytes_out: u64) {}
     /// The link partner is closing in order: keep what it held for this flow (`acked`: what
     /// this flow's peer acknowledged of this flow's output).
     fn adopt(_state: &mut Self::State, _closing: &mut Self::State, _acked: u64) {}
@@ -300,14 +305,19 @@ macro_rules! kinds {
                 }
             }
 
-            /// [`Kind::opened`], [`Kind::resumed`] or [`Kind::closed`] of this flow's kind.
+            /// [`Kind::opened`], [`Kind::resumed`], [`Kind::connected`] or [`Kind::closed`] (after
+    /// [`Kind::transferred`]) of this flow's kind.
             #[allow(unreachable_patterns)]
             pub fn lifecycle(&self, spec: &ServiceSpec, ev: Lifecycle) {
                 match (self, spec) {
                     $( (ServiceState::$V(st), ServiceSpec::$V(sp)) => match ev {
                         Lifecycle::Opened => <$K as Kind>::opened(sp, st),
                         Lifecycle::Resumed => <$K as Kind>::resumed(sp, st),
-                        Lifecycle::Closed { connected, now } => <$K as Kind>::closed(sp, st, connected, now),
+                        Lifecycle::Closed { connected, now, bytes: (i, o) } => {
+                            <$K as Kind>::transferred(sp, st, i, o);
+                            <$K as Kind>::closed(sp, st, connected, now)
+                        }
+                        Lifecycle::Connected { now } => <$K as Kind>::connected(sp, st, now),
                     }, )+
                     _ => {}
                 }
@@ -443,8 +453,19 @@ pub enum Lifecycle {
     Opened,
     /// Installed at a takeover.
     Resumed,
-    /// Gone (`connected`: its handshake had completed).
-    Closed { connected: bool, now: Instant },
+    /// Gone (`connected`: its handshake had completed; `bytes`: payload bytes in and out,
+    /// `TcbStats::bytes_in`/`bytes_out`).
+    Closed { connected: bool, now: Instant, bytes: (u64, u64) },
+    /// Opened by the engine, and its SYN-ACK arrived now.
+    Connected { now: Instant },
+}
+
+impl Lifecycle {
+    /// The end of the flow `tcb` at `now`.
+    pub fn closed(tcb: &crate::tcp::Tcb, now: Instant) -> Lifecycle {
+        let s = tcb.stats();
+        Lifecycle::Closed { connected: tcb.syn_acked(), now, bytes: (s.bytes_in, s.bytes_out) }
+    }
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ impl Session {
         self.token += 1;
         let token = self.token;
         self.transmit.push_back(Msg::Snapshot { token });
+        // The proxies' pools first: the standby's slots are ours before any flow refers to one.
+        self.send_pools(true);
         // Everything drained from now on goes to this standby, so the snapshot (which the
         // workers emit after seeing the token) and every later delta reach it. Strict: output
         // waits for this standby from now on (a handover hold keeps holding everything), and
@@ -168,6 +170,10 @@ impl Session {
             self.status.fenced_by_announcement.fetch_add(1, Relaxed);
             self.status.set_error(format!("fenced: another engine announced our VIPs with epoch {fence}"));
             return self.fence(now);
+        }
+        self.reap_pools(now);
+        if self.replicating() {
+            self.send_pools(false);
         }
         let (heartbeat, dead_limit) = (self.cfg.heartbeat, self.dead_limit());
         let State::Active { peer, last_probe, probing, since, .. } = &mut self.state else { return };

@@ -52,6 +52,7 @@ use crate::shadow::Replicas;
 use crate::status::{PeerState, SyncStatus};
 
 mod active;
+mod pool;
 mod standby;
 
 /// Output commit mode (DESIGN §4).
@@ -232,6 +233,7 @@ pub enum Incoming<'a> {
     Handover { epoch: u64 },
     Takeover { epoch: u64 },
     Refused(String),
+    Pool(crate::proto::PoolTable),
 }
 
 /// The active's view of its standby.
@@ -311,6 +313,10 @@ pub struct Session {
     fallback_until: Option<Instant>,
     /// Unprotected-time accounting: the last `release`.
     acct: Instant,
+    /// Active: per listener, the pool version last sent to the standby (`pool`).
+    pool_sent: Vec<Option<u64>>,
+    /// Active: removed backend slots with no connection, (listener, slot, since).
+    reaping: Vec<(usize, usize, Instant)>,
 }
 
 /// How long the peer has been silent (since `last_rx`), with the heartbeats that silence
@@ -354,6 +360,8 @@ impl Session {
             handover_hold_until: None,
             fallback_until: None,
             acct: now,
+            pool_sent: Vec::new(),
+            reaping: Vec::new(),
         };
         s.status.set_role(Role::Standby);
         s.status.set_peer_state(PeerState::None);

@@ -112,6 +112,16 @@ impl Session {
                 });
             }
             Incoming::Snapshot { token } => self.shadow.begin_join(token),
+            Incoming::Pool(t) => {
+                if let Err(e) = self.apply_pool(&t) {
+                    // The configs differ: a replica of flows on other slots cannot be trusted.
+                    // Refuse and retry later as a standby (never take over for this).
+                    self.refuse(&e);
+                    if !taking_over {
+                        self.dial_failed(now, DialError::Invalid);
+                    }
+                }
+            }
             _ if taking_over => {}
             Incoming::Handover { epoch } => {
                 self.epoch = self.epoch.max(epoch.saturating_sub(1));

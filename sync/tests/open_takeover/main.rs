@@ -34,6 +34,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 #[path = "../common/mod.rs"]
 mod common;
+mod pool;
 mod proxy;
 use common::{App, ClientOut, Held, CLIENT_MAC, VIP};
 
@@ -154,6 +155,8 @@ struct Client {
 /// Engine A (or, after the takeover, S's stack), B, a client, the standby and the wire.
 struct World {
     cfg: Arc<StackConfig>,
+    /// The standby's config, when it is not A's (its own proxy specs: `pool.rs`).
+    s_cfg: Option<Arc<StackConfig>>,
     now: u64,
     /// A: its stack, its held output, its ring's consumer; `None` once dead.
     a: Option<(Stack, Held, WorkerLink)>,
@@ -197,6 +200,7 @@ impl World {
         a.set_replicator(Box::new(repl));
         World {
             cfg,
+            s_cfg: None,
             now: 1_000_000,
             a: Some((a, Held::default(), link)),
             s: Replicas::new(1),
@@ -253,7 +257,8 @@ impl World {
         if used == 0 {
             return 0;
         }
-        self.s.apply_batch(&self.cfg, &self.status, 0, (first, last), &peek[..used], &|m| panic!("standby: {m}"));
+        let cfg = self.s_cfg.clone().unwrap_or_else(|| self.cfg.clone());
+        self.s.apply_batch(&cfg, &self.status, 0, (first, last), &peek[..used], &|m| panic!("standby: {m}"));
         self.wm = last;
         n
     }
@@ -369,9 +374,10 @@ impl World {
             self.step();
         }
         let now = Instant(self.now);
-        let mut stack = Stack::new(self.cfg.clone(), now);
+        let cfg = self.s_cfg.clone().unwrap_or_else(|| self.cfg.clone());
+        let mut stack = Stack::new(cfg.clone(), now);
         let mut held = Held::default();
-        let flows = self.s.take_for_takeover(&self.cfg, &self.status, 1);
+        let flows = self.s.take_for_takeover(&cfg, &self.status, 1);
         let r = resume(&mut stack, now, flows.into_iter().flatten(), &mut held);
         self.s_stack = Some((stack, held));
         r

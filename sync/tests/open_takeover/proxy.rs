@@ -29,7 +29,7 @@ struct End {
 impl World {
     /// A client of A's proxy on `port` that sends `upload` and then its FIN (at once, or
     /// once `close_after` bytes arrived).
-    fn proxy_client(&mut self, port: u16, upload: &[u8], close_after: Option<usize>) {
+    pub(super) fn proxy_client(&mut self, port: u16, upload: &[u8], close_after: Option<usize>) {
         self.proxy_client_with(port, upload, close_after, 1 << 20);
     }
 
@@ -47,7 +47,7 @@ impl World {
         self.client = Some(Client { tcb, app, out, rsts: 0 });
     }
 
-    fn client_done(&self, want: &[u8]) -> bool {
+    pub(super) fn client_done(&self, want: &[u8]) -> bool {
         let c = self.client.as_ref().unwrap();
         c.app.fin && c.app.received.len() >= want.len() && matches!(c.tcb.state(), State::TimeWait | State::Closed)
     }
@@ -57,7 +57,7 @@ impl World {
     }
 
     /// Every flow of the serving engine and of B has ended (or waits in TIME-WAIT).
-    fn all_closed(&self) -> bool {
+    pub(super) fn all_closed(&self) -> bool {
         let quiet = |s: &Stack| s.flows().iter().all(|(_, _, f)| f.tcb.state() == State::TimeWait);
         let engine = self.a.as_ref().map(|a| &a.0).or(self.s_stack.as_ref().map(|s| &s.0));
         engine.is_none_or(quiet) && quiet(&self.b)
@@ -191,9 +191,9 @@ fn world_with_proxy(port: u16, backend: SocketAddrV4) -> World {
 
 /// A world whose engine also runs proxy `spec` on :`port` (its backends announced from B's
 /// MAC).
-fn world_with_spec(port: u16, spec: ProxySpec) -> World {
+pub(super) fn world_with_spec(port: u16, spec: ProxySpec) -> World {
     let mut w = World::new();
-    let backends: Vec<SocketAddrV4> = spec.backends.iter().map(|b| b.addr).collect();
+    let backends: Vec<SocketAddrV4> = spec.backends.iter().filter(|b| b.admin() != flowtwin_engine::service::proxy::Admin::Empty).map(|b| b.addr()).collect();
     let cfg = {
         let mut c = (*w.cfg).clone();
         c.listeners.push(Listener { vip: VIP, port, spec: ServiceSpec::Proxy(Arc::new(spec)) });
@@ -247,10 +247,9 @@ fn an_unanswering_backend_closes_the_client_after_the_connect_timeout() {
 /// An HTTP proxy (delayed binding) on :8088: requests for `b.example` go to B's object
 /// server; nothing else has a backend (503).
 fn http_world() -> World {
-    let mut spec = ProxySpec::new(vec![SocketAddrV4::new(B_IP, 80)], Balance::RoundRobin, VIP, BUF);
+    let pools = vec![Pool { host: Some("b.example".into()), path_prefix: Some("/gen/".into()), backends: vec![0] }];
+    let mut spec = ProxySpec::new(vec![SocketAddrV4::new(B_IP, 80)], Balance::RoundRobin, VIP, BUF).with_pools(&[], pools);
     spec.mode = Mode::Http;
-    spec.default_pool = Vec::new();
-    spec.pools = vec![Pool { host: Some("b.example".into()), path_prefix: Some("/gen/".into()), backends: vec![0] }];
     world_with_spec(8088, spec)
 }
 

@@ -54,7 +54,8 @@ impl Mode {
 pub struct Pool {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
-    /// Indices into [`ProxySpec::backends`].
+    /// The configured members (indices into [`ProxySpec::backends`]); at run time the
+    /// slots' pool bits are the members (`ctl backend add --pool`).
     pub backends: Vec<usize>,
 }
 
@@ -70,8 +71,8 @@ impl Pool {
 pub enum Decision {
     /// Not enough bytes yet.
     More,
-    /// The backends to choose from (indices into the spec's backends).
-    Pool(Vec<usize>),
+    /// The pool to choose from: a `[[service.pool]]` index, or [`super::DEFAULT_POOL`].
+    Pool(u16),
     /// Refused: the answer to send (empty: none, just close).
     Refuse(&'static [u8]),
 }
@@ -95,10 +96,10 @@ impl ProxySpec {
             },
         };
         let host = host.map(|h| h.to_ascii_lowercase());
-        let pool = self.pools.iter().find(|p| p.matches(host.as_deref(), path.as_deref()));
+        let pool = self.pools.iter().position(|p| p.matches(host.as_deref(), path.as_deref()));
         match pool {
-            Some(p) => Decision::Pool(p.backends.clone()),
-            None if !self.default_pool.is_empty() => Decision::Pool(self.default_pool.clone()),
+            Some(p) => Decision::Pool(p as u16),
+            None if self.default_pool_any() => Decision::Pool(super::DEFAULT_POOL),
             None => Decision::Refuse(self.unavailable()),
         }
     }
@@ -242,18 +243,17 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::proxy::Balance;
+    use crate::service::proxy::{Balance, DEFAULT_POOL};
     use std::net::{Ipv4Addr, SocketAddrV4};
 
     fn spec(mode: Mode) -> ProxySpec {
         let b = (0..3).map(|i| SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 10 + i), 80)).collect();
-        let mut s = ProxySpec::new(b, Balance::RoundRobin, Ipv4Addr::new(10, 0, 0, 1), 16384);
-        s.mode = mode;
-        s.default_pool = vec![0];
-        s.pools = vec![
+        let pools = vec![
             Pool { host: Some("api.example".into()), path_prefix: Some("/v2/".into()), backends: vec![2] },
             Pool { host: Some("api.example".into()), path_prefix: None, backends: vec![1] },
         ];
+        let mut s = ProxySpec::new(b, Balance::RoundRobin, Ipv4Addr::new(10, 0, 0, 1), 16384).with_pools(&[0], pools);
+        s.mode = mode;
         s
     }
 
@@ -264,9 +264,9 @@ mod tests {
         for cut in 0..req.len() - 4 {
             assert_eq!(s.decide(&req[..cut]), Decision::More, "after {cut} bytes");
         }
-        assert_eq!(s.decide(req), Decision::Pool(vec![2]));
-        assert_eq!(s.decide(b"GET /v1 HTTP/1.1\r\nhost: api.example\r\n\r\n"), Decision::Pool(vec![1]));
-        assert_eq!(s.decide(b"GET /v2/ HTTP/1.0\r\n\r\n"), Decision::Pool(vec![0]), "no Host: the default pool");
+        assert_eq!(s.decide(req), Decision::Pool(0));
+        assert_eq!(s.decide(b"GET /v1 HTTP/1.1\r\nhost: api.example\r\n\r\n"), Decision::Pool(1));
+        assert_eq!(s.decide(b"GET /v2/ HTTP/1.0\r\n\r\n"), Decision::Pool(DEFAULT_POOL), "no Host: the default pool");
     }
 
     #[test]
@@ -278,8 +278,8 @@ mod tests {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(s.max_head, b'a');
         assert_eq!(s.decide(&big), Decision::Refuse(TOO_LARGE));
-        let mut none = spec(Mode::Http);
-        none.default_pool.clear();
+        let none = spec(Mode::Http);
+        none.backends[0].in_default.store(false, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(none.decide(b"GET / HTTP/1.1\r\nHost: other\r\n\r\n"), Decision::Refuse(UNAVAILABLE));
     }
 
@@ -323,8 +323,8 @@ mod tests {
         for cut in [0, 1, 4, 5, 100, 1448, 2896, h.len() - 1] {
             assert_eq!(s.decide(&h[..cut]), Decision::More, "after {cut} bytes");
         }
-        assert_eq!(s.decide(&h), Decision::Pool(vec![1]));
-        assert_eq!(s.decide(&hello(None, 10)), Decision::Pool(vec![0]), "no SNI: the default pool");
+        assert_eq!(s.decide(&h), Decision::Pool(1));
+        assert_eq!(s.decide(&hello(None, 10)), Decision::Pool(DEFAULT_POOL), "no SNI: the default pool");
         assert_eq!(s.decide(b"GET / HTTP/1.1\r\n"), Decision::Refuse(b""), "not TLS: closed");
         let mut bad = hello(Some("x"), 10);
         bad[5] = 2; // a ServerHello

@@ -36,16 +36,19 @@
 //! engine), or a rendezvous hash of the client address. The choice is made on the active and
 //! is not replayed: the backend half is a flow of its own, replicated with its address.
 
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use super::{ByteStream, Kind, LinkEnd, Open};
 use crate::time::{Duration, Instant};
 
 mod bind;
+mod pipe;
+mod pool;
 pub use self::bind::{Decision, Mode, Pool, BAD_REQUEST, TOO_LARGE, UNAVAILABLE};
+pub use self::pipe::Pipe;
+pub use self::pool::{pack, unpack, Admin, ConnectHistogram, PoolError, SlotImage, CONNECT_BUCKETS_US, DEFAULT_MAX_BACKENDS, DEFAULT_POOL, MAX_WEIGHT, REMOVE_GRACE};
 
 /// Default largest first request head (HTTP) or ClientHello record (TLS) read for the choice.
 pub const DEFAULT_MAX_HEAD: usize = 16 * 1024;
@@ -94,9 +97,18 @@ impl Balance {
 /// in a row that never connected (refused, unanswered), the backend gets no new connection
 /// for `fail_timeout`; then the next one tries it again. A connection that completes its
 /// handshake clears the count.
+///
+/// **A slot** (`pool`): the spec holds a fixed array of these, the configured backends then
+/// spare ones (`max_backends`), allocated at start and never moved, so the workers read
+/// them lock-free and a connection's backend index stays valid for its whole life. `admin`
+/// says whether the slot holds a backend and whether it takes new connections; `addr`,
+/// `weight` and the pool membership change only while a slot is empty (or, on a standby,
+/// by the active's pool table). Every field after `failed` is the runtime pool's.
 #[derive(Debug)]
 pub struct Backend {
-    pub addr: SocketAddrV4,
+    /// The address (`ip << 16 | port`; written only while the slot is empty, before
+    /// `admin` is stored with Release: read it after loading `admin` with Acquire).
+    addr: AtomicU64,
     /// Eligible for new connections (an operator's switch; passive health is apart).
     pub up: AtomicBool,
     /// Connections in a row that never connected.
@@ -113,12 +125,37 @@ pub struct Backend {
     pub opened: AtomicU64,
     /// Backend connections that never connected (refused, unanswered, no next hop).
     pub failed: AtomicU64,
+    /// [`Admin`] as a byte: empty, ready, draining, removed.
+    pub(crate) admin: AtomicU8,
+    /// Weight for round-robin and least-conn (1..=[`MAX_WEIGHT`]).
+    pub weight: AtomicU32,
+    /// Smooth weighted round-robin's current weight (nginx's `current_weight`).
+    pub(crate) cw: AtomicI64,
+    /// Member of pool `k` (`[[service.pool]]` k) if bit `k` is set.
+    pub(crate) pools: AtomicU64,
+    /// Member of the service's default pool (its `backends`).
+    pub(crate) in_default: AtomicBool,
+    /// Bytes the backend acknowledged (client to backend), counted when a connection closes.
+    pub bytes_to: AtomicU64,
+    /// Bytes received from the backend, counted when a connection closes.
+    pub bytes_from: AtomicU64,
+    /// Connect latency: connect → SYN-ACK.
+    pub connect: ConnectHistogram,
 }
 
 impl Backend {
+    /// A configured backend: ready, weight 1, in no pool yet (`ProxySpec::with_pools`).
     pub fn new(addr: SocketAddrV4) -> Backend {
+        let b = Backend::empty();
+        b.addr.store(pack(addr), Relaxed);
+        b.admin.store(Admin::Ready as u8, Relaxed);
+        b
+    }
+
+    /// A spare slot.
+    pub fn empty() -> Backend {
         Backend {
-            addr,
+            addr: AtomicU64::new(0),
             up: AtomicBool::new(true),
             fails: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
@@ -127,13 +164,26 @@ impl Backend {
             active: AtomicU64::new(0),
             opened: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            admin: AtomicU8::new(Admin::Empty as u8),
+            weight: AtomicU32::new(1),
+            cw: AtomicI64::new(0),
+            pools: AtomicU64::new(0),
+            in_default: AtomicBool::new(false),
+            bytes_to: AtomicU64::new(0),
+            bytes_from: AtomicU64::new(0),
+            connect: ConnectHistogram::default(),
         }
+    }
+
+    /// Its address (unspecified for an empty slot).
+    pub fn addr(&self) -> SocketAddrV4 {
+        unpack(self.addr.load(Relaxed))
     }
 
     /// Whether new connections may go to it at `now`.
     pub fn usable(&self, now: Instant) -> bool {
         self.seen.fetch_max(now.0, Relaxed);
-        self.up.load(Relaxed) && now.0 >= self.down_until.load(Relaxed)
+        self.admin() == Admin::Ready && self.up.load(Relaxed) && now.0 >= self.down_until.load(Relaxed)
     }
 
     /// Marked down by passive health, as of the latest time the engine looked at it.
@@ -176,6 +226,7 @@ impl Default for Health {
 /// What a `proxy` listener is configured with.
 #[derive(Debug)]
 pub struct ProxySpec {
+    /// Backend slots: the configured backends, then empty ones (see [`Backend`], `pool`).
     pub backends: Vec<Backend>,
     pub balance: Balance,
     /// The address backend connections come from: one of the engine's VIPs, of the
@@ -189,30 +240,38 @@ pub struct ProxySpec {
     pub connect_retries: u8,
     /// How the backend is chosen ([`Mode`]; `Tcp`: at once).
     pub mode: Mode,
-    /// Pools matched by host and path, in order (`Http`, `Tls`).
+    /// Pools matched by host and path, in order (`Http`, `Tls`); their members are the
+    /// slots' `pools` bits (`Pool::backends` is what the config named).
     pub pools: Vec<Pool>,
-    /// The backends of whatever no pool matches (indices into `backends`; all by default).
-    pub default_pool: Vec<usize>,
     /// Largest first request head or ClientHello read before the choice (at most `buf_size`).
     pub max_head: usize,
-    /// Round-robin position.
+    /// Round-robin position (least-conn's tie-break).
     next: AtomicU64,
+    /// The pool's version: bumped after every change (the sync session sends the table when
+    /// it moved).
+    pub(crate) version: AtomicU64,
+    /// Serializes pool changes (control plane only: `ctl`, the sync session; never a worker).
+    pub(crate) ops: Mutex<()>,
 }
 
 impl ProxySpec {
+    /// Every backend in the default pool, no spare slot (`with_slots` adds them).
     pub fn new(backends: Vec<SocketAddrV4>, balance: Balance, source: Ipv4Addr, buf_size: usize) -> ProxySpec {
+        let backends: Vec<Backend> = backends.into_iter().map(Backend::new).collect();
+        backends.iter().for_each(|b| b.in_default.store(true, Relaxed));
         ProxySpec {
-            default_pool: (0..backends.len()).collect(),
             mode: Mode::Tcp,
             pools: Vec::new(),
             max_head: DEFAULT_MAX_HEAD.min(buf_size.max(1)),
-            backends: backends.into_iter().map(Backend::new).collect(),
+            backends,
             balance,
             source,
             buf_size: buf_size.max(1),
             health: Health::default(),
             connect_retries: DEFAULT_CONNECT_RETRIES,
             next: AtomicU64::new(0),
+            version: AtomicU64::new(0),
+            ops: Mutex::new(()),
         }
     }
 
@@ -224,154 +283,7 @@ impl ProxySpec {
 
     /// The backend for a new connection from `client` at `now` (None: none is usable).
     pub fn choose(&self, client: Ipv4Addr, now: Instant) -> Option<usize> {
-        self.choose_in(&self.default_pool, client, now)
-    }
-
-    /// [`ProxySpec::choose`] among the backends `pool` (indices into `backends`).
-    pub fn choose_in(&self, pool: &[usize], client: Ipv4Addr, now: Instant) -> Option<usize> {
-        let n = pool.len();
-        let up = |i: usize| self.backends.get(i).is_some_and(|b| b.usable(now));
-        match self.balance {
-            Balance::RoundRobin => {
-                let start = self.next.fetch_add(1, Relaxed) as usize;
-                (0..n).map(|k| pool[(start + k) % n]).find(|&i| up(i))
-            }
-            Balance::LeastConn => {
-                let start = self.next.fetch_add(1, Relaxed) as usize;
-                (0..n).map(|k| pool[(start + k) % n]).filter(|&i| up(i)).min_by_key(|&i| self.backends[i].active.load(Relaxed))
-            }
-            Balance::Hash => pool.iter().copied().filter(|&i| up(i)).max_by_key(|&i| rendezvous(client, self.backends[i].addr)),
-        }
-    }
-}
-
-/// Rendezvous weight of (client, backend): a 64-bit mix (splitmix64 finalizer) of both.
-fn rendezvous(client: Ipv4Addr, backend: SocketAddrV4) -> u64 {
-    let mut x = (u64::from(u32::from(client)) << 32) ^ (u64::from(u32::from(*backend.ip())) << 16) ^ u64::from(backend.port());
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// One direction's bytes: what a half's peer sent, held until the other half's peer
-/// acknowledged them. A ring indexed by stream offset (`off % cap`), allocated on the first
-/// byte so an idle connection costs no buffer.
-#[derive(Clone, Default)]
-pub struct Pipe {
-    buf: Box<[u8]>,
-    cap: usize,
-    /// Stream offset one past the last byte received (the other half's `tx_end`).
-    pub received: u64,
-    /// Bytes the other half's peer acknowledged (never above `received`).
-    pub released: u64,
-    /// This half's peer sent FIN: after `received`, the other half sends its FIN.
-    pub peer_fin: bool,
-}
-
-impl fmt::Debug for Pipe {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pipe").field("cap", &self.cap).field("received", &self.received).field("released", &self.released).field("peer_fin", &self.peer_fin).finish()
-    }
-}
-
-impl Pipe {
-    fn new(cap: usize) -> Pipe {
-        Pipe { cap: cap.max(1), ..Pipe::default() }
-    }
-
-    /// Bytes held, not yet acknowledged by the other half's peer.
-    pub fn held(&self) -> u64 {
-        self.received - self.released
-    }
-
-    fn room(&self) -> usize {
-        self.cap.saturating_sub(self.held() as usize)
-    }
-
-    /// Append (the ring overwrites what lies `cap` behind: the caller bounds what it adds).
-    fn push(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        if self.buf.is_empty() {
-            self.buf = vec![0u8; self.cap].into_boxed_slice();
-        }
-        let skip = data.len().saturating_sub(self.cap);
-        let mut off = self.received + skip as u64;
-        for chunk in data[skip..].chunks(self.cap) {
-            let start = (off % self.cap as u64) as usize;
-            let first = chunk.len().min(self.cap - start);
-            self.buf[start..start + first].copy_from_slice(&chunk[..first]);
-            self.buf[..chunk.len() - first].copy_from_slice(&chunk[first..]);
-            off += chunk.len() as u64;
-        }
-        self.received += data.len() as u64;
-    }
-
-    /// Every byte received, if all of them are still held in order from offset 0 (a client's
-    /// first bytes before its backend is chosen: nothing was sent yet, and at most `cap`).
-    fn head(&self) -> Option<&[u8]> {
-        (self.released == 0 && self.received as usize <= self.cap).then(|| &self.buf[..(self.received as usize).min(self.buf.len())])
-    }
-
-    /// The first offset the ring still holds.
-    fn first_held(&self) -> u64 {
-        self.received.saturating_sub(self.cap as u64).max(self.released)
-    }
-
-    fn read_at(&self, off: u64, out: &mut [u8]) -> usize {
-        if off < self.first_held() || off >= self.received || self.buf.is_empty() {
-            return 0;
-        }
-        let n = out.len().min((self.received - off) as usize);
-        let start = (off % self.cap as u64) as usize;
-        let first = n.min(self.cap - start);
-        out[..first].copy_from_slice(&self.buf[start..start + first]);
-        out[first..n].copy_from_slice(&self.buf[..n - first]);
-        n
-    }
-
-    fn release(&mut self, off: u64) {
-        let off = off.min(self.received);
-        if off > self.released {
-            self.released = off;
-        }
-    }
-
-    /// `received u64 | released u64 | peer_fin u8 | held bytes [first_held, received)`.
-    fn image(&self, out: &mut Vec<u8>) {
-        let first = self.first_held();
-        out.extend_from_slice(&self.received.to_le_bytes());
-        out.extend_from_slice(&first.to_le_bytes());
-        out.push(self.peer_fin as u8);
-        out.extend_from_slice(&(self.received - first).to_le_bytes());
-        let mut at = first;
-        let mut chunk = [0u8; 512];
-        while at < self.received {
-            let n = self.read_at(at, &mut chunk);
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&chunk[..n]);
-            at += n as u64;
-        }
-    }
-
-    /// Parse [`Pipe::image`] from the front of `b`; returns the pipe and the rest.
-    fn from_image(cap: usize, b: &[u8]) -> Option<(Pipe, &[u8])> {
-        let u64_at = |o: usize| b.get(o..o + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes);
-        let (received, released, peer_fin, len) = (u64_at(0)?, u64_at(8)?, *b.get(16)?, u64_at(17)?);
-        if released > received || received - released != len || len > cap as u64 || peer_fin > 1 {
-            return None;
-        }
-        let bytes = b.get(25..25 + len as usize)?;
-        let mut p = Pipe::new(cap);
-        p.received = released;
-        p.released = released;
-        p.push(bytes);
-        p.peer_fin = peer_fin == 1;
-        Some((p, &b[25 + len as usize..]))
+        self.choose_in(DEFAULT_POOL, client, now)
     }
 }
 
@@ -397,6 +309,9 @@ pub struct ProxyHalf {
     alone: bool,
     /// A client half's choice of backend (delayed binding, `bind`).
     pub binding: Binding,
+    /// A backend half opened here: when its connect began (for the connect latency; not
+    /// replicated: a connect resumed at a takeover is not timed).
+    connect_at: Option<Instant>,
 }
 
 /// Where a client half stands in choosing its backend.
@@ -422,7 +337,12 @@ fn reply_code(r: &'static [u8]) -> u8 {
 
 impl ProxyHalf {
     fn new(side: Side, cap: usize) -> ProxyHalf {
-        ProxyHalf { side, rx: Pipe::new(cap), adopted: None, alone: false, binding: Binding::Bound }
+        ProxyHalf { side, rx: Pipe::new(cap), adopted: None, alone: false, binding: Binding::Bound, connect_at: None }
+    }
+
+    /// The half of a connection to backend slot `i`, its connect beginning at `now`.
+    fn backend(i: usize, cap: usize, now: Instant) -> ProxyHalf {
+        ProxyHalf { connect_at: Some(now), ..ProxyHalf::new(Side::Backend(i as u16), cap) }
     }
 
     /// What a refused client is answered.
@@ -471,10 +391,7 @@ impl ProxyConn<'_> {
         };
         match self.spec.decide(head) {
             Decision::More => {}
-            Decision::Pool(p) => {
-                let at = self.spec.pools.iter().position(|x| x.backends == p).map_or(u16::MAX, |i| i as u16);
-                self.me.binding = Binding::Ready(at);
-            }
+            Decision::Pool(p) => self.me.binding = Binding::Ready(p),
             Decision::Refuse(r) => self.refuse(r),
         }
     }
@@ -652,7 +569,7 @@ impl Kind for ProxyKind {
             }
             _ => return None,
         };
-        Some(ProxyHalf { side, rx, adopted, alone: alone == 1, binding })
+        Some(ProxyHalf { side, rx, adopted, alone: alone == 1, binding, connect_at: None })
     }
 
     fn on_accept(spec: &Arc<ProxySpec>, state: &mut ProxyHalf, client: Ipv4Addr, now: Instant) -> Option<Open<ProxyHalf>> {
@@ -662,22 +579,18 @@ impl Kind for ProxyKind {
         let Some(i) = spec.choose(client, now) else {
             return Some(Open { from: spec.source, to: None, state: ProxyHalf::new(Side::Client, spec.buf_size) });
         };
-        let b = &spec.backends[i];
-        Some(Open { from: spec.source, to: Some(b.addr), state: ProxyHalf::new(Side::Backend(i as u16), spec.buf_size) })
+        Some(Open { from: spec.source, to: Some(spec.backends[i].addr()), state: ProxyHalf::backend(i, spec.buf_size, now) })
     }
 
     fn take_open(spec: &Arc<ProxySpec>, state: &mut ProxyHalf, client: Ipv4Addr, now: Instant) -> Option<Open<ProxyHalf>> {
         let Binding::Ready(p) = state.binding else { return None };
-        let pool = match spec.pools.get(usize::from(p)) {
-            Some(pool) => &pool.backends,
-            None => &spec.default_pool,
-        };
+        let pool = if usize::from(p) < spec.pools.len() { p } else { DEFAULT_POOL };
         let Some(i) = spec.choose_in(pool, client, now) else {
             state.binding = Binding::Refused(reply_code(spec.unavailable()));
             return Some(Open { from: spec.source, to: None, state: ProxyHalf::new(Side::Client, spec.buf_size) });
         };
         state.binding = Binding::Bound;
-        Some(Open { from: spec.source, to: Some(spec.backends[i].addr), state: ProxyHalf::new(Side::Backend(i as u16), spec.buf_size) })
+        Some(Open { from: spec.source, to: Some(spec.backends[i].addr()), state: ProxyHalf::backend(i, spec.buf_size, now) })
     }
 
     fn syn_retries(spec: &Arc<ProxySpec>) -> Option<u8> {
@@ -706,6 +619,23 @@ impl Kind for ProxyKind {
             if let Some(b) = spec.backends.get(usize::from(i)) {
                 let _ = b.active.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
                 b.outcome(connected, now, spec.health);
+            }
+        }
+    }
+
+    fn connected(spec: &Arc<ProxySpec>, state: &ProxyHalf, now: Instant) {
+        if let (Side::Backend(i), Some(at)) = (state.side, state.connect_at) {
+            if let Some(b) = spec.backends.get(usize::from(i)) {
+                b.connect.observe(now.0.saturating_sub(at.0));
+            }
+        }
+    }
+
+    fn transferred(spec: &Arc<ProxySpec>, state: &ProxyHalf, bytes_in: u64, bytes_out: u64) {
+        if let Side::Backend(i) = state.side {
+            if let Some(b) = spec.backends.get(usize::from(i)) {
+                b.bytes_from.fetch_add(bytes_in, Relaxed);
+                b.bytes_to.fetch_add(bytes_out, Relaxed);
             }
         }
     }
@@ -742,175 +672,4 @@ impl Kind for ProxyKind {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const T0: Instant = Instant(1_000_000);
-    static SP: std::sync::LazyLock<ProxySpec> = std::sync::LazyLock::new(|| spec(1, Balance::RoundRobin));
-
-    #[test]
-    fn a_backend_that_keeps_failing_rests_for_fail_timeout() {
-        let s = spec(2, Balance::RoundRobin).with_health(Health { max_fails: 2, fail_timeout: Duration::from_secs(5) });
-        let b = &s.backends[0];
-        b.outcome(false, T0, s.health);
-        assert!(b.usable(T0), "one failure is not enough");
-        b.outcome(true, T0, s.health);
-        b.outcome(false, T0, s.health);
-        assert!(b.usable(T0), "a success clears the count");
-        b.outcome(false, T0, s.health);
-        assert!(!b.usable(T0) && b.usable(T0 + Duration::from_secs(5)));
-        assert_eq!((b.failed.load(Relaxed), b.marked_down.load(Relaxed)), (3, 1));
-        assert!((0..4).all(|_| s.choose(Ipv4Addr::LOCALHOST, T0) == Some(1)), "only the other one meanwhile");
-        let never = spec(1, Balance::RoundRobin).with_health(Health { max_fails: 0, ..Health::default() });
-        (0..10).for_each(|_| never.backends[0].outcome(false, T0, never.health));
-        assert!(never.backends[0].usable(T0), "max_fails = 0: never marked down");
-    }
-
-    fn spec(n: usize, balance: Balance) -> ProxySpec {
-        let b = (0..n).map(|i| SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 10 + i as u8), 80)).collect();
-        ProxySpec::new(b, balance, Ipv4Addr::new(10, 0, 0, 1), 8)
-    }
-
-    #[test]
-    fn pipes_relay_both_ways_bounded() {
-        let mut c = ProxyHalf::new(Side::Client, 8);
-        let mut b = ProxyHalf::new(Side::Backend(0), 8);
-        {
-            let mut cc = ProxyConn { me: &mut c, partner: Some(&mut b), spec: &SP };
-            assert_eq!(cc.rx_space(), 8);
-            assert_eq!(cc.on_recv(b"GET / HTTP"), 8, "bounded by the pipe");
-            assert_eq!(cc.rx_space(), 0);
-            assert_eq!(cc.tx_end(), 0, "nothing from the backend yet");
-        }
-        {
-            let mut bc = ProxyConn { me: &mut b, partner: Some(&mut c), spec: &SP };
-            assert_eq!(bc.tx_end(), 8);
-            let mut buf = [0u8; 16];
-            assert_eq!(bc.read_at(0, &mut buf), 8);
-            assert_eq!(&buf[..8], b"GET / HT");
-            bc.on_acked(5);
-            assert_eq!(bc.read_at(0, &mut buf), 0, "released");
-            assert_eq!(bc.on_recv(b"200"), 3);
-        }
-        let mut cc = ProxyConn { me: &mut c, partner: Some(&mut b), spec: &SP };
-        assert_eq!(cc.rx_space(), 5);
-        assert_eq!(cc.on_recv(b"TP"), 2, "wraps the ring");
-        assert_eq!(cc.tx_end(), 3);
-        assert!(!cc.tx_closed());
-    }
-
-    #[test]
-    fn half_close_and_adoption() {
-        let mut c = ProxyHalf::new(Side::Client, 16);
-        let mut b = ProxyHalf::new(Side::Backend(0), 16);
-        ProxyConn { me: &mut c, partner: Some(&mut b), spec: &SP }.on_peer_fin();
-        assert!(ProxyConn { me: &mut b, partner: Some(&mut c), spec: &SP }.tx_closed(), "the client's FIN goes on to the backend");
-        assert_eq!(ProxyConn { me: &mut c, partner: Some(&mut b), spec: &SP }.rx_space(), 0);
-        // The backend answers and closes; then the backend half ends in order.
-        let mut bc = ProxyConn { me: &mut b, partner: Some(&mut c), spec: &SP };
-        assert_eq!(bc.on_recv(b"reply"), 5);
-        bc.on_peer_fin();
-        ProxyKind::adopt(&mut c, &mut b, 0);
-        let mut cc = ProxyConn { me: &mut c, partner: None, spec: &SP };
-        assert_eq!(cc.tx_end(), 5);
-        let mut buf = [0u8; 8];
-        assert_eq!(cc.read_at(0, &mut buf), 5);
-        assert_eq!(&buf[..5], b"reply");
-        assert!(cc.tx_closed());
-        assert_eq!(cc.on_recv(b"more"), 0, "nowhere to send it");
-        cc.on_acked(5);
-        assert_eq!(c.adopted().map(|p| p.released), Some(5));
-    }
-
-    #[test]
-    fn alone_without_backend_closes_at_once() {
-        let mut c = ProxyHalf::new(Side::Client, 16);
-        assert!(!ProxyKind::partner_ended(&mut c, LinkEnd::NeverConnected));
-        let cc = ProxyConn { me: &mut c, partner: None, spec: &SP };
-        assert!(cc.tx_closed());
-        assert_eq!(cc.tx_end(), 0);
-        assert_eq!(cc.rx_space(), 0);
-        let mut c = ProxyHalf::new(Side::Client, 16);
-        assert!(ProxyKind::partner_ended(&mut c, LinkEnd::Reset), "a reset propagates");
-    }
-
-    #[test]
-    fn replay_alone_takes_everything_and_keeps_the_last_cap_bytes() {
-        let mut c = ProxyHalf::new(Side::Client, 4);
-        let mut cc = ProxyConn { me: &mut c, partner: None, spec: &SP };
-        assert_eq!(cc.on_recv(b"abcdef"), 6);
-        assert_eq!(cc.on_recv(b"gh"), 2);
-        ProxyKind::resume_linked(&mut c, 1);
-        assert_eq!(c.rx.released, 4, "the ring holds the last 4 bytes; all before were delivered");
-        let mut b = ProxyHalf::new(Side::Backend(0), 4);
-        let bc = ProxyConn { me: &mut b, partner: Some(&mut c), spec: &SP };
-        let mut buf = [0u8; 8];
-        assert_eq!(bc.read_at(4, &mut buf), 4);
-        assert_eq!(&buf[..4], b"efgh");
-        assert_eq!(bc.read_at(3, &mut buf), 0);
-    }
-
-    #[test]
-    fn image_round_trip_and_refusals() {
-        let sp = Arc::new(spec(2, Balance::RoundRobin));
-        let mut c = ProxyHalf::new(Side::Backend(1), 8);
-        let mut p = ProxyHalf::new(Side::Client, 8);
-        {
-            let mut cc = ProxyConn { me: &mut c, partner: Some(&mut p), spec: &SP };
-            cc.on_recv(b"0123456");
-        }
-        ProxyConn { me: &mut p, partner: Some(&mut c), spec: &SP }.on_acked(2);
-        ProxyConn { me: &mut p, partner: Some(&mut c), spec: &SP }.on_recv(b"zz");
-        ProxyKind::adopt(&mut c, &mut p, 0);
-        let mut img = Vec::new();
-        ProxyKind::image(&c, &mut img);
-        let back = ProxyKind::from_image(&sp, &img).expect("decodes");
-        assert_eq!(back.side, Side::Backend(1));
-        assert!(back.alone);
-        assert_eq!((back.rx.received, back.rx.released), (7, 2));
-        let mut x = [0u8; 8];
-        assert_eq!(back.rx.read_at(2, &mut x), 5);
-        assert_eq!(&x[..5], b"23456");
-        assert_eq!(back.adopted().map(|a| a.received), Some(2));
-        for cut in 0..img.len() {
-            assert!(ProxyKind::from_image(&sp, &img[..cut]).is_none(), "truncated at {cut}");
-        }
-        let mut bad = img.clone();
-        bad[1] = 9; // backend 9 of 2
-        assert!(ProxyKind::from_image(&sp, &bad).is_none());
-        let mut long = img.clone();
-        long.push(0);
-        assert!(ProxyKind::from_image(&sp, &long).is_none());
-    }
-
-    #[test]
-    fn balancing() {
-        let s = spec(3, Balance::RoundRobin);
-        let picks: Vec<_> = (0..6).map(|_| s.choose(Ipv4Addr::new(1, 2, 3, 4), T0).unwrap()).collect();
-        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
-        s.backends[1].up.store(false, Relaxed);
-        assert!((0..6).all(|_| s.choose(Ipv4Addr::LOCALHOST, T0) != Some(1)), "a down backend gets nothing");
-
-        let s = spec(3, Balance::LeastConn);
-        s.backends[0].active.store(5, Relaxed);
-        s.backends[1].active.store(1, Relaxed);
-        s.backends[2].active.store(3, Relaxed);
-        assert_eq!(s.choose(Ipv4Addr::LOCALHOST, T0), Some(1));
-
-        let s = spec(4, Balance::Hash);
-        let clients: Vec<Ipv4Addr> = (0..200u32).map(|i| Ipv4Addr::from(0x0a00_0000 + i)).collect();
-        let before: Vec<_> = clients.iter().map(|&c| s.choose(c, T0).unwrap()).collect();
-        assert_eq!(before, clients.iter().map(|&c| s.choose(c, T0).unwrap()).collect::<Vec<_>>(), "sticky");
-        let mut seen = [0; 4];
-        before.iter().for_each(|&b| seen[b] += 1);
-        assert!(seen.iter().all(|&n| n > 20), "spread: {seen:?}");
-        s.backends[2].up.store(false, Relaxed);
-        for (c, b) in clients.iter().zip(&before) {
-            let now = s.choose(*c, T0).unwrap();
-            assert!(*b == 2 || now == *b, "only backend 2's clients move");
-        }
-        let none = spec(2, Balance::RoundRobin);
-        none.backends.iter().for_each(|b| b.up.store(false, Relaxed));
-        assert_eq!(none.choose(Ipv4Addr::LOCALHOST, T0), None);
-    }
-}
+mod tests;
