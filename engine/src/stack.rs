@@ -219,7 +219,7 @@ impl Stack {
             grace_until: Instant::ZERO,
             identity: None,
             vip_claim: None,
-            open: open::Opener::new(&cfg.isn_key),
+            open: open::Opener::new(&cfg.isn_key, &cfg.open_secrets),
             now,
             cfg,
         }

@@ -29,6 +29,7 @@ fn stack() -> Arc<StackConfig> {
         tcp: TcpConfig::default(),
         flow_capacity: 64,
         isn_key: *b"flowtwin-sess-t!",
+        open_secrets: Default::default(),
         timer_tick: flowtwin_engine::time::Duration::from_micros(100),
     })
 }
@@ -177,7 +178,7 @@ impl Rig {
 }
 
 fn hello(node_id: u32, epoch: u64, role: Role) -> Hello {
-    Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 2, heartbeat_us: 5000, groups: stack().group_digest(), session: 1 }
+    Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 2, heartbeat_us: 5000, groups: stack().group_digest(), session: 1, secret: [0; 16] }
 }
 
 fn barrier(worker: u16, token: u64) -> Vec<Record> {

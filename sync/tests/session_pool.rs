@@ -32,6 +32,7 @@ fn stack(backends: &[u8], slots: usize) -> (Arc<StackConfig>, Arc<ProxySpec>) {
         tcp: TcpConfig::default(),
         flow_capacity: 64,
         isn_key: *b"flowtwin-pool-t!",
+        open_secrets: Default::default(),
         timer_tick: flowtwin_engine::time::Duration::from_micros(100),
     };
     (Arc::new(cfg), spec)
@@ -54,7 +55,7 @@ fn cfg(node_id: u32, role: Role) -> SessionConfig {
 }
 
 fn hello(stack: &StackConfig, node_id: u32, role: Role, version: u16) -> Hello {
-    Hello { magic: MAGIC, version, node_id, epoch: 0, role, mode: 0, workers: 2, heartbeat_us: 5000, groups: stack.group_digest(), session: 1 }
+    Hello { magic: MAGIC, version, node_id, epoch: 0, role, mode: 0, workers: 2, heartbeat_us: 5000, groups: stack.group_digest(), session: 1, secret: [0; 16] }
 }
 
 fn drain(s: &mut Session) -> (Vec<Msg<'static>>, Vec<Action>) {

@@ -41,7 +41,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowtwin_engine::group::GroupSet;
+use flowtwin_engine::group::{GroupId, GroupSet};
 use flowtwin_engine::replica::ShadowFlow;
 use flowtwin_engine::stack::StackConfig;
 
@@ -387,6 +387,30 @@ impl Session {
             heartbeat_us: self.cfg.heartbeat.as_micros().min(u32::MAX as u128) as u32,
             groups: self.stack_cfg.group_digest(),
             session: self.cfg.groups.0,
+            secret: self.stack_cfg.open_secrets.get(self.secret_group()),
+        }
+    }
+
+    /// The group whose opened-connection secret this session's `Hello` carries: its lowest
+    /// (an active keeps one secret for all the groups it starts with; see
+    /// `Session::adopt_secret` for what a standby does with it).
+    fn secret_group(&self) -> GroupId {
+        self.cfg.groups.iter().next().unwrap_or(GroupId::DEFAULT)
+    }
+
+    /// Standby: adopt the active's secret for the session's groups, so that the backend
+    /// connections this engine opens after a takeover continue the active's ISNs and TSvals
+    /// on every 4-tuple it used (`GroupSecrets`).
+    pub(super) fn adopt_secret(&self, h: &Hello) {
+        let changed = self.cfg.groups.iter().fold(false, |c, g| self.stack_cfg.open_secrets.adopt(g, h.secret) | c);
+        if changed {
+            tracing::info!(
+                node = self.cfg.node_id,
+                event = "secret_adopted",
+                peer = h.node_id,
+                "adopted the active's secret for the connections opened from groups {:#x}",
+                self.cfg.groups.0
+            );
         }
     }
 

@@ -85,6 +85,7 @@ impl Session {
         }
         self.epoch = self.epoch.max(h.epoch);
         self.status.epoch.store(self.epoch, Relaxed);
+        self.adopt_secret(h);
         self.status.set_role(Role::Standby);
         self.status.sessions.fetch_add(1, Relaxed);
         tracing::info!(
