@@ -327,3 +327,63 @@ fn an_http_proxy_answers_what_it_cannot_route() {
         assert!(w.eb.syns.is_empty(), "no backend connection");
     }
 }
+
+/// Delayed binding, and the client closes only after the whole response (`curl --http1.0`,
+/// `Connection: close`): the backend's FIN ends the backend half first, and the client half
+/// then waits in TIME-WAIT on the engine. Killed at every step, including those after the
+/// exchange (the client half in TIME-WAIT, its backend half gone): the new active must
+/// never open a second backend connection and replay the request (seen on the rig,
+/// `proxy_closed_kill`: the standby's replica still had the choice "made, not opened"
+/// because the active never re-images that change, and opening it at the install sent the
+/// request to the backend again).
+#[test]
+fn a_client_half_outliving_its_backend_half_is_never_reconnected() {
+    let n = 20_000;
+    let (req, want) = (long_request(n, "b.example"), response(n));
+    // Steps after the exchange ended in which a kill still lands (the client half in
+    // TIME-WAIT), and steps the world then runs on for a second connection to show.
+    let after = 40u64;
+    let run = |kill: Option<(u64, bool)>| -> u64 {
+        let mut w = http_world();
+        w.proxy_client(8088, &req, Some(want.len()));
+        let mut step = 0u64;
+        let mut done_at = None;
+        loop {
+            if done_at.is_none() && w.client_done(&want) && w.all_closed() {
+                done_at = Some(step);
+            }
+            let killed = kill.is_none_or(|(k, _)| step > k);
+            if done_at.is_some_and(|d| killed && step >= d + after) {
+                break;
+            }
+            if let Some((_, reached)) = kill.filter(|(k, _)| *k == step) {
+                if !reached {
+                    w.die_mid_step = true;
+                    w.step();
+                }
+                w.kill_and_take_over();
+            }
+            w.step();
+            step += 1;
+            assert!(step < 200_000, "kill {kill:?}: never ended ({} of {} bytes)", w.client.as_ref().unwrap().app.received.len(), want.len());
+        }
+        let c = w.client.as_ref().unwrap();
+        assert!(c.app.received == want, "kill {kill:?}: byte-exact ({} of {})", c.app.received.len(), want.len());
+        assert_eq!((c.rsts, w.eb.rsts), (0, 0), "kill {kill:?}: no reset");
+        assert!(w.eb.bytes == req, "kill {kill:?}: B got the request once, as the client sent it ({} bytes, {} sent)", w.eb.bytes.len(), req.len());
+        let first = w.eb.syns.first().copied().expect("a SYN reached B");
+        assert!(w.eb.syns.iter().all(|s| *s == first), "kill {kill:?}: one backend connection: {:?}", w.eb.syns);
+        assert_eq!(w.b.counters().get(Event::FlowsOpened), 1, "kill {kill:?}: B accepted exactly one connection");
+        done_at.unwrap_or(step)
+    };
+    let steps = run(None);
+    let mut points = 0;
+    for k in 0..steps + after {
+        for reached in [true, false] {
+            run(Some((k, reached)));
+            points += 1;
+        }
+    }
+    println!("http proxy, client closing last: {points} kill points");
+    assert!(points > 40);
+}

@@ -584,6 +584,11 @@ impl Kind for ProxyKind {
 
     fn take_open(spec: &Arc<ProxySpec>, state: &mut ProxyHalf, client: Ipv4Addr, now: Instant) -> Option<Open<ProxyHalf>> {
         let Binding::Ready(p) = state.binding else { return None };
+        if state.alone {
+            // Its partner came and went (`partner_ended`): the choice was opened once.
+            state.binding = Binding::Bound;
+            return None;
+        }
         let pool = if usize::from(p) < spec.pools.len() { p } else { DEFAULT_POOL };
         let Some(i) = spec.choose_in(pool, client, now) else {
             state.binding = Binding::Refused(reply_code(spec.unavailable()));
@@ -654,6 +659,13 @@ impl Kind for ProxyKind {
 
     fn partner_ended(state: &mut ProxyHalf, end: LinkEnd) -> bool {
         state.alone = true;
+        // It had a partner, so its backend was chosen and opened: never again. (A standby
+        // never sees the choice turn into the open, `take_open`'s `Bound`: its replica
+        // still says `Ready` when the partner's close reaches it, and a takeover then
+        // opened a second backend connection and replayed the request to it.)
+        if let Binding::Ready(_) = state.binding {
+            state.binding = Binding::Bound;
+        }
         // A reset propagates; an orderly end or a backend that never answered ends with our
         // FIN after what is queued (`tx_closed`).
         end == LinkEnd::Reset
