@@ -408,6 +408,7 @@ impl Stack {
             installed: false,
             repl_seq: 0,
             needs_image: false,
+            quiet: false,
         };
         // Cannot fail: the table has room and the 4-tuple is free (checked above).
         let id = self.flows.insert(FlowKey::v4(rip, rport, from, lport), flow).map_err(|_| ConnectError::TableFull)?;

@@ -252,7 +252,16 @@ pub struct ProxySpec {
     pub(crate) version: AtomicU64,
     /// Serializes pool changes (control plane only: `ctl`, the sync session; never a worker).
     pub(crate) ops: Mutex<()>,
+    /// Client connections refused before any backend was chosen, by [`REFUSAL_REASONS`]
+    /// (counted when such a connection ends, on the engine that ends it).
+    pub refused: [AtomicU64; 4],
 }
+
+/// What [`ProxySpec::refused`] counts, by index: the client was answered 400 (not an HTTP
+/// request), 431 (its head over `max_request_head`), 503 (no pool for it, or no backend up),
+/// or closed without an answer (mode tcp or tls: a first record that is not a ClientHello,
+/// no pool for its SNI, or no backend up).
+pub const REFUSAL_REASONS: [&str; 4] = ["closed", "bad_request", "too_large", "unavailable"];
 
 impl ProxySpec {
     /// Every backend in the default pool, no spare slot (`with_slots` adds them).
@@ -272,6 +281,7 @@ impl ProxySpec {
             next: AtomicU64::new(0),
             version: AtomicU64::new(0),
             ops: Mutex::new(()),
+            refused: Default::default(),
         }
     }
 
@@ -619,10 +629,27 @@ impl Kind for ProxyKind {
         }
     }
 
-    fn closed(spec: &Arc<ProxySpec>, state: &ProxyHalf, connected: bool, now: Instant) {
+    fn quiet(spec: &Arc<ProxySpec>, state: &ProxyHalf) {
+        // Its connection is over: least-conn and `flowtwin_proxy_backend_connections` count
+        // open connections, not TIME-WAIT ones (as nginx's least_conn does).
         if let Side::Backend(i) = state.side {
             if let Some(b) = spec.backends.get(usize::from(i)) {
                 let _ = b.active.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+            }
+        }
+    }
+
+    fn closed(spec: &Arc<ProxySpec>, state: &ProxyHalf, connected: bool, open: bool, now: Instant) {
+        if let (Side::Client, Binding::Refused(c)) = (state.side, state.binding) {
+            if let Some(n) = spec.refused.get(usize::from(c)) {
+                n.fetch_add(1, Relaxed);
+            }
+        }
+        if let Side::Backend(i) = state.side {
+            if let Some(b) = spec.backends.get(usize::from(i)) {
+                if open {
+                    let _ = b.active.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+                }
                 b.outcome(connected, now, spec.health);
             }
         }
