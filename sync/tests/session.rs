@@ -6,8 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowtwin_engine::stack::{vrrp_mac, GroupId, StackConfig, Vip};
-use flowtwin_engine::tcp::TcpConfig;
+use flowtwin_engine::stack::{GroupId, StackConfig};
 use flowtwin_sync::delta::{self, DeltaBody};
 use flowtwin_sync::proto::{Heartbeat, Hello, Msg, MAGIC, PROTO_VERSION};
 use flowtwin_sync::ring::Record;
@@ -17,37 +16,12 @@ use flowtwin_sync::session::{
 };
 use flowtwin_sync::{PeerState, Role, SyncStatus};
 
-const HB: Duration = Duration::from_millis(5);
-const DEAD: u32 = 3;
+#[path = "common/session.rs"]
+mod common_session;
+use common_session::{session_cfg as cfg, session_stack, DEAD, HB};
 
 fn stack() -> Arc<StackConfig> {
-    Arc::new(StackConfig {
-        vips: vec![Vip { addr: [10, 9, 0, 1].into(), mac: vrrp_mac(1), group: GroupId::DEFAULT }],
-        groups: Vec::new(),
-        listeners: vec![],
-        routes: flowtwin_engine::route::RouteTable::all_on_link(),
-        tcp: TcpConfig::default(),
-        flow_capacity: 64,
-        isn_key: *b"flowtwin-sess-t!",
-        open_secrets: Default::default(),
-        timer_tick: flowtwin_engine::time::Duration::from_micros(100),
-    })
-}
-
-fn cfg(node_id: u32, role: Role) -> SessionConfig {
-    SessionConfig {
-        node_id,
-        role,
-        mode: Mode::Strict,
-        heartbeat: HB,
-        dead_after: DEAD,
-        async_max_lag: Duration::from_millis(20),
-        fence_hold: Duration::from_millis(30),
-        handover_hold: Duration::from_millis(500),
-        workers: 2,
-        groups: flowtwin_engine::group::GroupSet::first(1),
-        token_base: 0,
-    }
+    Arc::new(session_stack(vec![], *b"flowtwin-sess-t!"))
 }
 
 /// A session and its fake clock.
