@@ -382,15 +382,20 @@ impl Stack {
             Resolve::Pending | Resolve::SendRequest => None,
             r => return Err(ConnectError::NextHopDown(r)),
         };
-        // ISN and TSval on the pair's clock and the group's secret (`GroupSecrets`): a
-        // 4-tuple the peer engine used moments ago still gets a newer ISN and TSval.
+        // ISN on the pair's clock and the group's secret (`GroupSecrets`), TSval the wall
+        // clock's ms: a 4-tuple the peer engine (or this one before a restart) used moments
+        // ago still gets a newer TSval, and, from the pair, a newer ISN.
         self.open.refresh_secrets(&cfg.open_secrets);
         let gen = &self.open.secrets[usize::from(cfg.group_of(from).unwrap_or(GroupId::DEFAULT).0) % MAX_GROUPS];
         let wall = Instant(now.0.wrapping_add(self.open.wall_us));
         let isn = gen.isn(wall, &from.octets(), lport, &rip.octets(), rport);
         let mut tcb = Tcb::syn_sent(now, &cfg.tcp, lport, rport, isn);
-        let wall_ms = (self.open.wall_us / 1000) as u32;
-        tcb.set_ts_offset(gen.ts_offset(&from.octets(), lport, &rip.octets(), rport).wrapping_add(wall_ms));
+        // The timestamp clock is the wall clock itself, not offset per 4-tuple (Linux's
+        // `secure_tcp_ts_off`): a per-tuple offset keyed by a secret that dies with the
+        // process sent half of the reuses backwards after a restart of both engines (a
+        // backend's TIME-WAIT holds the old TSval), and hiding the wall clock hides nothing
+        // (RFC 7323 §7.1 is about uptime).
+        tcb.set_ts_offset((self.open.wall_us / 1000) as u32);
         let mut svc = svc;
         tcb.set_syn_window(svc.syn_window(&l.spec, &mut self.svc_stats));
         if let Some(n) = svc.syn_retries(&l.spec) {

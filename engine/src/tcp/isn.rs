@@ -142,13 +142,14 @@ impl IsnGenerator {
 /// Why: after a takeover the new active opens backend connections from the same source
 /// address as the old one. A backend may still hold one of the old active's 4-tuples in
 /// TIME-WAIT; Linux accepts a new SYN on it only if its TSval is newer than the last one
-/// it saw there (or, without timestamps, its ISN is beyond the old `rcv_nxt`). With a
-/// secret of its own, the new active's per-tuple timestamp offset was unrelated to the old
-/// one: half the reuses went backwards, the backend's PAWS check answered with an ACK, we
-/// reset it, and the client waited a second for the SYN's retransmission (seen on the
-/// rig: `proxy_kill` flaky, 2 of 3 runs). With one secret per group and a clock both
-/// engines share (wall-clock µs, see `Stack::set_wall_clock`), a reused tuple's ISN and
-/// TSval keep growing across the takeover exactly as they do on one engine.
+/// it saw there, or, without timestamps, if its ISN is beyond the old `rcv_nxt`. The TSval
+/// of an opened connection is the wall clock (`Stack::set_wall_clock`), which grows across
+/// takeovers and restarts alike. The ISN is `M + F(tuple, secret)` on the same clock: with
+/// one secret per group shared by the pair, a reused tuple's ISN keeps growing across the
+/// takeover exactly as on one engine. (With secrets and TSval offsets of their own, half the
+/// reuses went backwards: the backend's PAWS check answered with an ACK, we reset it, and the
+/// client waited a second for the SYN's retransmission; seen on the rig, `proxy_kill` flaky,
+/// 2 of 3 runs.)
 ///
 /// The active of a group keeps its secret; a standby adopts the active's (sync `Hello`), so
 /// the secret lives as long as one engine of the pair does. The sync link carries every
