@@ -60,6 +60,11 @@
 #                connection for a finished client one (it did, and replayed the request, until
 #                the engine marked a partner's end as the choice used: nginx logged each request
 #                twice, TLS "bad record mac").
+#   proxy_pool   the pool of the running pair changed on the active (ctl backend drain, remove
+#                --force, add --weight 3), the standby refusing changes itself and following the
+#                active's table, then kill -9 A mid-download: B keeps the table (1:3 round-robin),
+#                takes changes itself; every body digest-checked, nginx's log says which backend
+#                served each request, 0 RSTs in both namespaces.
 # Reproductions of open engine defects, run only when named exactly (--only NAME; not by scripts/test):
 #   (none open)
 #
@@ -92,7 +97,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FT_PROG=proxy
-ALL_TESTS=(proxy_basic proxy_kill proxy_http_kill proxy_tls_kill proxy_banner_kill proxy_workers proxy_closed_kill)
+ALL_TESTS=(proxy_basic proxy_kill proxy_http_kill proxy_tls_kill proxy_banner_kill proxy_workers proxy_closed_kill proxy_pool)
 # reproductions of open engine defects: run only when named exactly with --only (not by scripts/test)
 REPRO_TESTS=()
 INJECT_KINDS=(upload-digest echo-byte rst extra-conn file-byte file-truncate)
@@ -799,6 +804,81 @@ test_proxy_closed_kill() {
   [[ $errs == 0 ]] || bad+="nginx error log: $(head -c 600 "$dir/srv/nginx-error.log" | tr '\n' ' '); "
   DESC="4 connections (TLS one.example, TLS three.example, HTTP Host two.example, one.example) done, kill -9 A 0.3 s later; nginx accepted $accepts; http requests $reqs; TLS requests $tlsreq; B: $(grep -m1 -o 'TAKEOVER ([^)]*)' "$dir/b.log"); B's counters: $(engine_counters "$dir/b.metrics")"
   if [[ -z $bad ]]; then VERDICT=ok; pass $name "$DESC"; else VERDICT=$bad; fail $name "$bad$DESC"; fi
+  return 0
+}
+
+# proxy_pool (see the header)
+pool_ctl() { "$BIN" ctl -s "$(fl_sock "$1")" "${@:2}" 2>&1; } # a|b ARGS... — the engine's answer
+pool_table() { # a|b — "addr:admin:weight ..." of the HTTP proxy service's backends, from ctl backends
+  fl_jq "$(pool_ctl "$1" backends)" "' '.join('%s:%s:%s' % (b['backend'], b['admin_state'], b['weight']) for v in s['services'] if v['service'] == '$FT_VIP:$HTTP_PORT' for b in v['backends'])"
+}
+pool_wait() { # a|b TABLE TIMEOUT_S — until pool_table says TABLE
+  local i
+  for ((i = 0; i < $3 * 20; i++)); do [[ $(pool_table "$1") == "$2" ]] && return 0; sleep 0.05; done
+  return 1
+}
+pool_gets() { # DIR TAG N — N GETs of /gen/1024?TAG through the VIP, one connection each, digest-checked
+  local i want got
+  want=$($PY "$E2E/gen.py" 1024)
+  for ((i = 0; i < $3; i++)); do
+    got=$(ip netns exec "$FT_CLIENT_NS" curl -s -m 5 "http://$FT_VIP:$HTTP_PORT/gen/1024?$2" | sha256sum | cut -d' ' -f1)
+    [[ $got == "$want" ]] || POOL_BAD+="GET ?$2 #$i: body differs; "
+  done
+}
+pool_count() { # DIR TAG — "IP1 IP2": requests for ?TAG nginx logged on each backend address
+  echo "$(grep -c "^[0-9.]* $FT_SRV_IP1 .*?$2 HTTP" "$1/srv/access.log" || true) $(grep -c "^[0-9.]* $FT_SRV_IP2 .*?$2 HTTP" "$1/srv/access.log" || true)"
+}
+
+# The pool of a running pair changed on the active and kept through a kill -9 of it: drain the
+# second backend (new connections only to the first; a standby refuses the change and names the
+# active; it follows the active's table), remove it (--force) and add it back with weight 3, kill
+# -9 A while a 20 MiB download runs, then on B (now the active) 1:3 round-robin as set on A, and a
+# drain on B works. Every body digest-checked (gen.py), nginx's log says which backend served
+# each request; 0 RSTs in both namespaces.
+test_proxy_pool() {
+  local name=proxy_pool dir=$TMP/proxy_pool svc="$FT_VIP:$HTTP_PORT" b1="$FT_SRV_IP1:$SRV_HTTP" b2="$FT_SRV_IP2:$SRV_HTTP" out c dl_pid want20 t
+  POOL_BAD=""
+  flows_start $name "$dir" "" "" || return 0
+  # 1. drain b2 on A; the standby refuses the change itself and follows A's table
+  out=$(pool_ctl a backend drain "$svc" "$b2") || POOL_BAD+="drain on A refused: $out; "
+  out=$(pool_ctl b backend drain "$svc" "$b1") && POOL_BAD+="the standby took a pool change: $out; "
+  [[ $out == *"send pool changes to the active engine"* ]] || POOL_BAD+="the standby's refusal does not name the active: $out; "
+  pool_wait b "$b1:ready:1 $b2:draining:1" 3 || POOL_BAD+="the standby's table is '$(pool_table b)' 3 s after the drain on A; "
+  pool_gets "$dir" p1 12
+  c=$(pool_count "$dir" p1)
+  [[ $c == "12 0" ]] || POOL_BAD+="drained: requests per backend $c, want 12 0; "
+  # 2. remove b2 (no connection left: freed after the grace), add it back with weight 3
+  out=$(pool_ctl a backend remove "$svc" "$b2" --force) || POOL_BAD+="remove on A refused: $out; "
+  pool_wait a "$b1:ready:1" 5 || POOL_BAD+="A's table is '$(pool_table a)' 5 s after the remove; "
+  out=$(pool_ctl a backend add "$svc" "$b2" --weight 3) || POOL_BAD+="add on A refused: $out; "
+  pool_wait b "$b1:ready:1 $b2:ready:3" 3 || POOL_BAD+="the standby's table is '$(pool_table b)' 3 s after the add on A; "
+  # 3. kill -9 A during a 20 MiB download; B resumes it and routes as A's table said
+  want20=$($PY "$E2E/gen.py" 20971520)
+  ip netns exec "$FT_CLIENT_NS" curl -s -m 40 --limit-rate 4M -o "$dir/dl.body" "http://$FT_VIP:$HTTP_PORT/gen/20971520?dl" &
+  dl_pid=$!
+  sleep 1.5
+  fl_kill9 a
+  info "$name: killed A 1.5 s into the download"
+  fl_wait_status b 's.get("role") == "active"' 5 || POOL_BAD+="B not active 5 s after the kill; "
+  t=$(pool_table b)
+  [[ $t == "$b1:ready:1 $b2:ready:3" ]] || POOL_BAD+="B's table after the takeover is '$t'; "
+  pool_gets "$dir" p2 16
+  c=$(pool_count "$dir" p2)
+  [[ $c == "4 12" ]] || POOL_BAD+="weights 1:3 on B: requests per backend $c, want 4 12; "
+  # 4. B is the active now: it takes pool changes
+  out=$(pool_ctl b backend drain "$svc" "$b2") || POOL_BAD+="drain on B (active) refused: $out; "
+  pool_gets "$dir" p3 6
+  c=$(pool_count "$dir" p3)
+  [[ $c == "6 0" ]] || POOL_BAD+="drained on B: requests per backend $c, want 6 0; "
+  wait "$dl_pid" 2>/dev/null || POOL_BAD+="the download's curl failed; "
+  [[ $(sha256sum <"$dir/dl.body" | cut -d' ' -f1) == "$want20" ]] || POOL_BAD+="the 20 MiB download across the kill differs ($(stat -c %s "$dir/dl.body" 2>/dev/null) bytes); "
+  flows_end "$dir"
+  for w in client backend; do
+    c=$(jget "$dir/rst_$w.json" 's["rst_in"] + s["rst_out"]')
+    [[ $c == 0 ]] || POOL_BAD+="$c RST(s) in the $w namespace; "
+  done
+  DESC="drain on A (standby followed, refused its own change), remove --force + add weight 3, kill -9 A mid-download; requests per backend: drained $(pool_count "$dir" p1), 1:3 on B $(pool_count "$dir" p2), drained on B $(pool_count "$dir" p3); download across the kill byte-exact; B: $(grep -m1 -o 'TAKEOVER ([^)]*)' "$dir/b.log")"
+  if [[ -z $POOL_BAD ]]; then VERDICT=ok; pass $name "$DESC"; else VERDICT=$POOL_BAD; fail $name "$POOL_BAD$DESC"; fi
   return 0
 }
 
