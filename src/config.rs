@@ -113,6 +113,20 @@ pub struct SyncSection {
     /// busy-polling worker would starve it, and a starved sync thread looks dead to the peer.
     #[serde(default)]
     pub cpu: Option<usize>,
+    /// The sync thread's scheduling policy: "rr" (the default: `SCHED_RR`), "fifo" or
+    /// "other" (time-sharing, as every other thread). Its heartbeats are what tells the peer
+    /// this engine lives: on a busy host a time-shared sync thread waits behind workers and
+    /// clients, its heartbeats come late, and the peer takes over from a live engine
+    /// (conntrackd's `Scheduler` and keepalived's `vrrp_rt_priority` exist for the same
+    /// reason). It sleeps in ppoll between messages, so a real-time priority costs nothing
+    /// when idle. Needs `CAP_SYS_NICE` (the packaged unit grants it); without it the engine
+    /// starts time-shared and says so.
+    #[serde(default = "default_sync_scheduler")]
+    pub scheduler: String,
+    /// Its real-time priority with "rr" or "fifo", 1..=99 (default 10: above every
+    /// time-shared thread, below the kernel's own real-time threads).
+    #[serde(default)]
+    pub priority: Option<i32>,
     /// Strict mode: after losing its in-sync standby the active keeps holding output this
     /// long before it serves unprotected. A standby that took over because only the sync
     /// link failed announces the VIPs meanwhile, and the old active fences itself on hearing
@@ -150,6 +164,13 @@ fn default_heartbeat_ms() -> u64 {
 fn default_dead_after() -> u32 {
     3
 }
+fn default_sync_scheduler() -> String {
+    "rr".to_string()
+}
+
+/// `sync.priority`'s default with a real-time `sync.scheduler`.
+pub const DEFAULT_SYNC_PRIORITY: i32 = 10;
+
 fn default_fence_hold_ms() -> u64 {
     30
 }
@@ -634,6 +655,16 @@ impl Config {
             if y.handover_hold_ms > 60_000 {
                 return Err(format!("sync.handover_hold_ms = {}: must be 0..=60000", y.handover_hold_ms));
             }
+            match (y.scheduler.as_str(), y.priority) {
+                ("rr" | "fifo", None) => {}
+                ("rr" | "fifo", Some(p)) if (1..=99).contains(&p) => {}
+                ("rr" | "fifo", Some(p)) => return Err(format!("sync.priority = {p}: a real-time priority is 1..=99")),
+                ("other", None) => {}
+                ("other", Some(p)) => {
+                    return Err(format!("sync.priority = {p}: only with sync.scheduler = \"rr\" or \"fifo\" (\"other\" has no priority)"))
+                }
+                (s, _) => return Err(format!("sync.scheduler = {s:?}: expected \"rr\", \"fifo\" or \"other\"")),
+            }
             if y.busy_poll_us > 1_000_000 {
                 return Err(format!("sync.busy_poll_us = {}: must be 0..=1000000", y.busy_poll_us));
             }
@@ -781,6 +812,18 @@ mod tests {
         let hb = format!("{ok}heartbeat_ms = 0\n");
         assert!(Config::parse(&hb).unwrap_err().contains("sync.heartbeat_ms"));
         assert_eq!(y.busy_poll_us, 0, "polling is opt-in");
+        assert_eq!((y.scheduler.as_str(), y.priority), ("rr", None), "real-time round-robin at the default priority");
+        for (extra, key) in [
+            ("scheduler = \"batch\"\n", "sync.scheduler = \"batch\""),
+            ("priority = 0\n", "sync.priority = 0"),
+            ("priority = 100\n", "sync.priority = 100"),
+            ("scheduler = \"other\"\npriority = 5\n", "sync.priority = 5: only with"),
+        ] {
+            let e = Config::parse(&format!("{ok}{extra}")).unwrap_err();
+            assert!(e.contains(key), "{extra:?}: {e}");
+        }
+        let y2 = Config::parse(&format!("{ok}scheduler = \"fifo\"\npriority = 50\n")).unwrap().sync.unwrap();
+        assert_eq!((y2.scheduler.as_str(), y2.priority), ("fifo", Some(50)));
         let bp = format!("{ok}busy_poll_us = 300\n");
         assert_eq!(Config::parse(&bp).unwrap().sync.unwrap().busy_poll_us, 300);
         let bp = format!("{ok}busy_poll_us = 2000000\n");

@@ -95,6 +95,8 @@ struct PollWaiter {
     bell: Doorbell,
     /// `sync.cpu`: pin the sync thread there (checked by `check_sync_cpu` before start).
     cpu: Option<usize>,
+    /// `sync.scheduler` and `sync.priority`.
+    sched: (flowtwin_ffi::SchedPolicy, i32),
 }
 
 /// `sync.cpu` must exist, and no worker may run on it (a worker busy-polls its CPU: the sync
@@ -139,6 +141,20 @@ impl flowtwin_sync::Waiter for PollWaiter {
     fn on_sync_thread(&self) {
         if let Err(e) = set_timer_slack(SYNC_TIMER_SLACK) {
             warn!(event = "sync_thread", error = %e, "sync thread: cannot set timer slack: {e}");
+        }
+        let (policy, prio) = self.sched;
+        if policy != flowtwin_ffi::SchedPolicy::Other {
+            let name = if policy == flowtwin_ffi::SchedPolicy::Fifo { "SCHED_FIFO" } else { "SCHED_RR" };
+            match flowtwin_ffi::set_current_thread_scheduler(policy, prio) {
+                Ok(()) => info!(event = "sync_thread", policy = name, priority = prio, "sync thread runs {name} at priority {prio}"),
+                Err(e) => warn!(
+                    event = "sync_thread",
+                    policy = name,
+                    priority = prio,
+                    error = %e,
+                    "sync thread: cannot run {name} at priority {prio} ({e}): it runs time-shared, and on a busy host its heartbeats may come late enough for the peer to take over; grant CAP_SYS_NICE (the packaged unit does) or set sync.scheduler = \"other\" to silence this"
+                ),
+            }
         }
         if let Some(cpu) = self.cpu {
             match flowtwin_ffi::pin_current_thread(cpu) {
@@ -535,6 +551,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             waiter: Some(Arc::new(PollWaiter {
                 bell: Doorbell::new().map_err(|e| format!("sync: eventfd: {e}"))?,
                 cpu: y.cpu,
+                sched: match y.scheduler.as_str() {
+                    "fifo" => (flowtwin_ffi::SchedPolicy::Fifo, y.priority.unwrap_or(crate::config::DEFAULT_SYNC_PRIORITY)),
+                    "other" => (flowtwin_ffi::SchedPolicy::Other, 0),
+                    _ => (flowtwin_ffi::SchedPolicy::RoundRobin, y.priority.unwrap_or(crate::config::DEFAULT_SYNC_PRIORITY)),
+                },
             })),
             park_max: flowtwin_sync::node::PARK_MAX,
         };

@@ -126,6 +126,36 @@ pub fn pin_current_thread(cpu: usize) -> Result<()> {
     Ok(())
 }
 
+/// A Linux scheduling policy for [`set_current_thread_scheduler`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedPolicy {
+    /// `SCHED_OTHER`, the default time-sharing one (priority 0).
+    Other,
+    /// `SCHED_FIFO` at a real-time priority 1..=99.
+    Fifo,
+    /// `SCHED_RR` at a real-time priority 1..=99.
+    RoundRobin,
+}
+
+/// Run the calling thread (only it) under `policy` at `priority` (`sched_setscheduler` on
+/// the thread: Linux applies it per thread). Real-time policies need `CAP_SYS_NICE` or an
+/// `RLIMIT_RTPRIO` at least `priority`; the error then says EPERM.
+pub fn set_current_thread_scheduler(policy: SchedPolicy, priority: i32) -> Result<()> {
+    let (p, prio) = match policy {
+        SchedPolicy::Other => (libc::SCHED_OTHER, 0),
+        SchedPolicy::Fifo => (libc::SCHED_FIFO, priority),
+        SchedPolicy::RoundRobin => (libc::SCHED_RR, priority),
+    };
+    let param = libc::sched_param { sched_priority: prio };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param that outlives the call.
+    let r = unsafe { libc::sched_setscheduler(0, p, &param) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL);
+        return Err(Error::from_ret("sched_setscheduler", -e));
+    }
+    Ok(())
+}
+
 /// The calling thread's lcore id, or `None` for a non-EAL thread.
 pub fn current_lcore() -> Option<LcoreId> {
     // SAFETY: reads a thread-local per-lcore variable; valid on any thread.

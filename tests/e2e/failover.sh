@@ -51,7 +51,8 @@
 #                    engine's account is consistent with what the clients saw
 #                    (failed flows == flows the standby did not resume; flows_abandoned reported).
 #   sync_cpu         [sync] cpu: A refuses to start with it on its worker's CPU (error names the
-#                    key and the lcore); with cpu = 0 the flowtwin-sync thread may run on CPU 0 only.
+#                    key and the lcore); with cpu = 0 the flowtwin-sync thread may run on CPU 0 only,
+#                    under SCHED_RR at priority 10 (the default sync.scheduler), the others time-shared.
 #   peer_mismatch    B starts in async mode against a strict A, then with 7 ms heartbeats: A refuses
 #                    each with both values named (ctl status last_error), stays active, B never in sync.
 #

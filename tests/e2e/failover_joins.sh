@@ -246,14 +246,20 @@ test_sync_cpu() {
     fail "$name" "engine A did not start with sync.cpu = 0: $(tr '\n' ' ' <"$dir/a0.err" | head -c 300)"; fl_cleanup; return
   fi
   fl_wait_status a 's["role"] == "active"' 10 || { fail "$name" "A not active: $(fl_status a)"; fl_cleanup; return; }
-  cpus=""
+  cpus="" sched="" wsched=""
   for t in /proc/"$A_PID"/task/*; do
-    [[ $(cat "$t/comm" 2>/dev/null) == flowtwin-sync ]] && cpus+=$(awk '/^Cpus_allowed_list/ {print $2}' "$t/status")
+    if [[ $(cat "$t/comm" 2>/dev/null) == flowtwin-sync ]]; then
+      cpus+=$(awk '/^Cpus_allowed_list/ {print $2}' "$t/status")
+      # policy 2 = SCHED_RR; the real-time priority is stat field 40 (rt_priority)
+      sched="$(awk '/^policy/ {print $3}' "$t/sched") $(awk '{print $40}' "$t/stat")"
+    elif [[ -z $wsched ]]; then
+      wsched=$(awk '/^policy/ {print $3}' "$t/sched")
+    fi
   done
-  if [[ $cpus == 0 ]]; then
-    pass "$name" "refused on the worker's CPU with a clear error; with cpu = 0 the sync thread's Cpus_allowed_list is $cpus"
+  if [[ $cpus == 0 && $sched == "2 10" && $wsched == 0 ]]; then
+    pass "$name" "refused on the worker's CPU with a clear error; with cpu = 0 the sync thread's Cpus_allowed_list is $cpus; it runs SCHED_RR at priority 10 (the default sync.scheduler), the other threads time-shared"
   else
-    fail "$name" "sync thread Cpus_allowed_list '$cpus', expected 0"
+    fail "$name" "sync thread Cpus_allowed_list '$cpus' (expected 0), policy and rt priority '$sched' (expected '2 10': SCHED_RR 10), another thread's policy '$wsched' (expected 0)"
   fi
   fl_cleanup
 }
