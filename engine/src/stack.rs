@@ -13,6 +13,7 @@
 //! services whose flows come in pairs (the proxy) in `linked`; the services themselves
 //! behind [`crate::service`]. Every drop has a reason in [`Drop`].
 
+mod health;
 mod l2;
 mod linked;
 mod open;
@@ -89,6 +90,10 @@ pub struct Flow {
     /// A delta of this flow was lost to a full ring: nothing incremental may follow it (the
     /// standby would replay it onto the wrong state) until the flow is re-imaged whole.
     pub needs_image: bool,
+    /// This engine's own business (an active health check, `health`): never replicated
+    /// (no image, no delta, no close), so that no standby ever resumes it; its output
+    /// waits for nothing.
+    pub local: bool,
 }
 
 /// Resumed flows kicked (probed, resent from SND.UNA) per pass at a takeover: a burst the
@@ -158,6 +163,8 @@ pub struct Stack {
     vip_claim: Option<AnnounceTag>,
     /// Flows this worker opens and links (`open`).
     open: open::Opener,
+    /// The active health checks this worker runs (`health`; worker 0 only).
+    checks: health::Checker,
     /// The latest time a packet or timer call brought (for what closes outside them).
     now: Instant,
 }
@@ -220,6 +227,7 @@ impl Stack {
             identity: None,
             vip_claim: None,
             open: open::Opener::new(&cfg.isn_key),
+            checks: health::Checker::new(&cfg, now),
             now,
             cfg,
         }
@@ -344,7 +352,7 @@ impl Stack {
             }
         }
         let state = tcb.state();
-        let flow = Flow { tcb, svc, listener: img.listener, origin: img.origin, link, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, needs_image: false };
+        let flow = Flow { tcb, svc, listener: img.listener, origin: img.origin, link, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, needs_image: false, local: false };
         let Ok(id) = self.flows.insert(img.key, flow) else { return None };
         self.counters.flows_by_state[state as usize] += 1;
         self.counters.event(Event::FlowsResumed);
@@ -452,7 +460,8 @@ impl Stack {
 
     /// The earliest pending timer, for the caller's idle sleep bound.
     pub fn next_timer(&self) -> Option<Instant> {
-        self.timers.next_deadline_hint().into_iter().chain(self.arp.next_deadline()).min()
+        let checks = (self.checks.runs() && self.is_active()).then_some(self.checks.next);
+        self.timers.next_deadline_hint().into_iter().chain(self.arp.next_deadline()).chain(checks).min()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -627,7 +636,7 @@ impl Stack {
         let (frames, failed) = (out.frames, out.failed);
         let state = tcb.state();
         let deadline = tcb.next_deadline();
-        let flow = Flow { tcb, svc, listener: li as u16, origin: Origin::Accepted, link: Link::None, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, needs_image: false };
+        let flow = Flow { tcb, svc, listener: li as u16, origin: Origin::Accepted, link: Link::None, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, needs_image: false, local: false };
         match self.flows.insert(key, flow) {
             Ok(id) => {
                 self.counters.event(Event::FlowsOpened);
@@ -679,6 +688,9 @@ impl Stack {
         c.add(Event::OutOfWindow, b.out_of_window - a.out_of_window);
         c.add(Event::RstAccepted, b.rst_received - a.rst_received);
         c.add(Event::RstSent, b.rst_sent - a.rst_sent);
+        if flow.local {
+            self.check_observe(id);
+        }
         if closed {
             self.close_flow(id);
         } else {
@@ -702,7 +714,8 @@ impl Stack {
         self.timers.cancel(id);
         self.rx_log.clear();
         let group = self.flow_group(id);
-        if let Some(r) = self.repl.as_mut() {
+        let local = self.flows.get(id).is_some_and(|f| f.local);
+        if let Some(r) = self.repl.as_mut().filter(|_| !local) {
             match r.emit_in(group, (id.index(), id.generation()), ReplEvent::Close) {
                 // A closing flow's last output (its RST, a final ACK) goes after the close.
                 Ok(seq) => self.touch_tag(seq, id),
@@ -733,6 +746,9 @@ impl Stack {
         }
         if !self.open.wake.is_empty() {
             self.wake_survivors(now, tx);
+        }
+        if now >= self.checks.next {
+            self.run_checks(now, tx);
         }
         let cfg = self.cfg.clone();
         while let Some(id) = self.timers.pop_expired(now) {
