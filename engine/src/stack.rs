@@ -10,7 +10,8 @@
 //! timers, close, and installing replicated flows at takeover. L2/L3 classification (ARP,
 //! IPv4 checks, ICMP echo) is in `l2`; replication of every flow change and output-commit
 //! tagging in `repl`; flows the engine opens itself and linked pairs in `open`, and the
-//! services whose flows come in pairs (the proxy) in `linked`; the services themselves
+//! services whose flows come in pairs (the proxy) in `linked`, the proxy's active health
+//! checks (local flows, never replicated) in `health`; the services themselves
 //! behind [`crate::service`]. Every drop has a reason in [`Drop`].
 
 mod health;

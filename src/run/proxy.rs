@@ -435,9 +435,27 @@ mod tests {
         assert_eq!((b["state"].as_str(), b["check"]["state"].as_str(), b["check"]["last"].as_str()), (Some("down"), Some("down"), Some("unexpected status 503")), "{j}");
         assert_eq!((b["check"]["last_ms"].as_f64(), b["check"]["timeouts"].as_u64()), (Some(1.5), Some(2)));
         assert_eq!((s["health_check"]["kind"].as_str(), s["health_check"]["expect_status"].as_str(), s["health_check"]["http_path"].as_str()), (Some("http"), Some("200-399"), Some("/")));
+        // The control loop logs each transition once, with its reason.
         let mut log = HealthLog::default();
-        log.poll(&p);
-        log.poll(&p);
+        let first = crate::logs::testing::capture(crate::logs::Format::Human, "info", || log.poll(&p));
+        assert!(first.is_empty(), "what happened before the first look is not news: {first}");
+        let b0 = &p[0].1.backends[0];
+        for t in 4..=5 {
+            b0.check.begin(t);
+            p[0].1.check_done(0, t, CheckResult::Ok, 900, 200);
+        }
+        let up = crate::logs::testing::capture(crate::logs::Format::Human, "info", || log.poll(&p));
+        assert!(up.contains("service 10.0.0.1:80: backend 10.0.0.11:80 is up again (http check: ok (status 200); 2 successes in a row)"), "{up}");
+        for t in 6..=8 {
+            b0.check.begin(t);
+            p[0].1.check_done(0, t, CheckResult::Refused, 900, 0);
+        }
+        let down = crate::logs::testing::capture(crate::logs::Format::Human, "info", || {
+            log.poll(&p);
+            log.poll(&p);
+        });
+        assert_eq!(down.matches("is down").count(), 1, "{down}");
+        assert!(down.contains("backend 10.0.0.11:80 is down (http check: connect failed (refused or unanswered); 3 failures in a row); it gets no new connections"), "{down}");
         // Prometheus's own linter, where it is installed (Debian's prometheus package;
         // tests/e2e/groups.sh installs it on the rig).
         let Ok(mut child) = std::process::Command::new("promtool")

@@ -107,7 +107,7 @@ impl Stack {
         for k in 0..self.checks.slots.len() {
             let (li, slot) = (self.checks.slots[k].listener, usize::from(self.checks.slots[k].slot));
             let Some(spec) = self.proxy_of(li) else { continue };
-            let Some(check) = spec.check.clone() else { continue };
+            let Some(check) = spec.check.as_ref() else { continue };
             if !self.owns(spec.source) {
                 // A standby: no checks; what was in flight went with the group's flows.
                 let c = &mut self.checks.slots[k];
