@@ -254,7 +254,7 @@ fn a_refused_tcp_check_goes_down_after_fall_and_the_backend_is_never_chosen() {
     assert!(n.spec.backends[0].usable(n.now), "still eligible");
     n.run(Duration::from_millis(1000));
     assert_eq!(n.health(0), CheckState::Down);
-    assert_eq!(n.counts(0), (0, 2, 0, 0 + 1), "unknown (eligible) → down is a transition");
+    assert_eq!(n.counts(0), (0, 2, 0, 1), "unknown (eligible) → down is a transition");
     assert!((0..20).all(|_| n.spec.choose(CLIENT_IP, n.now) == Some(1)), "a down backend is never chosen");
     assert_eq!(n.rst_ab, 0, "a refused connect is answered by B's RST; A sends none");
     // A TCP check that connects ends at once with our FIN: B's port 80 took 2 checks.
