@@ -62,6 +62,7 @@
 #                backend 1 byte-exact; then backend 2 restarts: up again within 10 s, 10 more
 #                downloads split between both (round-robin), A logged backend_down and
 #                backend_up, no client found no backend, 0 RSTs in the client namespace.
+#                (--selfcheck: selfcheck_health-off runs it with no health_check, which must fail.)
 # Reproductions of open engine defects, run only when named exactly (--only NAME; not by scripts/test):
 #   proxy_closed_kill  delayed-binding connections (TLS, and HTTP/1.0 on mode = "http") done, kill
 #                -9 A 0.3 s later (within tcp.time_wait_ms): FAILS today, B opens a second backend
@@ -76,13 +77,14 @@
 #            with the engines: tls-route (the TLS pools swapped), tls-as-tcp (the TLS service in
 #            mode = "tcp"), banner-first (the banner service in mode = "http": the proxy waits for
 #            the client), workers-one (proxy_workers with one worker), fanout-qpairs1 (its
-#            negative check with qpairs=1, which starts).
+#            negative check with qpairs=1, which starts), health-off (proxy_health's service
+#            without health_check).
 # --selfcheck  (implies --direct) one clean run, which must pass, then one run per --inject kind,
 #            each of which must fail for its own reason: `PASS selfcheck_<kind>` when it did; then
 #            the tests with the engines, each with a fault of its own (selfcheck_tls-route,
 #            selfcheck_tls-as-tcp, selfcheck_tls-file-byte, selfcheck_banner-byte,
-#            selfcheck_banner-first, selfcheck_workers-one, selfcheck_fanout-qpairs1), each of which
-#            must fail for it.
+#            selfcheck_banner-first, selfcheck_workers-one, selfcheck_fanout-qpairs1,
+#            selfcheck_health-off), each of which must fail for it.
 # FLOWTWIN=tests/e2e/stubengine.py  a kernel-socket stand-in for the engine (no DPDK, nothing
 #            replicated) to dry-run the engine paths: proxy_basic passes, proxy_kill must fail.
 #
@@ -108,7 +110,8 @@ ENGINE_SELFCHECKS=("tls-route proxy_tls_kill tls-route routing:"
                    "banner-byte proxy_banner_kill banner-byte echo byte mismatch"
                    "banner-first proxy_banner_kill banner-first no banner after"
                    "workers-one proxy_workers workers-one worker 1 of A linked no proxied flow"
-                   "fanout-qpairs1 proxy_workers fanout-qpairs1 qpairs=2, 2 workers and a proxy: exit 124")
+                   "fanout-qpairs1 proxy_workers fanout-qpairs1 qpairs=2, 2 workers and a proxy: exit 124"
+                   "health-off proxy_health health-off not up by its checks")
 BACKEND_INJECTS=(upload-digest echo-byte rst extra-conn banner-byte)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
@@ -123,9 +126,9 @@ suite_opt() {
     --selfcheck) SELFCHECK=1; DIRECT=1; SUITE_TAKEN=1 ;;
   esac
 }
-suite_args proxy.sh name 2,58 ALL_TESTS "$@"
+suite_args proxy.sh name 2,97 ALL_TESTS "$@"
 ft_require_root
-ALL_INJECTS=("${INJECT_KINDS[@]}" banner-byte tls-route tls-as-tcp banner-first workers-one fanout-qpairs1)
+ALL_INJECTS=("${INJECT_KINDS[@]}" banner-byte tls-route tls-as-tcp banner-first workers-one fanout-qpairs1 health-off)
 for k in ${INJECT//,/ }; do
   [[ " ${ALL_INJECTS[*]} " == *" $k "* ]] || { echo "proxy.sh: unknown --inject $k (${ALL_INJECTS[*]})" >&2; exit 2; }
 done
@@ -871,9 +874,10 @@ downloads() {
   echo -n "$bad"
 }
 
-# proxy_health (see the header)
+# proxy_health [INJECT [NAME]] (see the header; --inject health-off: the service without checks)
 test_proxy_health() {
-  local name=proxy_health dir=$TMP/proxy_health bad="" p1 p2 t a2=$FT_SRV_IP2:$SRV_HEALTH a1=$FT_SRV_IP1:$SRV_HEALTH
+  local name=proxy_health dir=$TMP/proxy_health inj=${1:-$INJECT} bad="" p1 p2 t a2=$FT_SRV_IP2:$SRV_HEALTH a1=$FT_SRV_IP1:$SRV_HEALTH
+  [[ $# -gt 1 ]] && name=$2 dir=$TMP/$2
   local interval=500 timeout=400 rise=2 fall=2 limit down_s up_s b_down n=10 c1 c2 d1 d2 rc m
   mkdir -p "$dir"
   HS_PIDS=()
@@ -885,7 +889,8 @@ test_proxy_health() {
 vip = \"$FT_VIP\"
 port = $HEALTH_PORT
 kind = \"proxy\"
-backends = [\"$a1\", \"$a2\"]
+backends = [\"$a1\", \"$a2\"]"
+  has_inject "$inj" health-off || PAIR_EXTRA+="
 health_check = \"http\"
 health_interval_ms = $interval
 health_timeout_ms = $timeout
@@ -942,6 +947,7 @@ health_expect_status = \"200\""
   hsrv_stop "$p2"
   HS_PIDS=()
   DESC="http checks every $interval ms (timeout $timeout, rise $rise, fall $fall): backend 2 stopped -> down on A in $down_s s (limit $limit s), on B $b_down s later; $n downloads all on backend 1, byte-exact; restarted -> up in $up_s s; then $d1/$d2 of $n on backends 1/2; RSTs client $rc"
+  VERDICT=${bad:-ok}
   if [[ -z $bad ]]; then pass $name "$DESC"; else fail $name "$bad$DESC"; fi
   return 0
 }
