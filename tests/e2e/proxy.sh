@@ -59,9 +59,11 @@
 #                PASS iff `ctl backends` on A shows it down within interval*fall+timeout+1 s, B (the
 #                standby, from the pool table) shows it down too, /metrics has check_up 0, one
 #                transition and >= fall failed checks, 10 downloads through the VIP all reach
-#                backend 1 byte-exact; then backend 2 restarts: up again within 10 s, 10 more
-#                downloads split between both (round-robin), A logged backend_down and
-#                backend_up, no client found no backend, 0 RSTs in the client namespace.
+#                backend 1 byte-exact; kill -9 A: B takes over with backend 2 down (A's health,
+#                kept: B's own failing checks count no transition), 4 downloads all on backend 1;
+#                then backend 2 restarts: up on B within 10 s, 10 more downloads split between
+#                both (round-robin), A logged backend_down and B backend_up, no client found no
+#                backend, 0 RSTs in the client namespace.
 #                (--selfcheck: selfcheck_health-off runs it with no health_check, which must fail.)
 # Reproductions of open engine defects, run only when named exactly (--only NAME; not by scripts/test):
 #   proxy_closed_kill  delayed-binding connections (TLS, and HTTP/1.0 on mode = "http") done, kill
@@ -126,7 +128,7 @@ suite_opt() {
     --selfcheck) SELFCHECK=1; DIRECT=1; SUITE_TAKEN=1 ;;
   esac
 }
-suite_args proxy.sh name 2,97 ALL_TESTS "$@"
+suite_args proxy.sh name 2,99 ALL_TESTS "$@"
 ft_require_root
 ALL_INJECTS=("${INJECT_KINDS[@]}" banner-byte tls-route tls-as-tcp banner-first workers-one fanout-qpairs1 health-off)
 for k in ${INJECT//,/ }; do
@@ -878,7 +880,7 @@ downloads() {
 test_proxy_health() {
   local name=proxy_health dir=$TMP/proxy_health inj=${1:-$INJECT} bad="" p1 p2 t a2=$FT_SRV_IP2:$SRV_HEALTH a1=$FT_SRV_IP1:$SRV_HEALTH
   [[ $# -gt 1 ]] && name=$2 dir=$TMP/$2
-  local interval=500 timeout=400 rise=2 fall=2 limit down_s up_s b_down n=10 c1 c2 d1 d2 rc m
+  local interval=500 timeout=400 rise=2 fall=2 limit down_s up_s b_down b_fail=0 n=10 c1 c2 d1 d2 rc m
   mkdir -p "$dir"
   HS_PIDS=()
   hsrv_start "$dir/srv1" "$FT_SRV_IP1" || { fail $name "backend 1 did not start"; return 0; }
@@ -921,10 +923,25 @@ health_expect_status = \"200\""
   bad+=$(downloads $n "$dir" down)
   d1=$(($(hits "$dir/srv1/access.log" /gen/1048576) - c1))
   [[ $d1 == "$n" ]] || bad+="while backend 2 was down backend 1 served $d1 of $n downloads; "
-  # 3. Backend 2 is back: up after rise checks, and it takes connections again.
+  # 3. kill -9 A: B takes over with the health A's pool table carried (down, not unknown: its
+  # own checks then find nothing new, so B counts no transition), checks on its own, and
+  # routes around backend 2 too.
+  fl_kill9 a
+  fl_wait_status b 's["role"] == "active"' 10 || bad+="B not active 10 s after the kill: $(fl_status b); "
+  [[ $(backend_check b "$a2") == down/down ]] || bad+="B took over with backend 2 '$(backend_check b "$a2")', not down/down; "
+  c1=$(hits "$dir/srv1/access.log" /gen/1048576)
+  bad+=$(downloads 4 "$dir" takeover)
+  d1=$(($(hits "$dir/srv1/access.log" /gen/1048576) - c1))
+  [[ $d1 == 4 ]] || bad+="after the takeover backend 1 served $d1 of 4 downloads; "
+  fl_metrics b "$dir/b_down.metrics"
+  b_fail=$(mval "$dir/b_down.metrics" flowtwin_proxy_backend_checks_total backend="$a2" result=fail)
+  [[ $b_fail -ge 1 ]] || bad+="B ran no check of backend 2 after the takeover ('$b_fail' failed); "
+  m=$(mval "$dir/b_down.metrics" flowtwin_proxy_backend_check_transitions_total backend="$a2")
+  [[ $m == 0 ]] || bad+="B counted '$m' transitions of backend 2 after the takeover: it did not keep A's health; "
+  # 4. Backend 2 is back: up after rise checks (B's), and it takes connections again.
   hsrv_start "$dir/srv2b" "$FT_SRV_IP2" || bad+="backend 2 did not restart; "
   p2=$HS_PID
-  up_s=$(wait_check a "$a2" up/up 10) || bad+="backend 2 restarted, not up after 10 s: $up_s; "
+  up_s=$(wait_check b "$a2" up/up 10) || bad+="backend 2 restarted, not up after 10 s: $up_s; "
   c1=$(hits "$dir/srv1/access.log" /gen/1048576)
   bad+=$(downloads $n "$dir" up)
   d1=$(($(hits "$dir/srv1/access.log" /gen/1048576) - c1))
@@ -932,13 +949,14 @@ health_expect_status = \"200\""
   [[ $((d1 + d2)) == "$n" && $d2 -ge $((n / 2 - 1)) && $d1 -ge $((n / 2 - 1)) ]] || bad+="after backend 2 came back: $d1 downloads on backend 1, $d2 on backend 2 (round-robin of $n); "
   c2=$(hits "$dir/srv2b/access.log" /gen/1024)
   [[ $c2 -ge $rise ]] || bad+="the restarted backend 2 logged $c2 checks (GET /gen/1024), want >= $rise; "
-  fl_metrics a "$dir/a_up.metrics"
-  m=$(mval "$dir/a_up.metrics" flowtwin_proxy_backend_check_transitions_total backend="$a2")
-  [[ $m == 2 ]] || bad+="transitions of backend 2 at the end: '$m', want 2; "
-  m=$(mval "$dir/a_up.metrics" flowtwin_proxy_no_backend_total)
+  fl_metrics b "$dir/b_up.metrics"
+  m=$(mval "$dir/b_up.metrics" flowtwin_proxy_backend_check_transitions_total backend="$a2")
+  [[ $m == 1 ]] || bad+="B's transitions of backend 2 at the end: '$m', want 1 (up); "
+  m=$(mval "$dir/a_down.metrics" flowtwin_proxy_no_backend_total)
+  m=$((m + $(mval "$dir/b_up.metrics" flowtwin_proxy_no_backend_total)))
   [[ $m == 0 ]] || bad+="proxy_no_backend $m: a client found no backend; "
   grep -q "backend $a2 is down" "$dir/a.log" || bad+="no backend_down log line for $a2 in A's log; "
-  grep -q "backend $a2 is up again" "$dir/a.log" || bad+="no backend_up log line for $a2 in A's log; "
+  grep -q "backend $a2 is up again" "$dir/b.log" || bad+="no backend_up log line for $a2 in B's log; "
   rst_stop
   rc=$(jget "$dir/rst_client.json" 's["rst_in"] + s["rst_out"]')
   [[ $rc == 0 ]] || bad+="RSTs in the client namespace: $rc; "
@@ -946,7 +964,7 @@ health_expect_status = \"200\""
   hsrv_stop "$p1"
   hsrv_stop "$p2"
   HS_PIDS=()
-  DESC="http checks every $interval ms (timeout $timeout, rise $rise, fall $fall): backend 2 stopped -> down on A in $down_s s (limit $limit s), on B $b_down s later; $n downloads all on backend 1, byte-exact; restarted -> up in $up_s s; then $d1/$d2 of $n on backends 1/2; RSTs client $rc"
+  DESC="http checks every $interval ms (timeout $timeout, rise $rise, fall $fall): backend 2 stopped -> down on A in $down_s s (limit $limit s), on B $b_down s later; $n downloads all on backend 1, byte-exact; kill -9 A: B active with backend 2 still down ($b_fail checks of its own failed, no transition), 4 downloads on backend 1; restarted -> up on B in $up_s s; then $d1/$d2 of $n on backends 1/2; RSTs client $rc"
   VERDICT=${bad:-ok}
   if [[ -z $bad ]]; then pass $name "$DESC"; else fail $name "$bad$DESC"; fi
   return 0
