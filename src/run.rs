@@ -79,6 +79,7 @@ pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
         tcp,
         flow_capacity: cfg.engine.flow_capacity as usize,
         isn_key: random_key(),
+        open_secrets: Arc::new(flowtwin_engine::tcp::isn::GroupSecrets::new(random_key())),
         timer_tick: FtDuration::from_micros(100),
     })
 }

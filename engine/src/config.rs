@@ -49,8 +49,11 @@ pub struct StackConfig {
     pub tcp: TcpConfig,
     /// Flows this worker can hold (preallocated).
     pub flow_capacity: usize,
-    /// Secret for RFC 6528 ISNs.
+    /// Secret for RFC 6528 ISNs of the connections the engine accepts.
     pub isn_key: [u8; 16],
+    /// Secrets (per group, shared with the group's standby) of the ISNs and timestamp
+    /// offsets of the connections the engine opens.
+    pub open_secrets: std::sync::Arc<crate::tcp::isn::GroupSecrets>,
     /// Timer wheel resolution.
     pub timer_tick: Duration,
 }

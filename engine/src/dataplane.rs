@@ -469,6 +469,9 @@ impl RxFrames for BurstFrames<'_> {
 pub fn run_worker(mut w: Worker) -> i32 {
     let clock = Clock::new();
     let mut stack = Stack::new(w.stack_cfg.clone(), clock.now());
+    // The pair's clock for the connections this worker opens (`Stack::set_wall_clock`).
+    let wall_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    stack.set_wall_clock(wall_now.wrapping_sub(clock.now().0));
     if let Some(s) = w.steering.take() {
         if let Err(e) = stack.set_worker(w.index, s) {
             // Once, before the loop: the packet path never logs.

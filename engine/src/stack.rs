@@ -91,6 +91,9 @@ pub struct Flow {
     /// A delta of this flow was lost to a full ring: nothing incremental may follow it (the
     /// standby would replay it onto the wrong state) until the flow is re-imaged whole.
     pub needs_image: bool,
+    /// It entered TIME-WAIT (or was installed in it) and its service was told
+    /// ([`Lifecycle::Quiet`]): its connection is over and no longer counted as open.
+    pub quiet: bool,
     /// This engine's own business (an active health check, `health`): never replicated
     /// (no image, no delta, no close), so that no standby ever resumes it; its output
     /// waits for nothing.
@@ -227,7 +230,7 @@ impl Stack {
             grace_until: Instant::ZERO,
             identity: None,
             vip_claim: None,
-            open: open::Opener::new(&cfg.isn_key),
+            open: open::Opener::new(&cfg.isn_key, &cfg.open_secrets),
             checks: health::Checker::new(&cfg, now),
             now,
             cfg,
@@ -295,7 +298,7 @@ impl Stack {
             self.timers.cancel(id);
             if let Some(f) = self.flows.remove(id) {
                 if let Some(l) = cfg.listeners.get(usize::from(f.listener)) {
-                    f.svc.lifecycle(&l.spec, Lifecycle::closed(&f.tcb, self.now));
+                    f.svc.lifecycle(&l.spec, Lifecycle::closed(&f.tcb, f.quiet, self.now));
                 }
                 let s = f.tcb.state() as usize;
                 self.counters.flows_by_state[s] = self.counters.flows_by_state[s].saturating_sub(1);
@@ -344,7 +347,8 @@ impl Stack {
             return None;
         }
         let mut tcb = Tcb::restore(&cfg.tcp, &img.tcb, now, closed_at);
-        sh.svc.lifecycle(&l.spec, Lifecycle::Resumed);
+        let quiet = tcb.state() == State::TimeWait;
+        sh.svc.lifecycle(&l.spec, if quiet { Lifecycle::Quiet } else { Lifecycle::Resumed });
         let mut svc = sh.svc;
         if tcb.state() == State::SynSent {
             tcb.set_syn_window(svc.syn_window(&l.spec, &mut self.svc_stats));
@@ -353,7 +357,7 @@ impl Stack {
             }
         }
         let state = tcb.state();
-        let flow = Flow { tcb, svc, listener: img.listener, origin: img.origin, link, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, needs_image: false, local: false };
+        let flow = Flow { tcb, svc, listener: img.listener, origin: img.origin, link, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, needs_image: false, quiet, local: false };
         let Ok(id) = self.flows.insert(img.key, flow) else { return None };
         self.counters.flows_by_state[state as usize] += 1;
         self.counters.event(Event::FlowsResumed);
@@ -637,7 +641,7 @@ impl Stack {
         let (frames, failed) = (out.frames, out.failed);
         let state = tcb.state();
         let deadline = tcb.next_deadline();
-        let flow = Flow { tcb, svc, listener: li as u16, origin: Origin::Accepted, link: Link::None, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, needs_image: false, local: false };
+        let flow = Flow { tcb, svc, listener: li as u16, origin: Origin::Accepted, link: Link::None, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, needs_image: false, quiet: false, local: false };
         match self.flows.insert(key, flow) {
             Ok(id) => {
                 self.counters.event(Event::FlowsOpened);
@@ -666,6 +670,7 @@ impl Stack {
         let Some(flow) = self.flows.get(id) else { return };
         let (li, s1, b) = (flow.listener, flow.tcb.state(), *flow.tcb.stats());
         let (deadline, closed) = (flow.tcb.next_deadline(), flow.tcb.is_closed());
+        let mut went_quiet = false;
         let c = &mut self.counters;
         let li = (li as usize).min(crate::counters::MAX_SERVICES - 1);
         c.svc_bytes_in[li] += b.bytes_in - a.bytes_in;
@@ -678,6 +683,12 @@ impl Stack {
                     flow.svc.lifecycle(&l.spec, Lifecycle::Connected { now: self.now });
                 }
             }
+            if s1 == State::TimeWait && !flow.quiet {
+                if let Some(l) = self.cfg.listeners.get(usize::from(flow.listener)) {
+                    flow.svc.lifecycle(&l.spec, Lifecycle::Quiet);
+                }
+                went_quiet = true;
+            }
         }
         c.add(Event::TxFrames, frames);
         c.drops[Drop::TxNoMbuf as usize] += failed;
@@ -689,7 +700,13 @@ impl Stack {
         c.add(Event::OutOfWindow, b.out_of_window - a.out_of_window);
         c.add(Event::RstAccepted, b.rst_received - a.rst_received);
         c.add(Event::RstSent, b.rst_sent - a.rst_sent);
-        if flow.local {
+        let local = flow.local;
+        if went_quiet {
+            if let Some(f) = self.flows.get_mut(id) {
+                f.quiet = true;
+            }
+        }
+        if local {
             self.check_observe(id);
         }
         if closed {
@@ -728,7 +745,7 @@ impl Stack {
         self.unlink_closing(id);
         if let Some(f) = self.flows.get(id) {
             if let Some(l) = self.cfg.listeners.get(usize::from(f.listener)) {
-                f.svc.lifecycle(&l.spec, Lifecycle::closed(&f.tcb, self.now));
+                f.svc.lifecycle(&l.spec, Lifecycle::closed(&f.tcb, f.quiet, self.now));
             }
         }
         if let Some(f) = self.flows.remove(id) {

@@ -41,6 +41,7 @@ fn b_config() -> StackConfig {
         tcp: tcp_cfg(),
         flow_capacity: 64,
         isn_key: *b"flowtwin-backend",
+        open_secrets: Default::default(),
         timer_tick: Duration::from_micros(100),
     }
 }

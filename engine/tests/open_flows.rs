@@ -48,6 +48,7 @@ fn b_config() -> StackConfig {
         tcp: tcp_cfg(),
         flow_capacity: 16,
         isn_key: *b"flowtwin-backend",
+        open_secrets: Default::default(),
         timer_tick: Duration::from_micros(100),
     }
 }
@@ -508,4 +509,62 @@ fn takeover_installs_a_linked_pair_both_or_neither() {
     assert_eq!(resume(&mut s, T0, [a], &mut VecSink::default()), (1, 0));
     let id = s.flows().iter().next().unwrap().0;
     assert_eq!((s.flows().get(id).unwrap().link, s.counters().get(Event::LinkOrphans)), (Link::Orphan, 1));
+}
+
+/// The SYN (ISN, TSval) of a connection to B's port 80 from local port 40000, opened by an
+/// engine with `cfg` whose engine time `now` is wall-clock `wall_us`.
+fn syn_from(cfg: StackConfig, now: Instant, wall_us: u64) -> (SeqNum, u32) {
+    let mut a = Stack::new(Arc::new(cfg), now);
+    a.set_wall_clock(wall_us - now.0);
+    a.set_ephemeral(EphemeralConfig { range: PortRange::new(40000, 40000).unwrap(), ..EphemeralConfig::new([5; 16]) });
+    learn_b(&mut a, now);
+    let mut sink = VecSink::default();
+    a.connect_with(now, VIP, SocketAddrV4::new(B_IP, 80), A_ECHO, owing(b"x"), &mut sink).unwrap();
+    let syn = sink.frames.iter().map(|f| parse_seg(f)).find(|s| s.flags().syn()).expect("a SYN at once");
+    (syn.hdr.seq, syn.hdr.options.timestamps.expect("timestamps on").0)
+}
+
+/// Two engines open the same 4-tuple a few ms apart (the new active after a takeover, or an
+/// engine restarted, while the backend still holds the old connection in TIME-WAIT): the
+/// later SYN carries a newer TSval whatever the engines' secrets and engine clocks (it is the
+/// wall clock), which Linux accepts on a TIME-WAIT tuple; and, with the pair's secret, a newer
+/// ISN too (what a backend without timestamps checks). With a TSval offset per tuple under
+/// a secret of each engine's own, half of the reuses went backwards (a 1 s wait for the
+/// SYN's retransmission after the backend's PAWS check refused it).
+#[test]
+fn a_reused_four_tuple_gets_a_newer_tsval_and_from_the_pair_a_newer_isn() {
+    use flowtwin_engine::tcp::isn::GroupSecrets;
+    let wall = 1_796_000_000_000_000u64; // µs since the epoch, late 2026
+    let pair = Arc::new(GroupSecrets::new(*b"the pair secret!"));
+    let engine = |isn_key: [u8; 16], secrets: &Arc<GroupSecrets>| StackConfig { isn_key, open_secrets: secrets.clone(), ..config(16, tcp_cfg()) };
+    // The old engine has run for an hour, the new one for a minute (engine clocks unrelated).
+    let hour = Instant(3_600_000_000);
+    let minute = Instant(60_000_000);
+    for gap_ms in [2u64, 10, 1000, 50_000] {
+        let (isn_a, ts_a) = syn_from(engine(*b"engine A's own k", &pair), hour, wall);
+        let (isn_b, ts_b) = syn_from(engine(*b"engine B's own k", &pair), minute, wall + gap_ms * 1000);
+        let d_ts = ts_b.wrapping_sub(ts_a) as i32;
+        assert!(d_ts > 0 && (d_ts as u64).abs_diff(gap_ms) <= 1, "TSval grows by the gap: {d_ts} ms after {gap_ms} ms");
+        assert!(isn_b.gt(isn_a), "ISN grows: {isn_a:?} then {isn_b:?} ({gap_ms} ms)");
+    }
+    // A restart (secrets of their own): the TSval still grows, for every secret.
+    for i in 0..16u8 {
+        let (_, ts_a) = syn_from(engine([i; 16], &Arc::new(GroupSecrets::new([i; 16]))), hour, wall);
+        let (_, ts_b) = syn_from(engine([i; 16], &Arc::new(GroupSecrets::new([i ^ 0x80; 16]))), minute, wall + 2000);
+        assert_eq!(ts_b.wrapping_sub(ts_a), 2, "secret {i}");
+    }
+    // Mutation check of the ISN: secrets of their own give unrelated ISNs (some go back).
+    let backwards = (0..16u8).any(|i| {
+        let (isn_a, _) = syn_from(engine([i; 16], &Arc::new(GroupSecrets::new([i; 16]))), hour, wall);
+        let (isn_b, _) = syn_from(engine([i; 16], &Arc::new(GroupSecrets::new([i ^ 0x80; 16]))), minute, wall + 2000);
+        !isn_b.gt(isn_a)
+    });
+    assert!(backwards, "without the shared secret some ISN goes backwards (else the ISN check proves nothing)");
+    // A secret adopted later (a standby joining its active) is used from the next connection.
+    let own = Arc::new(GroupSecrets::new(*b"standby's own ke"));
+    let cfg_b = engine(*b"engine B's own k", &own);
+    assert!(own.adopt(GroupId::DEFAULT, *b"the pair secret!"));
+    let (isn_a, _) = syn_from(engine(*b"engine A's own k", &pair), hour, wall);
+    let (isn_b, _) = syn_from(cfg_b, minute, wall + 3000);
+    assert_eq!(isn_b - isn_a, 750, "3 ms of 4 µs ticks later, same tuple, same secret");
 }

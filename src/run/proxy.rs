@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use std::net::SocketAddrV4;
 
-use flowtwin_engine::service::proxy::{Admin, Backend, CheckResult, CheckState, ProxySpec, CONNECT_BUCKETS_US, DEFAULT_POOL};
+use flowtwin_engine::service::proxy::{Admin, Backend, CheckResult, CheckState, ProxySpec, CONNECT_BUCKETS_US, DEFAULT_POOL, REFUSAL_REASONS};
 use flowtwin_engine::stack::{ServiceSpec, StackConfig};
 
 use crate::metrics::{family, sample};
@@ -83,6 +83,13 @@ pub(super) fn render(proxies: &[(String, Arc<ProxySpec>)], out: &mut String) {
             }
             let _ = writeln!(out, "{h}_sum{{service=\"{svc}\",backend=\"{a}\"}} {}", b.connect.sum_us.load(Relaxed) as f64 / 1e6);
             let _ = writeln!(out, "{h}_count{{service=\"{svc}\",backend=\"{a}\"}} {cum}");
+        }
+    }
+    let r = "flowtwin_proxy_requests_refused_total";
+    family(out, r, "counter", "client connections refused before a backend was chosen: answered 400, 431 or 503 (mode http), or closed without an answer (mode tcp, tls: no ClientHello, no pool, no backend up); counted when they end");
+    for (svc, spec) in proxies {
+        for (reason, n) in REFUSAL_REASONS.iter().zip(&spec.refused) {
+            sample(out, r, &[("service", svc), ("reason", reason)], n.load(Relaxed));
         }
     }
 }

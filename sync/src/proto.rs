@@ -11,7 +11,9 @@
 //! ```text
 //! 1 Hello      magic u32 "FTWN" | version u16 | node_id u32 | epoch u64 | role u8 | mode u8
 //!              | workers u16 | heartbeat_us u32 | groups u64 (digest of the ownership
-//!              groups' layout, `StackConfig::group_digest`)             both ways, first frame
+//!              groups' layout, `StackConfig::group_digest`) | session u64 | secret 16 B
+//!              (the sender's secret for the connections it opens from the session's
+//!              groups, `GroupSecrets`; a standby adopts its active's)  both ways, first frame
 //! 2 Batch      worker u16 | first_seq u64 | last_seq u64 | records u32 | records × 64 B
 //!              (whole deltas in ring byte order, see `delta`)          active → standby
 //! 3 Ack        worker u16 | seq u64  (highest seq applied)             standby → active
@@ -42,9 +44,11 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"FTWN");
 /// layout 4 (a flow's origin and link) and the group layout digest in `Hello`, version 4 with
 /// layout 5 (a delta names its flow's ownership group), version 5 with the `Pool` message
 /// (runtime backend pools; a version-4 peer would not know it, so it is refused at `Hello`),
-/// version 6 with each `Pool` slot's active-check health (one byte more per slot: a
-/// version-5 peer would misread the table, so it is refused at `Hello` by name).
-pub const PROTO_VERSION: u16 = 6;
+/// version 6 with the opened connections' secret in `Hello` (a version-5 active would not
+/// send it, and its standby would open backend connections on another clock), version 7
+/// with each `Pool` slot's active-check health (one byte more per slot: a version-6 peer
+/// would misread the table, so it is refused at `Hello` by name).
+pub const PROTO_VERSION: u16 = 7;
 /// Largest frame body accepted (bytes after the length field).
 pub const MAX_FRAME: usize = 4 << 20;
 /// Most records one `Batch` carries (64 KiB of records).
@@ -112,6 +116,10 @@ pub struct Hello {
     /// The groups (`GroupSet` bits) of the session this connection is for: an engine runs one
     /// session per set of groups, all over one listener.
     pub session: u64,
+    /// The sender's secret of the connections it opens from the session's (lowest) group
+    /// ([`flowtwin_engine::tcp::isn::GroupSecrets`]): a standby adopts its active's, so that
+    /// after a takeover its backend connections' ISNs and TSvals continue the old active's.
+    pub secret: [u8; 16],
 }
 
 impl Hello {
@@ -240,6 +248,7 @@ pub fn encode(m: &Msg<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(&h.heartbeat_us.to_le_bytes());
             out.extend_from_slice(&h.groups.to_le_bytes());
             out.extend_from_slice(&h.session.to_le_bytes());
+            out.extend_from_slice(&h.secret);
             finish(out, at);
         }
         Msg::Batch {
@@ -432,6 +441,7 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
                     heartbeat_us: 0,
                     groups: 0,
                     session: 0,
+                    secret: [0; 16],
                 }));
             }
             let node_id = r.u32()?;
@@ -442,6 +452,10 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
             let heartbeat_us = r.u32()?;
             let groups = r.u64()?;
             let session = r.u64()?;
+            let mut secret = [0u8; 16];
+            for b in &mut secret {
+                *b = r.u8()?;
+            }
             Msg::Hello(Hello {
                 magic,
                 version,
@@ -453,6 +467,7 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
                 heartbeat_us,
                 groups,
                 session,
+                secret,
             })
         }
         T_BATCH => {
@@ -589,6 +604,7 @@ mod tests {
             heartbeat_us: 5000,
             groups: 0x1234_5678_9abc_def0,
             session: 0b1010,
+            secret: *b"0123456789abcdef",
         }));
         let recs = [7u8; 128];
         roundtrip(Msg::Batch {
@@ -647,6 +663,7 @@ mod tests {
             heartbeat_us: 1,
             groups: 0,
             session: 1,
+            secret: [0; 16],
         };
         encode(&Msg::Hello(h), &mut b);
         let Msg::Hello(got) = decode(&b).unwrap().unwrap().0 else {

@@ -419,6 +419,7 @@ mod tests {
             tcp: TcpConfig::default(),
             flow_capacity: 16,
             isn_key: [0; 16],
+            open_secrets: Default::default(),
             timer_tick: Duration::from_millis(1),
         }
     }

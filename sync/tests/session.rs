@@ -6,47 +6,22 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowtwin_engine::stack::{vrrp_mac, GroupId, StackConfig, Vip};
-use flowtwin_engine::tcp::TcpConfig;
+use flowtwin_engine::stack::{GroupId, StackConfig};
 use flowtwin_sync::delta::{self, DeltaBody};
 use flowtwin_sync::proto::{Heartbeat, Hello, Msg, MAGIC, PROTO_VERSION};
 use flowtwin_sync::ring::Record;
 use flowtwin_sync::session::{
     Action, DialError, Incoming, Mode, Release, Session, SessionConfig, TakeoverReason, FENCED_WAIT, HANDOVER_LISTEN_GRACE,
-    SPLIT_BRAIN_PROBE,
+    SETTLE_AFTER_FENCE, SETTLE_FACTOR, SPLIT_BRAIN_PROBE,
 };
 use flowtwin_sync::{PeerState, Role, SyncStatus};
 
-const HB: Duration = Duration::from_millis(5);
-const DEAD: u32 = 3;
+#[path = "common/session.rs"]
+mod common_session;
+use common_session::{session_cfg as cfg, session_stack, DEAD, HB};
 
 fn stack() -> Arc<StackConfig> {
-    Arc::new(StackConfig {
-        vips: vec![Vip { addr: [10, 9, 0, 1].into(), mac: vrrp_mac(1), group: GroupId::DEFAULT }],
-        groups: Vec::new(),
-        listeners: vec![],
-        routes: flowtwin_engine::route::RouteTable::all_on_link(),
-        tcp: TcpConfig::default(),
-        flow_capacity: 64,
-        isn_key: *b"flowtwin-sess-t!",
-        timer_tick: flowtwin_engine::time::Duration::from_micros(100),
-    })
-}
-
-fn cfg(node_id: u32, role: Role) -> SessionConfig {
-    SessionConfig {
-        node_id,
-        role,
-        mode: Mode::Strict,
-        heartbeat: HB,
-        dead_after: DEAD,
-        async_max_lag: Duration::from_millis(20),
-        fence_hold: Duration::from_millis(30),
-        handover_hold: Duration::from_millis(500),
-        workers: 2,
-        groups: flowtwin_engine::group::GroupSet::first(1),
-        token_base: 0,
-    }
+    Arc::new(session_stack(vec![], *b"flowtwin-sess-t!"))
 }
 
 /// A session and its fake clock.
@@ -177,7 +152,7 @@ impl Rig {
 }
 
 fn hello(node_id: u32, epoch: u64, role: Role) -> Hello {
-    Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 2, heartbeat_us: 5000, groups: stack().group_digest(), session: 1 }
+    Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 2, heartbeat_us: 5000, groups: stack().group_digest(), session: 1, secret: [0; 16] }
 }
 
 fn barrier(worker: u16, token: u64) -> Vec<Record> {
@@ -764,4 +739,94 @@ fn the_handover_hold_ends_after_handover_hold_without_a_rejoin() {
     r.advance(Duration::from_millis(1));
     r.tick();
     assert_eq!(r.s.release(r.now), Release::All);
+}
+
+/// The secret of the connections an engine opens (`GroupSecrets`) follows the active: a
+/// standby adopts the one its active's Hello carries (so that after a takeover it opens
+/// backend connections as the old active would have), an active keeps its own whatever a
+/// standby's Hello says.
+#[test]
+fn a_standby_adopts_its_actives_secret_and_an_active_keeps_its_own() {
+    let active_key = *b"the active's key";
+    let standby_key = *b"standby's secret";
+    let st_stack = Arc::new(StackConfig { open_secrets: Arc::new(flowtwin_engine::tcp::isn::GroupSecrets::new(standby_key)), ..(*stack()).clone() });
+    let t0 = Instant::now();
+    let mut s = Session::new(cfg(9, Role::Standby), st_stack.clone(), Arc::new(SyncStatus::new()), t0);
+    assert_eq!(s.hello(Role::Standby).secret, standby_key, "its own until it follows");
+    s.tick(t0);
+    let mut h = hello(8, 0, Role::Active);
+    h.secret = active_key;
+    s.on_connected(t0, &h);
+    assert_eq!(st_stack.open_secrets.get(GroupId::DEFAULT), active_key, "adopted");
+    assert_eq!(s.hello(Role::Standby).secret, active_key);
+
+    let a_stack = Arc::new(StackConfig { open_secrets: Arc::new(flowtwin_engine::tcp::isn::GroupSecrets::new(active_key)), ..(*stack()).clone() });
+    let mut a = Session::new(cfg(8, Role::Active), a_stack.clone(), Arc::new(SyncStatus::new()), t0);
+    a.tick(t0);
+    let mut hs = hello(9, 0, Role::Standby);
+    hs.secret = standby_key;
+    a.on_accept(t0, "10.0.0.9:1", &hs);
+    assert_eq!(a_stack.open_secrets.get(GroupId::DEFAULT), active_key, "an active never adopts");
+    assert_eq!(a.hello(Role::Active).secret, active_key);
+}
+
+/// Fenced by its peer's takeover, the old active follows the new one, which is at its
+/// busiest: for `SETTLE_AFTER_FENCE` it allows `SETTLE_FACTOR` times the usual silence before
+/// it takes the service back (on the rig the two took it from each other three times in
+/// 0.5 s); after that, the usual limit again.
+#[test]
+fn a_fenced_engine_gives_the_peer_that_took_over_time_to_settle() {
+    let dead = HB * DEAD;
+    let fenced_rig = || {
+        let mut r = Rig::active_with_standby(8);
+        r.st.request_fence(2);
+        r.tick();
+        r.actions();
+        r.advance(FENCED_WAIT);
+        r.tick();
+        r.tick();
+        r.actions();
+        let now = r.now;
+        r.s.on_connected(now, &hello(9, 2, Role::Active));
+        r.join(1);
+        r.out();
+        assert_eq!(r.st.role(), Role::Standby);
+        r
+    };
+    // Run the silent session from deadline to deadline until `until` or its takeover:
+    // when it took over, after how much silence.
+    let silent_until = |r: &mut Rig, until: Duration| -> Option<Duration> {
+        let from = r.now;
+        while r.now < from + until {
+            let Some(due) = r.s.next_deadline() else { break };
+            r.now = due.max(r.now + Duration::from_micros(100));
+            r.tick();
+            if r.actions().iter().any(|a| matches!(a, Action::ReadRest)) {
+                return Some(r.now - from);
+            }
+        }
+        None
+    };
+    // Right after the fencing: twice the usual silence is no death...
+    let mut r = fenced_rig();
+    assert_eq!(r.s.standby_dead_limit(), dead * SETTLE_FACTOR);
+    assert_eq!(silent_until(&mut r, dead * 2), None, "the peer that just took over is given time");
+    // ... SETTLE_FACTOR times it is.
+    let mut r = fenced_rig();
+    let t = silent_until(&mut r, dead * (SETTLE_FACTOR + 1)).expect("taken over in the end");
+    assert!(t >= dead * SETTLE_FACTOR && t < dead * (SETTLE_FACTOR + 1), "after {t:?}");
+    // A second after the fencing the usual limit holds again.
+    let mut r = fenced_rig();
+    let end = r.now + SETTLE_AFTER_FENCE;
+    while r.now < end {
+        r.advance(HB);
+        r.msg(Incoming::Heartbeat(Heartbeat { epoch: 2, in_sync: true, token: 1, ..Heartbeat::default() }));
+        r.tick();
+        r.out();
+    }
+    assert_eq!(r.s.standby_dead_limit(), dead);
+    let t = silent_until(&mut r, dead * 2).expect("taken over with the usual limit");
+    assert!(t >= dead && t < dead * 2, "after {t:?}");
+    // A standby that was never fenced has the usual limit from the start.
+    assert_eq!(Rig::in_sync_standby().s.standby_dead_limit(), dead);
 }

@@ -9,11 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowtwin_engine::service::proxy::{ActiveCheck, Admin, Balance, CheckKind, CheckResult, CheckState, ProxySpec, DEFAULT_POOL, REMOVE_GRACE};
-use flowtwin_engine::stack::{vrrp_mac, GroupId, Listener, ServiceSpec, StackConfig, Vip};
-use flowtwin_engine::tcp::TcpConfig;
+use flowtwin_engine::stack::{Listener, ServiceSpec, StackConfig};
 use flowtwin_sync::proto::{Hello, Msg, MAGIC, PROTO_VERSION};
-use flowtwin_sync::session::{Action, DialError, Incoming, Mode, Session, SessionConfig};
+use flowtwin_sync::session::{Action, DialError, Incoming, Session};
 use flowtwin_sync::{Role, SyncStatus};
+
+#[path = "common/session.rs"]
+mod common_session;
+use common_session::{session_cfg as cfg, session_stack};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 
@@ -24,37 +27,12 @@ fn be(last: u8) -> SocketAddrV4 {
 /// A stack with one proxy on VIP:8080 of `backends` and `slots` slots in all.
 fn stack(backends: &[u8], slots: usize) -> (Arc<StackConfig>, Arc<ProxySpec>) {
     let spec = Arc::new(ProxySpec::new(backends.iter().map(|&b| be(b)).collect(), Balance::RoundRobin, VIP, 4096).with_slots(slots).with_check(ActiveCheck::new(CheckKind::Tcp)));
-    let cfg = StackConfig {
-        vips: vec![Vip { addr: VIP, mac: vrrp_mac(1), group: GroupId::DEFAULT }],
-        groups: Vec::new(),
-        listeners: vec![Listener { vip: VIP, port: 8080, spec: ServiceSpec::Proxy(spec.clone()) }],
-        routes: flowtwin_engine::route::RouteTable::all_on_link(),
-        tcp: TcpConfig::default(),
-        flow_capacity: 64,
-        isn_key: *b"flowtwin-pool-t!",
-        timer_tick: flowtwin_engine::time::Duration::from_micros(100),
-    };
+    let cfg = session_stack(vec![Listener { vip: VIP, port: 8080, spec: ServiceSpec::Proxy(spec.clone()) }], *b"flowtwin-pool-t!");
     (Arc::new(cfg), spec)
 }
 
-fn cfg(node_id: u32, role: Role) -> SessionConfig {
-    SessionConfig {
-        node_id,
-        role,
-        mode: Mode::Strict,
-        heartbeat: Duration::from_millis(5),
-        dead_after: 3,
-        async_max_lag: Duration::from_millis(20),
-        fence_hold: Duration::from_millis(30),
-        handover_hold: Duration::from_millis(500),
-        workers: 2,
-        groups: flowtwin_engine::group::GroupSet::first(1),
-        token_base: 0,
-    }
-}
-
 fn hello(stack: &StackConfig, node_id: u32, role: Role, version: u16) -> Hello {
-    Hello { magic: MAGIC, version, node_id, epoch: 0, role, mode: 0, workers: 2, heartbeat_us: 5000, groups: stack.group_digest(), session: 1 }
+    Hello { magic: MAGIC, version, node_id, epoch: 0, role, mode: 0, workers: 2, heartbeat_us: 5000, groups: stack.group_digest(), session: 1, secret: [0; 16] }
 }
 
 fn drain(s: &mut Session) -> (Vec<Msg<'static>>, Vec<Action>) {

@@ -41,6 +41,7 @@ fn stack_cfg() -> Arc<StackConfig> {
         tcp: TcpConfig::default(),
         flow_capacity: 64,
         isn_key: [3; 16],
+        open_secrets: Default::default(),
         timer_tick: flowtwin_engine::time::Duration::from_micros(100),
     })
 }

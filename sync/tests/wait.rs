@@ -37,6 +37,7 @@ fn stack_cfg() -> Arc<StackConfig> {
         tcp: TcpConfig::default(),
         flow_capacity: 16,
         isn_key: *b"flowtwin-wait-t!",
+        open_secrets: Default::default(),
         timer_tick: flowtwin_engine::time::Duration::from_micros(100),
     })
 }

@@ -352,59 +352,48 @@ TLS_SERVER = """    server {{
 """
 
 
-def parse_tls_log(path: str) -> dict:
-    """Per TLS listener (ip:port): distinct connections, requests, incomplete, statuses, body
-    bytes, and the SNI names the requests came with ("-": none)."""
+def _parse_nginx_log(path: str, tls: bool) -> dict:
+    """nginx's access log (the formats of this file's nginx.conf): per key, distinct
+    connections, requests, incomplete, statuses and body bytes; `tls`: the key is the
+    listener (ip:port) and the SNI names are counted too, else the key is the address."""
     out: dict[str, dict] = {}
     conns: dict[str, set] = {}
+    fields = 12 if tls else 10
     try:
         f = open(path)
     except OSError:
         return out
     with f:
         for ln in f:
-            p = ln.split(" ", 12)
-            if len(p) < 13:
+            p = ln.split(" ", fields)
+            if len(p) < fields + 1:
                 continue
-            _msec, addr, port, conn, _creq, _ra, _rp, status, body, complete, sni, _proto = p[:12]
-            key = f"{addr}:{port}"
-            e = out.setdefault(key, {"connections": 0, "requests": 0, "incomplete": 0, "statuses": {}, "bytes": 0, "sni": {}})
+            _msec, addr, port, conn, _creq, _ra, _rp, status, body, complete = p[:10]
+            key = f"{addr}:{port}" if tls else addr
+            e = out.setdefault(key, {"connections": 0, "requests": 0, "incomplete": 0, "statuses": {}, "bytes": 0})
             conns.setdefault(key, set()).add(conn)
             e["requests"] += 1
             e["statuses"][status] = e["statuses"].get(status, 0) + 1
-            e["sni"][sni] = e["sni"].get(sni, 0) + 1
             e["bytes"] += int(body) if body.isdigit() else 0
             if complete != "OK":
                 e["incomplete"] += 1
+            if tls:
+                sni = e.setdefault("sni", {})
+                sni[p[10]] = sni.get(p[10], 0) + 1
     for key, e in out.items():
         e["connections"] = len(conns[key])
     return out
 
 
+def parse_tls_log(path: str) -> dict:
+    """Per TLS listener (ip:port): distinct connections, requests, incomplete, statuses, body
+    bytes, and the SNI names the requests came with ("-": none)."""
+    return _parse_nginx_log(path, tls=True)
+
+
 def parse_access_log(path: str) -> dict:
     """Per server address: distinct connections, requests, incomplete, statuses, body bytes."""
-    out: dict[str, dict] = {}
-    conns: dict[str, set] = {}
-    try:
-        f = open(path)
-    except OSError:
-        return out
-    with f:
-        for ln in f:
-            p = ln.split(" ", 10)
-            if len(p) < 11:
-                continue
-            _msec, addr, _port, conn, _creq, _ra, _rp, status, body, complete = p[:10]
-            e = out.setdefault(addr, {"connections": 0, "requests": 0, "incomplete": 0, "statuses": {}, "bytes": 0})
-            conns.setdefault(addr, set()).add(conn)
-            e["requests"] += 1
-            e["statuses"][status] = e["statuses"].get(status, 0) + 1
-            e["bytes"] += int(body) if body.isdigit() else 0
-            if complete != "OK":
-                e["incomplete"] += 1
-    for addr, e in out.items():
-        e["connections"] = len(conns[addr])
-    return out
+    return _parse_nginx_log(path, tls=False)
 
 
 # ----------------------------------------------------------------------------- serve

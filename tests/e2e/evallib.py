@@ -38,6 +38,43 @@ def last_json(path: str):
         return None
 
 
+def rst_verdict(where: str, path: str, out: dict, bad: list, txt: list) -> None:
+    """rstcount.py's capture at `path` of the `where` namespace, judged as the proxy verdicts
+    judge it: every RST in or out is bad (the first three named, `after close` marked), and so
+    are a missing capture and kernel drops; the count goes to out["rst_<where>"] and `txt`."""
+    r = last_json(path)
+    if r is None:
+        bad.append(f"no rstcount output from the {where} namespace")
+        return
+    n = r.get("rst_in", 0) + r.get("rst_out", 0)
+    out[f"rst_{where}"] = n
+    txt.append(f"{where} {n}")
+    if n:
+        first = ", ".join(f"{x['src']}>{x['dst']}{' after close' if x.get('after_close') else ''}"
+                          for x in (r.get("first") or [])[:3])
+        bad.append(f"{n} RST(s) in the {where} namespace ({r.get('rst_in')} in, {r.get('rst_out')} out; first: {first})")
+    if r.get("kernel_drops"):
+        bad.append(f"the {where} capture dropped {r['kernel_drops']} frames")
+
+
+def zero_counters(who: str, path: str, names: list[str], out: dict, bad: list) -> None:
+    """Engine `who`'s /metrics text at `path`: each flowtwin_<name>_total of `names` must be 0
+    (recorded in out["<who>_<name>"]); a /metrics that did not answer is a note, not a verdict."""
+    try:
+        text = open(path).read()
+    except OSError:
+        text = ""
+    if not text.strip():
+        out.setdefault("notes", []).append(f"engine {who.upper()}'s /metrics did not answer")
+        return
+    samples = parse_metrics(text)
+    for c in names:
+        v = metric_sum(samples, f"flowtwin_{c}_total")
+        out[f"{who}_{c}"] = v
+        if v:
+            bad.append(f"engine {who.upper()} counted {v:.0f} flowtwin_{c}_total")
+
+
 def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
     """The samples of a Prometheus text exposition as (name, labels, value), in order.
 

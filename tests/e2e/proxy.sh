@@ -53,6 +53,18 @@
 #                the kill) and of B (after it) to have linked proxied flows, and no frame counted
 #                no_flow (a backend reply on the wrong worker); first a negative check: qpairs=2
 #                (kernel fanout) with 2 workers and a proxy is refused at start, naming the reason.
+#   proxy_closed_kill  delayed-binding connections (TLS, and HTTP/1.0 on mode = "http") done, kill
+#                -9 A 0.3 s later (within tcp.time_wait_ms, their client halves in TIME-WAIT, the
+#                backend halves gone). PASS iff nginx accepted exactly the clients' 4 connections,
+#                logged exactly their 2 HTTP requests and no error: B never opens a backend
+#                connection for a finished client one (it did, and replayed the request, until
+#                the engine marked a partner's end as the choice used: nginx logged each request
+#                twice, TLS "bad record mac").
+#   proxy_pool   the pool of the running pair changed on the active (ctl backend drain, remove
+#                --force, add --weight 3), the standby refusing changes itself and following the
+#                active's table, then kill -9 A mid-download: B keeps the table (1:3 round-robin),
+#                takes changes itself; every body digest-checked, nginx's log says which backend
+#                served each request, 0 RSTs in both namespaces.
 #   proxy_health  active health checks (health_check = "http", GET /gen/1024 expecting 200, every
 #                0.5 s, rise 2, fall 2) of two backends, each its own nginx on :8090 (the other
 #                tests' services have no checks). Backend 2's nginx is stopped (its port refuses):
@@ -66,10 +78,7 @@
 #                backend, 0 RSTs in the client namespace.
 #                (--selfcheck: selfcheck_health-off runs it with no health_check, which must fail.)
 # Reproductions of open engine defects, run only when named exactly (--only NAME; not by scripts/test):
-#   proxy_closed_kill  delayed-binding connections (TLS, and HTTP/1.0 on mode = "http") done, kill
-#                -9 A 0.3 s later (within tcp.time_wait_ms): FAILS today, B opens a second backend
-#                connection for each finished client connection and replays its bytes (nginx
-#                logs every HTTP request twice; TLS: "bad record mac").
+#   (none open)
 #
 # --direct   no engines: the clients go straight to the backends (both addresses, ports 80, 9000,
 #            9001), the "kill" only marks the time. Checks the harness itself, without the engine.
@@ -101,9 +110,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FT_PROG=proxy
-ALL_TESTS=(proxy_basic proxy_kill proxy_http_kill proxy_tls_kill proxy_banner_kill proxy_workers proxy_health)
+ALL_TESTS=(proxy_basic proxy_kill proxy_http_kill proxy_tls_kill proxy_banner_kill proxy_workers proxy_closed_kill proxy_pool proxy_health)
 # reproductions of open engine defects: run only when named exactly with --only (not by scripts/test)
-REPRO_TESTS=(proxy_closed_kill)
+REPRO_TESTS=()
 INJECT_KINDS=(upload-digest echo-byte rst extra-conn file-byte file-truncate)
 # selfcheck_<name>: test, --inject kind; the failure it must be reported as
 ENGINE_SELFCHECKS=("tls-route proxy_tls_kill tls-route routing:"
@@ -128,7 +137,7 @@ suite_opt() {
     --selfcheck) SELFCHECK=1; DIRECT=1; SUITE_TAKEN=1 ;;
   esac
 }
-suite_args proxy.sh name 2,99 ALL_TESTS "$@"
+suite_args proxy.sh name 2,108 ALL_TESTS "$@"
 ft_require_root
 ALL_INJECTS=("${INJECT_KINDS[@]}" banner-byte tls-route tls-as-tcp banner-first workers-one fanout-qpairs1 health-off)
 for k in ${INJECT//,/ }; do
@@ -672,8 +681,8 @@ test_proxy_tls_kill() {
   kill_when_ready $name "$dir" "$dir/main.ready"
   flows_wait
   # 2. on B: bad input (its counters apart), then the default pool (unknown SNI, none) and new
-  # connections by SNI. (Not before the kill: a delayed-binding connection that ended less than
-  # time_wait_ms before a takeover gets a second backend connection, see proxy_closed_kill.)
+  # connections by SNI. (A delayed-binding connection that ended just before the kill is
+  # proxy_closed_kill's case.)
   fl_metrics b "$dir/b_m0.metrics"
   flows_run "$dir" bad 20 "${common[@]}" --flow plain:- --flow alert:- --flow srvhello:-
   flows_wait
@@ -771,7 +780,7 @@ test_proxy_workers() {
   return 0
 }
 
-# proxy_closed_kill (a reproduction, not in the default list; see REPRO_TESTS): delayed-binding
+# proxy_closed_kill (see the header): delayed-binding
 # connections (mode = "tls" and "http") that completed, their backend connections closed, then a
 # kill -9 of A within tcp.time_wait_ms (2 s) of their end, while their client halves are in
 # TIME_WAIT (HTTP/1.0 and TLS with an HTTP/1.0 request: the backend closes first). PASS iff the backends accepted exactly the clients' 4 connections and nginx logged
@@ -804,12 +813,87 @@ test_proxy_closed_kill() {
   accepts=$(jget "$dir/srv.json" 's["nginx"]["accepts"]')
   reqs=$(jget "$dir/srv.json" 'json.dumps({ip: e.get("requests", 0) for ip, e in s["services"]["http"].items()})')
   tlsreq=$(jget "$dir/srv.json" 'json.dumps({k: e.get("requests", 0) for k, e in s["services"]["tls"].items()})')
-  errs=$(grep -c "" "$dir/srv/nginx-error.log" 2>/dev/null || echo 0)
+  errs=$(cat "$dir/srv/nginx-error.log" 2>/dev/null | grep -c "" || true)
   [[ $accepts == 4 ]] || bad+="nginx accepted $accepts connections, the clients made 4 (all done before the kill); "
   [[ $(jget "$dir/srv.json" 'sum(e.get("requests", 0) for e in s["services"]["http"].values())') == 2 ]] || bad+="nginx (http) logged requests $reqs, the clients sent 2; "
   [[ $errs == 0 ]] || bad+="nginx error log: $(head -c 600 "$dir/srv/nginx-error.log" | tr '\n' ' '); "
   DESC="4 connections (TLS one.example, TLS three.example, HTTP Host two.example, one.example) done, kill -9 A 0.3 s later; nginx accepted $accepts; http requests $reqs; TLS requests $tlsreq; B: $(grep -m1 -o 'TAKEOVER ([^)]*)' "$dir/b.log"); B's counters: $(engine_counters "$dir/b.metrics")"
   if [[ -z $bad ]]; then VERDICT=ok; pass $name "$DESC"; else VERDICT=$bad; fail $name "$bad$DESC"; fi
+  return 0
+}
+
+# proxy_pool (see the header)
+pool_ctl() { "$BIN" ctl -s "$(fl_sock "$1")" "${@:2}" 2>&1; } # a|b ARGS... — the engine's answer
+pool_table() { # a|b — "addr:admin:weight ..." of the HTTP proxy service's backends, from ctl backends
+  fl_jq "$(pool_ctl "$1" backends)" "' '.join('%s:%s:%s' % (b['backend'], b['admin_state'], b['weight']) for v in s['services'] if v['service'] == '$FT_VIP:$HTTP_PORT' for b in v['backends'])"
+}
+pool_wait() { # a|b TABLE TIMEOUT_S — until pool_table says TABLE
+  local i
+  for ((i = 0; i < $3 * 20; i++)); do [[ $(pool_table "$1") == "$2" ]] && return 0; sleep 0.05; done
+  return 1
+}
+pool_gets() { # DIR TAG N — N GETs of /gen/1024?TAG through the VIP, one connection each, digest-checked
+  local i want got
+  want=$($PY "$E2E/gen.py" 1024)
+  for ((i = 0; i < $3; i++)); do
+    got=$(ip netns exec "$FT_CLIENT_NS" curl -s -m 5 "http://$FT_VIP:$HTTP_PORT/gen/1024?$2" | sha256sum | cut -d' ' -f1)
+    [[ $got == "$want" ]] || POOL_BAD+="GET ?$2 #$i: body differs; "
+  done
+}
+pool_count() { # DIR TAG — "IP1 IP2": requests for ?TAG nginx logged on each backend address
+  echo "$(grep -c "^[0-9.]* $FT_SRV_IP1 .*?$2 HTTP" "$1/srv/access.log" || true) $(grep -c "^[0-9.]* $FT_SRV_IP2 .*?$2 HTTP" "$1/srv/access.log" || true)"
+}
+
+# The pool of a running pair changed on the active and kept through a kill -9 of it: drain the
+# second backend (new connections only to the first; a standby refuses the change and names the
+# active; it follows the active's table), remove it (--force) and add it back with weight 3, kill
+# -9 A while a 20 MiB download runs, then on B (now the active) 1:3 round-robin as set on A, and a
+# drain on B works. Every body digest-checked (gen.py), nginx's log says which backend served
+# each request; 0 RSTs in both namespaces.
+test_proxy_pool() {
+  local name=proxy_pool dir=$TMP/proxy_pool svc="$FT_VIP:$HTTP_PORT" b1="$FT_SRV_IP1:$SRV_HTTP" b2="$FT_SRV_IP2:$SRV_HTTP" out c dl_pid want20 t
+  POOL_BAD=""
+  flows_start $name "$dir" "" "" || return 0
+  # 1. drain b2 on A; the standby refuses the change itself and follows A's table
+  out=$(pool_ctl a backend drain "$svc" "$b2") || POOL_BAD+="drain on A refused: $out; "
+  out=$(pool_ctl b backend drain "$svc" "$b1") && POOL_BAD+="the standby took a pool change: $out; "
+  [[ $out == *"send pool changes to the active engine"* ]] || POOL_BAD+="the standby's refusal does not name the active: $out; "
+  pool_wait b "$b1:ready:1 $b2:draining:1" 3 || POOL_BAD+="the standby's table is '$(pool_table b)' 3 s after the drain on A; "
+  pool_gets "$dir" p1 12
+  c=$(pool_count "$dir" p1)
+  [[ $c == "12 0" ]] || POOL_BAD+="drained: requests per backend $c, want 12 0; "
+  # 2. remove b2 (no connection left: freed after the grace), add it back with weight 3
+  out=$(pool_ctl a backend remove "$svc" "$b2" --force) || POOL_BAD+="remove on A refused: $out; "
+  pool_wait a "$b1:ready:1" 5 || POOL_BAD+="A's table is '$(pool_table a)' 5 s after the remove; "
+  out=$(pool_ctl a backend add "$svc" "$b2" --weight 3) || POOL_BAD+="add on A refused: $out; "
+  pool_wait b "$b1:ready:1 $b2:ready:3" 3 || POOL_BAD+="the standby's table is '$(pool_table b)' 3 s after the add on A; "
+  # 3. kill -9 A during a 20 MiB download; B resumes it and routes as A's table said
+  want20=$($PY "$E2E/gen.py" 20971520)
+  ip netns exec "$FT_CLIENT_NS" curl -s -m 40 --limit-rate 4M -o "$dir/dl.body" "http://$FT_VIP:$HTTP_PORT/gen/20971520?dl" &
+  dl_pid=$!
+  sleep 1.5
+  fl_kill9 a
+  info "$name: killed A 1.5 s into the download"
+  fl_wait_status b 's.get("role") == "active"' 5 || POOL_BAD+="B not active 5 s after the kill; "
+  t=$(pool_table b)
+  [[ $t == "$b1:ready:1 $b2:ready:3" ]] || POOL_BAD+="B's table after the takeover is '$t'; "
+  pool_gets "$dir" p2 16
+  c=$(pool_count "$dir" p2)
+  [[ $c == "4 12" ]] || POOL_BAD+="weights 1:3 on B: requests per backend $c, want 4 12; "
+  # 4. B is the active now: it takes pool changes
+  out=$(pool_ctl b backend drain "$svc" "$b2") || POOL_BAD+="drain on B (active) refused: $out; "
+  pool_gets "$dir" p3 6
+  c=$(pool_count "$dir" p3)
+  [[ $c == "6 0" ]] || POOL_BAD+="drained on B: requests per backend $c, want 6 0; "
+  wait "$dl_pid" 2>/dev/null || POOL_BAD+="the download's curl failed; "
+  [[ $(sha256sum <"$dir/dl.body" | cut -d' ' -f1) == "$want20" ]] || POOL_BAD+="the 20 MiB download across the kill differs ($(stat -c %s "$dir/dl.body" 2>/dev/null) bytes); "
+  flows_end "$dir"
+  for w in client backend; do
+    c=$(jget "$dir/rst_$w.json" 's["rst_in"] + s["rst_out"]')
+    [[ $c == 0 ]] || POOL_BAD+="$c RST(s) in the $w namespace; "
+  done
+  DESC="drain on A (standby followed, refused its own change), remove --force + add weight 3, kill -9 A mid-download; requests per backend: drained $(pool_count "$dir" p1), 1:3 on B $(pool_count "$dir" p2), drained on B $(pool_count "$dir" p3); download across the kill byte-exact; B: $(grep -m1 -o 'TAKEOVER ([^)]*)' "$dir/b.log")"
+  if [[ -z $POOL_BAD ]]; then VERDICT=ok; pass $name "$DESC"; else VERDICT=$POOL_BAD; fail $name "$POOL_BAD$DESC"; fi
   return 0
 }
 

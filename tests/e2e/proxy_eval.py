@@ -166,36 +166,11 @@ def main():
     for where in ("client", "backend"):
         if where not in rsts:
             continue
-        r = last_json(rsts[where])
-        if r is None:
-            bad.append(f"no rstcount output from the {where} namespace")
-            continue
-        n = r.get("rst_in", 0) + r.get("rst_out", 0)
-        out[f"rst_{where}"] = n
-        rst_txt.append(f"{where} {n}")
-        if n:
-            first = ", ".join(f"{x['src']}>{x['dst']}{' after close' if x.get('after_close') else ''}"
-                              for x in (r.get("first") or [])[:3])
-            bad.append(f"{n} RST(s) in the {where} namespace ({r.get('rst_in')} in, {r.get('rst_out')} out; "
-                       f"first: {first})")
-        if r.get("kernel_drops"):
-            bad.append(f"the {where} capture dropped {r['kernel_drops']} frames")
+        evallib.rst_verdict(where, rsts[where], out, bad, rst_txt)
 
     # ---- the engine's own account
     for who, path in kv(a.metrics).items():
-        try:
-            text = open(path).read()
-        except OSError:
-            text = ""
-        if not text.strip():
-            out.setdefault("notes", []).append(f"engine {who.upper()}'s /metrics did not answer")
-            continue
-        samples = evallib.parse_metrics(text)
-        for c in ZERO_COUNTERS:
-            v = evallib.metric_sum(samples, f"flowtwin_{c}_total")
-            out[f"{who}_{c}"] = v
-            if v:
-                bad.append(f"engine {who.upper()} counted {v:.0f} flowtwin_{c}_total")
+        evallib.zero_counters(who, path, ZERO_COUNTERS, out, bad)
 
     # ---- the kill
     takeover_txt = ""

@@ -156,32 +156,10 @@ def main() -> int:
 
     rst_txt = []
     for where, path in kv(a.rst).items():
-        r = last_json(path)
-        if r is None:
-            bad.append(f"no rstcount output from the {where} namespace")
-            continue
-        n = r.get("rst_in", 0) + r.get("rst_out", 0)
-        out[f"rst_{where}"] = n
-        rst_txt.append(f"{where} {n}")
-        if n:
-            first = ", ".join(f"{x['src']}>{x['dst']}" for x in (r.get("first") or [])[:3])
-            bad.append(f"{n} RST(s) in the {where} namespace ({r.get('rst_in')} in, {r.get('rst_out')} out; first: {first})")
-        if r.get("kernel_drops"):
-            bad.append(f"the {where} capture dropped {r['kernel_drops']} frames")
+        evallib.rst_verdict(where, path, out, bad, rst_txt)
 
     for who, path in kv(a.metrics).items():
-        try:
-            text = open(path).read()
-        except OSError:
-            text = ""
-        if not text.strip():
-            out.setdefault("notes", []).append(f"engine {who.upper()}'s /metrics did not answer")
-            continue
-        samples = evallib.parse_metrics(text)
-        for c in ZERO_COUNTERS:
-            v = evallib.metric_sum(samples, f"flowtwin_{c}_total")
-            if v:
-                bad.append(f"engine {who.upper()} counted {v:.0f} flowtwin_{c}_total")
+        evallib.zero_counters(who, path, ZERO_COUNTERS, out, bad)
 
     kill_txt = ""
     if a.kill_t is not None:

@@ -158,10 +158,15 @@ pub trait Kind {
     }
     /// A flow of this kind opened by the engine ([`Kind::on_accept`]) exists.
     fn opened(_spec: &Self::Spec, _state: &Self::State) {}
-    /// A flow of this kind was installed at a takeover.
+    /// A flow of this kind was installed at a takeover, its connection still open (not in
+    /// TIME-WAIT: that one is only [`Kind::closed`] later, with `open` false).
     fn resumed(_spec: &Self::Spec, _state: &Self::State) {}
-    /// A flow of this kind is gone (`connected`: its handshake had completed).
-    fn closed(_spec: &Self::Spec, _state: &Self::State, _connected: bool, _now: Instant) {}
+    /// A flow of this kind entered TIME-WAIT: its connection is over, only the 2·MSL wait is
+    /// left (its [`Kind::closed`] follows with `open` false).
+    fn quiet(_spec: &Self::Spec, _state: &Self::State) {}
+    /// A flow of this kind is gone (`connected`: its handshake had completed; `open`: it
+    /// never went quiet, [`Kind::quiet`]).
+    fn closed(_spec: &Self::Spec, _state: &Self::State, _connected: bool, _open: bool, _now: Instant) {}
     /// A flow of this kind that the engine opened completed its handshake (SYN-ACK) at `now`.
     fn connected(_spec: &Self::Spec, _state: &Self::State, _now: Instant) {}
     /// A flow of this kind is gone, having delivered `bytes_in` payload bytes to it and sent
@@ -313,9 +318,10 @@ macro_rules! kinds {
                     $( (ServiceState::$V(st), ServiceSpec::$V(sp)) => match ev {
                         Lifecycle::Opened => <$K as Kind>::opened(sp, st),
                         Lifecycle::Resumed => <$K as Kind>::resumed(sp, st),
-                        Lifecycle::Closed { connected, now, bytes: (i, o) } => {
+                        Lifecycle::Quiet => <$K as Kind>::quiet(sp, st),
+                        Lifecycle::Closed { connected, open, now, bytes: (i, o) } => {
                             <$K as Kind>::transferred(sp, st, i, o);
-                            <$K as Kind>::closed(sp, st, connected, now)
+                            <$K as Kind>::closed(sp, st, connected, open, now)
                         }
                         Lifecycle::Connected { now } => <$K as Kind>::connected(sp, st, now),
                     }, )+
@@ -451,20 +457,22 @@ kinds! {
 pub enum Lifecycle {
     /// Opened by the engine ([`Kind::on_accept`]).
     Opened,
-    /// Installed at a takeover.
+    /// Installed at a takeover, not in TIME-WAIT.
     Resumed,
-    /// Gone (`connected`: its handshake had completed; `bytes`: payload bytes in and out,
-    /// `TcbStats::bytes_in`/`bytes_out`).
-    Closed { connected: bool, now: Instant, bytes: (u64, u64) },
+    /// Entered TIME-WAIT (or was installed in it): the connection is over.
+    Quiet,
+    /// Gone (`connected`: its handshake had completed; `open`: it never went [`Lifecycle::Quiet`];
+    /// `bytes`: payload bytes in and out, `TcbStats::bytes_in`/`bytes_out`).
+    Closed { connected: bool, open: bool, now: Instant, bytes: (u64, u64) },
     /// Opened by the engine, and its SYN-ACK arrived now.
     Connected { now: Instant },
 }
 
 impl Lifecycle {
-    /// The end of the flow `tcb` at `now`.
-    pub fn closed(tcb: &crate::tcp::Tcb, now: Instant) -> Lifecycle {
+    /// The end of the flow `tcb` at `now` (`quiet`: it went [`Lifecycle::Quiet`] before).
+    pub fn closed(tcb: &crate::tcp::Tcb, quiet: bool, now: Instant) -> Lifecycle {
         let s = tcb.stats();
-        Lifecycle::Closed { connected: tcb.syn_acked(), now, bytes: (s.bytes_in, s.bytes_out) }
+        Lifecycle::Closed { connected: tcb.syn_acked(), open: !quiet, now, bytes: (s.bytes_in, s.bytes_out) }
     }
 }
 

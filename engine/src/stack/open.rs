@@ -55,7 +55,8 @@ use crate::flow::{FlowId, FlowKey};
 use crate::neighbor::Resolve;
 use crate::replica::Origin;
 use crate::service::ServiceState;
-use crate::tcp::isn::SipHasher24;
+use crate::group::{GroupId, MAX_GROUPS};
+use crate::tcp::isn::{GroupSecrets, IsnGenerator, SipHasher24};
 use crate::tcp::{DirtyFlags, State, Tcb};
 use crate::time::Instant;
 use crate::wire::ethernet::MacAddr;
@@ -212,18 +213,40 @@ pub(super) struct Opener {
     /// Survivors of a pair whose partner ended, to be reset (`true`) or polled in the next
     /// `Stack::poll` (`linked`).
     pub(super) wake: Vec<(FlowId, bool)>,
+    /// The ISN/TSval generators of opened connections, one per group, from
+    /// `StackConfig::open_secrets` as of generation `secrets_seen`.
+    secrets: Vec<IsnGenerator>,
+    secrets_seen: u64,
+    /// Wall-clock µs at engine time zero (`Stack::set_wall_clock`): the clock of opened
+    /// connections' ISNs and TSvals, which both engines of a pair share.
+    wall_us: u64,
 }
 
 impl Opener {
-    pub(super) fn new(isn_key: &[u8; 16]) -> Opener {
+    pub(super) fn new(isn_key: &[u8; 16], secrets: &GroupSecrets) -> Opener {
         let ports_cfg = EphemeralConfig::new(ephemeral_key(isn_key));
-        Opener {
+        let mut o = Opener {
             worker: 0,
             ports_cfg,
             ports: EphemeralPorts::new(ports_cfg, ReplySteering::default()),
             waiting: Vec::new(),
             events: VecDeque::new(),
             wake: Vec::new(),
+            secrets: Vec::new(),
+            secrets_seen: 0,
+            wall_us: 0,
+        };
+        o.refresh_secrets(secrets);
+        o
+    }
+
+    /// Re-read the groups' secrets if a standby adopted its active's since the last look (a
+    /// relaxed atomic load per opened connection otherwise).
+    fn refresh_secrets(&mut self, secrets: &GroupSecrets) {
+        let g = secrets.generation();
+        if g != self.secrets_seen || self.secrets.is_empty() {
+            self.secrets = (0..MAX_GROUPS).map(|i| IsnGenerator::new(secrets.get(GroupId(i as u8)))).collect();
+            self.secrets_seen = g;
         }
     }
 
@@ -252,6 +275,15 @@ impl Stack {
         self.open.worker = worker;
         self.open.ports = EphemeralPorts::new(self.open.ports_cfg, steering);
         Ok(())
+    }
+
+    /// Engine time zero is wall-clock `wall_us` µs (since the Unix epoch): the ISNs and
+    /// TSvals of the connections this stack opens count on that clock, which both engines of
+    /// a pair share (to within NTP's error), so that one engine's connections follow the
+    /// other's on a reused 4-tuple (see `GroupSecrets`). Default 0: engine time itself
+    /// (tests, simulations).
+    pub fn set_wall_clock(&mut self, wall_us: u64) {
+        self.open.wall_us = wall_us;
     }
 
     /// The local port range, secret and search bound of [`Stack::connect`] (default: Linux's
@@ -380,9 +412,20 @@ impl Stack {
             Resolve::Pending | Resolve::SendRequest => None,
             r => return Err(ConnectError::NextHopDown(r)),
         };
-        let isn = self.isn.isn(now, &from.octets(), lport, &rip.octets(), rport);
+        // ISN on the pair's clock and the group's secret (`GroupSecrets`), TSval the wall
+        // clock's ms: a 4-tuple the peer engine (or this one before a restart) used moments
+        // ago still gets a newer TSval, and, from the pair, a newer ISN.
+        self.open.refresh_secrets(&cfg.open_secrets);
+        let gen = &self.open.secrets[usize::from(cfg.group_of(from).unwrap_or(GroupId::DEFAULT).0) % MAX_GROUPS];
+        let wall = Instant(now.0.wrapping_add(self.open.wall_us));
+        let isn = gen.isn(wall, &from.octets(), lport, &rip.octets(), rport);
         let mut tcb = Tcb::syn_sent(now, &cfg.tcp, lport, rport, isn);
-        tcb.set_ts_offset(self.isn.ts_offset(&from.octets(), lport, &rip.octets(), rport));
+        // The timestamp clock is the wall clock itself, not offset per 4-tuple (Linux's
+        // `secure_tcp_ts_off`): a per-tuple offset keyed by a secret that dies with the
+        // process sent half of the reuses backwards after a restart of both engines (a
+        // backend's TIME-WAIT holds the old TSval), and hiding the wall clock hides nothing
+        // (RFC 7323 §7.1 is about uptime).
+        tcb.set_ts_offset((self.open.wall_us / 1000) as u32);
         let mut svc = svc;
         tcb.set_syn_window(svc.syn_window(&l.spec, &mut self.svc_stats));
         if let Some(n) = svc.syn_retries(&l.spec) {
@@ -400,6 +443,7 @@ impl Stack {
             installed: false,
             repl_seq: 0,
             needs_image: false,
+            quiet: false,
             local,
         };
         // Cannot fail: the table has room and the 4-tuple is free (checked above).

@@ -2,7 +2,10 @@
 //! remoteport, secretkey)`, M a 4 µs timer and F a keyed pseudo-random function. F is
 //! SipHash-2-4 (Aumasson & Bernstein 2012), written here so the crate stays dependency-free.
 
+use crate::group::{GroupId, MAX_GROUPS};
 use crate::seq::SeqNum;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use crate::time::Instant;
 
 /// SipHash-2-4 streaming state: 2 compression rounds per 8-byte word, 4 finalization rounds.
@@ -132,6 +135,75 @@ impl IsnGenerator {
     }
 }
 
+/// The secrets of the connections an engine *opens* (to backends), one per ownership group,
+/// shared with that group's standby so that the two engines of a pair open connections as one
+/// host would.
+///
+/// Why: after a takeover the new active opens backend connections from the same source
+/// address as the old one. A backend may still hold one of the old active's 4-tuples in
+/// TIME-WAIT; Linux accepts a new SYN on it only if its TSval is newer than the last one
+/// it saw there, or, without timestamps, if its ISN is beyond the old `rcv_nxt`. The TSval
+/// of an opened connection is the wall clock (`Stack::set_wall_clock`), which grows across
+/// takeovers and restarts alike. The ISN is `M + F(tuple, secret)` on the same clock: with
+/// one secret per group shared by the pair, a reused tuple's ISN keeps growing across the
+/// takeover exactly as on one engine. (With secrets and TSval offsets of their own, half the
+/// reuses went backwards: the backend's PAWS check answered with an ACK, we reset it, and the
+/// client waited a second for the SYN's retransmission; seen on the rig, `proxy_kill` flaky,
+/// 2 of 3 runs.)
+///
+/// The active of a group keeps its secret; a standby adopts the active's (sync `Hello`), so
+/// the secret lives as long as one engine of the pair does. The sync link carries every
+/// flow's ISNs and bytes already: sending the secret there exposes nothing new.
+pub struct GroupSecrets {
+    /// Bumped (Release) after every change, so a worker re-reads the keys only then.
+    generation: AtomicU64,
+    keys: Mutex<[[u8; 16]; MAX_GROUPS]>,
+}
+
+impl GroupSecrets {
+    /// Every group's secret is `key` (an engine's start).
+    pub fn new(key: [u8; 16]) -> GroupSecrets {
+        GroupSecrets { generation: AtomicU64::new(1), keys: Mutex::new([key; MAX_GROUPS]) }
+    }
+
+    /// Changes so far (compare with the last one read to know whether to re-read).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Group `g`'s secret.
+    pub fn get(&self, g: GroupId) -> [u8; 16] {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())[usize::from(g.0) % MAX_GROUPS]
+    }
+
+    /// Make group `g`'s secret `key` (a standby adopting its active's). Returns whether it
+    /// changed.
+    pub fn adopt(&self, g: GroupId, key: [u8; 16]) -> bool {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut keys[usize::from(g.0) % MAX_GROUPS];
+        if *slot == key {
+            return false;
+        }
+        *slot = key;
+        self.generation.fetch_add(1, Ordering::Release);
+        true
+    }
+}
+
+impl Default for GroupSecrets {
+    /// All-zero secrets (tests; an engine starts with [`GroupSecrets::new`] of a random key).
+    fn default() -> GroupSecrets {
+        GroupSecrets::new([0; 16])
+    }
+}
+
+impl std::fmt::Debug for GroupSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys.
+        f.debug_struct("GroupSecrets").field("generation", &self.generation()).finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +215,19 @@ mod tests {
         assert_eq!(g.ts_offset(&a, 40000, &b, 80), g.ts_offset(&a, 40000, &b, 80), "TSval keeps growing across reuses");
         assert_ne!(g.ts_offset(&a, 40000, &b, 80), g.ts_offset(&a, 40001, &b, 80));
         assert_ne!(g.ts_offset(&a, 40000, &b, 80), IsnGenerator::new([9; 16]).ts_offset(&a, 40000, &b, 80), "keyed");
+    }
+
+    #[test]
+    fn group_secrets_change_only_when_adopted_and_say_so() {
+        let s = GroupSecrets::new(key());
+        let g0 = s.generation();
+        assert!(!s.adopt(GroupId(3), key()), "the same key is no change");
+        assert_eq!(s.generation(), g0);
+        assert!(s.adopt(GroupId(3), [7; 16]));
+        assert!(s.generation() > g0);
+        assert_eq!(s.get(GroupId(3)), [7; 16]);
+        assert_eq!(s.get(GroupId(0)), key(), "other groups keep theirs");
+        assert!(!format!("{s:?}").contains('7'), "Debug never shows a key: {s:?}");
     }
 
     fn key() -> [u8; 16] {

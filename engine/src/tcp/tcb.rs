@@ -150,6 +150,7 @@ pub struct Tcb {
 impl Tcb {
     fn blank(cfg: &TcpConfig, now: Instant, local_port: u16, remote_port: u16, iss: SeqNum) -> Tcb {
         let mss = cfg.mss.max(MIN_MSS);
+        let ts_offset = iss.0.rotate_left(16) ^ 0x9e37_79b9;
         Tcb {
             dirty: DirtyFlags::ALL,
             r: Repl {
@@ -159,7 +160,7 @@ impl Tcb {
                 iss,
                 mss,
                 // RFC 7323 §5.4: a per-connection TSval offset; derived from the (keyed) ISN.
-                ts_offset: iss.0.rotate_left(16) ^ 0x9e37_79b9,
+                ts_offset,
                 ..Repl::default()
             },
             snd_nxt: 0,
@@ -180,7 +181,12 @@ impl Tcb {
             unacked_segs: 0,
             last_ack_sent: SeqNum(0),
             ts_recent_age: now,
-            ts_last_sent: 0,
+            // What a segment sent now carries: a replica made before the first segment left
+            // (an opened flow's image precedes its SYN) restores its clock from it, so the
+            // SYN's TSval is never newer than what the new active sends next (it was 0,
+            // and the resumed handshake's ACK went back in time for half the flows: the
+            // peer's PAWS check dropped it and the connection never completed).
+            ts_last_sent: (now.millis() as u32).wrapping_add(ts_offset),
             ts_clock_from: None,
             rcv_space_max: 0,
             syn_window: u16::MAX,
@@ -287,6 +293,9 @@ impl Tcb {
     /// The timestamp offset of an active open, before its SYN is sent
     /// ([`crate::tcp::isn::IsnGenerator::ts_offset`]).
     pub fn set_ts_offset(&mut self, offset: u32) {
+        // `ts_last_sent` says what a segment sent at the creation would carry: same instant,
+        // new offset.
+        self.ts_last_sent = self.ts_last_sent.wrapping_sub(self.r.ts_offset).wrapping_add(offset);
         self.r.ts_offset = offset;
     }
 

@@ -61,6 +61,7 @@ pub fn config(flow_capacity: usize, tcp: TcpConfig) -> StackConfig {
         tcp,
         flow_capacity,
         isn_key: *b"flowtwin-golden!",
+        open_secrets: Default::default(),
         timer_tick: Duration::from_micros(100),
     }
 }

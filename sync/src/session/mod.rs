@@ -41,7 +41,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowtwin_engine::group::GroupSet;
+use flowtwin_engine::group::{GroupId, GroupSet};
 use flowtwin_engine::replica::ShadowFlow;
 use flowtwin_engine::stack::StackConfig;
 
@@ -161,6 +161,19 @@ pub const SPLIT_BRAIN_PROBE: Duration = Duration::from_millis(200);
 pub const HANDOVER_LISTEN_GRACE: Duration = Duration::from_millis(100);
 /// A fenced engine gives the new active this long to listen before it follows it.
 pub const FENCED_WAIT: Duration = Duration::from_millis(50);
+/// After this engine lost the active role to its peer (fenced by the peer's takeover), how
+/// long it, as the peer's standby, allows the peer [`SETTLE_FACTOR`] times the usual silence
+/// before it declares it dead. A peer that just took over is at its busiest (installing
+/// every flow, announcing, the join snapshot for us), and the starvation that made our
+/// heartbeats late in the first place (a host with too few CPUs) is likely still there:
+/// without this the two engines took the service from each other three times in 0.5 s on
+/// the rig, each takeover with its own risk (`proxy_workers`: 8 flows abandoned). A peer
+/// that really dies in this second is declared dead after 4 × `dead_after` heartbeats
+/// instead (60 ms with the rig's 5 ms × 3), or at once if its process died and closed the
+/// connection.
+pub const SETTLE_AFTER_FENCE: Duration = Duration::from_secs(1);
+/// See [`SETTLE_AFTER_FENCE`].
+pub const SETTLE_FACTOR: u32 = 4;
 /// How long a refusal may take to reach the peer (a Hello's time).
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 /// How long a last word to a peer that may be dead (dropped, fenced by our takeover) may take.
@@ -309,6 +322,9 @@ pub struct Session {
     /// After a `Handover` takeover: hold all output until the old active is our in-sync
     /// standby, at most until then.
     handover_hold_until: Option<Instant>,
+    /// Until when the standby gives its active [`SETTLE_FACTOR`] times the usual silence
+    /// (set when this engine is fenced; [`SETTLE_AFTER_FENCE`]).
+    settle_until: Option<Instant>,
     /// After handing over: until when the flows our workers kept may be resumed.
     fallback_until: Option<Instant>,
     /// Unprotected-time accounting: the last `release`.
@@ -358,6 +374,7 @@ impl Session {
             dropped_at: None,
             standby_since: now,
             handover_hold_until: None,
+            settle_until: None,
             fallback_until: None,
             acct: now,
             pool_sent: Vec::new(),
@@ -387,6 +404,30 @@ impl Session {
             heartbeat_us: self.cfg.heartbeat.as_micros().min(u32::MAX as u128) as u32,
             groups: self.stack_cfg.group_digest(),
             session: self.cfg.groups.0,
+            secret: self.stack_cfg.open_secrets.get(self.secret_group()),
+        }
+    }
+
+    /// The group whose opened-connection secret this session's `Hello` carries: its lowest
+    /// (an active keeps one secret for all the groups it starts with; see
+    /// `Session::adopt_secret` for what a standby does with it).
+    fn secret_group(&self) -> GroupId {
+        self.cfg.groups.iter().next().unwrap_or(GroupId::DEFAULT)
+    }
+
+    /// Standby: adopt the active's secret for the session's groups, so that the backend
+    /// connections this engine opens after a takeover continue the active's ISNs and TSvals
+    /// on every 4-tuple it used (`GroupSecrets`).
+    pub(super) fn adopt_secret(&self, h: &Hello) {
+        let changed = self.cfg.groups.iter().fold(false, |c, g| self.stack_cfg.open_secrets.adopt(g, h.secret) | c);
+        if changed {
+            tracing::info!(
+                node = self.cfg.node_id,
+                event = "secret_adopted",
+                peer = h.node_id,
+                "adopted the active's secret for the connections opened from groups {:#x}",
+                self.cfg.groups.0
+            );
         }
     }
 
@@ -513,7 +554,10 @@ impl Session {
             State::Active { peer: None, hold_until, last_probe, .. } => Some(hold_until.unwrap_or(*last_probe + SPLIT_BRAIN_PROBE)),
             State::Fenced { until } => Some(*until),
             State::Connecting { retry_at, dialing: false } => Some(*retry_at),
-            State::Following { last_hb_tx, last_rx, .. } => Some((*last_hb_tx + hb).min(*last_rx + dead)),
+            State::Following { last_hb_tx, last_rx, .. } => {
+                let dead = self.standby_dead_limit() + DEADLINE_SLOP;
+                Some((*last_hb_tx + hb).min(*last_rx + dead).min(self.settle_until.unwrap_or(*last_rx + dead)))
+            }
             State::HandingOver | State::TakingOver { .. } | State::Connecting { dialing: true, .. } => None,
         };
         t.into_iter().chain(self.handover_hold_until).min()
@@ -522,6 +566,18 @@ impl Session {
     /// How long the peer may stay silent: `dead_after` heartbeat intervals.
     pub fn dead_limit(&self) -> Duration {
         self.cfg.heartbeat * self.cfg.dead_after
+    }
+
+    /// How long the active may stay silent before this standby takes over: [`dead_limit`],
+    /// times [`SETTLE_FACTOR`] within [`SETTLE_AFTER_FENCE`] of this engine's fencing.
+    ///
+    /// [`dead_limit`]: Session::dead_limit
+    pub fn standby_dead_limit(&self) -> Duration {
+        if self.settle_until.is_some() {
+            self.dead_limit() * SETTLE_FACTOR
+        } else {
+            self.dead_limit()
+        }
     }
 
     fn refuse(&mut self, reason: &str) {
@@ -572,6 +628,7 @@ impl Session {
 
     fn fence(&mut self, now: Instant) {
         self.handover_hold_until = None;
+        self.settle_until = Some(now + SETTLE_AFTER_FENCE);
         self.status.set_role(Role::Fenced);
         self.status.set_peer_state(PeerState::None);
         self.actions.push_back(Action::Close { linger: Duration::ZERO });

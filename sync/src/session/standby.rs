@@ -85,6 +85,7 @@ impl Session {
         }
         self.epoch = self.epoch.max(h.epoch);
         self.status.epoch.store(self.epoch, Relaxed);
+        self.adopt_secret(h);
         self.status.set_role(Role::Standby);
         self.status.sessions.fetch_add(1, Relaxed);
         tracing::info!(
@@ -182,7 +183,10 @@ impl Session {
         }
         let flows = self.shadow.flows() as u64;
         self.status.shadow_flows.store(flows, Relaxed);
-        let (heartbeat, dead_limit) = (self.cfg.heartbeat, self.dead_limit());
+        if self.settle_until.is_some_and(|t| now >= t) {
+            self.settle_until = None;
+        }
+        let (heartbeat, dead_limit) = (self.cfg.heartbeat, self.standby_dead_limit());
         let State::Following { last_hb_tx, last_rx, missed } = &mut self.state else { return };
         if became_in_sync || now.saturating_duration_since(*last_hb_tx) >= heartbeat {
             self.transmit.push_back(Msg::Heartbeat(Heartbeat {

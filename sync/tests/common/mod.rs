@@ -156,6 +156,7 @@ pub fn engine_cfg() -> Arc<StackConfig> {
         tcp: TcpConfig { delayed_ack: Duration::ZERO, ..TcpConfig::default() },
         flow_capacity: 64,
         isn_key: [7; 16],
+        open_secrets: Default::default(),
         timer_tick: Duration::from_micros(100),
     })
 }

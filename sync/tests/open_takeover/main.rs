@@ -73,6 +73,7 @@ fn b_cfg() -> Arc<StackConfig> {
         tcp: tcp(),
         flow_capacity: 64,
         isn_key: [9; 16],
+        open_secrets: Default::default(),
         timer_tick: Duration::from_micros(100),
     })
 }
@@ -399,11 +400,15 @@ impl World {
 }
 
 /// Whatever the kill point of a SYN-SENT flow (its SYN left or not, B answered or not),
-/// the standby sends the same SYN (ISN and port) again and the connection completes.
+/// the standby sends the same SYN (ISN and port) again and the connection completes. For
+/// several secrets: the replica's timestamp clock must continue the SYN's whatever the
+/// flow's timestamp offset (a replica made before the SYN left once restored a clock
+/// behind it for half the offsets: B's PAWS check dropped the handshake's last ACK).
 #[test]
 fn a_syn_sent_flow_taken_over_sends_its_syn_again_unchanged_and_completes() {
-    for syn_left in [false, true] {
+    for (syn_left, key) in [false, true].into_iter().flat_map(|l| (0..8u8).map(move |k| (l, k))) {
         let mut w = World::new();
+        w.cfg.open_secrets.adopt(GroupId::DEFAULT, [key.wrapping_mul(37); 16]);
         let req = request(20_000);
         let id = w.connect(SocketAddrV4::new(B_IP, 80), owing(&req));
         let (isn, lport) = {

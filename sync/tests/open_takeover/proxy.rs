@@ -6,7 +6,8 @@
 
 use super::*;
 use flowtwin_engine::counters::Drop;
-use flowtwin_engine::service::proxy::{Binding, Mode, Pool, BAD_REQUEST, UNAVAILABLE};
+use flowtwin_engine::service::proxy::{Binding, Mode, Pool, BAD_REQUEST, REFUSAL_REASONS, UNAVAILABLE};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Bytes buffered per direction by the tests' proxies (small, so that they fill).
 pub(super) const BUF: usize = 8 * 1024;
@@ -108,6 +109,11 @@ fn life_with(port: u16, upload: &[u8], want: &[u8], close_after: Option<usize>, 
     let first = w.eb.syns.first().copied().expect("a SYN reached B");
     assert!(w.eb.syns.iter().all(|s| *s == first), "kill {kill:?}: one backend connection, its SYN resent unchanged: {:?}", w.eb.syns);
     assert_eq!(w.b.counters().get(Event::FlowsOpened), 1, "kill {kill:?}: B accepted exactly one connection");
+    if kill.is_none() {
+        // (With a kill the dead engine's counts stay in the spec the simulation shares.)
+        let open: u64 = proxy_spec(&w, port).backends.iter().map(|b| b.active.load(Relaxed)).sum();
+        assert_eq!(open, 0, "no backend connection counted open once each is closed or in TIME-WAIT");
+    }
     end.steps = step;
     end.adopted = adopted;
     end
@@ -317,7 +323,7 @@ fn an_http_proxied_request_chosen_by_host_survives_a_kill_at_every_step() {
 /// `400`.
 #[test]
 fn an_http_proxy_answers_what_it_cannot_route() {
-    for (req, want) in [(long_request(10, "other.example"), UNAVAILABLE), (b"\x16\x03\x01\x00\x10hello".to_vec(), BAD_REQUEST)] {
+    for (req, want, reason) in [(long_request(10, "other.example"), UNAVAILABLE, "unavailable"), (b"\x16\x03\x01\x00\x10hello".to_vec(), BAD_REQUEST, "bad_request")] {
         let mut w = http_world();
         w.proxy_client(8088, &req, None);
         w.run_until("the answer and FIN", |w| w.client.as_ref().unwrap().app.fin);
@@ -325,5 +331,75 @@ fn an_http_proxy_answers_what_it_cannot_route() {
         assert_eq!(c.app.received, want, "{}", String::from_utf8_lossy(&c.app.received));
         assert_eq!(c.rsts, 0);
         assert!(w.eb.syns.is_empty(), "no backend connection");
+        // Counted once the refused connection ended, by reason.
+        w.run_until("the refused flow gone", |w| w.engine_flows() == 0);
+        let spec = proxy_spec(&w, 8088);
+        let counts: Vec<(&str, u64)> = REFUSAL_REASONS.iter().zip(&spec.refused).map(|(r, n)| (*r, n.load(Relaxed))).filter(|(_, n)| *n > 0).collect();
+        assert_eq!(counts, [(reason, 1)]);
     }
+}
+
+/// The proxy spec of A's listener on `port`.
+fn proxy_spec(w: &World, port: u16) -> Arc<ProxySpec> {
+    w.cfg.listeners.iter().find_map(|l| match &l.spec { ServiceSpec::Proxy(p) if l.port == port => Some(p.clone()), _ => None }).expect("a proxy listener")
+}
+
+/// Delayed binding, and the client closes only after the whole response (`curl --http1.0`,
+/// `Connection: close`): the backend's FIN ends the backend half first, and the client half
+/// then waits in TIME-WAIT on the engine. Killed at every step, including those after the
+/// exchange (the client half in TIME-WAIT, its backend half gone): the new active must
+/// never open a second backend connection and replay the request (seen on the rig,
+/// `proxy_closed_kill`: the standby's replica still had the choice "made, not opened"
+/// because the active never re-images that change, and opening it at the install sent the
+/// request to the backend again).
+#[test]
+fn a_client_half_outliving_its_backend_half_is_never_reconnected() {
+    let n = 20_000;
+    let (req, want) = (long_request(n, "b.example"), response(n));
+    // Steps after the exchange ended in which a kill still lands (the client half in
+    // TIME-WAIT), and steps the world then runs on for a second connection to show.
+    let after = 40u64;
+    let run = |kill: Option<(u64, bool)>| -> u64 {
+        let mut w = http_world();
+        w.proxy_client(8088, &req, Some(want.len()));
+        let mut step = 0u64;
+        let mut done_at = None;
+        loop {
+            if done_at.is_none() && w.client_done(&want) && w.all_closed() {
+                done_at = Some(step);
+            }
+            let killed = kill.is_none_or(|(k, _)| step > k);
+            if done_at.is_some_and(|d| killed && step >= d + after) {
+                break;
+            }
+            if let Some((_, reached)) = kill.filter(|(k, _)| *k == step) {
+                if !reached {
+                    w.die_mid_step = true;
+                    w.step();
+                }
+                w.kill_and_take_over();
+            }
+            w.step();
+            step += 1;
+            assert!(step < 200_000, "kill {kill:?}: never ended ({} of {} bytes)", w.client.as_ref().unwrap().app.received.len(), want.len());
+        }
+        let c = w.client.as_ref().unwrap();
+        assert!(c.app.received == want, "kill {kill:?}: byte-exact ({} of {})", c.app.received.len(), want.len());
+        assert_eq!((c.rsts, w.eb.rsts), (0, 0), "kill {kill:?}: no reset");
+        assert!(w.eb.bytes == req, "kill {kill:?}: B got the request once, as the client sent it ({} bytes, {} sent)", w.eb.bytes.len(), req.len());
+        let first = w.eb.syns.first().copied().expect("a SYN reached B");
+        assert!(w.eb.syns.iter().all(|s| *s == first), "kill {kill:?}: one backend connection: {:?}", w.eb.syns);
+        assert_eq!(w.b.counters().get(Event::FlowsOpened), 1, "kill {kill:?}: B accepted exactly one connection");
+        done_at.unwrap_or(step)
+    };
+    let steps = run(None);
+    let mut points = 0;
+    for k in 0..steps + after {
+        for reached in [true, false] {
+            run(Some((k, reached)));
+            points += 1;
+        }
+    }
+    println!("http proxy, client closing last: {points} kill points");
+    assert!(points > 40);
 }

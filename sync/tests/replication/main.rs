@@ -74,6 +74,7 @@ fn stack_cfg() -> Arc<StackConfig> {
         tcp: TcpConfig::default(),
         flow_capacity: 1024,
         isn_key: *b"flowtwin-sync-t!",
+        open_secrets: Default::default(),
         timer_tick: flowtwin_engine::time::Duration::from_micros(100),
     })
 }
@@ -535,7 +536,7 @@ fn peer_hello(node_id: u32, epoch: u64, role: Role) -> Vec<u8> {
 /// A Hello with the given mode (0 strict, 1 async) and heartbeat interval.
 fn peer_hello_with(node_id: u32, epoch: u64, role: Role, mode: u8, heartbeat_us: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    let h = Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode, workers: 1, heartbeat_us, groups: stack_cfg().group_digest(), session: 1 };
+    let h = Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode, workers: 1, heartbeat_us, groups: stack_cfg().group_digest(), session: 1, secret: [0; 16] };
     proto::encode(&Msg::Hello(h), &mut out);
     out
 }

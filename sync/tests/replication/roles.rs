@@ -26,6 +26,7 @@ fn version_mismatch_is_refused() {
         heartbeat_us: 5000,
         groups: 0,
         session: 1,
+        secret: [0; 16],
     };
     proto::encode(&Msg::Hello(bogus), &mut out);
     s.write_all(&out).unwrap();
@@ -151,6 +152,7 @@ fn silent_active_detected_after_three_heartbeats() {
         heartbeat_us: 20_000,
         groups: stack.group_digest(),
         session: 1,
+        secret: [0; 16],
     };
     proto::encode(&Msg::Hello(hello), &mut out);
     proto::encode(&Msg::Snapshot { token: 1 }, &mut out);

@@ -93,6 +93,7 @@ fn stack_cfg() -> Arc<StackConfig> {
         tcp: TcpConfig::default(),
         flow_capacity: 64,
         isn_key: [7; 16],
+        open_secrets: Default::default(),
         timer_tick: Duration::from_micros(100),
     })
 }

@@ -260,7 +260,16 @@ pub struct ProxySpec {
     pub(crate) version: AtomicU64,
     /// Serializes pool changes (control plane only: `ctl`, the sync session; never a worker).
     pub(crate) ops: Mutex<()>,
+    /// Client connections refused before any backend was chosen, by [`REFUSAL_REASONS`]
+    /// (counted when such a connection ends, on the engine that ends it).
+    pub refused: [AtomicU64; 4],
 }
+
+/// What [`ProxySpec::refused`] counts, by index: the client was answered 400 (not an HTTP
+/// request), 431 (its head over `max_request_head`), 503 (no pool for it, or no backend up),
+/// or closed without an answer (mode tcp or tls: a first record that is not a ClientHello,
+/// no pool for its SNI, or no backend up).
+pub const REFUSAL_REASONS: [&str; 4] = ["closed", "bad_request", "too_large", "unavailable"];
 
 impl ProxySpec {
     /// Every backend in the default pool, no spare slot (`with_slots` adds them).
@@ -281,6 +290,7 @@ impl ProxySpec {
             next: AtomicU64::new(0),
             version: AtomicU64::new(0),
             ops: Mutex::new(()),
+            refused: Default::default(),
         }
     }
 
@@ -657,6 +667,11 @@ impl Kind for ProxyKind {
 
     fn take_open(spec: &Arc<ProxySpec>, state: &mut ProxyHalf, client: Ipv4Addr, now: Instant) -> Option<Open<ProxyHalf>> {
         let Binding::Ready(p) = state.binding else { return None };
+        if state.alone {
+            // Its partner came and went (`partner_ended`): the choice was opened once.
+            state.binding = Binding::Bound;
+            return None;
+        }
         let pool = if usize::from(p) < spec.pools.len() { p } else { DEFAULT_POOL };
         let Some(i) = spec.choose_in(pool, client, now) else {
             state.binding = Binding::Refused(reply_code(spec.unavailable()));
@@ -687,10 +702,27 @@ impl Kind for ProxyKind {
         }
     }
 
-    fn closed(spec: &Arc<ProxySpec>, state: &ProxyHalf, connected: bool, now: Instant) {
+    fn quiet(spec: &Arc<ProxySpec>, state: &ProxyHalf) {
+        // Its connection is over: least-conn and `flowtwin_proxy_backend_connections` count
+        // open connections, not TIME-WAIT ones (as nginx's least_conn does).
         if let Side::Backend(i) = state.side {
             if let Some(b) = spec.backends.get(usize::from(i)) {
                 let _ = b.active.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+            }
+        }
+    }
+
+    fn closed(spec: &Arc<ProxySpec>, state: &ProxyHalf, connected: bool, open: bool, now: Instant) {
+        if let (Side::Client, Binding::Refused(c)) = (state.side, state.binding) {
+            if let Some(n) = spec.refused.get(usize::from(c)) {
+                n.fetch_add(1, Relaxed);
+            }
+        }
+        if let Side::Backend(i) = state.side {
+            if let Some(b) = spec.backends.get(usize::from(i)) {
+                if open {
+                    let _ = b.active.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+                }
                 b.outcome(connected, now, spec.health);
             }
         }
@@ -727,6 +759,13 @@ impl Kind for ProxyKind {
 
     fn partner_ended(state: &mut ProxyHalf, end: LinkEnd) -> bool {
         state.alone = true;
+        // It had a partner, so its backend was chosen and opened: never again. (A standby
+        // never sees the choice turn into the open, `take_open`'s `Bound`: its replica
+        // still says `Ready` when the partner's close reaches it, and a takeover then
+        // opened a second backend connection and replayed the request to it.)
+        if let Binding::Ready(_) = state.binding {
+            state.binding = Binding::Bound;
+        }
         // A reset propagates; an orderly end or a backend that never answered ends with our
         // FIN after what is queued (`tx_closed`).
         end == LinkEnd::Reset
