@@ -65,6 +65,11 @@
 #                active's table, then kill -9 A mid-download: B keeps the table (1:3 round-robin),
 #                takes changes itself; every body digest-checked, nginx's log says which backend
 #                served each request, 0 RSTs in both namespaces.
+#   proxy_prometheus  Debian's Prometheus scrapes the running pair's active every 1 s: PASS iff its
+#                target is up without error, every expression of the Grafana dashboard
+#                (docs/grafana/flowtwin.json, tests/e2e/dashcheck.py) evaluates, more than half
+#                return data, every family it names is one the engine exports, and promtool
+#                check metrics is clean.
 #   proxy_health  active health checks (health_check = "http", GET /gen/1024 expecting 200, every
 #                0.5 s, rise 2, fall 2) of two backends, each its own nginx on :8090 (the other
 #                tests' services have no checks). Backend 2's nginx is stopped (its port refuses):
@@ -110,7 +115,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FT_PROG=proxy
-ALL_TESTS=(proxy_basic proxy_kill proxy_http_kill proxy_tls_kill proxy_banner_kill proxy_workers proxy_closed_kill proxy_pool proxy_health)
+ALL_TESTS=(proxy_basic proxy_kill proxy_http_kill proxy_tls_kill proxy_banner_kill proxy_workers proxy_closed_kill proxy_pool proxy_prometheus proxy_health)
 # reproductions of open engine defects: run only when named exactly with --only (not by scripts/test)
 REPRO_TESTS=()
 INJECT_KINDS=(upload-digest echo-byte rst extra-conn file-byte file-truncate)
@@ -137,7 +142,7 @@ suite_opt() {
     --selfcheck) SELFCHECK=1; DIRECT=1; SUITE_TAKEN=1 ;;
   esac
 }
-suite_args proxy.sh name 2,108 ALL_TESTS "$@"
+suite_args proxy.sh name 2,113 ALL_TESTS "$@"
 ft_require_root
 ALL_INJECTS=("${INJECT_KINDS[@]}" banner-byte tls-route tls-as-tcp banner-first workers-one fanout-qpairs1 health-off)
 for k in ${INJECT//,/ }; do
@@ -1051,6 +1056,45 @@ health_expect_status = \"200\""
   DESC="http checks every $interval ms (timeout $timeout, rise $rise, fall $fall): backend 2 stopped -> down on A in $down_s s (limit $limit s), on B $b_down s later; $n downloads all on backend 1, byte-exact; kill -9 A: B active with backend 2 still down ($b_fail checks of its own failed, no transition), 4 downloads on backend 1; restarted -> up on B in $up_s s; then $d1/$d2 of $n on backends 1/2; RSTs client $rc"
   VERDICT=${bad:-ok}
   if [[ -z $bad ]]; then pass $name "$DESC"; else fail $name "$bad$DESC"; fi
+  return 0
+}
+
+# proxy_prometheus (see the header)
+test_proxy_prometheus() {
+  local name=proxy_prometheus dir=$TMP/proxy_prometheus prom_pid i health="" verdict lint
+  POOL_BAD=""
+  if ! command -v prometheus >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >"$TMP/apt-prometheus.log" 2>&1 \
+      || { apt-get update -q >>"$TMP/apt-prometheus.log" 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >>"$TMP/apt-prometheus.log" 2>&1; } \
+      || { fail $name "cannot install Debian's prometheus package (see $TMP/apt-prometheus.log)"; return 0; }
+  fi
+  flows_start $name "$dir" "" "" || return 0
+  pool_gets "$dir" prom 8
+  printf '%s\n' "global:" "  scrape_interval: 1s" "  evaluation_interval: 1s" "scrape_configs:" "  - job_name: flowtwin" \
+    "    static_configs:" '      - targets: ["127.0.0.1:9470"]' >"$dir/prometheus.yml"
+  # Debian's prometheus, in A's namespace (the engine's /metrics listens on its 127.0.0.1)
+  ip netns exec "$FT_A_NS" prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/tsdb" \
+    --web.listen-address=127.0.0.1:9090 >"$dir/prometheus.log" 2>&1 &
+  prom_pid=$!
+  for ((i = 0; i < 300; i++)); do
+    health=$(ip netns exec "$FT_A_NS" curl -s -m 1 http://127.0.0.1:9090/api/v1/targets 2>/dev/null \
+      | $PY -c 'import json,sys; t=json.load(sys.stdin)["data"]["activeTargets"]; print(t[0]["health"], t[0]["lastError"] or "-")' 2>/dev/null || true)
+    [[ $health == "up -" ]] && break
+    sleep 0.1
+  done
+  [[ $health == "up -" ]] || POOL_BAD+="Prometheus's target is '${health:-not listed}' after 30 s (log: $(tail -2 "$dir/prometheus.log" | tr '\n' ' ')); "
+  pool_gets "$dir" prom2 8
+  sleep 3   # a few more scrapes: the dashboard's rate() windows need two samples
+  fl_metrics a "$dir/a.metrics"
+  lint=$(promtool check metrics <"$dir/a.metrics" 2>&1 | grep -Ev "metric names should not contain abbreviated units" | tr '\n' ' ' || true)
+  [[ -z $lint ]] || POOL_BAD+="promtool check metrics: $lint; "
+  verdict=$(ip netns exec "$FT_A_NS" $PY "$E2E/dashcheck.py" "$ROOT/docs/grafana/flowtwin.json" "$dir/a.metrics" http://127.0.0.1:9090 2>&1)
+  kill "$prom_pid" 2>/dev/null; wait "$prom_pid" 2>/dev/null || true
+  flows_end "$dir"
+  [[ $(fl_jq "$verdict" 'len(s["bad"])') == 0 ]] || POOL_BAD+="dashboard: $(fl_jq "$verdict" '"; ".join(s["bad"])') ${verdict:0:300}; "
+  [[ $(fl_jq "$verdict" 's["with_data"] > s["exprs"] // 2') == True ]] || POOL_BAD+="only $(fl_jq "$verdict" 's["with_data"]') of $(fl_jq "$verdict" 's["exprs"]') dashboard expressions returned data; "
+  DESC="Debian's Prometheus ($(prometheus --version 2>&1 | head -1 | awk '{print $3}')) scraped A every 1 s: target $health; docs/grafana/flowtwin.json: $(fl_jq "$verdict" '"%d expressions evaluated, %d with data, %d families all exported" % (s["exprs"], s["with_data"], s["families"])'); promtool check metrics clean"
+  if [[ -z $POOL_BAD ]]; then pass $name "$DESC"; else fail $name "$POOL_BAD$DESC"; fi
   return 0
 }
 
