@@ -325,6 +325,24 @@ pub struct ServiceSection {
     pub mode: Option<String>,
     /// `proxy`: the largest first request head / ClientHello read for the choice.
     pub max_request_head: Option<u32>,
+    /// `proxy`: active health checks, `tcp` or `http` (default: none; see `config/proxy.rs`).
+    pub health_check: Option<String>,
+    /// `proxy`: time between two checks of one backend (default 2000).
+    pub health_interval_ms: Option<u64>,
+    /// `proxy`: how long a check may take (default 1000, at most the interval).
+    pub health_timeout_ms: Option<u64>,
+    /// `proxy`: successes in a row that bring a down backend up (default 2).
+    pub health_rise: Option<u32>,
+    /// `proxy`: failures in a row that take a backend down (default 3).
+    pub health_fall: Option<u32>,
+    /// `proxy`, `health_check = "http"`: the path asked for (default "/").
+    pub health_http_path: Option<String>,
+    /// `proxy`, `health_check = "http"`: the Host header sent (default: none, HTTP/1.0).
+    pub health_http_host: Option<String>,
+    /// `proxy`, `health_check = "http"`: accepted status codes, "200-399" (default) or "200".
+    pub health_expect_status: Option<String>,
+    /// `proxy`: the port checked (default: each backend's own).
+    pub health_port: Option<u16>,
     /// `proxy`: `[[service.pool]]`, matched in order by host and path prefix.
     #[serde(default, rename = "pool")]
     pub pools: Vec<self::proxy::PoolSection>,

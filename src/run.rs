@@ -623,10 +623,15 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     let mut link = LinkWatch::new(vdev_iface(&cfg.eal.args, &cfg.ports[0].name));
     let link_down_after = cfg.sync.as_ref().map(|y| Duration::from_millis(y.link_down_ms)).filter(|d| !d.is_zero());
     let mut drop_warnings = DropWarnings::new(std::time::Instant::now());
+    let checked: Vec<_> = proxy::of(&stack_cfg).into_iter().filter(|(_, p)| p.check.is_some()).collect();
+    let mut health_log = proxy::HealthLog::default();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(if sync_status.is_some() { 1 } else { 50 }));
         for w in drop_warnings.poll(std::time::Instant::now(), || totals(&shared)) {
             w.log();
+        }
+        if !checked.is_empty() {
+            health_log.poll(&checked);
         }
         if let Some(st) = &sync_status {
             // Follow the sync thread's role: active answers, standby and fenced stay silent.

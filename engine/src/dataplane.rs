@@ -484,6 +484,8 @@ pub fn run_worker(mut w: Worker) -> i32 {
             );
         }
     }
+    // Worker 0 alone runs the proxies' active health checks (one checker per backend).
+    stack.set_health_checks(w.index == 0);
     let mail = w.neighbors.take();
     if let Some(m) = &mail {
         m.attach(&mut stack);

@@ -10,9 +10,11 @@
 //! timers, close, and installing replicated flows at takeover. L2/L3 classification (ARP,
 //! IPv4 checks, ICMP echo) is in `l2`; replication of every flow change and output-commit
 //! tagging in `repl`; flows the engine opens itself and linked pairs in `open`, and the
-//! services whose flows come in pairs (the proxy) in `linked`; the services themselves
+//! services whose flows come in pairs (the proxy) in `linked`, the proxy's active health
+//! checks (local flows, never replicated) in `health`; the services themselves
 //! behind [`crate::service`]. Every drop has a reason in [`Drop`].
 
+mod health;
 mod l2;
 mod linked;
 mod open;
@@ -92,6 +94,10 @@ pub struct Flow {
     /// It entered TIME-WAIT (or was installed in it) and its service was told
     /// ([`Lifecycle::Quiet`]): its connection is over and no longer counted as open.
     pub quiet: bool,
+    /// This engine's own business (an active health check, `health`): never replicated
+    /// (no image, no delta, no close), so that no standby ever resumes it; its output
+    /// waits for nothing.
+    pub local: bool,
 }
 
 /// Resumed flows kicked (probed, resent from SND.UNA) per pass at a takeover: a burst the
@@ -161,6 +167,8 @@ pub struct Stack {
     vip_claim: Option<AnnounceTag>,
     /// Flows this worker opens and links (`open`).
     open: open::Opener,
+    /// The active health checks this worker runs (`health`; worker 0 only).
+    checks: health::Checker,
     /// The latest time a packet or timer call brought (for what closes outside them).
     now: Instant,
 }
@@ -223,6 +231,7 @@ impl Stack {
             identity: None,
             vip_claim: None,
             open: open::Opener::new(&cfg.isn_key, &cfg.open_secrets),
+            checks: health::Checker::new(&cfg, now),
             now,
             cfg,
         }
@@ -348,7 +357,7 @@ impl Stack {
             }
         }
         let state = tcb.state();
-        let flow = Flow { tcb, svc, listener: img.listener, origin: img.origin, link, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, needs_image: false, quiet };
+        let flow = Flow { tcb, svc, listener: img.listener, origin: img.origin, link, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, needs_image: false, quiet, local: false };
         let Ok(id) = self.flows.insert(img.key, flow) else { return None };
         self.counters.flows_by_state[state as usize] += 1;
         self.counters.event(Event::FlowsResumed);
@@ -456,7 +465,8 @@ impl Stack {
 
     /// The earliest pending timer, for the caller's idle sleep bound.
     pub fn next_timer(&self) -> Option<Instant> {
-        self.timers.next_deadline_hint().into_iter().chain(self.arp.next_deadline()).min()
+        let checks = (self.checks.runs() && self.is_active()).then_some(self.checks.next);
+        self.timers.next_deadline_hint().into_iter().chain(self.arp.next_deadline()).chain(checks).min()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -631,7 +641,7 @@ impl Stack {
         let (frames, failed) = (out.frames, out.failed);
         let state = tcb.state();
         let deadline = tcb.next_deadline();
-        let flow = Flow { tcb, svc, listener: li as u16, origin: Origin::Accepted, link: Link::None, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, needs_image: false, quiet: false };
+        let flow = Flow { tcb, svc, listener: li as u16, origin: Origin::Accepted, link: Link::None, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, needs_image: false, quiet: false, local: false };
         match self.flows.insert(key, flow) {
             Ok(id) => {
                 self.counters.event(Event::FlowsOpened);
@@ -690,10 +700,14 @@ impl Stack {
         c.add(Event::OutOfWindow, b.out_of_window - a.out_of_window);
         c.add(Event::RstAccepted, b.rst_received - a.rst_received);
         c.add(Event::RstSent, b.rst_sent - a.rst_sent);
+        let local = flow.local;
         if went_quiet {
             if let Some(f) = self.flows.get_mut(id) {
                 f.quiet = true;
             }
+        }
+        if local {
+            self.check_observe(id);
         }
         if closed {
             self.close_flow(id);
@@ -718,7 +732,8 @@ impl Stack {
         self.timers.cancel(id);
         self.rx_log.clear();
         let group = self.flow_group(id);
-        if let Some(r) = self.repl.as_mut() {
+        let local = self.flows.get(id).is_some_and(|f| f.local);
+        if let Some(r) = self.repl.as_mut().filter(|_| !local) {
             match r.emit_in(group, (id.index(), id.generation()), ReplEvent::Close) {
                 // A closing flow's last output (its RST, a final ACK) goes after the close.
                 Ok(seq) => self.touch_tag(seq, id),
@@ -749,6 +764,9 @@ impl Stack {
         }
         if !self.open.wake.is_empty() {
             self.wake_survivors(now, tx);
+        }
+        if now >= self.checks.next {
+            self.run_checks(now, tx);
         }
         let cfg = self.cfg.clone();
         while let Some(id) = self.timers.pop_expired(now) {

@@ -16,6 +16,15 @@
 //! connect_retries = 2         # SYNs resent before a backend connect fails (1 s RTO: 7 s)
 //! mode = "http"               # "tcp" (at once), "http" (Host, path), "tls" (SNI)
 //! max_request_head = 16384    # bytes of the first request head / ClientHello read to choose
+//! health_check = "http"       # active checks: "tcp" (connect) or "http" (GET, status); off if unset
+//! health_interval_ms = 2000   # between two checks of one backend (100..=3600000)
+//! health_timeout_ms = 1000    # a check that takes longer fails (10..=health_interval_ms)
+//! health_rise = 2             # successes in a row that bring a down backend up (1..=100)
+//! health_fall = 3             # failures in a row that take a backend down (1..=100)
+//! health_http_path = "/"      # http: the path asked for (GET path HTTP/1.0)
+//! health_http_host = "app"    # http: the Host header (default none)
+//! health_expect_status = "200-399"  # http: accepted codes, "NNN" or "NNN-NNN"
+//! health_port = 8081          # check this port instead of each backend's own
 //! [[service.pool]]            # in order; the first that matches wins, `backends` take the rest
 //! host = "api.example"        # exact (case-insensitive, port stripped); HTTP Host or TLS SNI
 //! path_prefix = "/v2/"        # HTTP only
@@ -29,7 +38,7 @@ use flowtwin_engine::time::Duration;
 
 use serde::Deserialize;
 
-use flowtwin_engine::service::proxy::{Mode, Pool};
+use flowtwin_engine::service::proxy::{ActiveCheck, CheckKind, Mode, Pool};
 
 use super::{Config, ServiceKind, ServiceSection};
 
@@ -154,6 +163,84 @@ impl ServiceSection {
         }
     }
 
+    /// The active health check settings of `service[i]` (None: off), checked (errors name the
+    /// key).
+    fn check_of(&self, i: usize) -> Result<Option<ActiveCheck>, String> {
+        let key = |k: &str| format!("service[{i}].{k}");
+        let Some(kind) = self.health_check.as_deref() else {
+            let set = [
+                ("health_interval_ms", self.health_interval_ms.is_some()),
+                ("health_timeout_ms", self.health_timeout_ms.is_some()),
+                ("health_rise", self.health_rise.is_some()),
+                ("health_fall", self.health_fall.is_some()),
+                ("health_http_path", self.health_http_path.is_some()),
+                ("health_http_host", self.health_http_host.is_some()),
+                ("health_expect_status", self.health_expect_status.is_some()),
+                ("health_port", self.health_port.is_some()),
+            ];
+            if let Some((k, _)) = set.iter().find(|(_, s)| *s) {
+                return Err(format!("{}: needs health_check = \"tcp\" or \"http\" (active checks are off without it)", key(k)));
+            }
+            return Ok(None);
+        };
+        let kind = CheckKind::parse(kind).ok_or_else(|| format!("{} = {kind:?}: expected \"tcp\" (connect) or \"http\" (GET, expected status)", key("health_check")))?;
+        let mut c = ActiveCheck::new(kind);
+        if let Some(v) = self.health_interval_ms {
+            if !(100..=3_600_000).contains(&v) {
+                return Err(format!("{} = {v}: must be 100..=3600000", key("health_interval_ms")));
+            }
+            c.interval = Duration::from_millis(v);
+        }
+        if let Some(v) = self.health_timeout_ms {
+            let max = c.interval.micros() / 1000;
+            if !(10..=max).contains(&v) {
+                return Err(format!("{} = {v}: must be 10..=health_interval_ms ({max})", key("health_timeout_ms")));
+            }
+            c.timeout = Duration::from_millis(v);
+        } else if c.timeout.micros() > c.interval.micros() {
+            c.timeout = c.interval;
+        }
+        for (k, v, at) in [("health_rise", self.health_rise, &mut c.rise), ("health_fall", self.health_fall, &mut c.fall)] {
+            if let Some(v) = v {
+                if !(1..=100).contains(&v) {
+                    return Err(format!("{} = {v}: must be 1..=100", key(k)));
+                }
+                *at = v;
+            }
+        }
+        if let Some(p) = self.health_port {
+            if p == 0 {
+                return Err(format!("{} = 0: must be 1..=65535 (or unset: each backend's own port)", key("health_port")));
+            }
+            c.port = Some(p);
+        }
+        let http_only = [
+            ("health_http_path", self.health_http_path.is_some()),
+            ("health_http_host", self.health_http_host.is_some()),
+            ("health_expect_status", self.health_expect_status.is_some()),
+        ];
+        if kind == CheckKind::Tcp {
+            if let Some((k, _)) = http_only.iter().find(|(_, s)| *s) {
+                return Err(format!("{}: only with health_check = \"http\"", key(k)));
+            }
+            return Ok(Some(c));
+        }
+        let token = |s: &str| !s.is_empty() && s.len() <= 1024 && s.bytes().all(|b| b.is_ascii_graphic());
+        let path = self.health_http_path.as_deref().unwrap_or("/");
+        if !path.starts_with('/') || !token(path) {
+            return Err(format!("{} = {path:?}: a path starting with / without spaces or control characters (at most 1024 bytes)", key("health_http_path")));
+        }
+        if let Some(h) = self.health_http_host.as_deref() {
+            if !token(h) {
+                return Err(format!("{} = {h:?}: a host name (optionally :port) without spaces or control characters", key("health_http_host")));
+            }
+        }
+        if let Some(e) = self.health_expect_status.as_deref() {
+            c.expect = ActiveCheck::parse_expect(e).ok_or_else(|| format!("{} = {e:?}: expected a status \"200\" or a range \"200-399\" (100..=599)", key("health_expect_status")))?;
+        }
+        Ok(Some(c.with_request(path, self.health_http_host.as_deref())))
+    }
+
     /// The engine's spec of proxy `service[i]`.
     pub(super) fn proxy_spec(&self, i: usize) -> Result<ProxySpec, String> {
         let buf = self.proxy_buffer.map_or(DEFAULT_BUF_SIZE, |b| b as usize);
@@ -176,6 +263,7 @@ impl ServiceSection {
         if let Some(m) = self.max_request_head {
             spec.max_head = m as usize;
         }
+        spec.check = self.check_of(i)?;
         Ok(spec)
     }
 }
@@ -196,6 +284,15 @@ impl Config {
                 ("max_request_head", s.max_request_head.is_some()),
                 ("max_backends", s.max_backends.is_some()),
                 ("pool", !s.pools.is_empty()),
+                ("health_check", s.health_check.is_some()),
+                ("health_interval_ms", s.health_interval_ms.is_some()),
+                ("health_timeout_ms", s.health_timeout_ms.is_some()),
+                ("health_rise", s.health_rise.is_some()),
+                ("health_fall", s.health_fall.is_some()),
+                ("health_http_path", s.health_http_path.is_some()),
+                ("health_http_host", s.health_http_host.is_some()),
+                ("health_expect_status", s.health_expect_status.is_some()),
+                ("health_port", s.health_port.is_some()),
             ];
             for (key, set) in keys {
                 if set {
@@ -211,6 +308,7 @@ impl Config {
             }
         }
         s.balance_of(i)?;
+        s.check_of(i)?;
         let mode = s.mode_of(i)?;
         if mode == Mode::Tcp && !s.pools.is_empty() {
             return Err(format!("service[{i}].pool: pools choose by host or path: give mode = \"http\" or \"tls\""));
@@ -315,6 +413,21 @@ mod tests {
     }
 
     #[test]
+    fn health_checks_parse_with_defaults() {
+        let spec = |keys: &str| {
+            let c = Config::parse(&proxy(&format!("backends = [\"198.18.0.11:80\"]\n{keys}"))).expect(keys);
+            c.services.last().unwrap().proxy_spec(c.services.len() - 1).unwrap()
+        };
+        assert!(spec("").check.is_none(), "off unless configured");
+        let c = spec("health_check = \"tcp\"").check.unwrap();
+        assert_eq!((c.kind.name(), c.interval.micros(), c.timeout.micros(), c.rise, c.fall, c.port), ("tcp", 2_000_000, 1_000_000, 2, 3, None));
+        let c = spec("health_check = \"http\"\nhealth_interval_ms = 500\nhealth_rise = 1\nhealth_fall = 2\nhealth_http_path = \"/healthz\"\nhealth_http_host = \"app.example\"\nhealth_expect_status = \"200\"\nhealth_port = 8081").check.unwrap();
+        assert_eq!((c.interval.micros(), c.timeout.micros(), c.rise, c.fall, c.port, c.expect), (500_000, 500_000, 1, 2, Some(8081), (200, 200)), "the timeout is at most the interval");
+        assert_eq!(c.request(), b"GET /healthz HTTP/1.0\r\nHost: app.example\r\nUser-Agent: flowtwin-health\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+        assert_eq!(spec("health_check = \"http\"").check.unwrap().expect_name(), "200-399");
+    }
+
+    #[test]
     fn proxy_errors_name_the_key() {
         let cases = [
             ("", "backends"),
@@ -339,6 +452,19 @@ mod tests {
             ("backends = [\"198.18.0.11:80\", \"198.18.0.12:80\"]\nmax_backends = 1", "max_backends"),
             ("backends = [\"198.18.0.11:80\"]\nmax_backends = 300", "max_backends"),
             ("mode = \"http\"\nbackends = [\"198.18.0.11:80 weight=2\"]\n[[service.pool]]\nhost = \"a\"\nbackends = [\"198.18.0.11:80\"]", "one backend, one weight"),
+            ("backends = [\"198.18.0.11:80\"]\nhealth_check = \"icmp\"", "health_check = \"icmp\""),
+            ("backends = [\"198.18.0.11:80\"]\nhealth_interval_ms = 1000", "health_interval_ms: needs health_check"),
+            ("backends = [\"198.18.0.11:80\"]\nhealth_check = \"tcp\"\nhealth_interval_ms = 10", "health_interval_ms = 10"),
+            ("backends = [\"198.18.0.11:80\"]\nhealth_check = \"tcp\"\nhealth_timeout_ms = 3000", "health_timeout_ms = 3000: must be 10..=health_interval_ms (2000)"),
+            ("backends = [\"198.18.0.11:80\"]\nhealth_check = \"tcp\"\nhealth_rise = 0", "health_rise = 0"),
+            ("backends = [\"198.18.0.11:80\"]\nhealth_check = \"tcp\"\nhealth_fall = 101", "health_fall = 101"),
+            ("backends = [\"198.18.0.11:80\"]\nhealth_check = \"tcp\"\nhealth_port = 0", "health_port = 0"),
+            ("backends = [\"198.18.0.11:80\"]\nhealth_check = \"tcp\"\nhealth_http_path = \"/\"", "health_http_path: only with health_check = \"http\""),
+            ("backends = [\"198.18.0.11:80\"]\nhealth_check = \"http\"\nhealth_http_path = \"healthz\"", "health_http_path = \"healthz\""),
+            ("backends = [\"198.18.0.11:80\"]\nhealth_check = \"http\"\nhealth_http_path = \"/a b\"", "health_http_path"),
+            ("backends = [\"198.18.0.11:80\"]\nhealth_check = \"http\"\nhealth_http_host = \"a\\r\\nX: y\"", "health_http_host"),
+            ("backends = [\"198.18.0.11:80\"]\nhealth_check = \"http\"\nhealth_expect_status = \"2xx\"", "health_expect_status = \"2xx\""),
+            ("backends = [\"198.18.0.11:80\"]\nhealth_check = \"http\"\nhealth_expect_status = \"399-200\"", "health_expect_status"),
         ];
         for (keys, want) in cases {
             let e = Config::parse(&proxy(keys)).expect_err(keys);
@@ -347,5 +473,11 @@ mod tests {
         let echo_with_backends = format!("{MIN}\n[[service]]\nvip = \"198.18.0.100\"\nport = 9\nkind = \"echo\"\nbackends = [\"198.18.0.11:80\"]\n");
         let e = Config::parse(&echo_with_backends).expect_err("backends on echo");
         assert!(e.contains("only valid for kind = \"proxy\""), "{e}");
+        // Out of u16: the TOML reader names the line and key.
+        let e = Config::parse(&proxy("backends = [\"198.18.0.11:80\"]\nhealth_check = \"tcp\"\nhealth_port = 70000")).expect_err("port");
+        assert!(e.contains("health_port"), "{e}");
+        let echo_with_check = format!("{MIN}\n[[service]]\nvip = \"198.18.0.100\"\nport = 9\nkind = \"echo\"\nhealth_check = \"tcp\"\n");
+        let e = Config::parse(&echo_with_check).expect_err("health_check on echo");
+        assert!(e.contains("health_check: only valid for kind = \"proxy\""), "{e}");
     }
 }

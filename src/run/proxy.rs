@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use std::net::SocketAddrV4;
 
-use flowtwin_engine::service::proxy::{Admin, Backend, ProxySpec, CONNECT_BUCKETS_US, DEFAULT_POOL, REFUSAL_REASONS};
+use flowtwin_engine::service::proxy::{Admin, Backend, CheckResult, CheckState, ProxySpec, CONNECT_BUCKETS_US, DEFAULT_POOL, REFUSAL_REASONS};
 use flowtwin_engine::stack::{ServiceSpec, StackConfig};
 
 use crate::metrics::{family, sample};
@@ -27,8 +27,8 @@ pub(super) fn of(cfg: &StackConfig) -> Vec<(String, Arc<ProxySpec>)> {
 type Field = (&'static str, &'static str, &'static str, fn(&Backend) -> u64);
 
 const FIELDS: [Field; 6] = [
-    ("flowtwin_proxy_backend_up", "gauge", "1 if the backend may get new connections (ready, not switched off, not resting after failures)", |b| {
-        u64::from(b.admin() == Admin::Ready && b.up.load(Relaxed) && !b.resting())
+    ("flowtwin_proxy_backend_up", "gauge", "1 if the backend may get new connections (ready, not switched off, not resting after failures, not down by its health checks)", |b| {
+        u64::from(b.admin() == Admin::Ready && b.up.load(Relaxed) && !b.resting() && b.check.eligible())
     }),
     ("flowtwin_proxy_backend_connections", "gauge", "backend connections open now", |b| b.active.load(Relaxed)),
     ("flowtwin_proxy_backend_opened_total", "counter", "backend connections opened", |b| b.opened.load(Relaxed)),
@@ -69,6 +69,7 @@ pub(super) fn render(proxies: &[(String, Arc<ProxySpec>)], out: &mut String) {
             sample(out, bytes, &[("service", svc), ("backend", &a), ("direction", "from_backend")], b.bytes_from.load(Relaxed));
         }
     }
+    render_checks(proxies, out);
     let h = "flowtwin_proxy_backend_connect_seconds";
     family(out, h, "histogram", "backend connect latency: the engine's connect (its SYN waits for the standby in strict mode) to the backend's SYN-ACK, SYN retransmissions included");
     for (svc, spec) in proxies {
@@ -93,10 +94,45 @@ pub(super) fn render(proxies: &[(String, Arc<ProxySpec>)], out: &mut String) {
     }
 }
 
+/// The active-check families, for the services that run checks (none: nothing).
+fn render_checks(proxies: &[(String, Arc<ProxySpec>)], out: &mut String) {
+    let checked: Vec<&(String, Arc<ProxySpec>)> = proxies.iter().filter(|(_, s)| s.check.is_some()).collect();
+    if checked.is_empty() {
+        return;
+    }
+    let each = |out: &mut String, name: &str, get: &dyn Fn(&Backend) -> String| {
+        for (svc, spec) in &checked {
+            for b in listed(spec) {
+                sample(out, name, &[("service", svc), ("backend", &b.addr().to_string())], get(b));
+            }
+        }
+    };
+    let up = "flowtwin_proxy_backend_check_up";
+    family(out, up, "gauge", "1 unless the backend's active health checks marked it down (fall failures in a row; rise successes bring it back)");
+    each(out, up, &|b| u64::from(b.check.eligible()).to_string());
+    let total = "flowtwin_proxy_backend_checks_total";
+    family(out, total, "counter", "active health checks that ended, by result: ok, fail (refused, reset, bad status or answer), timeout");
+    for (svc, spec) in &checked {
+        for b in listed(spec) {
+            let a = b.addr().to_string();
+            for (r, v) in [("ok", &b.check.ok), ("fail", &b.check.failed), ("timeout", &b.check.timeouts)] {
+                sample(out, total, &[("service", svc), ("backend", &a), ("result", r)], v.load(Relaxed));
+            }
+        }
+    }
+    let tr = "flowtwin_proxy_backend_check_transitions_total";
+    family(out, tr, "counter", "times the active health checks took the backend down or brought it back up");
+    each(out, tr, &|b| b.check.transitions.load(Relaxed).to_string());
+    let d = "flowtwin_proxy_backend_check_duration_seconds";
+    family(out, d, "gauge", "how long the last finished health check took (its start to its outcome)");
+    each(out, d, &|b| (b.check.last_us.load(Relaxed) as f64 / 1e6).to_string());
+}
+
 /// A backend's state as `ctl backends` prints it: its admin state unless ready, then health.
 fn state(b: &Backend) -> &'static str {
     match b.admin() {
         Admin::Ready if !b.up.load(Relaxed) => "off",
+        Admin::Ready if b.check.state() == CheckState::Down => "down",
         Admin::Ready if b.resting() => "resting",
         Admin::Ready => "up",
         a => a.name(),
@@ -126,6 +162,7 @@ pub(super) fn backends_json(proxies: &[(String, Arc<ProxySpec>)]) -> String {
                         "marked_down": b.marked_down.load(Relaxed),
                         "bytes_to_backend": b.bytes_to.load(Relaxed),
                         "bytes_from_backend": b.bytes_from.load(Relaxed),
+                        "check": spec.check.as_ref().map(|_| check_json(b)),
                     })
                 })
                 .collect();
@@ -143,12 +180,85 @@ pub(super) fn backends_json(proxies: &[(String, Arc<ProxySpec>)]) -> String {
                 "max_fails": spec.health.max_fails,
                 "fail_timeout_ms": spec.health.fail_timeout.micros() / 1000,
                 "slots": spec.backends.len(),
+                "health_check": spec.check.as_ref().map(|c| serde_json::json!({
+                    "kind": c.kind.name(),
+                    "interval_ms": c.interval.micros() / 1000,
+                    "timeout_ms": c.timeout.micros() / 1000,
+                    "rise": c.rise,
+                    "fall": c.fall,
+                    "port": c.port,
+                    "http_path": (c.kind == flowtwin_engine::service::proxy::CheckKind::Http).then_some(&c.path),
+                    "http_host": c.host,
+                    "expect_status": (c.kind == flowtwin_engine::service::proxy::CheckKind::Http).then(|| c.expect_name()),
+                })),
                 "pools": pools,
                 "backends": backends,
             })
         })
         .collect();
     serde_json::json!({ "services": services }).to_string()
+}
+
+/// A backend's active-check state for `ctl backends`.
+fn check_json(b: &Backend) -> serde_json::Value {
+    let c = &b.check;
+    let last = c.last();
+    let status = c.last_status.load(Relaxed);
+    serde_json::json!({
+        "state": c.state().name(),
+        "last": last_text(last, status),
+        "last_ms": c.last_us.load(Relaxed) as f64 / 1000.0,
+        "ok": c.ok.load(Relaxed),
+        "failed": c.failed.load(Relaxed),
+        "timeouts": c.timeouts.load(Relaxed),
+        "transitions": c.transitions.load(Relaxed),
+    })
+}
+
+/// A check outcome in words (with the HTTP status when one was read).
+fn last_text(r: CheckResult, status: u32) -> String {
+    match (r, status) {
+        (CheckResult::Ok, 0) | (_, 0) => r.name().to_string(),
+        (CheckResult::Ok, s) => format!("ok (status {s})"),
+        (_, s) => format!("{} {s}", r.name()),
+    }
+}
+
+/// Logs each backend's up/down transitions by its active checks (from the runtime's
+/// control loop: the workers never log). Each poll compares every checked backend's
+/// transition count with the last one seen.
+#[derive(Default)]
+pub(super) struct HealthLog {
+    seen: Vec<Vec<(SocketAddrV4, u64)>>,
+}
+
+impl HealthLog {
+    pub(super) fn poll(&mut self, proxies: &[(String, Arc<ProxySpec>)]) {
+        self.seen.resize_with(proxies.len(), Vec::new);
+        for ((svc, spec), seen) in proxies.iter().zip(&mut self.seen) {
+            let Some(check) = spec.check.as_ref() else { continue };
+            seen.resize(spec.backends.len(), (SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0), 0));
+            for (b, s) in spec.backends.iter().zip(seen.iter_mut()) {
+                let (addr, n) = (b.addr(), b.check.transitions.load(Relaxed));
+                if (addr, n) == *s {
+                    continue;
+                }
+                let moved = s.0 == addr && n > s.1;
+                *s = (addr, n);
+                if !moved || b.admin() == Admin::Empty {
+                    continue;
+                }
+                let state = b.check.state();
+                let reason = last_text(b.check.last(), b.check.last_status.load(Relaxed));
+                let (kind, ok, failed, timeouts) = (check.kind.name(), b.check.ok.load(Relaxed), b.check.failed.load(Relaxed), b.check.timeouts.load(Relaxed));
+                if state == CheckState::Down {
+                    tracing::warn!(event = "backend_down", service = %svc, backend = %addr, reason = %reason, check = kind, fall = check.fall, "service {svc}: backend {addr} is down ({kind} check: {reason}; {} failures in a row); it gets no new connections", check.fall);
+                } else {
+                    tracing::info!(event = "backend_up", service = %svc, backend = %addr, reason = %reason, check = kind, rise = check.rise, ok, failed, timeouts, "service {svc}: backend {addr} is up again ({kind} check: {reason}; {} successes in a row)", check.rise);
+                }
+            }
+        }
+    }
 }
 
 /// The usage of `flowtwin ctl backend`.
@@ -307,6 +417,52 @@ mod tests {
         l("flowtwin_proxy_backend_connect_seconds_sum{service=\"10.0.0.1:80\",backend=\"10.0.0.11:80\"} 0.0303");
         l("flowtwin_proxy_backend_connect_seconds_count{service=\"10.0.0.1:80\",backend=\"10.0.0.11:80\"} 2");
         assert!(!out.contains("0.0.0.0:0"), "empty slots are not listed");
+        assert!(!out.contains("backend_check"), "no check families without checks");
+        // The same service with active checks, its backend down after 3 refusals.
+        let spec = ProxySpec::new(vec![SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 11), 80)], Balance::RoundRobin, Ipv4Addr::new(10, 0, 0, 1), 4096)
+            .with_slots(2)
+            .with_check(flowtwin_engine::service::proxy::ActiveCheck::new(flowtwin_engine::service::proxy::CheckKind::Http));
+        for t in 1..=3 {
+            spec.backends[0].check.begin(t);
+            spec.check_done(0, t, if t == 3 { CheckResult::BadStatus } else { CheckResult::Timeout }, 1500, if t == 3 { 503 } else { 0 });
+        }
+        let p = vec![("10.0.0.1:80".to_string(), Arc::new(spec))];
+        let mut out = String::new();
+        render(&p, &mut out);
+        let l = |s: &str| assert!(out.lines().any(|x| x == s), "{s} not in\n{out}");
+        l("flowtwin_proxy_backend_check_up{service=\"10.0.0.1:80\",backend=\"10.0.0.11:80\"} 0");
+        l("flowtwin_proxy_backend_up{service=\"10.0.0.1:80\",backend=\"10.0.0.11:80\"} 0");
+        l("flowtwin_proxy_backend_checks_total{service=\"10.0.0.1:80\",backend=\"10.0.0.11:80\",result=\"timeout\"} 2");
+        l("flowtwin_proxy_backend_checks_total{service=\"10.0.0.1:80\",backend=\"10.0.0.11:80\",result=\"fail\"} 1");
+        l("flowtwin_proxy_backend_checks_total{service=\"10.0.0.1:80\",backend=\"10.0.0.11:80\",result=\"ok\"} 0");
+        l("flowtwin_proxy_backend_check_transitions_total{service=\"10.0.0.1:80\",backend=\"10.0.0.11:80\"} 1");
+        l("flowtwin_proxy_backend_check_duration_seconds{service=\"10.0.0.1:80\",backend=\"10.0.0.11:80\"} 0.0015");
+        let j: serde_json::Value = serde_json::from_str(&backends_json(&p)).unwrap();
+        let (s, b) = (&j["services"][0], &j["services"][0]["backends"][0]);
+        assert_eq!((b["state"].as_str(), b["check"]["state"].as_str(), b["check"]["last"].as_str()), (Some("down"), Some("down"), Some("unexpected status 503")), "{j}");
+        assert_eq!((b["check"]["last_ms"].as_f64(), b["check"]["timeouts"].as_u64()), (Some(1.5), Some(2)));
+        assert_eq!((s["health_check"]["kind"].as_str(), s["health_check"]["expect_status"].as_str(), s["health_check"]["http_path"].as_str()), (Some("http"), Some("200-399"), Some("/")));
+        // The control loop logs each transition once, with its reason.
+        let mut log = HealthLog::default();
+        let first = crate::logs::testing::capture(crate::logs::Format::Human, "info", || log.poll(&p));
+        assert!(first.is_empty(), "what happened before the first look is not news: {first}");
+        let b0 = &p[0].1.backends[0];
+        for t in 4..=5 {
+            b0.check.begin(t);
+            p[0].1.check_done(0, t, CheckResult::Ok, 900, 200);
+        }
+        let up = crate::logs::testing::capture(crate::logs::Format::Human, "info", || log.poll(&p));
+        assert!(up.contains("service 10.0.0.1:80: backend 10.0.0.11:80 is up again (http check: ok (status 200); 2 successes in a row)"), "{up}");
+        for t in 6..=8 {
+            b0.check.begin(t);
+            p[0].1.check_done(0, t, CheckResult::Refused, 900, 0);
+        }
+        let down = crate::logs::testing::capture(crate::logs::Format::Human, "info", || {
+            log.poll(&p);
+            log.poll(&p);
+        });
+        assert_eq!(down.matches("is down").count(), 1, "{down}");
+        assert!(down.contains("backend 10.0.0.11:80 is down (http check: connect failed (refused or unanswered); 3 failures in a row); it gets no new connections"), "{down}");
         // Prometheus's own linter, where it is installed (Debian's prometheus package;
         // tests/e2e/groups.sh installs it on the rig).
         let Ok(mut child) = std::process::Command::new("promtool")

@@ -25,7 +25,8 @@
 //! 7 Takeover   epoch u64  (I took over: you are fenced)                standby → active
 //! 8 Refused    reason utf-8 (then close)                               both ways
 //! 9 Pool       vip u32 | port u16 | version u64 | slots u16 | slots × (admin u8 | ip u32
-//!              | port u16 | weight u16 | pools u64 | in_default u8)   active → standby
+//!              | port u16 | weight u16 | pools u64 | in_default u8 | health u8)
+//!                                                                      active → standby
 //!              (a proxy service's whole backend table: at a join, after `Snapshot`, and
 //!              whenever an operator changed it; the standby's slots become these)
 //! ```
@@ -44,8 +45,10 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"FTWN");
 /// layout 5 (a delta names its flow's ownership group), version 5 with the `Pool` message
 /// (runtime backend pools; a version-4 peer would not know it, so it is refused at `Hello`),
 /// version 6 with the opened connections' secret in `Hello` (a version-5 active would not
-/// send it, and its standby would open backend connections on another clock).
-pub const PROTO_VERSION: u16 = 6;
+/// send it, and its standby would open backend connections on another clock), version 7
+/// with each `Pool` slot's active-check health (one byte more per slot: a version-6 peer
+/// would misread the table, so it is refused at `Hello` by name).
+pub const PROTO_VERSION: u16 = 7;
 /// Largest frame body accepted (bytes after the length field).
 pub const MAX_FRAME: usize = 4 << 20;
 /// Most records one `Batch` carries (64 KiB of records).
@@ -61,7 +64,7 @@ const T_TAKEOVER: u8 = 7;
 const T_REFUSED: u8 = 8;
 const T_POOL: u8 = 9;
 /// Bytes of one slot in a `Pool` message.
-const POOL_SLOT_BYTES: usize = 18;
+const POOL_SLOT_BYTES: usize = 19;
 
 /// An engine's replication role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -301,6 +304,7 @@ pub fn encode(m: &Msg<'_>, out: &mut Vec<u8>) {
                 out.extend_from_slice(&(sl.weight.min(u32::from(u16::MAX)) as u16).to_le_bytes());
                 out.extend_from_slice(&sl.pools.to_le_bytes());
                 out.push(sl.in_default as u8);
+                out.push(sl.health);
             }
             finish(out, at);
         }
@@ -559,7 +563,11 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
                     1 => true,
                     _ => return Err(ProtoError::Body("Pool (in_default)")),
                 };
-                slots.push(SlotImage { admin, addr: std::net::SocketAddrV4::new(ip, p), weight, pools, in_default });
+                let health = r.u8()?;
+                if health > 2 {
+                    return Err(ProtoError::Body("Pool (health)"));
+                }
+                slots.push(SlotImage { admin, addr: std::net::SocketAddrV4::new(ip, p), weight, pools, in_default, health });
             }
             Msg::Pool(PoolTable { vip, port, version, slots })
         }
@@ -630,6 +638,7 @@ mod tests {
             weight,
             pools,
             in_default,
+            health: last % 3,
         };
         roundtrip(Msg::Pool(PoolTable {
             vip: std::net::Ipv4Addr::new(198, 18, 0, 100),

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowtwin_engine::service::proxy::{Admin, Balance, ProxySpec, DEFAULT_POOL, REMOVE_GRACE};
+use flowtwin_engine::service::proxy::{ActiveCheck, Admin, Balance, CheckKind, CheckResult, CheckState, ProxySpec, DEFAULT_POOL, REMOVE_GRACE};
 use flowtwin_engine::stack::{Listener, ServiceSpec, StackConfig};
 use flowtwin_sync::proto::{Hello, Msg, MAGIC, PROTO_VERSION};
 use flowtwin_sync::session::{Action, DialError, Incoming, Session};
@@ -26,7 +26,7 @@ fn be(last: u8) -> SocketAddrV4 {
 
 /// A stack with one proxy on VIP:8080 of `backends` and `slots` slots in all.
 fn stack(backends: &[u8], slots: usize) -> (Arc<StackConfig>, Arc<ProxySpec>) {
-    let spec = Arc::new(ProxySpec::new(backends.iter().map(|&b| be(b)).collect(), Balance::RoundRobin, VIP, 4096).with_slots(slots));
+    let spec = Arc::new(ProxySpec::new(backends.iter().map(|&b| be(b)).collect(), Balance::RoundRobin, VIP, 4096).with_slots(slots).with_check(ActiveCheck::new(CheckKind::Tcp)));
     let cfg = session_stack(vec![Listener { vip: VIP, port: 8080, spec: ServiceSpec::Proxy(spec.clone()) }], *b"flowtwin-pool-t!");
     (Arc::new(cfg), spec)
 }
@@ -156,6 +156,39 @@ fn a_change_on_the_active_reaches_its_standby_at_the_next_tick() {
     let picks: Vec<_> = (0..8).map(|_| p.b_spec.choose(Ipv4Addr::LOCALHOST, flowtwin_engine::time::Instant(now.elapsed().as_micros() as u64)).unwrap()).collect();
     assert_eq!(picks.iter().filter(|&&i| i == 1).count(), 4, "weight 2 of 4: {picks:?}");
     assert!(picks.contains(&2));
+}
+
+#[test]
+fn the_active_checks_health_reaches_the_standby_so_a_new_active_keeps_it() {
+    let mut p = Pair::new(&[11, 12], &[11, 12], 4);
+    let join = std::mem::take(&mut p.join);
+    assert!(pools(&join)[0].slots.iter().all(|s| s.health == CheckState::Unknown as u8));
+    p.deliver(join);
+    // Backend 11 fails its checks (fall = 3) on the active: down, and the pool's version moves.
+    let a_spec = p.a_spec.clone();
+    let b = &a_spec.backends[0];
+    for t in 1..=3 {
+        b.check.begin(t);
+        p.a_spec.check_done(0, t, CheckResult::Refused, 5, 0);
+    }
+    assert_eq!(b.check.state(), CheckState::Down);
+    let m = p.tick_active(Duration::from_millis(1));
+    let t = pools(&m);
+    assert_eq!(t.len(), 1, "a health transition sends the table");
+    assert_eq!((t[0].slots[0].health, t[0].slots[1].health), (CheckState::Down as u8, CheckState::Unknown as u8));
+    p.deliver(m);
+    assert_eq!(p.b_spec.backends[0].check.state(), CheckState::Down, "the standby knows it is down");
+    // After a takeover the new active routes around it until its own checks bring it up.
+    let now = flowtwin_engine::time::Instant(1);
+    assert!((0..8).all(|_| p.b_spec.choose(Ipv4Addr::LOCALHOST, now) == Some(1)));
+    // Back up on the active: the standby follows.
+    for t in 4..=5 {
+        b.check.begin(t);
+        p.a_spec.check_done(0, t, CheckResult::Ok, 5, 0);
+    }
+    let m = p.tick_active(Duration::from_millis(1));
+    p.deliver(m);
+    assert_eq!(p.b_spec.backends[0].check.state(), CheckState::Up);
 }
 
 #[test]

@@ -70,6 +70,18 @@
 #                (docs/grafana/flowtwin.json, tests/e2e/dashcheck.py) evaluates, more than half
 #                return data, every family it names is one the engine exports, and promtool
 #                check metrics is clean.
+#   proxy_health  active health checks (health_check = "http", GET /gen/1024 expecting 200, every
+#                0.5 s, rise 2, fall 2) of two backends, each its own nginx on :8090 (the other
+#                tests' services have no checks). Backend 2's nginx is stopped (its port refuses):
+#                PASS iff `ctl backends` on A shows it down within interval*fall+timeout+1 s, B (the
+#                standby, from the pool table) shows it down too, /metrics has check_up 0, one
+#                transition and >= fall failed checks, 10 downloads through the VIP all reach
+#                backend 1 byte-exact; kill -9 A: B takes over with backend 2 down (A's health,
+#                kept: B's own failing checks count no transition), 4 downloads all on backend 1;
+#                then backend 2 restarts: up on B within 10 s, 10 more downloads split between
+#                both (round-robin), A logged backend_down and B backend_up, no client found no
+#                backend, 0 RSTs in the client namespace.
+#                (--selfcheck: selfcheck_health-off runs it with no health_check, which must fail.)
 # Reproductions of open engine defects, run only when named exactly (--only NAME; not by scripts/test):
 #   (none open)
 #
@@ -81,13 +93,14 @@
 #            with the engines: tls-route (the TLS pools swapped), tls-as-tcp (the TLS service in
 #            mode = "tcp"), banner-first (the banner service in mode = "http": the proxy waits for
 #            the client), workers-one (proxy_workers with one worker), fanout-qpairs1 (its
-#            negative check with qpairs=1, which starts).
+#            negative check with qpairs=1, which starts), health-off (proxy_health's service
+#            without health_check).
 # --selfcheck  (implies --direct) one clean run, which must pass, then one run per --inject kind,
 #            each of which must fail for its own reason: `PASS selfcheck_<kind>` when it did; then
 #            the tests with the engines, each with a fault of its own (selfcheck_tls-route,
 #            selfcheck_tls-as-tcp, selfcheck_tls-file-byte, selfcheck_banner-byte,
-#            selfcheck_banner-first, selfcheck_workers-one, selfcheck_fanout-qpairs1), each of which
-#            must fail for it.
+#            selfcheck_banner-first, selfcheck_workers-one, selfcheck_fanout-qpairs1,
+#            selfcheck_health-off), each of which must fail for it.
 # FLOWTWIN=tests/e2e/stubengine.py  a kernel-socket stand-in for the engine (no DPDK, nothing
 #            replicated) to dry-run the engine paths: proxy_basic passes, proxy_kill must fail.
 #
@@ -102,7 +115,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FT_PROG=proxy
-ALL_TESTS=(proxy_basic proxy_kill proxy_http_kill proxy_tls_kill proxy_banner_kill proxy_workers proxy_closed_kill proxy_pool proxy_prometheus)
+ALL_TESTS=(proxy_basic proxy_kill proxy_http_kill proxy_tls_kill proxy_banner_kill proxy_workers proxy_closed_kill proxy_pool proxy_prometheus proxy_health)
 # reproductions of open engine defects: run only when named exactly with --only (not by scripts/test)
 REPRO_TESTS=()
 INJECT_KINDS=(upload-digest echo-byte rst extra-conn file-byte file-truncate)
@@ -113,7 +126,8 @@ ENGINE_SELFCHECKS=("tls-route proxy_tls_kill tls-route routing:"
                    "banner-byte proxy_banner_kill banner-byte echo byte mismatch"
                    "banner-first proxy_banner_kill banner-first no banner after"
                    "workers-one proxy_workers workers-one worker 1 of A linked no proxied flow"
-                   "fanout-qpairs1 proxy_workers fanout-qpairs1 qpairs=2, 2 workers and a proxy: exit 124")
+                   "fanout-qpairs1 proxy_workers fanout-qpairs1 qpairs=2, 2 workers and a proxy: exit 124"
+                   "health-off proxy_health health-off not up by its checks")
 BACKEND_INJECTS=(upload-digest echo-byte rst extra-conn banner-byte)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
@@ -128,9 +142,9 @@ suite_opt() {
     --selfcheck) SELFCHECK=1; DIRECT=1; SUITE_TAKEN=1 ;;
   esac
 }
-suite_args proxy.sh name 2,49 ALL_TESTS "$@"
+suite_args proxy.sh name 2,113 ALL_TESTS "$@"
 ft_require_root
-ALL_INJECTS=("${INJECT_KINDS[@]}" banner-byte tls-route tls-as-tcp banner-first workers-one fanout-qpairs1)
+ALL_INJECTS=("${INJECT_KINDS[@]}" banner-byte tls-route tls-as-tcp banner-first workers-one fanout-qpairs1 health-off)
 for k in ${INJECT//,/ }; do
   [[ " ${ALL_INJECTS[*]} " == *" $k "* ]] || { echo "proxy.sh: unknown --inject $k (${ALL_INJECTS[*]})" >&2; exit 2; }
 done
@@ -157,6 +171,7 @@ suite_teardown() {
   local p
   fl_cleanup
   for p in "${RST_PIDS[@]}"; do stop_pid "$p"; done
+  for p in "${HS_PIDS[@]}"; do stop_pid "$p"; done
   [[ -n $SRV_PID ]] && stop_pid "$SRV_PID"
   "$TOPO" down >/dev/null 2>&1
 }
@@ -884,6 +899,163 @@ test_proxy_pool() {
   done
   DESC="drain on A (standby followed, refused its own change), remove --force + add weight 3, kill -9 A mid-download; requests per backend: drained $(pool_count "$dir" p1), 1:3 on B $(pool_count "$dir" p2), drained on B $(pool_count "$dir" p3); download across the kill byte-exact; B: $(grep -m1 -o 'TAKEOVER ([^)]*)' "$dir/b.log")"
   if [[ -z $POOL_BAD ]]; then VERDICT=ok; pass $name "$DESC"; else VERDICT=$POOL_BAD; fail $name "$POOL_BAD$DESC"; fi
+  return 0
+}
+
+# ------------------------------------------------------------------ active health checks
+HEALTH_PORT=8090 SRV_HEALTH=8090                          # on the VIP; each backend's own nginx
+HS_PIDS=()
+
+# hsrv_start DIR IP — a backends.py of its own on IP alone (nginx on :SRV_HEALTH, nothing else),
+# so that one backend can be stopped and started while the other serves; sets HS_PID
+HS_PID=""
+hsrv_start() {
+  local dir=$1 ip=$2 i
+  mkdir -p "$dir"
+  rm -f "$dir/ready"
+  ip netns exec "$FT_SRV_NS" $PY "$E2E/backends.py" serve --ips "$ip" --www "$WWW" --run-dir "$dir" \
+    --http-port "$SRV_HEALTH" --echo-port 0 --upload-port 0 --drain-s 0.2 --ready-file "$dir/ready" \
+    --stats-file "$dir/stats.json" --max-seconds 300 >"$dir/out" 2>&1 &
+  HS_PID=$!
+  HS_PIDS+=("$HS_PID")
+  for ((i = 0; i < 200; i++)); do
+    [[ -s $dir/ready ]] && return 0
+    kill -0 "$HS_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  info "health backend $ip did not start: $(tail -3 "$dir/out" | tr '\n' ' ')"
+  return 1
+}
+hsrv_stop() { # PID — SIGTERM (nginx goes with it: its port refuses), bounded wait
+  local i
+  kill -TERM "$1" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do kill -0 "$1" 2>/dev/null || break; sleep 0.05; done
+  stop_pid "$1"
+  wait "$1" 2>/dev/null || true
+}
+# hits LOG PATH — requests for PATH in an nginx access log (backends.py's "ft" format)
+hits() { local n=0; [[ -r $1 ]] && n=$(grep -c "\"GET $2 HTTP" "$1") || true; echo "${n:-0}"; }
+# backend_check a|b ADDR — "state/check-state" of ADDR in the health service as ctl backends shows it
+backend_check() {
+  local j
+  j=$("$BIN" ctl -s "$(fl_sock "$1")" backends 2>/dev/null || true)
+  fl_jq "$j" "[('%s/%s' % (b['state'], (b.get('check') or {}).get('state'))) for v in s['services'] if v['service'] == '$FT_VIP:$HEALTH_PORT' for b in v['backends'] if b['backend'] == '$2'][0]"
+}
+# wait_check a|b ADDR WANT TIMEOUT_S — until backend_check is WANT; prints the seconds it took
+wait_check() {
+  local t0 got
+  t0=$(fl_now)
+  while :; do
+    got=$(backend_check "$1" "$2")
+    [[ $got == "$3" ]] && { awk -v a="$t0" -v b="$(fl_now)" 'BEGIN{printf "%.2f", b-a}'; return 0; }
+    [[ $(fl_ms_since "$t0") -gt $(($4 * 1000)) ]] && { echo "timeout ($got)"; return 1; }
+    sleep 0.05
+  done
+}
+# downloads N DIR TAG — N sequential downloads of /gen/1048576 through the VIP, each checked
+# against gen.py's digest; prints what went wrong (nothing when all were byte-exact)
+downloads() {
+  local n=$1 dir=$2 tag=$3 i want bad=""
+  want=$($PY -c 'import sys; sys.path.insert(0, sys.argv[1]); import gen; print(gen.gen_sha256(1048576))' "$E2E")
+  for ((i = 0; i < n; i++)); do
+    ip netns exec "$FT_CLIENT_NS" curl -s -m 10 -o "$dir/$tag$i" "http://$FT_VIP:$HEALTH_PORT/gen/1048576" 2>"$dir/$tag$i.err" \
+      || bad+="$tag download $i: curl exit $?; "
+    [[ $(sha256sum <"$dir/$tag$i" | cut -d' ' -f1) == "$want" ]] || bad+="$tag download $i: $(stat -c %s "$dir/$tag$i" 2>/dev/null) bytes, digest differs; "
+  done
+  echo -n "$bad"
+}
+
+# proxy_health [INJECT [NAME]] (see the header; --inject health-off: the service without checks)
+test_proxy_health() {
+  local name=proxy_health dir=$TMP/proxy_health inj=${1:-$INJECT} bad="" p1 p2 t a2=$FT_SRV_IP2:$SRV_HEALTH a1=$FT_SRV_IP1:$SRV_HEALTH
+  [[ $# -gt 1 ]] && name=$2 dir=$TMP/$2
+  local interval=500 timeout=400 rise=2 fall=2 limit down_s up_s b_down b_fail=0 n=10 c1 c2 d1 d2 rc m
+  mkdir -p "$dir"
+  HS_PIDS=()
+  hsrv_start "$dir/srv1" "$FT_SRV_IP1" || { fail $name "backend 1 did not start"; return 0; }
+  p1=$HS_PID
+  hsrv_start "$dir/srv2" "$FT_SRV_IP2" || { fail $name "backend 2 did not start"; hsrv_stop "$p1"; return 0; }
+  p2=$HS_PID
+  PAIR_EXTRA="[[service]]
+vip = \"$FT_VIP\"
+port = $HEALTH_PORT
+kind = \"proxy\"
+backends = [\"$a1\", \"$a2\"]"
+  has_inject "$inj" health-off || PAIR_EXTRA+="
+health_check = \"http\"
+health_interval_ms = $interval
+health_timeout_ms = $timeout
+health_rise = $rise
+health_fall = $fall
+health_http_path = \"/gen/1024\"
+health_expect_status = \"200\""
+  pair_up "$dir" || { PAIR_EXTRA=""; fail $name "$PAIR_ERR"; hsrv_stop "$p1"; hsrv_stop "$p2"; fl_cleanup; return 0; }
+  PAIR_EXTRA=""
+  rst_start "$dir" client "$FT_CLIENT_NS" "$FT_CLIENT_IF" || true
+  t=$(wait_check a "$a2" up/up 5) || bad+="backend 2 not up by its checks 5 s after the start: $t; "
+  t=$(wait_check a "$a1" up/up 5) || bad+="backend 1 not up by its checks: $t; "
+  # 1. Backend 2 stops (its port refuses): down within fall intervals (+ a timeout and slack).
+  limit=$(awk -v i=$interval -v f=$fall -v t=$timeout 'BEGIN{printf "%.1f", (i * f + t) / 1000 + 1.0}')
+  hsrv_stop "$p2"
+  down_s=$(wait_check a "$a2" down/down 10) || bad+="backend 2 stopped, not down after 10 s: $down_s; "
+  awk -v d="$down_s" -v l="$limit" 'BEGIN{exit !(d + 0 <= l + 0)}' || bad+="backend 2 down after $down_s s, more than interval*fall+timeout+1 s = $limit s; "
+  b_down=$(wait_check b "$a2" down/down 3) || bad+="the standby does not see backend 2 down (pool table): $b_down; "
+  fl_metrics a "$dir/a_down.metrics"
+  m=$(mval "$dir/a_down.metrics" flowtwin_proxy_backend_check_up backend="$a2")
+  [[ $m == 0 ]] || bad+="check_up of backend 2 is '$m' while down; "
+  m=$(mval "$dir/a_down.metrics" flowtwin_proxy_backend_check_transitions_total backend="$a2")
+  [[ $m == 1 ]] || bad+="transitions of backend 2: '$m', want 1; "
+  m=$(mval "$dir/a_down.metrics" flowtwin_proxy_backend_checks_total backend="$a2" result=fail)
+  [[ $m -ge $fall ]] || bad+="failed checks of backend 2: '$m', want >= $fall; "
+  # 2. New connections all go to backend 1, byte-exact.
+  c1=$(hits "$dir/srv1/access.log" /gen/1048576)
+  bad+=$(downloads $n "$dir" down)
+  d1=$(($(hits "$dir/srv1/access.log" /gen/1048576) - c1))
+  [[ $d1 == "$n" ]] || bad+="while backend 2 was down backend 1 served $d1 of $n downloads; "
+  # 3. kill -9 A: B takes over with the health A's pool table carried (down, not unknown: its
+  # own checks then find nothing new, so B counts no transition), checks on its own, and
+  # routes around backend 2 too.
+  fl_kill9 a
+  fl_wait_status b 's["role"] == "active"' 10 || bad+="B not active 10 s after the kill: $(fl_status b); "
+  [[ $(backend_check b "$a2") == down/down ]] || bad+="B took over with backend 2 '$(backend_check b "$a2")', not down/down; "
+  c1=$(hits "$dir/srv1/access.log" /gen/1048576)
+  bad+=$(downloads 4 "$dir" takeover)
+  d1=$(($(hits "$dir/srv1/access.log" /gen/1048576) - c1))
+  [[ $d1 == 4 ]] || bad+="after the takeover backend 1 served $d1 of 4 downloads; "
+  fl_metrics b "$dir/b_down.metrics"
+  b_fail=$(mval "$dir/b_down.metrics" flowtwin_proxy_backend_checks_total backend="$a2" result=fail)
+  [[ $b_fail -ge 1 ]] || bad+="B ran no check of backend 2 after the takeover ('$b_fail' failed); "
+  m=$(mval "$dir/b_down.metrics" flowtwin_proxy_backend_check_transitions_total backend="$a2")
+  [[ $m == 0 ]] || bad+="B counted '$m' transitions of backend 2 after the takeover: it did not keep A's health; "
+  # 4. Backend 2 is back: up after rise checks (B's), and it takes connections again.
+  hsrv_start "$dir/srv2b" "$FT_SRV_IP2" || bad+="backend 2 did not restart; "
+  p2=$HS_PID
+  up_s=$(wait_check b "$a2" up/up 10) || bad+="backend 2 restarted, not up after 10 s: $up_s; "
+  c1=$(hits "$dir/srv1/access.log" /gen/1048576)
+  bad+=$(downloads $n "$dir" up)
+  d1=$(($(hits "$dir/srv1/access.log" /gen/1048576) - c1))
+  d2=$(hits "$dir/srv2b/access.log" /gen/1048576)
+  [[ $((d1 + d2)) == "$n" && $d2 -ge $((n / 2 - 1)) && $d1 -ge $((n / 2 - 1)) ]] || bad+="after backend 2 came back: $d1 downloads on backend 1, $d2 on backend 2 (round-robin of $n); "
+  c2=$(hits "$dir/srv2b/access.log" /gen/1024)
+  [[ $c2 -ge $rise ]] || bad+="the restarted backend 2 logged $c2 checks (GET /gen/1024), want >= $rise; "
+  fl_metrics b "$dir/b_up.metrics"
+  m=$(mval "$dir/b_up.metrics" flowtwin_proxy_backend_check_transitions_total backend="$a2")
+  [[ $m == 1 ]] || bad+="B's transitions of backend 2 at the end: '$m', want 1 (up); "
+  m=$(mval "$dir/a_down.metrics" flowtwin_proxy_no_backend_total)
+  m=$((m + $(mval "$dir/b_up.metrics" flowtwin_proxy_no_backend_total)))
+  [[ $m == 0 ]] || bad+="proxy_no_backend $m: a client found no backend; "
+  grep -q "backend $a2 is down" "$dir/a.log" || bad+="no backend_down log line for $a2 in A's log; "
+  grep -q "backend $a2 is up again" "$dir/b.log" || bad+="no backend_up log line for $a2 in B's log; "
+  rst_stop
+  rc=$(jget "$dir/rst_client.json" 's["rst_in"] + s["rst_out"]')
+  [[ $rc == 0 ]] || bad+="RSTs in the client namespace: $rc; "
+  fl_cleanup
+  hsrv_stop "$p1"
+  hsrv_stop "$p2"
+  HS_PIDS=()
+  DESC="http checks every $interval ms (timeout $timeout, rise $rise, fall $fall): backend 2 stopped -> down on A in $down_s s (limit $limit s), on B $b_down s later; $n downloads all on backend 1, byte-exact; kill -9 A: B active with backend 2 still down ($b_fail checks of its own failed, no transition), 4 downloads on backend 1; restarted -> up on B in $up_s s; then $d1/$d2 of $n on backends 1/2; RSTs client $rc"
+  VERDICT=${bad:-ok}
+  if [[ -z $bad ]]; then pass $name "$DESC"; else fail $name "$bad$DESC"; fi
   return 0
 }
 

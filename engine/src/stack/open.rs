@@ -331,7 +331,35 @@ impl Stack {
         svc: ServiceState,
         tx: &mut F,
     ) -> Result<FlowId, ConnectError> {
-        let r = self.open_flow(now, from, remote, listener, svc, tx);
+        self.open_counted(now, from, remote, listener, svc, false, tx)
+    }
+
+    /// [`Stack::connect_with`] of a *local* flow (`Flow::local`: never replicated; an active
+    /// health check).
+    pub(super) fn connect_local<F: FrameSink + ?Sized>(
+        &mut self,
+        now: Instant,
+        from: Ipv4Addr,
+        remote: SocketAddrV4,
+        listener: u16,
+        svc: ServiceState,
+        tx: &mut F,
+    ) -> Result<FlowId, ConnectError> {
+        self.open_counted(now, from, remote, listener, svc, true, tx)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_counted<F: FrameSink + ?Sized>(
+        &mut self,
+        now: Instant,
+        from: Ipv4Addr,
+        remote: SocketAddrV4,
+        listener: u16,
+        svc: ServiceState,
+        local: bool,
+        tx: &mut F,
+    ) -> Result<FlowId, ConnectError> {
+        let r = self.open_flow(now, from, remote, listener, svc, local, tx);
         match &r {
             Ok(_) => self.counters.event(Event::ActiveOpens),
             Err(e) => self.counters.event(e.event()),
@@ -339,6 +367,7 @@ impl Stack {
         r
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn open_flow<F: FrameSink + ?Sized>(
         &mut self,
         now: Instant,
@@ -346,6 +375,7 @@ impl Stack {
         remote: SocketAddrV4,
         listener: u16,
         svc: ServiceState,
+        local: bool,
         tx: &mut F,
     ) -> Result<FlowId, ConnectError> {
         let vip_mac = self.vip_mac(from).ok_or(ConnectError::NoVip(from))?;
@@ -414,6 +444,7 @@ impl Stack {
             repl_seq: 0,
             needs_image: false,
             quiet: false,
+            local,
         };
         // Cannot fail: the table has room and the 4-tuple is free (checked above).
         let id = self.flows.insert(FlowKey::v4(rip, rport, from, lport), flow).map_err(|_| ConnectError::TableFull)?;
@@ -430,10 +461,12 @@ impl Stack {
     /// An opened flow's creation: its first image and its service image (`New` + `SvcImage`,
     /// as for a join snapshot); a full ring re-images it later and holds output meanwhile.
     fn replicate_opened(&mut self, id: FlowId) {
+        let mut local = false;
         if let Some(f) = self.flows.get_mut(id) {
             f.tcb.dirty.take();
+            local = f.local;
         }
-        if self.repl.is_none() || self.emit_full_image(id) {
+        if self.repl.is_none() || local || self.emit_full_image(id) {
             return;
         }
         self.counters.event(Event::ReplicationFull);

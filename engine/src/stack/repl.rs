@@ -151,7 +151,7 @@ impl Stack {
 
     /// A standby joined: image every flow (New + SvcImage), then `Barrier(token)`.
     pub fn request_snapshot(&mut self, token: u64) {
-        let ids: Vec<FlowId> = self.flows.iter().map(|(id, _, _)| id).collect();
+        let ids: Vec<FlowId> = self.flows.iter().filter(|(_, _, f)| !f.local).map(|(id, _, _)| id).collect();
         self.snapshot = Some((token, ids));
         self.snapshot_base = self.repl.as_ref().map_or(0, |r| r.last_seq());
         self.replication_tick();
@@ -165,6 +165,9 @@ impl Stack {
 
     /// New + SvcImage for one flow; false if the ring is full (retry later).
     pub(super) fn emit_full_image(&mut self, id: FlowId) -> bool {
+        if self.flows.get(id).is_some_and(|f| f.local) {
+            return true; // never replicated (`Flow::local`)
+        }
         let Some(img) = self.image_of(id) else { return true };
         let mut bytes = Vec::new();
         if let Some(f) = self.flows.get(id) {
@@ -198,6 +201,14 @@ impl Stack {
             return;
         }
         let (dirty, last, needs_image) = match self.flows.get_mut(id) {
+            Some(f) if f.local => {
+                // Never replicated (`Flow::local`): its output depends on nothing the standby
+                // must hold, and keeps its own lane.
+                f.tcb.dirty.take();
+                self.rx_log.clear();
+                self.touch_tag(0, id);
+                return;
+            }
             Some(f) => (f.tcb.dirty.take(), f.repl_seq, f.needs_image),
             None => (DirtyFlags::default(), 0, false),
         };

@@ -44,9 +44,11 @@ use super::{ByteStream, Kind, LinkEnd, Open};
 use crate::time::{Duration, Instant};
 
 mod bind;
+pub mod health;
 mod pipe;
 mod pool;
 pub use self::bind::{Decision, Mode, Pool, BAD_REQUEST, TOO_LARGE, UNAVAILABLE};
+pub use self::health::{ActiveCheck, CheckHealth, CheckKind, CheckResult, CheckState, Probe};
 pub use self::pipe::Pipe;
 pub use self::pool::{pack, unpack, Admin, ConnectHistogram, PoolError, SlotImage, CONNECT_BUCKETS_US, DEFAULT_MAX_BACKENDS, DEFAULT_POOL, MAX_WEIGHT, REMOVE_GRACE};
 
@@ -141,6 +143,8 @@ pub struct Backend {
     pub bytes_from: AtomicU64,
     /// Connect latency: connect → SYN-ACK.
     pub connect: ConnectHistogram,
+    /// Active health checks (`health`; Unknown, which counts as up, while they are off).
+    pub check: CheckHealth,
 }
 
 impl Backend {
@@ -172,6 +176,7 @@ impl Backend {
             bytes_to: AtomicU64::new(0),
             bytes_from: AtomicU64::new(0),
             connect: ConnectHistogram::default(),
+            check: CheckHealth::default(),
         }
     }
 
@@ -180,10 +185,11 @@ impl Backend {
         unpack(self.addr.load(Relaxed))
     }
 
-    /// Whether new connections may go to it at `now`.
+    /// Whether new connections may go to it at `now`: ready (admin), switched on, not
+    /// resting (passive health) and not down by the active checks.
     pub fn usable(&self, now: Instant) -> bool {
         self.seen.fetch_max(now.0, Relaxed);
-        self.admin() == Admin::Ready && self.up.load(Relaxed) && now.0 >= self.down_until.load(Relaxed)
+        self.admin() == Admin::Ready && self.up.load(Relaxed) && now.0 >= self.down_until.load(Relaxed) && self.check.eligible()
     }
 
     /// Marked down by passive health, as of the latest time the engine looked at it.
@@ -245,6 +251,8 @@ pub struct ProxySpec {
     pub pools: Vec<Pool>,
     /// Largest first request head or ClientHello read before the choice (at most `buf_size`).
     pub max_head: usize,
+    /// Active health checks (None: off, the default).
+    pub check: Option<ActiveCheck>,
     /// Round-robin position (least-conn's tie-break).
     next: AtomicU64,
     /// The pool's version: bumped after every change (the sync session sends the table when
@@ -278,6 +286,7 @@ impl ProxySpec {
             buf_size: buf_size.max(1),
             health: Health::default(),
             connect_retries: DEFAULT_CONNECT_RETRIES,
+            check: None,
             next: AtomicU64::new(0),
             version: AtomicU64::new(0),
             ops: Mutex::new(()),
@@ -289,6 +298,22 @@ impl ProxySpec {
     pub fn with_health(mut self, health: Health) -> ProxySpec {
         self.health = health;
         self
+    }
+
+    /// With active health checks `check`.
+    pub fn with_check(mut self, check: ActiveCheck) -> ProxySpec {
+        self.check = Some(check);
+        self
+    }
+
+    /// The outcome of check `token` of slot `slot` (see `health`). Returns the new state if
+    /// it changed; the pool's version then moves, so that the sync session sends the table
+    /// (with the state) to the standby.
+    pub fn check_done(&self, slot: usize, token: u64, result: CheckResult, took_us: u64, status: u16) -> Option<CheckState> {
+        let (b, c) = (self.backends.get(slot)?, self.check.as_ref()?);
+        let t = b.check.finish(token, result, took_us, status, c.rise, c.fall)?;
+        self.bump();
+        Some(t)
     }
 
     /// The backend for a new connection from `client` at `now` (None: none is usable).
@@ -304,6 +329,9 @@ pub enum Side {
     Client,
     /// Opened by the engine: faces backend number `.0` of the listener's spec.
     Backend(u16),
+    /// An active health check of backend slot `.0` (`health`): a local flow, never
+    /// replicated, never linked.
+    Check(u16),
 }
 
 /// One half of a proxied connection (see the module documentation).
@@ -322,6 +350,8 @@ pub struct ProxyHalf {
     /// A backend half opened here: when its connect began (for the connect latency; not
     /// replicated: a connect resumed at a takeover is not timed).
     connect_at: Option<Instant>,
+    /// A check half: its status line and verdict.
+    pub probe: Probe,
 }
 
 /// Where a client half stands in choosing its backend.
@@ -347,7 +377,18 @@ fn reply_code(r: &'static [u8]) -> u8 {
 
 impl ProxyHalf {
     fn new(side: Side, cap: usize) -> ProxyHalf {
-        ProxyHalf { side, rx: Pipe::new(cap), adopted: None, alone: false, binding: Binding::Bound, connect_at: None }
+        ProxyHalf { side, rx: Pipe::new(cap), adopted: None, alone: false, binding: Binding::Bound, connect_at: None, probe: Probe::default() }
+    }
+
+    /// The half of a health check of backend slot `i` (`token`: `CheckHealth::begin`'s),
+    /// started at `now`.
+    pub fn check(i: usize, token: u64, now: Instant) -> ProxyHalf {
+        ProxyHalf { connect_at: Some(now), probe: Probe::new(token), ..ProxyHalf::new(Side::Check(i as u16), 1) }
+    }
+
+    /// A check half's start.
+    pub fn started(&self) -> Option<Instant> {
+        self.connect_at
     }
 
     /// The half of a connection to backend slot `i`, its connect beginning at `now`.
@@ -406,6 +447,15 @@ impl ProxyConn<'_> {
         }
     }
 
+    /// A check half's request (`health`): what it sends, then its FIN (a TCP check: its
+    /// FIN at once; an HTTP check: once the status line is decided).
+    fn check_request(&self) -> Option<(&[u8], bool)> {
+        let Side::Check(_) = self.me.side else { return None };
+        let Some(c) = self.spec.check.as_ref() else { return Some((b"", true)) };
+        let closed = c.kind == CheckKind::Tcp || self.me.probe.verdict.is_some();
+        Some((c.request(), closed))
+    }
+
     fn refuse(&mut self, r: &'static [u8]) {
         let r = if self.spec.mode == Mode::Http { r } else { b"" };
         self.me.binding = Binding::Refused(reply_code(r));
@@ -415,6 +465,14 @@ impl ProxyConn<'_> {
 
 impl ByteStream for ProxyConn<'_> {
     fn on_recv(&mut self, data: &[u8]) -> usize {
+        if let Side::Check(_) = self.me.side {
+            // A check reads its status line and discards the rest (its window stays open, so
+            // the backend finishes and closes).
+            if let Some(c) = self.spec.check.as_ref().filter(|c| c.kind == CheckKind::Http) {
+                self.me.probe.on_response(data, c.expect);
+            }
+            return data.len();
+        }
         if self.me.alone || self.me.rx.peer_fin {
             return 0;
         }
@@ -435,6 +493,9 @@ impl ByteStream for ProxyConn<'_> {
     }
 
     fn tx_end(&self) -> u64 {
+        if let Some((r, _)) = self.check_request() {
+            return r.len() as u64;
+        }
         if let Some(r) = self.me.reply() {
             return r.len() as u64;
         }
@@ -442,6 +503,9 @@ impl ByteStream for ProxyConn<'_> {
     }
 
     fn tx_closed(&self) -> bool {
+        if let Some((_, closed)) = self.check_request() {
+            return closed;
+        }
         if self.me.reply().is_some() {
             return true;
         }
@@ -452,7 +516,8 @@ impl ByteStream for ProxyConn<'_> {
     }
 
     fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
-        if let Some(r) = self.me.reply() {
+        let check = self.check_request().map(|(r, _)| r);
+        if let Some(r) = check.or_else(|| self.me.reply()) {
             let at = (off as usize).min(r.len());
             let n = buf.len().min(r.len() - at);
             buf[..n].copy_from_slice(&r[at..at + n]);
@@ -470,12 +535,18 @@ impl ByteStream for ProxyConn<'_> {
     }
 
     fn rx_space(&self) -> usize {
+        if let Side::Check(_) = self.me.side {
+            return CHECK_WINDOW;
+        }
         if self.me.alone || self.me.rx.peer_fin {
             return 0;
         }
         self.me.rx.room()
     }
 }
+
+/// The window a check flow advertises (it discards what it reads).
+const CHECK_WINDOW: usize = 65535;
 
 /// The `proxy` kind (see the module documentation).
 pub struct ProxyKind;
@@ -522,6 +593,8 @@ impl Kind for ProxyKind {
         let (side, backend) = match state.side {
             Side::Client => (0u8, 0u16),
             Side::Backend(b) => (1, b),
+            // Never imaged (a local flow); if it were, `from_image` refuses it.
+            Side::Check(b) => (2, b),
         };
         out.push(side);
         out.extend_from_slice(&backend.to_le_bytes());
@@ -579,7 +652,7 @@ impl Kind for ProxyKind {
             }
             _ => return None,
         };
-        Some(ProxyHalf { side, rx, adopted, alone: alone == 1, binding, connect_at: None })
+        Some(ProxyHalf { side, rx, adopted, alone: alone == 1, binding, connect_at: None, probe: Probe::default() })
     }
 
     fn on_accept(spec: &Arc<ProxySpec>, state: &mut ProxyHalf, client: Ipv4Addr, now: Instant) -> Option<Open<ProxyHalf>> {

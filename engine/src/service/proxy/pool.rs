@@ -35,7 +35,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 
-use super::{Backend, Balance, ProxySpec};
+use super::{Backend, Balance, CheckState, ProxySpec};
 use crate::time::Instant;
 
 /// Slots a proxy service has by default (configured backends count against it).
@@ -149,6 +149,8 @@ pub struct SlotImage {
     pub weight: u32,
     pub pools: u64,
     pub in_default: bool,
+    /// The active checks' [`CheckState`] as a byte (a new active keeps the last known health).
+    pub health: u8,
 }
 
 impl Backend {
@@ -183,6 +185,7 @@ impl Backend {
             c.store(0, Relaxed);
         }
         self.connect.clear();
+        self.check.clear();
     }
 }
 
@@ -254,7 +257,7 @@ impl ProxySpec {
         self.backends.iter().position(|b| b.admin() != Admin::Empty && b.addr() == addr)
     }
 
-    fn bump(&self) {
+    pub(super) fn bump(&self) {
         self.version.fetch_add(1, Release);
     }
 
@@ -351,7 +354,14 @@ impl ProxySpec {
         let t = self
             .backends
             .iter()
-            .map(|b| SlotImage { admin: b.admin() as u8, addr: b.addr(), weight: b.weight_of(), pools: b.pools.load(Relaxed), in_default: b.in_default.load(Relaxed) })
+            .map(|b| SlotImage {
+                admin: b.admin() as u8,
+                addr: b.addr(),
+                weight: b.weight_of(),
+                pools: b.pools.load(Relaxed),
+                in_default: b.in_default.load(Relaxed),
+                health: b.check.state() as u8,
+            })
             .collect();
         (v, t)
     }
@@ -362,13 +372,15 @@ impl ProxySpec {
         if table.len() != self.backends.len() {
             return Err(format!("the peer has {} backend slots, this engine {} (max_backends must be the same on both)", table.len(), self.backends.len()));
         }
-        if let Some(s) = table.iter().find(|s| Admin::from_u8(s.admin).is_none() || !(1..=MAX_WEIGHT).contains(&s.weight)) {
+        if let Some(s) = table.iter().find(|s| Admin::from_u8(s.admin).is_none() || !(1..=MAX_WEIGHT).contains(&s.weight) || CheckState::from_u8(s.health).is_none()) {
             return Err(format!("bad slot in the peer's pool table: {s:?}"));
         }
         let _g = self.ops.lock().unwrap_or_else(|e| e.into_inner());
         for (b, s) in self.backends.iter().zip(table) {
+            let health = CheckState::from_u8(s.health).unwrap_or(CheckState::Unknown);
             let cur = (b.admin(), b.addr(), b.weight_of(), b.pools.load(Relaxed), b.in_default.load(Relaxed));
             if cur == (Admin::from_u8(s.admin).unwrap_or(Admin::Empty), s.addr, s.weight, s.pools, s.in_default) {
+                b.check.set_state(health);
                 continue;
             }
             if b.addr() != s.addr {
@@ -378,6 +390,7 @@ impl ProxySpec {
                 b.pools.store(s.pools, Relaxed);
                 b.in_default.store(s.in_default, Relaxed);
             }
+            b.check.set_state(health);
             b.admin.store(s.admin, Release);
         }
         self.bump();

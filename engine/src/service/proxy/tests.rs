@@ -285,3 +285,29 @@ fn connect_histogram_buckets() {
     assert_eq!((n[0], n[1], n[CONNECT_BUCKETS_US.len()]), (2, 1, 1));
     assert_eq!(h.sum_us.load(Relaxed), 7_001_101);
 }
+
+#[test]
+fn the_pool_table_carries_check_health_and_a_refilled_slot_starts_unknown() {
+    let a = spec(2, Balance::RoundRobin).with_slots(3).with_check(ActiveCheck::new(CheckKind::Tcp));
+    let b = spec(2, Balance::RoundRobin).with_slots(3);
+    for t in 1..=3 {
+        a.backends[1].check.begin(t);
+        a.check_done(1, t, CheckResult::Timeout, 1_000_000, 0);
+    }
+    assert_eq!(a.backends[1].check.state(), CheckState::Down);
+    assert!((0..4).all(|_| a.choose(Ipv4Addr::LOCALHOST, T0) == Some(0)), "down by its checks: never chosen");
+    let (_, t) = a.table();
+    assert_eq!(t.iter().map(|s| s.health).collect::<Vec<_>>(), [0, 2, 0]);
+    b.apply_table(&t).unwrap();
+    assert_eq!(b.backends[1].check.state(), CheckState::Down, "the standby keeps the state");
+    let mut bad = t.clone();
+    bad[0].health = 3;
+    assert!(b.apply_table(&bad).is_err(), "an unknown state is refused");
+    // Removed and refilled with another backend: no history.
+    a.drain_backend(a.backends[1].addr()).unwrap();
+    a.remove_backend(a.backends[1].addr(), false).unwrap();
+    assert!(a.reap(1));
+    let other = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 99), 80);
+    assert_eq!(a.add_backend(other, 1, DEFAULT_POOL), Ok(1));
+    assert_eq!((a.backends[1].check.state(), a.backends[1].check.timeouts.load(Relaxed)), (CheckState::Unknown, 0));
+}
