@@ -1068,7 +1068,16 @@ test_proxy_prometheus() {
       || { apt-get update -q >>"$TMP/apt-prometheus.log" 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >>"$TMP/apt-prometheus.log" 2>&1; } \
       || { fail $name "cannot install Debian's prometheus package (see $TMP/apt-prometheus.log)"; return 0; }
   fi
-  flows_start $name "$dir" "" "" || return 0
+  # A service with active health checks too, so that their families exist (the dashboard
+  # has panels for them).
+  flows_start $name "$dir" "" "[[service]]
+vip = \"$FT_VIP\"
+port = 8095
+kind = \"proxy\"
+backends = [\"$FT_SRV_IP1:$SRV_HTTP\", \"$FT_SRV_IP2:$SRV_HTTP\"]
+health_check = \"http\"
+health_interval_ms = 500
+health_http_path = \"/gen/1024\"" || return 0
   pool_gets "$dir" prom 8
   printf '%s\n' "global:" "  scrape_interval: 1s" "  evaluation_interval: 1s" "scrape_configs:" "  - job_name: flowtwin" \
     "    static_configs:" '      - targets: ["127.0.0.1:9470"]' >"$dir/prometheus.yml"
