@@ -9,12 +9,15 @@ arriving at the client ("rst_in", the figure that matters: optionally only those
 default the client address) and RSTs the client kernel sends ("rst_out"). Runs for --duration
 seconds or until SIGINT/SIGTERM, then prints one JSON line:
 
-  {"rst_in":N,"rst_out":M,"rst_in_after_close":K,"duration_s":..,"kernel_drops":..,"first":[...]}
+  {"rst_in":N,"rst_out":M,"rst_in_after_close":K,"rst_out_after_close":L,"duration_s":..,
+   "kernel_drops":..,"first":[...]}
 
-FIN segments pass the filter too (they are not counted): an incoming RST whose connection had
+FIN and SYN segments pass the filter too (they are not counted): a RST whose connection had
 already sent a FIN in both directions is marked "after_close" (and counted in
-rst_in_after_close). Such a RST answers a late segment of a finished connection (e.g. an ACK
-that a reordering link held back behind the FIN exchange) and cannot abort a transfer.
+rst_in_after_close or rst_out_after_close). Such a RST answers a late segment of a finished
+connection (e.g. an ACK that a reordering link held back behind the FIN exchange; or, sent by
+the client's kernel, a segment for a socket its application had closed) and cannot abort a
+transfer. A SYN on a 4-tuple forgets its FINs: a reused tuple's new connection is live.
 --fin-iface IF also learns FINs from IF: tests/e2e/uem.py's ftimp1, where the client's own
 frames appear while the userspace impairer redirects them (its re-sent copies bypass the
 capture point of --iface).
@@ -47,7 +50,7 @@ PACKET_OUTGOING = 4
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 
-# cBPF: accept IPv4/TCP, not a non-first fragment, with RST or FIN set; VLAN-free frames only.
+# cBPF: accept IPv4/TCP, not a non-first fragment, with RST, SYN or FIN set; VLAN-free frames only.
 BPF_PROG = [
     (0x28, 0, 0, 12),        # 0 ldh [12]            ethertype
     (0x15, 0, 8, 0x0800),    # 1 jeq #0x800 ? 2 : 10
@@ -57,7 +60,7 @@ BPF_PROG = [
     (0x45, 4, 0, 0x1FFF),    # 5 jset #0x1fff ? 10 : 6
     (0xB1, 0, 0, 14),        # 6 ldxb 4*([14]&0xf)   ip header length
     (0x50, 0, 0, 27),        # 7 ldb [x+27]          tcp flags (14 + 13)
-    (0x45, 0, 1, 0x05),      # 8 jset #RST|FIN ? 9 : 10
+    (0x45, 0, 1, 0x07),      # 8 jset #RST|SYN|FIN ? 9 : 10
     (0x06, 0, 0, 0x40000),   # 9 ret #262144        accept
     (0x06, 0, 0, 0),         # 10 ret #0            drop
 ]
@@ -71,7 +74,7 @@ def attach_filter(sock: socket.socket) -> None:
 
 
 def parse_rst_fin(frame: bytes):
-    """-> (src, sport, dst, dport, seq, ack, flags) or None unless a well-formed IPv4 TCP RST/FIN."""
+    """-> (src, sport, dst, dport, seq, ack, flags) or None unless a well-formed IPv4 TCP RST/SYN/FIN."""
     if len(frame) < 14 + 20 or frame[12:14] != b"\x08\x00":
         return None
     ip = frame[14:]
@@ -82,7 +85,7 @@ def parse_rst_fin(frame: bytes):
         return None
     tcp = ip[ihl:]
     sport, dport, seq, ack, _off, flags = struct.unpack("!HHIIBB", tcp[:14])
-    if not flags & 0x05:
+    if not flags & 0x07:
         return None
     return (socket.inet_ntoa(ip[12:16]), sport, socket.inet_ntoa(ip[16:20]), dport, seq, ack, flags)
 
@@ -127,7 +130,7 @@ def main() -> int:
 
     t0 = time.monotonic()
     end = t0 + a.duration
-    rst_in = rst_out = rst_in_after_close = 0
+    rst_in = rst_out = rst_in_after_close = rst_out_after_close = 0
     first = []
     fins = set()  # (src, sport, dst, dport) that sent a FIN
     while not stop:
@@ -155,7 +158,11 @@ def main() -> int:
                 if p is None:
                     continue
                 if not p[6] & 0x04:
-                    fins.add(p[:4])
+                    if p[6] & 0x02:  # SYN: a new connection on this tuple
+                        fins.discard(p[:4])
+                        fins.discard((p[2], p[3], p[0], p[1]))
+                    if p[6] & 0x01:
+                        fins.add(p[:4])
                     continue
                 if rs is not s:
                     continue  # --fin-iface: FINs only
@@ -163,6 +170,7 @@ def main() -> int:
                 closed = p[:4] in fins and (p[2], p[3], p[0], p[1]) in fins
                 if outgoing:
                     rst_out += 1
+                    rst_out_after_close += closed
                 elif a.dst == "any" or p[2] == a.dst:
                     rst_in += 1
                     rst_in_after_close += closed
@@ -183,6 +191,7 @@ def main() -> int:
         print(rst_in, flush=True)
     else:
         print(json.dumps({"rst_in": rst_in, "rst_out": rst_out, "rst_in_after_close": rst_in_after_close,
+                          "rst_out_after_close": rst_out_after_close,
                           "iface": a.iface, "dst": a.dst,
                           "duration_s": round(time.monotonic() - t0, 3), "kernel_drops": drops,
                           "first": first}), flush=True)
