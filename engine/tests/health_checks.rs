@@ -11,39 +11,22 @@ mod common;
 
 use common::*;
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use flowtwin_engine::counters::Event;
 use flowtwin_engine::replica::{ReplEvent, ReplFull, Replicator};
-use flowtwin_engine::service::echo::EchoConfig;
-use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
 use flowtwin_engine::service::proxy::{ActiveCheck, Balance, CheckKind, CheckResult, CheckState, Mode, ProxySpec};
-use flowtwin_engine::stack::{GroupId, Listener, ServiceSpec, Stack, StackConfig, Vip};
+use flowtwin_engine::stack::{Listener, ServiceSpec, Stack, StackConfig};
 use flowtwin_engine::time::{Duration, Instant};
-use flowtwin_engine::wire::ethernet::{ethertype, EthernetFrame, MacAddr};
+use flowtwin_engine::wire::ethernet::{ethertype, EthernetFrame};
 use flowtwin_engine::wire::TcpFlags;
 
-const B_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 9);
-const B_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 2, 9]);
 const PROXY_PORT: u16 = 8080;
 
 fn b_config() -> StackConfig {
-    StackConfig {
-        vips: vec![Vip { addr: B_IP, mac: B_MAC, group: GroupId::DEFAULT }],
-        groups: Vec::new(),
-        listeners: vec![
-            Listener { vip: B_IP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) },
-            Listener { vip: B_IP, port: 7, spec: ServiceSpec::Echo(EchoConfig::default()) },
-        ],
-        routes: flowtwin_engine::route::RouteTable::all_on_link(),
-        tcp: tcp_cfg(),
-        flow_capacity: 64,
-        isn_key: *b"flowtwin-backend",
-        open_secrets: Default::default(),
-        timer_tick: Duration::from_micros(100),
-    }
+    backend_config(64)
 }
 
 /// A proxy on VIP:8080 over `backends` (ports of B), checked by `check`.

@@ -21,36 +21,19 @@ use flowtwin_engine::neighbor::Resolve;
 use flowtwin_engine::replica::{FlowImage, Origin, Partner, ReplEvent, ReplFull, Replicator, ShadowFlow};
 use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::service::echo::{EchoConfig, EchoCursor, EchoState};
-use flowtwin_engine::service::object::{ObjectStore, StoreConfig};
-use flowtwin_engine::stack::{ConnectError, FrameSink, GroupId, Link, LinkEvent, Listener, PartnerEnd, ServiceSpec, ServiceState, Stack, StackConfig, Vip, MAX_FRAME};
+use flowtwin_engine::stack::{ConnectError, FrameSink, GroupId, Link, LinkEvent, PartnerEnd, ServiceState, Stack, StackConfig, MAX_FRAME};
 use flowtwin_engine::tcp::State;
 use flowtwin_engine::time::{Duration, Instant};
 use flowtwin_engine::wire::arp::ArpRepr;
-use flowtwin_engine::wire::ethernet::{ethertype, EthernetFrame, MacAddr};
+use flowtwin_engine::wire::ethernet::{ethertype, EthernetFrame};
 
-/// Stack B: the backend, a second engine on the segment.
-const B_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 9);
-const B_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 2, 9]);
 /// An address nobody answers ARP for.
 const NOBODY: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 77);
 /// A's listener whose service the opened flows run (echo).
 const A_ECHO: u16 = 1;
 
 fn b_config() -> StackConfig {
-    StackConfig {
-        vips: vec![Vip { addr: B_IP, mac: B_MAC, group: GroupId::DEFAULT }],
-        groups: Vec::new(),
-        listeners: vec![
-            Listener { vip: B_IP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) },
-            Listener { vip: B_IP, port: 7, spec: ServiceSpec::Echo(EchoConfig::default()) },
-        ],
-        routes: flowtwin_engine::route::RouteTable::all_on_link(),
-        tcp: tcp_cfg(),
-        flow_capacity: 16,
-        isn_key: *b"flowtwin-backend",
-        open_secrets: Default::default(),
-        timer_tick: Duration::from_micros(100),
-    }
+    backend_config(16)
 }
 
 /// An echo service that already owes `bytes` (as a proxy's backend half owes the request it

@@ -22,6 +22,10 @@ use flowtwin_engine::wire::tcp::{build_tcp_frame, tcp_payload_offset, FrameAddrs
 use flowtwin_engine::wire::{TcpFlags, TcpHeader, TcpOptions};
 
 pub const VRID: u8 = 1;
+/// Stack B of the tests that open connections (`open_flows.rs`, `health_checks.rs`): the
+/// backend, a second engine on the segment.
+pub const B_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 9);
+pub const B_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 2, 9]);
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 7);
 pub const CLIENT_MAC: MacAddr = MacAddr([0x02, 0x00, 0x00, 0x00, 0x00, 0x07]);
@@ -518,5 +522,23 @@ pub fn established(lport: u16, rport: u16) -> TcbSnapshot {
         rcv_wnd: 65535,
         mss: 1460,
         ..Default::default()
+    }
+}
+
+/// Stack B's configuration: an object server on :80 and an echo on :7 at [`B_IP`].
+pub fn backend_config(flow_capacity: usize) -> StackConfig {
+    StackConfig {
+        vips: vec![Vip { addr: B_IP, mac: B_MAC, group: GroupId::DEFAULT }],
+        groups: Vec::new(),
+        listeners: vec![
+            Listener { vip: B_IP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) },
+            Listener { vip: B_IP, port: 7, spec: ServiceSpec::Echo(EchoConfig::default()) },
+        ],
+        routes: flowtwin_engine::route::RouteTable::all_on_link(),
+        tcp: tcp_cfg(),
+        flow_capacity,
+        isn_key: *b"flowtwin-backend",
+        open_secrets: Default::default(),
+        timer_tick: Duration::from_micros(100),
     }
 }
