@@ -469,9 +469,16 @@ impl RxFrames for BurstFrames<'_> {
 pub fn run_worker(mut w: Worker) -> i32 {
     let clock = Clock::new();
     let mut stack = Stack::new(w.stack_cfg.clone(), clock.now());
-    // The pair's clock for the connections this worker opens (`Stack::set_wall_clock`).
-    let wall_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-    stack.set_wall_clock(wall_now.wrapping_sub(clock.now().0));
+    // The pair's clock for the connections this worker opens (`Stack::set_wall_clock`),
+    // re-read every second below: the engine clock counts TSC ticks at EAL's estimate of
+    // their rate, which drifts from the wall clock (0.01 % is 360 ms an hour), and the two
+    // engines of a pair must agree on it for a reused 4-tuple's TSval to keep growing
+    // across a takeover.
+    let wall_offset = |now: Instant| {
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        wall.wrapping_sub(now.0)
+    };
+    stack.set_wall_clock(wall_offset(clock.now()));
     if let Some(s) = w.steering.take() {
         if let Err(e) = stack.set_worker(w.index, s) {
             // Once, before the loop: the packet path never logs.
@@ -503,6 +510,7 @@ pub fn run_worker(mut w: Worker) -> i32 {
     let mut rx = MbufBurst::with_capacity(burst);
     let mut empty_polls: u32 = 0;
     let mut last_publish = clock.now();
+    let mut last_wall = clock.now();
     let to_ring = matches!(w.tx, TxPath::Ring(_));
     let from_ring = matches!(w.rx, RxSource::Ring(_));
     let mut fanout = w.fanout.take();
@@ -579,6 +587,10 @@ pub fn run_worker(mut w: Worker) -> i32 {
             _ => 0,
         };
 
+        if now.0.saturating_sub(last_wall.0) >= 1_000_000 {
+            last_wall = now;
+            stack.set_wall_clock(wall_offset(now));
+        }
         if now.0.saturating_sub(last_publish.0) >= 1000 {
             last_publish = now;
             if let Some(c) = &control {

@@ -130,8 +130,15 @@ fn standby_dropped_by_an_active_that_then_dies_takes_over() {
     let mut out = Vec::new();
     proto::encode(&Msg::Refused { reason: "dropped by the active: no heartbeat for 16ms".into() }, &mut out);
     s.write_all(&out).unwrap();
-    // The active dies with its sync port: a rejoin is refused.
+    // The active dies with its sync port: a rejoin is refused. (Its last word must reach the
+    // standby: closing with the standby's heartbeats unread would send a reset, which may
+    // overtake the refusal, and the standby would then take over as from a closed peer.
+    // So: FIN after the refusal, then read until the standby closes its side.)
     drop(fake);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut sink = [0u8; 4096];
+    while matches!(std::io::Read::read(&mut s, &mut sink), Ok(n) if n > 0) {}
     drop(s);
     let (t, at) = b.takeovers.recv_timeout(Duration::from_secs(2)).expect("the standby took over");
     assert!(matches!(t.reason, TakeoverReason::DroppedThenGone), "{:?}", t.reason);
