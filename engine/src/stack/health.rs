@@ -25,15 +25,13 @@
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 
-use super::{FrameSink, Stack, TcpTx};
+use super::{FrameSink, Stack};
 use crate::config::StackConfig;
 use crate::flow::FlowId;
 use crate::service::proxy::{Admin, CheckKind, CheckResult, ProxyHalf, ProxySpec};
 use crate::service::{ServiceSpec, ServiceState};
 use crate::tcp::State;
 use crate::time::Instant;
-use crate::wire::ipv4;
-use crate::wire::tcp::FrameAddrs;
 
 /// One backend slot's checks on this worker.
 #[derive(Debug)]
@@ -177,18 +175,10 @@ impl Stack {
 
     /// Reset check flow `id` (its RST once synchronized) and close it.
     fn abort_check<F: FrameSink + ?Sized>(&mut self, now: Instant, id: FlowId, tx: &mut F) {
-        let Some((key, flow)) = self.flows.get_key_value_mut(id) else { return };
-        if !flow.local {
+        if !self.flows.get(id).is_some_and(|f| f.local) {
             return;
         }
-        let (Some(remote), Some(local)) = (key.remote_ip.to_ipv4_mapped(), key.local_ip.to_ipv4_mapped()) else { return };
-        let addrs = FrameAddrs { src_mac: flow.vip_mac, dst_mac: flow.peer_mac, src_ip: local, dst_ip: remote, ttl: ipv4::DEFAULT_TTL, ip_id: 0 };
-        let (s0, a) = (flow.tcb.state(), *flow.tcb.stats());
-        let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
-        flow.tcb.reset(now, &mut out);
-        let (frames, failed) = (out.frames, out.failed);
-        self.after_tcp_call(id, s0, &a, frames, failed);
-        if frames > 0 {
+        if self.reset_and_close(now, id, tx).is_some_and(|frames| frames > 0) {
             tx.seal(self.commit_tag(), now);
         }
     }

@@ -128,17 +128,25 @@ impl Stack {
         }
     }
 
-    /// Reset flow `id` (RST to its peer) and close it.
+    /// Reset flow `id` (RST to its peer) and close it, counted as a propagated reset.
     fn reset_flow<F: FrameSink + ?Sized>(&mut self, now: Instant, id: FlowId, tx: &mut F) {
-        let Some((key, flow)) = self.flows.get_key_value_mut(id) else { return };
-        let (Some(remote), Some(local)) = (key.remote_ip.to_ipv4_mapped(), key.local_ip.to_ipv4_mapped()) else { return };
+        if self.reset_and_close(now, id, tx).is_some() {
+            self.counters.event(Event::ProxyResetsPropagated);
+        }
+    }
+
+    /// Reset flow `id` (its RST to its peer once synchronized) and close it. Returns the
+    /// frames sent, `None` if there was no such flow.
+    pub(super) fn reset_and_close<F: FrameSink + ?Sized>(&mut self, now: Instant, id: FlowId, tx: &mut F) -> Option<u64> {
+        let (key, flow) = self.flows.get_key_value_mut(id)?;
+        let (Some(remote), Some(local)) = (key.remote_ip.to_ipv4_mapped(), key.local_ip.to_ipv4_mapped()) else { return None };
         let addrs = FrameAddrs { src_mac: flow.vip_mac, dst_mac: flow.peer_mac, src_ip: local, dst_ip: remote, ttl: ipv4::DEFAULT_TTL, ip_id: 0 };
         let (s0, a) = (flow.tcb.state(), *flow.tcb.stats());
         let mut out = TcpTx { sink: tx, addrs, ip_id: &mut self.ip_id, frames: 0, failed: 0 };
         flow.tcb.reset(now, &mut out);
         let (frames, failed) = (out.frames, out.failed);
-        self.counters.event(Event::ProxyResetsPropagated);
         self.after_tcp_call(id, s0, &a, frames, failed);
+        Some(frames)
     }
 
     /// After a TCP call of flow `id`: its partner's turn to send (see the module docs).

@@ -117,22 +117,6 @@ impl IsnGenerator {
         let m = (now.micros() / 4) as u32;
         SeqNum(m.wrapping_add(f))
     }
-
-    /// The timestamp offset of a connection this engine opens (RFC 7323 §7.1: per
-    /// connection, not guessable): a keyed hash of the 4-tuple only, as Linux does
-    /// (`secure_tcp_ts_off`), so that a new connection on a 4-tuple its peer still holds in
-    /// TIME-WAIT carries a newer TSval than the old one. One derived from the ISN (which moves
-    /// with time) went backwards for half of the reuses, and the peer's PAWS check dropped
-    /// those SYNs: a 1 s wait for the retransmission.
-    pub fn ts_offset(&self, local_ip: &[u8], local_port: u16, remote_ip: &[u8], remote_port: u16) -> u32 {
-        let mut h = SipHasher24::new(&self.key);
-        h.write(b"flowtwin tcp timestamp offset");
-        h.write(local_ip);
-        h.write(&local_port.to_be_bytes());
-        h.write(remote_ip);
-        h.write(&remote_port.to_be_bytes());
-        (h.finish() >> 32) as u32
-    }
 }
 
 /// The secrets of the connections an engine *opens* (to backends), one per ownership group,
@@ -207,15 +191,6 @@ impl std::fmt::Debug for GroupSecrets {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_reused_four_tuple_gets_the_same_timestamp_offset() {
-        let g = IsnGenerator::new(key());
-        let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
-        assert_eq!(g.ts_offset(&a, 40000, &b, 80), g.ts_offset(&a, 40000, &b, 80), "TSval keeps growing across reuses");
-        assert_ne!(g.ts_offset(&a, 40000, &b, 80), g.ts_offset(&a, 40001, &b, 80));
-        assert_ne!(g.ts_offset(&a, 40000, &b, 80), IsnGenerator::new([9; 16]).ts_offset(&a, 40000, &b, 80), "keyed");
-    }
 
     #[test]
     fn group_secrets_change_only_when_adopted_and_say_so() {

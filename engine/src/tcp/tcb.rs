@@ -290,8 +290,8 @@ impl Tcb {
         self.syn_window = rx_space.clamp(1, usize::from(u16::MAX)) as u16;
     }
 
-    /// The timestamp offset of an active open, before its SYN is sent
-    /// ([`crate::tcp::isn::IsnGenerator::ts_offset`]).
+    /// The timestamp offset of an active open, before its SYN is sent (`Stack::connect`: the
+    /// wall clock's ms at engine time zero, see `Stack::set_wall_clock`).
     pub fn set_ts_offset(&mut self, offset: u32) {
         // `ts_last_sent` says what a segment sent at the creation would carry: same instant,
         // new offset.
