@@ -16,6 +16,48 @@ pub fn vrrp_mac(vrid: u8) -> MacAddr {
     MacAddr([0x00, 0x00, 0x5e, 0x00, 0x01, vrid])
 }
 
+/// A listener's identity, the same on every engine that runs the service: its address and
+/// kind, hashed (64-bit FNV-1a; never 0). Replicas carry it next to their listener index, so
+/// that a standby whose listener list is ordered otherwise still resumes a flow in its own
+/// listener of that service.
+pub fn listener_fingerprint(vip: Ipv4Addr, port: u16, kind: &str) -> u64 {
+    let bytes = vip.octets().into_iter().chain(port.to_le_bytes()).chain(kind.bytes());
+    bytes.fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)).max(1)
+}
+
+/// The configuration a running engine uses now: a reload (`flowtwin ctl reload`, SIGHUP)
+/// publishes a new one, and each worker and the sync thread pick it up between two passes
+/// (one relaxed load of the generation per pass; the lock only when it moved).
+#[derive(Debug)]
+pub struct LiveConfig {
+    generation: std::sync::atomic::AtomicU64,
+    current: std::sync::RwLock<std::sync::Arc<StackConfig>>,
+}
+
+impl LiveConfig {
+    pub fn new(cfg: std::sync::Arc<StackConfig>) -> LiveConfig {
+        LiveConfig { generation: std::sync::atomic::AtomicU64::new(0), current: std::sync::RwLock::new(cfg) }
+    }
+
+    /// How many times a new configuration was published.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The configuration now and its generation.
+    pub fn load(&self) -> (std::sync::Arc<StackConfig>, u64) {
+        let g = self.current.read().unwrap_or_else(|e| e.into_inner());
+        (g.clone(), self.generation())
+    }
+
+    /// Make `cfg` the configuration (the caller keeps listener indices stable).
+    pub fn publish(&self, cfg: std::sync::Arc<StackConfig>) {
+        let mut g = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *g = cfg;
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// A service address this engine owns.
 #[derive(Clone, Debug)]
 pub struct Vip {
@@ -56,6 +98,10 @@ pub struct StackConfig {
     pub open_secrets: std::sync::Arc<crate::tcp::isn::GroupSecrets>,
     /// Timer wheel resolution.
     pub timer_tick: Duration,
+    /// Listeners a live reload removed or replaced: `retired[i]` (missing: false) takes no
+    /// new connection, and its flows run to their end. Indices never move, because a flow
+    /// names its listener by index; a reload only appends (`listener_for`).
+    pub retired: Vec<bool>,
 }
 
 impl StackConfig {
@@ -84,7 +130,38 @@ impl StackConfig {
         self.vip(ip).map(|v| v.group)
     }
 
-    /// The groups in canonical text, `name=vip,vip;name=vip`, VIPs in configured order:
+    /// Whether listener `i` was retired by a reload (no new connections).
+    pub fn is_retired(&self, i: usize) -> bool {
+        self.retired.get(i).copied().unwrap_or(false)
+    }
+
+    /// The listener that takes new connections to `vip:port` (the newest, not retired).
+    pub fn listener_for(&self, vip: Ipv4Addr, port: u16) -> Option<usize> {
+        self.listeners.iter().enumerate().rposition(|(i, l)| l.vip == vip && l.port == port && !self.is_retired(i))
+    }
+
+    /// Listener `i`'s identity across engines and reloads ([`listener_fingerprint`]); 0 for
+    /// an index this config does not have.
+    pub fn listener_fingerprint(&self, i: usize) -> u64 {
+        self.listeners.get(i).map_or(0, |l| listener_fingerprint(l.vip, l.port, l.spec.kind_name()))
+    }
+
+    /// This engine's listener for a replica whose engine named its listener `index` with
+    /// `fingerprint`: the same index when it is the same service here (two engines started
+    /// from one file), else the listener of the same address and kind (the two engines'
+    /// listener lists differ: other file order, or another history of reloads), preferring
+    /// one that is not retired. A fingerprint of 0 (a test's image) trusts the index.
+    pub fn resolve_listener(&self, index: u16, fingerprint: u64) -> Option<u16> {
+        let i = usize::from(index);
+        if i < self.listeners.len() && (fingerprint == 0 || self.listener_fingerprint(i) == fingerprint) {
+            return Some(index);
+        }
+        let same = |j: &usize| self.listener_fingerprint(*j) == fingerprint;
+        let live = (0..self.listeners.len()).filter(same).find(|j| !self.is_retired(*j));
+        live.or_else(|| (0..self.listeners.len()).find(same)).and_then(|j| u16::try_from(j).ok())
+    }
+
+    /// The groups in canonical text, `name=vip,vip;name=vip`, VIPs in address order:
     /// both engines of a pair must agree on it (the sync Hello carries its digest).
     pub fn group_layout(&self) -> String {
         let mut out = String::new();
@@ -94,7 +171,11 @@ impl StackConfig {
             }
             out.push_str(self.group_name(g));
             out.push('=');
-            let vips: Vec<String> = self.vips.iter().filter(|v| v.group == g).map(|v| v.addr.to_string()).collect();
+            // Sorted: a VIP a reload added sits at the end of the running list, where a
+            // restarted peer reading the same file may have it elsewhere.
+            let mut vips: Vec<Ipv4Addr> = self.vips.iter().filter(|v| v.group == g).map(|v| v.addr).collect();
+            vips.sort();
+            let vips: Vec<String> = vips.iter().map(|v| v.to_string()).collect();
             out.push_str(&vips.join(","));
         }
         out

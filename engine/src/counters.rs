@@ -253,7 +253,7 @@ reasons! {
 }
 
 /// Services (listeners) an engine can have; config validation enforces it.
-pub const MAX_SERVICES: usize = 16;
+pub const MAX_SERVICES: usize = 64;
 
 /// Upper bounds (µs) of the buckets of latency histograms; one more bucket takes the rest
 /// (`+Inf`). Shared by the worker's output-hold histogram and the sync thread's ack

@@ -51,7 +51,7 @@ use crate::neighbor::Heard;
 pub use crate::roles::RoleShared;
 use crate::roles::{RoleFollower, RoleSink};
 use crate::replica::Replicator;
-use crate::stack::{FrameSink, Stack, StackConfig, MAX_FRAME};
+use crate::stack::{FrameSink, LiveConfig, Stack, MAX_FRAME};
 use crate::time::Instant;
 
 pub use crate::iteration::TAKEOVER_GRACE;
@@ -277,7 +277,9 @@ pub struct Worker {
     /// Worker 0 in software distribution mode: its fan-out producers / fan-in consumers.
     pub fanout: Option<Fanout>,
     pub pool: Arc<Mempool>,
-    pub stack_cfg: Arc<StackConfig>,
+    /// The engine's configuration; a live reload publishes a new one, which the worker
+    /// picks up within a millisecond.
+    pub config: Arc<LiveConfig>,
     pub counters: Arc<SharedCounters>,
     pub stop: Arc<AtomicBool>,
     pub idle: IdleConfig,
@@ -468,7 +470,8 @@ impl RxFrames for BurstFrames<'_> {
 /// The worker loop. Returns the lcore exit code (0 = clean stop).
 pub fn run_worker(mut w: Worker) -> i32 {
     let clock = Clock::new();
-    let mut stack = Stack::new(w.stack_cfg.clone(), clock.now());
+    let (first_cfg, mut cfg_generation) = w.config.load();
+    let mut stack = Stack::new(first_cfg, clock.now());
     // The pair's clock for the connections this worker opens (`Stack::set_wall_clock`),
     // re-read every second below: the engine clock counts TSC ticks at EAL's estimate of
     // their rate, which drifts from the wall clock (0.01 % is 360 ms an hour), and the two
@@ -593,6 +596,14 @@ pub fn run_worker(mut w: Worker) -> i32 {
         }
         if now.0.saturating_sub(last_publish.0) >= 1000 {
             last_publish = now;
+            if w.config.generation() != cfg_generation {
+                let (cfg, g) = w.config.load();
+                cfg_generation = g;
+                // A VIP added to a group this engine serves: worker 0 announces it (for all).
+                if stack.reconfigure(cfg) && !stack.owned().is_empty() && me == 0 {
+                    sink.announce_now(&mut stack);
+                }
+            }
             if let Some(c) = &control {
                 c.set_held(sink.held.len() as u64);
             }

@@ -38,6 +38,10 @@ pub struct FlowImage {
     /// whose service runs on the flow, the one that accepted it or the one on whose behalf
     /// this engine opened it ([`Origin`]).
     pub listener: u16,
+    /// That listener's [`listener_fingerprint`](crate::config::listener_fingerprint): the
+    /// standby finds its own listener of the service by it (`StackConfig::resolve_listener`)
+    /// when the two engines' listener lists differ. 0: unknown (the index is trusted).
+    pub listener_fp: u64,
     /// How the flow came to be.
     pub origin: Origin,
     /// The other half of a linked pair (`Stack::link`), by its slot (flow-table index and

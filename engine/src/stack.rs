@@ -30,7 +30,7 @@ use crate::neighbor::{NeighborConfig, NeighborTable};
 use self::repl::Recorder;
 
 use crate::commit::{CommitTag, Lane};
-pub use crate::config::{vrrp_mac, Group, GroupId, GroupSet, Listener, StackConfig, Vip};
+pub use crate::config::{listener_fingerprint, vrrp_mac, Group, GroupId, GroupSet, Listener, LiveConfig, StackConfig, Vip};
 use crate::counters::{Counters, Drop, Event};
 use crate::flow::{FlowId, FlowKey, FlowTable};
 use crate::replica::{Origin, ReplEvent, Replicator, ShadowFlow};
@@ -151,6 +151,8 @@ pub struct Stack {
     tag_groups: Cell<GroupSet>,
     /// The group of each listener's VIP (`StackConfig::listeners` order): a flow's group.
     listener_groups: Vec<GroupId>,
+    /// Each listener's fingerprint (`StackConfig::listener_fingerprint`), for its images.
+    listener_fps: Vec<u64>,
     /// The ownership groups this engine serves now: frames for a VIP of another group are
     /// the standby's (dropped, counted). Empty: a standby, which answers nothing.
     owned: GroupSet,
@@ -171,6 +173,11 @@ pub struct Stack {
     checks: health::Checker,
     /// The latest time a packet or timer call brought (for what closes outside them).
     now: Instant,
+}
+
+/// The group of each listener's VIP, in listener order.
+fn listener_groups(cfg: &StackConfig) -> Vec<GroupId> {
+    cfg.listeners.iter().map(|l| cfg.group_of(l.vip).unwrap_or(GroupId::DEFAULT)).collect()
 }
 
 /// Turns TCP's segments into Ethernet frames in the sink.
@@ -223,7 +230,8 @@ impl Stack {
             tag: Cell::new(0),
             lane: Cell::new(None),
             tag_groups: Cell::new(GroupSet::NONE),
-            listener_groups: cfg.listeners.iter().map(|l| cfg.group_of(l.vip).unwrap_or(GroupId::DEFAULT)).collect(),
+            listener_groups: listener_groups(&cfg),
+            listener_fps: (0..cfg.listeners.len()).map(|i| cfg.listener_fingerprint(i)).collect(),
             owned: cfg.all_groups(),
             kicks_now: usize::MAX,
             kicks: std::collections::VecDeque::new(),
@@ -246,6 +254,19 @@ impl Stack {
     /// the others'. Flows of groups no longer owned stay until [`Stack::clear_groups`].
     pub fn set_owned(&mut self, owned: GroupSet) {
         self.owned = GroupSet(owned.0 & self.cfg.all_groups().0);
+    }
+
+    /// Run `cfg` from now on (a live reload): new VIPs are answered and new listeners take
+    /// connections; a retired listener takes none, and every flow keeps its listener (a reload
+    /// keeps the indices and appends). TCP parameters apply to connections made from now on.
+    /// Whether VIPs were added (the caller announces them).
+    pub fn reconfigure(&mut self, cfg: Arc<StackConfig>) -> bool {
+        let added = cfg.vips.iter().any(|v| self.cfg.vip(v.addr).is_none());
+        self.listener_groups = listener_groups(&cfg);
+        self.listener_fps = (0..cfg.listeners.len()).map(|i| cfg.listener_fingerprint(i)).collect();
+        self.owned = GroupSet(self.owned.0 & cfg.all_groups().0);
+        self.cfg = cfg;
+        added
     }
 
     /// The configuration this stack runs.
@@ -599,7 +620,7 @@ impl Stack {
         payload_len: usize,
         tx: &mut F,
     ) {
-        let listener = self.cfg.listeners.iter().position(|l| l.vip == addrs.src_ip && l.port == hdr.dst_port);
+        let listener = self.cfg.listener_for(addrs.src_ip, hdr.dst_port);
         if listener.is_none() && !hdr.flags.syn() && !hdr.flags.rst() && now < self.grace_until {
             // After a takeover, to an ephemeral port: maybe a flow this engine opened whose
             // replica is still arriving, or a late segment of one that just ended. Never RST.

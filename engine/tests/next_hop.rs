@@ -210,7 +210,7 @@ fn a_standby_resumes_an_opening_flow_through_the_gateway_of_its_route() {
     let far = SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 3), 80);
     // The old active was still resolving the gateway: the replica has no next hop.
     let tcb = TcbSnapshot { state: State::SynSent, local_port: 40000, remote_port: 80, iss: SeqNum(1000), snd_una: SeqNum(1000), snd_nxt: SeqNum(1001), mss: 1460, ..Default::default() };
-    let img = FlowImage { key: FlowKey::v4(*far.ip(), 80, VIP, 40000), tcb, peer_mac: MacAddr::ZERO, vip_mac: vip_mac(), listener: ECHO, origin: Origin::Opened, link: None };
+    let img = FlowImage { key: FlowKey::v4(*far.ip(), 80, VIP, 40000), tcb, peer_mac: MacAddr::ZERO, vip_mac: vip_mac(), listener: ECHO, listener_fp: 0, origin: Origin::Opened, link: None };
     let sh = ShadowFlow::new(h.stack.config(), img).unwrap();
     let mut sink = VecSink::default();
     assert_eq!(flowtwin_engine::iteration::resume(&mut h.stack, h.now, [sh], &mut sink), (1, 0));

@@ -455,6 +455,7 @@ fn pair(cfg: &StackConfig) -> (ShadowFlow, ShadowFlow) {
         peer_mac: CLIENT_MAC,
         vip_mac: vip_mac(),
         listener: A_ECHO,
+                listener_fp: 0,
         origin: Origin::Accepted,
         link: Some((3, 1)),
     };

@@ -68,6 +68,7 @@ fn replicas(cfg: &flowtwin_engine::stack::StackConfig, n: usize) -> Vec<ShadowFl
                 peer_mac: CLIENT_MAC,
                 vip_mac: vip_mac(),
                 listener: echo,
+                listener_fp: 0,
                 origin: Origin::Accepted,
                 link: None,
             };

@@ -130,6 +130,7 @@ mod tests {
             peer_mac: MacAddr([2, 0, 0, 0, 0, 2]),
             vip_mac: MacAddr([0, 0, 0x5e, 0, 1, 1]),
             listener: 0,
+                listener_fp: 0,
             origin: Default::default(),
             link: None,
         };

@@ -43,7 +43,9 @@
 //!     168 origin u8 (0 accepted by its listener, 1 opened by the engine)
 //!     169 linked u8 (0 no, 1 yes) | 170 reserved [2]
 //!     172 link_slot u32 | 176 link_generation u32 (the other half of a linked pair, by its
-//!       slot on the same worker; 0 when not linked) | 180..192 reserved
+//!       slot on the same worker; 0 when not linked)
+//!     180 listener_fp u64 (the listener's fingerprint: address and kind, hashed; the
+//!       standby's listener of the same service when the lists differ) | 188..192 reserved
 //!     service_id (30) holds the listener index (for an opened flow: whose service it runs)
 //! Data (1..=MAX_DATA_RECORDS records)
 //!   24 offset u64 | 32 payload [body_len], zero-padded to the record boundary
@@ -75,8 +77,9 @@ use std::fmt;
 /// it, so that peers of different layouts are refused at their hello instead of failing on
 /// their first delta. Version 5 splits the worker field (bytes 4..6) into the worker (byte 4)
 /// and the flow's ownership group (byte 5), by which the sync core routes a delta to the
-/// session that replicates its group.
-pub const DELTA_VERSION: u8 = 5;
+/// session that replicates its group. Version 6 adds the listener's fingerprint (bytes
+/// 180..188): after a live reload the two engines' listener lists may differ in order.
+pub const DELTA_VERSION: u8 = 6;
 /// Bytes of the common header at the start of every delta.
 pub const HEADER_BYTES: usize = 24;
 /// Records of a `FlowNew` / `FlowUpdate` delta.

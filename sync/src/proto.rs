@@ -47,8 +47,9 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"FTWN");
 /// version 6 with the opened connections' secret in `Hello` (a version-5 active would not
 /// send it, and its standby would open backend connections on another clock), version 7
 /// with each `Pool` slot's active-check health (one byte more per slot: a version-6 peer
-/// would misread the table, so it is refused at `Hello` by name).
-pub const PROTO_VERSION: u16 = 7;
+/// would misread the table, so it is refused at `Hello` by name), version 8 with delta
+/// layout 6 (each flow image names its listener's fingerprint).
+pub const PROTO_VERSION: u16 = 8;
 /// Largest frame body accepted (bytes after the length field).
 pub const MAX_FRAME: usize = 4 << 20;
 /// Most records one `Batch` carries (64 KiB of records).

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
-use flowtwin_engine::replica::{pair_links, ShadowFlow};
+use flowtwin_engine::replica::{pair_links, FlowImage, ShadowFlow};
 use flowtwin_engine::stack::StackConfig;
 
 use crate::delta::{self, DeltaBody};
@@ -152,11 +152,25 @@ pub struct Replicas {
     /// The join snapshot being received (0: none).
     pub join_token: u64,
     pub in_sync: bool,
+    /// Fingerprints of the active's listeners this engine has no service for, each logged
+    /// once (a pair of which only one engine was reloaded: every new flow of the service).
+    unknown_listeners: Vec<u64>,
 }
+
+/// A replica's image in this engine's terms: its listener is this engine's listener of the
+/// same service (`StackConfig::resolve_listener`). `Err`: this engine does not run it.
+fn localize(cfg: &StackConfig, mut img: FlowImage) -> Result<FlowImage, UnknownListener> {
+    let l = cfg.resolve_listener(img.listener, img.listener_fp).ok_or(UnknownListener(img.listener, img.listener_fp))?;
+    img.listener = l;
+    Ok(img)
+}
+
+/// The active's listener (index, fingerprint) that no listener of this engine matches.
+struct UnknownListener(u16, u64);
 
 impl Replicas {
     pub fn new(workers: usize) -> Replicas {
-        let mut s = Replicas { workers: Vec::new(), join_token: 0, in_sync: false };
+        let mut s = Replicas { workers: Vec::new(), join_token: 0, in_sync: false, unknown_listeners: Vec::new() };
         s.reset(workers);
         s
     }
@@ -228,6 +242,17 @@ impl Replicas {
             at += used;
             let ws = &mut self.workers[w];
             st.deltas_applied.fetch_add(1, Relaxed);
+            let known = &mut self.unknown_listeners;
+            let mut unknown = |u: UnknownListener, st: &SyncStatus| {
+                st.replicas_unknown_service.fetch_add(1, Relaxed);
+                if !known.contains(&u.1) {
+                    known.push(u.1);
+                    log(&format!(
+                        "the active's listener {} (fingerprint {:016x}) is no service of this engine: its flows are not replicated here, and a takeover would lose them (the two configs differ: reload this engine with the same services)",
+                        u.0, u.1
+                    ));
+                }
+            };
             let key = (d.header.slot, d.header.generation);
             let fail = |ws: &mut WorkerReplicas, e: &dyn std::fmt::Display| {
                 st.replay_errors.fetch_add(1, Relaxed);
@@ -238,8 +263,15 @@ impl Replicas {
                 log(&format!("worker {w} flow {key:?}: replay error: {e}"));
             };
             match &d.body {
-                DeltaBody::FlowNew(rec) => match rec.to_image() {
-                    Ok(img) => match ShadowFlow::new(cfg, img) {
+                DeltaBody::FlowNew(rec) => match rec.to_image().map(|i| localize(cfg, i)) {
+                    Ok(Err(u)) => {
+                        unknown(u, st);
+                        if ws.flows.remove(key).is_some() {
+                            st.flows_abandoned.fetch_add(1, Relaxed);
+                        }
+                        ws.forget_image(key);
+                    }
+                    Ok(Ok(img)) => match ShadowFlow::new(cfg, img) {
                         Ok(f) if ws.flows.contains(key) && !f.service_known() => {
                             // A re-image: it replaces the replica once its service image is
                             // complete.
@@ -266,8 +298,14 @@ impl Replicas {
                     },
                     Err(e) => fail(ws, &e),
                 },
-                DeltaBody::FlowUpdate(rec) => match (ws.flows.get_mut(key), rec.to_image()) {
-                    (Some(f), Ok(img)) => f.update(cfg, img),
+                DeltaBody::FlowUpdate(rec) => match (ws.flows.get_mut(key), rec.to_image().map(|i| localize(cfg, i))) {
+                    (Some(f), Ok(Ok(img))) => f.update(cfg, img),
+                    (Some(_), Ok(Err(u))) => {
+                        unknown(u, st);
+                        ws.flows.remove(key);
+                        st.flows_abandoned.fetch_add(1, Relaxed);
+                        ws.forget_image(key);
+                    }
                     (None, _) => {
                         st.unknown_flow_deltas.fetch_add(1, Relaxed);
                     }
@@ -421,6 +459,7 @@ mod tests {
             isn_key: [0; 16],
             open_secrets: Default::default(),
             timer_tick: Duration::from_millis(1),
+            retired: Vec::new(),
         }
     }
 
@@ -431,6 +470,7 @@ mod tests {
             peer_mac: MacAddr::default(),
             vip_mac: MacAddr::default(),
             listener: 0,
+            listener_fp: 0,
             origin: Default::default(),
             link: None,
         };
@@ -485,6 +525,37 @@ mod tests {
         let ports: Vec<u16> = out[0].iter().map(port).collect();
         assert_eq!(ports, [1001, 1002], "the fresh and the imaged flow resume");
         assert_eq!(st.flows_abandoned.load(Relaxed), 1);
+    }
+
+    /// The two engines list their listeners in another order (a reload on one, a restart of
+    /// the other): a replica names the active's index and the service's fingerprint, and the
+    /// standby resumes it in its own listener of that service, or refuses it, counted and
+    /// said once, when it has none.
+    #[test]
+    fn a_replica_finds_its_service_by_fingerprint_when_the_listener_lists_differ() {
+        use crate::delta::{encode, Delta, DeltaHeader, FlowStateRec};
+        use flowtwin_engine::stack::listener_fingerprint;
+        let mut standby = cfg();
+        standby.listeners.insert(0, Listener { vip: VIP, port: 80, spec: ServiceSpec::Echo(Default::default()) });
+        let st = SyncStatus::new();
+        let mut r = Replicas::new(1);
+        let logs = std::cell::RefCell::new(Vec::new());
+        let log = |m: &str| logs.borrow_mut().push(m.to_string());
+        let mut recs = Vec::new();
+        let mut img = flow(1001).image;
+        for (slot, port) in [(1u32, 7u16), (2, 7), (3, 9), (4, 9)] {
+            img.listener = 0;
+            img.listener_fp = listener_fingerprint(VIP, port, "echo");
+            let header = DeltaHeader { worker: 0, group: 0, slot, generation: 1, seq: u64::from(slot) };
+            encode(&Delta { header, body: DeltaBody::FlowNew(FlowStateRec::from_image(&img)) }, &mut recs).unwrap();
+        }
+        r.apply_batch(&standby, &st, 0, (1, 4), &recs, &log);
+        let listeners: Vec<u16> = [1, 2].iter().map(|s| r.workers[0].flows.get_mut((*s, 1)).unwrap().image.listener).collect();
+        assert_eq!(listeners, [1, 1], "the active's echo :7 at index 0 is the standby's index 1");
+        assert!(r.workers[0].flows.get_mut((3, 1)).is_none(), "no echo :9 here");
+        assert_eq!(st.replicas_unknown_service.load(Relaxed), 2);
+        let said = logs.borrow();
+        assert!(said.len() == 1 && said[0].contains("no service of this engine"), "said once per service: {said:?}");
     }
 
     #[test]

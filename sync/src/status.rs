@@ -88,6 +88,8 @@ pub struct SyncStatus {
     /// (the engine closes them: `link_orphans`).
     pub takeover_link_orphans: AtomicU64,
     pub replay_errors: AtomicU64,
+    /// Standby: flow images whose listener (by fingerprint) this engine does not run.
+    pub replicas_unknown_service: AtomicU64,
     /// Standby: updates/data for flows it does not hold (the join snapshot brings them).
     pub unknown_flow_deltas: AtomicU64,
     /// Standby: deltas whose sequence number did not follow the previous one.
@@ -167,6 +169,7 @@ impl SyncStatus {
             takeover_rewound_flows: AtomicU64::new(0),
             takeover_link_orphans: AtomicU64::new(0),
             replay_errors: AtomicU64::new(0),
+            replicas_unknown_service: AtomicU64::new(0),
             unknown_flow_deltas: AtomicU64::new(0),
             seq_gaps: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
@@ -312,6 +315,12 @@ impl SyncStatus {
             ("takeover_rewound_flows_total", "counter", "replicas resumed from what their service received (a delta lost to a full ring)", self.takeover_rewound_flows.load(Relaxed)),
             ("takeover_link_orphans_total", "counter", "linked flows taken over without their partner", self.takeover_link_orphans.load(Relaxed)),
             ("replay_errors_total", "counter", "standby: deltas that could not be replayed", self.replay_errors.load(Relaxed)),
+            (
+                "replicas_unknown_service_total",
+                "counter",
+                "standby: flow images of a service this engine does not run (the two configs differ)",
+                self.replicas_unknown_service.load(Relaxed),
+            ),
             ("unknown_flow_deltas_total", "counter", "standby: deltas of a flow it does not hold", self.unknown_flow_deltas.load(Relaxed)),
             ("seq_gaps_total", "counter", "standby: gaps in a worker's delta sequence", self.seq_gaps.load(Relaxed)),
             ("decode_errors_total", "counter", "frames or deltas from the peer that did not decode", self.decode_errors.load(Relaxed)),

@@ -555,6 +555,7 @@ mod step {
             peer_mac: MacAddr([2, 0, 0, 0, 0, 7]),
             vip_mac: MacAddr([0, 0, 0x5e, 0, 1, 1]),
             listener: 1,
+                listener_fp: 0,
             origin: Default::default(),
             link: None,
         }

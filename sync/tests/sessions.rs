@@ -43,6 +43,7 @@ fn stack_cfg() -> Arc<StackConfig> {
         isn_key: [3; 16],
         open_secrets: Default::default(),
         timer_tick: flowtwin_engine::time::Duration::from_micros(100),
+        retired: Vec::new(),
     })
 }
 
@@ -81,6 +82,7 @@ fn image(vip: Ipv4Addr, listener: u16, port: u16) -> FlowImage {
         peer_mac: MacAddr([2, 0, 0, 0, 0, 2]),
         vip_mac: vrrp_mac(listener as u8 + 1),
         listener,
+        listener_fp: 0,
         origin: Default::default(),
         link: None,
     }

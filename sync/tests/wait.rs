@@ -39,6 +39,7 @@ fn stack_cfg() -> Arc<StackConfig> {
         isn_key: *b"flowtwin-wait-t!",
         open_secrets: Default::default(),
         timer_tick: flowtwin_engine::time::Duration::from_micros(100),
+        retired: Vec::new(),
     })
 }
 

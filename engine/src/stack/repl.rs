@@ -160,7 +160,16 @@ impl Stack {
     fn image_of(&self, id: FlowId) -> Option<FlowImage> {
         let (key, f) = (self.flows.key(id)?, self.flows.get(id)?);
         let link = self.partner(id).map(|p| (p.index(), p.generation()));
-        Some(FlowImage { key: *key, tcb: f.tcb.snapshot(), peer_mac: f.peer_mac, vip_mac: f.vip_mac, listener: f.listener, origin: f.origin, link })
+        Some(FlowImage {
+            key: *key,
+            tcb: f.tcb.snapshot(),
+            peer_mac: f.peer_mac,
+            vip_mac: f.vip_mac,
+            listener: f.listener,
+            listener_fp: self.listener_fps.get(usize::from(f.listener)).copied().unwrap_or(0),
+            origin: f.origin,
+            link,
+        })
     }
 
     /// New + SvcImage for one flow; false if the ring is full (retry later).

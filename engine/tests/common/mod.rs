@@ -67,6 +67,7 @@ pub fn config(flow_capacity: usize, tcp: TcpConfig) -> StackConfig {
         isn_key: *b"flowtwin-golden!",
         open_secrets: Default::default(),
         timer_tick: Duration::from_micros(100),
+        retired: Vec::new(),
     }
 }
 
@@ -540,5 +541,6 @@ pub fn backend_config(flow_capacity: usize) -> StackConfig {
         isn_key: *b"flowtwin-backend",
         open_secrets: Default::default(),
         timer_tick: Duration::from_micros(100),
+        retired: Vec::new(),
     }
 }

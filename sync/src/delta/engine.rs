@@ -25,6 +25,7 @@ mod cursor {
     pub const LINKED: usize = 41;
     pub const LINK_SLOT: usize = 44;
     pub const LINK_GENERATION: usize = 48;
+    pub const LISTENER_FP: usize = 52;
 }
 
 /// The origin byte: 0 accepted (what every earlier layout wrote there), 1 opened.
@@ -108,6 +109,7 @@ impl FlowStateRec {
         c[cursor::TX_SENT..][..8].copy_from_slice(&t.tx_sent.to_le_bytes());
         c[cursor::RX_DELIVERED..][..8].copy_from_slice(&t.rx_delivered.to_le_bytes());
         c[cursor::ORIGIN] = origin_byte(img.origin);
+        c[cursor::LISTENER_FP..][..8].copy_from_slice(&img.listener_fp.to_le_bytes());
         if let Some((slot, generation)) = img.link {
             c[cursor::LINKED] = 1;
             c[cursor::LINK_SLOT..][..4].copy_from_slice(&slot.to_le_bytes());
@@ -204,6 +206,7 @@ impl FlowStateRec {
             peer_mac: MacAddr(self.peer_mac),
             vip_mac: MacAddr(vip_mac),
             listener: self.service_id,
+            listener_fp: u64_at(cursor::LISTENER_FP),
             origin,
             link,
         })

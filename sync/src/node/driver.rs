@@ -63,6 +63,8 @@ pub(super) struct Driver {
     /// The join snapshot the workers are emitting: its token and the workers whose
     /// `Barrier` has not been drained yet.
     snapshot_running: Option<(u64, Vec<bool>)>,
+    /// The generation of `cfg.live` the sessions run.
+    live_generation: u64,
 }
 
 impl Driver {
@@ -123,6 +125,7 @@ impl Driver {
             fds: Vec::new(),
             snapshots: VecDeque::new(),
             snapshot_running: None,
+            live_generation: 0,
         }
     }
 
@@ -156,6 +159,7 @@ impl Driver {
     pub(super) fn run(&mut self) {
         let mut pacer = Pacer::new(self.cfg.busy_poll);
         while !self.stopping() {
+            self.follow_config();
             let mut busy = false;
             let mut batches = 0;
             for i in 0..self.slots.len() {
@@ -188,6 +192,19 @@ impl Driver {
         }
         for l in &self.links {
             l.shared.set_watermark(RELEASE_ALL);
+        }
+    }
+
+    /// A reload published a new configuration: every session runs it from now on.
+    fn follow_config(&mut self) {
+        let Some(live) = &self.cfg.live else { return };
+        if live.generation() == self.live_generation {
+            return;
+        }
+        let (cfg, g) = live.load();
+        self.live_generation = g;
+        for s in &mut self.slots {
+            s.session.set_stack_config(cfg.clone());
         }
     }
 

@@ -41,7 +41,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use flowtwin_engine::group::GroupSet;
-use flowtwin_engine::stack::StackConfig;
+use flowtwin_engine::stack::{LiveConfig, StackConfig};
 
 use crate::proto::Role;
 use crate::replicator::{WorkerLink, RELEASE_ALL};
@@ -120,6 +120,10 @@ pub struct SyncConfig {
     /// active never rejoin, output resumes after this, unprotected. Zero: no hold, no
     /// fallback (a kill within the rejoin then costs the flows not yet imaged).
     pub handover_hold: Duration,
+    /// The engine's live configuration (`flowtwin ctl reload`): the sessions follow it, so
+    /// that the Hello, pools and replay use the listeners and VIPs of the last reload.
+    /// `None`: the configuration given to [`start`] for good.
+    pub live: Option<Arc<LiveConfig>>,
 }
 
 impl Default for SyncConfig {
@@ -140,6 +144,7 @@ impl Default for SyncConfig {
             park_max: PARK_MAX,
             fence_hold: Duration::from_millis(30),
             handover_hold: Duration::from_millis(500),
+            live: None,
         }
     }
 }

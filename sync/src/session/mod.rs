@@ -357,6 +357,11 @@ fn newer(epoch_a: u64, node_a: u32, epoch_b: u64, node_b: u32) -> bool {
 }
 
 impl Session {
+    /// Run `cfg` from now on (a live reload; its listener indices extend the old ones).
+    pub fn set_stack_config(&mut self, cfg: Arc<StackConfig>) {
+        self.stack_cfg = cfg;
+    }
+
     /// A session starting at `now` in the role `cfg.role` prefers.
     pub fn new(cfg: SessionConfig, stack_cfg: Arc<StackConfig>, status: Arc<SyncStatus>, now: Instant) -> Session {
         let (workers, token) = (cfg.workers, cfg.token_base);

@@ -42,5 +42,6 @@ pub fn session_stack(listeners: Vec<Listener>, isn_key: [u8; 16]) -> StackConfig
         isn_key,
         open_secrets: Default::default(),
         timer_tick: flowtwin_engine::time::Duration::from_micros(100),
+        retired: Vec::new(),
     }
 }

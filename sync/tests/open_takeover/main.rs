@@ -75,6 +75,7 @@ fn b_cfg() -> Arc<StackConfig> {
         isn_key: [9; 16],
         open_secrets: Default::default(),
         timer_tick: Duration::from_micros(100),
+        retired: Vec::new(),
     })
 }
 
@@ -590,6 +591,7 @@ fn image(origin: Origin, link: Option<(u32, u32)>) -> FlowImage {
         peer_mac: B_MAC,
         vip_mac: vrrp_mac(1),
         listener: ECHO,
+                listener_fp: 0,
         origin,
         link,
     }

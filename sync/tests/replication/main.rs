@@ -76,6 +76,7 @@ fn stack_cfg() -> Arc<StackConfig> {
         isn_key: *b"flowtwin-sync-t!",
         open_secrets: Default::default(),
         timer_tick: flowtwin_engine::time::Duration::from_micros(100),
+        retired: Vec::new(),
     })
 }
 
@@ -218,6 +219,7 @@ impl FakeWorker {
             peer_mac: MacAddr([2, 0, 0, 0, (port >> 8) as u8, port as u8]),
             vip_mac: vrrp_mac(1),
             listener,
+            listener_fp: 0,
             origin: Default::default(),
             link: None,
         };

@@ -95,6 +95,7 @@ fn stack_cfg() -> Arc<StackConfig> {
         isn_key: [7; 16],
         open_secrets: Default::default(),
         timer_tick: Duration::from_micros(100),
+        retired: Vec::new(),
     })
 }
 
