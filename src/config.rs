@@ -14,14 +14,14 @@ use flowtwin_engine::config::vrrp_mac;
 use flowtwin_engine::group::{GroupId, MAX_GROUPS};
 use flowtwin_engine::wire::MacAddr;
 use flowtwin_engine::service::{Kind, ServiceSpec};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod route;
 pub use self::route::RouteSection;
 
 mod proxy;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// DPDK EAL arguments, exactly as on a DPDK command line.
@@ -54,7 +54,7 @@ pub struct Config {
     pub log: LogSection,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncRole {
     Active,
@@ -71,14 +71,14 @@ impl SyncRole {
     }
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncMode {
     Strict,
     Async,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncSection {
     /// This engine's id (distinct from the peer's).
@@ -190,13 +190,13 @@ fn default_control() -> PathBuf {
     PathBuf::from("/run/flowtwin/flowtwin.sock")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EalSection {
     pub args: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSection {
     /// Worker lcores to use (default: every worker lcore EAL was given).
@@ -226,7 +226,7 @@ impl Default for EngineSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortSection {
     /// DPDK device name as EAL knows it, e.g. `net_af_packet0` or `0000:01:00.0`.
@@ -241,7 +241,7 @@ fn default_desc() -> u16 {
     1024
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VipSection {
     /// The service IPv4 address.
@@ -258,7 +258,7 @@ pub struct VipSection {
 }
 
 /// `[[group]]`: an ownership group, the unit of role, epoch, replication and failover.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupSection {
     /// Its name in logs, metrics (`group="..."`) and `flowtwin ctl`: letters, digits, `-`, `_`.
@@ -282,7 +282,7 @@ fn default_prefix_len() -> u8 {
     24
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceKind {
     Object,
@@ -290,7 +290,7 @@ pub enum ServiceKind {
     Proxy,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSection {
     pub vip: Ipv4Addr,
@@ -385,7 +385,7 @@ fn default_echo_buf() -> u32 {
     64 * 1024
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TcpSection {
     pub mss: u16,
@@ -425,7 +425,7 @@ impl Default for TcpSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSection {
     /// Where Prometheus text metrics are served (HTTP GET /metrics). Empty string: off.
@@ -452,7 +452,7 @@ impl MetricsSection {
 
 /// `[log]`: what the engine logs on stderr and how (see `crate::logs`). `FLOWTWIN_LOG` (or
 /// `RUST_LOG`) and `FLOWTWIN_LOG_FORMAT` override these.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     /// A filter in RUST_LOG syntax: a level (`info`) and per-target levels

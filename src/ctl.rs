@@ -21,6 +21,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("flows", "live flows per worker and TCP state"),
     ("backends", "proxy services: each backend's state, weight, connections, failures, bytes"),
     ("backend", "on the active: add|drain|undrain|remove SERVICE ADDR:PORT [--weight W] [--pool N] [--force]"),
+    ("reload", "read the config file again: apply what can change live (VIPs, object/echo services, [tcp], [log]) or refuse naming the keys"),
 ];
 
 /// Commands that take arguments after their name.

@@ -112,6 +112,7 @@ impl Settings {
 }
 
 /// The installed subscriber's handles: the config's settings apply through them.
+#[derive(Clone)]
 pub struct Logs {
     filter: reload::Handle<EnvFilter, Registry>,
     json: Arc<AtomicBool>,

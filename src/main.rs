@@ -6,6 +6,7 @@ mod config;
 mod ctl;
 mod logs;
 mod metrics;
+mod reload;
 mod run;
 
 use std::process::ExitCode;
@@ -271,7 +272,10 @@ fn load_config(path: &std::path::Path, logs: &logs::Logs) -> Result<config::Conf
 
 fn run_command(cli: Cli, logs: &logs::Logs) -> Result<(), Failure> {
     match cli.cmd {
-        Cmd::Run { config } => Ok(run::run(load_config(&config, logs)?, stop_flag())?),
+        Cmd::Run { config: path } => {
+            let c = load_config(&path, logs)?;
+            Ok(run::run(c, stop_flag(), Some(run::ConfigSource { path, logs: Some(logs.clone()) }))?)
+        }
         Cmd::Ctl { socket, command, args } => Ok(ctl::request(&socket, &std::iter::once(command).chain(args).collect::<Vec<_>>().join(" ")).and_then(|r| {
             println!("{r}");
             if r.starts_with("{\"error\"") {

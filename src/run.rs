@@ -7,7 +7,7 @@ use std::io::Read;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering, AtomicU64};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use flowtwin_engine::counters::{Counters, Drop, Event, SharedCounters};
@@ -15,7 +15,7 @@ use flowtwin_engine::dataplane::{run_worker, Fanout, IdleConfig, NeighborMail, R
 use flowtwin_engine::distribute::worker_for_key;
 use flowtwin_engine::ephemeral::{ReplySteering, RssSteering, SoftwareSteering};
 use flowtwin_sync::{Mode, Role, SyncConfig, SyncStatus, WorkerShared};
-use flowtwin_engine::stack::{Group, GroupSet, Listener, StackConfig, Vip};
+use flowtwin_engine::stack::{Group, GroupSet, Listener, LiveConfig, StackConfig, Vip};
 use flowtwin_engine::tcp::TcpConfig;
 use flowtwin_engine::time::Duration as FtDuration;
 use flowtwin_engine::wire::MacAddr;
@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use crate::config::{Config, SyncMode, SyncRole};
 use crate::ctl;
 use crate::metrics;
+use crate::reload::Reloader;
 
 mod drops;
 mod proxy;
@@ -36,6 +37,26 @@ mod report;
 
 use self::drops::DropWarnings;
 use self::report::{control, render};
+
+/// The TCP parameters of `[tcp]`.
+pub fn tcp_config(t: &crate::config::TcpSection) -> TcpConfig {
+    TcpConfig {
+        mss: t.mss,
+        wscale: t.wscale,
+        timestamps: t.timestamps,
+        sack: t.sack,
+        rto_initial: FtDuration::from_millis(t.rto_initial_ms),
+        rto_min: FtDuration::from_millis(t.rto_min_ms),
+        rto_max: FtDuration::from_millis(t.rto_max_ms),
+        delayed_ack: FtDuration::from_millis(t.delayed_ack_ms),
+        time_wait: FtDuration::from_millis(t.time_wait_ms),
+        idle_timeout: FtDuration::from_secs(t.idle_timeout_s),
+        syn_ack_retries: t.syn_ack_retries,
+        max_retransmits: t.max_retransmits,
+        max_ooo_bytes: t.max_ooo_bytes,
+        initial_cwnd_segments: t.initial_cwnd_segments,
+    }
+}
 
 /// Build the engine's stack configuration (loads object directories).
 pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
@@ -54,23 +75,7 @@ pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
         let spec = s.spec(i)?;
         listeners.push(Listener { vip: s.vip, port: s.port, spec });
     }
-    let t = &cfg.tcp;
-    let tcp = TcpConfig {
-        mss: t.mss,
-        wscale: t.wscale,
-        timestamps: t.timestamps,
-        sack: t.sack,
-        rto_initial: FtDuration::from_millis(t.rto_initial_ms),
-        rto_min: FtDuration::from_millis(t.rto_min_ms),
-        rto_max: FtDuration::from_millis(t.rto_max_ms),
-        delayed_ack: FtDuration::from_millis(t.delayed_ack_ms),
-        time_wait: FtDuration::from_millis(t.time_wait_ms),
-        idle_timeout: FtDuration::from_secs(t.idle_timeout_s),
-        syn_ack_retries: t.syn_ack_retries,
-        max_retransmits: t.max_retransmits,
-        max_ooo_bytes: t.max_ooo_bytes,
-        initial_cwnd_segments: t.initial_cwnd_segments,
-    };
+    let tcp = tcp_config(&cfg.tcp);
     Ok(StackConfig {
         vips,
         groups,
@@ -81,6 +86,7 @@ pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
         isn_key: random_key(),
         open_secrets: Arc::new(flowtwin_engine::tcp::isn::GroupSecrets::new(random_key())),
         timer_tick: FtDuration::from_micros(100),
+        retired: Vec::new(),
     })
 }
 
@@ -181,17 +187,36 @@ fn random_key() -> [u8; 16] {
     k
 }
 
+/// Where the engine's configuration came from, for live reloads.
+pub struct ConfigSource {
+    pub path: std::path::PathBuf,
+    /// The log handles a reload's `[log]` applies through.
+    pub logs: Option<crate::logs::Logs>,
+}
+
+/// Each VIP and the name of its group, for the metrics.
+fn vip_names(c: &StackConfig) -> Vec<(Ipv4Addr, String)> {
+    c.vips.iter().map(|v| (v.addr, c.group_name(v.group).to_string())).collect()
+}
+
+/// Each listener as the metrics name it: ("vip:port", kind).
+fn service_names(c: &StackConfig) -> Vec<(String, &'static str)> {
+    c.listeners.iter().map(|l| (format!("{}:{}", l.vip, l.port), l.spec.kind_name())).collect()
+}
+
 /// What the metrics thread reads.
 struct Observed {
     ports: OnceLock<Vec<StatsReader>>,
     workers: OnceLock<Vec<Arc<SharedCounters>>>,
-    /// Each VIP and the name of its ownership group.
-    vips: Vec<(Ipv4Addr, String)>,
+    /// Each VIP and the name of its ownership group (a reload may add VIPs).
+    vips: RwLock<Vec<(Ipv4Addr, String)>>,
     /// The ownership groups' names, by `GroupId`.
     groups: Vec<String>,
     sync: Option<Arc<SyncStatus>>,
-    /// Per listener: ("vip:port", kind), for per-service metrics.
-    services: Vec<(String, &'static str)>,
+    /// Per listener: ("vip:port", kind), for per-service metrics (a reload appends).
+    services: RwLock<Vec<(String, &'static str)>>,
+    /// Live reloads (`flowtwin ctl reload`, SIGHUP), for their metrics.
+    reloader: OnceLock<Arc<Reloader>>,
     /// The proxy services, for per-backend metrics and `ctl backends`.
     proxies: Vec<(String, Arc<flowtwin_engine::service::proxy::ProxySpec>)>,
     held: OnceLock<Vec<WorkerShared>>,
@@ -342,20 +367,18 @@ fn reshard(flows: Vec<Vec<flowtwin_engine::replica::ShadowFlow>>, workers: usize
     out
 }
 
-pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
+pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: Option<ConfigSource>) -> Result<(), String> {
     let stack_cfg = Arc::new(stack_config(&cfg)?);
+    let live = Arc::new(LiveConfig::new(stack_cfg.clone()));
     let sync_status = cfg.sync.as_ref().map(|_| Arc::new(SyncStatus::new()));
     let observed = Arc::new(Observed {
         ports: OnceLock::new(),
         workers: OnceLock::new(),
-        vips: stack_cfg.vips.iter().map(|v| (v.addr, stack_cfg.group_name(v.group).to_string())).collect(),
+        vips: RwLock::new(vip_names(&stack_cfg)),
         groups: stack_cfg.all_groups().iter().map(|g| stack_cfg.group_name(g).to_string()).collect(),
         sync: sync_status.clone(),
-        services: cfg
-            .services
-            .iter()
-            .map(|s| (format!("{}:{}", s.vip, s.port), s.kind.name()))
-            .collect(),
+        services: RwLock::new(service_names(&stack_cfg)),
+        reloader: OnceLock::new(),
         proxies: proxy::of(&stack_cfg),
         held: OnceLock::new(),
         role: OnceLock::new(),
@@ -363,6 +386,23 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         link_up: AtomicU64::new(1),
         link_down_handovers: AtomicU64::new(0),
     });
+    let reloader = source.map(|src| {
+        let o = observed.clone();
+        let on_publish = Box::new(move |c: &StackConfig| {
+            *o.vips.write().unwrap_or_else(|e| e.into_inner()) = vip_names(c);
+            *o.services.write().unwrap_or_else(|e| e.into_inner()) = service_names(c);
+        });
+        let r = Arc::new(Reloader::new(src.path, src.logs, live.clone(), cfg.clone(), on_publish));
+        let _ = observed.reloader.set(r.clone());
+        r
+    });
+    // SIGHUP: reload (what `systemctl reload` sends).
+    let hup = Arc::new(AtomicBool::new(false));
+    if reloader.is_some() {
+        if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
+            warn!(event = "signal_handler", signal = "SIGHUP", error = %e, "warning: cannot install the SIGHUP handler (reload with `flowtwin ctl reload`): {e}");
+        }
+    }
     if let Some(addr) = cfg.metrics.addr()? {
         let o = observed.clone();
         let bound = metrics::serve(addr, Arc::new(move |out: &mut String| render(&o, out)), stop.clone())
@@ -373,7 +413,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     if let (Some(y), Some(st)) = (&cfg.sync, &sync_status) {
         let o = observed.clone();
         let st = st.clone();
-        let handler: ctl::Handler = Arc::new(move |cmd: &str| control(&o, &st, cmd));
+        let r = reloader.clone();
+        let handler: ctl::Handler = Arc::new(move |cmd: &str| match (cmd, &r) {
+            ("reload", Some(r)) => r.reply("flowtwin ctl reload"),
+            ("reload", None) => "{\"error\":\"this engine was not started from a config file: nothing to reload\"}".to_string(),
+            _ => control(&o, &st, cmd),
+        });
         let p = ctl::serve(&y.control, handler, stop.clone())?;
         info!(event = "control_listen", path = %p.display(), "control socket {}", p.display());
     }
@@ -548,6 +593,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             busy_poll: Duration::from_micros(y.busy_poll_us),
             fence_hold: Duration::from_millis(y.fence_hold_ms),
             handover_hold: Duration::from_millis(y.handover_hold_ms),
+            live: Some(live.clone()),
             waiter: Some(Arc::new(PollWaiter {
                 bell: Doorbell::new().map_err(|e| format!("sync: eventfd: {e}"))?,
                 cpu: y.cpu,
@@ -598,7 +644,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             tx,
             fanout,
             pool: pool.clone(),
-            stack_cfg: stack_cfg.clone(),
+            config: live.clone(),
             counters: shared[i].clone(),
             stop: stop.clone(),
             idle,
@@ -632,6 +678,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         }
         if !checked.is_empty() {
             health_log.poll(&checked);
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            if let Some(r) = &reloader {
+                // The outcome is logged (and counted) by the reloader.
+                let _ = r.reload("SIGHUP");
+            }
         }
         if let Some(st) = &sync_status {
             // Follow the sync thread's role: active answers, standby and fenced stay silent.

@@ -190,6 +190,8 @@ if [[ $root_ok == 1 ]]; then
   caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$unit" | tr '[:upper:]' '[:lower:]' | sed 's/cap_//g; s/ \+/,+/g')
   pre=$(sed -n 's/^ExecStartPre=//p' "$unit" | sed 's/%i/t/g')
   start=$(sed -n 's/^ExecStart=//p' "$unit" | sed 's/%i/t/g')
+  # ExecReload as systemd runs it, $MAINPID filled in by the script below.
+  reload=$(sed -n 's/^ExecReload=//p' "$unit" | sed 's/\$MAINPID/PID_OF_MAIN/g')
   cat >"$R/etc/flowtwin/t.toml" <<'EOF_T'
 [eal]
 args = ["-l", "0-1", "--no-pci", "--no-huge", "--no-shconf", "-m", "512", "--vdev", "net_null0", "--log-level", "error"]
@@ -211,11 +213,11 @@ peer = "127.0.0.1:7402"
 control = "/run/flowtwin/t.sock"
 EOF_T
   unshare --net --mount --propagation private -- bash -c '
-    r=$1 caps=$2 pre=$3 start=$4
+    r=$1 caps=$2 pre=$3 start=$4 reload=$5
     ip link set lo up || exit 97
     mount -t proc proc "$r/proc" && mount --rbind /sys "$r/sys" && mount --rbind /dev "$r/dev" || exit 97
     exec chroot "$r" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root bash -c "
-      caps=\$1 pre=\$2 start=\$3
+      caps=\$1 pre=\$2 start=\$3 reload=\$4
       as_unit() { setpriv --bounding-set -all,+\$caps --inh-caps -all,+\$caps --ambient-caps -all,+\$caps -- \"\$@\"; }
       # (This container may not raise RLIMIT_MEMLOCK; nothing here locks memory: --no-huge.)
       ulimit -l unlimited 2>/dev/null || echo memlock: kept \$(ulimit -l) here
@@ -230,13 +232,19 @@ EOF_T
         sleep 0.1
       done
       echo status: \$(cat /tmp/t.status)
+      # systemctl reload: the ExecReload of the unit, then the engine still answers.
+      rl=\${reload//PID_OF_MAIN/\$pid}
+      eval \"\$rl\" && echo reload: sent
+      for i in \$(seq 1 50); do grep -q \"reloaded (SIGHUP)\" /tmp/t.log 2>/dev/null && break; sleep 0.1; done
+      flowtwin ctl -s /run/flowtwin/t.sock status >/dev/null 2>&1 && echo reload: alive
       kill -TERM \$pid
       for i in \$(seq 1 100); do kill -0 \$pid 2>/dev/null || break; sleep 0.1; done
       kill -KILL \$pid 2>/dev/null && echo still running 10 s after SIGTERM: killed
       wait \$pid; echo exit: \$?
-    " _ "$caps" "$pre" "$start"' _ "$R" "$caps" "$pre" "$start" >"$TMP/unit-run.log" 2>&1
-  if grep -q '^status: {.*"role"' "$TMP/unit-run.log" && grep -qx 'exit: 0' "$TMP/unit-run.log"; then
-    pass unit_commands_run "flowtwin@t's ExecStartPre and ExecStart under $(grep -m1 CapBnd "$TMP/unit-run.log" | tr -s '\t ' ' ') ($caps): started, answered ctl status, exit 0 on SIGTERM"
+    " _ "$caps" "$pre" "$start" "$reload"' _ "$R" "$caps" "$pre" "$start" "$reload" >"$TMP/unit-run.log" 2>&1
+  if grep -q '^status: {.*"role"' "$TMP/unit-run.log" && grep -qx 'exit: 0' "$TMP/unit-run.log" \
+    && grep -qx 'reload: alive' "$TMP/unit-run.log" && grep -q "reloaded (SIGHUP)" "$R/tmp/t.log"; then
+    pass unit_commands_run "flowtwin@t's ExecStartPre, ExecStart and ExecReload under $(grep -m1 CapBnd "$TMP/unit-run.log" | tr -s '\t ' ' ') ($caps): started, answered ctl status, reloaded on ExecReload and still answered, exit 0 on SIGTERM"
   else
     fail unit_commands_run "$(tailof "$TMP/unit-run.log" 6) | engine log: $(tailof "$R/tmp/t.log" 6)"
   fi

@@ -36,14 +36,14 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use flowtwin_engine::service::proxy::{Balance, Health, ProxySpec, DEFAULT_BUF_SIZE, DEFAULT_MAX_BACKENDS, MAX_WEIGHT};
 use flowtwin_engine::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use flowtwin_engine::service::proxy::{ActiveCheck, CheckKind, Mode, Pool};
 
 use super::{Config, ServiceKind, ServiceSection};
 
 /// `[[service.pool]]` of a proxy.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSection {
     pub host: Option<String>,

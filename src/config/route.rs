@@ -1,7 +1,7 @@
 //! `[[route]]` and the VIPs' subnets (`[[vip]] prefix_len`): the engine's routing table
 //! (`flowtwin_engine::route`), built and checked here with every error naming its key.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use flowtwin_engine::route::{Prefix, Route, RouteErrorKind, RouteTable, MAX_ROUTES};
 
@@ -9,7 +9,7 @@ use super::Config;
 
 /// `[[route]]`: frames toward `prefix` go to the gateway `via` (on-link), or, without `via`,
 /// to the destination itself (the prefix is on-link too).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
     /// The destination, `a.b.c.d/n`; `0.0.0.0/0` is the default route.

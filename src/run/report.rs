@@ -51,8 +51,15 @@ pub(super) fn render(o: &Observed, out: &mut String) {
             sample(out, "flowtwin_group_owned", &[("group", g)], owned.contains(GroupId(i as u8)) as u8);
         }
     }
+    if let Some(r) = o.reloader.get() {
+        family(out, "flowtwin_config_reloads_total", "counter", "live reloads of the config file (ctl reload, SIGHUP), applied or refused");
+        sample(out, "flowtwin_config_reloads_total", &[("result", "applied")], r.applied.load(Ordering::Relaxed));
+        sample(out, "flowtwin_config_reloads_total", &[("result", "refused")], r.refused.load(Ordering::Relaxed));
+        family(out, "flowtwin_config_generation", "gauge", "configurations published by reloads since the start (0: the one started with)");
+        sample(out, "flowtwin_config_generation", &[], r.generation());
+    }
     family(out, "flowtwin_vip_info", "gauge", "1 for each VIP this engine serves, with its ownership group");
-    for (v, g) in &o.vips {
+    for (v, g) in o.vips.read().unwrap_or_else(|e| e.into_inner()).iter() {
         sample(out, "flowtwin_vip_info", &[("vip", &v.to_string()), ("group", g)], 1);
     }
     if let Some(ports) = o.ports.get() {
@@ -128,8 +135,18 @@ pub(super) fn render(o: &Observed, out: &mut String) {
             ("flowtwin_service_bytes_out_total", "new payload bytes each service sent (retransmissions excluded)", false),
         ] {
             family(out, name, "counter", help);
-            for (li, (svc, kind)) in o.services.iter().enumerate() {
+            // One series per service: a reload's retired and new listeners of one address
+            // and kind add up.
+            let services = o.services.read().unwrap_or_else(|e| e.into_inner());
+            let mut seen: Vec<(&str, &str, u64)> = Vec::new();
+            for (li, (svc, kind)) in services.iter().enumerate().take(flowtwin_engine::counters::MAX_SERVICES) {
                 let v: u64 = snaps.iter().map(|c| if pick { c.svc_bytes_in[li] } else { c.svc_bytes_out[li] }).sum();
+                match seen.iter_mut().find(|(s, k, _)| s == svc && k == kind) {
+                    Some(e) => e.2 += v,
+                    None => seen.push((svc, kind, v)),
+                }
+            }
+            for (svc, kind, v) in seen {
                 sample(out, name, &[("service", svc), ("kind", kind)], v);
             }
         }
@@ -258,7 +275,8 @@ pub(super) fn control(o: &Observed, st: &SyncStatus, cmd: &str) -> String {
             let owned = |svc: &str| -> bool {
                 let Some(r) = o.role.get() else { return false };
                 let vip: Option<std::net::Ipv4Addr> = svc.rsplit_once(':').and_then(|(v, _)| v.parse().ok());
-                let group = vip.and_then(|v| o.vips.iter().find(|(a, _)| *a == v)).and_then(|(_, g)| o.groups.iter().position(|n| n == g));
+                let vips = o.vips.read().unwrap_or_else(|e| e.into_inner());
+                let group = vip.and_then(|v| vips.iter().find(|(a, _)| *a == v)).and_then(|(_, g)| o.groups.iter().position(|n| n == g));
                 group.is_some_and(|g| r.owned().contains(GroupId(g as u8)))
             };
             super::proxy::backend_cmd(&o.proxies, &owned, &words)

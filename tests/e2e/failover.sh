@@ -53,6 +53,8 @@
 #   sync_cpu         [sync] cpu: A refuses to start with it on its worker's CPU (error names the
 #                    key and the lcore); with cpu = 0 the flowtwin-sync thread may run on CPU 0 only,
 #                    under SCHED_RR at priority 10 (the default sync.scheduler), the others time-shared.
+#   reload           a service added live to both engines (B by SIGHUP, A by ctl reload), its flows
+#                    survive a kill -9 of A; then a refused reload (sync key named) and a removal.
 #   peer_mismatch    B starts in async mode against a strict A, then with 7 ms heartbeats: A refuses
 #                    each with both values named (ctl status last_error), stays active, B never in sync.
 #
@@ -66,7 +68,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FT_PROG=failover
-ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut port_down kill_standby late_join join_kill rejoin_failback failback_kill_new failback_kill_old async_mode sync_cpu peer_mismatch)
+ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut port_down kill_standby late_join join_kill rejoin_failback failback_kill_new failback_kill_old async_mode sync_cpu peer_mismatch reload)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
 RUNS=5
@@ -645,6 +647,10 @@ client_kinds_run() {
 # late_join, join_kill, failback_kill_*, sync_cpu, rejoin_failback, peer_mismatch
 # shellcheck source=tests/e2e/failover_joins.sh
 . "$E2E/failover_joins.sh"
+
+# reload
+# shellcheck source=tests/e2e/failover_reload.sh
+. "$E2E/failover_reload.sh"
 
 # ------------------------------------------------------------------ main
 fl_init

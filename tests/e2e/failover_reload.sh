@@ -1,0 +1,115 @@
+# shellcheck shell=bash
+# failover.sh's live-reload test (sourced; uses its helpers and failover_lib.sh).
+#
+# reload: a running pair changes its configuration without a restart. The same [[service]]
+# (echo on :9) is added to both files; B (the standby) reloads on SIGHUP, A by `flowtwin ctl
+# reload`. :9 refused connections before and takes them after. Echo streams on :9 and
+# downloads on :80 run, kill -9 A: B resumes the new service's flows too (byte-exact, 0 RSTs
+# in the client namespace). On the survivor, a reload that changes sync.heartbeat_ms is
+# refused by name and changes nothing, and one that removes :9 makes it refuse new
+# connections; the metrics count 2 applied reloads and 1 refused.
+
+# probe9 -> open | refused | timeout: a connect to VIP:9 from the client namespace.
+probe9() {
+  ip netns exec "$FT_CLIENT_NS" $PY - "$FT_VIP" <<'EOF'
+import socket, sys
+s = socket.socket()
+s.settimeout(2)
+try:
+    s.connect((sys.argv[1], 9))
+    s.sendall(b"ping")
+    print("open" if s.recv(4) == b"ping" else "open-but-silent")
+except ConnectionRefusedError:
+    print("refused")
+except OSError:
+    print("timeout")
+EOF
+}
+
+test_reload() {
+  local name=reload dir=$TMP/reload problems=() r i
+  pair_up "$name" "$dir" strict || { fl_cleanup; return; }
+  [[ $(probe9) == refused ]] || problems+=("before the reload, :9 answered '$(probe9)', not refused")
+  # That refusal was a RST: count from here on.
+  fl_rst_stop
+  fl_rst_start "$dir" || info "rstcount did not report ready"
+  for w in a b; do
+    printf '\n[[service]]\nvip = "%s"\nport = 9\nkind = "echo"\n' "$FT_VIP" >>"$TMP/$w.toml"
+  done
+  kill -HUP "$B_PID"
+  for ((i = 0; i < 50; i++)); do grep -q 'reloaded (SIGHUP)' "$dir/b.log" && break; sleep 0.1; done
+  grep -q "reloaded (SIGHUP): service $FT_VIP:9 (echo) added" "$dir/b.log" \
+    || problems+=("B did not log its SIGHUP reload: $(grep -i reload "$dir/b.log" | tail -2 | tr '\n' ' ')")
+  r=$("$BIN" ctl -s "$(fl_sock a)" reload 2>&1 || true)
+  [[ $r == *'"reloaded":true'* && $r == *"$FT_VIP:9 (echo) added"* ]] || problems+=("A's ctl reload answered: $r")
+  [[ $(probe9) == open ]] || problems+=("after the reload, :9 answered '$(probe9)'")
+
+  # The new service's flows are replicated like the others: kill -9 A under load.
+  fl_clients_start "$dir" 4 20971520 4194304 0 0 0 socket 40
+  ip netns exec "$FT_CLIENT_NS" timeout 60 $PY "$E2E/ftclients.py" echo -n 4 --port 9 --mbytes 8 \
+    --chunk 16384 --rate 2000000 --timeout 40 --connect-timeout 3 --ready-file "$dir/echo.ready" \
+    --trace "$dir/echo.trace" >"$dir/echo.json" 2>"$dir/echo.err" &
+  CL_PIDS+=($!)
+  CL_GROUPS+=(echo)
+  fl_clients_wait_ready 15 || info "not every flow had bytes after 15 s"
+  sleep "$(fl_random_delay)"
+  fl_kill9 a
+  local t_kill=$KILL_T
+  fl_wait_status b 's["role"] == "active"' 5 || problems+=("B not active 5 s after the kill: $(fl_status b)")
+  fl_clients_wait
+  fl_rst_stop
+  fl_status b >"$dir/b_status.json"
+  evaluate "$dir" "$name" --event "kill=$t_kill" --log "b=$dir/b.log" --status "b=$dir/b_status.json"
+  local v
+  v=$($PY - "$dir/eval.json" <<'EOF'
+import json, sys
+s = json.loads(open(sys.argv[1]).read() or "{}")
+bad = []
+if not s.get("flows") or s.get("completed") != s.get("flows"):
+    bad.append(f"{s.get('flows', 0) - s.get('completed', 0)} of {s.get('flows')} transfer(s) not byte-exact")
+if s.get("resets") is None:
+    bad.append("no rstcount output")
+elif s["resets"]:
+    bad.append(f"{s['resets']} RST(s) seen by the client")
+print(("ok" if not bad else "; ".join(bad)) + f"|flows {s.get('flows')}, completed {s.get('completed')}, resets {s.get('resets')}, longest client wait {s.get('max_midflow_wait_ms')} ms")
+EOF
+)
+  [[ ${v%%|*} == ok ]] || problems+=("${v%%|*}")
+
+  # On the survivor: a key that cannot change live is refused by name, nothing changes.
+  cp "$TMP/b.toml" "$dir/b.toml.good"
+  sed -i 's/^heartbeat_ms = .*/heartbeat_ms = 9/' "$TMP/b.toml"
+  r=$("$BIN" ctl -s "$(fl_sock b)" reload 2>&1 || true)
+  [[ $r == *'"error"'* && $r == *'sync.heartbeat_ms'* && $r == *'nothing changed'* ]] || problems+=("a heartbeat change was not refused by name: $r")
+  [[ $(probe9) == open ]] || problems+=("after the refused reload, :9 answered '$(probe9)'")
+  # Removing :9: no new connections there.
+  $PY - "$dir/b.toml.good" "$TMP/b.toml" <<'EOF'
+import sys
+text = open(sys.argv[1]).read()
+block = text[text.rindex("\n[[service]]"):]
+assert "port = 9" in block, block
+open(sys.argv[2], "w").write(text[: len(text) - len(block)] + "\n")
+EOF
+  r=$("$BIN" ctl -s "$(fl_sock b)" reload 2>&1 || true)
+  [[ $r == *'"reloaded":true'* && $r == *":9 (echo) removed"* ]] || problems+=("B's reload removing :9 answered: $r")
+  [[ $(probe9) == refused ]] || problems+=("after removing :9, it answered '$(probe9)'")
+  fl_metrics b "$dir/b.metrics"
+  local counts
+  counts=$(PYTHONPATH="$E2E" $PY -c '
+import sys, evallib
+m = evallib.parse_metrics(open(sys.argv[1]).read())
+def v(name, **labels):
+    return next((f"{x:.0f}" for n, l, x in m if n == name and l == labels), "none")
+print(v("flowtwin_config_reloads_total", result="applied"), v("flowtwin_config_reloads_total", result="refused"), v("flowtwin_config_generation"))
+' "$dir/b.metrics" 2>&1)
+  [[ $counts == "2 1 2" ]] || problems+=("B's reload metrics (applied refused generation): $counts, want 2 1 2")
+  fl_cleanup
+  if [[ ${#problems[@]} -eq 0 ]]; then
+    pass "$name" "echo :9 added live on both (SIGHUP, ctl reload); ${v#*|}; a heartbeat change refused by name; :9 removed live"
+    record "$dir" "$name" 1
+  else
+    local IFS=';'
+    fail "$name" "${problems[*]}; ${v#*|}"
+    record "$dir" "$name" 0
+  fi
+}
