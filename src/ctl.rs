@@ -21,11 +21,12 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("flows", "live flows per worker and TCP state"),
     ("backends", "proxy services: each backend's state, weight, connections, failures, bytes"),
     ("backend", "on the active: add|drain|undrain|remove SERVICE ADDR:PORT [--weight W] [--pool N] [--force]"),
+    ("capture", "start FILE [--filter EXPR] [--count N] [--seconds S] [--snaplen N] | stop | (none: status): frames into pcapng"),
     ("reload", "read the config file again: apply what can change live (VIPs, object/echo services, [tcp], [log]) or refuse naming the keys"),
 ];
 
 /// Commands that take arguments after their name.
-pub const WITH_ARGS: &[&str] = &["backend"];
+pub const WITH_ARGS: &[&str] = &["backend", "capture"];
 
 /// Serve `path` until `stop`. Replaces a stale socket file; refuses to run if another engine
 /// answers on it.

@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod capture;
 mod ctl;
 mod logs;
 mod metrics;

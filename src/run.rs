@@ -215,6 +215,8 @@ struct Observed {
     sync: Option<Arc<SyncStatus>>,
     /// Per listener: ("vip:port", kind), for per-service metrics (a reload appends).
     services: RwLock<Vec<(String, &'static str)>>,
+    /// The packet capture point, for its counters.
+    tap: Arc<flowtwin_engine::capture::CaptureTap>,
     /// Live reloads (`flowtwin ctl reload`, SIGHUP), for their metrics.
     reloader: OnceLock<Arc<Reloader>>,
     /// The proxy services, for per-backend metrics and `ctl backends`.
@@ -371,7 +373,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: Option<ConfigSource>) -> 
     let stack_cfg = Arc::new(stack_config(&cfg)?);
     let live = Arc::new(LiveConfig::new(stack_cfg.clone()));
     let sync_status = cfg.sync.as_ref().map(|_| Arc::new(SyncStatus::new()));
+    // Packet capture (`flowtwin ctl capture`): the workers' tap.
+    let tap = Arc::new(flowtwin_engine::capture::CaptureTap::default());
     let observed = Arc::new(Observed {
+        tap: tap.clone(),
         ports: OnceLock::new(),
         workers: OnceLock::new(),
         vips: RwLock::new(vip_names(&stack_cfg)),
@@ -386,6 +391,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: Option<ConfigSource>) -> 
         link_up: AtomicU64::new(1),
         link_down_handovers: AtomicU64::new(0),
     });
+    let capturer = Arc::new(crate::capture::Capturer::new(tap.clone()));
     let reloader = source.map(|src| {
         let o = observed.clone();
         let on_publish = Box::new(move |c: &StackConfig| {
@@ -414,7 +420,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: Option<ConfigSource>) -> 
         let o = observed.clone();
         let st = st.clone();
         let r = reloader.clone();
+        let cap = capturer.clone();
         let handler: ctl::Handler = Arc::new(move |cmd: &str| match (cmd, &r) {
+            (c, _) if c == "capture" || c.starts_with("capture ") => cap.command(&c.split_whitespace().skip(1).collect::<Vec<_>>()),
             ("reload", Some(r)) => r.reply("flowtwin ctl reload"),
             ("reload", None) => "{\"error\":\"this engine was not started from a config file: nothing to reload\"}".to_string(),
             _ => control(&o, &st, cmd),
@@ -645,6 +653,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: Option<ConfigSource>) -> 
             fanout,
             pool: pool.clone(),
             config: live.clone(),
+            capture: Some(tap.clone()),
             counters: shared[i].clone(),
             stop: stop.clone(),
             idle,

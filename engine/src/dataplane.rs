@@ -51,6 +51,7 @@ use crate::neighbor::Heard;
 pub use crate::roles::RoleShared;
 use crate::roles::{RoleFollower, RoleSink};
 use crate::replica::Replicator;
+use crate::capture::{CaptureTap, WorkerTap};
 use crate::stack::{FrameSink, LiveConfig, Stack, MAX_FRAME};
 use crate::time::Instant;
 
@@ -280,6 +281,8 @@ pub struct Worker {
     /// The engine's configuration; a live reload publishes a new one, which the worker
     /// picks up within a millisecond.
     pub config: Arc<LiveConfig>,
+    /// The engine's capture point (`None`: no capture possible).
+    pub capture: Option<Arc<CaptureTap>>,
     pub counters: Arc<SharedCounters>,
     pub stop: Arc<AtomicBool>,
     pub idle: IdleConfig,
@@ -342,6 +345,9 @@ struct MbufSink<'a> {
     /// worker's counters when they are published.
     hold_us: [u64; LATENCY_SLOTS],
     hold_us_sum: u64,
+    /// The capture point (`flowtwin ctl capture`), and the wall-clock µs of this pass.
+    tap: Option<WorkerTap>,
+    now_us: u64,
 }
 
 impl MbufSink<'_> {
@@ -363,6 +369,13 @@ impl MbufSink<'_> {
     fn flush(&mut self) {
         if self.out.is_empty() {
             return;
+        }
+        // What leaves the port (frames into an egress ring are captured by the worker that
+        // transmits them).
+        if let Some(t) = self.tap.as_mut().filter(|t| t.on() && !self.to_ring) {
+            for i in 0..self.out.len() {
+                t.frame(self.now_us, true, self.out.data(i));
+            }
         }
         let mut sent = self.tx.tx_burst(&mut self.out);
         if !self.out.is_empty() {
@@ -481,7 +494,8 @@ pub fn run_worker(mut w: Worker) -> i32 {
         let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         wall.wrapping_sub(now.0)
     };
-    stack.set_wall_clock(wall_offset(clock.now()));
+    let mut wall_off = wall_offset(clock.now());
+    stack.set_wall_clock(wall_off);
     if let Some(s) = w.steering.take() {
         if let Err(e) = stack.set_worker(w.index, s) {
             // Once, before the loop: the packet path never logs.
@@ -531,6 +545,8 @@ pub fn run_worker(mut w: Worker) -> i32 {
         held: OutputHold::with_capacity(if hold { 4096 } else { 0 }),
         hold_us: [0; LATENCY_SLOTS],
         hold_us_sum: 0,
+        tap: w.capture.clone().map(|t| WorkerTap::new(t, w.index as u16)),
+        now_us: 0,
     };
     let me = w.index;
     let mut roles = RoleFollower::new(me);
@@ -558,6 +574,15 @@ pub fn run_worker(mut w: Worker) -> i32 {
         }
 
         let got = w.rx.rx_burst(&mut rx);
+        sink.now_us = now.0.wrapping_add(wall_off);
+        // What the port received (frames from a handoff ring were captured by worker 0).
+        if let Some(t) = sink.tap.as_mut().filter(|t| t.on() && !from_ring) {
+            for i in 0..rx.len() {
+                if rx.is_contiguous(i) {
+                    t.frame(sink.now_us, false, rx.data(i));
+                }
+            }
+        }
         if let Some(f) = fanout.as_mut() {
             f.distribute(&mut rx, &mut stage, stack.counters_mut());
         } else if from_ring {
@@ -592,10 +617,14 @@ pub fn run_worker(mut w: Worker) -> i32 {
 
         if now.0.saturating_sub(last_wall.0) >= 1_000_000 {
             last_wall = now;
-            stack.set_wall_clock(wall_offset(now));
+            wall_off = wall_offset(now);
+            stack.set_wall_clock(wall_off);
         }
         if now.0.saturating_sub(last_publish.0) >= 1000 {
             last_publish = now;
+            if let Some(t) = sink.tap.as_mut() {
+                t.refresh();
+            }
             if w.config.generation() != cfg_generation {
                 let (cfg, g) = w.config.load();
                 cfg_generation = g;

@@ -4,6 +4,7 @@
 //! replayed on a standby.
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod commit;
 pub mod config;
 pub mod counters;

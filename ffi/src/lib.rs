@@ -25,6 +25,7 @@ pub mod mempool;
 pub mod port;
 pub mod ring;
 pub mod wait;
+pub mod bpf;
 
 pub use eal::{Eal, LaunchHandle};
 pub use eal_args::EalArgs;
@@ -33,6 +34,7 @@ pub use mbuf::{Mbuf, MbufBurst, BURST_MAX};
 pub use mempool::Mempool;
 pub use port::{LinkStatus, Port, PortConfig, PortInfo, PortStats, RssMode, RxQueue, StatsReader, TxQueue};
 pub use ring::Ring;
+pub use bpf::BpfFilter;
 
 /// A DPDK ethdev port number.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]

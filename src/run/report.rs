@@ -51,6 +51,9 @@ pub(super) fn render(o: &Observed, out: &mut String) {
             sample(out, "flowtwin_group_owned", &[("group", g)], owned.contains(GroupId(i as u8)) as u8);
         }
     }
+    family(out, "flowtwin_capture_frames_total", "counter", "frames the workers offered to a running ctl capture: queued for its file, or dropped (its queue was full)");
+    sample(out, "flowtwin_capture_frames_total", &[("result", "queued")], o.tap.captured.load(Ordering::Relaxed));
+    sample(out, "flowtwin_capture_frames_total", &[("result", "dropped")], o.tap.dropped.load(Ordering::Relaxed));
     if let Some(r) = o.reloader.get() {
         family(out, "flowtwin_config_reloads_total", "counter", "live reloads of the config file (ctl reload, SIGHUP), applied or refused");
         sample(out, "flowtwin_config_reloads_total", &[("result", "applied")], r.applied.load(Ordering::Relaxed));

@@ -55,6 +55,8 @@
 #                    under SCHED_RR at priority 10 (the default sync.scheduler), the others time-shared.
 #   reload           a service added live to both engines (B by SIGHUP, A by ctl reload), its flows
 #                    survive a kill -9 of A; then a refused reload (sync key named) and a removal.
+#   capture          ctl capture on the active under downloads and echo, filter "tcp port 80":
+#                    tcpdump reads the pcapng, only port 80, both directions, the whole stream.
 #   peer_mismatch    B starts in async mode against a strict A, then with 7 ms heartbeats: A refuses
 #                    each with both values named (ctl status last_error), stays active, B never in sync.
 #
@@ -68,7 +70,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FT_PROG=failover
-ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut port_down kill_standby late_join join_kill rejoin_failback failback_kill_new failback_kill_old async_mode sync_cpu peer_mismatch reload)
+ALL_TESTS=(kill_active kill_young client_kinds client_kinds_netem link_cut port_down kill_standby late_join join_kill rejoin_failback failback_kill_new failback_kill_old async_mode sync_cpu peer_mismatch reload capture)
 # shellcheck source=tests/e2e/suite_lib.sh
 . "$ROOT/tests/e2e/suite_lib.sh"
 RUNS=5
@@ -648,9 +650,9 @@ client_kinds_run() {
 # shellcheck source=tests/e2e/failover_joins.sh
 . "$E2E/failover_joins.sh"
 
-# reload
-# shellcheck source=tests/e2e/failover_reload.sh
-. "$E2E/failover_reload.sh"
+# reload, capture
+# shellcheck source=tests/e2e/failover_ops.sh
+. "$E2E/failover_ops.sh"
 
 # ------------------------------------------------------------------ main
 fl_init

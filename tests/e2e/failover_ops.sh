@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# failover.sh's live-reload test (sourced; uses its helpers and failover_lib.sh).
+# failover.sh's operations tests: live reload and packet capture (sourced; uses its helpers
+# and failover_lib.sh).
 #
 # reload: a running pair changes its configuration without a restart. The same [[service]]
 # (echo on :9) is added to both files; B (the standby) reloads on SIGHUP, A by `flowtwin ctl
@@ -111,5 +112,67 @@ print(v("flowtwin_config_reloads_total", result="applied"), v("flowtwin_config_r
     local IFS=';'
     fail "$name" "${problems[*]}; ${v#*|}"
     record "$dir" "$name" 0
+  fi
+}
+
+# capture: `flowtwin ctl capture` on the active of a pair under downloads (:80) and echo
+# streams (:7), with the filter "tcp port 80". tcpdump (Debian's) reads the pcapng file: as
+# many frames as the engine says it wrote, every one of them port 80, both directions, and
+# the payload the engine sent from :80 at least the bytes the clients received (the whole
+# stream is there). A filter that does not compile is refused by name.
+test_capture() {
+  local name=capture dir=$TMP/capture problems=() r
+  pair_up "$name" "$dir" strict || { fl_cleanup; return; }
+  local sock
+  sock=$(fl_sock a)
+  r=$("$BIN" ctl -s "$sock" capture start "$dir/bad.pcapng" --filter tcp portt 80 2>&1 || true)
+  [[ $r == *'"error"'* && $r == *'tcp portt 80'* ]] || problems+=("a bad filter was not refused by name: $r")
+  r=$("$BIN" ctl -s "$sock" capture start "$dir/a.pcapng" --filter tcp port 80 --count 1000000 --seconds 60 2>&1 || true)
+  [[ $r == *'"capturing"'* ]] || problems+=("capture start answered: $r")
+  fl_clients_start "$dir" 4 4194304 4194304 2 2 2000000 socket 30
+  fl_clients_wait
+  r=$("$BIN" ctl -s "$sock" capture stop 2>&1 || true)
+  echo "$r" >"$dir/capture.json"
+  fl_rst_stop
+  evaluate "$dir" "$name"
+  fl_cleanup
+  local v
+  v=$($PY - "$dir/capture.json" "$dir/a.pcapng" "$dir/eval.json" "$FT_VIP" <<'EOF'
+import json, re, subprocess, sys
+st = json.loads(open(sys.argv[1]).read() or "{}")
+ev = json.loads(open(sys.argv[3]).read() or "{}")
+vip = sys.argv[4]
+bad = []
+out = subprocess.run(["tcpdump", "-nn", "-r", sys.argv[2]], capture_output=True, text=True)
+lines = [l for l in out.stdout.splitlines() if l.strip()]
+if out.returncode != 0:
+    bad.append(f"tcpdump -r failed: {out.stderr.strip()[:200]}")
+if st.get("capture") != "done":
+    bad.append(f"capture not done after stop: {st}")
+if len(lines) != st.get("written"):
+    bad.append(f"tcpdump read {len(lines)} frames, the engine wrote {st.get('written')}")
+sent = re.compile(rf" {re.escape(vip)}\.80 > ")
+recv = re.compile(rf" > {re.escape(vip)}\.80: ")
+n_out = sum(1 for l in lines if sent.search(l))
+n_in = sum(1 for l in lines if recv.search(l))
+if n_out + n_in != len(lines) or not n_out or not n_in:
+    bad.append(f"{len(lines) - n_out - n_in} frame(s) not of port 80 (in {n_in}, out {n_out})")
+payload = sum(int(m.group(1)) for l in lines if sent.search(l) for m in [re.search(r"length (\d+)", l)] if m)
+if not ev.get("flows") or ev.get("completed") != ev.get("flows"):
+    bad.append(f"{ev.get('flows', 0) - ev.get('completed', 0)} transfer(s) not byte-exact")
+if ev.get("resets"):
+    bad.append(f"{ev['resets']} RST(s)")
+want = 4 * 4194304
+if payload < want:
+    bad.append(f"the capture holds {payload} payload bytes sent from :80, less than the {want} downloaded")
+print(("ok" if not bad else "; ".join(bad)) + f"|{len(lines)} frames ({n_in} in, {n_out} out, {payload} payload bytes out) for {want} bytes downloaded; dropped {st.get('dropped')}")
+EOF
+)
+  [[ ${v%%|*} == ok ]] || problems+=("${v%%|*}")
+  if [[ ${#problems[@]} -eq 0 ]]; then
+    pass "$name" "ctl capture, filter 'tcp port 80': ${v#*|}; a bad filter refused by name"
+  else
+    local IFS=';'
+    fail "$name" "${problems[*]}; ${v#*|}"
   fi
 }
