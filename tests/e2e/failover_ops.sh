@@ -135,6 +135,7 @@ test_capture() {
   echo "$r" >"$dir/capture.json"
   fl_rst_stop
   evaluate "$dir" "$name"
+  [[ -n ${FT_CAPTURE_COST_ROUNDS:-} ]] && capture_cost "$dir" "$sock" "$FT_CAPTURE_COST_ROUNDS"
   fl_cleanup
   local v
   v=$($PY - "$dir/capture.json" "$dir/a.pcapng" "$dir/eval.json" "$FT_VIP" <<'EOF'
@@ -175,4 +176,35 @@ EOF
     local IFS=';'
     fail "$name" "${problems[*]}; ${v#*|}"
   fi
+}
+
+# capture_cost DIR SOCK ROUNDS — what a running capture costs (BENCHMARKS.md): 4 unthrottled
+# 20 MiB downloads through the pair, capture off, on (filter "tcp port 80": every frame of
+# them copied and written), and Linux's tcpdump capturing the same frames on the client's
+# interface as the yardstick, in turn, ROUNDS times each; the wall time of each round.
+capture_cost() {
+  local dir=$1 sock=$2 rounds=$3 i mode t0 ms
+  for ((i = 1; i <= rounds; i++)); do
+    for mode in off on tcpdump; do
+      [[ $mode == on ]] && "$BIN" ctl -s "$sock" capture start "$dir/cost.pcapng" --filter tcp port 80 --count 100000000 --seconds 600 >/dev/null
+      local tdpid=""
+      if [[ $mode == tcpdump ]]; then
+        ip netns exec "$FT_CLIENT_NS" tcpdump -i c0 -s 0 -w "$dir/cost-tcpdump.pcap" tcp port 80 >/dev/null 2>"$dir/cost-tcpdump.err" &
+        tdpid=$!
+        sleep 1
+      fi
+      t0=$(fl_now)
+      fl_clients_start "$dir/cost" 4 20971520 1000000000 0 0 0 socket 60
+      fl_clients_wait
+      ms=$(fl_ms_since "$t0")
+      local st='{}'
+      [[ $mode == on ]] && st=$("$BIN" ctl -s "$sock" capture stop)
+      if [[ -n $tdpid ]]; then
+        kill -INT "$tdpid"; wait "$tdpid" 2>/dev/null || true
+        st=$($PY -c 'import json, re, sys; t = open(sys.argv[1]).read(); g = lambda p: int((re.search(p, t) or [0, 0])[1]); print(json.dumps({"written": g(r"(\d+) packets captured"), "dropped": g(r"(\d+) packets dropped by kernel")}))' "$dir/cost-tcpdump.err")
+      fi
+      info "capture_cost round $i capture $mode: 4 x 20 MiB in $ms ms $(fl_jq "$st" '"" if not s else "(written %s, dropped %s)" % (s.get("written"), s.get("dropped"))')"
+      echo "{\"round\": $i, \"capture\": \"$mode\", \"ms\": $ms, \"status\": $st}" >>"$dir/cost.jsonl"
+    done
+  done
 }
