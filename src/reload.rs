@@ -7,15 +7,16 @@
 //! - `[tcp]`: every key, for the connections made from then on;
 //! - `[[vip]]` added (to a group that exists), announced by gratuitous ARP when this engine
 //!   serves its group;
-//! - `[[service]]` of kind object or echo added, removed or changed. A removed service takes
-//!   no new connection and its connections run to their end; a changed one is a removal plus
-//!   an addition (its connections keep the old service, new ones get the new).
-//! - A proxy service's `backends` list is read at start only: the running pool is changed
-//!   with `flowtwin ctl backend`, and a reload leaves it (and says so).
+//! - `[[service]]` added or removed, of any kind; an object or echo service changed. A
+//!   removed service takes no new connection and its connections run to their end; a changed
+//!   one is a removal plus an addition (its connections keep the old service, new ones get
+//!   the new). A proxy service added starts with its file's pool and health checks.
+//! - A proxy service's `backends` list is read when the service starts only: the running
+//!   pool is changed with `flowtwin ctl backend`, and a reload leaves it (and says so).
 //!
 //! What it refuses: `[eal]`, `[engine]`, `[[port]]`, `[[route]]`, `[metrics]`, `[sync]`, a
-//! VIP removed or changed, a group added, removed or renamed, a proxy service added, removed
-//! or changed (but for its `backends`).
+//! VIP removed or changed, a group added, removed or renamed, a proxy service changed (but
+//! for its `backends`: its pool and health are running state).
 //!
 //! A flow names its listener by index, and so does its replica on the standby, so a reload
 //! never moves a listener: it appends the new ones and retires the old ones
@@ -151,9 +152,6 @@ pub fn plan(old: &Config, new: &Config, running: &StackConfig) -> Result<Plan, S
         let Some(li) = running.listener_for(os.vip, os.port) else { continue };
         let svc = name(os.vip, os.port, os.kind);
         match new_svc.iter().find(|(_, (ns, _))| ns.vip == os.vip && ns.port == os.port) {
-            None if os.kind == ServiceKind::Proxy => {
-                refused.push(format!("{svc}: removing a proxy service on a running engine is not supported"))
-            }
             None => {
                 retire.push(li);
                 changes.push(format!("{svc} removed: no new connections; its connections run to their end"));
@@ -190,10 +188,6 @@ pub fn plan(old: &Config, new: &Config, running: &StackConfig) -> Result<Plan, S
             continue;
         }
         let svc = name(ns.vip, ns.port, ns.kind);
-        if ns.kind == ServiceKind::Proxy {
-            refused.push(format!("{svc}: adding a proxy service on a running engine is not supported"));
-            continue;
-        }
         stack.listeners.push(Listener { vip: ns.vip, port: ns.port, spec: ns.spec(*i).map_err(|e| format!("reload refused, nothing changed: {e}"))? });
         changes.push(format!("{svc} added"));
     }

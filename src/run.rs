@@ -219,8 +219,9 @@ struct Observed {
     tap: Arc<flowtwin_engine::capture::CaptureTap>,
     /// Live reloads (`flowtwin ctl reload`, SIGHUP), for their metrics.
     reloader: OnceLock<Arc<Reloader>>,
-    /// The proxy services, for per-backend metrics and `ctl backends`.
-    proxies: Vec<(String, Arc<flowtwin_engine::service::proxy::ProxySpec>)>,
+    /// The proxy services, for per-backend metrics and `ctl backends` (a reload may add or
+    /// remove one).
+    proxies: RwLock<Vec<(String, Arc<flowtwin_engine::service::proxy::ProxySpec>)>>,
     held: OnceLock<Vec<WorkerShared>>,
     role: OnceLock<Arc<RoleShared>>,
     /// Software distribution mode: (RX fan-out by worker 0, TX fan-in through worker 0).
@@ -384,7 +385,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: Option<ConfigSource>) -> 
         sync: sync_status.clone(),
         services: RwLock::new(service_names(&stack_cfg)),
         reloader: OnceLock::new(),
-        proxies: proxy::of(&stack_cfg),
+        proxies: RwLock::new(proxy::of(&stack_cfg)),
         held: OnceLock::new(),
         role: OnceLock::new(),
         software: OnceLock::new(),
@@ -397,6 +398,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: Option<ConfigSource>) -> 
         let on_publish = Box::new(move |c: &StackConfig| {
             *o.vips.write().unwrap_or_else(|e| e.into_inner()) = vip_names(c);
             *o.services.write().unwrap_or_else(|e| e.into_inner()) = service_names(c);
+            *o.proxies.write().unwrap_or_else(|e| e.into_inner()) = proxy::of(c);
         });
         let r = Arc::new(Reloader::new(src.path, src.logs, live.clone(), cfg.clone(), on_publish));
         let _ = observed.reloader.set(r.clone());
@@ -678,12 +680,19 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: Option<ConfigSource>) -> 
     let mut link = LinkWatch::new(vdev_iface(&cfg.eal.args, &cfg.ports[0].name));
     let link_down_after = cfg.sync.as_ref().map(|y| Duration::from_millis(y.link_down_ms)).filter(|d| !d.is_zero());
     let mut drop_warnings = DropWarnings::new(std::time::Instant::now());
-    let checked: Vec<_> = proxy::of(&stack_cfg).into_iter().filter(|(_, p)| p.check.is_some()).collect();
+    let checked_of = |c: &StackConfig| -> Vec<_> { proxy::of(c).into_iter().filter(|(_, p)| p.check.is_some()).collect() };
+    let mut checked = checked_of(&stack_cfg);
+    let mut checked_generation = live.generation();
     let mut health_log = proxy::HealthLog::default();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(if sync_status.is_some() { 1 } else { 50 }));
         for w in drop_warnings.poll(std::time::Instant::now(), || totals(&shared)) {
             w.log();
+        }
+        if live.generation() != checked_generation {
+            let (c, g) = live.load();
+            checked = checked_of(&c);
+            checked_generation = g;
         }
         if !checked.is_empty() {
             health_log.poll(&checked);

@@ -265,6 +265,7 @@ impl Stack {
         self.listener_groups = listener_groups(&cfg);
         self.listener_fps = (0..cfg.listeners.len()).map(|i| cfg.listener_fingerprint(i)).collect();
         self.owned = GroupSet(self.owned.0 & cfg.all_groups().0);
+        self.checks.reconfigure(&cfg, self.now);
         self.cfg = cfg;
         added
     }

@@ -352,3 +352,26 @@ fn a_standby_runs_no_checks_and_a_worker_other_than_0_neither() {
     n.run(Duration::from_millis(3000));
     assert_eq!(n.counts(0).0, 1);
 }
+
+/// A proxy service added by a live reload (`Stack::reconfigure`) gets its checks at once; one
+/// removed (retired) gets none any more, and the others keep theirs.
+#[test]
+fn a_reload_starts_the_checks_of_an_added_proxy_and_ends_those_of_a_removed_one() {
+    let mut n = Net::new(proxy_spec(&[80], check(CheckKind::Tcp), Mode::Tcp));
+    n.run(Duration::from_millis(100));
+    assert_eq!(n.counts(0), (1, 0, 0, 0));
+    // Added: a second proxy on :8081 over B's :80.
+    let added = proxy_spec(&[80], check(CheckKind::Tcp), Mode::Tcp);
+    let mut cfg = (**n.a.config()).clone();
+    cfg.listeners.push(Listener { vip: VIP, port: 8081, spec: ServiceSpec::Proxy(added.clone()) });
+    n.a.reconfigure(Arc::new(cfg.clone()));
+    n.run(Duration::from_millis(100));
+    assert_eq!(added.backends[0].check.state(), CheckState::Up, "checked at once");
+    // Removed: the first one retired; its backend is checked no more, the added one still.
+    cfg.retired = vec![false, false, true, false];
+    n.a.reconfigure(Arc::new(cfg));
+    n.run(Duration::from_millis(3000));
+    assert_eq!(n.counts(0), (1, 0, 0, 0), "no check of the retired service since");
+    let ok = added.backends[0].check.ok.load(Relaxed);
+    assert!(ok >= 3, "the added service keeps its checks: {ok}");
+}

@@ -13,11 +13,13 @@ use flowtwin_engine::stack::{ServiceSpec, StackConfig};
 
 use crate::metrics::{family, sample};
 
-/// The proxy services of a config: ("vip:port", spec).
+/// The proxy services of a config: ("vip:port", spec); one a reload removed is not listed.
 pub(super) fn of(cfg: &StackConfig) -> Vec<(String, Arc<ProxySpec>)> {
     cfg.listeners
         .iter()
-        .filter_map(|l| match &l.spec {
+        .enumerate()
+        .filter(|(i, _)| !cfg.is_retired(*i))
+        .filter_map(|(_, l)| match &l.spec {
             ServiceSpec::Proxy(p) => Some((format!("{}:{}", l.vip, l.port), p.clone())),
             _ => None,
         })

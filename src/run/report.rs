@@ -19,7 +19,7 @@ type PortFamily = (&'static str, &'static str, fn(&flowtwin_ffi::PortStats) -> u
 pub(super) fn render(o: &Observed, out: &mut String) {
     family(out, "flowtwin_up", "gauge", "1 while the engine runs");
     sample(out, "flowtwin_up", &[], 1);
-    super::proxy::render(&o.proxies, out);
+    super::proxy::render(&o.proxies.read().unwrap_or_else(|e| e.into_inner()), out);
     if let Some(st) = &o.sync {
         st.render_prometheus(out);
     }
@@ -272,7 +272,7 @@ pub(super) fn control(o: &Observed, st: &SyncStatus, cmd: &str) -> String {
             .to_string()
         }
         "flows" => serde_json::json!({ "workers": flows(o) }).to_string(),
-        "backends" => super::proxy::backends_json(&o.proxies),
+        "backends" => super::proxy::backends_json(&o.proxies.read().unwrap_or_else(|e| e.into_inner())),
         c if c.starts_with("backend ") => {
             let words: Vec<&str> = c.split_whitespace().skip(1).collect();
             let owned = |svc: &str| -> bool {
@@ -282,7 +282,7 @@ pub(super) fn control(o: &Observed, st: &SyncStatus, cmd: &str) -> String {
                 let group = vip.and_then(|v| vips.iter().find(|(a, _)| *a == v)).and_then(|(_, g)| o.groups.iter().position(|n| n == g));
                 group.is_some_and(|g| r.owned().contains(GroupId(g as u8)))
             };
-            super::proxy::backend_cmd(&o.proxies, &owned, &words)
+            super::proxy::backend_cmd(&o.proxies.read().unwrap_or_else(|e| e.into_inner()), &owned, &words)
         }
         "takeover" => {
             if st.role() == Role::Active {

@@ -73,6 +73,22 @@ impl Checker {
         Checker { slots, next, on: true }
     }
 
+    /// After a reload: forget the checks of retired listeners (a check flow in flight ends by
+    /// itself), add those of new proxy listeners, due now. The others keep their schedule.
+    pub(super) fn reconfigure(&mut self, cfg: &StackConfig, now: Instant) {
+        self.slots.retain(|s| !cfg.is_retired(usize::from(s.listener)));
+        for (li, l) in cfg.listeners.iter().enumerate() {
+            let ServiceSpec::Proxy(p) = &l.spec else { continue };
+            if p.check.is_none() || cfg.is_retired(li) || self.slots.iter().any(|s| usize::from(s.listener) == li) {
+                continue;
+            }
+            for s in 0..p.backends.len() {
+                self.slots.push(SlotCheck { listener: li as u16, slot: s as u16, due: now, token: 0, started: now, flow: None });
+            }
+        }
+        self.next = if self.runs() { now } else { Instant(u64::MAX) };
+    }
+
     /// Whether this worker has checks to run.
     pub(super) fn runs(&self) -> bool {
         self.on && !self.slots.is_empty()

@@ -331,6 +331,8 @@ pub struct Session {
     acct: Instant,
     /// Active: per listener, the pool version last sent to the standby (`pool`).
     pool_sent: Vec<Option<u64>>,
+    /// Standby: the active's proxy services ("vip:port") this engine does not run, said once.
+    pool_unknown: Vec<String>,
     /// Active: removed backend slots with no connection, (listener, slot, since).
     reaping: Vec<(usize, usize, Instant)>,
 }
@@ -383,6 +385,7 @@ impl Session {
             fallback_until: None,
             acct: now,
             pool_sent: Vec::new(),
+            pool_unknown: Vec::new(),
             reaping: Vec::new(),
         };
         s.status.set_role(Role::Standby);

@@ -31,6 +31,7 @@ impl Session {
         cfg.listeners
             .iter()
             .enumerate()
+            .filter(|(i, _)| !cfg.is_retired(*i))
             .filter(|(_, l)| cfg.group_of(l.vip).is_none_or(|g| self.cfg.groups.contains(g)))
             .filter_map(|(i, l)| match &l.spec {
                 ServiceSpec::Proxy(p) => Some((i, l.vip, l.port, p.clone())),
@@ -89,7 +90,14 @@ impl Session {
     pub(super) fn apply_pool(&mut self, t: &PoolTable) -> Result<(), String> {
         let svc = format!("{}:{}", t.vip, t.port);
         let Some((_, _, _, spec)) = self.proxies().into_iter().find(|p| p.1 == t.vip && p.2 == t.port) else {
-            return Err(format!("the active's pool names proxy service {svc}, which this engine does not run (the two configs differ)"));
+            // The two configs differ, as they do between the live reloads of the two engines
+            // (a proxy service added on the active first, or removed here first): its flows
+            // are not protected here (counted per image), the others are. Said once.
+            if !self.pool_unknown.contains(&svc) {
+                tracing::warn!(node = self.cfg.node_id, event = "pool_unknown_service", service = %svc, "the active's pool names proxy service {svc}, which this engine does not run: its connections would not survive a takeover (reload this engine with the same services)");
+                self.pool_unknown.push(svc);
+            }
+            return Ok(());
         };
         spec.apply_table(&t.slots).map_err(|e| format!("service {svc}: {e}"))?;
         self.status.pool_tables.fetch_add(1, Relaxed);
