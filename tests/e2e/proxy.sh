@@ -115,7 +115,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FT_PROG=proxy
-ALL_TESTS=(proxy_basic proxy_kill proxy_http_kill proxy_tls_kill proxy_banner_kill proxy_workers proxy_closed_kill proxy_pool proxy_prometheus proxy_health)
+ALL_TESTS=(proxy_basic proxy_kill proxy_http_kill proxy_tls_kill proxy_banner_kill proxy_workers proxy_closed_kill proxy_pool proxy_prometheus proxy_health proxy_reload)
 # reproductions of open engine defects: run only when named exactly with --only (not by scripts/test)
 REPRO_TESTS=()
 INJECT_KINDS=(upload-digest echo-byte rst extra-conn file-byte file-truncate)
@@ -899,6 +899,67 @@ test_proxy_pool() {
   done
   DESC="drain on A (standby followed, refused its own change), remove --force + add weight 3, kill -9 A mid-download; requests per backend: drained $(pool_count "$dir" p1), 1:3 on B $(pool_count "$dir" p2), drained on B $(pool_count "$dir" p3); download across the kill byte-exact; B: $(grep -m1 -o 'TAKEOVER ([^)]*)' "$dir/b.log")"
   if [[ -z $POOL_BAD ]]; then VERDICT=ok; pass $name "$DESC"; else VERDICT=$POOL_BAD; fail $name "$POOL_BAD$DESC"; fi
+  return 0
+}
+
+# A proxy service added to a running pair by a live reload: the same [[service]] (:8095 over
+# the first backend, TCP health checks) in both files, B reloaded by SIGHUP, A by `ctl
+# reload`. ctl backends lists it on both, a GET through it is byte-exact, its health check is
+# up, and a 20 MiB download through it survives kill -9 A; 0 RSTs in both namespaces. Then B
+# (now active) removes it by reload: new connections are refused, ctl backends drops it.
+RELOAD_PORT=8095
+test_proxy_reload() {
+  local name=proxy_reload dir=$TMP/proxy_reload bad="" out w want got dl_pid svc="$FT_VIP:$RELOAD_PORT"
+  flows_start $name "$dir" "" "" || return 0
+  for w in a b; do
+    printf '\n[[service]]\nvip = "%s"\nport = %s\nkind = "proxy"\nbackends = ["%s:%s"]\nhealth_check = "tcp"\nhealth_interval_ms = 500\n' \
+      "$FT_VIP" "$RELOAD_PORT" "$FT_SRV_IP1" "$SRV_HTTP" >>"$TMP/$w.toml"
+  done
+  kill -HUP "$B_PID"
+  for ((i = 0; i < 50; i++)); do grep -q 'reloaded (SIGHUP)' "$dir/b.log" && break; sleep 0.1; done
+  grep -q "reloaded (SIGHUP): service $svc (proxy) added" "$dir/b.log" || bad+="B did not log its reload: $(grep -i reload "$dir/b.log" | tail -1); "
+  out=$(pool_ctl a reload || true)
+  [[ $out == *'"reloaded":true'* && $out == *"$svc (proxy) added"* ]] || bad+="A's reload answered: $out; "
+  for w in a b; do
+    [[ $(pool_ctl $w backends) == *"\"$svc\""* ]] || bad+="ctl backends on $w does not list $svc; "
+  done
+  want=$($PY "$E2E/gen.py" 1024)
+  got=$(ip netns exec "$FT_CLIENT_NS" curl -s -m 5 "http://$svc/gen/1024?reload" | sha256sum | cut -d' ' -f1)
+  [[ $got == "$want" ]] || bad+="a GET through $svc differs; "
+  for ((i = 0; i < 40; i++)); do
+    [[ $(fl_jq "$(pool_ctl a backends)" "[b['check']['state'] for v in s['services'] if v['service'] == '$svc' for b in v['backends']]") == "['up']" ]] && break
+    sleep 0.1
+  done
+  [[ $i -lt 40 ]] || bad+="the added service's health check is not up on A: $(pool_ctl a backends | head -c 300); "
+  want=$($PY "$E2E/gen.py" 20971520)
+  ip netns exec "$FT_CLIENT_NS" curl -s -m 40 --limit-rate 4M -o "$dir/dl.body" "http://$svc/gen/20971520?dl" &
+  dl_pid=$!
+  sleep 1.5
+  fl_kill9 a
+  fl_wait_status b 's.get("role") == "active"' 5 || bad+="B not active 5 s after the kill; "
+  wait "$dl_pid" 2>/dev/null || bad+="the download's curl failed; "
+  [[ $(sha256sum <"$dir/dl.body" | cut -d' ' -f1) == "$want" ]] || bad+="the 20 MiB download through $svc across the kill differs ($(stat -c %s "$dir/dl.body" 2>/dev/null) bytes); "
+  rst_stop
+  # Removed on B: a connect to :8095 is refused (the engine's RST; the captures are stopped).
+  $PY - "$TMP/b.toml" "$RELOAD_PORT" <<'EOF'
+import sys
+text = open(sys.argv[1]).read()
+block = text[text.rindex("\n[[service]]"):]
+assert f"port = {sys.argv[2]}" in block, block
+open(sys.argv[1], "w").write(text[: len(text) - len(block)] + "\n")
+EOF
+  out=$(pool_ctl b reload || true)
+  [[ $out == *"$svc (proxy) removed"* ]] || bad+="B's reload removing $svc answered: $out; "
+  got=$(ip netns exec "$FT_CLIENT_NS" curl -s -m 3 -o /dev/null -w '%{http_code}' "http://$svc/gen/10" 2>/dev/null || true)
+  [[ $got == 000 ]] || bad+="after the removal, $svc answered HTTP $got; "
+  [[ $(pool_ctl b backends) != *"\"$svc\""* ]] || bad+="ctl backends on B still lists $svc; "
+  flows_end "$dir"
+  for w in client backend; do
+    c=$(jget "$dir/rst_$w.json" 's["rst_in"] + s["rst_out"]')
+    [[ $c == 0 ]] || bad+="$c RST(s) in the $w namespace; "
+  done
+  DESC="proxy $svc added live (B SIGHUP, A ctl reload), listed and checked up, GET byte-exact, 20 MiB across kill -9 A byte-exact, removed live on B; B: $(grep -m1 -o 'TAKEOVER ([^)]*)' "$dir/b.log")"
+  if [[ -z $bad ]]; then VERDICT=ok; pass $name "$DESC"; else VERDICT=$bad; fail $name "$bad$DESC"; fi
   return 0
 }
 
