@@ -10,7 +10,7 @@
 //! # Messages
 //! ```text
 //! 1 Hello      magic u32 "FTWN" | version u16 | node_id u32 | epoch u64 | role u8 | mode u8
-//!              | workers u16 | heartbeat_us u32 | groups u64 (digest of the ownership
+//!              | workers u16 | heartbeat_us u32 | dead_after u32 | groups u64 (digest of the ownership
 //!              groups' layout, `StackConfig::group_digest`) | session u64 | secret 16 B
 //!              (the sender's secret for the connections it opens from the session's
 //!              groups, `GroupSecrets`; a standby adopts its active's)  both ways, first frame
@@ -48,7 +48,8 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"FTWN");
 /// send it, and its standby would open backend connections on another clock), version 7
 /// with each `Pool` slot's active-check health (one byte more per slot: a version-6 peer
 /// would misread the table, so it is refused at `Hello` by name), version 8 with delta
-/// layout 6 (each flow image names its listener's fingerprint).
+/// layout 6 (each flow image names its listener's fingerprint) and `dead_after` in `Hello`
+/// (a peer that declares the other dead after another number of heartbeats is refused).
 pub const PROTO_VERSION: u16 = 8;
 /// Largest frame body accepted (bytes after the length field).
 pub const MAX_FRAME: usize = 4 << 20;
@@ -111,6 +112,10 @@ pub struct Hello {
     pub mode: u8,
     pub workers: u16,
     pub heartbeat_us: u32,
+    /// Heartbeat intervals without a word after which the sender declares its peer dead
+    /// (`sync.dead_after`): both engines must agree, or one would take over while the other
+    /// still counts the silence as normal.
+    pub dead_after: u32,
     /// Digest of the ownership groups (names and VIPs): both engines must agree on which
     /// VIP moves with which group.
     pub groups: u64,
@@ -247,6 +252,7 @@ pub fn encode(m: &Msg<'_>, out: &mut Vec<u8>) {
             out.push(h.mode);
             out.extend_from_slice(&h.workers.to_le_bytes());
             out.extend_from_slice(&h.heartbeat_us.to_le_bytes());
+            out.extend_from_slice(&h.dead_after.to_le_bytes());
             out.extend_from_slice(&h.groups.to_le_bytes());
             out.extend_from_slice(&h.session.to_le_bytes());
             out.extend_from_slice(&h.secret);
@@ -440,6 +446,7 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
                     mode: 0,
                     workers: 0,
                     heartbeat_us: 0,
+                    dead_after: 0,
                     groups: 0,
                     session: 0,
                     secret: [0; 16],
@@ -451,6 +458,7 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
             let mode = r.u8()?;
             let workers = r.u16()?;
             let heartbeat_us = r.u32()?;
+            let dead_after = r.u32()?;
             let groups = r.u64()?;
             let session = r.u64()?;
             let mut secret = [0u8; 16];
@@ -466,6 +474,7 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
                 mode,
                 workers,
                 heartbeat_us,
+                dead_after,
                 groups,
                 session,
                 secret,
@@ -603,6 +612,7 @@ mod tests {
             mode: 1,
             workers: 2,
             heartbeat_us: 5000,
+            dead_after: 3,
             groups: 0x1234_5678_9abc_def0,
             session: 0b1010,
             secret: *b"0123456789abcdef",
@@ -662,6 +672,7 @@ mod tests {
             mode: 0,
             workers: 1,
             heartbeat_us: 1,
+            dead_after: 3,
             groups: 0,
             session: 1,
             secret: [0; 16],

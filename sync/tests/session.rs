@@ -152,7 +152,7 @@ impl Rig {
 }
 
 fn hello(node_id: u32, epoch: u64, role: Role) -> Hello {
-    Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 2, heartbeat_us: 5000, groups: stack().group_digest(), session: 1, secret: [0; 16] }
+    Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 2, heartbeat_us: 5000, dead_after: DEAD, groups: stack().group_digest(), session: 1, secret: [0; 16] }
 }
 
 fn barrier(worker: u16, token: u64) -> Vec<Record> {
@@ -291,6 +291,21 @@ fn a_peer_with_another_heartbeat_is_refused_naming_both() {
     assert!(why.contains("heartbeat interval mismatch") && why.contains("2000 µs") && why.contains("5000 µs"), "{why}");
     assert!(matches!(a[..], [Action::Close { .. }]));
     assert_eq!(r.st.peer_state(), PeerState::Connecting, "keeps trying: the operator may fix either side");
+}
+
+#[test]
+fn a_peer_with_another_dead_peer_limit_is_refused_naming_both() {
+    let mut r = Rig::active(8);
+    let mut h = hello(9, 0, Role::Standby);
+    h.dead_after = DEAD + 2;
+    let now = r.now;
+    r.s.on_accept(now, "10.0.0.9:1", &h);
+    let (m, a) = r.out();
+    let why = refused(&m);
+    let want = format!("dead-peer limit mismatch: peer node 9 declares its peer dead after {} missed heartbeats, this engine after {DEAD}", DEAD + 2);
+    assert!(why.contains(&want) && why.contains("sync.dead_after"), "{why}");
+    assert!(matches!(a[..], [Action::Close { .. }]));
+    assert!(!r.s.replicating());
 }
 
 #[test]

@@ -410,6 +410,7 @@ impl Session {
             mode: self.cfg.mode.wire(),
             workers: self.cfg.workers as u16,
             heartbeat_us: self.cfg.heartbeat.as_micros().min(u32::MAX as u128) as u32,
+            dead_after: self.cfg.dead_after,
             groups: self.stack_cfg.group_digest(),
             session: self.cfg.groups.0,
             secret: self.stack_cfg.open_secrets.get(self.secret_group()),
@@ -458,6 +459,12 @@ impl Session {
             return Err(format!(
                 "heartbeat interval mismatch: peer node {} beats every {} µs, this engine every {} µs",
                 h.node_id, h.heartbeat_us, ours
+            ));
+        }
+        if h.dead_after != self.cfg.dead_after {
+            return Err(format!(
+                "dead-peer limit mismatch: peer node {} declares its peer dead after {} missed heartbeats, this engine after {} (sync.dead_after)",
+                h.node_id, h.dead_after, self.cfg.dead_after
             ));
         }
         let groups = self.stack_cfg.group_digest();
