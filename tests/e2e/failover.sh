@@ -463,7 +463,7 @@ client_kinds_once() {
   ip netns exec "$FT_CLIENT_NS" timeout 150 $PY "$E2E/lives.py" --host "$FT_VIP" \
     --scale "${FT_LIVES_SCALE:-1}" --idle "${FT_LIVES_IDLE:-200}" --duration "${FT_LIVES_DURATION:-10}" \
     ${FT_LIVES_KINDS:+--kinds "$FT_LIVES_KINDS"} \
-    --kill-file "$dir/kill" --ready-file "$dir/ready" --timeout 120 >"$dir/lives.json" 2>"$dir/lives.err" &
+    --kill-file "$dir/kill" --ready-file "$dir/ready" --ports-file "$dir/ports.jsonl" --timeout 120 >"$dir/lives.json" 2>"$dir/lives.err" &
   lp=$!
   CL_PIDS+=("$lp")
   for ((i = 0; i < 600; i++)); do [[ -e $dir/ready ]] && break; sleep 0.05; done
