@@ -709,6 +709,7 @@ impl Stack {
         c.add(Event::ChallengeAcks, b.challenge_acks - a.challenge_acks);
         c.add(Event::PawsRejected, b.paws_rejects - a.paws_rejects);
         c.add(Event::OutOfWindow, b.out_of_window - a.out_of_window);
+        c.add(Event::TimeWaitStaleAcks, b.time_wait_stale_acks - a.time_wait_stale_acks);
         c.add(Event::RstAccepted, b.rst_received - a.rst_received);
         c.add(Event::RstSent, b.rst_sent - a.rst_sent);
         let local = flow.local;

@@ -163,6 +163,7 @@ impl Tcb {
             && hdr.seq.lt(self.rcv_nxt())
         {
             self.stats.out_of_window += 1;
+            self.stats.time_wait_stale_acks += 1;
             return SegmentVerdict::OutOfWindow;
         }
 

@@ -124,6 +124,7 @@ fn time_wait_does_not_answer_the_clients_stale_ack() {
         let stale = with_ts(hdr(F::ACK, seq, SISN + 12, W), 502);
         tcb.on_segment(t(10), &cfg, &stale, &[], &mut svc, &mut out);
         assert!(out.take().is_empty(), "ts {ts}: a stale ACK in TIME-WAIT drew an ACK; a closed client answers it with RST");
+        assert_eq!(tcb.stats().time_wait_stale_acks, 1);
         assert_eq!(tcb.state(), State::TimeWait);
         // A retransmitted FIN (the client lost our ACK) is still answered, once the minimum
         // RTO has passed.
