@@ -533,7 +533,7 @@ client_kinds_once() {
       sleep 0.1
     done
   fi
-  $PY "$E2E/failover_eval.py" --clients "$dir/lives.json" --rst "$dir/rst.json" --event "kill=$KILL_T" \
+  $PY "$E2E/failover_eval.py" --clients "$dir/lives.json" --rst "$dir/rst.json" --uem "$dir/uem.out" --event "kill=$KILL_T" \
     --log "b=$dir/b.log" --status "b=$dir/b_status.json" --status "a_before=$dir/a_status_before.json" \
     --status "b_before=$dir/b_status_before.json" >"$dir/eval.json" 2>"$dir/eval.err" || echo '{}' >"$dir/eval.json"
   fl_cleanup
