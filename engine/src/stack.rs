@@ -369,6 +369,10 @@ impl Stack {
             return None;
         }
         let mut tcb = Tcb::restore(&cfg.tcp, &img.tcb, now, closed_at);
+        // Issue 12: what a resumed flow started from, to read beside a capture of its client.
+        tracing::debug!(target: "flowtwin::resume", "install {}:{} {:?} una {} nxt {} rcv_nxt {} wnd {} tx_acked {} tx_sent {} rx {} closed_at {:?} -> {:?} una {} max {}",
+            img.key.remote_ip, img.key.remote_port, img.tcb.state, img.tcb.snd_una.0, img.tcb.snd_nxt.0, img.tcb.rcv_nxt.0, img.tcb.snd_wnd,
+            img.tcb.tx_acked, img.tcb.tx_sent, img.tcb.rx_delivered, closed_at, tcb.state(), tcb.snd_una().0, tcb.snd_max().0);
         let quiet = tcb.state() == State::TimeWait;
         sh.svc.lifecycle(&l.spec, if quiet { Lifecycle::Quiet } else { Lifecycle::Resumed });
         let mut svc = sh.svc;
@@ -697,6 +701,13 @@ impl Stack {
         let li = (li as usize).min(crate::counters::MAX_SERVICES - 1);
         c.svc_bytes_in[li] += b.bytes_in - a.bytes_in;
         c.svc_bytes_out[li] += b.bytes_out - a.bytes_out;
+        if flow.installed && (s0 != s1 || b.rto_timeouts > a.rto_timeouts || b.rst_sent > a.rst_sent) {
+            if let Some(k) = self.flows.key(id) {
+                tracing::debug!(target: "flowtwin::resume", "state {}:{} {:?} -> {:?} una {} max {} rcv_nxt {} rexmit {} rto {} rst {}",
+                    k.remote_ip, k.remote_port, s0, s1, flow.tcb.snd_una().0, flow.tcb.snd_max().0, flow.tcb.rcv_nxt().0, b.retransmits,
+                    b.rto_timeouts, b.rst_sent);
+            }
+        }
         if s0 != s1 {
             c.flows_by_state[s0 as usize] = c.flows_by_state[s0 as usize].saturating_sub(1);
             c.flows_by_state[s1 as usize] += 1;
@@ -720,6 +731,7 @@ impl Stack {
         c.add(Event::ChallengeAcks, b.challenge_acks - a.challenge_acks);
         c.add(Event::PawsRejected, b.paws_rejects - a.paws_rejects);
         c.add(Event::OutOfWindow, b.out_of_window - a.out_of_window);
+        c.add(Event::TimeWaitStaleAcks, b.time_wait_stale_acks - a.time_wait_stale_acks);
         c.add(Event::RstAccepted, b.rst_received - a.rst_received);
         c.add(Event::RstSent, b.rst_sent - a.rst_sent);
         let local = flow.local;

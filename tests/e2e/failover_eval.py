@@ -52,6 +52,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", action="append", default=[])
     ap.add_argument("--rst")
+    ap.add_argument("--uem", help="tests/e2e/uem.py's summary: the client's RSTs it redirected past the capture")
     ap.add_argument("--event", action="append", default=[])
     ap.add_argument("--log", action="append", default=[])
     ap.add_argument("--status", action="append", default=[])
@@ -78,13 +79,20 @@ def main():
             traces += load_trace(tr, s["t_start_wall"], s.get("rate"))
     out["failed_count"] = out["flows"] - out["completed"]
     r = last_json(a.rst) if a.rst else None
-    # A RST to or from a connection that had finished (FIN both ways, rstcount's after_close)
-    # answers a late segment of it and cannot abort a transfer (as interop.sh allows): it is
-    # reported apart; every other RST counts.
+    # Every RST counts. Those to or from a connection that had finished (FIN both ways,
+    # rstcount's after_close) are also counted apart: they cannot abort a transfer, but a
+    # correct engine draws none (issue 12: the client's kernel answered a second ACK from
+    # TIME-WAIT, its connection gone), and the harness once allowed them and so hid that.
     out["resets_after_close"] = r.get("rst_in_after_close", 0) + r.get("rst_out_after_close", 0) if r else None
-    out["resets"] = r["rst_in"] + r.get("rst_out", 0) - out["resets_after_close"] if r else None
+    out["resets"] = r["rst_in"] + r.get("rst_out", 0) if r else None
+    # While tests/e2e/uem.py impairs the client link, the client's own frames bypass that
+    # capture: uem counts the RSTs among them.
+    u = last_json(a.uem) if a.uem else None
+    out["resets_impaired"] = u.get("rst") if u else None
+    if out["resets"] is not None and u:
+        out["resets"] += u.get("rst", 0)
     out["rst_capture_drops"] = r.get("kernel_drops") if r else None
-    out["rst_sample"] = r["first"][:3] if r else []
+    out["rst_sample"] = (r["first"][:3] if r else []) + ((u.get("rst_first") or [])[:3] if u else [])
 
     tk = []
     for spec in a.log:

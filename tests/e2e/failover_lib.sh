@@ -20,6 +20,11 @@
 #   FT_HEARTBEAT_MS / FT_DEAD_AFTER   [sync] timers (default 5 / 3)
 #   FL_LCORES_a / FL_LCORES_b  the engine's EAL lcore arguments instead of the above
 #   FL_CONFIG_EXTRA_a / FL_CONFIG_EXTRA_b, FL_SYNC_EXTRA_a / FL_SYNC_EXTRA_b  more config
+#   FT_CLIENT_PCAP (default 1) / FT_CLIENT_PCAP_MB (150)  the client link's capture ring
+#                            beside rstcount (fl_rst_start): kept, with DIR/rst_story.txt,
+#                            only when a RST was seen. The engines log with FLOWTWIN_LOG, by
+#                            default info,flowtwin::resume=debug (resumed flows' restore and
+#                            state lines, for the story) unless FLOWTWIN_LOG or RUST_LOG is set.
 
 : "${BIN:=$ROOT/target/release/flowtwin}"
 : "${PY:=python3}"
@@ -99,7 +104,11 @@ fl_start_engine() {
   "$BIN" check-config -c "$cfg" >"$log.check" 2>&1 || { cat "$log.check" >&2; return 1; }
   if [[ $who == a ]]; then ns=$FT_A_NS; else ns=$FT_B_NS; fi
   # ip netns exec execs the engine: $! is the engine's pid (kill -9 reaches it directly).
-  ip netns exec "$ns" "$BIN" run -c "$cfg" > >(exec $PY "$E2E/stamp.py" >"$log") 2>&1 &
+  # B's restore and state lines of resumed flows (flowtwin::resume, debug) are what a RST's
+  # story needs (fl_rst_start); an operator's own FLOWTWIN_LOG or RUST_LOG wins.
+  local logf=${FLOWTWIN_LOG:-}
+  [[ -z $logf && -z ${RUST_LOG:-} ]] && logf="info,flowtwin::resume=debug"
+  FLOWTWIN_LOG=$logf ip netns exec "$ns" "$BIN" run -c "$cfg" > >(exec $PY "$E2E/stamp.py" >"$log") 2>&1 &
   pid=$!
   if [[ $who == a ]]; then A_PID=$pid; else B_PID=$pid; fi
   for ((i = 0; i < 150; i++)); do
@@ -259,8 +268,21 @@ fl_clients_args() { # -> --clients arguments for failover_eval.py
 }
 
 # ------------------------------------------------------------------ RST counting
+# fl_rst_start DIR — rstcount.py in the client namespace, and (FT_CLIENT_PCAP=1, the default)
+# a ring of headers-only captures of the client link (tcpdump, FT_CLIENT_PCAP_MB x 8 files),
+# so that one RST tells its whole story: fl_rst_stop has tests/e2e/rststory.py write
+# DIR/rst_story.txt (the RST's flow: kind, times, its packets) and deletes the ring unless
+# a RST was seen.
+PCAP_PID=""
+RST_DIR=""
 fl_rst_start() { # DIR
   rm -f "$1/rst.ready"
+  RST_DIR=$1
+  if [[ ${FT_CLIENT_PCAP:-1} == 1 ]] && command -v tcpdump >/dev/null; then
+    ip netns exec "$FT_CLIENT_NS" tcpdump -Z root -i "$FT_CLIENT_IF" -n -s 120 -B 32768 -C "${FT_CLIENT_PCAP_MB:-150}" -W 8 \
+      -w "$1/client.pcap" tcp >"$1/tcpdump.err" 2>&1 &
+    PCAP_PID=$!
+  fi
   ip netns exec "$FT_CLIENT_NS" timeout 300 $PY "$E2E/rstcount.py" --outgoing --keep 20 --duration 290 --ready-file "$1/rst.ready" \
     >"$1/rst.json" 2>"$1/rst.err" &
   RST_PID=$!
@@ -274,6 +296,17 @@ fl_rst_stop() {
   kill -TERM "$RST_PID" 2>/dev/null || true
   wait "$RST_PID" 2>/dev/null || true
   RST_PID=""
+  fl_pcap_stop
+}
+fl_pcap_stop() {
+  [[ -n $PCAP_PID ]] || return 0
+  kill -INT "$PCAP_PID" 2>/dev/null || true
+  wait "$PCAP_PID" 2>/dev/null || true
+  PCAP_PID=""
+  local d=$RST_DIR
+  if $PY "$E2E/rststory.py" "$d" >"$d/rst_story.txt" 2>"$d/rst_story.err"; then
+    rm -f "$d"/client.pcap*   # no RST: nothing to tell
+  fi
 }
 
 # ------------------------------------------------------------------ cleanup
@@ -281,11 +314,13 @@ fl_cleanup() {
   local p
   for p in "${CL_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   [[ -n $RST_PID ]] && kill -TERM "$RST_PID" 2>/dev/null
+  [[ -n $PCAP_PID ]] && kill -INT "$PCAP_PID" 2>/dev/null
   fl_stop_engine b
   fl_stop_engine a
   for p in "${CL_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   [[ -n $RST_PID ]] && wait "$RST_PID" 2>/dev/null
-  RST_PID=""
+  [[ -n $PCAP_PID ]] && wait "$PCAP_PID" 2>/dev/null
+  RST_PID="" PCAP_PID=""
   CL_PIDS=()
   return 0
 }

@@ -231,13 +231,14 @@ def flow_curl(fl: Flow, n: int, http10: bool) -> None:
     rate = rate_for(n)
     cmd = ["curl", "-s", "-S", "--noproxy", "*"]
     cmd += ["--http1.0"] if http10 else ["--http1.1", "-H", "Connection: close"]
-    cmd += ["-o", path, "-w", "%{http_code} %{size_download}", "--max-time", f"{rem:.3f}",
+    cmd += ["-o", path, "-w", "%{http_code} %{size_download} %{local_port}", "--max-time", f"{rem:.3f}",
             "--connect-timeout", f"{R.args.connect_timeout:.3f}"]
     if rate:
         cmd += ["--limit-rate", str(int(rate))]
     cmd.append(url)
     fl.step = f"curl {'--http1.0' if http10 else '-H Connection:close'} GET /gen/{n}"
     fl.pace(rate)
+    t_start = time.time()
     p = start_curl(cmd, subprocess.DEVNULL, subprocess.PIPE)
     try:
         last = curl_progress(fl, p, [path], f" of {n}")
@@ -247,6 +248,9 @@ def flow_curl(fl: Flow, n: int, http10: bool) -> None:
         if p.returncode != 0:
             raise FlowError(f"curl exit {p.returncode} at {last} of {n}: {err[:200]}")
         code, _, dl = out.partition(" ")
+        dl, _, port = dl.partition(" ")
+        if port.isdigit():  # (--ports-file) curl's client port; open/close times are curl's run
+            fl.info.setdefault("ports", []).append([int(port), round(t_start, 6), round(time.time(), 6)])
         if code != "200":
             raise FlowError(f"http status {code!r} (expected 200)")
         if not dl.isdigit() or int(dl) != n:
@@ -374,6 +378,16 @@ def summarize(kinds: list[str], t_end: float) -> dict:
     }
 
 
+def write_ports(path: str) -> None:
+    """--ports-file: every connection's client port, its flow's kind and id, when it was opened
+    and closed (wall clock), and the flow's outcome: a RST's 4-tuple in a capture names its flow."""
+    with open(path, "w") as f:
+        for fl in list(R.flows):
+            for port, t_open, t_close in fl.info.get("ports", []):
+                f.write(json.dumps({"port": port, "kind": fl.kind, "id": fl.id, "open": t_open,
+                                    "close": t_close, "ok": fl.ok, "error": fl.error}) + "\n")
+
+
 def main(argv=None) -> int:
     global R
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -384,6 +398,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", default=",".join(KINDS), help="comma list of: " + ",".join(KINDS))
     ap.add_argument("--kill-file", help="appears when the active engine is killed")
     ap.add_argument("--ready-file", help="written once every flow has its first byte")
+    ap.add_argument("--ports-file", help="at the end: one JSON line per connection, "
+                    '{"port":P,"kind":K,"id":I,"open":wall s,"close":wall s,"ok":B,"error":E}')
     ap.add_argument("--timeout", type=float, default=60.0, help="hard deadline of the whole run, s")
     ap.add_argument("--connect-timeout", type=float, default=3.0)
     ap.add_argument("--duration", type=float, default=8.0, help="churn runs this long (s after start)")
@@ -444,6 +460,8 @@ def main(argv=None) -> int:
     threading.Thread(target=watcher, name="kill-watcher", daemon=True).start()
     t_end = run_jobs(jobs, a.ready_file, "received")
     res = summarize(kinds, t_end)
+    if a.ports_file:
+        write_ports(a.ports_file)
     print(json.dumps(res), flush=True)
     return 0 if res["flows"] > 0 and res["ok"] == res["flows"] else 1
 

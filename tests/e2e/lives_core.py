@@ -300,12 +300,21 @@ class Conn:
             s.close()
             raise FlowError(f"connect {sa[0]}:{sa[1]}: {oserr(e)}") from None
         self.sock = s
+        # The client port names the flow in a capture (--ports-file): one RST's 4-tuple tells
+        # which kind of client it was, and when it opened and closed.
+        try:
+            fl.info.setdefault("ports", []).append([s.getsockname()[1], round(time.time(), 6), None])
+        except OSError:
+            pass
 
     def close(self) -> None:
         try:
             self.sock.close()
         except OSError:
             pass
+        ports = self.fl.info.get("ports")
+        if ports and ports[-1][2] is None:
+            ports[-1][2] = round(time.time(), 6)
 
     def send(self, data: bytes) -> None:
         rem = R.remaining()

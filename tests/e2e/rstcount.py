@@ -177,7 +177,8 @@ def main() -> int:
                 else:
                     continue
                 if len(first) < a.keep:
-                    first.append({"t": round(time.monotonic() - t0, 6), "dir": "out" if outgoing else "in",
+                    first.append({"t": round(time.monotonic() - t0, 6), "wall": round(time.time(), 6),
+                                  "dir": "out" if outgoing else "in",
                                   "src": f"{p[0]}:{p[1]}", "dst": f"{p[2]}:{p[3]}", "seq": p[4], "ack": p[5],
                                   "flags": p[6], "after_close": closed})
     drops = None

@@ -199,6 +199,26 @@ class LastJson(unittest.TestCase):
             self.assertIsNone(evallib.last_json(os.path.join(d, "missing")))
 
 
+class FailoverEvalResets(unittest.TestCase):
+    """failover_eval.py: every RST the client capture saw counts, also one to or from a
+    connection closed both ways (issue 12: allowing those hid a second ACK from TIME-WAIT);
+    those are also counted apart."""
+
+    FE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "failover_eval.py")
+
+    def test_a_rst_after_the_close_counts(self):
+        with tempfile.TemporaryDirectory() as d:
+            cl, rst = os.path.join(d, "lives.json"), os.path.join(d, "rst.json")
+            open(cl, "w").write(json.dumps({"flows": 3, "completed_byte_exact": 3, "failed": [], "max_stall_ms": 1.0,
+                                            "max_midflow_stall_ms": 1.0}) + "\n")
+            open(rst, "w").write(json.dumps({"rst_in": 0, "rst_out": 1, "rst_in_after_close": 0, "rst_out_after_close": 1,
+                                             "kernel_drops": 0, "first": []}) + "\n")
+            out = subprocess.run([sys.executable, self.FE, "--clients", cl, "--rst", rst], check=True,
+                                 capture_output=True, text=True).stdout
+            s = json.loads(out.strip().splitlines()[-1])
+            self.assertEqual((s["resets"], s["resets_after_close"]), (1, 1))
+
+
 class ProxyBench(unittest.TestCase):
     """tests/e2e/proxybench.py (scripts/bench-proxy): what a kill cost each system, and the ratios."""
 

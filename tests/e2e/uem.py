@@ -15,7 +15,10 @@ egress hook (no loop). Only the client's egress toward the VIP is impaired, like
   delay D[ms|us|s] [J]     hold every packet D (+-J uniform jitter)
   reorder P[%] [corr]      with 'delay': probability P of sending at once instead of after D
 Runs until SIGTERM/SIGINT (or --duration), then removes the filter and the veth pair and prints
-one JSON line of counts: {"rx":..,"sent":..,"dropped":..,"duplicated":..,"reordered":..}.
+one JSON line of counts: {"rx":..,"sent":..,"dropped":..,"duplicated":..,"reordered":..,
+"rst":N,"rst_first":[...]}. The client's frames it redirects never pass a capture on --iface
+(rstcount.py, tcpdump): "rst" counts the RSTs among them (the client's own, which a capture
+there would have called rst_out), "rst_first" names the first 20 (4-tuple, seq, wall time).
 """
 import argparse
 import heapq
@@ -130,6 +133,20 @@ def teardown(iface, quiet=False):
     sh("ip", "link", "del", IMP_A, check=False)
 
 
+def tcp_rst(frame: bytes):
+    """{src, dst, seq, flags} if frame is an IPv4 TCP segment with RST set, else None."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4 or frame[23] != 6:
+        return None
+    ihl = (frame[14] & 0xF) * 4
+    t = 14 + ihl
+    if len(frame) < t + 14 or not frame[t + 13] & 0x04:
+        return None
+    ip = lambda o: socket.inet_ntoa(frame[o:o + 4])  # noqa: E731
+    port = lambda o: int.from_bytes(frame[o:o + 2], "big")  # noqa: E731
+    return {"src": f"{ip(26)}:{port(t)}", "dst": f"{ip(30)}:{port(t + 2)}",
+            "seq": int.from_bytes(frame[t + 4:t + 8], "big"), "flags": frame[t + 13]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iface", default=ftenv.get("FT_CLIENT_IF"))
@@ -157,7 +174,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_sig)
     signal.signal(signal.SIGINT, on_sig)
 
-    st = {"rx": 0, "sent": 0, "dropped": 0, "duplicated": 0, "reordered": 0, "delayed": 0, "send_errors": 0}
+    st = {"rx": 0, "sent": 0, "dropped": 0, "duplicated": 0, "reordered": 0, "delayed": 0, "send_errors": 0,
+          "rst": 0, "rst_first": []}
     setup(a.iface, a.dst)
     try:
         rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
@@ -204,6 +222,11 @@ def main() -> int:
                 if addr[2] == PACKET_OUTGOING:
                     continue
                 st["rx"] += 1
+                rst = tcp_rst(frame)
+                if rst:
+                    st["rst"] += 1
+                    if len(st["rst_first"]) < 20:
+                        st["rst_first"].append({**rst, "wall": round(time.time(), 6)})
                 if spec["loss"] and loss_r() < spec["loss"]:
                     st["dropped"] += 1
                     continue

@@ -146,6 +146,27 @@ impl Tcb {
             }
         }
 
+        // TIME-WAIT: a bare ACK below RCV.NXT (no data, SYN, FIN or RST) is one the peer sent
+        // before its FIN, delivered after it (issue 12: a veth reorders what two CPUs sent,
+        // the kernel's ACK of our FIN and the application's FIN). It is unacceptable, and
+        // RFC 9293 §3.10.7.4 (like Linux's TIME-WAIT, once per 500 ms) would answer it with
+        // an ACK; but both FINs are acknowledged already, nothing is left to resynchronize,
+        // and a peer whose LAST-ACK our ACK of its FIN ended has no socket: its kernel
+        // answers the second ACK with a RST. Drop it silently, before PAWS (a stale TSval
+        // would draw the same ACK). A peer that lost our ACK of its FIN retransmits the FIN,
+        // which is answered below.
+        if state == State::TimeWait
+            && payload.is_empty()
+            && !f.syn()
+            && !f.fin()
+            && !f.rst()
+            && hdr.seq.lt(self.rcv_nxt())
+        {
+            self.stats.out_of_window += 1;
+            self.stats.time_wait_stale_acks += 1;
+            return SegmentVerdict::OutOfWindow;
+        }
+
         // RFC 7323 §5.3 R1 (PAWS): TSval older than TS.Recent -> not acceptable; RSTs are
         // exempt (RFC 7323 §5.3 note / Linux tcp_paws_discard).
         if self.ts_ok() && !f.rst() {

@@ -272,6 +272,8 @@ pub struct TcbStats {
     pub challenge_acks: u64,
     pub paws_rejects: u64,
     pub out_of_window: u64,
+    /// Bare ACKs below RCV.NXT that TIME-WAIT dropped unanswered (also in `out_of_window`).
+    pub time_wait_stale_acks: u64,
     pub bad_acks: u64,
     pub rst_received: u64,
     pub rst_sent: u64,

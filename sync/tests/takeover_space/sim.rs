@@ -94,12 +94,53 @@ fn join_now(act: &mut Active, b: &mut Standby, j: Join) {
     b.replicas.begin_join(1);
 }
 
+/// The engines' frames that left after one of them had acknowledged the client's FIN (see
+/// `to_closed_client` in `run_full`), by hash.
+#[derive(Default)]
+struct LateFrames {
+    /// One past the client's FIN, once it sent one.
+    client_fin_end: Option<SeqNum>,
+    fin_acked: bool,
+    late: BTreeSet<u64>,
+}
+
+impl LateFrames {
+    fn hash(f: &[u8]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hs = std::collections::hash_map::DefaultHasher::new();
+        f.hash(&mut hs);
+        hs.finish()
+    }
+
+    /// An engine frame leaves.
+    fn leaves(&mut self, f: &[u8]) {
+        let (Some(end), Ok(seg)) = (self.client_fin_end, TcpPacket::new_checked(&f[34..])) else { return };
+        let h = seg.header();
+        if self.fin_acked {
+            self.late.insert(Self::hash(f));
+        } else if h.flags.ack() && h.ack.ge(end) {
+            self.fin_acked = true;
+        }
+    }
+
+    fn is_late(&self, f: &[u8]) -> bool {
+        self.late.contains(&Self::hash(f))
+    }
+}
+
 fn run(life: &Life, kill: Kill, faults: Option<Faults>) -> Result<Outcome, String> {
     run_with(life, kill, faults, None, false)
 }
 
 fn run_with(life: &Life, kill: Kill, faults: Option<Faults>, join: Option<Join>, small_ring: bool) -> Result<Outcome, String> {
-    run_full(life, kill, faults, join, small_ring, None)
+    run_full(life, kill, faults, join, small_ring, None, false)
+}
+
+/// `run` on a network that delivers the client's FIN ahead of the segments its TCP sent just
+/// before it (issue 12: a veth reorders what two CPUs sent, the kernel's ACK of our FIN from
+/// softirq and the application's FIN from `close()`).
+fn run_crossed(life: &Life, kill: Kill) -> Result<Outcome, String> {
+    run_full(life, kill, None, None, false, None, true)
 }
 
 /// A failback: after packet event `at`, A hands over to B (everything drained reaches B);
@@ -119,6 +160,7 @@ fn run_full(
     join: Option<Join>,
     small_ring: bool,
     failback: Option<Failback>,
+    cross_close: bool,
 ) -> Result<Outcome, String> {
     let cfg = stack_cfg();
     let ccfg = client_tcp();
@@ -161,6 +203,14 @@ fn run_full(
     let mut rng = Rng(faults.map_or(0, |f| f.seed));
     let mut fins: BTreeSet<u64> = BTreeSet::new();
     let (mut client_rsts, mut engine_rsts) = (0u32, 0u32);
+    // Issue 12: segments an engine sent after it had acknowledged the client's FIN once (the
+    // client's LAST-ACK may be over: it has no socket) that reached the client after its
+    // connection had closed. A Linux client answers each with a RST. Segments the network
+    // delayed past the close (sent before that ACK) and copies it duplicated are not the
+    // engine's doing: frames are known by their hash (each frame an engine builds has its
+    // own IP id, a network copy is identical).
+    let mut to_closed_client = 0u32;
+    let mut late = LateFrames::default();
     // FT_SIM_TRACE=1 prints every frame as it is delivered (for a single failing run).
     let trace = std::env::var_os("FT_SIM_TRACE").is_some();
 
@@ -193,7 +243,18 @@ fn run_full(
         app.advance(now);
         client.poll_send(Instant(now), &ccfg, &mut app, &mut cout);
         client.on_timer(Instant(now), &ccfg, &mut app, &mut cout);
-        for f in cout.frames.drain(..) {
+        let mut frames: Vec<Vec<u8>> = cout.frames.drain(..).collect();
+        if cross_close && frames.len() > 1 && frames.last().is_some_and(|f| TcpPacket::new_checked(&f[34..]).is_ok_and(|s| s.header().flags.fin())) {
+            // The FIN overtakes what was sent before it.
+            frames.rotate_right(1);
+        }
+        for f in frames {
+            if let Ok(seg) = TcpPacket::new_checked(&f[34..]) {
+                let h = seg.header();
+                if h.flags.fin() {
+                    late.client_fin_end = Some(h.seq + (seg.payload().len() as u32 + 1));
+                }
+            }
             send(&mut net, now, events, killed_at, To::Engine, f, &mut order, &mut rng);
         }
         // The rest of the engines' passes at `now` (their frames of `now` were received
@@ -212,12 +273,14 @@ fn run_full(
                 }
             }
             for f in act.out.take_sent() {
+                late.leaves(&f);
                 send(&mut net, now, events, killed_at, To::Client, f, &mut order, &mut rng);
             }
         }
         if let Some(bs) = b.stack.as_mut() {
             Iteration::new(Some(&Acked(b_watermark))).finish(bs, Instant(now), &mut b.out);
             for f in b.out.take_sent() {
+                late.leaves(&f);
                 send(&mut net, now, events, killed_at, To::Client, f, &mut order, &mut rng);
             }
         }
@@ -401,6 +464,12 @@ fn run_full(
                     if h.flags.rst() {
                         engine_rsts += 1;
                     }
+                    if client.state() == State::Closed && client.syn_acked() && !h.flags.rst() && late.is_late(&f) {
+                        to_closed_client += 1;
+                        if trace {
+                            println!("{:>9} us       client: CLOSED, would answer with RST", now - t0());
+                        }
+                    }
                     if h.flags.fin() {
                         let end = (h.seq + seg.payload().len() as u32).diff(client.irs() + 1);
                         fins.insert(end as u64);
@@ -536,6 +605,11 @@ fn run_full(
     }
     if engine_rsts + client_rsts != 0 {
         return Err(format!("RSTs: {engine_rsts} from the engine, {client_rsts} from the client"));
+    }
+    if to_closed_client != 0 {
+        return Err(format!(
+            "{to_closed_client} segment(s) from the engine reached the client after its connection had closed: a Linux client answers each with a RST"
+        ));
     }
     if app.received != life.expect {
         let i = app.received.iter().zip(&life.expect).position(|(x, y)| x != y).unwrap_or(app.received.len().min(life.expect.len()));

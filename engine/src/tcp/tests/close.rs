@@ -85,3 +85,51 @@ fn fin_out_of_order_is_remembered() {
     assert!(svc.peer_fin);
     assert_eq!(out.take().pop().unwrap().0.ack, seq + 201);
 }
+
+/// Issue 12: the client's last two segments cross on the way (a veth delivers what two CPUs
+/// sent through two backlogs: the kernel's immediate ACK of our FIN from softirq, the
+/// application's FIN from `close()`). Its FIN arrives first and takes us to TIME-WAIT with
+/// one ACK, which ends the client's LAST-ACK: its socket is gone. The pure ACK it sent before
+/// the FIN arrives next, below RCV.NXT. Answering it (RFC 9293 §3.10.7.4 "send an
+/// acknowledgment" for an unacceptable segment; Linux does, once per 500 ms) reaches no
+/// socket, and the client's kernel answers with a RST. In TIME-WAIT nothing is to be
+/// resynchronized: both FINs are acknowledged, and a peer still missing our ACK of its FIN
+/// asks for it by retransmitting the FIN, which is answered.
+#[test]
+fn time_wait_does_not_answer_the_clients_stale_ack() {
+    for ts in [false, true] {
+        let cfg = TcpConfig::default();
+        let mut svc = TestSvc::generator(10, 1 << 20);
+        let opts = if ts { full_opts() } else { TcpOptions::default() };
+        let (mut tcb, mut out, seq) = established(&cfg, opts, &mut svc);
+        assert_eq!(tcb.state(), State::FinWait1);
+        let our = out.take();
+        assert_eq!(our[0].0.flags, F::ACK | F::FIN | F::PSH);
+        let ecr = our[0].0.options.timestamps.map_or(0, |x| x.0);
+        let with_ts = |mut h: TcpHeader, tsval: u32| {
+            if ts {
+                h.options.timestamps = Some((tsval, ecr));
+            }
+            h
+        };
+        // Sent second, arrives first: the client's FIN, acknowledging our data and FIN.
+        let fin = with_ts(hdr(F::ACK | F::FIN, seq, SISN + 12, W), 503);
+        tcb.on_segment(t(10), &cfg, &fin, &[], &mut svc, &mut out);
+        assert_eq!(tcb.state(), State::TimeWait);
+        let s = out.take();
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].0.flags, s[0].0.ack), (F::ACK, seq + 1));
+        // Sent first, arrives second: its ACK of our data and FIN, one below RCV.NXT (and,
+        // with timestamps, an older TSval: PAWS rejects it too). No answer.
+        let stale = with_ts(hdr(F::ACK, seq, SISN + 12, W), 502);
+        tcb.on_segment(t(10), &cfg, &stale, &[], &mut svc, &mut out);
+        assert!(out.take().is_empty(), "ts {ts}: a stale ACK in TIME-WAIT drew an ACK; a closed client answers it with RST");
+        assert_eq!(tcb.stats().time_wait_stale_acks, 1);
+        assert_eq!(tcb.state(), State::TimeWait);
+        // A retransmitted FIN (the client lost our ACK) is still answered, once the minimum
+        // RTO has passed.
+        let fin2 = with_ts(hdr(F::ACK | F::FIN, seq, SISN + 12, W), 900);
+        tcb.on_segment(t(400), &cfg, &fin2, &[], &mut svc, &mut out);
+        assert_eq!(out.take().len(), 1, "ts {ts}: a retransmitted FIN is answered");
+    }
+}

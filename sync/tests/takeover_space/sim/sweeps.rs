@@ -160,7 +160,7 @@ fn every_life_survives_a_kill_of_the_new_active_during_a_failback() {
             for k in AFTER_HANDOVER.iter().map(|d| at + d).filter(|&k| k <= base.events) {
                 tally.checked += 1;
                 let fb = Failback { at, b_releases_untagged: mutate };
-                match run_full(&life, Kill::After { k, reached: true }, None, None, false, Some(fb)) {
+                match run_full(&life, Kill::After { k, reached: true }, None, None, false, Some(fb), false) {
                     Ok(o) => tally.ended(&o, &base, EXTRA_BOUND_US, &format!("{} handover={at} k={k}", life.name)),
                     Err(e) => tally.failures.push(format!("{} handover={at} k={k}: {e}", life.name)),
                 }
@@ -212,7 +212,7 @@ fn every_life_survives_a_kill_with_loss_duplication_and_reordering() {
 }
 
 /// One run, for investigating a failure: `FT_SIM_LIFE="zero window" FT_SIM_K=2
-/// FT_SIM_REACHED=1 [FT_SIM_LOSSY=1] [FT_SIM_JOIN=j] FT_SIM_TRACE=1 cargo test --release -p flowtwin-sync
+/// FT_SIM_REACHED=1 [FT_SIM_LOSSY=1] [FT_SIM_JOIN=j] [FT_SIM_CROSSED=1] FT_SIM_TRACE=1 cargo test --release -p flowtwin-sync
 /// --test takeover_space one_run -- --nocapture`. Without FT_SIM_LIFE it does nothing.
 #[test]
 fn one_run() {
@@ -225,8 +225,33 @@ fn one_run() {
     let failback = std::env::var("FT_SIM_FAILBACK").ok().and_then(|v| v.parse().ok()).map(|at| Failback { at, b_releases_untagged: false });
     println!(
         "{:?}",
-        run_full(&life, Kill::After { k, reached }, faults, join, std::env::var_os("FT_SIM_SMALL_RING").is_some(), failback).map(|o| (o.events, o.done_us, o.state_at_kill, o.reset_unknown))
+        run_full(&life, Kill::After { k, reached }, faults, join, std::env::var_os("FT_SIM_SMALL_RING").is_some(), failback, std::env::var_os("FT_SIM_CROSSED").is_some()).map(|o| (o.events, o.done_us, o.state_at_kill, o.reset_unknown))
     );
+}
+
+/// Issue 12: the client's FIN overtakes the segments its TCP sent just before it (its ACK of
+/// our FIN, when the service closed first), without a kill and with one after every packet
+/// event: our TIME-WAIT must not answer the stale ACK, whose ACK would reach a client that
+/// has no socket any more (it answers with a RST). Mutation check: without the TIME-WAIT
+/// rule in `tcp::input` this fails for every life whose server closes first.
+#[test]
+fn every_life_survives_a_kill_when_the_clients_fin_overtakes_its_ack() {
+    let mut tally = Tally::new();
+    for life in lives() {
+        let before = tally.checked;
+        let base = run_crossed(&life, Kill::None).unwrap_or_else(|e| panic!("{}: crossed, without a kill: {e}", life.name));
+        for k in 0..=base.events {
+            for reached in [false, true] {
+                tally.checked += 1;
+                match run_crossed(&life, Kill::After { k, reached }) {
+                    Ok(o) => tally.ended(&o, &base, EXTRA_BOUND_US, &format!("{} k={k} reached={reached} crossed", life.name)),
+                    Err(e) => tally.failures.push(format!("{} k={k} reached={reached} crossed: {e}", life.name)),
+                }
+            }
+        }
+        println!("{:<45} {:>5} kill points", life.name, tally.checked - before);
+    }
+    report(&tally);
 }
 
 /// Every life completes without a kill: the lives and the expected bytes are right.
