@@ -122,6 +122,9 @@ pub fn plan(old: &Config, new: &Config, running: &StackConfig) -> Result<Plan, S
         match new.vips.iter().zip(list(section(&n, "vip"))).find(|(nv, _)| nv.addr == ov.addr) {
             None => refused.push(format!("vip {}: removing a VIP on a running engine would cut its connections", ov.addr)),
             Some((_, nvj)) => {
+                if old.group_of(ov.addr) != new.group_of(ov.addr) {
+                    refused.push(format!("vip {}: moving a VIP to another group on a running engine is not supported", ov.addr));
+                }
                 let mut d = Vec::new();
                 diff_paths(&format!("vip {}", ov.addr), ovj, nvj, &mut d, 4);
                 refused.extend(d.into_iter().map(|p| format!("{p} cannot change on a running engine")));

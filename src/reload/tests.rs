@@ -138,6 +138,13 @@ fn what_cannot_change_live_is_refused_by_name_and_nothing_changes() {
     let two = format!("{BASE}\n[[vip]]\naddr = \"198.18.0.101\"\n");
     let e = plan(&cfg(&two), &cfg(BASE), &running(&two)).unwrap_err();
     assert!(e.contains("vip 198.18.0.101: removing a VIP"), "{e}");
+    // A VIP moved to another group.
+    let three = format!("{BASE}\n[[vip]]\naddr = \"198.18.0.101\"\nvrid = 3\n[[vip]]\naddr = \"198.18.0.102\"\nvrid = 2\n");
+    let grouped = |a: &str, b: &str| format!("{three}\n[[group]]\nname = \"one\"\nvips = [{a}]\n[[group]]\nname = \"two\"\nvips = [{b}]\n");
+    let (x, y, z) = ("\"198.18.0.100\"", "\"198.18.0.101\"", "\"198.18.0.102\"");
+    let before = grouped(&format!("{x}, {y}"), z);
+    let e = plan(&cfg(&before), &cfg(&grouped(x, &format!("{y}, {z}"))), &running(&before)).unwrap_err();
+    assert!(e.contains("vip 198.18.0.101: moving a VIP to another group"), "{e}");
     let sync = "\n[sync]\nrole = \"active\"\nnode_id = 1\nlisten = \"127.0.0.1:7701\"\npeer = \"127.0.0.1:7702\"\n";
     let e = plan_of(&format!("{BASE}{sync}"), &format!("{BASE}{}", sync.replace("node_id = 1", "node_id = 1\nheartbeat_ms = 2"))).unwrap_err();
     assert!(e.contains("sync.heartbeat_ms (5 → 2)"), "{e}");
