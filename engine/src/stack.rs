@@ -151,8 +151,6 @@ pub struct Stack {
     tag_groups: Cell<GroupSet>,
     /// The group of each listener's VIP (`StackConfig::listeners` order): a flow's group.
     listener_groups: Vec<GroupId>,
-    /// Each listener's fingerprint (`StackConfig::listener_fingerprint`), for its images.
-    listener_fps: Vec<u64>,
     /// The ownership groups this engine serves now: frames for a VIP of another group are
     /// the standby's (dropped, counted). Empty: a standby, which answers nothing.
     owned: GroupSet,
@@ -231,7 +229,6 @@ impl Stack {
             lane: Cell::new(None),
             tag_groups: Cell::new(GroupSet::NONE),
             listener_groups: listener_groups(&cfg),
-            listener_fps: (0..cfg.listeners.len()).map(|i| cfg.listener_fingerprint(i)).collect(),
             owned: cfg.all_groups(),
             kicks_now: usize::MAX,
             kicks: std::collections::VecDeque::new(),
@@ -263,7 +260,6 @@ impl Stack {
     pub fn reconfigure(&mut self, cfg: Arc<StackConfig>) -> bool {
         let added = cfg.vips.iter().any(|v| self.cfg.vip(v.addr).is_none());
         self.listener_groups = listener_groups(&cfg);
-        self.listener_fps = (0..cfg.listeners.len()).map(|i| cfg.listener_fingerprint(i)).collect();
         self.owned = GroupSet(self.owned.0 & cfg.all_groups().0);
         self.checks.reconfigure(&cfg, self.now);
         self.cfg = cfg;

@@ -242,9 +242,16 @@ impl Replicas {
             at += used;
             let ws = &mut self.workers[w];
             st.deltas_applied.fetch_add(1, Relaxed);
+            let key = (d.header.slot, d.header.generation);
             let known = &mut self.unknown_listeners;
-            let mut unknown = |u: UnknownListener, st: &SyncStatus| {
+            // A flow of a service this engine does not run: its replica (if any) is dropped,
+            // counted apart from replay errors, and the service is named once.
+            let mut unknown = |ws: &mut WorkerReplicas, u: UnknownListener| {
                 st.replicas_unknown_service.fetch_add(1, Relaxed);
+                if ws.flows.remove(key).is_some() {
+                    st.flows_abandoned.fetch_add(1, Relaxed);
+                }
+                ws.forget_image(key);
                 if !known.contains(&u.1) {
                     known.push(u.1);
                     log(&format!(
@@ -253,7 +260,6 @@ impl Replicas {
                     ));
                 }
             };
-            let key = (d.header.slot, d.header.generation);
             let fail = |ws: &mut WorkerReplicas, e: &dyn std::fmt::Display| {
                 st.replay_errors.fetch_add(1, Relaxed);
                 if ws.flows.remove(key).is_some() {
@@ -264,13 +270,7 @@ impl Replicas {
             };
             match &d.body {
                 DeltaBody::FlowNew(rec) => match rec.to_image().map(|i| localize(cfg, i)) {
-                    Ok(Err(u)) => {
-                        unknown(u, st);
-                        if ws.flows.remove(key).is_some() {
-                            st.flows_abandoned.fetch_add(1, Relaxed);
-                        }
-                        ws.forget_image(key);
-                    }
+                    Ok(Err(u)) => unknown(ws, u),
                     Ok(Ok(img)) => match ShadowFlow::new(cfg, img) {
                         Ok(f) if ws.flows.contains(key) && !f.service_known() => {
                             // A re-image: it replaces the replica once its service image is
@@ -300,12 +300,7 @@ impl Replicas {
                 },
                 DeltaBody::FlowUpdate(rec) => match (ws.flows.get_mut(key), rec.to_image().map(|i| localize(cfg, i))) {
                     (Some(f), Ok(Ok(img))) => f.update(cfg, img),
-                    (Some(_), Ok(Err(u))) => {
-                        unknown(u, st);
-                        ws.flows.remove(key);
-                        st.flows_abandoned.fetch_add(1, Relaxed);
-                        ws.forget_image(key);
-                    }
+                    (Some(_), Ok(Err(u))) => unknown(ws, u),
                     (None, _) => {
                         st.unknown_flow_deltas.fetch_add(1, Relaxed);
                     }

@@ -166,7 +166,7 @@ impl Stack {
             peer_mac: f.peer_mac,
             vip_mac: f.vip_mac,
             listener: f.listener,
-            listener_fp: self.listener_fps.get(usize::from(f.listener)).copied().unwrap_or(0),
+            listener_fp: self.cfg.listener_fingerprint(usize::from(f.listener)),
             origin: f.origin,
             link,
         })
