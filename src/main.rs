@@ -275,7 +275,7 @@ fn run_command(cli: Cli, logs: &logs::Logs) -> Result<(), Failure> {
     match cli.cmd {
         Cmd::Run { config: path } => {
             let c = load_config(&path, logs)?;
-            Ok(run::run(c, stop_flag(), Some(run::ConfigSource { path, logs: Some(logs.clone()) }))?)
+            Ok(run::run(c, stop_flag(), run::ConfigSource { path, logs: logs.clone() })?)
         }
         Cmd::Ctl { socket, command, args } => Ok(ctl::request(&socket, &std::iter::once(command).chain(args).collect::<Vec<_>>().join(" ")).and_then(|r| {
             println!("{r}");

@@ -150,6 +150,10 @@ pub fn plan(old: &Config, new: &Config, running: &StackConfig) -> Result<Plan, S
     let old_svc: Vec<_> = old.services.iter().zip(list(section(&o, "service"))).collect();
     let new_svc: Vec<_> = new.services.iter().zip(list(section(&n, "service"))).enumerate().collect();
     let name = |vip: Ipv4Addr, port: u16, kind: ServiceKind| format!("service {vip}:{port} ({})", kind.name());
+    // A new listener for `service[i]` of the new file (loads its objects, builds its pool).
+    let listener = |i: usize, ns: &crate::config::ServiceSection| -> Result<Listener, String> {
+        Ok(Listener { vip: ns.vip, port: ns.port, spec: ns.spec(i).map_err(|e| format!("reload refused, nothing changed: {e}"))? })
+    };
     let mut retire = Vec::new();
     for (os, osj) in &old_svc {
         let Some(li) = running.listener_for(os.vip, os.port) else { continue };
@@ -180,7 +184,7 @@ pub fn plan(old: &Config, new: &Config, running: &StackConfig) -> Result<Plan, S
                     }
                 } else {
                     retire.push(li);
-                    stack.listeners.push(Listener { vip: ns.vip, port: ns.port, spec: ns.spec(*i).map_err(|e| format!("reload refused, nothing changed: {e}"))? });
+                    stack.listeners.push(listener(*i, ns)?);
                     changes.push(format!("{svc} replaced: new connections get the new one, its connections keep the old"));
                 }
             }
@@ -191,7 +195,7 @@ pub fn plan(old: &Config, new: &Config, running: &StackConfig) -> Result<Plan, S
             continue;
         }
         let svc = name(ns.vip, ns.port, ns.kind);
-        stack.listeners.push(Listener { vip: ns.vip, port: ns.port, spec: ns.spec(*i).map_err(|e| format!("reload refused, nothing changed: {e}"))? });
+        stack.listeners.push(listener(*i, ns)?);
         changes.push(format!("{svc} added"));
     }
     if stack.listeners.len() > MAX_SERVICES {
@@ -221,19 +225,11 @@ pub struct Reloader {
     /// Reloads applied and refused (`flowtwin_config_reloads_total{result}`).
     pub applied: AtomicU64,
     pub refused: AtomicU64,
-    /// Called with each configuration published (the metrics' view of VIPs and services).
-    on_publish: Box<dyn Fn(&StackConfig) + Send + Sync>,
 }
 
 impl Reloader {
-    pub fn new(
-        path: PathBuf,
-        logs: Option<Logs>,
-        live: Arc<LiveConfig>,
-        current: Config,
-        on_publish: Box<dyn Fn(&StackConfig) + Send + Sync>,
-    ) -> Reloader {
-        Reloader { path, logs, live, current: Mutex::new(current), applied: AtomicU64::new(0), refused: AtomicU64::new(0), on_publish }
+    pub fn new(path: PathBuf, logs: Option<Logs>, live: Arc<LiveConfig>, current: Config) -> Reloader {
+        Reloader { path, logs, live, current: Mutex::new(current), applied: AtomicU64::new(0), refused: AtomicU64::new(0) }
     }
 
     /// Read the file again and apply it; the changes made, in words. One reload at a time.
@@ -262,7 +258,6 @@ impl Reloader {
             l.configure(&new.log.level, &new.log.format)?;
         }
         if !plan.changes.is_empty() {
-            (self.on_publish)(&plan.stack);
             self.live.publish(Arc::new(plan.stack));
         }
         *cur = new;

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering, AtomicU64};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use flowtwin_engine::counters::{Counters, Drop, Event, SharedCounters};
@@ -191,7 +191,7 @@ fn random_key() -> [u8; 16] {
 pub struct ConfigSource {
     pub path: std::path::PathBuf,
     /// The log handles a reload's `[log]` applies through.
-    pub logs: Option<crate::logs::Logs>,
+    pub logs: crate::logs::Logs,
 }
 
 /// Each VIP and the name of its group, for the metrics.
@@ -204,24 +204,37 @@ fn service_names(c: &StackConfig) -> Vec<(String, &'static str)> {
     c.listeners.iter().map(|l| (format!("{}:{}", l.vip, l.port), l.spec.kind_name())).collect()
 }
 
+impl Observed {
+    /// Each VIP and the name of its group, as the configuration running now has them.
+    fn vips(&self) -> Vec<(Ipv4Addr, String)> {
+        vip_names(&self.live.load().0)
+    }
+
+    /// Each listener ("vip:port", kind), retired ones included (their flows still count).
+    fn services(&self) -> Vec<(String, &'static str)> {
+        service_names(&self.live.load().0)
+    }
+
+    /// The proxy services, for per-backend metrics and `ctl backends`.
+    fn proxies(&self) -> Vec<(String, Arc<flowtwin_engine::service::proxy::ProxySpec>)> {
+        proxy::of(&self.live.load().0)
+    }
+}
+
 /// What the metrics thread reads.
 struct Observed {
     ports: OnceLock<Vec<StatsReader>>,
     workers: OnceLock<Vec<Arc<SharedCounters>>>,
-    /// Each VIP and the name of its ownership group (a reload may add VIPs).
-    vips: RwLock<Vec<(Ipv4Addr, String)>>,
+    /// The configuration running now (a reload may add VIPs and services): the VIPs,
+    /// services and proxies the metrics and `ctl` name come from it.
+    live: Arc<LiveConfig>,
     /// The ownership groups' names, by `GroupId`.
     groups: Vec<String>,
     sync: Option<Arc<SyncStatus>>,
-    /// Per listener: ("vip:port", kind), for per-service metrics (a reload appends).
-    services: RwLock<Vec<(String, &'static str)>>,
     /// The packet capture point, for its counters.
     tap: Arc<flowtwin_engine::capture::CaptureTap>,
     /// Live reloads (`flowtwin ctl reload`, SIGHUP), for their metrics.
-    reloader: OnceLock<Arc<Reloader>>,
-    /// The proxy services, for per-backend metrics and `ctl backends` (a reload may add or
-    /// remove one).
-    proxies: RwLock<Vec<(String, Arc<flowtwin_engine::service::proxy::ProxySpec>)>>,
+    reloader: Arc<Reloader>,
     held: OnceLock<Vec<WorkerShared>>,
     role: OnceLock<Arc<RoleShared>>,
     /// Software distribution mode: (RX fan-out by worker 0, TX fan-in through worker 0).
@@ -370,22 +383,21 @@ fn reshard(flows: Vec<Vec<flowtwin_engine::replica::ShadowFlow>>, workers: usize
     out
 }
 
-pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: Option<ConfigSource>) -> Result<(), String> {
+pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: ConfigSource) -> Result<(), String> {
     let stack_cfg = Arc::new(stack_config(&cfg)?);
     let live = Arc::new(LiveConfig::new(stack_cfg.clone()));
     let sync_status = cfg.sync.as_ref().map(|_| Arc::new(SyncStatus::new()));
     // Packet capture (`flowtwin ctl capture`): the workers' tap.
     let tap = Arc::new(flowtwin_engine::capture::CaptureTap::default());
+    let reloader = Arc::new(Reloader::new(source.path, Some(source.logs), live.clone(), cfg.clone()));
     let observed = Arc::new(Observed {
         tap: tap.clone(),
         ports: OnceLock::new(),
         workers: OnceLock::new(),
-        vips: RwLock::new(vip_names(&stack_cfg)),
+        live: live.clone(),
         groups: stack_cfg.all_groups().iter().map(|g| stack_cfg.group_name(g).to_string()).collect(),
         sync: sync_status.clone(),
-        services: RwLock::new(service_names(&stack_cfg)),
-        reloader: OnceLock::new(),
-        proxies: RwLock::new(proxy::of(&stack_cfg)),
+        reloader: reloader.clone(),
         held: OnceLock::new(),
         role: OnceLock::new(),
         software: OnceLock::new(),
@@ -393,23 +405,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: Option<ConfigSource>) -> 
         link_down_handovers: AtomicU64::new(0),
     });
     let capturer = Arc::new(crate::capture::Capturer::new(tap.clone()));
-    let reloader = source.map(|src| {
-        let o = observed.clone();
-        let on_publish = Box::new(move |c: &StackConfig| {
-            *o.vips.write().unwrap_or_else(|e| e.into_inner()) = vip_names(c);
-            *o.services.write().unwrap_or_else(|e| e.into_inner()) = service_names(c);
-            *o.proxies.write().unwrap_or_else(|e| e.into_inner()) = proxy::of(c);
-        });
-        let r = Arc::new(Reloader::new(src.path, src.logs, live.clone(), cfg.clone(), on_publish));
-        let _ = observed.reloader.set(r.clone());
-        r
-    });
     // SIGHUP: reload (what `systemctl reload` sends).
     let hup = Arc::new(AtomicBool::new(false));
-    if reloader.is_some() {
-        if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
-            warn!(event = "signal_handler", signal = "SIGHUP", error = %e, "warning: cannot install the SIGHUP handler (reload with `flowtwin ctl reload`): {e}");
-        }
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
+        warn!(event = "signal_handler", signal = "SIGHUP", error = %e, "warning: cannot install the SIGHUP handler (reload with `flowtwin ctl reload`): {e}");
     }
     if let Some(addr) = cfg.metrics.addr()? {
         let o = observed.clone();
@@ -423,10 +422,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: Option<ConfigSource>) -> 
         let st = st.clone();
         let r = reloader.clone();
         let cap = capturer.clone();
-        let handler: ctl::Handler = Arc::new(move |cmd: &str| match (cmd, &r) {
-            (c, _) if c == "capture" || c.starts_with("capture ") => cap.command(&c.split_whitespace().skip(1).collect::<Vec<_>>()),
-            ("reload", Some(r)) => r.reply("flowtwin ctl reload"),
-            ("reload", None) => "{\"error\":\"this engine was not started from a config file: nothing to reload\"}".to_string(),
+        let handler: ctl::Handler = Arc::new(move |cmd: &str| match cmd {
+            c if c == "capture" || c.starts_with("capture ") => cap.command(&c.split_whitespace().skip(1).collect::<Vec<_>>()),
+            "reload" => r.reply("flowtwin ctl reload"),
             _ => control(&o, &st, cmd),
         });
         let p = ctl::serve(&y.control, handler, stop.clone())?;
@@ -698,10 +696,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: Option<ConfigSource>) -> 
             health_log.poll(&checked);
         }
         if hup.swap(false, Ordering::Relaxed) {
-            if let Some(r) = &reloader {
-                // The outcome is logged (and counted) by the reloader.
-                let _ = r.reload("SIGHUP");
-            }
+            // The outcome is logged (and counted) by the reloader.
+            let _ = reloader.reload("SIGHUP");
         }
         if let Some(st) = &sync_status {
             // Follow the sync thread's role: active answers, standby and fenced stay silent.

@@ -19,7 +19,7 @@ type PortFamily = (&'static str, &'static str, fn(&flowtwin_ffi::PortStats) -> u
 pub(super) fn render(o: &Observed, out: &mut String) {
     family(out, "flowtwin_up", "gauge", "1 while the engine runs");
     sample(out, "flowtwin_up", &[], 1);
-    super::proxy::render(&o.proxies.read().unwrap_or_else(|e| e.into_inner()), out);
+    super::proxy::render(&o.proxies(), out);
     if let Some(st) = &o.sync {
         st.render_prometheus(out);
     }
@@ -54,15 +54,14 @@ pub(super) fn render(o: &Observed, out: &mut String) {
     family(out, "flowtwin_capture_frames_total", "counter", "frames the workers offered to a running ctl capture: queued for its file, or dropped (its queue was full)");
     sample(out, "flowtwin_capture_frames_total", &[("result", "queued")], o.tap.captured.load(Ordering::Relaxed));
     sample(out, "flowtwin_capture_frames_total", &[("result", "dropped")], o.tap.dropped.load(Ordering::Relaxed));
-    if let Some(r) = o.reloader.get() {
-        family(out, "flowtwin_config_reloads_total", "counter", "live reloads of the config file (ctl reload, SIGHUP), applied or refused");
-        sample(out, "flowtwin_config_reloads_total", &[("result", "applied")], r.applied.load(Ordering::Relaxed));
-        sample(out, "flowtwin_config_reloads_total", &[("result", "refused")], r.refused.load(Ordering::Relaxed));
-        family(out, "flowtwin_config_generation", "gauge", "configurations published by reloads since the start (0: the one started with)");
-        sample(out, "flowtwin_config_generation", &[], r.generation());
-    }
+    let r = &o.reloader;
+    family(out, "flowtwin_config_reloads_total", "counter", "live reloads of the config file (ctl reload, SIGHUP), applied or refused");
+    sample(out, "flowtwin_config_reloads_total", &[("result", "applied")], r.applied.load(Ordering::Relaxed));
+    sample(out, "flowtwin_config_reloads_total", &[("result", "refused")], r.refused.load(Ordering::Relaxed));
+    family(out, "flowtwin_config_generation", "gauge", "configurations published by reloads since the start (0: the one started with)");
+    sample(out, "flowtwin_config_generation", &[], r.generation());
     family(out, "flowtwin_vip_info", "gauge", "1 for each VIP this engine serves, with its ownership group");
-    for (v, g) in o.vips.read().unwrap_or_else(|e| e.into_inner()).iter() {
+    for (v, g) in &o.vips() {
         sample(out, "flowtwin_vip_info", &[("vip", &v.to_string()), ("group", g)], 1);
     }
     if let Some(ports) = o.ports.get() {
@@ -140,7 +139,7 @@ pub(super) fn render(o: &Observed, out: &mut String) {
             family(out, name, "counter", help);
             // One series per service: a reload's retired and new listeners of one address
             // and kind add up.
-            let services = o.services.read().unwrap_or_else(|e| e.into_inner());
+            let services = o.services();
             let mut seen: Vec<(&str, &str, u64)> = Vec::new();
             for (li, (svc, kind)) in services.iter().enumerate().take(flowtwin_engine::counters::MAX_SERVICES) {
                 let v: u64 = snaps.iter().map(|c| if pick { c.svc_bytes_in[li] } else { c.svc_bytes_out[li] }).sum();
@@ -272,17 +271,17 @@ pub(super) fn control(o: &Observed, st: &SyncStatus, cmd: &str) -> String {
             .to_string()
         }
         "flows" => serde_json::json!({ "workers": flows(o) }).to_string(),
-        "backends" => super::proxy::backends_json(&o.proxies.read().unwrap_or_else(|e| e.into_inner())),
+        "backends" => super::proxy::backends_json(&o.proxies()),
         c if c.starts_with("backend ") => {
             let words: Vec<&str> = c.split_whitespace().skip(1).collect();
             let owned = |svc: &str| -> bool {
                 let Some(r) = o.role.get() else { return false };
                 let vip: Option<std::net::Ipv4Addr> = svc.rsplit_once(':').and_then(|(v, _)| v.parse().ok());
-                let vips = o.vips.read().unwrap_or_else(|e| e.into_inner());
+                let vips = o.vips();
                 let group = vip.and_then(|v| vips.iter().find(|(a, _)| *a == v)).and_then(|(_, g)| o.groups.iter().position(|n| n == g));
                 group.is_some_and(|g| r.owned().contains(GroupId(g as u8)))
             };
-            super::proxy::backend_cmd(&o.proxies.read().unwrap_or_else(|e| e.into_inner()), &owned, &words)
+            super::proxy::backend_cmd(&o.proxies(), &owned, &words)
         }
         "takeover" => {
             if st.role() == Role::Active {
