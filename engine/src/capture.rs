@@ -3,8 +3,9 @@
 //! (after output commit: what really leaves), filtered by a tcpdump expression and cut to a
 //! snap length, into a bounded channel that the capture's writer drains into a pcapng file.
 //!
-//! Off, it costs a worker one comparison per millisecond (it looks at the tap's generation
-//! in its 1 ms housekeeping); on, per frame, the filter and a copy. A full channel drops the
+//! Off, it costs a worker a test that no session is set per loop pass and per transmitted
+//! burst, and a look at the tap's generation in its 1 ms housekeeping; on, per frame, the
+//! filter and a copy. A full channel drops the
 //! frame, counted (the writer is behind), never the worker's time.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
