@@ -38,6 +38,17 @@ def last_json(path: str):
         return None
 
 
+def transfers_verdict(s: dict, bad: list) -> None:
+    """A failover_eval.py summary `s` judged on its transfers: every one byte-exact, and the
+    client namespace's capture there and without a RST."""
+    if not s.get("flows") or s.get("completed") != s.get("flows"):
+        bad.append(f"{s.get('flows', 0) - s.get('completed', 0)} of {s.get('flows')} transfer(s) not byte-exact")
+    if s.get("resets") is None:
+        bad.append("no rstcount output")
+    elif s["resets"]:
+        bad.append(f"{s['resets']} RST(s) seen by the client")
+
+
 def rst_verdict(where: str, path: str, out: dict, bad: list, txt: list) -> None:
     """rstcount.py's capture at `path` of the `where` namespace, judged as the proxy verdicts
     judge it: every RST in or out is bad (the first three named, `after close` marked), and so

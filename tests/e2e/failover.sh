@@ -395,7 +395,7 @@ test_kill_standby() {
   fl_cleanup
   local v
   v=$(PYTHONPATH="$E2E" $PY - "$dir/eval.json" "$dir/a_status_after_kill.json" "$lost_ms" "${FT_STANDBY_LOSS_STALL_MS:-500}" <<'EOF'
-import json, sys
+import evallib, json, sys
 s = json.loads(open(sys.argv[1]).read() or "{}")
 try:
     after = json.loads(open(sys.argv[2]).read() or "{}")
@@ -404,12 +404,7 @@ except (OSError, ValueError):
 lost_ms, bound = int(sys.argv[3]), int(sys.argv[4])
 a = s.get("status_a") or {}
 bad = []
-if not s.get("flows") or s.get("completed") != s.get("flows"):
-    bad.append(f"{s.get('flows', 0) - s.get('completed', 0)} of {s.get('flows')} transfer(s) not byte-exact")
-if s.get("resets") is None:
-    bad.append("no rstcount output")
-elif s["resets"]:
-    bad.append(f"{s['resets']} RST(s) seen by the client")
+evallib.transfers_verdict(s, bad)
 if a.get("role") != "active" or a.get("takeovers", 0) != 0:
     bad.append(f"A is not the untouched active (role {a.get('role')}, takeovers {a.get('takeovers')})")
 if after.get("peer") == "in_sync":

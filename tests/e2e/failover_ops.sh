@@ -62,16 +62,11 @@ test_reload() {
   fl_status b >"$dir/b_status.json"
   evaluate "$dir" "$name" --event "kill=$t_kill" --log "b=$dir/b.log" --status "b=$dir/b_status.json"
   local v
-  v=$($PY - "$dir/eval.json" <<'EOF'
-import json, sys
+  v=$(PYTHONPATH="$E2E" $PY - "$dir/eval.json" <<'EOF'
+import json, sys, evallib
 s = json.loads(open(sys.argv[1]).read() or "{}")
 bad = []
-if not s.get("flows") or s.get("completed") != s.get("flows"):
-    bad.append(f"{s.get('flows', 0) - s.get('completed', 0)} of {s.get('flows')} transfer(s) not byte-exact")
-if s.get("resets") is None:
-    bad.append("no rstcount output")
-elif s["resets"]:
-    bad.append(f"{s['resets']} RST(s) seen by the client")
+evallib.transfers_verdict(s, bad)
 print(("ok" if not bad else "; ".join(bad)) + f"|flows {s.get('flows')}, completed {s.get('completed')}, resets {s.get('resets')}, longest client wait {s.get('max_midflow_wait_ms')} ms")
 EOF
 )
@@ -138,8 +133,8 @@ test_capture() {
   [[ -n ${FT_CAPTURE_COST_ROUNDS:-} ]] && capture_cost "$dir" "$sock" "$FT_CAPTURE_COST_ROUNDS"
   fl_cleanup
   local v
-  v=$($PY - "$dir/capture.json" "$dir/a.pcapng" "$dir/eval.json" "$FT_VIP" <<'EOF'
-import json, re, subprocess, sys
+  v=$(PYTHONPATH="$E2E" $PY - "$dir/capture.json" "$dir/a.pcapng" "$dir/eval.json" "$FT_VIP" <<'EOF'
+import evallib, json, re, subprocess, sys
 st = json.loads(open(sys.argv[1]).read() or "{}")
 ev = json.loads(open(sys.argv[3]).read() or "{}")
 vip = sys.argv[4]
@@ -159,10 +154,7 @@ n_in = sum(1 for l in lines if recv.search(l))
 if n_out + n_in != len(lines) or not n_out or not n_in:
     bad.append(f"{len(lines) - n_out - n_in} frame(s) not of port 80 (in {n_in}, out {n_out})")
 payload = sum(int(m.group(1)) for l in lines if sent.search(l) for m in [re.search(r"length (\d+)", l)] if m)
-if not ev.get("flows") or ev.get("completed") != ev.get("flows"):
-    bad.append(f"{ev.get('flows', 0) - ev.get('completed', 0)} transfer(s) not byte-exact")
-if ev.get("resets"):
-    bad.append(f"{ev['resets']} RST(s)")
+evallib.transfers_verdict(ev, bad)
 want = 4 * 4194304
 if payload < want:
     bad.append(f"the capture holds {payload} payload bytes sent from :80, less than the {want} downloaded")

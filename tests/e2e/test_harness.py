@@ -219,6 +219,24 @@ class FailoverEvalResets(unittest.TestCase):
             self.assertEqual((s["resets"], s["resets_after_close"]), (1, 1))
 
 
+class TransfersVerdict(unittest.TestCase):
+    """evallib.transfers_verdict: byte-exact transfers and a client capture without RST."""
+
+    def verdict(self, s):
+        bad = []
+        evallib.transfers_verdict(s, bad)
+        return bad
+
+    def test_all_byte_exact_and_no_rst_is_clean(self):
+        self.assertEqual(self.verdict({"flows": 8, "completed": 8, "resets": 0}), [])
+
+    def test_each_fault_is_named(self):
+        self.assertEqual(self.verdict({"flows": 8, "completed": 7, "resets": 2}),
+                         ["1 of 8 transfer(s) not byte-exact", "2 RST(s) seen by the client"])
+        self.assertIn("no rstcount output", self.verdict({"flows": 8, "completed": 8}))
+        self.assertIn("0 of None transfer(s) not byte-exact", self.verdict({"resets": 0}), "no flows at all is a fault")
+
+
 class ProxyBench(unittest.TestCase):
     """tests/e2e/proxybench.py (scripts/bench-proxy): what a kill cost each system, and the ratios."""
 
