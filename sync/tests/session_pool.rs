@@ -230,6 +230,30 @@ fn a_table_that_does_not_fit_is_refused_without_a_takeover() {
     assert_eq!(p.b_spec.find(be(11)), Some(0), "nothing applied");
 }
 
+/// Between the live reloads of the two engines the active may proxy a service the standby
+/// does not run yet (or no longer): its table is skipped, the session carries on, and the
+/// others still apply.
+#[test]
+fn a_table_of_a_service_the_standby_does_not_run_is_skipped_without_a_refusal() {
+    let mut p = Pair::new(&[11], &[11], 4);
+    let join = std::mem::take(&mut p.join);
+    p.deliver(join);
+    let mut stray = pools(&p.tick_active(Duration::from_millis(1)));
+    assert!(stray.is_empty(), "nothing changed yet");
+    let (_, slots) = p.a_spec.table();
+    stray.push(flowtwin_sync::proto::PoolTable { vip: VIP, port: 9999, version: 1, slots });
+    let (out, actions) = p.deliver(stray.into_iter().map(Msg::Pool).collect());
+    assert!(!out.iter().any(|m| matches!(m, Msg::Refused { .. })), "{out:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::Close { .. })), "{actions:?}");
+    assert_eq!(p.b_st.role(), Role::Standby);
+    // The service both run still follows the active.
+    p.a_spec.add_backend(be(12), 1, DEFAULT_POOL).unwrap();
+    let m = p.tick_active(Duration::from_millis(1));
+    assert_eq!(pools(&m).len(), 1);
+    p.deliver(m);
+    assert!(p.b_spec.find(be(12)).is_some());
+}
+
 #[test]
 fn a_peer_of_the_previous_protocol_version_is_refused_by_name() {
     let now = Instant::now();
