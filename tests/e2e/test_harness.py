@@ -309,6 +309,40 @@ class ProxyBench(unittest.TestCase):
         self.assertIn("off/haproxy 1.2", out)
 
 
+class House(unittest.TestCase):
+    """scripts/house finds a sibling cycle and a long file, and lets a module split over files be."""
+    HOUSE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "house")
+
+    def tree(self, files):
+        d = tempfile.mkdtemp()
+        for rel, text in files.items():
+            os.makedirs(os.path.dirname(os.path.join(d, rel)), exist_ok=True)
+            with open(os.path.join(d, rel), "w") as f:
+                f.write(text)
+        return d
+
+    def run_house(self, d):
+        p = subprocess.run([sys.executable, self.HOUSE, "--root", d], capture_output=True, text=True)
+        return p.returncode, p.stdout
+
+    def test_clean_tree_with_a_split_module(self):
+        d = self.tree({"src/main.rs": "mod a;\nmod b;\nfn main() { a::f(); }\n",
+                       "src/a.rs": "mod inner;\nuse crate::b::B;\npub fn f() { inner::g(); }\n",
+                       "src/a/inner.rs": "use super::f;\npub fn g() {}\n",
+                       "src/b.rs": "pub struct B;\n#[cfg(test)]\nmod tests {\n    use crate::a::f;\n}\n"})
+        rc, out = self.run_house(d)
+        self.assertEqual(rc, 0, out)
+
+    def test_sibling_cycle_and_long_file(self):
+        d = self.tree({"src/main.rs": "mod a;\nmod b;\nfn main() {}\n",
+                       "src/a.rs": "use crate::b::{B, other::{C}};\n",
+                       "src/b.rs": "pub struct B;\nfn x() { crate::a::f(); }\n" + "//\n" * 801})
+        rc, out = self.run_house(d)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("import cycle among src/a.rs, src/b.rs", out)
+        self.assertIn("src/b.rs: 803 lines", out)
+
+
 if __name__ == "__main__":
     r = unittest.main(exit=False, verbosity=2).result
     bad = len(r.failures) + len(r.errors)
