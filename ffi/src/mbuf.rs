@@ -7,7 +7,6 @@
 
 use std::ptr::NonNull;
 
-use crate::mempool::Mempool;
 use crate::sys;
 
 /// The largest burst flowtwin moves at once (testpmd's default burst is 32).
@@ -292,22 +291,6 @@ impl MbufBurst {
     pub(crate) fn grew(&mut self, n: usize) {
         debug_assert!(self.len + n <= self.cap);
         self.len = (self.len + n).min(self.cap);
-    }
-
-    pub(crate) fn alloc_from(&mut self, pool: &Mempool, n: usize) -> bool {
-        if n > self.room() {
-            return false;
-        }
-        let (tail, _) = self.raw_tail();
-        // SAFETY: `tail` points at `room() >= n` free slots; on success DPDK fills exactly n
-        // with mbufs we then own.
-        let r = unsafe { sys::ft_pktmbuf_alloc_bulk(pool.as_ptr(), tail, n as u32) };
-        if r == 0 {
-            self.grew(n);
-            true
-        } else {
-            false
-        }
     }
 }
 

@@ -57,7 +57,19 @@ impl Mempool {
     /// supply them.
     #[inline]
     pub fn alloc_bulk(&self, burst: &mut MbufBurst, n: usize) -> bool {
-        burst.alloc_from(self, n)
+        if n > burst.room() {
+            return false;
+        }
+        let (tail, _) = burst.raw_tail();
+        // SAFETY: `tail` points at `room() >= n` free slots; on success DPDK fills exactly n
+        // with mbufs the burst then owns.
+        let r = unsafe { sys::ft_pktmbuf_alloc_bulk(self.raw.as_ptr(), tail, n as u32) };
+        if r == 0 {
+            burst.grew(n);
+            true
+        } else {
+            false
+        }
     }
 
     /// Data room of each mbuf (headroom included).

@@ -111,7 +111,7 @@ pub fn tcp_checksum_status(src: IpAddr, dst: IpAddr, segment: &[u8]) -> Checksum
     if segment.len() < TCP_CHECKSUM_AT + 2 {
         return ChecksumStatus::Invalid;
     }
-    let pseudo = pseudo_header_sum(src, dst, super::ipv4::protocol::TCP, len);
+    let pseudo = pseudo_header_sum(src, dst, super::protocol::TCP, len);
     if verifies(pseudo + sum(segment)) {
         return ChecksumStatus::Valid;
     }

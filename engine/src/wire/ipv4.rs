@@ -5,11 +5,7 @@ use super::{be16, checksum, put16, WireError};
 use std::net::Ipv4Addr;
 
 /// Protocol numbers (IANA "Assigned Internet Protocol Numbers") flowtwin looks at.
-pub mod protocol {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
-}
+pub use super::protocol;
 
 /// Header without options (IHL = 5).
 pub const HEADER_LEN: usize = 20;

@@ -28,6 +28,14 @@ pub use tcp::{FrameAddrs, TcpPacket};
 #[cfg(test)]
 mod fuzz_tests;
 
+/// IP protocol numbers (IANA), shared by `ipv4` and the pseudo header `checksum` sums, so that
+/// neither of the two has to import the other.
+pub mod protocol {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+}
+
 use core::fmt;
 
 /// Why bytes could not be parsed or a header could not be emitted. Small and `Copy` so the
