@@ -288,7 +288,7 @@ fn run_command(cli: Cli, logs: &logs::Logs) -> Result<(), Failure> {
         Cmd::CheckConfig { config } => {
             let c = load_config(&config, logs)?;
             let refused = |error| Failure { event: "config_refused", error };
-            let sc = run::stack_config(&c).map_err(refused)?;
+            let sc = crate::config::stack_config(&c).map_err(refused)?;
             let routes = c.route_table().map_err(refused)?;
             println!("{}: ok", config.display());
             // Both engines of a pair must print the same layout (the sync Hello compares it).

@@ -211,7 +211,7 @@ pub fn plan(old: &Config, new: &Config, running: &StackConfig) -> Result<Plan, S
     for li in retire {
         stack.retired[li] = true;
     }
-    stack.tcp = crate::run::tcp_config(&new.tcp);
+    stack.tcp = crate::config::tcp_config(&new.tcp);
     stack.routes = new.route_table()?;
     Ok(Plan { stack, changes })
 }

@@ -3,7 +3,6 @@
 //! Order matters: control-plane threads (metrics) start before EAL init, because EAL pins the
 //! calling thread and threads spawned later inherit that pinning (DPDK-NOTES).
 
-use std::io::Read;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering, AtomicU64};
@@ -15,9 +14,7 @@ use flowtwin_engine::dataplane::{run_worker, Fanout, IdleConfig, NeighborMail, R
 use flowtwin_engine::distribute::worker_for_key;
 use flowtwin_engine::ephemeral::{ReplySteering, RssSteering, SoftwareSteering};
 use flowtwin_sync::{Mode, Role, SyncConfig, SyncStatus, WorkerShared};
-use flowtwin_engine::stack::{Group, GroupSet, Listener, LiveConfig, StackConfig, Vip};
-use flowtwin_engine::tcp::TcpConfig;
-use flowtwin_engine::time::Duration as FtDuration;
+use flowtwin_engine::stack::{GroupSet, LiveConfig, StackConfig};
 use flowtwin_engine::wire::MacAddr;
 use flowtwin_ffi::port::{port_by_name, queue_limits, PortConfig, RssMode, StatsReader};
 use flowtwin_ffi::ring::{RingConsumer, RingProducer};
@@ -32,63 +29,13 @@ use crate::metrics;
 use crate::reload::Reloader;
 
 mod drops;
+mod link;
 mod proxy;
 mod report;
 
 use self::drops::DropWarnings;
+use self::link::{vdev_iface, LinkWatch};
 use self::report::{control, render};
-
-/// The TCP parameters of `[tcp]`.
-pub fn tcp_config(t: &crate::config::TcpSection) -> TcpConfig {
-    TcpConfig {
-        mss: t.mss,
-        wscale: t.wscale,
-        timestamps: t.timestamps,
-        sack: t.sack,
-        rto_initial: FtDuration::from_millis(t.rto_initial_ms),
-        rto_min: FtDuration::from_millis(t.rto_min_ms),
-        rto_max: FtDuration::from_millis(t.rto_max_ms),
-        delayed_ack: FtDuration::from_millis(t.delayed_ack_ms),
-        time_wait: FtDuration::from_millis(t.time_wait_ms),
-        idle_timeout: FtDuration::from_secs(t.idle_timeout_s),
-        syn_ack_retries: t.syn_ack_retries,
-        max_retransmits: t.max_retransmits,
-        max_ooo_bytes: t.max_ooo_bytes,
-        initial_cwnd_segments: t.initial_cwnd_segments,
-    }
-}
-
-/// Build the engine's stack configuration (loads object directories).
-pub fn stack_config(cfg: &Config) -> Result<StackConfig, String> {
-    let vips = cfg
-        .vips
-        .iter()
-        .map(|v| Vip {
-            addr: v.addr,
-            mac: MacAddr(v.mac_bytes()),
-            group: cfg.group_of(v.addr),
-        })
-        .collect();
-    let groups = cfg.groups.iter().map(|g| Group::new(g.name.clone())).collect();
-    let mut listeners = Vec::new();
-    for (i, s) in cfg.services.iter().enumerate() {
-        let spec = s.spec(i)?;
-        listeners.push(Listener { vip: s.vip, port: s.port, spec });
-    }
-    let tcp = tcp_config(&cfg.tcp);
-    Ok(StackConfig {
-        vips,
-        groups,
-        listeners,
-        routes: cfg.route_table()?,
-        tcp,
-        flow_capacity: cfg.engine.flow_capacity as usize,
-        isn_key: random_key(),
-        open_secrets: Arc::new(flowtwin_engine::tcp::isn::GroupSecrets::new(random_key())),
-        timer_tick: FtDuration::from_micros(100),
-        retired: Vec::new(),
-    })
-}
 
 /// Timer slack of the sync thread: its timed waits (next heartbeat, park bound, a full
 /// socket's retry) end within a few µs of when asked instead of the default 50 µs.
@@ -171,22 +118,6 @@ impl flowtwin_sync::Waiter for PollWaiter {
     }
 }
 
-/// A secret for RFC 6528 ISNs, from the kernel's CSPRNG.
-fn random_key() -> [u8; 16] {
-    let mut k = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut k);
-    }
-    if k == [0; 16] {
-        // No urandom (a very odd system): fall back to time and pid, still unpredictable enough
-        // to avoid ISN collisions between restarts.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        k[..8].copy_from_slice(&(t as u64).to_le_bytes());
-        k[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    k
-}
-
 /// Where the engine's configuration came from, for live reloads.
 pub struct ConfigSource {
     pub path: std::path::PathBuf,
@@ -243,76 +174,6 @@ struct Observed {
     link_up: AtomicU64,
     /// Handovers requested because the port's link was down (`sync.link_down_ms`).
     link_down_handovers: AtomicU64,
-}
-
-/// Watches the port's link. For a software port on a kernel interface (`net_af_packet`,
-/// `net_af_xdp`: the vdev's `iface=`), the kernel's carrier and operstate (DPDK reports these
-/// PMDs' links up whatever the interface does); for a NIC, DPDK's link status.
-struct LinkWatch {
-    iface: Option<String>,
-    up: bool,
-    /// Since when the link has been down.
-    down_since: Option<std::time::Instant>,
-    last_check: std::time::Instant,
-    last_request: Option<std::time::Instant>,
-}
-
-/// The kernel interface behind a software port named `port`: the `iface=` of its `--vdev`.
-fn vdev_iface(eal_args: &[String], port: &str) -> Option<String> {
-    if !(port.starts_with("net_af_packet") || port.starts_with("net_af_xdp")) {
-        return None;
-    }
-    eal_args
-        .windows(2)
-        .filter(|w| w[0] == "--vdev")
-        .map(|w| w[1].as_str())
-        .chain(eal_args.iter().filter_map(|a| a.strip_prefix("--vdev=")))
-        .filter(|v| v.split(',').next() == Some(port))
-        .find_map(|v| v.split(',').find_map(|kv| kv.strip_prefix("iface=")).map(str::to_string))
-}
-
-impl LinkWatch {
-    fn new(iface: Option<String>) -> LinkWatch {
-        let now = std::time::Instant::now();
-        LinkWatch { iface, up: true, down_since: None, last_check: now, last_request: None }
-    }
-
-    /// The link of the kernel interface, `None` if it cannot be read.
-    fn kernel_link(iface: &str) -> Option<bool> {
-        let read = |f: &str| std::fs::read_to_string(format!("/sys/class/net/{iface}/{f}")).ok();
-        let oper = read("operstate")?;
-        // carrier cannot be read on an interface that is administratively down.
-        let carrier = read("carrier").map(|c| c.trim() == "1").unwrap_or(false);
-        Some(carrier && matches!(oper.trim(), "up" | "unknown"))
-    }
-
-    /// Checks the link every 10 ms; returns how long it has been down (None: up).
-    fn poll(&mut self, dpdk_up: impl FnOnce() -> bool) -> Option<std::time::Duration> {
-        let now = std::time::Instant::now();
-        if now.duration_since(self.last_check) >= std::time::Duration::from_millis(10) {
-            self.last_check = now;
-            let up = self.iface.as_deref().and_then(LinkWatch::kernel_link).unwrap_or_else(dpdk_up);
-            if up != self.up {
-                match (up, self.down_since) {
-                    (true, Some(t)) => {
-                        let down = now.duration_since(t);
-                        info!(event = "link", up, down_ms = down.as_millis() as u64, "port link up again after {down:?}")
-                    }
-                    _ => warn!(
-                        event = "link",
-                        up,
-                        iface = self.iface.as_deref(),
-                        "port link DOWN{}",
-                        self.iface.as_deref().map(|i| format!(" (kernel interface {i})")).unwrap_or_default()
-                    ),
-                }
-                self.up = up;
-                self.down_since = if up { None } else { Some(now) };
-                self.last_request = None;
-            }
-        }
-        self.down_since.map(|t| now.duration_since(t))
-    }
 }
 
 /// The engine's account of a takeover (the sync thread has logged its own, `takeover_replica`):
@@ -384,7 +245,7 @@ fn reshard(flows: Vec<Vec<flowtwin_engine::replica::ShadowFlow>>, workers: usize
 }
 
 pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: ConfigSource) -> Result<(), String> {
-    let stack_cfg = Arc::new(stack_config(&cfg)?);
+    let stack_cfg = Arc::new(crate::config::stack_config(&cfg)?);
     let live = Arc::new(LiveConfig::new(stack_cfg.clone()));
     let sync_status = cfg.sync.as_ref().map(|_| Arc::new(SyncStatus::new()));
     // Packet capture (`flowtwin ctl capture`): the workers' tap.
@@ -804,87 +665,4 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: ConfigSource) -> Result<(
 }
 
 #[cfg(test)]
-mod layout_tests {
-    use super::layout;
-
-    #[test]
-    fn queue_per_worker_when_the_device_has_them() {
-        let l = layout(2, 2, 2);
-        assert_eq!((l.rx_queues, l.tx_queues, l.rx_fanout, l.tx_fanin), (2, 2, false, false));
-        let l = layout(4, 64, 64);
-        assert_eq!((l.rx_queues, l.tx_queues, l.rx_fanout, l.tx_fanin), (4, 4, false, false));
-        let l = layout(1, 1, 1);
-        assert_eq!((l.rx_queues, l.tx_queues, l.rx_fanout, l.tx_fanin), (1, 1, false, false));
-    }
-
-    #[test]
-    fn software_distribution_when_queues_are_missing() {
-        // af_packet qpairs=1 with two workers: one queue pair, worker 0 fans out and in.
-        let l = layout(2, 1, 1);
-        assert_eq!((l.rx_queues, l.tx_queues, l.rx_fanout, l.tx_fanin), (1, 1, true, true));
-        // One RX queue but a TX queue per worker: every worker transmits on its own.
-        let l = layout(2, 1, 2);
-        assert_eq!((l.rx_queues, l.tx_queues, l.rx_fanout, l.tx_fanin), (1, 2, true, false));
-        // Enough RX queues, too few TX queues: hardware RX, TX through worker 0.
-        let l = layout(4, 4, 2);
-        assert_eq!((l.rx_queues, l.tx_queues, l.rx_fanout, l.tx_fanin), (4, 1, false, true));
-    }
-}
-
-#[cfg(test)]
-mod link_watch_tests {
-    use super::vdev_iface;
-
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
-    /// The kernel interface of a software port comes from its own `--vdev`; a NIC has none.
-    #[test]
-    fn the_kernel_interface_of_a_software_port() {
-        let a = args(&["-l", "0-1", "--vdev", "net_af_packet1,iface=x1", "--vdev", "net_af_packet0,iface=a0,qpairs=1"]);
-        assert_eq!(vdev_iface(&a, "net_af_packet0").as_deref(), Some("a0"));
-        assert_eq!(vdev_iface(&a, "net_af_packet1").as_deref(), Some("x1"));
-        assert_eq!(vdev_iface(&args(&["--vdev=net_af_xdp0,iface=v0"]), "net_af_xdp0").as_deref(), Some("v0"));
-        assert_eq!(vdev_iface(&a, "0000:01:00.0"), None, "a NIC: DPDK's link status");
-        assert_eq!(vdev_iface(&args(&["--vdev", "net_af_packet0"]), "net_af_packet0"), None, "no iface= given");
-    }
-}
-
-#[cfg(test)]
-mod log_tests {
-    use flowtwin_sync::TakeoverReason;
-
-    use super::log_takeover;
-    use crate::logs::testing::capture;
-    use crate::logs::Format;
-
-    /// The line `tests/e2e/failover_eval.py` (`^<stamp> flowtwin: TAKEOVER \(epoch (\d+), (\w+),
-    /// (\d+) flow\(s\), standby was (NOT )?in sync\)`) and the e2e greps read, unchanged.
-    #[test]
-    fn the_takeover_line_is_the_legacy_one() {
-        let out = capture(Format::Human, "info", || log_takeover(7, TakeoverReason::HeartbeatTimeout, 42, true, false, "web"));
-        assert_eq!(out, "flowtwin: TAKEOVER (epoch 7, HeartbeatTimeout, 42 flow(s), standby was in sync): announcing the VIPs and resuming\n");
-        let out = capture(Format::Human, "info", || log_takeover(3, TakeoverReason::HandoverFallback, 0, false, true, "web"));
-        assert_eq!(out, "flowtwin: TAKEOVER (epoch 3, HandoverFallback, 0 flow(s), standby was NOT in sync): announcing the VIPs and resuming\n");
-        // A takeover is a warning: a filter of `warn` keeps it.
-        assert!(capture(Format::Human, "warn", || log_takeover(7, TakeoverReason::PeerClosed, 1, true, false, "web")).contains("TAKEOVER"));
-    }
-
-    #[test]
-    fn the_takeover_event_in_json_carries_its_fields() {
-        let out = capture(Format::Json, "info", || log_takeover(7, TakeoverReason::HeartbeatTimeout, 42, false, false, "web,api"));
-        assert_eq!(out.lines().count(), 1, "{out}");
-        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(j["event"], "takeover");
-        assert_eq!(j["level"], "WARN");
-        assert_eq!(j["groups"], "web,api");
-        assert_eq!(j["epoch"], 7);
-        assert_eq!(j["reason"], "HeartbeatTimeout");
-        assert_eq!(j["flows"], 42);
-        assert_eq!(j["in_sync"], false);
-        assert_eq!(j["retained"], false);
-        assert_eq!(j["target"], "flowtwin::run");
-        assert!(j["message"].as_str().unwrap().starts_with("TAKEOVER (epoch 7, HeartbeatTimeout, 42 flow(s), standby was NOT in sync)"), "{j}");
-    }
-}
+mod tests;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::run::stack_config;
+use crate::config::stack_config;
 
 const BASE: &str = r#"
 [eal]
