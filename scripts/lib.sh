@@ -78,6 +78,23 @@ ft_metrics_fetch() {
 #   from FILE_A to FILE_B, a histogram's buckets as "le:cumulative,...", a sampler.
 ft_metrics() { "${PY:-python3}" "$FT_LIB_ROOT/tests/e2e/evallib.py" "$@"; }
 
+# ---------------------------------------------------------------- RST counting
+# ft_rstcount_start OUT NS SECONDS [rstcount.py args...] — the one launcher of
+# tests/e2e/rstcount.py (every suite, the demo and the benchmarks count RSTs with it): in
+# namespace NS for at most SECONDS, its JSON summary to OUT.json, its log to OUT.err. Sets
+# FT_RSTCOUNT_PID; returns 0 once it reports ready (OUT.ready), 1 if not within 5 s.
+FT_RSTCOUNT_PID=""
+ft_rstcount_start() {
+  local out=$1 ns=$2 secs=$3 i
+  shift 3
+  rm -f "$out.ready"
+  ip netns exec "$ns" timeout $((secs + 10)) "${PY:-python3}" "$FT_LIB_ROOT/tests/e2e/rstcount.py" --duration "$secs" \
+    --ready-file "$out.ready" "$@" >"$out.json" 2>"$out.err" &
+  FT_RSTCOUNT_PID=$!
+  for ((i = 0; i < 100; i++)); do [[ -s $out.ready ]] && return 0; sleep 0.05; done
+  return 1
+}
+
 # ---------------------------------------------------------------- messages
 ft_info() { printf '%s: %s\n' "${FT_PROG:-flowtwin}" "$*"; }
 ft_warn() { printf '%s: warning: %s\n' "${FT_PROG:-flowtwin}" "$*" >&2; }

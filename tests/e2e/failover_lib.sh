@@ -279,19 +279,16 @@ fl_clients_args() { # -> --clients arguments for failover_eval.py
 PCAP_PID=""
 RST_DIR=""
 fl_rst_start() { # DIR
-  rm -f "$1/rst.ready"
   RST_DIR=$1
   if [[ ${FT_CLIENT_PCAP:-0} == 1 ]] && command -v tcpdump >/dev/null; then
     ip netns exec "$FT_CLIENT_NS" tcpdump -Z root -i "$FT_CLIENT_IF" -n -s 120 -B 32768 -C "${FT_CLIENT_PCAP_MB:-150}" -W 8 \
       -w "$1/client.pcap" tcp >"$1/tcpdump.err" 2>&1 &
     PCAP_PID=$!
   fi
-  ip netns exec "$FT_CLIENT_NS" timeout 300 $PY "$E2E/rstcount.py" --outgoing --keep 20 --duration 290 --ready-file "$1/rst.ready" \
-    >"$1/rst.json" 2>"$1/rst.err" &
-  RST_PID=$!
-  local i
-  for ((i = 0; i < 100; i++)); do [[ -s $1/rst.ready ]] && return 0; sleep 0.05; done
-  return 1
+  local rc=0
+  ft_rstcount_start "$1/rst" "$FT_CLIENT_NS" 290 --outgoing --keep 20 || rc=1
+  RST_PID=$FT_RSTCOUNT_PID
+  return $rc
 }
 fl_rst_stop() {
   [[ -n $RST_PID ]] || return 0

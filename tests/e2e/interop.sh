@@ -64,12 +64,11 @@ EPH_LO=32768
 EPH_HI=60999
 rst_start() { # phase [rstcount args...]
   RST_OUT=$TMP/rst_$1.json
-  rm -f "$TMP/rst_$1.ready"
-  ip netns exec "$FT_CLIENT_NS" timeout 600 $PY "$E2E/rstcount.py" --keep 100000 --duration 590 --ready-file "$TMP/rst_$1.ready" \
-    "${@:2}" >"$RST_OUT" 2>"$TMP/rst_$1.err" &
-  RST_PID=$!
+  local rc=0
+  ft_rstcount_start "$TMP/rst_$1" "$FT_CLIENT_NS" 590 --keep 100000 "${@:2}" || rc=1
+  RST_PID=$FT_RSTCOUNT_PID
   BG_PIDS+=("$RST_PID")
-  wait_file "$TMP/rst_$1.ready" 5 || info "rstcount did not start for $1"
+  ((rc == 0)) || info "rstcount did not start for $1"
 }
 rst_stop() { # phase [after_close] — PASS/FAIL no_rst_<phase>: RSTs from the VIP to client-kernel ports
   # With after_close, RSTs to connections that had finished (FIN seen both ways, rstcount.py)

@@ -122,10 +122,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-rm -f "$TMP/rst.ready"
-ip netns exec "$FT_CLIENT_NS" "$PY" "$E2E/rstcount.py" --duration 240 --ready-file "$TMP/rst.ready" >"$TMP/rst.json" &
-RST_PID=$!
-for _ in $(seq 1 100); do [[ -e $TMP/rst.ready ]] && break; sleep 0.05; done
+ft_rstcount_start "$TMP/rst" "$FT_CLIENT_NS" 240 || echo "selftest: rstcount did not report ready"
+RST_PID=$FT_RSTCOUNT_PID
 
 echo "selftest: clients"
 U="http://$FT_VIP/obj"
