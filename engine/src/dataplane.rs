@@ -560,18 +560,13 @@ pub fn run_worker(mut w: Worker) -> i32 {
             let t = c.snapshot_request();
             if t != snapshot_token {
                 snapshot_token = t;
-                // The acknowledgement after the token: the sync core sets it first (pacing).
-                stack.set_standby_acked(c.standby_acked());
-                stack.request_snapshot(t);
+                iteration.snapshot(&mut stack, t);
             }
         }
 
-        // What the other workers heard: before this pass's frames, so that the SYNs it lets
-        // go are sealed apart (the output of their flows) and leave with this pass's release.
+        // What the other workers heard: before this pass's frames (`Iteration::delivered`).
         let learned = mail.as_ref().map_or(0, |m| m.deliver(&mut stack, now, &mut sink));
-        if learned > 0 && hold {
-            sink.seal(stack.commit_tag(), now);
-        }
+        iteration.delivered(&stack, now, learned, &mut sink);
 
         let got = w.rx.rx_burst(&mut rx);
         sink.now_us = now.0.wrapping_add(wall_off);

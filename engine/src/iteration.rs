@@ -127,6 +127,27 @@ impl<'c, C: CommitControl + ?Sized> Iteration<'c, C> {
         self.finish(stack, now, sink);
     }
 
+    /// Before the pass's frames: what the other workers of this engine heard for this one
+    /// (`dataplane::NeighborMail`: next-hop answers that let held SYNs go) was handed to
+    /// `stack` by the caller, `learned` frames of it; seal them apart, as the output of
+    /// their own flows, so they leave with this pass's release and not behind its frames.
+    #[inline]
+    pub fn delivered<S: CommitSink + ?Sized>(self, stack: &Stack, now: Instant, learned: usize, sink: &mut S) {
+        if learned > 0 && self.control.is_some() {
+            sink.seal(stack.commit_tag(), now);
+        }
+    }
+
+    /// Before the pass: the sync core asked for a join snapshot (a standby joined) under a
+    /// new `token`. The acknowledgement after the token comes first: the snapshot is paced
+    /// by it. Does nothing without a control.
+    pub fn snapshot(self, stack: &mut Stack, token: u64) {
+        if let Some(c) = self.control {
+            stack.set_standby_acked(c.standby_acked());
+            stack.request_snapshot(token);
+        }
+    }
+
     /// Step 1 for one received frame.
     #[inline]
     pub fn receive<S: CommitSink + ?Sized>(self, stack: &mut Stack, now: Instant, frame: &[u8], sink: &mut S) {
