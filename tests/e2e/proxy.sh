@@ -270,12 +270,16 @@ srv_stop() { # the final stats: connections drained (at most 3 s), nginx stopped
 # rst_start DIR WHERE NS IFACE — rstcount.py counting every RST (received and sent: --outgoing;
 # any address)
 rst_start() {
-  local dir=$1 where=$2 ns=$3 ifc=$4 i
-  rm -f "$dir/rst_$where.ready"
-  ip netns exec "$ns" timeout 300 $PY "$E2E/rstcount.py" --iface "$ifc" --dst any --outgoing --keep 20 --duration 290 \
-    --ready-file "$dir/rst_$where.ready" >"$dir/rst_$where.json" 2>"$dir/rst_$where.err" &
-  RST_PIDS+=($!)
-  for ((i = 0; i < 100; i++)); do [[ -s $dir/rst_$where.ready ]] && return 0; sleep 0.05; done
+  local dir=$1 where=$2 ns=$3 ifc=$4 rc=0
+  if [[ ${FT_CLIENT_PCAP:-0} == 1 ]] && command -v tcpdump >/dev/null; then
+    # FT_CLIENT_PCAP=1 (off by default, as in failover_lib): headers of every TCP segment on
+    # this side's link, kept in DIR/WHERE.pcap, so that a RST can be followed on both halves
+    ip netns exec "$ns" tcpdump -Z root -i "$ifc" -n -s 120 -B 32768 -w "$dir/$where.pcap" tcp >"$dir/tcpdump_$where.err" 2>&1 &
+    RST_PIDS+=($!)
+  fi
+  ft_rstcount_start "$dir/rst_$where" "$ns" 290 --iface "$ifc" --dst any --outgoing --keep 20 || rc=1
+  RST_PIDS+=("$FT_RSTCOUNT_PID")
+  ((rc == 1)) || return 0
   info "rstcount in $ns did not report ready: $(tail -2 "$dir/rst_$where.err" | tr '\n' ' ')"
   return 1
 }
