@@ -1,4 +1,4 @@
-//! What the fake-clock session tests share (`session.rs`, `session_pool.rs`): the session's
+//! What the fake-clock session tests share (`session/`, `session_pool.rs`): the session's
 //! configuration and the engine configuration it runs beside (one VIP, 10.9.0.1).
 #![allow(dead_code)]
 
