@@ -21,7 +21,7 @@ use flowtwin_sync::{PeerState, Role, SyncStatus};
 
 #[path = "../common/session.rs"]
 mod common_session;
-use common_session::{session_cfg as cfg, session_stack, DEAD, HB};
+use common_session::{session_cfg as cfg, session_stack, DEAD, FENCE_HOLD, HANDOVER_HOLD, HB};
 
 mod active;
 mod handover;
@@ -161,7 +161,7 @@ impl Rig {
 }
 
 fn hello(node_id: u32, epoch: u64, role: Role) -> Hello {
-    Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 2, heartbeat_us: 5000, dead_after: DEAD, groups: stack().group_digest(), session: 1, secret: [0; 16] }
+    Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode: 0, workers: 2, heartbeat_us: 5000, dead_after: DEAD, fence_hold_us: FENCE_HOLD.as_micros() as u32, handover_hold_us: HANDOVER_HOLD.as_micros() as u32, groups: stack().group_digest(), session: 1, secret: [0; 16] }
 }
 
 fn barrier(worker: u16, token: u64) -> Vec<Record> {
