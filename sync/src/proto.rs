@@ -10,7 +10,8 @@
 //! # Messages
 //! ```text
 //! 1 Hello      magic u32 "FTWN" | version u16 | node_id u32 | epoch u64 | role u8 | mode u8
-//!              | workers u16 | heartbeat_us u32 | dead_after u32 | groups u64 (digest of the ownership
+//!              | workers u16 | heartbeat_us u32 | dead_after u32 | fence_hold_us u32
+//!              | handover_hold_us u32 | groups u64 (digest of the ownership
 //!              groups' layout, `StackConfig::group_digest`) | session u64 | secret 16 B
 //!              (the sender's secret for the connections it opens from the session's
 //!              groups, `GroupSecrets`; a standby adopts its active's)  both ways, first frame
@@ -49,8 +50,11 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"FTWN");
 /// with each `Pool` slot's active-check health (one byte more per slot: a version-6 peer
 /// would misread the table, so it is refused at `Hello` by name), version 8 with delta
 /// layout 6 (each flow image names its listener's fingerprint) and `dead_after` in `Hello`
-/// (a peer that declares the other dead after another number of heartbeats is refused).
-pub const PROTO_VERSION: u16 = 8;
+/// (a peer that declares the other dead after another number of heartbeats is refused),
+/// version 9 with `fence_hold_us` and `handover_hold_us` in `Hello` (a strict peer that
+/// holds its output for another time is refused; a version-8 peer would not send them, so
+/// it is refused at `Hello` by version).
+pub const PROTO_VERSION: u16 = 9;
 /// Largest frame body accepted (bytes after the length field).
 pub const MAX_FRAME: usize = 4 << 20;
 /// Most records one `Batch` carries (64 KiB of records).
@@ -116,6 +120,14 @@ pub struct Hello {
     /// (`sync.dead_after`): both engines must agree, or one would take over while the other
     /// still counts the silence as normal.
     pub dead_after: u32,
+    /// How long, in µs, the sender holds its output after losing its in-sync standby
+    /// (`sync.fence_hold_ms`): in strict mode a dropped standby takes over only within that
+    /// time of the drop, trusting the active held that long.
+    pub fence_hold_us: u32,
+    /// How long, in µs, the sender holds all output after a handover while the engine that
+    /// handed over rejoins it, and so how long that engine keeps its flows to fall back on
+    /// (`sync.handover_hold_ms`): in strict mode both must be the same time.
+    pub handover_hold_us: u32,
     /// Digest of the ownership groups (names and VIPs): both engines must agree on which
     /// VIP moves with which group.
     pub groups: u64,
@@ -253,6 +265,8 @@ pub fn encode(m: &Msg<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(&h.workers.to_le_bytes());
             out.extend_from_slice(&h.heartbeat_us.to_le_bytes());
             out.extend_from_slice(&h.dead_after.to_le_bytes());
+            out.extend_from_slice(&h.fence_hold_us.to_le_bytes());
+            out.extend_from_slice(&h.handover_hold_us.to_le_bytes());
             out.extend_from_slice(&h.groups.to_le_bytes());
             out.extend_from_slice(&h.session.to_le_bytes());
             out.extend_from_slice(&h.secret);
@@ -447,6 +461,8 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
                     workers: 0,
                     heartbeat_us: 0,
                     dead_after: 0,
+                    fence_hold_us: 0,
+                    handover_hold_us: 0,
                     groups: 0,
                     session: 0,
                     secret: [0; 16],
@@ -459,6 +475,8 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
             let workers = r.u16()?;
             let heartbeat_us = r.u32()?;
             let dead_after = r.u32()?;
+            let fence_hold_us = r.u32()?;
+            let handover_hold_us = r.u32()?;
             let groups = r.u64()?;
             let session = r.u64()?;
             let mut secret = [0u8; 16];
@@ -475,6 +493,8 @@ fn decode_body(t: u8, body: &[u8]) -> Result<Msg<'_>, ProtoError> {
                 workers,
                 heartbeat_us,
                 dead_after,
+                fence_hold_us,
+                handover_hold_us,
                 groups,
                 session,
                 secret,
@@ -613,6 +633,8 @@ mod tests {
             workers: 2,
             heartbeat_us: 5000,
             dead_after: 3,
+            fence_hold_us: 30_000,
+            handover_hold_us: 500_000,
             groups: 0x1234_5678_9abc_def0,
             session: 0b1010,
             secret: *b"0123456789abcdef",
@@ -673,6 +695,8 @@ mod tests {
             workers: 1,
             heartbeat_us: 1,
             dead_after: 3,
+            fence_hold_us: 30_000,
+            handover_hold_us: 500_000,
             groups: 0,
             session: 1,
             secret: [0; 16],
@@ -689,6 +713,31 @@ mod tests {
         );
         h.version = PROTO_VERSION;
         assert!(h.check().is_ok());
+    }
+
+    /// A Hello of version 8, the layout before `fence_hold_us` and `handover_hold_us`
+    /// (shorter, so its fields after `dead_after` would be misread), decodes to what
+    /// `Hello::check` refuses naming both versions.
+    #[test]
+    fn a_version_8_hello_is_refused_by_name() {
+        let mut body = vec![T_HELLO];
+        body.extend_from_slice(&MAGIC.to_le_bytes());
+        body.extend_from_slice(&8u16.to_le_bytes());
+        body.extend_from_slice(&7u32.to_le_bytes()); // node_id
+        body.extend_from_slice(&3u64.to_le_bytes()); // epoch
+        body.extend_from_slice(&[Role::Standby as u8, 0]); // role, mode
+        body.extend_from_slice(&2u16.to_le_bytes()); // workers
+        body.extend_from_slice(&5000u32.to_le_bytes()); // heartbeat_us
+        body.extend_from_slice(&3u32.to_le_bytes()); // dead_after
+        body.extend_from_slice(&0u64.to_le_bytes()); // groups
+        body.extend_from_slice(&1u64.to_le_bytes()); // session
+        body.extend_from_slice(&[0; 16]); // secret
+        let mut b = (body.len() as u32).to_le_bytes().to_vec();
+        b.extend_from_slice(&body);
+        let (Msg::Hello(got), used) = decode(&b).unwrap().unwrap() else { panic!() };
+        assert_eq!((got.version, used), (8, b.len()));
+        let e = got.check().unwrap_err();
+        assert!(e.contains("peer speaks version 8") && e.contains(&format!("this engine speaks version {PROTO_VERSION}")), "{e}");
     }
 
     #[test]

@@ -335,7 +335,7 @@ impl SyncStatus {
             ("fenced_by_announcement_total", "counter", "times this engine fenced itself on another engine's tagged announcement", self.fenced_by_announcement.load(Relaxed)),
             ("handover_fallbacks_total", "counter", "flows kept after a handover resumed because the new active died first", self.handover_fallbacks.load(Relaxed)),
             ("sessions_total", "counter", "peer sessions started", self.sessions.load(Relaxed)),
-            ("peers_refused_total", "counter", "peers refused (version, mode, heartbeat or group mismatch)", self.refused.load(Relaxed)),
+            ("peers_refused_total", "counter", "peers refused (version, mode, timer or group mismatch)", self.refused.load(Relaxed)),
             ("pool_tables_applied_total", "counter", "proxy backend tables applied from the active (standby)", self.pool_tables.load(Relaxed)),
             ("last_detect_us", "gauge", "last takeover: peer silence at detection, microseconds", self.last_detect_us.load(Relaxed)),
             ("last_takeover_us", "gauge", "last takeover: detection to flows handed to the workers, microseconds", self.last_takeover_us.load(Relaxed)),

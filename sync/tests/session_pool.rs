@@ -32,7 +32,7 @@ fn stack(backends: &[u8], slots: usize) -> (Arc<StackConfig>, Arc<ProxySpec>) {
 }
 
 fn hello(stack: &StackConfig, node_id: u32, role: Role, version: u16) -> Hello {
-    Hello { magic: MAGIC, version, node_id, epoch: 0, role, mode: 0, workers: 2, heartbeat_us: 5000, dead_after: common_session::DEAD, groups: stack.group_digest(), session: 1, secret: [0; 16] }
+    Hello { magic: MAGIC, version, node_id, epoch: 0, role, mode: 0, workers: 2, heartbeat_us: 5000, dead_after: common_session::DEAD, fence_hold_us: common_session::FENCE_HOLD.as_micros() as u32, handover_hold_us: common_session::HANDOVER_HOLD.as_micros() as u32, groups: stack.group_digest(), session: 1, secret: [0; 16] }
 }
 
 fn drain(s: &mut Session) -> (Vec<Msg<'static>>, Vec<Action>) {

@@ -1,4 +1,4 @@
-//! What the fake-clock session tests share (`session.rs`, `session_pool.rs`): the session's
+//! What the fake-clock session tests share (`session/`, `session_pool.rs`): the session's
 //! configuration and the engine configuration it runs beside (one VIP, 10.9.0.1).
 #![allow(dead_code)]
 
@@ -12,6 +12,9 @@ use flowtwin_sync::Role;
 /// Heartbeat interval, and the heartbeats missed that make the peer dead.
 pub const HB: Duration = Duration::from_millis(5);
 pub const DEAD: u32 = 3;
+/// Strict mode: the output holds after a lost standby and after a handover.
+pub const FENCE_HOLD: Duration = Duration::from_millis(30);
+pub const HANDOVER_HOLD: Duration = Duration::from_millis(500);
 
 /// Node `node_id` preferring `role`: strict, 2 workers, the default group.
 pub fn session_cfg(node_id: u32, role: Role) -> SessionConfig {
@@ -22,8 +25,8 @@ pub fn session_cfg(node_id: u32, role: Role) -> SessionConfig {
         heartbeat: HB,
         dead_after: DEAD,
         async_max_lag: Duration::from_millis(20),
-        fence_hold: Duration::from_millis(30),
-        handover_hold: Duration::from_millis(500),
+        fence_hold: FENCE_HOLD,
+        handover_hold: HANDOVER_HOLD,
         workers: 2,
         groups: flowtwin_engine::group::GroupSet::first(1),
         token_base: 0,

@@ -538,7 +538,7 @@ fn peer_hello(node_id: u32, epoch: u64, role: Role) -> Vec<u8> {
 /// A Hello with the given mode (0 strict, 1 async) and heartbeat interval.
 fn peer_hello_with(node_id: u32, epoch: u64, role: Role, mode: u8, heartbeat_us: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    let h = Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode, workers: 1, heartbeat_us, dead_after: 100, groups: stack_cfg().group_digest(), session: 1, secret: [0; 16] };
+    let h = Hello { magic: MAGIC, version: PROTO_VERSION, node_id, epoch, role, mode, workers: 1, heartbeat_us, dead_after: 100, fence_hold_us: SyncConfig::default().fence_hold.as_micros() as u32, handover_hold_us: SyncConfig::default().handover_hold.as_micros() as u32, groups: stack_cfg().group_digest(), session: 1, secret: [0; 16] };
     proto::encode(&Msg::Hello(h), &mut out);
     out
 }
