@@ -57,7 +57,7 @@ impl Session {
         h.check()?;
         if h.mode != self.cfg.mode.wire() {
             return Err(format!(
-                "sync mode mismatch: peer node {} runs {}, this engine runs {}",
+                "sync mode mismatch: peer node {} runs {}, this engine runs {} (sync.mode)",
                 h.node_id,
                 Mode::name_of(h.mode),
                 Mode::name_of(self.cfg.mode.wire())
@@ -66,7 +66,7 @@ impl Session {
         let ours = self.hello(Role::Standby).heartbeat_us;
         if h.heartbeat_us != ours {
             return Err(format!(
-                "heartbeat interval mismatch: peer node {} beats every {} µs, this engine every {} µs",
+                "heartbeat interval mismatch: peer node {} beats every {} µs, this engine every {} µs (sync.heartbeat_ms)",
                 h.node_id, h.heartbeat_us, ours
             ));
         }

@@ -14,7 +14,7 @@ fn a_peer_in_another_mode_is_refused_naming_both() {
     r.s.on_accept(now, "10.0.0.9:1", &h);
     let (m, a) = r.out();
     let why = refused(&m);
-    assert!(why.contains("mode mismatch") && why.contains("async") && why.contains("strict"), "{why}");
+    assert!(why.contains("mode mismatch") && why.contains("async") && why.contains("strict") && why.contains("(sync.mode)"), "{why}");
     assert!(matches!(a[..], [Action::Close { .. }]));
     assert!(!r.s.replicating());
     assert_eq!(r.st.refused.load(std::sync::atomic::Ordering::Relaxed), 1);
@@ -32,7 +32,7 @@ fn a_peer_with_another_heartbeat_is_refused_naming_both() {
     r.s.on_connected(now, &h);
     let (m, a) = r.out();
     let why = refused(&m);
-    assert!(why.contains("heartbeat interval mismatch") && why.contains("2000 µs") && why.contains("5000 µs"), "{why}");
+    assert!(why.contains("heartbeat interval mismatch") && why.contains("2000 µs") && why.contains("5000 µs") && why.contains("(sync.heartbeat_ms)"), "{why}");
     assert!(matches!(a[..], [Action::Close { .. }]));
     assert_eq!(r.st.peer_state(), PeerState::Connecting, "keeps trying: the operator may fix either side");
 }
