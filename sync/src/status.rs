@@ -116,6 +116,8 @@ pub struct SyncStatus {
     pub refused: AtomicU64,
     /// Proxy pool tables applied (standby: the active's `Pool` messages).
     pub pool_tables: AtomicU64,
+    /// Proxy pool tables skipped: the active proxies a service this engine does not run.
+    pub pool_unknown_service: AtomicU64,
     /// Last takeover: unix time (ns), detection latency (µs: last frame from the dead
     /// active → declared dead) and takeover duration (µs: declared dead → callback done).
     pub takeover_at_unix_ns: AtomicU64,
@@ -184,6 +186,7 @@ impl SyncStatus {
             sessions: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             pool_tables: AtomicU64::new(0),
+            pool_unknown_service: AtomicU64::new(0),
             takeover_at_unix_ns: AtomicU64::new(0),
             last_detect_us: AtomicU64::new(0),
             last_takeover_us: AtomicU64::new(0),
@@ -337,6 +340,12 @@ impl SyncStatus {
             ("sessions_total", "counter", "peer sessions started", self.sessions.load(Relaxed)),
             ("peers_refused_total", "counter", "peers refused (version, mode, timer or group mismatch)", self.refused.load(Relaxed)),
             ("pool_tables_applied_total", "counter", "proxy backend tables applied from the active (standby)", self.pool_tables.load(Relaxed)),
+            (
+                "pool_tables_unknown_service_total",
+                "counter",
+                "standby: proxy backend tables of a service this engine does not run (the two configs differ)",
+                self.pool_unknown_service.load(Relaxed),
+            ),
             ("last_detect_us", "gauge", "last takeover: peer silence at detection, microseconds", self.last_detect_us.load(Relaxed)),
             ("last_takeover_us", "gauge", "last takeover: detection to flows handed to the workers, microseconds", self.last_takeover_us.load(Relaxed)),
             ("waits_total", "counter", "times the idle sync thread blocked", self.waits.load(Relaxed)),

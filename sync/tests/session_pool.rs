@@ -242,10 +242,13 @@ fn a_table_of_a_service_the_standby_does_not_run_is_skipped_without_a_refusal() 
     assert!(stray.is_empty(), "nothing changed yet");
     let (_, slots) = p.a_spec.table();
     stray.push(flowtwin_sync::proto::PoolTable { vip: VIP, port: 9999, version: 1, slots });
+    let applied = p.b_st.pool_tables.load(std::sync::atomic::Ordering::Relaxed);
     let (out, actions) = p.deliver(stray.into_iter().map(Msg::Pool).collect());
     assert!(!out.iter().any(|m| matches!(m, Msg::Refused { .. })), "{out:?}");
     assert!(!actions.iter().any(|a| matches!(a, Action::Close { .. })), "{actions:?}");
     assert_eq!(p.b_st.role(), Role::Standby);
+    assert_eq!(p.b_st.pool_unknown_service.load(std::sync::atomic::Ordering::Relaxed), 1, "counted");
+    assert_eq!(p.b_st.pool_tables.load(std::sync::atomic::Ordering::Relaxed), applied, "not applied");
     // The service both run still follows the active.
     p.a_spec.add_backend(be(12), 1, DEFAULT_POOL).unwrap();
     let m = p.tick_active(Duration::from_millis(1));

@@ -92,7 +92,9 @@ impl Session {
         let Some((_, _, _, spec)) = self.proxies().into_iter().find(|p| p.1 == t.vip && p.2 == t.port) else {
             // The two configs differ, as they do between the live reloads of the two engines
             // (a proxy service added on the active first, or removed here first): its flows
-            // are not protected here (counted per image), the others are. Said once.
+            // are not protected here (counted per image), the others are. Counted each time,
+            // said once.
+            self.status.pool_unknown_service.fetch_add(1, Relaxed);
             if !self.pool_unknown.contains(&svc) {
                 tracing::warn!(node = self.cfg.node_id, event = "pool_unknown_service", service = %svc, "the active's pool names proxy service {svc}, which this engine does not run: its connections would not survive a takeover (reload this engine with the same services)");
                 self.pool_unknown.push(svc);
