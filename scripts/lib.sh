@@ -104,6 +104,26 @@ ft_require_root() {
   [[ ${EUID:-$(id -u)} -eq 0 ]] || ft_die "must run as root (try: sudo $0 $*)"
 }
 
+# ---------------------------------------------------------------- packages
+# ft_ensure_cmds CMD:PACKAGE... — apt-get install the packages of the commands that are missing
+# (a policy-rc.d keeps their services stopped: the rig starts its own); an apt log in
+# ${TMP:-/tmp}/apt.log. Returns 1, naming the package and apt's last lines, if one is still missing.
+ft_ensure_cmds() {
+  local spec pkgs=() log=${TMP:-/tmp}/apt.log
+  for spec in "$@"; do command -v "${spec%%:*}" >/dev/null || pkgs+=("${spec#*:}"); done
+  [[ ${#pkgs[@]} -eq 0 ]] && return 0
+  ft_info "installing ${pkgs[*]} (apt-get; no service is started)"
+  local policy=/usr/sbin/policy-rc.d made=0
+  if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; made=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >"$log" 2>&1 \
+    || { apt-get update -q >>"$log" 2>&1 \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >>"$log" 2>&1; } || true
+  [[ $made -eq 1 ]] && rm -f "$policy"
+  for spec in "$@"; do
+    command -v "${spec%%:*}" >/dev/null || { ft_warn "${spec#*:} could not be installed: $(tail -3 "$log" | tr '\n' ' ')"; return 1; }
+  done
+}
+
 # ---------------------------------------------------------------- namespaces
 ft_ns_exists() { [[ -e "/run/netns/$1" ]]; }
 # ft_nsx NS CMD... : run CMD inside namespace NS

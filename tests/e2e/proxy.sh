@@ -181,21 +181,7 @@ trap 'exit 130' INT TERM
 # ------------------------------------------------------------------ nginx, files
 # ensure_cmds CMD:PACKAGE... — apt-get install the packages of the missing commands (nginx; ping,
 # which fl_wait_vip uses), with a temporary policy-rc.d so that the system's nginx is not started.
-ensure_cmds() {
-  local spec pkgs=()
-  for spec in "$@"; do command -v "${spec%%:*}" >/dev/null || pkgs+=("${spec#*:}"); done
-  [[ ${#pkgs[@]} -eq 0 ]] && return 0
-  info "installing ${pkgs[*]} (apt-get; no service is started)"
-  local policy=/usr/sbin/policy-rc.d made=0
-  if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; made=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >"$TMP/apt.log" 2>&1 \
-    || { apt-get update -q >>"$TMP/apt.log" 2>&1 \
-         && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >>"$TMP/apt.log" 2>&1; } || true
-  [[ $made -eq 1 ]] && rm -f "$policy"
-  for spec in "$@"; do
-    command -v "${spec%%:*}" >/dev/null || { echo "proxy.sh: ${spec#*:} could not be installed: $(tail -3 "$TMP/apt.log")" >&2; return 1; }
-  done
-}
+ensure_cmds() { ft_ensure_cmds "$@"; }
 
 WWW=""
 make_files() {
