@@ -99,21 +99,26 @@ impl Session {
         // `cpu`, `scheduler` and `priority`, which no peer reads.
         if self.cfg.mode == Mode::Strict {
             let ours = self.hello(Role::Standby);
-            if h.fence_hold_us != ours.fence_hold_us {
-                return Err(format!(
-                    "fence hold mismatch: peer node {} holds its output {} after losing its in-sync standby, this engine {} (sync.fence_hold_ms)",
-                    h.node_id,
-                    ms(h.fence_hold_us),
-                    ms(ours.fence_hold_us)
-                ));
-            }
-            if h.handover_hold_us != ours.handover_hold_us {
-                return Err(format!(
-                    "handover hold mismatch: peer node {} holds all output at most {} after a handover (and keeps its flows that long after handing over), this engine {} (sync.handover_hold_ms)",
-                    h.node_id,
-                    ms(h.handover_hold_us),
-                    ms(ours.handover_hold_us)
-                ));
+            let holds = [
+                ("fence hold", "holds its output", "after losing its in-sync standby", "sync.fence_hold_ms", h.fence_hold_us, ours.fence_hold_us),
+                (
+                    "handover hold",
+                    "holds all output at most",
+                    "after a handover (and keeps its flows that long after handing over)",
+                    "sync.handover_hold_ms",
+                    h.handover_hold_us,
+                    ours.handover_hold_us,
+                ),
+            ];
+            for (what, verb, when, key, theirs, mine) in holds {
+                if theirs != mine {
+                    return Err(format!(
+                        "{what} mismatch: peer node {} {verb} {} {when}, this engine {} ({key})",
+                        h.node_id,
+                        ms(theirs),
+                        ms(mine)
+                    ));
+                }
             }
         }
         let groups = self.stack_cfg.group_digest();

@@ -58,11 +58,7 @@ fn admission_refuses_wrong_roles_and_newer_epochs() {
 fn async_releases_everything_until_the_lag_bound() {
     let mut c = cfg(8, Role::Active);
     c.mode = Mode::Async;
-    let mut r = Rig::new(c);
-    r.tick();
-    r.actions();
-    r.s.on_connect_failed(r.now, DialError::Invalid);
-    r.actions();
+    let mut r = Rig::active_with(c);
     let mut h = hello(9, 0, Role::Standby);
     h.mode = 1;
     let now = r.now;

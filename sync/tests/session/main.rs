@@ -88,7 +88,11 @@ impl Rig {
     }
     /// Becomes the active (prefers active, the probe finds nothing listening).
     fn active(node_id: u32) -> Rig {
-        let mut r = Rig::new(cfg(node_id, Role::Active));
+        Rig::active_with(cfg(node_id, Role::Active))
+    }
+    /// Becomes the active with config `c` (another mode, say).
+    fn active_with(c: SessionConfig) -> Rig {
+        let mut r = Rig::new(c);
         r.tick();
         assert!(matches!(r.actions()[..], [Action::Connect { role: Role::Standby, probe: false }]));
         r.s.on_connect_failed(r.now, DialError::Invalid);

@@ -129,11 +129,7 @@ fn a_peer_with_another_handover_hold_is_refused_naming_both() {
 fn an_async_pair_is_not_refused_for_other_strict_holds() {
     let mut c = cfg(8, Role::Active);
     c.mode = Mode::Async;
-    let mut r = Rig::new(c);
-    r.tick();
-    r.actions();
-    r.s.on_connect_failed(r.now, DialError::Invalid);
-    r.actions();
+    let mut r = Rig::active_with(c);
     let mut h = hello(9, 0, Role::Standby);
     h.mode = 1;
     h.fence_hold_us = 0;
