@@ -56,11 +56,7 @@ fn admission_refuses_wrong_roles_and_newer_epochs() {
 
 #[test]
 fn async_releases_everything_until_the_lag_bound() {
-    let mut c = cfg(8, Role::Active);
-    c.mode = Mode::Async;
-    let mut r = Rig::active_with(c);
-    let mut h = hello(9, 0, Role::Standby);
-    h.mode = 1;
+    let (mut r, h) = Rig::async_active();
     let now = r.now;
     r.s.on_accept(now, "x", &h);
     let (_, a) = r.out();

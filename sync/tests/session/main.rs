@@ -90,6 +90,14 @@ impl Rig {
     fn active(node_id: u32) -> Rig {
         Rig::active_with(cfg(node_id, Role::Active))
     }
+    /// An async active (node 8), and the Hello of an async standby (node 9) for it.
+    fn async_active() -> (Rig, Hello) {
+        let mut c = cfg(8, Role::Active);
+        c.mode = Mode::Async;
+        let mut h = hello(9, 0, Role::Standby);
+        h.mode = 1; // async on the wire
+        (Rig::active_with(c), h)
+    }
     /// Becomes the active with config `c` (another mode, say).
     fn active_with(c: SessionConfig) -> Rig {
         let mut r = Rig::new(c);

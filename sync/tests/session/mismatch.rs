@@ -127,11 +127,7 @@ fn a_peer_with_another_handover_hold_is_refused_naming_both() {
 /// not in the Hello at all).
 #[test]
 fn an_async_pair_is_not_refused_for_other_strict_holds() {
-    let mut c = cfg(8, Role::Active);
-    c.mode = Mode::Async;
-    let mut r = Rig::active_with(c);
-    let mut h = hello(9, 0, Role::Standby);
-    h.mode = 1;
+    let (mut r, mut h) = Rig::async_active();
     h.fence_hold_us = 0;
     h.handover_hold_us = 2_000_000;
     let now = r.now;
