@@ -104,6 +104,10 @@
 # FLOWTWIN=tests/e2e/stubengine.py  a kernel-socket stand-in for the engine (no DPDK, nothing
 #            replicated) to dry-run the engine paths: proxy_basic passes, proxy_kill must fail.
 #
+# A kill test whose run failed after B took over the live A before the kill (A logged that it
+# fenced itself: a starved heartbeat on 2 vCPUs) is void and repeated, at most twice (see
+# run_voidable); the summary counts the void runs.
+#
 # Prints `PASS name (details)` / `FAIL name (details)` per test, the numbers (flows, connections
 # per service and backend, RSTs, the longest client stall, takeover time), and one closing line
 # `N passed, M failed` (exit 1 if any failed). A trap stops everything it started and runs
@@ -479,23 +483,7 @@ report() { # NAME — PASS/FAIL from VERDICT, DESC
 # (a test function always returns 0: `run` runs it under set -e; a run that could not even
 # start is a FAIL with its reason, never silence)
 test_proxy_basic() { load_run proxy_basic "$TMP/proxy_basic" 0 "$INJECT" || true; report proxy_basic; }
-# A run in which B took over before the kill (a takeover of a live, starved engine: fenced, its
-# flows kept) is void and repeated, at most twice, as failover.sh's kill tests do.
-test_proxy_kill() {
-  local attempt dir
-  for attempt in 0 1 2; do
-    dir=$TMP/proxy_kill${attempt/#0/}
-    load_run proxy_kill "$dir" 1 "$INJECT" || true
-    if [[ $VERDICT == *"no TAKEOVER line of engine B after the kill"* ]] && grep -q 'TAKEOVER' "$dir/b.log" 2>/dev/null \
-      && grep -q 'fenced' "$dir/a.log" 2>/dev/null && [[ $attempt -lt 2 ]]; then
-      info "proxy_kill: void run, repeated: B took over the live A before the kill (A fenced itself; $VERDICT)"
-      continue
-    fi
-    break
-  done
-  [[ $attempt -gt 0 ]] && DESC+="; after $attempt void run(s) with a takeover before the kill"
-  report proxy_kill
-}
+test_proxy_kill() { load_run proxy_kill "$TMP/proxy_kill" 1 "$INJECT" || true; report proxy_kill; }
 
 # proxy_http_kill: mode = "http" (the backend chosen from the first request's Host and path).
 # Rate-limited 20 MiB downloads with Host two.example and one.example (curl, keep-alive and
@@ -1220,6 +1208,41 @@ selfcheck() {
   DIRECT=1
 }
 
+# ------------------------------------------------------------------ void runs
+# A kill test's run is void when B took over the live A before the kill: on these 2 vCPUs a
+# starved heartbeat (5 ms x 3) sometimes does, and A, correctly, fences itself (it logs
+# "fenced"; a killed A never can). The kill then hit an engine that no longer served, so the run
+# measured nothing. Such a failed run is repeated, at most twice, as failover.sh's and groups.sh's
+# kill tests do: its FAIL line is printed as an info line, its logs kept in DIR.voidN, and the
+# third run's verdict stands whatever it is. A PASS is never repeated; the tests that do not kill
+# (NOVOID_TESTS) are never repeated.
+NOVOID_TESTS=" proxy_basic proxy_prometheus "
+VOID_RUNS=0
+void_run_of() { # T — did B take over while A lived, in T's run ($TMP/T)?
+  grep -q 'TAKEOVER' "$TMP/$1/b.log" 2>/dev/null && grep -q 'fenced' "$TMP/$1/a.log" 2>/dev/null
+}
+run_voidable() { # T — test_T, repeated while its run failed and was void (at most 3 runs)
+  local t=$1 attempt p0 f0 out
+  if [[ $NOVOID_TESTS == *" $t "* ]]; then "test_$t"; return 0; fi
+  for attempt in 0 1 2; do
+    p0=$PASSED f0=$FAILED
+    out=$TMP/$t.out$attempt
+    "test_$t" >"$out" 2>&1 || true
+    if [[ $FAILED -gt $f0 && $attempt -lt 2 ]] && void_run_of "$t"; then
+      PASSED=$p0 FAILED=$f0 VOID_RUNS=$((VOID_RUNS + 1))
+      grep -v '^FAIL ' "$out" || true
+      info "$t: void run, repeated: B took over the live A before the kill (A fenced itself); it would have said: $(grep -m1 '^FAIL ' "$out" | head -c 600)"
+      rm -rf "$TMP/$t.void$attempt"
+      mv "$TMP/$t" "$TMP/$t.void$attempt" 2>/dev/null || true
+      continue
+    fi
+    cat "$out"
+    [[ $attempt -gt 0 ]] && info "$t: the verdict above is of run $((attempt + 1)), after $attempt void run(s)"
+    break
+  done
+  return 0
+}
+
 # ------------------------------------------------------------------ main
 if [[ $DIRECT -eq 1 && $SELFCHECK -eq 0 ]]; then need=(nginx:nginx); else need=(nginx:nginx ping:iputils-ping openssl:openssl); fi
 ensure_cmds "${need[@]}" || { echo "0 passed, 1 failed"; exit 1; }
@@ -1239,7 +1262,8 @@ else
       info "$t: --direct has no engine to route, link or kill: not run"
       continue
     fi
-    run "$t" "test_$t"
+    run "$t" run_voidable "$t"
   done
 fi
+[[ $SELFCHECK -eq 1 ]] || info "void runs (B took over the live A before the kill; repeated): $VOID_RUNS"
 suite_end proxy.sh test "$T_START"
