@@ -166,9 +166,11 @@ reasons! {
         RstSent => "rst_sent",
         ChallengeAcks => "challenge_acks",
         OutOfWindow => "out_of_window",
-        /// Of those, bare ACKs below RCV.NXT that TIME-WAIT dropped unanswered: sent by the
-        /// client before its FIN and delivered after it (reordering); an ACK to it would
-        /// reach a client whose connection is gone, which answers with a RST.
+        /// Of those, segments TIME-WAIT left unanswered: bare ACKs below RCV.NXT, sent by the
+        /// peer before its FIN and delivered after it (reordering), and any other old
+        /// segment within the minimum RTO of our ACK of its FIN (a retransmission sent before
+        /// that ACK arrived); an ACK to it would reach a peer whose connection is gone, which
+        /// answers with a RST.
         TimeWaitStaleAcks => "time_wait_stale_acks",
         PawsRejected => "paws_rejected",
         RstAccepted => "rst_accepted",

@@ -7,7 +7,7 @@ use super::tcb::Tcb;
 use super::{SegmentSink, SegmentVerdict, State, TcpConfig};
 use crate::service::ByteStream;
 use crate::time::{Duration, Instant};
-use crate::wire::TcpHeader;
+use crate::wire::{TcpFlags, TcpHeader};
 
 /// RFC 7323 §5.5: TS.Recent older than 24 days is invalid for PAWS.
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
@@ -175,6 +175,9 @@ impl Tcb {
                 // R3: TS.Recent idle for more than 24 days is not valid.
                 if stale && now.saturating_since(self.ts_recent_age) < PAWS_IDLE {
                     self.stats.paws_rejects += 1;
+                    if self.time_wait_quiet(now, cfg, f) {
+                        return SegmentVerdict::PawsRejected;
+                    }
                     self.ack_now(now);
                     return SegmentVerdict::PawsRejected;
                 }
@@ -208,12 +211,16 @@ impl Tcb {
             }
             self.stats.out_of_window += 1;
             // TIME-WAIT: a retransmitted FIN: ACK it and restart the 2 MSL timer. But not
-            // twice within the minimum RTO: our last ACK of it may still be on its way (or
-            // held for the standby), and a peer that has since closed answers the second
-            // with a reset. If that ACK was lost, the peer's next retransmission gets one.
-            if state == State::TimeWait && f.fin() {
-                self.timers.time_wait = Some(now + cfg.time_wait);
-                if self.fin_acked_at != Instant::ZERO && now < self.fin_acked_at + cfg.rto_min {
+            // within the minimum RTO of our last ACK of the FIN: that ACK may still be on its
+            // way (or held for the standby), and a peer that has since closed answers a
+            // second one with a reset. If that ACK was lost, the peer's next retransmission
+            // gets one. The same holds for any other old segment (a retransmission of data
+            // below RCV.NXT, sent before our ACK arrived and delivered after it).
+            if state == State::TimeWait {
+                if f.fin() {
+                    self.timers.time_wait = Some(now + cfg.time_wait);
+                }
+                if self.time_wait_quiet(now, cfg, f) {
                     return SegmentVerdict::OutOfWindow;
                 }
                 self.fin_acked_at = now;
@@ -282,6 +289,20 @@ impl Tcb {
         // §3.10.7.4 eighth check: FIN.
         self.process_fin(now, cfg, hdr, payload.len(), svc);
         SegmentVerdict::Accepted
+    }
+
+    /// TIME-WAIT, an unacceptable segment (not a SYN) within the minimum RTO of our last
+    /// ACK of the peer's FIN: left unanswered (see the callers). A FIN is not counted; any
+    /// other segment is, in `time_wait_stale_acks`.
+    fn time_wait_quiet(&mut self, now: Instant, cfg: &TcpConfig, f: TcpFlags) -> bool {
+        let quiet = self.state() == State::TimeWait
+            && !f.syn()
+            && self.fin_acked_at != Instant::ZERO
+            && now < self.fin_acked_at + cfg.rto_min;
+        if quiet && !f.fin() {
+            self.stats.time_wait_stale_acks += 1;
+        }
+        quiet
     }
 
     /// RFC 5961 §3.2/§4.2/§5.2: `<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>`, counted.

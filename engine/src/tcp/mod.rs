@@ -272,7 +272,9 @@ pub struct TcbStats {
     pub challenge_acks: u64,
     pub paws_rejects: u64,
     pub out_of_window: u64,
-    /// Bare ACKs below RCV.NXT that TIME-WAIT dropped unanswered (also in `out_of_window`).
+    /// Segments TIME-WAIT left unanswered: bare ACKs below RCV.NXT, and other old segments
+    /// (not a FIN) within the minimum RTO of our ACK of the peer's FIN (also in
+    /// `out_of_window` or `paws_rejects`).
     pub time_wait_stale_acks: u64,
     pub bad_acks: u64,
     pub rst_received: u64,
