@@ -1,0 +1,473 @@
+//! The TCP path, counted (issue 16 item 1): the real `Stack` of one worker, driven by the
+//! real `Iteration` exactly as the DPDK loop drives it, with sync off, async or strict (the
+//! real `RingReplicator` and `OutputHold`; a sync core that drains the ring and a standby
+//! that applies it with the real `Replicas::apply_batch`), against a client made of the
+//! engine's own `Tcb`. Sans-IO: no DPDK, no socket, no thread, a simulated clock, so that
+//! `valgrind --tool=callgrind --toggle-collect=...` counts one party's instructions alone:
+//!
+//! - `*worker_pass*`: the worker (the `Iteration`, and the release after the standby's
+//!   acknowledgement); what `scripts/bench-tcp-path` divides by segments and connections;
+//! - `*sync_pass*`: the active's sync core draining the worker's ring (not the socket);
+//! - `*standby_pass*`: the standby applying the records.
+//!
+//! Frames come from a pool of reused buffers (as mbufs do), so no allocation of the harness
+//! is counted in the worker. Scenarios (`--scenario`):
+//!
+//! - `download`: one connection, `GET /gen/N` (Connection: close), the engine sends N bytes;
+//! - `echo`: one connection to the echo service, N bytes up, all of them echoed back;
+//! - `short`: `--count` connections one after another, each `GET /gen/1024` with
+//!   Connection: close (SYN, ACK, request, response, FIN both ways).
+//!
+//! Prints one JSON line: what was moved (connections, segments each way, data segments), so
+//! that instructions can be divided by it. Exits non-zero if a transfer did not complete,
+//! the client saw a reset, or the bytes differ from the engine's generator.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use flowtwin_engine::commit::{CommitTag, OutputHold, Watermarks};
+use flowtwin_engine::iteration::{Acked, Iteration};
+use flowtwin_engine::seq::SeqNum;
+use flowtwin_engine::service::echo::EchoConfig;
+use flowtwin_engine::service::object::{gen_byte_range, ObjectStore, StoreConfig};
+use flowtwin_engine::service::ByteStream;
+use flowtwin_engine::stack::{vrrp_mac, FrameSink, GroupId, Listener, ServiceSpec, Stack, StackConfig, Vip};
+use flowtwin_engine::tcp::{SegmentSink, State, Tcb, TcpConfig};
+use flowtwin_engine::time::{Duration, Instant};
+use flowtwin_engine::wire::tcp::{build_tcp_frame, tcp_payload_offset, FrameAddrs, TcpPacket};
+use flowtwin_engine::wire::{MacAddr, TcpHeader};
+use flowtwin_sync::delta;
+use flowtwin_sync::ring::Record;
+use flowtwin_sync::shadow::Replicas;
+use flowtwin_sync::{worker_channel, SyncStatus, WorkerLink};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const CLIENT_MAC: MacAddr = MacAddr([2, 0x66, 0x74, 0, 0, 2]);
+/// The simulated time one step of the world takes (the wire's one-way latency is a step).
+const STEP_US: u64 = 20;
+const FRAME: usize = 2048;
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Sync {
+    Off,
+    Async,
+    Strict,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Scenario {
+    Download,
+    Echo,
+    Short,
+}
+
+/// The worker's port: frames built into reused buffers, held for the standby when there is
+/// one (`OutputHold`, as the dataplane's sink holds mbufs), then "sent" to the client.
+struct Port {
+    free: Vec<Vec<u8>>,
+    hold: Option<OutputHold<Vec<u8>>>,
+    sent: Vec<Vec<u8>>,
+}
+
+impl FrameSink for Port {
+    fn emit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        let mut buf = self.free.pop().unwrap_or_else(|| vec![0u8; FRAME]);
+        let n = build(&mut buf);
+        if n == 0 {
+            self.free.push(buf);
+            return true;
+        }
+        buf.truncate(n);
+        match self.hold.as_mut() {
+            Some(h) => h.push(buf),
+            None => self.sent.push(buf),
+        }
+        true
+    }
+
+    fn seal(&mut self, tag: Option<CommitTag>, _now: Instant) {
+        if let Some(h) = self.hold.as_mut() {
+            h.commit(tag, 0);
+        }
+    }
+}
+
+impl flowtwin_engine::iteration::CommitSink for Port {
+    fn release(&mut self, wm: Watermarks, _now: Instant) {
+        let sent = &mut self.sent;
+        if let Some(h) = self.hold.as_mut() {
+            h.release(wm, 0, |f, _| sent.push(f));
+        }
+    }
+
+    fn waiting(&self) -> bool {
+        self.hold.as_ref().is_some_and(|h| !h.is_empty())
+    }
+}
+
+/// The client's frames toward the engine (its own buffers: not counted).
+#[derive(Default)]
+struct ClientOut {
+    frames: Vec<Vec<u8>>,
+    src_port: u16,
+    dst_port: u16,
+}
+
+impl SegmentSink for ClientOut {
+    fn emit(&mut self, hdr: &TcpHeader, payload_len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+        let mut buf = vec![0u8; FRAME];
+        let off = tcp_payload_offset(&hdr.options);
+        fill(&mut buf[off..off + payload_len]);
+        let mut h = *hdr;
+        h.src_port = self.src_port;
+        h.dst_port = self.dst_port;
+        let a = FrameAddrs { src_mac: CLIENT_MAC, dst_mac: vrrp_mac(1), src_ip: CLIENT, dst_ip: VIP, ttl: 64, ip_id: 1 };
+        let Ok(n) = build_tcp_frame(&mut buf, &a, &h, payload_len) else { return false };
+        buf.truncate(n);
+        self.frames.push(buf);
+        true
+    }
+}
+
+/// The client's application: sends `upload`, keeps what it receives, closes on the
+/// engine's FIN or once `close_at` bytes arrived.
+struct App {
+    upload: Vec<u8>,
+    received: Vec<u8>,
+    fin: bool,
+    close_at: Option<usize>,
+}
+
+impl ByteStream for App {
+    fn on_recv(&mut self, data: &[u8]) -> usize {
+        self.received.extend_from_slice(data);
+        data.len()
+    }
+    fn on_peer_fin(&mut self) {
+        self.fin = true;
+    }
+    fn tx_end(&self) -> u64 {
+        self.upload.len() as u64
+    }
+    fn tx_closed(&self) -> bool {
+        self.fin || self.close_at.is_some_and(|n| self.received.len() >= n)
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
+        let s = &self.upload[(off as usize).min(self.upload.len())..];
+        let n = s.len().min(buf.len());
+        buf[..n].copy_from_slice(&s[..n]);
+        n
+    }
+    fn on_acked(&mut self, _off: u64) {}
+    fn rx_space(&self) -> usize {
+        4 << 20
+    }
+}
+
+struct Client {
+    tcb: Tcb,
+    app: App,
+    out: ClientOut,
+}
+
+/// What one run moved.
+#[derive(Default)]
+struct Moved {
+    connections: u64,
+    to_engine: u64,
+    from_engine: u64,
+    data_to_engine: u64,
+    data_from_engine: u64,
+    bytes_to_engine: u64,
+    bytes_from_engine: u64,
+    steps: u64,
+    deltas: u64,
+}
+
+struct World {
+    cfg: Arc<StackConfig>,
+    ccfg: TcpConfig,
+    sync: Sync,
+    now: u64,
+    stack: Stack,
+    port: Port,
+    link: Option<WorkerLink>,
+    standby: Replicas,
+    status: SyncStatus,
+    /// The standby's acknowledgement: the highest delta it applied.
+    wm: u64,
+    peek: Vec<Record>,
+    to_engine: Vec<Vec<u8>>,
+    moved: Moved,
+}
+
+fn engine_cfg() -> Arc<StackConfig> {
+    Arc::new(StackConfig {
+        vips: vec![Vip { addr: VIP, mac: vrrp_mac(1), group: GroupId::DEFAULT }],
+        groups: Vec::new(),
+        listeners: vec![
+            Listener { vip: VIP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) },
+            Listener { vip: VIP, port: 7, spec: ServiceSpec::Echo(EchoConfig { buf_size: 256 * 1024 }) },
+        ],
+        routes: flowtwin_engine::route::RouteTable::all_on_link(),
+        tcp: TcpConfig::default(),
+        flow_capacity: 1 << 16,
+        isn_key: [7; 16],
+        open_secrets: Default::default(),
+        timer_tick: Duration::from_micros(100),
+        retired: Vec::new(),
+    })
+}
+
+impl World {
+    fn new(sync: Sync) -> World {
+        let cfg = engine_cfg();
+        let now = 1_000_000;
+        let mut stack = Stack::new(cfg.clone(), Instant(now));
+        let link = if sync == Sync::Off {
+            None
+        } else {
+            let (repl, link) = worker_channel(0, 1 << 16);
+            stack.set_replicator(Box::new(repl));
+            Some(link)
+        };
+        let hold = (sync != Sync::Off).then(OutputHold::default);
+        World {
+            cfg,
+            ccfg: TcpConfig::default(),
+            sync,
+            now,
+            stack,
+            port: Port { free: (0..4096).map(|_| vec![0u8; FRAME]).collect(), hold, sent: Vec::new() },
+            link,
+            standby: Replicas::new(1),
+            status: SyncStatus::new(),
+            wm: 0,
+            peek: vec![[0u64; 8]; 1 << 16],
+            to_engine: Vec::new(),
+            moved: Moved::default(),
+        }
+    }
+
+    /// One step: the worker's pass over what reached it, the sync core and the standby, the
+    /// release, then the client's turn with what the engine sent.
+    fn step(&mut self, client: &mut Client) -> Result<(), String> {
+        self.now += STEP_US;
+        self.moved.steps += 1;
+        let now = Instant(self.now);
+        let frames = std::mem::take(&mut self.to_engine);
+        for f in &frames {
+            self.moved.to_engine += 1;
+            let n = payload_len(f);
+            self.moved.data_to_engine += (n > 0) as u64;
+            self.moved.bytes_to_engine += n as u64;
+        }
+        let control = match self.sync {
+            Sync::Off => None,
+            Sync::Async => Some(Acked(u64::MAX)),
+            Sync::Strict => Some(Acked(self.wm)),
+        };
+        worker_pass(&mut self.stack, &mut self.port, control, now, &frames);
+        if let Some(link) = self.link.as_mut() {
+            if let Some((first, last, used)) = sync_pass(link, &mut self.peek) {
+                standby_pass(&mut self.standby, &self.cfg, &self.status, (first, last), &self.peek[..used]);
+                self.moved.deltas += last + 1 - first;
+                self.wm = last;
+            }
+            if self.sync == Sync::Strict {
+                worker_pass_release(&mut self.port, self.wm, now);
+            }
+        }
+        // The client: what the engine sent (its buffers back to the pool), then its timers
+        // and output.
+        for mut f in std::mem::take(&mut self.port.sent) {
+            self.moved.from_engine += 1;
+            let p = TcpPacket::new_checked(&f[34..]).map_err(|e| format!("engine sent a frame the client cannot parse: {e:?}"))?;
+            let (h, payload) = (p.header(), p.payload());
+            if h.flags.rst() {
+                return Err(format!("the engine reset the client (state {:?})", client.tcb.state()));
+            }
+            self.moved.data_from_engine += (!payload.is_empty()) as u64;
+            self.moved.bytes_from_engine += payload.len() as u64;
+            client.tcb.on_segment(now, &self.ccfg, &h, payload, &mut client.app, &mut client.out);
+            f.resize(FRAME, 0);
+            self.port.free.push(f);
+        }
+        client.tcb.on_timer(now, &self.ccfg, &mut client.app, &mut client.out);
+        client.tcb.poll_send(now, &self.ccfg, &mut client.app, &mut client.out);
+        self.to_engine.append(&mut client.out.frames);
+        Ok(())
+    }
+
+    /// One connection from `port` to the engine's `dst`, run until the client is closed (or
+    /// in TIME-WAIT) and the engine has nothing left to say; returns what the client got.
+    fn connection(&mut self, port: u16, dst: u16, upload: Vec<u8>, close_at: Option<usize>) -> Result<Vec<u8>, String> {
+        let mut out = ClientOut { frames: Vec::new(), src_port: port, dst_port: dst };
+        let tcb = Tcb::connect(Instant(self.now), &self.ccfg, port, dst, SeqNum(0x8000_0000 ^ u32::from(port) << 8), &mut out);
+        self.to_engine.append(&mut out.frames);
+        let mut c = Client { tcb, app: App { upload, received: Vec::new(), fin: false, close_at }, out };
+        self.moved.connections += 1;
+        for _ in 0..5_000_000u32 {
+            self.step(&mut c)?;
+            let done = matches!(c.tcb.state(), State::TimeWait | State::Closed) || c.tcb.is_closed();
+            if done && self.to_engine.is_empty() && self.port.sent.is_empty() && !self.port.waiting() {
+                // The engine's last ACK (its LAST-ACK ended, or its TIME-WAIT began).
+                for _ in 0..4 {
+                    self.step(&mut c)?;
+                }
+                return Ok(c.app.received);
+            }
+        }
+        Err(format!("connection :{port} -> :{dst} did not end (client {:?}, got {} bytes)", c.tcb.state(), c.app.received.len()))
+    }
+}
+
+impl Port {
+    fn waiting(&self) -> bool {
+        flowtwin_engine::iteration::CommitSink::waiting(self)
+    }
+}
+
+fn payload_len(f: &[u8]) -> usize {
+    TcpPacket::new_checked(&f[34..]).map_or(0, |p| p.payload().len())
+}
+
+/// The worker's pass (counted: `--toggle-collect=*worker_pass*`).
+#[inline(never)]
+fn worker_pass(stack: &mut Stack, port: &mut Port, control: Option<Acked>, now: Instant, frames: &[Vec<u8>]) {
+    let mut rx = frames.iter().map(Vec::as_slice);
+    Iteration::new(control.as_ref()).run(stack, now, &mut rx, port);
+}
+
+/// Strict: the output the standby's acknowledgement releases (counted with the worker: the
+/// dataplane's next pass does this).
+#[inline(never)]
+fn worker_pass_release(port: &mut Port, wm: u64, now: Instant) {
+    flowtwin_engine::iteration::CommitSink::release(port, wm.into(), now);
+}
+
+/// The active's sync core: what the worker's ring holds (`*sync_pass*`). Returns the
+/// batch's first and last delta sequence and its records.
+#[inline(never)]
+fn sync_pass(link: &mut WorkerLink, peek: &mut [Record]) -> Option<(u64, u64, usize)> {
+    let got = link.consumer.peek_burst(peek);
+    let (mut used, mut first, mut last) = (0, 0, 0);
+    while used < got {
+        let p = delta::peek_header(&peek[used..got]).ok()?;
+        first = if first == 0 { p.header.seq } else { first };
+        last = p.header.seq;
+        used += p.records;
+    }
+    link.consumer.advance(used);
+    (used > 0).then_some((first, last, used))
+}
+
+/// The standby applying a batch (`*standby_pass*`).
+#[inline(never)]
+fn standby_pass(r: &mut Replicas, cfg: &StackConfig, st: &SyncStatus, seqs: (u64, u64), recs: &[Record]) {
+    r.apply_batch(cfg, st, 0, seqs, recs, &|m| eprintln!("tcp_path: standby: {m}"));
+}
+
+fn request(n: usize) -> Vec<u8> {
+    format!("GET /gen/{n} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// The body of a response (after its head), checked against the engine's generator.
+fn check_body(got: &[u8], n: usize) -> Result<(), String> {
+    let at = got.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no response head")? + 4;
+    if !got.starts_with(b"HTTP/1.1 200") {
+        return Err(format!("response {:?}", String::from_utf8_lossy(&got[..at.min(40)])));
+    }
+    let mut want = vec![0u8; n];
+    gen_byte_range(0, &mut want);
+    if got[at..] != want[..] {
+        return Err(format!("body of {} bytes differs from /gen/{n} ({} bytes)", got.len() - at, n));
+    }
+    Ok(())
+}
+
+fn run(scenario: Scenario, sync: Sync, bytes: usize, count: u64) -> Result<Moved, String> {
+    let mut w = World::new(sync);
+    match scenario {
+        Scenario::Download => {
+            let got = w.connection(40000, 80, request(bytes), None)?;
+            check_body(&got, bytes)?;
+        }
+        Scenario::Echo => {
+            let mut up = vec![0u8; bytes];
+            gen_byte_range(12345, &mut up);
+            let got = w.connection(40000, 7, up.clone(), Some(bytes))?;
+            if got != up {
+                return Err(format!("echoed {} bytes, not the {} sent", got.len(), bytes));
+            }
+        }
+        Scenario::Short => {
+            for i in 0..count {
+                let got = w.connection(20000 + (i % 40000) as u16, 80, request(1024), None)?;
+                check_body(&got, 1024)?;
+            }
+        }
+    }
+    Ok(w.moved)
+}
+
+fn main() {
+    let mut scenario = Scenario::Download;
+    let mut sync = Sync::Off;
+    let mut bytes = 32usize << 20;
+    let mut count = 1000u64;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: tcp_path [--scenario download|echo|short] [--sync off|async|strict] [--bytes N] [--count N]";
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().unwrap_or_else(|| fail(&format!("{a} needs a value; {usage}")));
+        match a.as_str() {
+            "--scenario" => {
+                scenario = match val().as_str() {
+                    "download" => Scenario::Download,
+                    "echo" => Scenario::Echo,
+                    "short" => Scenario::Short,
+                    s => fail(&format!("unknown scenario {s:?}; {usage}")),
+                }
+            }
+            "--sync" => {
+                sync = match val().as_str() {
+                    "off" => Sync::Off,
+                    "async" => Sync::Async,
+                    "strict" => Sync::Strict,
+                    s => fail(&format!("unknown sync mode {s:?}; {usage}")),
+                }
+            }
+            "--bytes" => bytes = val().parse().unwrap_or_else(|e| fail(&format!("--bytes: {e}"))),
+            "--count" => count = val().parse().unwrap_or_else(|e| fail(&format!("--count: {e}"))),
+            "-h" | "--help" => {
+                println!("{usage}");
+                return;
+            }
+            s => fail(&format!("unknown argument {s:?}; {usage}")),
+        }
+    }
+    match run(scenario, sync, bytes, count) {
+        Ok(m) => println!(
+            "{{\"scenario\":\"{}\",\"sync\":\"{}\",\"connections\":{},\"segments_to_engine\":{},\"segments_from_engine\":{},\"data_segments_to_engine\":{},\"data_segments_from_engine\":{},\"bytes_to_engine\":{},\"bytes_from_engine\":{},\"steps\":{},\"deltas\":{}}}",
+            format!("{scenario:?}").to_lowercase(),
+            format!("{sync:?}").to_lowercase(),
+            m.connections,
+            m.to_engine,
+            m.from_engine,
+            m.data_to_engine,
+            m.data_from_engine,
+            m.bytes_to_engine,
+            m.bytes_from_engine,
+            m.steps,
+            m.deltas
+        ),
+        Err(e) => fail(&format!("{scenario:?} with sync {sync:?}: {e}")),
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("tcp_path: {msg}");
+    std::process::exit(1)
+}
