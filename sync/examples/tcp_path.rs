@@ -35,21 +35,21 @@ use flowtwin_engine::commit::{CommitTag, OutputHold, Watermarks};
 use flowtwin_engine::iteration::{Acked, Iteration};
 use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::service::echo::EchoConfig;
-use flowtwin_engine::service::object::{gen_byte_range, ObjectStore, StoreConfig};
-use flowtwin_engine::service::ByteStream;
-use flowtwin_engine::stack::{vrrp_mac, FrameSink, GroupId, Listener, ServiceSpec, Stack, StackConfig, Vip};
-use flowtwin_engine::tcp::{SegmentSink, State, Tcb, TcpConfig};
-use flowtwin_engine::time::{Duration, Instant};
-use flowtwin_engine::wire::tcp::{build_tcp_frame, tcp_payload_offset, FrameAddrs, TcpPacket};
-use flowtwin_engine::wire::{MacAddr, TcpFlags, TcpHeader, TcpOptions};
+use flowtwin_engine::service::object::gen_byte_range;
+use flowtwin_engine::stack::{vrrp_mac, FrameSink, ServiceSpec, Stack, StackConfig};
+use flowtwin_engine::tcp::{State, Tcb, TcpConfig};
+use flowtwin_engine::time::Instant;
+use flowtwin_engine::wire::tcp::{build_tcp_frame, FrameAddrs, TcpPacket};
+use flowtwin_engine::wire::{TcpFlags, TcpHeader, TcpOptions};
 use flowtwin_sync::delta;
 use flowtwin_sync::ring::Record;
 use flowtwin_sync::shadow::Replicas;
 use flowtwin_sync::{worker_channel, SyncStatus, WorkerLink};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const CLIENT_MAC: MacAddr = MacAddr([2, 0x66, 0x74, 0, 0, 2]);
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{App, ClientOut, CLIENT_MAC, VIP};
+
 /// The simulated time one step of the world takes (the wire's one-way latency is a step).
 const STEP_US: u64 = 20;
 const FRAME: usize = 2048;
@@ -112,65 +112,6 @@ impl flowtwin_engine::iteration::CommitSink for Port {
     }
 }
 
-/// The client's frames toward the engine (its own buffers: not counted).
-#[derive(Default)]
-struct ClientOut {
-    frames: Vec<Vec<u8>>,
-    src_port: u16,
-    dst_port: u16,
-}
-
-impl SegmentSink for ClientOut {
-    fn emit(&mut self, hdr: &TcpHeader, payload_len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
-        let mut buf = vec![0u8; FRAME];
-        let off = tcp_payload_offset(&hdr.options);
-        fill(&mut buf[off..off + payload_len]);
-        let mut h = *hdr;
-        h.src_port = self.src_port;
-        h.dst_port = self.dst_port;
-        let a = FrameAddrs { src_mac: CLIENT_MAC, dst_mac: vrrp_mac(1), src_ip: CLIENT, dst_ip: VIP, ttl: 64, ip_id: 1 };
-        let Ok(n) = build_tcp_frame(&mut buf, &a, &h, payload_len) else { return false };
-        buf.truncate(n);
-        self.frames.push(buf);
-        true
-    }
-}
-
-/// The client's application: sends `upload`, keeps what it receives, closes on the
-/// engine's FIN or once `close_at` bytes arrived.
-struct App {
-    upload: Vec<u8>,
-    received: Vec<u8>,
-    fin: bool,
-    close_at: Option<usize>,
-}
-
-impl ByteStream for App {
-    fn on_recv(&mut self, data: &[u8]) -> usize {
-        self.received.extend_from_slice(data);
-        data.len()
-    }
-    fn on_peer_fin(&mut self) {
-        self.fin = true;
-    }
-    fn tx_end(&self) -> u64 {
-        self.upload.len() as u64
-    }
-    fn tx_closed(&self) -> bool {
-        self.fin || self.close_at.is_some_and(|n| self.received.len() >= n)
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
-        let s = &self.upload[(off as usize).min(self.upload.len())..];
-        let n = s.len().min(buf.len());
-        buf[..n].copy_from_slice(&s[..n]);
-        n
-    }
-    fn on_acked(&mut self, _off: u64) {}
-    fn rx_space(&self) -> usize {
-        4 << 20
-    }
-}
-
 struct Client {
     tcb: Tcb,
     app: App,
@@ -208,22 +149,14 @@ struct World {
     moved: Moved,
 }
 
+/// The tests' engine (`common::engine_cfg`) as the dataplane runs it: default TCP (delayed
+/// ACKs on), a 256 KiB echo, room for `idle` flows more.
 fn engine_cfg(idle: usize) -> Arc<StackConfig> {
-    Arc::new(StackConfig {
-        vips: vec![Vip { addr: VIP, mac: vrrp_mac(1), group: GroupId::DEFAULT }],
-        groups: Vec::new(),
-        listeners: vec![
-            Listener { vip: VIP, port: 80, spec: ServiceSpec::Object(Arc::new(ObjectStore::empty(StoreConfig::default()))) },
-            Listener { vip: VIP, port: 7, spec: ServiceSpec::Echo(EchoConfig { buf_size: 256 * 1024 }) },
-        ],
-        routes: flowtwin_engine::route::RouteTable::all_on_link(),
-        tcp: TcpConfig::default(),
-        flow_capacity: idle + (1 << 16),
-        isn_key: [7; 16],
-        open_secrets: Default::default(),
-        timer_tick: Duration::from_micros(100),
-        retired: Vec::new(),
-    })
+    let mut c = (*common::engine_cfg()).clone();
+    c.tcp = TcpConfig::default();
+    c.flow_capacity = idle + (1 << 16);
+    c.listeners[1].spec = ServiceSpec::Echo(EchoConfig { buf_size: 256 * 1024 });
+    Arc::new(c)
 }
 
 impl World {
@@ -312,10 +245,15 @@ impl World {
         let mut out = ClientOut { frames: Vec::new(), src_port: port, dst_port: dst };
         let tcb = Tcb::connect(Instant(self.now), &self.ccfg, port, dst, SeqNum(0x8000_0000 ^ u32::from(port) << 8), &mut out);
         self.to_engine.append(&mut out.frames);
-        let mut c = Client { tcb, app: App { upload, received: Vec::new(), fin: false, close_at }, out };
+        let mut app = App::new(upload);
+        app.close_after = close_at;
+        app.window = 4 << 20;
+        let mut c = Client { tcb, app, out };
         self.moved.connections += 1;
         for _ in 0..5_000_000u32 {
             self.step(&mut c)?;
+            // The client closes once the engine did (a response with Connection: close).
+            c.app.close |= c.app.fin;
             let done = matches!(c.tcb.state(), State::TimeWait | State::Closed) || c.tcb.is_closed();
             if done && self.to_engine.is_empty() && self.port.sent.is_empty() && !self.port.waiting() {
                 // The engine's last ACK (its LAST-ACK ended, or its TIME-WAIT began).
@@ -548,22 +486,8 @@ fn main() {
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().unwrap_or_else(|| fail(&format!("{a} needs a value; {usage}")));
         match a.as_str() {
-            "--scenario" => {
-                scenario = match val().as_str() {
-                    "download" => Scenario::Download,
-                    "echo" => Scenario::Echo,
-                    "short" => Scenario::Short,
-                    s => fail(&format!("unknown scenario {s:?}; {usage}")),
-                }
-            }
-            "--sync" => {
-                sync = match val().as_str() {
-                    "off" => Sync::Off,
-                    "async" => Sync::Async,
-                    "strict" => Sync::Strict,
-                    s => fail(&format!("unknown sync mode {s:?}; {usage}")),
-                }
-            }
+            "--scenario" => scenario = choice("scenario", &val(), &[("download", Scenario::Download), ("echo", Scenario::Echo), ("short", Scenario::Short)], usage),
+            "--sync" => sync = choice("sync mode", &val(), &[("off", Sync::Off), ("async", Sync::Async), ("strict", Sync::Strict)], usage),
             "--bytes" => bytes = val().parse().unwrap_or_else(|e| fail(&format!("--bytes: {e}"))),
             "--count" => count = val().parse().unwrap_or_else(|e| fail(&format!("--count: {e}"))),
             "--idle" => idle = val().parse().unwrap_or_else(|e| fail(&format!("--idle: {e}"))),
@@ -593,6 +517,11 @@ fn main() {
         ),
         Err(e) => fail(&format!("{scenario:?} with sync {sync:?}: {e}")),
     }
+}
+
+/// The option of `options` named `v`, or exit naming `what`.
+fn choice<T: Copy>(what: &str, v: &str, options: &[(&str, T)], usage: &str) -> T {
+    options.iter().find(|(n, _)| *n == v).map(|(_, t)| *t).unwrap_or_else(|| fail(&format!("unknown {what} {v:?}; {usage}")))
 }
 
 fn fail(msg: &str) -> ! {

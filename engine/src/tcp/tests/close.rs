@@ -86,6 +86,28 @@ fn fin_out_of_order_is_remembered() {
     assert_eq!(out.take().pop().unwrap().0.ack, seq + 201);
 }
 
+/// A passive connection (timestamps on or off) whose service sent 10 bytes and its FIN at
+/// once: FIN-WAIT-1. Returns the TCB, its sink, the client's next seq, the service and the
+/// TSval our segment carried (0 without timestamps).
+fn sent_data_and_fin(cfg: &TcpConfig, ts: bool) -> (Tcb, RecSink, SeqNum, TestSvc, u32) {
+    let mut svc = TestSvc::generator(10, 1 << 20);
+    let opts = if ts { full_opts() } else { TcpOptions::default() };
+    let (tcb, mut out, seq) = established(cfg, opts, &mut svc);
+    assert_eq!(tcb.state(), State::FinWait1);
+    let our = out.take();
+    assert_eq!(our[0].0.flags, F::ACK | F::FIN | F::PSH);
+    let ecr = our[0].0.options.timestamps.map_or(0, |x| x.0);
+    (tcb, out, seq, svc, ecr)
+}
+
+/// `h` with timestamps `(tsval, ecr)` when `ts`.
+fn stamped(mut h: TcpHeader, ts: bool, tsval: u32, ecr: u32) -> TcpHeader {
+    if ts {
+        h.options.timestamps = Some((tsval, ecr));
+    }
+    h
+}
+
 /// Issue 12: the client's last two segments cross on the way (a veth delivers what two CPUs
 /// sent through two backlogs: the kernel's immediate ACK of our FIN from softirq, the
 /// application's FIN from `close()`). Its FIN arrives first and takes us to TIME-WAIT with
@@ -99,19 +121,8 @@ fn fin_out_of_order_is_remembered() {
 fn time_wait_does_not_answer_the_clients_stale_ack() {
     for ts in [false, true] {
         let cfg = TcpConfig::default();
-        let mut svc = TestSvc::generator(10, 1 << 20);
-        let opts = if ts { full_opts() } else { TcpOptions::default() };
-        let (mut tcb, mut out, seq) = established(&cfg, opts, &mut svc);
-        assert_eq!(tcb.state(), State::FinWait1);
-        let our = out.take();
-        assert_eq!(our[0].0.flags, F::ACK | F::FIN | F::PSH);
-        let ecr = our[0].0.options.timestamps.map_or(0, |x| x.0);
-        let with_ts = |mut h: TcpHeader, tsval: u32| {
-            if ts {
-                h.options.timestamps = Some((tsval, ecr));
-            }
-            h
-        };
+        let (mut tcb, mut out, seq, mut svc, ecr) = sent_data_and_fin(&cfg, ts);
+        let with_ts = |h: TcpHeader, tsval: u32| stamped(h, ts, tsval, ecr);
         // Sent second, arrives first: the client's FIN, acknowledging our data and FIN.
         let fin = with_ts(hdr(F::ACK | F::FIN, seq, SISN + 12, W), 503);
         tcb.on_segment(t(10), &cfg, &fin, &[], &mut svc, &mut out);
@@ -144,17 +155,8 @@ fn time_wait_does_not_answer_the_clients_stale_ack() {
 fn time_wait_does_not_answer_an_old_retransmission_at_once() {
     for ts in [false, true] {
         let cfg = TcpConfig::default();
-        let mut svc = TestSvc::generator(10, 1 << 20);
-        let opts = if ts { full_opts() } else { TcpOptions::default() };
-        let (mut tcb, mut out, seq) = established(&cfg, opts, &mut svc);
-        assert_eq!(tcb.state(), State::FinWait1);
-        let ecr = out.take()[0].0.options.timestamps.map_or(0, |x| x.0);
-        let with_ts = |mut h: TcpHeader, tsval: u32| {
-            if ts {
-                h.options.timestamps = Some((tsval, ecr));
-            }
-            h
-        };
+        let (mut tcb, mut out, seq, mut svc, ecr) = sent_data_and_fin(&cfg, ts);
+        let with_ts = |h: TcpHeader, tsval: u32| stamped(h, ts, tsval, ecr);
         // The peer's last 100 bytes, acknowledging our data and FIN, then its FIN.
         let (d, p) = data_seg(seq, SISN + 12, 100);
         tcb.on_segment(t(10), &cfg, &with_ts(d, 510), &p, &mut svc, &mut out);
