@@ -597,6 +597,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, source: ConfigSource) -> Result<(
         // sync yet).
         let down = link.poll(|| port.link().up);
         observed.link_up.store(down.is_none() as u64, Ordering::Relaxed);
+        if let Some(st) = &sync_status {
+            // A standby whose port is down does not take over a silent active (it could not
+            // serve): the session waits for the link.
+            st.set_port_down(down.is_some());
+        }
         if let (Some(d), Some(after), Some(st)) = (down, link_down_after, &sync_status) {
             let due = link.last_request.is_none_or(|t| t.elapsed() >= Duration::from_millis(100));
             if d >= after && st.role() == Role::Active && due {

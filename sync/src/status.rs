@@ -133,6 +133,12 @@ pub struct SyncStatus {
     pub ack_rtt: Histogram,
     pub(crate) takeover_requested: AtomicBool,
     pub(crate) handover_requested: AtomicBool,
+    /// The engine's port link is down (`set_port_down`): a standby does not take over on a
+    /// silent active meanwhile (it could not serve), but once the link is back.
+    port_down: AtomicBool,
+    /// Takeovers on a silent active put off because this engine's port was down (counted once
+    /// per silence).
+    pub takeovers_deferred_port_down: AtomicU64,
     /// This engine handed over and keeps its flows to fall back on until its rejoin of the
     /// new active is in sync (`SyncConfig::handover_hold`). The engine's workers keep their
     /// flows (output held) while it is set, and forget them once it is cleared.
@@ -195,6 +201,8 @@ impl SyncStatus {
             ack_rtt: Histogram::default(),
             takeover_requested: AtomicBool::new(false),
             handover_requested: AtomicBool::new(false),
+            port_down: AtomicBool::new(false),
+            takeovers_deferred_port_down: AtomicU64::new(0),
             retain_flows: AtomicBool::new(false),
             handover_fallbacks: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -237,6 +245,17 @@ impl SyncStatus {
     /// active engine.
     pub fn request_takeover(&self) {
         self.takeover_requested.store(true, Relaxed);
+    }
+
+    /// The engine's port link is down (true) or up: the engine's main loop sets it from the
+    /// port's link state (see `port_down`).
+    pub fn set_port_down(&self, down: bool) {
+        self.port_down.store(down, Relaxed);
+    }
+
+    /// Whether the engine said its port link is down.
+    pub fn port_down(&self) -> bool {
+        self.port_down.load(Relaxed)
     }
 
     /// ctl `failback`: an active engine with an in-sync standby hands the VIPs over
@@ -337,6 +356,12 @@ impl SyncStatus {
             ("shadow_flows", "gauge", "standby: replicas held", self.shadow_flows.load(Relaxed)),
             ("fenced_by_announcement_total", "counter", "times this engine fenced itself on another engine's tagged announcement", self.fenced_by_announcement.load(Relaxed)),
             ("handover_fallbacks_total", "counter", "flows kept after a handover resumed because the new active died first", self.handover_fallbacks.load(Relaxed)),
+            (
+                "takeovers_deferred_port_down_total",
+                "counter",
+                "standby: takeovers of a silent active put off while this engine's port link was down",
+                self.takeovers_deferred_port_down.load(Relaxed),
+            ),
             ("sessions_total", "counter", "peer sessions started", self.sessions.load(Relaxed)),
             ("peers_refused_total", "counter", "peers refused (version, mode, timer or group mismatch)", self.refused.load(Relaxed)),
             ("pool_tables_applied_total", "counter", "proxy backend tables applied from the active (standby)", self.pool_tables.load(Relaxed)),

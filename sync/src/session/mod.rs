@@ -326,6 +326,9 @@ pub struct Session {
     /// Until when the standby gives its active [`SETTLE_FACTOR`] times the usual silence
     /// (set when this engine is fenced; [`SETTLE_AFTER_FENCE`]).
     settle_until: Option<Instant>,
+    /// Standby: a takeover of the silent active is put off because our port link is down
+    /// (said and counted once per silence).
+    port_deferred: bool,
     /// After handing over: until when the flows our workers kept may be resumed.
     fallback_until: Option<Instant>,
     /// Unprotected-time accounting: the last `release`.
@@ -383,6 +386,7 @@ impl Session {
             standby_since: now,
             handover_hold_until: None,
             settle_until: None,
+            port_deferred: false,
             fallback_until: None,
             acct: now,
             pool_sent: Vec::new(),

@@ -201,7 +201,23 @@ impl Session {
             *last_hb_tx = now;
         }
         let silent = silence(&self.status, heartbeat, now, *last_rx, missed);
-        if silent > dead_limit {
+        if silent <= dead_limit {
+            self.port_deferred = false;
+        } else if self.status.port_down() {
+            // Our own port is down: we could not serve the VIPs, and an active that is only
+            // starved (a busy machine) would be fenced for nothing, leaving nobody to answer.
+            // Take over once the link is back, if the active is still silent then.
+            if !self.port_deferred {
+                self.port_deferred = true;
+                self.status.takeovers_deferred_port_down.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    node = self.cfg.node_id,
+                    event = "takeover_deferred",
+                    silent_ms = silent.as_millis() as u64,
+                    "the active is silent for {silent:?}, but our port link is down: not taking over until it is up"
+                );
+            }
+        } else {
             self.take_over(now, true, TakeoverReason::HeartbeatTimeout, silent);
         }
     }

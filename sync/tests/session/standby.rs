@@ -50,6 +50,31 @@ fn standby_takes_over_a_silent_active_after_reading_what_is_left() {
     assert!(r.s.wants_accept());
 }
 
+/// A standby whose own port link is down does not take over a silent active: it could not
+/// serve, and an active that was only starved (port_down in a full run: B's heartbeats late
+/// on a busy machine) would be fenced with nobody left to answer. Once the link is back and
+/// the active is still silent, it takes over; said and counted once per silence.
+#[test]
+fn standby_with_its_port_down_defers_the_takeover_until_the_link_is_up() {
+    let mut r = Rig::following(3);
+    r.join(1);
+    r.out();
+    r.st.set_port_down(true);
+    r.advance(HB * DEAD * 4);
+    r.tick();
+    r.advance(HB);
+    r.tick();
+    assert!(r.actions().iter().all(|a| !matches!(a, Action::ReadRest)), "no takeover while the port is down");
+    assert_eq!(r.s.epoch(), 3, "not fenced: the epoch stays");
+    assert_eq!(r.st.role(), Role::Standby);
+    assert_eq!(r.st.takeovers_deferred_port_down.load(std::sync::atomic::Ordering::Relaxed), 1, "counted once per silence");
+    r.st.set_port_down(false);
+    r.advance(Duration::from_millis(1));
+    r.tick();
+    assert!(matches!(r.actions()[..], [Action::ReadRest]), "the link is back and the active still silent: take over");
+    assert_eq!(r.s.epoch(), 4);
+}
+
 #[test]
 fn standby_takes_over_when_the_stream_ends() {
     let mut r = Rig::in_sync_standby();
