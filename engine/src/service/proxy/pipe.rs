@@ -83,18 +83,22 @@ impl Pipe {
     fn grow(&mut self, need: usize) {
         let len = need.max(MIN_BUF).next_power_of_two().min(self.cap).max(need);
         let mut buf = vec![0u8; len].into_boxed_slice();
-        let (first, end) = (self.first_held(), self.received);
-        if !self.buf.is_empty() && end > first {
-            let mut chunk = [0u8; 512];
-            let mut at = first;
-            while at < end {
-                let n = chunk.len().min((end - at) as usize);
-                ring_read(&self.buf, at, &mut chunk[..n]);
-                ring_write(&mut buf, at, &chunk[..n]);
-                at += n as u64;
-            }
-        }
+        self.each_held(|at, bytes| ring_write(&mut buf, at, bytes));
         self.buf = buf;
+    }
+
+    /// Every byte held, in order and in pieces: `f(stream offset, bytes)`.
+    fn each_held(&self, mut f: impl FnMut(u64, &[u8])) {
+        let mut chunk = [0u8; 512];
+        let mut at = self.first_held();
+        while at < self.received {
+            let n = self.read_at(at, &mut chunk);
+            if n == 0 {
+                break;
+            }
+            f(at, &chunk[..n]);
+            at += n as u64;
+        }
     }
 
     /// Every byte received, if all of them are still held in order from offset 0 (a client's
@@ -131,16 +135,7 @@ impl Pipe {
         out.extend_from_slice(&first.to_le_bytes());
         out.push(self.peer_fin as u8);
         out.extend_from_slice(&(self.received - first).to_le_bytes());
-        let mut at = first;
-        let mut chunk = [0u8; 512];
-        while at < self.received {
-            let n = self.read_at(at, &mut chunk);
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&chunk[..n]);
-            at += n as u64;
-        }
+        self.each_held(|_, bytes| out.extend_from_slice(bytes));
     }
 
     /// Parse [`Pipe::image`] from the front of `b`; returns the pipe and the rest.
