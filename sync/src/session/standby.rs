@@ -239,6 +239,7 @@ impl Session {
     /// when a connection is open), deliver owed FINs, hand the flows to the engine; then serve
     /// as the active.
     pub(super) fn take_over(&mut self, now: Instant, connected: bool, reason: TakeoverReason, detect: Duration) {
+        self.port_deferred = false;
         self.epoch += 1;
         self.status.epoch.store(self.epoch, Relaxed);
         self.status.set_peer_state(PeerState::Dead);
