@@ -189,6 +189,16 @@ impl World {
         }
     }
 
+    /// What the worker's iteration reads from the sync core: nothing without a standby; async
+    /// waits for nothing; strict for the standby's last acknowledgement.
+    fn control(&self) -> Option<Acked> {
+        match self.sync {
+            Sync::Off => None,
+            Sync::Async => Some(Acked(u64::MAX)),
+            Sync::Strict => Some(Acked(self.wm)),
+        }
+    }
+
     /// One step: the worker's pass over what reached it, the sync core and the standby, the
     /// release, then the client's turn with what the engine sent.
     fn step(&mut self, client: &mut Client) -> Result<(), String> {
@@ -202,14 +212,10 @@ impl World {
             self.moved.data_to_engine += (n > 0) as u64;
             self.moved.bytes_to_engine += n as u64;
         }
-        let control = match self.sync {
-            Sync::Off => None,
-            Sync::Async => Some(Acked(u64::MAX)),
-            Sync::Strict => Some(Acked(self.wm)),
-        };
+        let control = self.control();
         worker_pass(&mut self.stack, &mut self.port, control, now, &frames);
         if let Some(link) = self.link.as_mut() {
-            if let Some((first, last, used)) = sync_pass(link, &mut self.peek) {
+            if let Some((first, last, used)) = sync_pass(link, &mut self.peek)? {
                 standby_pass(&mut self.standby, &self.cfg, &self.status, (first, last), &self.peek[..used]);
                 self.moved.deltas += last + 1 - first;
                 self.wm = last;
@@ -287,11 +293,7 @@ impl World {
             self.now += STEP_US;
             let now = Instant(self.now);
             let frames = std::mem::take(&mut pending);
-            let control = match self.sync {
-                Sync::Off => None,
-                Sync::Async => Some(Acked(u64::MAX)),
-                Sync::Strict => Some(Acked(self.wm)),
-            };
+            let control = self.control();
             idle_setup(&mut self.stack, &mut self.port, control, now, &frames);
             self.idle_sync(now)?;
             for mut f in std::mem::take(&mut self.port.sent) {
@@ -314,7 +316,7 @@ impl World {
         }
         // The last ACKs.
         self.now += STEP_US;
-        let control = if self.sync == Sync::Off { None } else { Some(Acked(u64::MAX)) };
+        let control = self.control();
         idle_setup(&mut self.stack, &mut self.port, control, Instant(self.now), &pending);
         self.idle_sync(Instant(self.now))?;
         if self.link.is_some() && self.standby.flows() < n {
@@ -333,19 +335,7 @@ impl World {
     /// The idle setup's sync core and standby (uncounted): drain, apply, release.
     fn idle_sync(&mut self, now: Instant) -> Result<(), String> {
         let Some(link) = self.link.as_mut() else { return Ok(()) };
-        loop {
-            let got = link.consumer.peek_burst(&mut self.peek);
-            if got == 0 {
-                break;
-            }
-            let (mut used, mut first, mut last) = (0, 0, 0);
-            while used < got {
-                let p = delta::peek_header(&self.peek[used..got]).map_err(|e| format!("ring: {e:?}"))?;
-                first = if first == 0 { p.header.seq } else { first };
-                last = p.header.seq;
-                used += p.records;
-            }
-            link.consumer.advance(used);
+        while let Some((first, last, used)) = drain_ring(link, &mut self.peek)? {
             self.standby.apply_batch(&self.cfg, &self.status, 0, (first, last), &self.peek[..used], &|m| eprintln!("tcp_path: standby: {m}"));
             self.wm = last;
         }
@@ -405,20 +395,25 @@ fn worker_pass_release(port: &mut Port, wm: u64, now: Instant) {
     flowtwin_engine::iteration::CommitSink::release(port, wm.into(), now);
 }
 
-/// The active's sync core: what the worker's ring holds (`*sync_pass*`). Returns the
-/// batch's first and last delta sequence and its records.
+/// The active's sync core: what the worker's ring holds (`*sync_pass*`).
 #[inline(never)]
-fn sync_pass(link: &mut WorkerLink, peek: &mut [Record]) -> Option<(u64, u64, usize)> {
+fn sync_pass(link: &mut WorkerLink, peek: &mut [Record]) -> Result<Option<(u64, u64, usize)>, String> {
+    drain_ring(link, peek)
+}
+
+/// Take what the worker's ring holds into `peek`: the batch's first and last delta sequence
+/// and its records (None: the ring is empty).
+fn drain_ring(link: &mut WorkerLink, peek: &mut [Record]) -> Result<Option<(u64, u64, usize)>, String> {
     let got = link.consumer.peek_burst(peek);
     let (mut used, mut first, mut last) = (0, 0, 0);
     while used < got {
-        let p = delta::peek_header(&peek[used..got]).ok()?;
+        let p = delta::peek_header(&peek[used..got]).map_err(|e| format!("the worker's ring: {e:?}"))?;
         first = if first == 0 { p.header.seq } else { first };
         last = p.header.seq;
         used += p.records;
     }
     link.consumer.advance(used);
-    (used > 0).then_some((first, last, used))
+    Ok((used > 0).then_some((first, last, used)))
 }
 
 /// The standby applying a batch (`*standby_pass*`).
