@@ -346,6 +346,9 @@ pub struct ServiceSection {
     pub health_expect_status: Option<String>,
     /// `proxy`: the port checked (default: each backend's own).
     pub health_port: Option<u16>,
+    /// `proxy`: when a side's bytes are acknowledged: `peer` (once the other side's peer
+    /// has them; no payload is replicated) or `standby` (once the standby holds them).
+    pub commit: Option<String>,
     /// `proxy`: `[[service.pool]]`, matched in order by host and path prefix.
     #[serde(default, rename = "pool")]
     pub pools: Vec<self::proxy::PoolSection>,

@@ -142,8 +142,13 @@ impl StackConfig {
 
     /// Listener `i`'s identity across engines and reloads ([`listener_fingerprint`]); 0 for
     /// an index this config does not have.
+    /// A listener that replicates no payload (a proxy with `commit = "peer"`) has another
+    /// fingerprint than one that does: a standby never replays one's replicas as the other's.
     pub fn listener_fingerprint(&self, i: usize) -> u64 {
-        self.listeners.get(i).map_or(0, |l| listener_fingerprint(l.vip, l.port, l.spec.kind_name()))
+        self.listeners.get(i).map_or(0, |l| {
+            let fp = listener_fingerprint(l.vip, l.port, l.spec.kind_name());
+            if l.spec.payload_replicated() { fp } else { fp.rotate_left(17) ^ 0x7065_6572 | 1 }
+        })
     }
 
     /// This engine's listener for a replica whose engine named its listener `index` with

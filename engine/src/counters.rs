@@ -172,6 +172,9 @@ reasons! {
         /// that ACK arrived); an ACK to it would reach a peer whose connection is gone, which
         /// answers with a RST.
         TimeWaitStaleAcks => "time_wait_stale_acks",
+        /// Duplicate ACKs not sent while received bytes wait for a proxy's `commit = "peer"`
+        /// limit (the ACK would repeat the last one: the peer would retransmit bytes we hold).
+        HeldAcksSuppressed => "held_acks_suppressed",
         PawsRejected => "paws_rejected",
         RstAccepted => "rst_accepted",
         Retransmits => "retransmits",

@@ -262,6 +262,13 @@ impl ShadowFlow {
             if image.tcb.tx_acked > 0 {
                 svc.on_acked(image.tcb.tx_acked);
             }
+            // Beyond what the service replicates (a proxy half with `commit = "peer"`, once
+            // its first request is replayed) no `Data` comes: the stream's offset is all
+            // there is to replay.
+            let until = self.svc.replicated_until(&l.spec);
+            if until != u64::MAX && self.rx_replayed >= until {
+                self.rx_replayed = self.rx_replayed.max(image.tcb.rx_delivered);
+            }
         }
         if fin_received(image.tcb.state) && !self.fin_delivered {
             self.fin_pending = true;
@@ -333,6 +340,32 @@ impl ShadowFlow {
             self.fin_pending = false;
         }
         t.rcv_nxt = t.rcv_nxt - back;
+        true
+    }
+
+    /// Takeover of one half of a linked pair whose listener replicates no payload (a proxy
+    /// with `commit = "peer"`): this half acknowledged its peer's bytes only as far as the
+    /// other half's peer acknowledged them, `partner_acked`, and its peer sends the rest
+    /// again; so [`ShadowFlow::rewind_to_replayed`] takes the receive side back to there. Its
+    /// own output beyond what its peer acknowledged is gone with the dead engine's pipe
+    /// (the other side's peer sends it again): it resumes from SND.UNA. Returns false for a
+    /// listener that replicates its payload (nothing changes).
+    pub fn peer_resume_point(&mut self, cfg: &StackConfig, partner_acked: u64) -> bool {
+        let Some(l) = cfg.listeners.get(self.image.listener as usize).filter(|l| !l.spec.payload_replicated()) else {
+            return false;
+        };
+        // What it read before its backend was chosen was acknowledged as it came, and
+        // replayed here (`Kind::replicated_until`).
+        let floor = self.svc.replicated_until(&l.spec);
+        self.rx_replayed = self.image.tcb.rx_delivered.min(partner_acked.max(floor));
+        if self.rx_replayed < self.image.tcb.rx_delivered {
+            self.svc.rewind_received(self.rx_replayed);
+        }
+        let t = &mut self.image.tcb;
+        if t.tx_sent > t.tx_acked {
+            t.tx_sent = t.tx_acked;
+            t.snd_nxt = t.snd_una;
+        }
         true
     }
 

@@ -412,7 +412,7 @@ impl Stack {
             // that is lagging progress replication (see `commit_tag`): catch up. Not only on
             // the first ACK: an older ACK still in flight may arrive first.
             let spec = &cfg.listeners[flow.listener as usize].spec;
-            let tx_end = flow.svc.bind_linked(pflow.as_mut().map(|p| &mut p.svc), spec, &mut self.svc_stats).tx_end();
+            let tx_end = flow.svc.bind_linked(pflow.as_mut().map(|p| &mut p.svc), spec, &mut self.svc_stats).catch_up_end();
             if flow.tcb.catch_up_sent(hdr.ack, tx_end) {
                 self.counters.event(Event::FlowsCaughtUp);
             }
@@ -583,6 +583,7 @@ impl Stack {
         c.add(Event::PawsRejected, b.paws_rejects - a.paws_rejects);
         c.add(Event::OutOfWindow, b.out_of_window - a.out_of_window);
         c.add(Event::TimeWaitStaleAcks, b.time_wait_stale_acks - a.time_wait_stale_acks);
+        c.add(Event::HeldAcksSuppressed, b.held_acks_suppressed - a.held_acks_suppressed);
         c.add(Event::RstAccepted, b.rst_received - a.rst_received);
         c.add(Event::RstSent, b.rst_sent - a.rst_sent);
         let local = flow.local;

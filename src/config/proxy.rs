@@ -14,6 +14,9 @@
 //! max_fails = 3               # failed connects in a row that mark a backend down (0: never)
 //! fail_timeout_ms = 10000     # how long it then gets no new connection
 //! connect_retries = 2         # SYNs resent before a backend connect fails (1 s RTO: 7 s)
+//! commit = "peer"             # "peer": a side's bytes are acknowledged once the other side's
+//!                             # peer has them (nothing relayed is replicated); "standby": once
+//!                             # the standby holds them (every byte relayed is replicated)
 //! mode = "http"               # "tcp" (at once), "http" (Host, path), "tls" (SNI)
 //! max_request_head = 16384    # bytes of the first request head / ClientHello read to choose
 //! health_check = "http"       # active checks: "tcp" (connect) or "http" (GET, status); off if unset
@@ -33,7 +36,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use flowtwin_engine::service::proxy::{Balance, Health, ProxySpec, DEFAULT_BUF_SIZE, DEFAULT_MAX_BACKENDS, MAX_WEIGHT};
+use flowtwin_engine::service::proxy::{Balance, Commit, Health, ProxySpec, DEFAULT_BUF_SIZE, DEFAULT_COMMIT, DEFAULT_MAX_BACKENDS, MAX_WEIGHT};
 use flowtwin_engine::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -156,6 +159,13 @@ impl ServiceSection {
         }
     }
 
+    fn commit_of(&self, i: usize) -> Result<Commit, String> {
+        match self.commit.as_deref() {
+            None => Ok(DEFAULT_COMMIT),
+            Some(c) => Commit::parse(c).ok_or_else(|| format!("service[{i}].commit = {c:?}: expected \"peer\" or \"standby\"")),
+        }
+    }
+
     fn balance_of(&self, i: usize) -> Result<Balance, String> {
         match self.balance.as_deref() {
             None => Ok(Balance::default()),
@@ -260,6 +270,7 @@ impl ServiceSection {
         }
         spec.connect_retries = self.connect_retries.unwrap_or(spec.connect_retries);
         spec.mode = self.mode_of(i)?;
+        spec.commit = self.commit_of(i)?;
         if let Some(m) = self.max_request_head {
             spec.max_head = m as usize;
         }
@@ -281,6 +292,7 @@ impl Config {
                 ("fail_timeout_ms", s.fail_timeout_ms.is_some()),
                 ("connect_retries", s.connect_retries.is_some()),
                 ("mode", s.mode.is_some()),
+                ("commit", s.commit.is_some()),
                 ("max_request_head", s.max_request_head.is_some()),
                 ("max_backends", s.max_backends.is_some()),
                 ("pool", !s.pools.is_empty()),
@@ -308,6 +320,7 @@ impl Config {
             }
         }
         s.balance_of(i)?;
+        s.commit_of(i)?;
         s.check_of(i)?;
         let mode = s.mode_of(i)?;
         if mode == Mode::Tcp && !s.pools.is_empty() {
@@ -398,6 +411,18 @@ mod tests {
     }
 
     #[test]
+    fn commit_parses_with_its_default() {
+        let spec = |keys: &str| {
+            let c = Config::parse(&proxy(&format!("backends = [\"198.18.0.11:80\"]\n{keys}"))).expect(keys);
+            c.services.last().unwrap().proxy_spec(c.services.len() - 1).unwrap()
+        };
+        use flowtwin_engine::service::proxy::{Commit, DEFAULT_COMMIT};
+        assert_eq!(spec("").commit, DEFAULT_COMMIT);
+        assert_eq!(spec("commit = \"peer\"").commit, Commit::Peer);
+        assert_eq!(spec("commit = \"standby\"").commit, Commit::Standby);
+    }
+
+    #[test]
     fn pools_parse_into_one_backend_list() {
         let keys = "mode = \"http\"\nbackends = [\"198.18.0.11:80\"]\n[[service.pool]]\nhost = \"API.example\"\nbackends = [\"198.18.0.12:80\", \"198.18.0.11:80\"]\n[[service.pool]]\npath_prefix = \"/v2/\"\nbackends = [\"198.18.0.13:80\"]";
         let c = Config::parse(&proxy(keys)).expect("valid");
@@ -438,6 +463,7 @@ mod tests {
             ("backends = [\"203.0.113.5:80\"]", "no route"),
             ("backends = [\"198.18.0.11:80\"]\nbalance = \"random\"", "balance"),
             ("backends = [\"198.18.0.11:80\"]\nproxy_buffer = 10", "proxy_buffer"),
+            ("backends = [\"198.18.0.11:80\"]\ncommit = \"eventually\"", "commit = \"eventually\": expected \"peer\" or \"standby\""),
             ("backends = [\"198.18.0.11:80\"]\nsource = \"198.18.0.77\"", "source"),
             ("backends = [\"198.18.0.11:80\"]\nfail_timeout_ms = 0", "fail_timeout_ms"),
             ("backends = [\"198.18.0.11:80\"]\nmode = \"udp\"", "mode"),

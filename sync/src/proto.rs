@@ -53,8 +53,10 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"FTWN");
 /// (a peer that declares the other dead after another number of heartbeats is refused),
 /// version 9 with `fence_hold_us` and `handover_hold_us` in `Hello` (a strict peer that
 /// holds its output for another time is refused; a version-8 peer would not send them, so
-/// it is refused at `Hello` by version).
-pub const PROTO_VERSION: u16 = 9;
+/// it is refused at `Hello` by version), version 10 with a proxy half's service image
+/// naming where its first request ends (`head_end`, `commit = "peer"`; a version-9 peer
+/// would misread a join snapshot's proxy flows, so it is refused at `Hello` by version).
+pub const PROTO_VERSION: u16 = 10;
 /// Largest frame body accepted (bytes after the length field).
 pub const MAX_FRAME: usize = 4 << 20;
 /// Most records one `Batch` carries (64 KiB of records).

@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
-use flowtwin_engine::replica::{pair_links, FlowImage, ShadowFlow};
+use flowtwin_engine::flow::FlowKey;
+use flowtwin_engine::replica::{pair_links, FlowImage, Partner, ShadowFlow};
 use flowtwin_engine::stack::StackConfig;
 
 use crate::delta::{self, DeltaBody};
@@ -413,6 +414,19 @@ impl Replicas {
             let orphans = pair_links(&mut v);
             st.takeover_link_orphans.fetch_add(orphans as u64, Relaxed);
             let mut v: Vec<ShadowFlow> = v.into_iter().map(|(_, f)| f).collect();
+            // `commit = "peer"`: each half of a pair resumes from what the other half's peer
+            // acknowledged (`ShadowFlow::peer_resume_point`), before the rewind below.
+            let acked: HashMap<FlowKey, u64> = v.iter().map(|f| (f.image.key, f.image.tcb.tx_acked)).collect();
+            for f in v.iter_mut() {
+                let a = match f.partner {
+                    Partner::Key(k) => acked.get(&k).copied(),
+                    Partner::None => f.svc.unlinked_ack(),
+                    Partner::Missing => None,
+                };
+                if let Some(a) = a {
+                    f.peer_resume_point(cfg, a);
+                }
+            }
             for f in v.iter_mut() {
                 if f.rewind_to_replayed(cfg) {
                     st.takeover_rewound_flows.fetch_add(1, Relaxed);

@@ -49,6 +49,20 @@ pub trait ByteStream {
     fn on_acked(&mut self, off: u64);
     /// How many more bytes `on_recv` would accept now (drives the advertised receive window).
     fn rx_space(&self) -> usize;
+    /// How far TCP may acknowledge what it delivered: every byte below this stream offset of
+    /// the received stream (and the peer's FIN once it covers every byte delivered). `None`:
+    /// all of it, as delivered. A proxy half with `commit = "peer"` acknowledges its peer's
+    /// bytes only once the other half's peer acknowledged them (`Tcb::ack_point`).
+    fn ack_limit(&self) -> Option<u64> {
+        None
+    }
+    /// How far, at a takeover, an acknowledgement from the peer may lie beyond what the
+    /// replica recorded as sent and still be taken as sent (`Tcb::catch_up_sent`): by
+    /// default what the service has produced. A proxy half with `commit = "peer"` says more
+    /// (its partner's replica holds none of the bytes the dead engine relayed).
+    fn catch_up_end(&self) -> u64 {
+        self.tx_end()
+    }
 }
 
 /// A service whose state is borrowed whole (it needs neither a spec nor counters to run, as
@@ -81,6 +95,14 @@ impl<S: ByteStream + ?Sized> ByteStream for &mut S {
     #[inline]
     fn rx_space(&self) -> usize {
         (**self).rx_space()
+    }
+    #[inline]
+    fn ack_limit(&self) -> Option<u64> {
+        (**self).ack_limit()
+    }
+    #[inline]
+    fn catch_up_end(&self) -> u64 {
+        (**self).catch_up_end()
     }
 }
 
@@ -183,7 +205,32 @@ pub trait Kind {
     /// Takeover: this flow and its partner were installed as a pair; `partner_acked` is
     /// what the partner's peer acknowledged of the partner's output (its replicated send
     /// progress), which may free this flow's buffers.
-    fn resume_linked(_state: &mut Self::State, _partner_acked: u64) {}
+    fn resume_linked(_spec: &Self::Spec, _state: &mut Self::State, _partner_acked: u64) {}
+    /// Whether the bytes a connection of this listener receives are replicated (`Data`
+    /// records the standby replays). A proxy with `commit = "peer"` replicates none: what
+    /// one half received is acknowledged only once the other half's peer has it, so after a
+    /// takeover the two peers' retransmissions fill every gap.
+    fn payload_replicated(_spec: &Self::Spec) -> bool {
+        true
+    }
+    /// Below which stream offset of what it received a connection's bytes are replicated
+    /// (`u64::MAX`: all of them, as for every kind that replicates its payload). A proxy
+    /// half with `commit = "peer"` replicates only what it read before its backend was
+    /// chosen (those bytes were acknowledged as they came).
+    fn replicated_until(_spec: &Self::Spec, _state: &Self::State) -> u64 {
+        u64::MAX
+    }
+    /// A standby's replica with no link partner, of a listener whose payload is not
+    /// replicated: how far it acknowledged what its peer sent, if less than it received (a
+    /// proxy client half still choosing its backend acknowledged nothing; see
+    /// `ShadowFlow::peer_resume_point`).
+    fn unlinked_ack(_state: &Self::State) -> Option<u64> {
+        None
+    }
+    /// A standby's replica of such a listener resumes from stream offset `off` of what its
+    /// peer sent, below what it received: everything from there comes again (and any FIN
+    /// after it).
+    fn rewind_received(_state: &mut Self::State, _off: u64) {}
 }
 
 /// A flow a service asks the engine to open and link to a connection it just accepted.
@@ -253,6 +300,13 @@ macro_rules! kinds {
         }
 
         impl ServiceSpec {
+            /// [`Kind::payload_replicated`] of this listener.
+            pub fn payload_replicated(&self) -> bool {
+                match self {
+                    $( ServiceSpec::$V(s) => <$K as Kind>::payload_replicated(s), )+
+                }
+            }
+
             /// The kind's configuration name.
             pub fn kind_name(&self) -> &'static str {
                 match self {
@@ -365,9 +419,34 @@ macro_rules! kinds {
             }
 
             /// [`Kind::resume_linked`].
-            pub fn resume_linked(&mut self, partner_acked: u64) {
+            #[allow(unreachable_patterns)]
+            pub fn resume_linked(&mut self, spec: &ServiceSpec, partner_acked: u64) {
+                match (self, spec) {
+                    $( (ServiceState::$V(s), ServiceSpec::$V(sp)) => <$K as Kind>::resume_linked(sp, s, partner_acked), )+
+                    _ => {}
+                }
+            }
+
+            /// [`Kind::unlinked_ack`].
+            pub fn unlinked_ack(&self) -> Option<u64> {
                 match self {
-                    $( ServiceState::$V(s) => <$K as Kind>::resume_linked(s, partner_acked), )+
+                    $( ServiceState::$V(s) => <$K as Kind>::unlinked_ack(s), )+
+                }
+            }
+
+            /// [`Kind::rewind_received`].
+            pub fn rewind_received(&mut self, off: u64) {
+                match self {
+                    $( ServiceState::$V(s) => <$K as Kind>::rewind_received(s, off), )+
+                }
+            }
+
+            /// [`Kind::replicated_until`].
+            #[allow(unreachable_patterns)]
+            pub fn replicated_until(&self, spec: &ServiceSpec) -> u64 {
+                match (self, spec) {
+                    $( (ServiceState::$V(s), ServiceSpec::$V(sp)) => <$K as Kind>::replicated_until(sp, s), )+
+                    _ => u64::MAX,
                 }
             }
 
@@ -438,6 +517,14 @@ macro_rules! kinds {
             #[inline]
             fn rx_space(&self) -> usize {
                 match self { $( Bound::$V(s) => s.rx_space(), )+ }
+            }
+            #[inline]
+            fn ack_limit(&self) -> Option<u64> {
+                match self { $( Bound::$V(s) => s.ack_limit(), )+ }
+            }
+            #[inline]
+            fn catch_up_end(&self) -> u64 {
+                match self { $( Bound::$V(s) => s.catch_up_end(), )+ }
             }
         }
     };

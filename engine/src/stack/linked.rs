@@ -150,9 +150,18 @@ impl Stack {
     }
 
     /// After a TCP call of flow `id`: its partner's turn to send (see the module docs).
+    ///
+    /// If that changed the partner's state, this half polls once more: with `commit =
+    /// "peer"` a half processes its peer's FIN only once the other side's peer acknowledged
+    /// every byte before it, which happens in the partner's poll, and this half then has a
+    /// FIN to pass on (else it waited for the partner's end, two seconds of TIME-WAIT).
     pub(super) fn poll_partner<F: FrameSink + ?Sized>(&mut self, now: Instant, id: FlowId, tx: &mut F) {
         if let Some(p) = self.partner(id) {
+            let before = self.flows.get(p).map(|f| f.tcb.state());
             self.poll_linked(now, p, tx);
+            if self.flows.get(p).map(|f| f.tcb.state()) != before && self.partner(id) == Some(p) {
+                self.poll_linked(now, id, tx);
+            }
         }
     }
 

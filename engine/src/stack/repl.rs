@@ -42,6 +42,12 @@ impl ByteStream for Recorder<'_, '_> {
     fn rx_space(&self) -> usize {
         self.inner.rx_space()
     }
+    fn ack_limit(&self) -> Option<u64> {
+        self.inner.ack_limit()
+    }
+    fn catch_up_end(&self) -> u64 {
+        self.inner.catch_up_end()
+    }
 }
 
 impl Stack {
@@ -221,6 +227,20 @@ impl Stack {
             Some(f) => (f.tcb.dirty.take(), f.repl_seq, f.needs_image),
             None => (DirtyFlags::default(), 0, false),
         };
+        // A proxy with `commit = "peer"` replicates no payload past the first request (read
+        // before the choice of backend): its halves acknowledge what they receive only once
+        // the other side's peer has it (`Tcb::ack_point`).
+        let until = match self.flows.get(id) {
+            Some(f) => self.cfg.listeners.get(usize::from(f.listener)).map_or(u64::MAX, |l| f.svc.replicated_until(&l.spec)),
+            None => u64::MAX,
+        };
+        let peer = until != u64::MAX;
+        if peer && !self.rx_log.is_empty() {
+            let start = self.flows.get(id).map_or(0, |f| f.tcb.rx_delivered()).saturating_sub(self.rx_log.len() as u64);
+            if start >= until {
+                self.rx_log.clear();
+            }
+        }
         if needs_image {
             // Its re-image (`replication_tick`) carries this change too; its output waits
             // for it (`commit_tag` holds everything while a flow awaits one).
@@ -236,7 +256,14 @@ impl Stack {
             return;
         };
         // Output waits for a change unless the change is pure send progress (see commit_tag).
-        let commit = new || !self.rx_log.is_empty() || !DirtyFlags::PROGRESS.contains(dirty);
+        // With `commit = "peer"` the bytes received are not waited for (the standby never
+        // holds them; what was relayed but not acknowledged comes again), but what the peer
+        // acknowledged is: the other half acknowledges its own peer's bytes by it.
+        let commit = if peer {
+            new || !self.rx_log.is_empty() || dirty.intersects(DirtyFlags::SND_UNA) || !DirtyFlags(DirtyFlags::PROGRESS.0 | DirtyFlags::RCV_NXT.0).contains(dirty)
+        } else {
+            new || !self.rx_log.is_empty() || !DirtyFlags::PROGRESS.contains(dirty)
+        };
         let slot = (id.index(), id.generation());
         let log = std::mem::take(&mut self.rx_log);
         let group = self.flow_group(id);

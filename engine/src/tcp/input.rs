@@ -24,6 +24,7 @@ impl Tcb {
         out: &mut impl SegmentSink,
     ) -> SegmentVerdict {
         self.stats.segs_in += 1;
+        self.ack_limit = svc.ack_limit();
         // A segment can carry at most 64 KiB; anything longer is not ours to interpret.
         let payload = &payload[..payload.len().min(u16::MAX as usize)];
         let v = match self.state() {
@@ -691,8 +692,15 @@ impl Tcb {
                 self.peer_fin = Some(fin_seq);
             }
         }
+        self.accept_fin(now, cfg, svc);
+    }
+
+    /// Process the FIN remembered in `peer_fin` once RCV.NXT reached it, and every byte
+    /// before it may be acknowledged (`Tcb::ack_point`; until then it waits, unprocessed and
+    /// unreplicated, and the peer retransmits it if the engine dies).
+    pub(super) fn accept_fin<S: ByteStream + ?Sized>(&mut self, now: Instant, cfg: &TcpConfig, svc: &mut S) {
         let Some(fin_seq) = self.peer_fin else { return };
-        if fin_seq != self.rcv_nxt() {
+        if fin_seq != self.rcv_nxt() || self.ack_held() {
             return;
         }
         let next = match self.state() {

@@ -276,6 +276,9 @@ pub struct TcbStats {
     /// (not a FIN) within the minimum RTO of our ACK of the peer's FIN (also in
     /// `out_of_window` or `paws_rejects`).
     pub time_wait_stale_acks: u64,
+    /// Owed ACKs dropped as duplicates while bytes wait for the acknowledgement limit
+    /// (`Tcb::ack_point`).
+    pub held_acks_suppressed: u64,
     pub bad_acks: u64,
     pub rst_received: u64,
     pub rst_sent: u64,

@@ -27,6 +27,7 @@ impl Tcb {
         if self.is_closed() {
             return;
         }
+        self.ack_limit = svc.ack_limit();
         if self.state().is_synchronized() && self.deliver_ooo(svc) {
             self.ack_now(now);
         }
@@ -42,6 +43,7 @@ impl Tcb {
         svc: &S,
         out: &mut impl SegmentSink,
     ) {
+        self.ack_limit = svc.ack_limit();
         let seq = self.ack_seq();
         let hdr = self.header(now, TcpFlags::ACK, seq, svc.rx_space());
         self.emit(&hdr, 0, 0, svc, out);
@@ -58,12 +60,30 @@ impl Tcb {
         if self.is_closed() {
             return;
         }
+        self.ack_limit = svc.ack_limit();
+        if self.ack_limit.is_some() && self.peer_fin.is_some() {
+            // A FIN that waited for the bytes before it to be acknowledgeable.
+            self.accept_fin(now, cfg, svc);
+        }
         self.send_loop(now, cfg, svc, out);
         if !self.ack_pending
             && matches!(self.state(), State::Established | State::FinWait1 | State::FinWait2)
             && self.window_update_due(svc.rx_space())
         {
             self.ack_now(now);
+        }
+        if self.ack_limit.is_some() && self.state().is_synchronized() {
+            if self.ack_point().gt(self.last_ack_sent) {
+                // The limit moved (the other half's peer acknowledged): say so now.
+                self.ack_now(now);
+            } else if self.ack_pending && self.ack_held() && self.ooo.is_none() && self.ack_point() == self.last_ack_sent && !self.window_update_due(svc.rx_space()) {
+                // It would repeat the last ACK and window while bytes wait for the limit:
+                // a duplicate ACK, which drives the peer's fast retransmit of bytes we have.
+                // (With out-of-order bytes it carries SACK blocks and is sent.)
+                self.ack_pending = false;
+                self.timers.delack = None;
+                self.stats.held_acks_suppressed += 1;
+            }
         }
         if self.ack_pending && self.timers.delack.is_some_and(|d| d <= now) {
             self.send_ack(now, &*svc, out);
@@ -92,6 +112,7 @@ impl Tcb {
     /// replicated zero window the standby would not learn the window had opened until its
     /// persist timer fired, 1 s later (no RTT estimate yet).
     pub fn send_probe<S: ByteStream + ?Sized>(&mut self, now: Instant, svc: &S, out: &mut impl SegmentSink) {
+        self.ack_limit = svc.ack_limit();
         let una = self.una_abs();
         let seq = self.seq_of(una) - 1;
         let hdr = self.header(now, TcpFlags::ACK, seq, svc.rx_space());
@@ -286,8 +307,9 @@ impl Tcb {
                 options.sack_count = n as u8;
             }
         }
+        let ack = self.ack_point();
         if flags.ack() {
-            self.last_ack_sent = self.rcv_nxt();
+            self.last_ack_sent = ack;
             self.ack_pending = false;
             self.unacked_segs = 0;
             self.timers.delack = None;
@@ -296,7 +318,7 @@ impl Tcb {
             src_port: self.local_port(),
             dst_port: self.remote_port(),
             seq,
-            ack: if flags.ack() { self.rcv_nxt() } else { SeqNum(0) },
+            ack: if flags.ack() { ack } else { SeqNum(0) },
             flags,
             window,
             options,
@@ -305,13 +327,14 @@ impl Tcb {
 
     /// The window field to send, moving the advertised right edge: never shrink it
     /// (RFC 9293 §3.8.6.2.2 / RFC 7323 §2.4), and move it only in steps of at least
-    /// min(BUFF/2, MSS) (receiver SWS avoidance).
+    /// min(BUFF/2, MSS) (receiver SWS avoidance). The field counts from the ACK it goes
+    /// with ([`Tcb::ack_point`]): bytes received but not yet acknowledged are inside it.
     fn advertise(&mut self, rx_space: usize) -> u16 {
         let ws = self.rcv_wscale() as u32;
         let cap = 65535u64 << ws;
-        let space = (rx_space as u64).min(cap) as u32;
+        let (base, space, cur) = self.window_from_ack(rx_space);
+        let space = u64::from(space).min(cap) as u32;
         self.rcv_space_max = self.rcv_space_max.max(space);
-        let cur = self.rcv_wnd();
         let thresh = (self.rcv_space_max / 2).min(self.mss() as u32).max(1);
         let gran = 1u32 << ws;
         let wnd = if space > cur && space - cur >= thresh {
@@ -320,7 +343,7 @@ impl Tcb {
             cur
         };
         let field = wnd.div_ceil(gran).min(65535);
-        let edge = self.rcv_nxt() + (field << ws);
+        let edge = base + (field << ws);
         if edge.gt(self.rcv_adv()) {
             self.set_rcv_adv(edge);
         }
@@ -337,12 +360,22 @@ impl Tcb {
     /// acknowledged bytes) asks this on every poll.
     fn window_update_due(&self, rx_space: usize) -> bool {
         let ws = self.rcv_wscale() as u32;
-        let space = (rx_space as u64).min(65535u64 << ws) as u32;
-        let cur = self.rcv_wnd();
+        let (_, space, cur) = self.window_from_ack(rx_space);
+        let space = u64::from(space).min(65535u64 << ws) as u32;
         let thresh = (self.rcv_space_max.max(space) / 2).min(self.mss() as u32).max(1);
         let gran = 1u32 << ws;
         let wnd = space & !(gran - 1);
         space > cur && space - cur >= thresh.max(cur) && wnd.div_ceil(gran) > cur.div_ceil(gran)
+    }
+
+    /// The ACK a window field counts from, the window the service's room allows from there
+    /// (its room plus what was received beyond the ACK), and the window advertised from
+    /// there now. Without an acknowledgement limit: RCV.NXT, the room, RCV.WND.
+    fn window_from_ack(&self, rx_space: usize) -> (SeqNum, u32, u32) {
+        let base = self.ack_point();
+        let held = self.rcv_nxt().diff(base).max(0) as u64;
+        let space = (rx_space as u64).saturating_add(held).min(u64::from(u32::MAX)) as u32;
+        (base, space, self.rcv_adv().diff(base).max(0) as u32)
     }
 
     /// RFC 9293 §3.8.6.1: with a zero send window, data waiting and nothing in flight, run

@@ -124,8 +124,12 @@ pub struct Tcb {
     pub(super) ack_pending: bool,
     /// Full-sized segments received since our last ACK (RFC 5681 §4.2 "every second").
     pub(super) unacked_segs: u8,
-    /// RCV.NXT in the last ACK we sent (RFC 7323 §4.3 Last.ACK.sent).
+    /// RCV.NXT in the last ACK we sent (RFC 7323 §4.3 Last.ACK.sent); with an
+    /// acknowledgement limit, the [`Tcb::ack_point`] it carried.
     pub(super) last_ack_sent: SeqNum,
+    /// The service's acknowledgement limit (`ByteStream::ack_limit`, a stream offset of the
+    /// received stream), as of the current call: see [`Tcb::ack_point`].
+    pub(super) ack_limit: Option<u64>,
     pub(super) ts_recent_age: Instant,
     pub(super) ts_last_sent: u32,
     /// Restored at a takeover: the first TSval of this engine's clock. An echo of anything
@@ -180,6 +184,7 @@ impl Tcb {
             ack_pending: false,
             unacked_segs: 0,
             last_ack_sent: SeqNum(0),
+            ack_limit: None,
             ts_recent_age: now,
             // What a segment sent now carries: a replica made before the first segment left
             // (an opened flow's image precedes its SYN) restores its clock from it, so the
@@ -502,6 +507,28 @@ impl Tcb {
     #[inline]
     pub(super) fn seq_of(&self, abs: u64) -> SeqNum {
         self.r.iss + abs as u32
+    }
+    /// What our ACKs acknowledge: RCV.NXT, or less while the service limits it
+    /// (`ByteStream::ack_limit`: a proxy half with `commit = "peer"` acknowledges its
+    /// peer's bytes once the other half's peer has them). Bytes between the two are
+    /// received and passed on, but the peer keeps them (and retransmits them) until they
+    /// are acknowledged. The peer's FIN is acknowledged only with every byte before it (it
+    /// is not even processed before: `process_fin`). The right edge of the window stays
+    /// where RCV.NXT put it.
+    pub fn ack_point(&self) -> SeqNum {
+        match self.ack_limit {
+            Some(l) if l < self.r.rcv_delivered => self.r.rcv_nxt - (self.r.rcv_delivered - l).min(u64::from(u32::MAX >> 1)) as u32,
+            _ => self.r.rcv_nxt,
+        }
+    }
+    /// Whether received bytes wait for the service's acknowledgement limit
+    /// ([`Tcb::ack_point`] below RCV.NXT).
+    pub(super) fn ack_held(&self) -> bool {
+        self.ack_limit.is_some_and(|l| l < self.r.rcv_delivered)
+    }
+    /// Bytes received and delivered to the service (its receive stream offset).
+    pub fn rx_delivered(&self) -> u64 {
+        self.r.rcv_delivered
     }
     /// RCV.WND as currently advertised (never negative).
     pub(super) fn rcv_wnd(&self) -> u32 {

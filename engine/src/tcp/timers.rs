@@ -42,6 +42,7 @@ impl Tcb {
         if self.is_closed() {
             return;
         }
+        self.ack_limit = svc.ack_limit();
         // TIME-WAIT timeout: "delete the TCB, enter the CLOSED state" (RFC 9293 §3.10.8).
         if self.state() == State::TimeWait && self.timers.time_wait.is_some_and(|d| d <= now) {
             self.close_now();

@@ -15,7 +15,7 @@ use flowtwin_engine::iteration::{resume, Acked, CommitSink, Iteration};
 use flowtwin_engine::replica::{FlowImage, Origin};
 use flowtwin_engine::seq::SeqNum;
 use flowtwin_engine::service::echo::{EchoConfig, EchoCursor, EchoState};
-use flowtwin_engine::service::proxy::{Balance, ProxySpec};
+use flowtwin_engine::service::proxy::{Balance, Commit, ProxySpec};
 use flowtwin_engine::service::object::{gen_byte_range, ObjectStore, StoreConfig};
 use flowtwin_engine::stack::{vrrp_mac, FrameSink, GroupId, Link, LinkEvent, Listener, PartnerEnd, ServiceSpec, ServiceState, Stack, StackConfig, Vip};
 use flowtwin_engine::counters::Event;
@@ -51,11 +51,12 @@ fn tcp() -> TcpConfig {
 
 /// The tests' engine (`common::engine_cfg`) with a proxy on :8080 in front of B's object
 /// server (listener [`PROXY`]) and one on :8007 in front of B's echo (listener
-/// [`PROXY_ECHO`]), with small buffers so that they fill.
+/// [`PROXY_ECHO`]), with small buffers so that they fill; and the same two with
+/// `commit = "peer"` on :8180 and :8107.
 fn a_cfg() -> Arc<StackConfig> {
     let mut c = (*common::engine_cfg()).clone();
-    for (port, to) in [(8080, 80), (8007, 7)] {
-        let spec = ProxySpec::new(vec![SocketAddrV4::new(B_IP, to)], Balance::RoundRobin, VIP, proxy::BUF);
+    for (port, to, commit) in [(8080, 80, Commit::Standby), (8007, 7, Commit::Standby), (8180, 80, Commit::Peer), (8107, 7, Commit::Peer)] {
+        let spec = ProxySpec::new(vec![SocketAddrV4::new(B_IP, to)], Balance::RoundRobin, VIP, proxy::BUF).with_commit(commit);
         c.listeners.push(Listener { vip: VIP, port, spec: ServiceSpec::Proxy(Arc::new(spec)) });
     }
     Arc::new(c)
@@ -181,6 +182,14 @@ struct World {
     die_mid_step: bool,
     /// ... after shipping this many of that pass's deltas to the standby (0: none).
     die_after_deltas: usize,
+    /// Payload bytes the standby was sent in `Data` records.
+    data_bytes: usize,
+    /// A lagging sync core: each step ships only the deltas of the passes before (up to
+    /// `lag_upto`), so output tagged with an older change leaves while the standby still
+    /// lacks the newest ones; a kill then finds them missing. Only the commit tags keep
+    /// what left consistent with what the standby holds.
+    lag: bool,
+    lag_upto: u64,
 }
 
 impl World {
@@ -218,6 +227,9 @@ impl World {
             be: Stream::default(),
             die_mid_step: false,
             die_after_deltas: 0,
+            data_bytes: 0,
+            lag: false,
+            lag_upto: 0,
         }
     }
 
@@ -235,27 +247,56 @@ impl World {
 
     /// A's sync core: drain the ring into the standby, which acknowledges at once.
     fn replicate(&mut self) {
-        self.replicate_some(usize::MAX);
+        if !self.lag {
+            self.replicate_some(usize::MAX);
+            return;
+        }
+        let upto = self.lag_upto;
+        self.replicate_upto(usize::MAX, upto);
+        // What this pass wrote ships in the next step.
+        if let Some((_, _, link)) = self.a.as_mut() {
+            let mut peek = vec![[0u64; 8]; 1 << 16];
+            let got = link.consumer.peek_burst(&mut peek);
+            let mut used = 0;
+            while used < got {
+                let p = delta::peek_header(&peek[used..got]).unwrap();
+                self.lag_upto = p.header.seq;
+                used += p.records;
+            }
+        }
     }
 
     /// [`World::replicate`] of at most `max` deltas (a sync core that drained the ring while
     /// the worker was still writing to it). Returns how many it shipped.
     fn replicate_some(&mut self, max: usize) -> usize {
+        self.replicate_upto(max, u64::MAX)
+    }
+
+    /// [`World::replicate_some`] of the deltas up to sequence number `upto`.
+    fn replicate_upto(&mut self, max: usize, upto: u64) -> usize {
         let Some((_, _, link)) = self.a.as_mut() else { return 0 };
         let mut peek = vec![[0u64; 8]; 1 << 16];
         let got = link.consumer.peek_burst(&mut peek);
         if got == 0 {
             return 0;
         }
-        let (mut used, mut first, mut last, mut n) = (0, 0, 0, 0);
+        let (mut used, mut first, mut last, mut n, mut data) = (0, 0, 0, 0, 0);
         while used < got && n < max {
             n += 1;
             let p = delta::peek_header(&peek[used..got]).unwrap();
+            if p.header.seq > upto {
+                n -= 1;
+                break;
+            }
+            if p.kind == delta::DeltaKind::Data {
+                data += p.payload_len;
+            }
             first = if first == 0 { p.header.seq } else { first };
             last = p.header.seq;
             used += p.records;
         }
         link.consumer.advance(used);
+        self.data_bytes += data;
         if used == 0 {
             return 0;
         }

@@ -6,7 +6,7 @@
 
 use super::*;
 use flowtwin_engine::counters::Drop;
-use flowtwin_engine::service::proxy::{Binding, Mode, Pool, BAD_REQUEST, REFUSAL_REASONS, UNAVAILABLE};
+use flowtwin_engine::service::proxy::{Binding, Commit, Mode, Pool, BAD_REQUEST, REFUSAL_REASONS, UNAVAILABLE};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Bytes buffered per direction by the tests' proxies (small, so that they fill).
@@ -14,6 +14,9 @@ pub(super) const BUF: usize = 8 * 1024;
 /// A's proxy in front of B's object server, and the one in front of B's echo.
 const PROXY_HTTP: u16 = 8080;
 const PROXY_ECHO: u16 = 8007;
+/// The same two with `commit = "peer"`.
+const PEER_HTTP: u16 = 8180;
+const PEER_ECHO: u16 = 8107;
 /// Listener index of the proxy in front of B's echo (after `common`'s two and PROXY_HTTP).
 const PROXY_ECHO_LISTENER: usize = 3;
 
@@ -69,12 +72,14 @@ impl World {
 /// it has `close_after` bytes); it must receive `want` and B's FIN. Killed after step
 /// `kill.0` (`kill.1`: that step's records reached the standby) or never.
 fn life(port: u16, upload: &[u8], want: &[u8], close_after: Option<usize>, kill: Option<(u64, bool)>) -> End {
-    life_with(port, upload, want, close_after, 1 << 20, kill)
+    life_with(port, upload, want, close_after, 1 << 20, false, kill)
 }
 
-/// [`life`] with a client reading through a `window`-byte receive window.
-fn life_with(port: u16, upload: &[u8], want: &[u8], close_after: Option<usize>, window: usize, kill: Option<(u64, bool)>) -> End {
+/// [`life`] with a client reading through a `window`-byte receive window, and a lagging
+/// sync core if `lag` (`World::lag`).
+fn life_with(port: u16, upload: &[u8], want: &[u8], close_after: Option<usize>, window: usize, lag: bool, kill: Option<(u64, bool)>) -> End {
     let mut w = World::new();
+    w.lag = lag;
     w.proxy_client_with(port, upload, close_after, window);
     let mut end = End { steps: 0, installed: (0, 0), state_at_kill: Vec::new(), adopted: false };
     let mut step = 0u64;
@@ -114,6 +119,13 @@ fn life_with(port: u16, upload: &[u8], want: &[u8], close_after: Option<usize>, 
         let open: u64 = proxy_spec(&w, port).backends.iter().map(|b| b.active.load(Relaxed)).sum();
         assert_eq!(open, 0, "no backend connection counted open once each is closed or in TIME-WAIT");
     }
+    // `commit = "peer"` replicates no payload; `standby` all of it (the upload and the
+    // response, as far as the standby was sent them before a kill).
+    if [PEER_HTTP, PEER_ECHO].contains(&port) {
+        assert_eq!(w.data_bytes, 0, "kill {kill:?}: commit = peer replicates no payload");
+    } else if kill.is_none() {
+        assert!(w.data_bytes >= upload.len() + want.len(), "every byte relayed replicated: {}", w.data_bytes);
+    }
     end.steps = step;
     end.adopted = adopted;
     end
@@ -124,6 +136,17 @@ fn life_with(port: u16, upload: &[u8], want: &[u8], close_after: Option<usize>, 
 /// request), in both cases.
 #[test]
 fn a_proxied_request_survives_a_kill_at_every_step() {
+    request_kills(PROXY_HTTP);
+}
+
+/// The same with `commit = "peer"`: no payload replicated; each side's bytes acknowledged
+/// once the other side's peer has them.
+#[test]
+fn a_peer_committed_request_survives_a_kill_at_every_step() {
+    request_kills(PEER_HTTP);
+}
+
+fn request_kills(port: u16) {
     let mut states = std::collections::BTreeSet::new();
     let mut points = 0;
     let only: Option<u64> = std::env::var("PROXY_KILL").ok().and_then(|v| v.parse().ok());
@@ -135,18 +158,20 @@ fn a_proxied_request_survives_a_kill_at_every_step() {
     for (n, before_end, window) in [(30_000, None, 1 << 20), (200_000, Some(0), 1 << 20), (20_000, Some(600), 300)] {
         let (req, want) = (request(n), response(n));
         let close_after = before_end.map(|b: usize| want.len() - b);
-        let clean = life_with(PROXY_HTTP, &req, &want, close_after, window, None);
-        assert_eq!(clean.adopted, before_end == Some(600), "the client half adopts the backend half's last bytes in the third life only");
+        let clean = life_with(port, &req, &want, close_after, window, false, None);
+        // (With `commit = "peer"` never: a backend half acknowledges its peer's FIN only once
+        // the client has every byte before it.)
+        assert_eq!(clean.adopted, before_end == Some(600) && port != PEER_HTTP, "the client half adopts the backend half's last bytes in the third life only");
         for k in (0..clean.steps).filter(|k| only.is_none_or(|o| o == *k)) {
-            for reached in [true, false] {
-                let e = life_with(PROXY_HTTP, &req, &want, close_after, window, Some((k, reached)));
+            for (reached, lag) in [(true, false), (false, false), (true, true), (false, true)] {
+                let e = life_with(port, &req, &want, close_after, window, lag, Some((k, reached)));
                 states.extend(e.state_at_kill.iter().map(|s| format!("{s:?}")));
                 points += 1;
                 assert!(e.installed.1 == 0, "kill {k}/{reached}: every replica installed: {:?}", e.installed);
             }
         }
     }
-    println!("proxy http: {points} kill points, A's flow states at the kills: {states:?}");
+    println!("proxy http :{port}: {points} kill points, A's flow states at the kills: {states:?}");
     for s in ["SynReceived", "SynSent", "Established", "CloseWait", "FinWait1", "FinWait2", "LastAck", "TimeWait"] {
         assert!(only.is_some() || states.contains(s), "some kill found a half in {s}: {states:?}");
     }
@@ -156,16 +181,26 @@ fn a_proxied_request_survives_a_kill_at_every_step() {
 /// (each is `BUF`), so both windows close and open again; killed every few steps.
 #[test]
 fn a_proxied_echo_with_full_pipes_survives_kills() {
+    echo_kills(PROXY_ECHO);
+}
+
+/// The same with `commit = "peer"`.
+#[test]
+fn a_peer_committed_echo_with_full_pipes_survives_kills() {
+    echo_kills(PEER_ECHO);
+}
+
+fn echo_kills(port: u16) {
     let upload: Vec<u8> = (0..120_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let clean = life(PROXY_ECHO, &upload, &upload, None, None);
+    let clean = life(port, &upload, &upload, None, None);
     let mut points = 0;
     for k in (0..clean.steps).step_by(3) {
-        for reached in [true, false] {
-            life(PROXY_ECHO, &upload, &upload, None, Some((k, reached)));
+        for (reached, lag) in [(true, false), (false, false), (true, true), (false, true)] {
+            life_with(port, &upload, &upload, None, 1 << 20, lag, Some((k, reached)));
             points += 1;
         }
     }
-    println!("proxy echo: {points} kill points over {} steps", clean.steps);
+    println!("proxy echo :{port}: {points} kill points over {} steps", clean.steps);
     assert!(points > 20);
 }
 
@@ -253,8 +288,13 @@ fn an_unanswering_backend_closes_the_client_after_the_connect_timeout() {
 /// An HTTP proxy (delayed binding) on :8088: requests for `b.example` go to B's object
 /// server; nothing else has a backend (503).
 fn http_world() -> World {
+    http_world_with(Commit::Standby)
+}
+
+/// [`http_world`] with output commit `commit`.
+fn http_world_with(commit: Commit) -> World {
     let pools = vec![Pool { host: Some("b.example".into()), path_prefix: Some("/gen/".into()), backends: vec![0] }];
-    let mut spec = ProxySpec::new(vec![SocketAddrV4::new(B_IP, 80)], Balance::RoundRobin, VIP, BUF).with_pools(&[], pools);
+    let mut spec = ProxySpec::new(vec![SocketAddrV4::new(B_IP, 80)], Balance::RoundRobin, VIP, BUF).with_pools(&[], pools).with_commit(commit);
     spec.mode = Mode::Http;
     world_with_spec(8088, spec)
 }
@@ -270,11 +310,22 @@ fn long_request(n: usize, host: &str) -> Vec<u8> {
 /// SYN.
 #[test]
 fn an_http_proxied_request_chosen_by_host_survives_a_kill_at_every_step() {
+    http_kills(Commit::Standby);
+}
+
+/// The same with `commit = "peer"`: the standby never sees the request, so a kill before
+/// the backend had it makes the client send it again and the new active choose.
+#[test]
+fn a_peer_committed_http_request_chosen_by_host_survives_a_kill_at_every_step() {
+    http_kills(Commit::Peer);
+}
+
+fn http_kills(commit: Commit) {
     let n = 40_000;
     let (req, want) = (long_request(n, "B.Example:8088"), response(n));
     // kill: (step, deltas of that step's pass the standby got; usize::MAX: all).
     let run = |kill: Option<(u64, usize)>| -> u64 {
-        let mut w = http_world();
+        let mut w = http_world_with(commit);
         w.proxy_client(8088, &req, None);
         let mut step = 0u64;
         while !(w.client_done(&want) && w.all_closed()) {
@@ -315,7 +366,7 @@ fn an_http_proxied_request_chosen_by_host_survives_a_kill_at_every_step() {
             points += 1;
         }
     }
-    println!("http proxy: {points} kill points");
+    println!("http proxy ({}): {points} kill points", commit.name());
     assert!(points > 20);
 }
 
@@ -354,13 +405,23 @@ fn proxy_spec(w: &World, port: u16) -> Arc<ProxySpec> {
 /// request to the backend again).
 #[test]
 fn a_client_half_outliving_its_backend_half_is_never_reconnected() {
+    outliving_kills(Commit::Standby);
+}
+
+/// The same with `commit = "peer"`.
+#[test]
+fn a_peer_committed_client_half_outliving_its_backend_half_is_never_reconnected() {
+    outliving_kills(Commit::Peer);
+}
+
+fn outliving_kills(commit: Commit) {
     let n = 20_000;
     let (req, want) = (long_request(n, "b.example"), response(n));
     // Steps after the exchange ended in which a kill still lands (the client half in
     // TIME-WAIT), and steps the world then runs on for a second connection to show.
     let after = 40u64;
     let run = |kill: Option<(u64, bool)>| -> u64 {
-        let mut w = http_world();
+        let mut w = http_world_with(commit);
         w.proxy_client(8088, &req, Some(want.len()));
         let mut step = 0u64;
         let mut done_at = None;

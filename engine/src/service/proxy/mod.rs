@@ -38,17 +38,19 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use super::{ByteStream, Kind, LinkEnd, Open};
+use super::ByteStream;
 use crate::time::{Duration, Instant};
 
 mod bind;
+mod kind;
 pub mod health;
 mod pipe;
 mod pool;
 pub use self::bind::{Decision, Mode, Pool, BAD_REQUEST, TOO_LARGE, UNAVAILABLE};
 pub use self::health::{ActiveCheck, CheckHealth, CheckKind, CheckResult, CheckState, Probe};
+pub use self::kind::ProxyKind;
 pub use self::pipe::Pipe;
 pub use self::pool::{pack, unpack, Admin, ConnectHistogram, PoolError, SlotImage, CONNECT_BUCKETS_US, DEFAULT_MAX_BACKENDS, DEFAULT_POOL, MAX_WEIGHT, REMOVE_GRACE};
 
@@ -57,8 +59,42 @@ pub const DEFAULT_MAX_HEAD: usize = 16 * 1024;
 
 /// Default bytes buffered per direction per connection.
 pub const DEFAULT_BUF_SIZE: usize = 256 * 1024;
+/// Default output commit of a proxy service (`commit`).
+pub const DEFAULT_COMMIT: Commit = Commit::Standby;
 /// Default SYN retransmissions toward a backend (1 s initial RTO: it gives up after 7 s).
 pub const DEFAULT_CONNECT_RETRIES: u8 = 2;
+
+/// When a proxy half acknowledges its peer's bytes (`commit`), the two ways output commit
+/// can hold for a relay of two connections.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Commit {
+    /// Once the standby holds them: every byte relayed is replicated, and the two sides are
+    /// decoupled (a slow backend does not slow the client's upload).
+    #[default]
+    Standby,
+    /// Once the other half's peer acknowledged them: no payload is replicated, only both
+    /// halves' sequence state and their link; after a takeover the two peers'
+    /// retransmissions fill every gap (see the module documentation).
+    Peer,
+}
+
+impl Commit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Commit::Standby => "standby",
+            Commit::Peer => "peer",
+        }
+    }
+
+    /// Parse a configuration name.
+    pub fn parse(s: &str) -> Option<Commit> {
+        match s {
+            "standby" => Some(Commit::Standby),
+            "peer" => Some(Commit::Peer),
+            _ => None,
+        }
+    }
+}
 
 /// How a backend is chosen for a new client connection.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -240,6 +276,8 @@ pub struct ProxySpec {
     pub source: Ipv4Addr,
     /// Bytes buffered per direction per connection.
     pub buf_size: usize,
+    /// When a half acknowledges its peer's bytes ([`Commit`]).
+    pub commit: Commit,
     pub health: Health,
     /// SYN retransmissions before a backend connection gives up (its connect timeout: with
     /// a 1 s initial RTO, 2 gives up 7 s after the first SYN).
@@ -284,6 +322,7 @@ impl ProxySpec {
             balance,
             source,
             buf_size: buf_size.max(1),
+            commit: Commit::Standby,
             health: Health::default(),
             connect_retries: DEFAULT_CONNECT_RETRIES,
             check: None,
@@ -292,6 +331,12 @@ impl ProxySpec {
             ops: Mutex::new(()),
             refused: Default::default(),
         }
+    }
+
+    /// With output commit `commit`.
+    pub fn with_commit(mut self, commit: Commit) -> ProxySpec {
+        self.commit = commit;
+        self
     }
 
     /// With passive health settings `health`.
@@ -347,6 +392,12 @@ pub struct ProxyHalf {
     alone: bool,
     /// A client half's choice of backend (delayed binding, `bind`).
     pub binding: Binding,
+    /// Where the bytes read before the backend was chosen end (a client half's first
+    /// request or ClientHello, `mode = "http"` or `"tls"`; 0 otherwise). With `commit =
+    /// "peer"` they were acknowledged as they came and replicated (the client's cwnd may
+    /// not let it send the rest of the head before an ACK), and only what follows waits for
+    /// the backend.
+    pub head_end: u64,
     /// A backend half opened here: when its connect began (for the connect latency; not
     /// replicated: a connect resumed at a takeover is not timed).
     connect_at: Option<Instant>,
@@ -377,7 +428,7 @@ fn reply_code(r: &'static [u8]) -> u8 {
 
 impl ProxyHalf {
     fn new(side: Side, cap: usize) -> ProxyHalf {
-        ProxyHalf { side, rx: Pipe::new(cap), adopted: None, alone: false, binding: Binding::Bound, connect_at: None, probe: Probe::default() }
+        ProxyHalf { side, rx: Pipe::new(cap), adopted: None, alone: false, binding: Binding::Bound, head_end: 0, connect_at: None, probe: Probe::default() }
     }
 
     /// The half of a health check of backend slot `i` (`token`: `CheckHealth::begin`'s),
@@ -431,6 +482,11 @@ impl ProxyConn<'_> {
             None => self.me.adopted.as_deref(),
         }
     }
+
+    /// `commit = "peer"` and a relaying half (not a health check).
+    fn peer_commit(&self) -> bool {
+        self.spec.commit == Commit::Peer && !matches!(self.me.side, Side::Check(_))
+    }
 }
 
 impl ProxyConn<'_> {
@@ -442,7 +498,10 @@ impl ProxyConn<'_> {
         };
         match self.spec.decide(head) {
             Decision::More => {}
-            Decision::Pool(p) => self.me.binding = Binding::Ready(p),
+            Decision::Pool(p) => {
+                self.me.binding = Binding::Ready(p);
+                self.me.head_end = self.me.rx.received;
+            }
             Decision::Refuse(r) => self.refuse(r),
         }
     }
@@ -475,6 +534,11 @@ impl ByteStream for ProxyConn<'_> {
         }
         if self.me.alone || self.me.rx.peer_fin {
             return 0;
+        }
+        let swallowed = self.me.rx.swallow(data.len());
+        if swallowed > 0 {
+            // The other side has these already (see `Pipe::skip`).
+            return swallowed + if swallowed < data.len() { self.on_recv(&data[swallowed..]) } else { 0 };
         }
         // Linked, or still choosing its backend: bounded by the room left (the window
         // advertised). Unlinked otherwise: the standby replaying what the active accepted
@@ -527,11 +591,39 @@ impl ByteStream for ProxyConn<'_> {
     }
 
     fn on_acked(&mut self, off: u64) {
-        match (&mut self.partner, &mut self.me.adopted) {
-            (Some(p), _) => p.rx.release(off),
-            (None, Some(a)) => a.release(off),
-            (None, None) => {}
+        let past = self.peer_commit();
+        let pipe = match (&mut self.partner, &mut self.me.adopted) {
+            (Some(p), _) => &mut p.rx,
+            (None, Some(a)) => &mut **a,
+            (None, None) => return,
+        };
+        if past {
+            pipe.release_past(off);
+        } else {
+            pipe.release(off);
         }
+    }
+
+    fn ack_limit(&self) -> Option<u64> {
+        // Alone (the partner is gone, or the client was refused), nothing more is relayed:
+        // what was received is acknowledged (it goes nowhere, as with `standby`). Still
+        // reading the first request or ClientHello: acknowledged (and replicated) as it
+        // comes, so that the client may send all of it.
+        if !self.peer_commit() || self.me.alone || self.me.binding == Binding::Reading {
+            return None;
+        }
+        Some(self.me.rx.released.max(self.me.head_end))
+    }
+
+    fn catch_up_end(&self) -> u64 {
+        let end = self.tx_end();
+        if !self.peer_commit() {
+            return end;
+        }
+        // The dead engine relayed what the partner's peer sent within the window the
+        // partner advertised from what it had acknowledged, whose record the replica holds:
+        // at most `cap` bytes past what the pipe released.
+        self.tx().map_or(end, |p| end.max(p.released.saturating_add(p.cap as u64)))
     }
 
     fn rx_space(&self) -> usize {
@@ -547,241 +639,6 @@ impl ByteStream for ProxyConn<'_> {
 
 /// The window a check flow advertises (it discards what it reads).
 const CHECK_WINDOW: usize = 65535;
-
-/// The `proxy` kind (see the module documentation).
-pub struct ProxyKind;
-
-/// The spec of a state bound to a non-proxy listener (cannot occur; see `Kind`).
-static DETACHED: std::sync::OnceLock<Arc<ProxySpec>> = std::sync::OnceLock::new();
-
-impl Kind for ProxyKind {
-    const NAME: &'static str = "proxy";
-    const IMAGE_TAG: u8 = 3;
-    const SYN_WINDOW_IS_ROOM: bool = true;
-    type Spec = Arc<ProxySpec>;
-    type State = ProxyHalf;
-    type Counters = ();
-    type Conn<'a> = ProxyConn<'a>;
-
-    fn new_state(spec: &Arc<ProxySpec>) -> ProxyHalf {
-        let mut h = ProxyHalf::new(Side::Client, spec.buf_size);
-        if spec.mode != Mode::Tcp {
-            h.binding = Binding::Reading;
-        }
-        h
-    }
-
-    fn bind<'a>(state: &'a mut ProxyHalf, spec: &'a Arc<ProxySpec>, _stats: &'a mut ()) -> ProxyConn<'a> {
-        ProxyConn { me: state, partner: None, spec }
-    }
-
-    fn bind_linked<'a>(state: &'a mut ProxyHalf, partner: Option<&'a mut ProxyHalf>, spec: &'a Arc<ProxySpec>, _stats: &'a mut ()) -> ProxyConn<'a> {
-        ProxyConn { me: state, partner, spec }
-    }
-
-    fn detached_spec() -> &'static Arc<ProxySpec> {
-        DETACHED.get_or_init(|| Arc::new(ProxySpec::new(Vec::new(), Balance::RoundRobin, Ipv4Addr::UNSPECIFIED, DEFAULT_BUF_SIZE)))
-    }
-
-    fn peer_fin(state: &ProxyHalf) -> bool {
-        state.rx.peer_fin
-    }
-
-    /// `side u8 (0 client, 1 backend) | backend u16 | alone u8 | binding u8 | its arg u16 |
-    /// rx pipe | adopted u8 | [pipe]`.
-    fn image(state: &ProxyHalf, out: &mut Vec<u8>) {
-        let (side, backend) = match state.side {
-            Side::Client => (0u8, 0u16),
-            Side::Backend(b) => (1, b),
-            // Never imaged (a local flow); if it were, `from_image` refuses it.
-            Side::Check(b) => (2, b),
-        };
-        out.push(side);
-        out.extend_from_slice(&backend.to_le_bytes());
-        out.push(state.alone as u8);
-        let (tag, arg) = match state.binding {
-            Binding::Bound => (0u8, 0u16),
-            Binding::Reading => (1, 0),
-            Binding::Ready(p) => (2, p),
-            Binding::Refused(c) => (3, u16::from(c)),
-        };
-        out.push(tag);
-        out.extend_from_slice(&arg.to_le_bytes());
-        state.rx.image(out);
-        match &state.adopted {
-            None => out.push(0),
-            Some(p) => {
-                out.push(1);
-                p.image(out);
-            }
-        }
-    }
-
-    fn from_image(spec: &Arc<ProxySpec>, b: &[u8]) -> Option<ProxyHalf> {
-        let (&side, b) = b.split_first()?;
-        let backend = u16::from_le_bytes(b.get(..2)?.try_into().ok()?);
-        let (&alone, b) = b.get(2..)?.split_first()?;
-        let side = match side {
-            0 => Side::Client,
-            1 if usize::from(backend) < spec.backends.len() => Side::Backend(backend),
-            _ => return None,
-        };
-        if alone > 1 {
-            return None;
-        }
-        let (&tag, b) = b.split_first()?;
-        let arg = u16::from_le_bytes(b.get(..2)?.try_into().ok()?);
-        let b = b.get(2..)?;
-        let binding = match tag {
-            0 => Binding::Bound,
-            1 => Binding::Reading,
-            2 if arg == u16::MAX || usize::from(arg) < spec.pools.len() => Binding::Ready(arg),
-            3 if usize::from(arg) < REPLIES.len() => Binding::Refused(arg as u8),
-            _ => return None,
-        };
-        let (rx, b) = Pipe::from_image(spec.buf_size, b)?;
-        let (&has, b) = b.split_first()?;
-        let adopted = match has {
-            0 if b.is_empty() => None,
-            1 => {
-                let (p, rest) = Pipe::from_image(spec.buf_size, b)?;
-                if !rest.is_empty() {
-                    return None;
-                }
-                Some(Box::new(p))
-            }
-            _ => return None,
-        };
-        Some(ProxyHalf { side, rx, adopted, alone: alone == 1, binding, connect_at: None, probe: Probe::default() })
-    }
-
-    fn on_accept(spec: &Arc<ProxySpec>, state: &mut ProxyHalf, client: Ipv4Addr, now: Instant) -> Option<Open<ProxyHalf>> {
-        if state.binding != Binding::Bound {
-            return None; // delayed binding: after the first bytes (`take_open`)
-        }
-        let Some(i) = spec.choose(client, now) else {
-            return Some(Open { from: spec.source, to: None, state: ProxyHalf::new(Side::Client, spec.buf_size) });
-        };
-        Some(Open { from: spec.source, to: Some(spec.backends[i].addr()), state: ProxyHalf::backend(i, spec.buf_size, now) })
-    }
-
-    fn take_open(spec: &Arc<ProxySpec>, state: &mut ProxyHalf, client: Ipv4Addr, now: Instant) -> Option<Open<ProxyHalf>> {
-        let Binding::Ready(p) = state.binding else { return None };
-        if state.alone {
-            // Its partner came and went (`partner_ended`): the choice was opened once.
-            state.binding = Binding::Bound;
-            return None;
-        }
-        let pool = if usize::from(p) < spec.pools.len() { p } else { DEFAULT_POOL };
-        let Some(i) = spec.choose_in(pool, client, now) else {
-            state.binding = Binding::Refused(reply_code(spec.unavailable()));
-            return Some(Open { from: spec.source, to: None, state: ProxyHalf::new(Side::Client, spec.buf_size) });
-        };
-        state.binding = Binding::Bound;
-        Some(Open { from: spec.source, to: Some(spec.backends[i].addr()), state: ProxyHalf::backend(i, spec.buf_size, now) })
-    }
-
-    fn syn_retries(spec: &Arc<ProxySpec>) -> Option<u8> {
-        Some(spec.connect_retries)
-    }
-
-    fn opened(spec: &Arc<ProxySpec>, state: &ProxyHalf) {
-        if let Side::Backend(i) = state.side {
-            if let Some(b) = spec.backends.get(usize::from(i)) {
-                b.active.fetch_add(1, Relaxed);
-                b.opened.fetch_add(1, Relaxed);
-            }
-        }
-    }
-
-    fn resumed(spec: &Arc<ProxySpec>, state: &ProxyHalf) {
-        if let Side::Backend(i) = state.side {
-            if let Some(b) = spec.backends.get(usize::from(i)) {
-                b.active.fetch_add(1, Relaxed);
-            }
-        }
-    }
-
-    fn quiet(spec: &Arc<ProxySpec>, state: &ProxyHalf) {
-        // Its connection is over: least-conn and `flowtwin_proxy_backend_connections` count
-        // open connections, not TIME-WAIT ones (as nginx's least_conn does).
-        if let Side::Backend(i) = state.side {
-            if let Some(b) = spec.backends.get(usize::from(i)) {
-                let _ = b.active.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
-            }
-        }
-    }
-
-    fn closed(spec: &Arc<ProxySpec>, state: &ProxyHalf, connected: bool, open: bool, now: Instant) {
-        if let (Side::Client, Binding::Refused(c)) = (state.side, state.binding) {
-            if let Some(n) = spec.refused.get(usize::from(c)) {
-                n.fetch_add(1, Relaxed);
-            }
-        }
-        if let Side::Backend(i) = state.side {
-            if let Some(b) = spec.backends.get(usize::from(i)) {
-                if open {
-                    let _ = b.active.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
-                }
-                b.outcome(connected, now, spec.health);
-            }
-        }
-    }
-
-    fn connected(spec: &Arc<ProxySpec>, state: &ProxyHalf, now: Instant) {
-        if let (Side::Backend(i), Some(at)) = (state.side, state.connect_at) {
-            if let Some(b) = spec.backends.get(usize::from(i)) {
-                b.connect.observe(now.0.saturating_sub(at.0));
-            }
-        }
-    }
-
-    fn transferred(spec: &Arc<ProxySpec>, state: &ProxyHalf, bytes_in: u64, bytes_out: u64) {
-        if let Side::Backend(i) = state.side {
-            if let Some(b) = spec.backends.get(usize::from(i)) {
-                b.bytes_from.fetch_add(bytes_in, Relaxed);
-                b.bytes_to.fetch_add(bytes_out, Relaxed);
-            }
-        }
-    }
-
-    fn adopt(state: &mut ProxyHalf, closing: &mut ProxyHalf, acked: u64) {
-        state.alone = true;
-        let mut p = std::mem::take(&mut closing.rx);
-        // What this half's peer acknowledged of it (on a standby, the partner's releases were
-        // not replayed; the ring holds the last `cap` bytes, all still valid).
-        p.release(acked.max(p.received.saturating_sub(p.cap as u64)));
-        if p.held() == 0 {
-            p.buf = Box::new([]); // its end and FIN are all that matter now
-        }
-        state.adopted = Some(Box::new(p));
-    }
-
-    fn partner_ended(state: &mut ProxyHalf, end: LinkEnd) -> bool {
-        state.alone = true;
-        // It had a partner, so its backend was chosen and opened: never again. (A standby
-        // never sees the choice turn into the open, `take_open`'s `Bound`: its replica
-        // still says `Ready` when the partner's close reaches it, and a takeover then
-        // opened a second backend connection and replayed the request to it.)
-        if let Binding::Ready(_) = state.binding {
-            state.binding = Binding::Bound;
-        }
-        // A reset propagates; an orderly end or a backend that never answered ends with our
-        // FIN after what is queued (`tx_closed`).
-        end == LinkEnd::Reset
-    }
-
-    fn resume_linked(state: &mut ProxyHalf, partner_acked: u64) {
-        // Linked, so its backend was chosen and opened (the standby never saw the choice).
-        if let Binding::Ready(_) = state.binding {
-            state.binding = Binding::Bound;
-        }
-        // What the partner's peer acknowledged of our pipe (its replicated send progress;
-        // the ring holds the last `cap` bytes, all of them still valid).
-        let first = state.rx.received.saturating_sub(state.rx.cap as u64);
-        state.rx.release(partner_acked.max(first));
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,12 @@ pub struct Pipe {
     pub released: u64,
     /// This half's peer sent FIN: after `received`, the other half sends its FIN.
     pub peer_fin: bool,
+    /// Bytes this half's peer will send again that the other half's peer already has
+    /// (`commit = "peer"`, after a takeover: the other side acknowledged bytes the dead
+    /// engine relayed, [`Pipe::release_past`]): counted in `received`, swallowed as they
+    /// arrive. Not imaged: an image is taken of a live pipe, whose `received` says where
+    /// the stream stands.
+    pub(super) skip: u64,
 }
 
 impl fmt::Debug for Pipe {
@@ -126,6 +132,34 @@ impl Pipe {
         if off > self.released {
             self.released = off;
         }
+    }
+
+    /// Release up to `off`, also beyond what was received (`commit = "peer"`): the other
+    /// half's peer acknowledged bytes this pipe never held, which the dead engine relayed;
+    /// they are skipped when this half's peer sends them again.
+    pub(super) fn release_past(&mut self, off: u64) {
+        if off > self.received {
+            self.skip += off - self.received;
+            self.received = off;
+        }
+        self.release(off);
+    }
+
+    /// Of `n` bytes arriving from this half's peer, how many to swallow (see `skip`).
+    pub(super) fn swallow(&mut self, n: usize) -> usize {
+        let k = self.skip.min(n as u64);
+        self.skip -= k;
+        k as usize
+    }
+
+    /// Empty at stream offset `off`, both received and released (a takeover in
+    /// `commit = "peer"`: what the other half's peer acknowledged; the rest comes again).
+    /// The peer's FIN stays.
+    pub(super) fn reset_at(&mut self, off: u64) {
+        self.buf = Box::new([]);
+        self.received = off;
+        self.released = off;
+        self.skip = 0;
     }
 
     /// `received u64 | released u64 | peer_fin u8 | held bytes [first_held, received)`.

@@ -1,5 +1,7 @@
 //! Unit tests of the proxy service.
 use super::*;
+use crate::service::{Kind, LinkEnd};
+use std::sync::Arc;
 
 const T0: Instant = Instant(1_000_000);
 static SP: std::sync::LazyLock<ProxySpec> = std::sync::LazyLock::new(|| spec(1, Balance::RoundRobin));
@@ -96,7 +98,7 @@ fn replay_alone_takes_everything_and_keeps_the_last_cap_bytes() {
     let mut cc = ProxyConn { me: &mut c, partner: None, spec: &SP };
     assert_eq!(cc.on_recv(b"abcdef"), 6);
     assert_eq!(cc.on_recv(b"gh"), 2);
-    ProxyKind::resume_linked(&mut c, 1);
+    ProxyKind::resume_linked(&std::sync::Arc::new(spec(1, Balance::RoundRobin)), &mut c, 1);
     assert_eq!(c.rx.released, 4, "the ring holds the last 4 bytes; all before were delivered");
     let mut b = ProxyHalf::new(Side::Backend(0), 4);
     let bc = ProxyConn { me: &mut b, partner: Some(&mut c), spec: &SP };
@@ -310,4 +312,60 @@ fn the_pool_table_carries_check_health_and_a_refilled_slot_starts_unknown() {
     let other = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 99), 80);
     assert_eq!(a.add_backend(other, 1, DEFAULT_POOL), Ok(1));
     assert_eq!((a.backends[1].check.state(), a.backends[1].check.timeouts.load(Relaxed)), (CheckState::Unknown, 0));
+}
+
+/// `commit = "peer"`: a half acknowledges its peer's bytes as far as the other half's peer
+/// acknowledged them; alone (nothing more is relayed), all of them.
+#[test]
+fn peer_commit_acknowledges_what_the_other_side_has() {
+    let sp = spec(1, Balance::RoundRobin).with_commit(Commit::Peer);
+    let mut c = ProxyHalf::new(Side::Client, 8);
+    let mut b = ProxyHalf::new(Side::Backend(0), 8);
+    {
+        let mut cc = ProxyConn { me: &mut c, partner: Some(&mut b), spec: &sp };
+        assert_eq!(cc.on_recv(b"GET /"), 5);
+        assert_eq!(cc.ack_limit(), Some(0), "nothing acknowledged before the backend has it");
+    }
+    {
+        let mut bc = ProxyConn { me: &mut b, partner: Some(&mut c), spec: &sp };
+        assert_eq!(bc.ack_limit(), Some(0));
+        bc.on_acked(3);
+    }
+    let cc = ProxyConn { me: &mut c, partner: Some(&mut b), spec: &sp };
+    assert_eq!(cc.ack_limit(), Some(3), "what the backend acknowledged");
+    assert_eq!(ProxyConn { me: &mut c, partner: None, spec: &SP }.ack_limit(), None, "commit = standby: no limit");
+    c.alone = true;
+    assert_eq!(ProxyConn { me: &mut c, partner: None, spec: &sp }.ack_limit(), None, "alone: everything");
+    let mut h = ProxyHalf::check(0, 1, T0);
+    assert_eq!(ProxyConn { me: &mut h, partner: None, spec: &sp }.ack_limit(), None, "a health check is no relay");
+}
+
+/// After a takeover in `commit = "peer"` the other side's peer may acknowledge bytes the dead
+/// engine relayed and this engine never held: the pipe skips them when they come again.
+#[test]
+fn peer_commit_skips_what_the_other_side_already_has() {
+    let sp = std::sync::Arc::new(spec(1, Balance::RoundRobin).with_commit(Commit::Peer));
+    let mut c = ProxyHalf::new(Side::Client, 8);
+    c.rx.push(b"abc");
+    c.binding = Binding::Reading;
+    ProxyKind::resume_linked(&sp, &mut c, 2);
+    assert_eq!((c.rx.received, c.rx.released, c.rx.held()), (2, 2, 0), "empty where the backend's acknowledgement stands");
+    assert_eq!(c.binding, Binding::Bound, "linked: its backend was chosen");
+    let mut b = ProxyHalf::new(Side::Backend(0), 8);
+    {
+        let mut bc = ProxyConn { me: &mut b, partner: Some(&mut c), spec: &sp };
+        assert_eq!(bc.catch_up_end(), 2 + 8, "the backend may acknowledge up to a buffer beyond");
+        bc.on_acked(5);
+    }
+    assert_eq!((c.rx.received, c.rx.released), (5, 5));
+    let mut cc = ProxyConn { me: &mut c, partner: Some(&mut b), spec: &sp };
+    // The client sends bytes 2.. again: 2..5 are swallowed, the rest relayed.
+    assert_eq!(cc.on_recv(b"cde"), 3);
+    assert_eq!(cc.me.rx.received, 5);
+    assert_eq!(cc.on_recv(b"fg"), 2);
+    assert_eq!(cc.tx_end(), 0);
+    assert_eq!(cc.me.rx.received, 7);
+    let mut buf = [0u8; 4];
+    assert_eq!(ProxyConn { me: &mut b, partner: Some(&mut c), spec: &sp }.read_at(5, &mut buf), 2);
+    assert_eq!(&buf[..2], b"fg");
 }

@@ -51,6 +51,8 @@ pub(super) struct TestSvc {
     pub close_after: bool,
     pub peer_fin: bool,
     pub acked: u64,
+    /// `ByteStream::ack_limit` (a proxy half's `commit = "peer"`).
+    pub limit: Option<u64>,
 }
 
 impl TestSvc {
@@ -109,6 +111,9 @@ impl ByteStream for TestSvc {
         assert!(off >= self.acked && off <= self.tx_end(), "on_acked({off}) acked {} end {}", self.acked, self.tx_end());
         self.acked = off;
     }
+    fn ack_limit(&self) -> Option<u64> {
+        self.limit
+    }
     fn rx_space(&self) -> usize {
         let held = if self.echo { self.rx.len() - self.acked as usize } else { self.rx.len() - self.app_read };
         self.rx_cap.saturating_sub(held)
@@ -163,6 +168,7 @@ mod close;
 mod data;
 mod fuzz;
 mod handshake;
+mod held;
 mod probes;
 mod recovery;
 mod rfc5961;
