@@ -28,7 +28,9 @@
 #                captures of the client AND the backend namespace.
 #   proxy_kill   the same load; once every flow moves, a random 0.5-2 s, then kill -9 A. PASS iff
 #                all of proxy_basic's checks hold (so: no reconnect to a backend, no RST anywhere),
-#                every long flow was still running at the kill, and B took over.
+#                every long flow was still running at the kill, and B took over. The proxies run
+#                their default output commit, `commit = "peer"` (FT_PROXY_COMMIT sets another).
+#   proxy_kill_standby  proxy_kill with `commit = "standby"` (every relayed byte replicated).
 #   proxy_http_kill  mode = "http": downloads routed by Host to the two nginx, kill (see below).
 #   proxy_tls_kill   mode = "tls" on :8443 (SNI one.example -> nginx TLS on .11:443, two.example ->
 #                .12:443, anything else or no SNI -> the default pool, .12:8444; each listener has its
@@ -119,7 +121,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FT_PROG=proxy
-ALL_TESTS=(proxy_basic proxy_kill proxy_http_kill proxy_tls_kill proxy_banner_kill proxy_workers proxy_closed_kill proxy_pool proxy_prometheus proxy_health proxy_reload)
+ALL_TESTS=(proxy_basic proxy_kill proxy_kill_standby proxy_http_kill proxy_tls_kill proxy_banner_kill proxy_workers proxy_closed_kill proxy_pool proxy_prometheus proxy_health proxy_reload)
 # reproductions of open engine defects: run only when named exactly with --only (not by scripts/test)
 REPRO_TESTS=()
 INJECT_KINDS=(upload-digest echo-byte rst extra-conn file-byte file-truncate)
@@ -282,6 +284,8 @@ rst_stop() {
 }
 
 # ------------------------------------------------------------------ engines
+# The proxies' output commit: FT_PROXY_COMMIT ("peer" or "standby"; unset: the engine's default).
+commit_key() { [[ -n ${FT_PROXY_COMMIT:-} ]] && echo "commit = \"$FT_PROXY_COMMIT\"" || true; }
 proxy_services() { # the [[service]] sections of the proxy on the VIP
   local port backend_port balance
   for spec in "$HTTP_PORT $SRV_HTTP $FT_PROXY_BALANCE_HTTP" "$ECHO_PORT $SRV_ECHO $FT_PROXY_BALANCE_ECHO" \
@@ -292,6 +296,7 @@ proxy_services() { # the [[service]] sections of the proxy on the VIP
 vip = "$FT_VIP"
 port = $port
 kind = "proxy"
+$(commit_key)
 backends = ["$FT_SRV_IP1:$backend_port", "$FT_SRV_IP2:$backend_port"]
 balance = "$balance"
 EOF
@@ -303,6 +308,7 @@ EOF
 vip = "$FT_VIP"
 port = $L7_PORT
 kind = "proxy"
+$(commit_key)
 mode = "http"
 [[service.pool]]
 host = "two.example"
@@ -484,6 +490,15 @@ report() { # NAME — PASS/FAIL from VERDICT, DESC
 # start is a FAIL with its reason, never silence)
 test_proxy_basic() { load_run proxy_basic "$TMP/proxy_basic" 0 "$INJECT" || true; report proxy_basic; }
 test_proxy_kill() { load_run proxy_kill "$TMP/proxy_kill" 1 "$INJECT" || true; report proxy_kill; }
+# The same kill with `commit = "standby"` (every relayed byte replicated) instead of the
+# default `peer` (each side's bytes acknowledged once the other side's peer has them).
+test_proxy_kill_standby() {
+  local saved=${FT_PROXY_COMMIT-}
+  FT_PROXY_COMMIT=standby
+  load_run proxy_kill_standby "$TMP/proxy_kill_standby" 1 "$INJECT" || true
+  FT_PROXY_COMMIT=$saved
+  report proxy_kill_standby
+}
 
 # proxy_http_kill: mode = "http" (the backend chosen from the first request's Host and path).
 # Rate-limited 20 MiB downloads with Host two.example and one.example (curl, keep-alive and
@@ -565,6 +580,7 @@ tls_services() { # INJECT — the mode = "tls" service: SNI one/two.example to i
 vip = "$FT_VIP"
 port = $TLS_PORT
 kind = "proxy"
+$(commit_key)
 backends = ["$FT_SRV_IP2:$SRV_TLS_DEFAULT"]
 EOT
   if has_inject "$1" tls-as-tcp; then echo 'mode = "tcp"'; return; fi
@@ -587,6 +603,7 @@ banner_services() { # INJECT — mode = "tcp" to the server-speaks-first backend
 vip = "$FT_VIP"
 port = $BANNER_PORT
 kind = "proxy"
+$(commit_key)
 mode = "$mode"
 backends = ["$FT_SRV_IP1:$SRV_BANNER", "$FT_SRV_IP2:$SRV_BANNER"]
 EOT

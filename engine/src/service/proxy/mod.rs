@@ -26,6 +26,19 @@
 //! backend is sent client bytes only once the standby holds them, so a takeover never has to
 //! produce bytes that only the dead engine had.
 //!
+//! **Replication (`commit = "peer"`, the default: bytes are acknowledged once the other
+//! side's peer has them).** A half's acknowledgement limit (`ByteStream::ack_limit`) is
+//! what the partner's peer acknowledged of its pipe, so its ACKs (and its acceptance of its
+//! peer's FIN) follow the far side's; what it received and relayed beyond that is still its
+//! peer's to retransmit. No `Data` is replicated past the first request or ClientHello
+//! (`head_end`: read before the choice, acknowledged as it came), and what the peer
+//! acknowledged (SND.UNA) is commit-relevant, since the partner acknowledges by it. At
+//! takeover each half of a pair resumes its receive side from what the partner's peer
+//! acknowledged (`ShadowFlow::peer_resume_point`, [`Kind::resume_linked`]), its output
+//! from SND.UNA; a peer's ACK beyond the replica is caught up within one buffer
+//! (`catch_up_end`), and the bytes the far side already has are skipped when they come
+//! again ([`Pipe`]'s `skip`).
+//!
 //! **Ends.** When one half closes in order, the other keeps what it still has to send: it
 //! adopts the closing half's pipe ([`Kind::adopt`]) and sends it, then its FIN; it accepts
 //! nothing more from its own peer (nowhere to send it). When one half is reset, the other is
@@ -59,20 +72,19 @@ pub const DEFAULT_MAX_HEAD: usize = 16 * 1024;
 
 /// Default bytes buffered per direction per connection.
 pub const DEFAULT_BUF_SIZE: usize = 256 * 1024;
-/// Default output commit of a proxy service (`commit`).
-pub const DEFAULT_COMMIT: Commit = Commit::Standby;
+/// Default output commit of a proxy service (`commit`): nothing relayed is replicated.
+pub const DEFAULT_COMMIT: Commit = Commit::Peer;
 /// Default SYN retransmissions toward a backend (1 s initial RTO: it gives up after 7 s).
 pub const DEFAULT_CONNECT_RETRIES: u8 = 2;
 
 /// When a proxy half acknowledges its peer's bytes (`commit`), the two ways output commit
 /// can hold for a relay of two connections.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Commit {
     /// Once the standby holds them: every byte relayed is replicated, and the two sides are
     /// decoupled (a slow backend does not slow the client's upload).
-    #[default]
     Standby,
-    /// Once the other half's peer acknowledged them: no payload is replicated, only both
+    /// Once the other half's peer acknowledged them ([`DEFAULT_COMMIT`]): no payload is replicated, only both
     /// halves' sequence state and their link; after a takeover the two peers'
     /// retransmissions fill every gap (see the module documentation).
     Peer,
@@ -322,7 +334,7 @@ impl ProxySpec {
             balance,
             source,
             buf_size: buf_size.max(1),
-            commit: Commit::Standby,
+            commit: DEFAULT_COMMIT,
             health: Health::default(),
             connect_retries: DEFAULT_CONNECT_RETRIES,
             check: None,

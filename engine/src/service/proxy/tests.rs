@@ -26,7 +26,8 @@ fn a_backend_that_keeps_failing_rests_for_fail_timeout() {
 
 fn spec(n: usize, balance: Balance) -> ProxySpec {
     let b = (0..n).map(|i| SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 10 + i as u8), 80)).collect();
-    ProxySpec::new(b, balance, Ipv4Addr::new(10, 0, 0, 1), 8)
+    // The pipes' own tests: `commit = "standby"` (peer mode has tests of its own below).
+    ProxySpec::new(b, balance, Ipv4Addr::new(10, 0, 0, 1), 8).with_commit(Commit::Standby)
 }
 
 #[test]
