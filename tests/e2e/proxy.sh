@@ -434,6 +434,16 @@ load_run() {
     DESC+="; roles at the end: A $(fl_jq "$(cat "$dir/a_status.json" 2>/dev/null)" 's.get("role")'), B $(fl_jq "$(cat "$dir/b_status.json" 2>/dev/null)" 's.get("role")')"
   fi
   if [[ $DIRECT -eq 0 && $kill -eq 1 ]]; then
+    # The output commit in effect, seen from B after it served the uploads: with `peer` it
+    # holds back ACKs that would repeat the last one (flowtwin_held_acks_suppressed_total),
+    # with `standby` it never has an ACK to hold back.
+    local held want=${FT_PROXY_COMMIT:-peer}
+    held=$(awk '/^flowtwin_held_acks_suppressed_total/ {n += $2} END {printf "%d", n}' "$dir/b.metrics" 2>/dev/null)
+    DESC+="; commit = $want (B held back ${held:-0} duplicate ACKs)"
+    if [[ $want == peer && ${held:-0} -eq 0 ]] || [[ $want == standby && ${held:-0} -ne 0 ]]; then
+      [[ $VERDICT == ok ]] && VERDICT="" || VERDICT+="; "
+      VERDICT+="commit = $want not in effect on B (held_acks_suppressed ${held:-0})"
+    fi
     DESC+="; B: $(fl_jq "$(cat "$dir/b_status.json" 2>/dev/null)" '"role %s, flows_resumed %s, flows_abandoned %s" % (s.get("role"), s.get("flows_resumed"), s.get("flows_abandoned"))')"
   fi
   if [[ $DIRECT -eq 0 ]]; then
