@@ -91,6 +91,10 @@ pub struct Flow {
     /// (0: none yet). Output of the flow may leave once the standby acknowledged it; see
     /// [`Stack::commit_tag`].
     pub repl_seq: u64,
+    /// Sequence number of this flow's last replicated change of what its peer acknowledged
+    /// when that matters to its link partner only (a proxy half with `commit = "peer"`: the
+    /// partner acknowledges its own peer's bytes by it, [`Stack::commit_tag`]); 0: none.
+    pub una_seq: u64,
     /// A delta of this flow was lost to a full ring: nothing incremental may follow it (the
     /// standby would replay it onto the wrong state) until the flow is re-imaged whole.
     pub needs_image: bool,
@@ -518,7 +522,7 @@ impl Stack {
         let (frames, failed) = (out.frames, out.failed);
         let state = tcb.state();
         let deadline = tcb.next_deadline();
-        let flow = Flow { tcb, svc, listener: li as u16, origin: Origin::Accepted, link: Link::None, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, needs_image: false, quiet: false, local: false };
+        let flow = Flow { tcb, svc, listener: li as u16, origin: Origin::Accepted, link: Link::None, peer_mac: src_mac, vip_mac, unready: false, installed: false, repl_seq: 0, una_seq: 0, needs_image: false, quiet: false, local: false };
         match self.flows.insert(key, flow) {
             Ok(id) => {
                 self.counters.event(Event::FlowsOpened);

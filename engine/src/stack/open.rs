@@ -442,6 +442,7 @@ impl Stack {
             unready: false,
             installed: false,
             repl_seq: 0,
+            una_seq: 0,
             needs_image: false,
             quiet: false,
             local,
@@ -621,7 +622,7 @@ impl Stack {
     /// The replicated change the output of flow `id` must also wait for: its partner's.
     pub(super) fn partner_seq(&self, id: FlowId) -> u64 {
         match self.flows.get(id).map(|f| f.link) {
-            Some(Link::Partner(p)) => self.flows.get(p).map_or(0, |f| f.repl_seq),
+            Some(Link::Partner(p)) => self.flows.get(p).map_or(0, |f| f.repl_seq.max(f.una_seq)),
             _ => 0,
         }
     }

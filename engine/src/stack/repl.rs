@@ -197,6 +197,7 @@ impl Stack {
         };
         if let Some(f) = self.flows.get_mut(id) {
             f.repl_seq = seq;
+            f.una_seq = seq;
             f.needs_image = false;
         }
         self.touch_tag(seq, id);
@@ -259,8 +260,11 @@ impl Stack {
         // With `commit = "peer"` the bytes received are not waited for (the standby never
         // holds them; what was relayed but not acknowledged comes again), but what the peer
         // acknowledged is: the other half acknowledges its own peer's bytes by it.
+        // It matters to the partner's output, not to this flow's own (`una_seq`): its data
+        // and its ACK depend on what its own peer sent and on the partner's acknowledgements.
+        let una = peer && dirty.intersects(DirtyFlags::SND_UNA);
         let commit = if peer {
-            new || !self.rx_log.is_empty() || dirty.intersects(DirtyFlags::SND_UNA) || !DirtyFlags(DirtyFlags::PROGRESS.0 | DirtyFlags::RCV_NXT.0).contains(dirty)
+            new || !self.rx_log.is_empty() || !DirtyFlags(DirtyFlags::PROGRESS.0 | DirtyFlags::RCV_NXT.0).contains(dirty)
         } else {
             new || !self.rx_log.is_empty() || !DirtyFlags::PROGRESS.contains(dirty)
         };
@@ -296,6 +300,9 @@ impl Stack {
             let tag = if commit { seq } else { last };
             if let Some(f) = self.flows.get_mut(id) {
                 f.repl_seq = tag;
+                if una {
+                    f.una_seq = seq;
+                }
             }
             self.touch_tag(tag, id);
         } else {

@@ -81,7 +81,7 @@ impl Stack {
             }
         }
         let state = tcb.state();
-        let flow = Flow { tcb, svc, listener: img.listener, origin: img.origin, link, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, needs_image: false, quiet, local: false };
+        let flow = Flow { tcb, svc, listener: img.listener, origin: img.origin, link, peer_mac: img.peer_mac, vip_mac: img.vip_mac, unready: true, installed: true, repl_seq: 0, una_seq: 0, needs_image: false, quiet, local: false };
         let Ok(id) = self.flows.insert(img.key, flow) else { return None };
         self.counters.flows_by_state[state as usize] += 1;
         self.counters.event(Event::FlowsResumed);
