@@ -63,6 +63,14 @@ pub trait ByteStream {
     fn catch_up_end(&self) -> u64 {
         self.tx_end()
     }
+    /// Bytes of the received stream, next after what was delivered, that TCP is to count
+    /// as received without them (and then forget): a proxy half with `commit = "peer"`
+    /// after a takeover, whose partner's peer acknowledged bytes that the dead engine
+    /// relayed. This half's peer sent them, and may not send them again (it may have had
+    /// them acknowledged while the standby lagged).
+    fn take_skipped(&mut self) -> u64 {
+        0
+    }
 }
 
 /// A service whose state is borrowed whole (it needs neither a spec nor counters to run, as
@@ -103,6 +111,10 @@ impl<S: ByteStream + ?Sized> ByteStream for &mut S {
     #[inline]
     fn catch_up_end(&self) -> u64 {
         (**self).catch_up_end()
+    }
+    #[inline]
+    fn take_skipped(&mut self) -> u64 {
+        (**self).take_skipped()
     }
 }
 
@@ -525,6 +537,10 @@ macro_rules! kinds {
             #[inline]
             fn catch_up_end(&self) -> u64 {
                 match self { $( Bound::$V(s) => s.catch_up_end(), )+ }
+            }
+            #[inline]
+            fn take_skipped(&mut self) -> u64 {
+                match self { $( Bound::$V(s) => s.take_skipped(), )+ }
             }
         }
     };

@@ -48,6 +48,9 @@ impl ByteStream for Recorder<'_, '_> {
     fn catch_up_end(&self) -> u64 {
         self.inner.catch_up_end()
     }
+    fn take_skipped(&mut self) -> u64 {
+        self.inner.take_skipped()
+    }
 }
 
 impl Stack {

@@ -279,6 +279,9 @@ pub struct TcbStats {
     /// Owed ACKs dropped as duplicates while bytes wait for the acknowledgement limit
     /// (`Tcb::ack_point`).
     pub held_acks_suppressed: u64,
+    /// Bytes counted as received without arriving: the far side had them
+    /// (`ByteStream::take_skipped`, a proxy takeover with `commit = "peer"`).
+    pub skipped_in: u64,
     pub bad_acks: u64,
     pub rst_received: u64,
     pub rst_sent: u64,

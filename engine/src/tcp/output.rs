@@ -28,6 +28,16 @@ impl Tcb {
             return;
         }
         self.ack_limit = svc.ack_limit();
+        if matches!(self.state(), State::Established | State::FinWait1 | State::FinWait2) {
+            let n = svc.take_skipped();
+            if n > 0 {
+                // The far side has these bytes of our peer's (`ByteStream::take_skipped`):
+                // received, as far as this connection is concerned.
+                self.set_rcv_nxt(self.rcv_nxt() + n.min(u64::from(u32::MAX >> 1)) as u32, n);
+                self.stats.skipped_in += n;
+                self.ack_now(now);
+            }
+        }
         if self.state().is_synchronized() && self.deliver_ooo(svc) {
             self.ack_now(now);
         }

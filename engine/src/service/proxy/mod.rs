@@ -36,8 +36,9 @@
 //! takeover each half of a pair resumes its receive side from what the partner's peer
 //! acknowledged (`ShadowFlow::peer_resume_point`, [`Kind::resume_linked`]), its output
 //! from SND.UNA; a peer's ACK beyond the replica is caught up within one buffer
-//! (`catch_up_end`), and the bytes the far side already has are skipped when they come
-//! again ([`Pipe`]'s `skip`).
+//! (`catch_up_end`), and the bytes the far side already has count as received by this
+//! half at once ([`Pipe`]'s `skip`, `ByteStream::take_skipped`): its peer sent them, and
+//! may not send them again.
 //!
 //! **Ends.** When one half closes in order, the other keeps what it still has to send: it
 //! adopts the closing half's pipe ([`Kind::adopt`]) and sends it, then its FIN; it accepts
@@ -625,6 +626,10 @@ impl ByteStream for ProxyConn<'_> {
             return None;
         }
         Some(self.me.rx.released.max(self.me.head_end))
+    }
+
+    fn take_skipped(&mut self) -> u64 {
+        std::mem::take(&mut self.me.rx.skip)
     }
 
     fn catch_up_end(&self) -> u64 {

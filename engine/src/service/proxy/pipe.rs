@@ -20,9 +20,10 @@ pub struct Pipe {
     pub peer_fin: bool,
     /// Bytes this half's peer will send again that the other half's peer already has
     /// (`commit = "peer"`, after a takeover: the other side acknowledged bytes the dead
-    /// engine relayed, [`Pipe::release_past`]): counted in `received`, swallowed as they
-    /// arrive. Not imaged: an image is taken of a live pipe, whose `received` says where
-    /// the stream stands.
+    /// engine relayed, [`Pipe::release_past`]): counted in `received`; the half's TCP
+    /// counts them as received at its next poll (`take_skipped`), and any that arrive
+    /// before are swallowed. Not imaged: an image is taken of a live pipe, whose `received`
+    /// says where the stream stands.
     pub(super) skip: u64,
 }
 

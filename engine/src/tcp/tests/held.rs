@@ -86,3 +86,24 @@ fn without_held_bytes_every_ack_goes_out() {
     tcb.on_segment(t(12), &cfg, &h, &p, &mut svc, &mut out);
     assert_eq!(out.take().pop().expect("the keepalive answered").0.ack, seq + 100);
 }
+
+#[test]
+fn bytes_the_far_side_has_count_as_received() {
+    // After a takeover the other side's peer acknowledged 300 bytes of ours that this engine
+    // never saw (the dead one relayed them): RCV.NXT moves over them, and their
+    // retransmission is a duplicate.
+    let (cfg, mut svc, mut tcb, mut out, seq) = held();
+    let (h, p) = data_seg(seq + 300, SISN + 1, 100);
+    tcb.on_segment(t(10), &cfg, &h, &p, &mut svc, &mut out);
+    assert_eq!(svc.rx.len(), 0, "out of order: held");
+    svc.skipped = 300;
+    svc.limit = Some(400);
+    tcb.poll_send(t(11), &cfg, &mut svc, &mut out);
+    assert_eq!(tcb.rcv_nxt(), seq + 400, "over the skipped bytes, then the held segment");
+    assert_eq!(svc.rx.len(), 100);
+    assert_eq!(tcb.stats().skipped_in, 300);
+    assert_eq!(out.take().pop().expect("ACK").0.ack, seq + 400);
+    let (h, p) = data_seg(seq, SISN + 1, 300);
+    tcb.on_segment(t(12), &cfg, &h, &p, &mut svc, &mut out);
+    assert_eq!(svc.rx.len(), 100, "the retransmission of the skipped bytes is a duplicate");
+}

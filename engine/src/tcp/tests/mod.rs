@@ -53,6 +53,8 @@ pub(super) struct TestSvc {
     pub acked: u64,
     /// `ByteStream::ack_limit` (a proxy half's `commit = "peer"`).
     pub limit: Option<u64>,
+    /// `ByteStream::take_skipped`.
+    pub skipped: u64,
 }
 
 impl TestSvc {
@@ -113,6 +115,9 @@ impl ByteStream for TestSvc {
     }
     fn ack_limit(&self) -> Option<u64> {
         self.limit
+    }
+    fn take_skipped(&mut self) -> u64 {
+        std::mem::take(&mut self.skipped)
     }
     fn rx_space(&self) -> usize {
         let held = if self.echo { self.rx.len() - self.acked as usize } else { self.rx.len() - self.app_read };
