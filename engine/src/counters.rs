@@ -175,6 +175,10 @@ reasons! {
         /// Duplicate ACKs not sent while received bytes wait for a proxy's `commit = "peer"`
         /// limit (the ACK would repeat the last one: the peer would retransmit bytes we hold).
         HeldAcksSuppressed => "held_acks_suppressed",
+        /// Bytes a proxy half with `commit = "peer"` counted as received after a takeover
+        /// without them arriving: the other side's peer had acknowledged them (the dead
+        /// engine relayed them), so its own peer may never send them again.
+        SkippedBytes => "skipped_bytes",
         PawsRejected => "paws_rejected",
         RstAccepted => "rst_accepted",
         Retransmits => "retransmits",

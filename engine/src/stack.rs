@@ -588,6 +588,7 @@ impl Stack {
         c.add(Event::OutOfWindow, b.out_of_window - a.out_of_window);
         c.add(Event::TimeWaitStaleAcks, b.time_wait_stale_acks - a.time_wait_stale_acks);
         c.add(Event::HeldAcksSuppressed, b.held_acks_suppressed - a.held_acks_suppressed);
+        c.add(Event::SkippedBytes, b.skipped_in - a.skipped_in);
         c.add(Event::RstAccepted, b.rst_received - a.rst_received);
         c.add(Event::RstSent, b.rst_sent - a.rst_sent);
         let local = flow.local;

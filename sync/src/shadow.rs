@@ -416,7 +416,8 @@ impl Replicas {
             let mut v: Vec<ShadowFlow> = v.into_iter().map(|(_, f)| f).collect();
             // `commit = "peer"`: each half of a pair resumes from what the other half's peer
             // acknowledged (`ShadowFlow::peer_resume_point`), before the rewind below.
-            let acked: HashMap<FlowKey, u64> = v.iter().map(|f| (f.image.key, f.image.tcb.tx_acked)).collect();
+            // (Only linked halves are anyone's partner: no map of every flow.)
+            let acked: HashMap<FlowKey, u64> = v.iter().filter(|f| matches!(f.partner, Partner::Key(_))).map(|f| (f.image.key, f.image.tcb.tx_acked)).collect();
             for f in v.iter_mut() {
                 let a = match f.partner {
                     Partner::Key(k) => acked.get(&k).copied(),

@@ -643,10 +643,10 @@ impl Stack {
         a.deliver_fin(&cfg);
         b.deliver_fin(&cfg);
         let (a_acked, b_acked) = (a.image.tcb.tx_acked, b.image.tcb.tx_acked);
-        let spec_of = |sh: &crate::replica::ShadowFlow| cfg.listeners.get(usize::from(sh.image.listener)).map(|l| l.spec.clone());
+        let spec_of = |sh: &crate::replica::ShadowFlow| cfg.listeners.get(usize::from(sh.image.listener)).map(|l| &l.spec);
         if let (Some(sa), Some(sb)) = (spec_of(&a), spec_of(&b)) {
-            a.svc.resume_linked(&sa, b_acked);
-            b.svc.resume_linked(&sb, a_acked);
+            a.svc.resume_linked(sa, b_acked);
+            b.svc.resume_linked(sb, a_acked);
         }
         let a_closed = self.replica_closed_at(&cfg, &mut a, Some(&mut b.svc));
         let b_closed = self.replica_closed_at(&cfg, &mut b, Some(&mut a.svc));

@@ -219,7 +219,11 @@ impl Stack {
             }
             return;
         }
-        let (dirty, last, needs_image) = match self.flows.get_mut(id) {
+        // A proxy with `commit = "peer"` replicates no payload past the first request (read
+        // before the choice of backend): its halves acknowledge what they receive only once
+        // the other side's peer has it (`Tcb::ack_point`). `until`: below which offset what
+        // the flow receives is replicated; `delivered`: where its received stream stands.
+        let (dirty, last, needs_image, until, delivered) = match self.flows.get_mut(id) {
             Some(f) if f.local => {
                 // Never replicated (`Flow::local`): its output depends on nothing the standby
                 // must hold, and keeps its own lane.
@@ -228,22 +232,15 @@ impl Stack {
                 self.touch_tag(0, id);
                 return;
             }
-            Some(f) => (f.tcb.dirty.take(), f.repl_seq, f.needs_image),
-            None => (DirtyFlags::default(), 0, false),
-        };
-        // A proxy with `commit = "peer"` replicates no payload past the first request (read
-        // before the choice of backend): its halves acknowledge what they receive only once
-        // the other side's peer has it (`Tcb::ack_point`).
-        let until = match self.flows.get(id) {
-            Some(f) => self.cfg.listeners.get(usize::from(f.listener)).map_or(u64::MAX, |l| f.svc.replicated_until(&l.spec)),
-            None => u64::MAX,
+            Some(f) => {
+                let until = self.cfg.listeners.get(usize::from(f.listener)).map_or(u64::MAX, |l| f.svc.replicated_until(&l.spec));
+                (f.tcb.dirty.take(), f.repl_seq, f.needs_image, until, f.tcb.rx_delivered())
+            }
+            None => (DirtyFlags::default(), 0, false, u64::MAX, 0),
         };
         let peer = until != u64::MAX;
-        if peer && !self.rx_log.is_empty() {
-            let start = self.flows.get(id).map_or(0, |f| f.tcb.rx_delivered()).saturating_sub(self.rx_log.len() as u64);
-            if start >= until {
-                self.rx_log.clear();
-            }
+        if peer && delivered.saturating_sub(self.rx_log.len() as u64) >= until {
+            self.rx_log.clear();
         }
         if needs_image {
             // Its re-image (`replication_tick`) carries this change too; its output waits

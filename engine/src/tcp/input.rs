@@ -25,6 +25,7 @@ impl Tcb {
     ) -> SegmentVerdict {
         self.stats.segs_in += 1;
         self.ack_limit = svc.ack_limit();
+        self.skip_received(now, svc);
         // A segment can carry at most 64 KiB; anything longer is not ours to interpret.
         let payload = &payload[..payload.len().min(u16::MAX as usize)];
         let v = match self.state() {

@@ -27,17 +27,7 @@ impl Tcb {
         if self.is_closed() {
             return;
         }
-        self.ack_limit = svc.ack_limit();
-        if matches!(self.state(), State::Established | State::FinWait1 | State::FinWait2) {
-            let n = svc.take_skipped();
-            if n > 0 {
-                // The far side has these bytes of our peer's (`ByteStream::take_skipped`):
-                // received, as far as this connection is concerned.
-                self.set_rcv_nxt(self.rcv_nxt() + n.min(u64::from(u32::MAX >> 1)) as u32, n);
-                self.stats.skipped_in += n;
-                self.ack_now(now);
-            }
-        }
+        self.skip_received(now, svc);
         if self.state().is_synchronized() && self.deliver_ooo(svc) {
             self.ack_now(now);
         }
@@ -99,6 +89,21 @@ impl Tcb {
             self.send_ack(now, &*svc, out);
         }
         self.arm_persist(now, cfg, &*svc);
+    }
+
+    /// Count as received the bytes the service says the far side already has
+    /// (`ByteStream::take_skipped`), before any segment text is delivered: their
+    /// retransmission, if it comes, is then a duplicate.
+    pub(super) fn skip_received<S: ByteStream + ?Sized>(&mut self, now: Instant, svc: &mut S) {
+        if !matches!(self.state(), State::Established | State::FinWait1 | State::FinWait2) {
+            return;
+        }
+        let n = svc.take_skipped();
+        if n > 0 {
+            self.set_rcv_nxt(self.rcv_nxt() + n.min(u64::from(u32::MAX >> 1)) as u32, n);
+            self.stats.skipped_in += n;
+            self.ack_now(now);
+        }
     }
 
     /// Owe an ACK and send it at the end of this event.

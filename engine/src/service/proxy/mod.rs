@@ -548,11 +548,6 @@ impl ByteStream for ProxyConn<'_> {
         if self.me.alone || self.me.rx.peer_fin {
             return 0;
         }
-        let swallowed = self.me.rx.swallow(data.len());
-        if swallowed > 0 {
-            // The other side has these already (see `Pipe::skip`).
-            return swallowed + if swallowed < data.len() { self.on_recv(&data[swallowed..]) } else { 0 };
-        }
         // Linked, or still choosing its backend: bounded by the room left (the window
         // advertised). Unlinked otherwise: the standby replaying what the active accepted
         // (see the module documentation).

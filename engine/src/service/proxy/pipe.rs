@@ -21,8 +21,8 @@ pub struct Pipe {
     /// Bytes this half's peer will send again that the other half's peer already has
     /// (`commit = "peer"`, after a takeover: the other side acknowledged bytes the dead
     /// engine relayed, [`Pipe::release_past`]): counted in `received`; the half's TCP
-    /// counts them as received at its next poll (`take_skipped`), and any that arrive
-    /// before are swallowed. Not imaged: an image is taken of a live pipe, whose `received`
+    /// counts them as received at its next call (`take_skipped`), before it delivers any
+    /// segment text. Not imaged: an image is taken of a live pipe, whose `received`
     /// says where the stream stands.
     pub(super) skip: u64,
 }
@@ -137,20 +137,13 @@ impl Pipe {
 
     /// Release up to `off`, also beyond what was received (`commit = "peer"`): the other
     /// half's peer acknowledged bytes this pipe never held, which the dead engine relayed;
-    /// they are skipped when this half's peer sends them again.
+    /// this half's TCP counts them as received (`skip`).
     pub(super) fn release_past(&mut self, off: u64) {
         if off > self.received {
             self.skip += off - self.received;
             self.received = off;
         }
         self.release(off);
-    }
-
-    /// Of `n` bytes arriving from this half's peer, how many to swallow (see `skip`).
-    pub(super) fn swallow(&mut self, n: usize) -> usize {
-        let k = self.skip.min(n as u64);
-        self.skip -= k;
-        k as usize
     }
 
     /// Empty at stream offset `off`, both received and released (a takeover in
